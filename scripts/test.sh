@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command: starts PostgreSQL if needed, then runs every test of the workspace
+# (unit, store suites on SQLite and PostgreSQL, simulator and end-to-end tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export TEST_PG_URL=${TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+bash scripts/ensure-postgres.sh
+exec cargo test --workspace --all-targets "$@"
