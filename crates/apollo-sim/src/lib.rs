@@ -1,0 +1,185 @@
+//! Apollo simulator: Apollo's Bulk People Enrichment API on `127.0.0.1`, with a deterministic
+//! synthetic population, fixed-window rate limits on a scaled clock, a credits ledger,
+//! asynchronous webhook deliveries and fault injection — the Apollo that tests, the demo and
+//! benchmarks talk to.
+//!
+//! What it models, in brief (the knobs are [`SimConfig`]; `apollo-sim --help` lists them):
+//! - `POST /api/v1/people/bulk_match`: `x-api-key` checked (401 plain text), 1–10 details (400
+//!   `RECORD_LIMIT_EXCEEDED`), flags from the query or the body, `webhook_url` required with phone
+//!   or waterfall flags unless `poll_only=true`; a random `i64` `request_id` sent as a JSON number.
+//! - A population derived from a SHA-256 of the detail's identifier ([`population`]): same
+//!   identifiers, same person and 24-hex id; unmatched entries are `null`.
+//! - Minute/hour/day fixed windows on a scaled clock with every header; 429 with `retry-after`
+//!   (seconds, at least 1) and `x-retry-after-ms` (exact).
+//! - Credits: 1 per match on the synchronous answer (none on waterfall requests, whose answer
+//!   reports no credits), 8 per mobile in the phone payload, 1–4 per email and 8–25 per phone in
+//!   the waterfall payload; every charge is in the [`Ledger`] and in some `credits_consumed` on
+//!   the wire. A call that would overdraw `credit_balance` gets 422 `BILLING.LIMIT.CREDITS_EXHAUSTED`.
+//! - Phone and waterfall payloads POSTed to `webhook_url` after `delivery_delay_ms` (+ jitter),
+//!   retried on non-2xx or connection errors; `GET /api/v1/webhook_result/{id}` from the due time.
+//!
+//! Faults, each with its own probability:
+//! - `duplicate`: the same body POSTed twice to the same URL (second record `duplicate`).
+//! - `reorder`: a delivery is held until the next due delivery of another request has been
+//!   POSTed, so the two arrive swapped (held record `reordered`).
+//! - `early`: the delivery's first attempt is POSTed before the `bulk_match` answer is sent.
+//! - `drop`: nothing is POSTed (a record with `dropped`, attempt 0); `webhook_result` still has it.
+//! - `5xx`: `bulk_match` answers 500 (JSON), 502 (HTML) or 503 (text); no charge, no async work.
+//! - `slow`: the `bulk_match` answer comes `slow_ms` late (already charged if the client gives up).
+//! - `waterfall_failed`: `waterfall.status` is `failed`; no webhook, no charge.
+//! - `phone_skipped`: `phone_enrichment.status` is `skipped` with no `request_id`; no webhook.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! let sim = apollo_sim::spawn(apollo_sim::SimConfig { minute_limit: Some(20), ..Default::default() }).await?;
+//! println!("Apollo at {}", sim.url());
+//! sim.update_config(|c| c.fault_duplicate = 0.5);
+//! let charged = sim.ledger().total;
+//! # let _ = charged;
+//! sim.stop().await;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod faults;
+pub mod ledger;
+pub mod limits;
+pub mod payloads;
+pub mod population;
+pub mod records;
+pub mod routes;
+
+mod bulk;
+mod state;
+mod webhooks;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpServer, web};
+use apollo_client::PersonDetail;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+pub use config::SimConfig;
+pub use ledger::{ChargeKind, Ledger, LedgerEntry};
+pub use population::{SimOrg, SimPerson, SimPhone, Vendor, WaterfallFind, WaterfallSearch};
+pub use records::{CallRecord, DeliveryRecord};
+
+use state::Shared;
+
+/// Starts a simulator on `127.0.0.1` with a free port, on the current tokio runtime.
+pub async fn spawn(config: SimConfig) -> anyhow::Result<SimHandle> {
+    spawn_on(SocketAddr::from(([127, 0, 0, 1], 0)), config).await
+}
+
+/// Starts a simulator on `addr`. The HTTP server runs on its own worker threads; deliveries run
+/// as tasks of the current tokio runtime, so it must keep running while the simulator is used.
+pub async fn spawn_on(addr: SocketAddr, config: SimConfig) -> anyhow::Result<SimHandle> {
+    let rt = tokio::runtime::Handle::try_current()
+        .map_err(|e| anyhow::anyhow!("apollo_sim::spawn must be called inside a tokio runtime: {e}"))?;
+    // reqwest is built without a default TLS provider; installing one twice is harmless.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .user_agent("apollo-sim webhook")
+        .build()?;
+    let listener = std::net::TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    let workers = usize::from(config.workers.max(1));
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared::new(config, http, rt.clone(), tx));
+    let dispatcher = rt.spawn(webhooks::dispatcher(shared.clone(), rx)).abort_handle();
+
+    let data = web::Data::from(shared.clone());
+    let server = HttpServer::new(move || App::new().app_data(data.clone()).configure(routes::configure))
+        .workers(workers)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run();
+    let server_handle = server.handle();
+    rt.spawn(server);
+    tracing::info!(%local, "apollo-sim listening");
+    Ok(SimHandle {
+        shared,
+        addr: local,
+        url: format!("http://{local}"),
+        server: server_handle,
+        dispatcher: Arc::new(Mutex::new(Some(dispatcher))),
+    })
+}
+
+/// A running simulator: its address, its knobs, and what it has done. Cheap to clone.
+#[derive(Clone)]
+pub struct SimHandle {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    url: String,
+    server: ServerHandle,
+    dispatcher: Arc<Mutex<Option<AbortHandle>>>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl SimHandle {
+    /// Base URL, e.g. `http://127.0.0.1:40123` (what `ApolloClient::new` takes).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The current configuration (`credit_balance` is the remaining balance).
+    pub fn config(&self) -> SimConfig {
+        self.shared.lock().config.clone()
+    }
+
+    /// Changes knobs at run time, e.g. `sim.update_config(|c| c.credit_balance = Some(Credits::whole(5)))`.
+    /// A new `seed` restarts the random sequence.
+    pub fn update_config(&self, f: impl FnOnce(&mut SimConfig)) {
+        self.shared.update_config(f);
+    }
+
+    /// Every charge so far and their total.
+    pub fn ledger(&self) -> Ledger {
+        self.shared.lock().ledger.clone()
+    }
+
+    /// Every HTTP request received, in order of completion.
+    pub fn calls(&self) -> Vec<CallRecord> {
+        self.shared.lock().calls.clone()
+    }
+
+    /// Every delivery attempt (and dropped delivery), in order.
+    pub fn deliveries(&self) -> Vec<DeliveryRecord> {
+        self.shared.lock().deliveries.clone()
+    }
+
+    /// What the simulator holds for the person a detail identifies, under the current rates;
+    /// `None` when that detail does not match.
+    pub fn truth_for(&self, detail: &PersonDetail) -> Option<SimPerson> {
+        let rates = population::Rates::from(&self.shared.lock().config);
+        population::person_for(detail, &rates)
+    }
+
+    /// Stops the server and every pending delivery.
+    pub async fn stop(&self) {
+        self.shared.stop();
+        if let Some(d) = self.dispatcher.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            d.abort();
+        }
+        self.server.stop(false).await;
+    }
+}

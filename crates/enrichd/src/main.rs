@@ -1,0 +1,2 @@
+//! enrichd
+fn main() {}

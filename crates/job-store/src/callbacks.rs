@@ -1,0 +1,304 @@
+//! The final-callback outbox: one row per completed job with a callback URL (created in the
+//! completing transaction), leased to one sender at a time, with one attempt row per HTTP try.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::entities::{callback_attempt, callback_delivery, job};
+use crate::{CallbackState, Store, StoreError, StoreResult, new_id, now, ts};
+
+/// Longest response excerpt kept per attempt.
+pub const MAX_EXCERPT_BYTES: usize = 20 * 1024;
+
+/// A callback due to be sent, leased to the caller.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DueCallback {
+    /// Outbox row id.
+    pub callback_id: Uuid,
+    /// The job.
+    pub job_id: Uuid,
+    /// Standard Webhooks `webhook-id` (the same for every retry).
+    pub webhook_id: String,
+    /// Where to send it.
+    pub callback_url: String,
+    /// The try number this send will be (1-based).
+    pub attempt_no: i32,
+    /// Asked for by an operator (`redeliver_callback`) rather than by the schedule.
+    pub manual: bool,
+}
+
+/// What one HTTP try gave.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackAttemptRecord {
+    /// HTTP status, when a response came.
+    pub status_code: Option<i32>,
+    /// The response body (cut to [`MAX_EXCERPT_BYTES`] when stored).
+    pub response_excerpt: Option<String>,
+    /// How long the try took.
+    pub duration_ms: i64,
+    /// Transport error, when no response came.
+    pub error: Option<String>,
+    /// Operator-triggered.
+    pub manual: bool,
+}
+
+/// What happens after a try (the caller owns the retry schedule).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CallbackNext {
+    /// The receiver took it.
+    Delivered,
+    /// Try again then.
+    RetryAt(DateTime<Utc>),
+    /// The schedule ran out.
+    Exhausted,
+}
+
+/// The callback state shown on a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackView {
+    /// Outbox row id.
+    pub id: Uuid,
+    /// `webhook-id`.
+    pub webhook_id: String,
+    /// State.
+    pub state: CallbackState,
+    /// Tries so far.
+    pub attempts: i32,
+    /// Next try, while pending.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Status of the last try.
+    pub last_status: Option<i32>,
+    /// Error of the last try.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Every try, oldest first (only loaded by `get_job`).
+    pub attempt_log: Vec<CallbackAttemptView>,
+}
+
+/// One recorded try.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackAttemptView {
+    /// Try number.
+    pub attempt_no: i32,
+    /// `scheduled` or `manual`.
+    pub trigger: String,
+    /// HTTP status.
+    pub status_code: Option<i32>,
+    /// Response excerpt (≤ 20 KB).
+    pub response_excerpt: Option<String>,
+    /// Duration.
+    pub duration_ms: i64,
+    /// Transport error.
+    pub error: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary.
+pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Callback views of some jobs, keyed by job id, optionally with their attempt logs.
+pub(crate) async fn load_callbacks<C: ConnectionTrait>(
+    db: &C,
+    job_ids: &[Uuid],
+    with_log: bool,
+) -> StoreResult<HashMap<Uuid, CallbackView>> {
+    if job_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows = callback_delivery::Entity::find()
+        .filter(callback_delivery::Column::JobId.is_in(job_ids.iter().copied()))
+        .all(db)
+        .await?;
+    let mut out = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let attempt_log = if with_log {
+            callback_attempt::Entity::find()
+                .filter(callback_attempt::Column::CallbackId.eq(r.id))
+                .order_by_asc(callback_attempt::Column::AttemptNo)
+                .all(db)
+                .await?
+                .into_iter()
+                .map(|a| CallbackAttemptView {
+                    attempt_no: a.attempt_no,
+                    trigger: a.trigger,
+                    status_code: a.status_code,
+                    response_excerpt: a.response_excerpt,
+                    duration_ms: a.duration_ms,
+                    error: a.error,
+                    at: a.created_at,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        out.insert(
+            r.job_id,
+            CallbackView {
+                id: r.id,
+                webhook_id: r.webhook_id,
+                state: r.state.parse()?,
+                attempts: r.attempts,
+                next_attempt_at: r.next_attempt_at,
+                last_status: r.last_status,
+                last_error: r.last_error,
+                delivered_at: r.delivered_at,
+                attempt_log,
+            },
+        );
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Pending callbacks due at `now`, leased to `owner` for `lease` so that another replica does
+    /// not send them meanwhile (an expired lease makes them due again).
+    pub async fn due_callbacks(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<Vec<DueCallback>> {
+        let now = ts(now);
+        let expires = ts(now + TimeDelta::from_std(lease).map_err(|e| StoreError::Invalid(e.to_string()))?);
+        let (txn, _gate) = self.write_txn().await?;
+        let rows = callback_delivery::Entity::find()
+            .filter(callback_delivery::Column::State.eq(CallbackState::Pending.as_str()))
+            .filter(callback_delivery::Column::NextAttemptAt.lte(now))
+            .filter(
+                callback_delivery::Column::LeaseExpiresAt
+                    .is_null()
+                    .or(callback_delivery::Column::LeaseExpiresAt.lt(now)),
+            )
+            .order_by_asc(callback_delivery::Column::NextAttemptAt)
+            .order_by_asc(callback_delivery::Column::Id)
+            .limit(limit)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .all(&txn)
+            .await?;
+        let mut due = Vec::with_capacity(rows.len());
+        for r in rows {
+            callback_delivery::Entity::update_many()
+                .filter(callback_delivery::Column::Id.eq(r.id))
+                .col_expr(callback_delivery::Column::LeaseOwner, Expr::value(owner))
+                .col_expr(callback_delivery::Column::LeaseExpiresAt, Expr::value(expires))
+                .col_expr(callback_delivery::Column::UpdatedAt, Expr::value(now))
+                .exec(&txn)
+                .await?;
+            let url = job::Entity::find_by_id(r.job_id).one(&txn).await?.and_then(|j| j.callback_url);
+            let Some(callback_url) = url else { continue };
+            due.push(DueCallback {
+                callback_id: r.id,
+                job_id: r.job_id,
+                webhook_id: r.webhook_id,
+                callback_url,
+                attempt_no: r.attempts + 1,
+                manual: r.manual_requested,
+            });
+        }
+        txn.commit().await?;
+        Ok(due)
+    }
+
+    /// Records one HTTP try and what follows it, releasing the lease.
+    pub async fn record_callback_attempt(
+        &self,
+        callback_id: Uuid,
+        attempt: CallbackAttemptRecord,
+        next: CallbackNext,
+    ) -> StoreResult<()> {
+        let now = now();
+        let (txn, _gate) = self.write_txn().await?;
+        let Some(cb) = callback_delivery::Entity::find_by_id(callback_id).lock(LockType::Update).one(&txn).await?
+        else {
+            return Err(StoreError::NotFound(format!("callback {callback_id}")));
+        };
+        let attempt_no = cb.attempts + 1;
+        let row = callback_attempt::ActiveModel {
+            id: Set(new_id()),
+            callback_id: Set(callback_id),
+            job_id: Set(cb.job_id),
+            attempt_no: Set(attempt_no),
+            trigger: Set(if attempt.manual { "manual" } else { "scheduled" }.to_owned()),
+            status_code: Set(attempt.status_code),
+            response_excerpt: Set(attempt
+                .response_excerpt
+                .as_deref()
+                .map(|s| truncate_utf8(s, MAX_EXCERPT_BYTES).to_owned())),
+            duration_ms: Set(attempt.duration_ms),
+            error: Set(attempt.error.clone()),
+            created_at: Set(now),
+        };
+        callback_attempt::Entity::insert(row).exec_without_returning(&txn).await?;
+        let (state, next_at, delivered_at) = match next {
+            CallbackNext::Delivered => (CallbackState::Delivered, None, Some(now)),
+            CallbackNext::RetryAt(at) => (CallbackState::Pending, Some(ts(at)), None),
+            CallbackNext::Exhausted => (CallbackState::Exhausted, None, None),
+        };
+        callback_delivery::Entity::update_many()
+            .filter(callback_delivery::Column::Id.eq(callback_id))
+            .col_expr(callback_delivery::Column::Attempts, Expr::col(callback_delivery::Column::Attempts).add(1))
+            .col_expr(callback_delivery::Column::State, Expr::value(state.as_str()))
+            .col_expr(callback_delivery::Column::NextAttemptAt, Expr::value(next_at))
+            .col_expr(callback_delivery::Column::DeliveredAt, Expr::value(delivered_at.or(cb.delivered_at)))
+            .col_expr(callback_delivery::Column::ManualRequested, Expr::value(false))
+            .col_expr(callback_delivery::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(callback_delivery::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(callback_delivery::Column::LastStatus, Expr::value(attempt.status_code))
+            .col_expr(callback_delivery::Column::LastError, Expr::value(attempt.error))
+            .col_expr(callback_delivery::Column::UpdatedAt, Expr::value(now))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Sends a job's callback again now (whatever its state), as a manual try.
+    pub async fn redeliver_callback(&self, job_id: Uuid) -> StoreResult<()> {
+        let _gate = self.write_gate().await;
+        let now = now();
+        let res = callback_delivery::Entity::update_many()
+            .filter(callback_delivery::Column::JobId.eq(job_id))
+            .col_expr(callback_delivery::Column::State, Expr::value(CallbackState::Pending.as_str()))
+            .col_expr(callback_delivery::Column::NextAttemptAt, Expr::value(now))
+            .col_expr(callback_delivery::Column::ManualRequested, Expr::value(true))
+            .col_expr(callback_delivery::Column::UpdatedAt, Expr::value(now))
+            .exec(&self.db)
+            .await?;
+        if res.rows_affected == 0 {
+            return Err(StoreError::NotFound(format!("callback of job {job_id}")));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_utf8;
+
+    #[test]
+    fn excerpts_cut_on_char_boundaries() {
+        assert_eq!(truncate_utf8("abc", 10), "abc");
+        assert_eq!(truncate_utf8("héllo", 2), "h");
+        assert_eq!(truncate_utf8("héllo", 3), "hé");
+        let long = "x".repeat(30_000);
+        assert_eq!(truncate_utf8(&long, super::MAX_EXCERPT_BYTES).len(), 20 * 1024);
+    }
+}

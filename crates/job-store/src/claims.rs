@@ -1,0 +1,515 @@
+//! Batches: formed when the dispatcher claims work, fairly and across jobs, under a lease; then
+//! retried, failed, or released when the lease runs out.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use apollo_client::{Credits, RequestId};
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Order};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::counters::Tally;
+use crate::entities::{batch, batch_person, inbound_delivery, job, person};
+use crate::people::move_primaries;
+use crate::{
+    BatchState, DeliveryState, JobOptions, JobState, PersonState, Store, StoreError, StoreResult, dispatcher, hex,
+    new_id, ts,
+};
+
+/// People per Apollo call (the `bulk_match` limit).
+pub const BATCH_SIZE: usize = 10;
+
+/// How many candidate jobs one claim looks at before it gives up filling the batch.
+const CANDIDATE_JOBS: u64 = 64;
+
+/// A batch handed to the dispatcher: make the Apollo call, then record the outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClaimedBatch {
+    /// Batch id (the webhook URL names it).
+    pub batch_id: Uuid,
+    /// Apollo flags of every person in it.
+    pub options: JobOptions,
+    /// Counted attempts including this one (1 for a new batch).
+    pub attempt: i32,
+    /// Claims including this one (every call, counted or not).
+    pub claims: i32,
+    /// Whether this is a retry of an earlier claim.
+    pub retry: bool,
+    /// The lease runs out then; record the outcome before.
+    pub lease_expires_at: DateTime<Utc>,
+    /// 32 random bytes (hex) from which the service derives the webhook URL token.
+    pub webhook_secret: String,
+    /// The people, in `details` order.
+    pub people: Vec<ClaimedPerson>,
+}
+
+/// One person of a claimed batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClaimedPerson {
+    /// Person id.
+    pub person_id: Uuid,
+    /// Job id.
+    pub job_id: Uuid,
+    /// The client's input object.
+    pub input: Value,
+}
+
+/// A batch as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchView {
+    /// Id.
+    pub id: Uuid,
+    /// Apollo flags.
+    pub options: JobOptions,
+    /// State.
+    pub state: BatchState,
+    /// Number of people.
+    pub size: i32,
+    /// Counted attempts.
+    pub attempt: i32,
+    /// Claims.
+    pub claims: i32,
+    /// When a `retry_wait` batch is due.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// Lease holder.
+    pub lease_owner: Option<String>,
+    /// Lease expiry.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Webhook token material (hex).
+    pub webhook_secret: String,
+    /// Apollo `request_id`.
+    pub request_id: Option<RequestId>,
+    /// Pending phone job id.
+    pub phone_request_id: Option<String>,
+    /// HTTP status of the recorded answer.
+    pub http_status: Option<i32>,
+    /// The raw synchronous response.
+    pub response: Option<Value>,
+    /// Credits of the call and its deliveries.
+    pub credits: Credits,
+    /// Last error.
+    pub last_error: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Answer recorded.
+    pub submitted_at: Option<DateTime<Utc>>,
+    /// People ids in `details` order.
+    pub people: Vec<Uuid>,
+}
+
+fn lease_end(now: DateTime<Utc>, lease: Duration) -> StoreResult<DateTime<Utc>> {
+    let d = TimeDelta::from_std(lease).map_err(|e| StoreError::Invalid(format!("lease {lease:?}: {e}")))?;
+    Ok(ts(now + d))
+}
+
+fn new_secret() -> StoreResult<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| StoreError::Invalid(format!("no randomness: {e}")))?;
+    Ok(hex(&bytes))
+}
+
+/// The people of a batch in `details` order (membership rows joined to current person rows).
+async fn members<C: ConnectionTrait>(db: &C, batch_id: Uuid) -> StoreResult<Vec<person::Model>> {
+    let order: Vec<Uuid> = batch_person::Entity::find()
+        .select_only()
+        .column(batch_person::Column::PersonId)
+        .filter(batch_person::Column::BatchId.eq(batch_id))
+        .order_by_asc(batch_person::Column::Position)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut rows: BTreeMap<Uuid, person::Model> = person::Entity::find()
+        .filter(person::Column::BatchId.eq(batch_id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
+    Ok(order.into_iter().filter_map(|id| rows.remove(&id)).collect())
+}
+
+impl Store {
+    /// Claims the next Apollo call: a due `retry_wait` batch if there is one (same batch, same
+    /// people), else a new batch of up to ten queued people sharing the same flags, across jobs.
+    ///
+    /// Fairness: jobs are visited never-claimed first, then by oldest last claim, and each job's
+    /// people in input order; the batch takes people from several jobs if the first one runs out.
+    /// So a one-person job submitted while a 100,000-person job runs is in the next claim.
+    ///
+    /// In one transaction: the batch row (`submitting`, lease, attempt), the people `submitted`
+    /// with the batch id, job counters, `queued` → `running`. Returns `None` when paused or idle.
+    pub async fn claim_batch(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ClaimedBatch>> {
+        let now = ts(now);
+        let expires = lease_end(now, lease)?;
+        let (txn, _gate) = self.write_txn().await?;
+        if dispatcher::pause_reason(&txn).await?.is_some() {
+            return Ok(None);
+        }
+        let claimed = match reclaim_retry(&txn, owner, expires, now).await? {
+            Some(b) => Some(b),
+            None => form_batch(&txn, owner, expires, now).await?,
+        };
+        txn.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Puts a `submitting` batch back to wait until `at` (5xx, timeout, 429). With
+    /// `count_attempt = false` (a 429) the next claim does not count as an attempt. Returns
+    /// `false` if the batch was not `submitting` (already recorded, failed or released).
+    pub async fn schedule_retry(
+        &self,
+        batch_id: Uuid,
+        at: DateTime<Utc>,
+        count_attempt: bool,
+        error: &str,
+    ) -> StoreResult<bool> {
+        let _gate = self.write_gate().await;
+        let now = crate::now();
+        let res = batch::Entity::update_many()
+            .filter(batch::Column::Id.eq(batch_id))
+            .filter(batch::Column::State.eq(BatchState::Submitting.as_str()))
+            .col_expr(batch::Column::State, Expr::value(BatchState::RetryWait.as_str()))
+            .col_expr(batch::Column::NextAttemptAt, Expr::value(ts(at)))
+            .col_expr(batch::Column::CountNextAttempt, Expr::value(count_attempt))
+            .col_expr(batch::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(batch::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(batch::Column::LastError, Expr::value(error))
+            .col_expr(batch::Column::UpdatedAt, Expr::value(now))
+            .exec(&self.db)
+            .await?;
+        if res.rows_affected == 0 && batch::Entity::find_by_id(batch_id).one(&self.db).await?.is_none() {
+            return Err(StoreError::NotFound(format!("batch {batch_id}")));
+        }
+        Ok(res.rows_affected == 1)
+    }
+
+    /// Batches whose lease ran out in `submitting` (a replica died mid-call): the outcome is
+    /// unknown, so each goes to `retry_wait` due now (a counted attempt), and every job with people
+    /// in it gets `possible_double_charges + 1`. Returns how many batches were released.
+    pub async fn release_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        let now = ts(now);
+        let (txn, _gate) = self.write_txn().await?;
+        let expired: Vec<Uuid> = batch::Entity::find()
+            .select_only()
+            .column(batch::Column::Id)
+            .filter(batch::Column::State.eq(BatchState::Submitting.as_str()))
+            .filter(batch::Column::LeaseExpiresAt.lt(now))
+            .order_by_asc(batch::Column::Id)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        let mut tally = Tally::default();
+        let mut released = 0;
+        for id in expired {
+            let res = batch::Entity::update_many()
+                .filter(batch::Column::Id.eq(id))
+                .filter(batch::Column::State.eq(BatchState::Submitting.as_str()))
+                .col_expr(batch::Column::State, Expr::value(BatchState::RetryWait.as_str()))
+                .col_expr(batch::Column::NextAttemptAt, Expr::value(now))
+                .col_expr(batch::Column::CountNextAttempt, Expr::value(true))
+                .col_expr(batch::Column::LeaseOwner, Expr::value(Option::<String>::None))
+                .col_expr(batch::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+                .col_expr(batch::Column::LastError, Expr::value("lease expired during the call: outcome unknown"))
+                .col_expr(batch::Column::UpdatedAt, Expr::value(now))
+                .exec(&txn)
+                .await?;
+            if res.rows_affected == 0 {
+                continue;
+            }
+            released += 1;
+            let jobs: Vec<Uuid> = batch_person::Entity::find()
+                .select_only()
+                .column(batch_person::Column::JobId)
+                .distinct()
+                .filter(batch_person::Column::BatchId.eq(id))
+                .into_tuple()
+                .all(&txn)
+                .await?;
+            for j in jobs {
+                tally.possible_double_charge(j);
+            }
+        }
+        tally.flush(&txn, now).await?;
+        txn.commit().await?;
+        Ok(released)
+    }
+
+    /// Gives up on a batch: its people become `failed` with `reason`, counters and job completion
+    /// follow, and deliveries still pending for it are failed too. Returns `false` if the batch
+    /// already has its answer or already failed.
+    pub async fn fail_batch(&self, batch_id: Uuid, reason: &str) -> StoreResult<bool> {
+        let now = crate::now();
+        let (txn, _gate) = self.write_txn().await?;
+        let res = batch::Entity::update_many()
+            .filter(batch::Column::Id.eq(batch_id))
+            .filter(batch::Column::State.is_in([
+                BatchState::Queued.as_str(),
+                BatchState::Submitting.as_str(),
+                BatchState::RetryWait.as_str(),
+            ]))
+            .col_expr(batch::Column::State, Expr::value(BatchState::Failed.as_str()))
+            .col_expr(batch::Column::LastError, Expr::value(reason))
+            .col_expr(batch::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(batch::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(batch::Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(batch::Column::UpdatedAt, Expr::value(now))
+            .exec(&txn)
+            .await?;
+        if res.rows_affected == 0 {
+            if batch::Entity::find_by_id(batch_id).one(&txn).await?.is_none() {
+                return Err(StoreError::NotFound(format!("batch {batch_id}")));
+            }
+            return Ok(false);
+        }
+        let people = crate::people::lock_batch_primaries(&txn, batch_id).await?;
+        let submitted: Vec<&person::Model> =
+            people.iter().filter(|p| p.state == PersonState::Submitted.as_str()).collect();
+        let mut tally = Tally::default();
+        move_primaries(&txn, &mut tally, &submitted, PersonState::Failed, None, Some(reason), now).await?;
+        inbound_delivery::Entity::update_many()
+            .filter(inbound_delivery::Column::BatchId.eq(batch_id))
+            .filter(inbound_delivery::Column::State.eq(DeliveryState::Pending.as_str()))
+            .col_expr(inbound_delivery::Column::State, Expr::value(DeliveryState::Failed.as_str()))
+            .col_expr(
+                inbound_delivery::Column::ParseError,
+                Expr::value(format!("batch failed before its answer was recorded: {reason}")),
+            )
+            .col_expr(inbound_delivery::Column::ProcessedAt, Expr::value(now))
+            .exec(&txn)
+            .await?;
+        tally.flush(&txn, now).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// A batch and its people ids.
+    pub async fn get_batch(&self, batch_id: Uuid) -> StoreResult<Option<BatchView>> {
+        let Some(b) = batch::Entity::find_by_id(batch_id).one(&self.db).await? else { return Ok(None) };
+        let people: Vec<Uuid> = batch_person::Entity::find()
+            .select_only()
+            .column(batch_person::Column::PersonId)
+            .filter(batch_person::Column::BatchId.eq(batch_id))
+            .order_by_asc(batch_person::Column::Position)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        Ok(Some(BatchView {
+            id: b.id,
+            options: JobOptions::from_flags(b.flags),
+            state: b.state.parse()?,
+            size: b.size,
+            attempt: b.attempt,
+            claims: b.claims,
+            next_attempt_at: b.next_attempt_at,
+            lease_owner: b.lease_owner,
+            lease_expires_at: b.lease_expires_at,
+            webhook_secret: b.webhook_secret,
+            request_id: b.request_id.map(RequestId),
+            phone_request_id: b.phone_request_id,
+            http_status: b.http_status,
+            response: b.response,
+            credits: Credits(b.credits_micros),
+            last_error: b.last_error,
+            created_at: b.created_at,
+            submitted_at: b.submitted_at,
+            people,
+        }))
+    }
+}
+
+/// Takes the longest-due `retry_wait` batch again, with the same people.
+async fn reclaim_retry(
+    txn: &DatabaseTransaction,
+    owner: &str,
+    expires: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<ClaimedBatch>> {
+    loop {
+        let Some(b) = batch::Entity::find()
+            .filter(batch::Column::State.eq(BatchState::RetryWait.as_str()))
+            .filter(batch::Column::NextAttemptAt.lte(now))
+            .order_by_asc(batch::Column::NextAttemptAt)
+            .order_by_asc(batch::Column::Id)
+            .limit(1)
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+            .one(txn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let people: Vec<person::Model> =
+            members(txn, b.id).await?.into_iter().filter(|p| p.state == PersonState::Submitted.as_str()).collect();
+        if people.is_empty() {
+            // Nothing left to send (should not happen: people wait in `submitted` with their batch).
+            let mut am = b.into_active_model();
+            am.state = sea_orm::Set(BatchState::Failed.as_str().to_owned());
+            am.last_error = sea_orm::Set(Some("retry found no people left in the batch".into()));
+            am.updated_at = sea_orm::Set(now);
+            am.update(txn).await?;
+            continue;
+        }
+        let attempt = b.attempt + i32::from(b.count_next_attempt);
+        let claims = b.claims + 1;
+        let res = batch::Entity::update_many()
+            .filter(batch::Column::Id.eq(b.id))
+            .filter(batch::Column::State.eq(BatchState::RetryWait.as_str()))
+            .col_expr(batch::Column::State, Expr::value(BatchState::Submitting.as_str()))
+            .col_expr(batch::Column::Attempt, Expr::value(attempt))
+            .col_expr(batch::Column::Claims, Expr::value(claims))
+            .col_expr(batch::Column::CountNextAttempt, Expr::value(true))
+            .col_expr(batch::Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(batch::Column::LeaseOwner, Expr::value(owner))
+            .col_expr(batch::Column::LeaseExpiresAt, Expr::value(expires))
+            .col_expr(batch::Column::UpdatedAt, Expr::value(now))
+            .exec(txn)
+            .await?;
+        if res.rows_affected != 1 {
+            return Err(StoreError::Invalid(format!("batch {} changed while being reclaimed", b.id)));
+        }
+        return Ok(Some(ClaimedBatch {
+            batch_id: b.id,
+            options: JobOptions::from_flags(b.flags),
+            attempt,
+            claims,
+            retry: true,
+            lease_expires_at: expires,
+            webhook_secret: b.webhook_secret,
+            people: people
+                .into_iter()
+                .map(|p| ClaimedPerson { person_id: p.id, job_id: p.job_id, input: p.input })
+                .collect(),
+        }));
+    }
+}
+
+/// Active jobs with queued people, in fairness order (never claimed first, then oldest claim).
+async fn candidate_jobs(txn: &DatabaseTransaction, flags: Option<i16>, limit: u64) -> StoreResult<Vec<(Uuid, i16)>> {
+    let mut q = job::Entity::find()
+        .select_only()
+        .column(job::Column::Id)
+        .column(job::Column::Flags)
+        .filter(job::Column::State.is_in([JobState::Queued.as_str(), JobState::Running.as_str()]))
+        .filter(job::Column::NQueued.gt(0));
+    if let Some(f) = flags {
+        q = q.filter(job::Column::Flags.eq(f));
+    }
+    // `IS NULL` sorts never-claimed jobs first on both databases (their NULL ordering differs).
+    Ok(q.order_by(Expr::col(job::Column::LastClaimedAt).is_null(), Order::Desc)
+        .order_by_asc(job::Column::LastClaimedAt)
+        .order_by_asc(job::Column::Id)
+        .limit(limit)
+        .into_tuple()
+        .all(txn)
+        .await?)
+}
+
+/// Forms a new batch from queued primaries (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent
+/// claimers take different people).
+async fn form_batch(
+    txn: &DatabaseTransaction,
+    owner: &str,
+    expires: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<ClaimedBatch>> {
+    let mut flags: Option<i16> = None;
+    let mut picked: Vec<person::Model> = Vec::with_capacity(BATCH_SIZE);
+    let mut visited: HashSet<Uuid> = HashSet::new();
+    // First pass over all flags; the first job that yields people fixes the flags. Second pass:
+    // more jobs with those flags, if the batch is not full yet.
+    for pass in 0..2 {
+        if pass == 1 && (flags.is_none() || picked.len() == BATCH_SIZE) {
+            break;
+        }
+        for (job_id, job_flags) in candidate_jobs(txn, flags, CANDIDATE_JOBS).await? {
+            if picked.len() == BATCH_SIZE {
+                break;
+            }
+            if flags.is_some_and(|f| f != job_flags) || !visited.insert(job_id) {
+                continue;
+            }
+            // `state = 'queued'` is written as a literal, not a bound parameter, so that both
+            // planners match the partial index `ix_people_claimable` (a generic PostgreSQL plan
+            // or SQLite cannot prove `state = $1` implies the index predicate).
+            let got = person::Entity::find()
+                .filter(person::Column::JobId.eq(job_id))
+                .filter(Expr::col(person::Column::State).eq(Expr::cust("'queued'")))
+                .filter(person::Column::DupOf.is_null())
+                .order_by_asc(person::Column::Ordinal)
+                .limit((BATCH_SIZE - picked.len()) as u64)
+                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+                .all(txn)
+                .await?;
+            if !got.is_empty() {
+                flags.get_or_insert(job_flags);
+                picked.extend(got);
+            }
+        }
+    }
+    let Some(flags) = flags else { return Ok(None) };
+
+    let batch_id = new_id();
+    let secret = new_secret()?;
+    let row = batch::Model {
+        id: batch_id,
+        flags,
+        state: BatchState::Submitting.as_str().to_owned(),
+        size: picked.len() as i32,
+        attempt: 1,
+        claims: 1,
+        count_next_attempt: true,
+        next_attempt_at: None,
+        lease_owner: Some(owner.to_owned()),
+        lease_expires_at: Some(expires),
+        webhook_secret: secret.clone(),
+        request_id: None,
+        phone_request_id: None,
+        http_status: None,
+        response: None,
+        credits_micros: 0,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+        submitted_at: None,
+    };
+    batch::Entity::insert(row.into_active_model().reset_all()).exec_without_returning(txn).await?;
+    let members = picked.iter().enumerate().map(|(i, p)| {
+        batch_person::Model { batch_id, person_id: p.id, job_id: p.job_id, position: i as i32 }
+            .into_active_model()
+            .reset_all()
+    });
+    batch_person::Entity::insert_many(members).exec_without_returning(txn).await?;
+
+    let mut tally = Tally::default();
+    let refs: Vec<&person::Model> = picked.iter().collect();
+    move_primaries(txn, &mut tally, &refs, PersonState::Submitted, Some(batch_id), None, now).await?;
+    for p in &picked {
+        tally.claimed(p.job_id);
+    }
+    tally.flush(txn, now).await?;
+    Ok(Some(ClaimedBatch {
+        batch_id,
+        options: JobOptions::from_flags(flags),
+        attempt: 1,
+        claims: 1,
+        retry: false,
+        lease_expires_at: expires,
+        webhook_secret: secret,
+        people: picked
+            .into_iter()
+            .map(|p| ClaimedPerson { person_id: p.id, job_id: p.job_id, input: p.input })
+            .collect(),
+    }))
+}

@@ -1,0 +1,289 @@
+//! Job counters, kept in the job row and changed only through a [`Tally`] flushed in the same
+//! transaction as the person changes it counts, followed by the job completion check.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::entities::{callback_delivery, job, person};
+use crate::{CallbackState, JobState, PersonState, StoreResult, new_id};
+
+/// People of a job per state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Queued.
+    pub queued: i64,
+    /// Submitted.
+    pub submitted: i64,
+    /// Awaiting asynchronous parts.
+    pub awaiting_async: i64,
+    /// Complete.
+    pub complete: i64,
+    /// Partial.
+    pub partial: i64,
+    /// Not found.
+    pub not_found: i64,
+    /// Invalid.
+    pub invalid: i64,
+    /// Failed.
+    pub failed: i64,
+    /// Cancelled.
+    pub cancelled: i64,
+}
+
+impl Counts {
+    /// The count of one state.
+    pub fn get(&self, state: PersonState) -> i64 {
+        *self.slot(state)
+    }
+
+    /// Adds `n` to one state.
+    pub fn add(&mut self, state: PersonState, n: i64) {
+        *self.slot_mut(state) += n;
+    }
+
+    /// People still queued or in flight.
+    pub fn open(&self) -> i64 {
+        self.queued + self.submitted + self.awaiting_async
+    }
+
+    /// People in flight (sent, answer or parts pending).
+    pub fn in_flight(&self) -> i64 {
+        self.submitted + self.awaiting_async
+    }
+
+    /// Sum over every state.
+    pub fn sum(&self) -> i64 {
+        PersonState::ALL.iter().map(|s| self.get(*s)).sum()
+    }
+
+    /// The counters stored in a job row.
+    pub fn of_job(j: &job::Model) -> Counts {
+        Counts {
+            queued: j.n_queued,
+            submitted: j.n_submitted,
+            awaiting_async: j.n_awaiting_async,
+            complete: j.n_complete,
+            partial: j.n_partial,
+            not_found: j.n_not_found,
+            invalid: j.n_invalid,
+            failed: j.n_failed,
+            cancelled: j.n_cancelled,
+        }
+    }
+
+    fn slot(&self, state: PersonState) -> &i64 {
+        match state {
+            PersonState::Queued => &self.queued,
+            PersonState::Submitted => &self.submitted,
+            PersonState::AwaitingAsync => &self.awaiting_async,
+            PersonState::Complete => &self.complete,
+            PersonState::Partial => &self.partial,
+            PersonState::NotFound => &self.not_found,
+            PersonState::Invalid => &self.invalid,
+            PersonState::Failed => &self.failed,
+            PersonState::Cancelled => &self.cancelled,
+        }
+    }
+
+    fn slot_mut(&mut self, state: PersonState) -> &mut i64 {
+        match state {
+            PersonState::Queued => &mut self.queued,
+            PersonState::Submitted => &mut self.submitted,
+            PersonState::AwaitingAsync => &mut self.awaiting_async,
+            PersonState::Complete => &mut self.complete,
+            PersonState::Partial => &mut self.partial,
+            PersonState::NotFound => &mut self.not_found,
+            PersonState::Invalid => &mut self.invalid,
+            PersonState::Failed => &mut self.failed,
+            PersonState::Cancelled => &mut self.cancelled,
+        }
+    }
+}
+
+/// The job column holding the counter of `state`.
+pub(crate) fn column(state: PersonState) -> job::Column {
+    match state {
+        PersonState::Queued => job::Column::NQueued,
+        PersonState::Submitted => job::Column::NSubmitted,
+        PersonState::AwaitingAsync => job::Column::NAwaitingAsync,
+        PersonState::Complete => job::Column::NComplete,
+        PersonState::Partial => job::Column::NPartial,
+        PersonState::NotFound => job::Column::NNotFound,
+        PersonState::Invalid => job::Column::NInvalid,
+        PersonState::Failed => job::Column::NFailed,
+        PersonState::Cancelled => job::Column::NCancelled,
+    }
+}
+
+/// Changes to one job, accumulated during a transaction.
+#[derive(Clone, Debug, Default)]
+struct JobDelta {
+    counts: Counts,
+    credits_micros: i64,
+    calls: i64,
+    possible_double_charges: i64,
+    claimed: bool,
+}
+
+/// Everything a transaction changes on job rows. Created at the start of a write, fed by every
+/// person transition, and flushed once before commit: the only way job counters change.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    jobs: BTreeMap<Uuid, JobDelta>,
+}
+
+impl Tally {
+    /// `n` people of `job` moved from `from` to `to`.
+    pub fn moved(&mut self, job: Uuid, from: PersonState, to: PersonState, n: i64) {
+        let d = self.jobs.entry(job).or_default();
+        if from != to && n != 0 {
+            d.counts.add(from, -n);
+            d.counts.add(to, n);
+        }
+    }
+
+    /// Credits consumed for `job`.
+    pub fn credits(&mut self, job: Uuid, micros: i64) {
+        self.jobs.entry(job).or_default().credits_micros += micros;
+    }
+
+    /// One Apollo call answered for `job`.
+    pub fn call(&mut self, job: Uuid) {
+        self.jobs.entry(job).or_default().calls += 1;
+    }
+
+    /// A lease expired while a call for `job` may have been charged.
+    pub fn possible_double_charge(&mut self, job: Uuid) {
+        self.jobs.entry(job).or_default().possible_double_charges += 1;
+    }
+
+    /// A batch took people of `job`: fairness timestamp, and `queued` → `running`.
+    pub fn claimed(&mut self, job: Uuid) {
+        self.jobs.entry(job).or_default().claimed = true;
+    }
+
+    /// Make sure `job` gets the completion check even if nothing else changed.
+    pub fn touch(&mut self, job: Uuid) {
+        self.jobs.entry(job).or_default();
+    }
+
+    /// Applies the deltas (jobs in id order, the lock order) and completes every job that has no
+    /// open people left. Returns the ids of jobs that completed.
+    pub async fn flush<C: ConnectionTrait>(self, db: &C, now: DateTime<Utc>) -> StoreResult<Vec<Uuid>> {
+        let mut completed = Vec::new();
+        for (job_id, d) in self.jobs {
+            let mut update = job::Entity::update_many()
+                .filter(job::Column::Id.eq(job_id))
+                .col_expr(job::Column::UpdatedAt, Expr::value(now));
+            for state in PersonState::ALL {
+                let n = d.counts.get(*state);
+                if n != 0 {
+                    update = update.col_expr(column(*state), Expr::col(column(*state)).add(n));
+                }
+            }
+            for (col, n) in [
+                (job::Column::CreditsMicros, d.credits_micros),
+                (job::Column::Calls, d.calls),
+                (job::Column::PossibleDoubleCharges, d.possible_double_charges),
+            ] {
+                if n != 0 {
+                    update = update.col_expr(col, Expr::col(col).add(n));
+                }
+            }
+            if d.claimed {
+                update = update.col_expr(job::Column::LastClaimedAt, Expr::value(now));
+            }
+            update.exec(db).await?;
+            if d.claimed {
+                job::Entity::update_many()
+                    .filter(job::Column::Id.eq(job_id))
+                    .filter(job::Column::State.eq(JobState::Queued.as_str()))
+                    .col_expr(job::Column::State, Expr::value(JobState::Running.as_str()))
+                    .exec(db)
+                    .await?;
+            }
+            if finish_if_done(db, job_id, now).await? {
+                completed.push(job_id);
+            }
+        }
+        Ok(completed)
+    }
+}
+
+/// Completes the job when nothing is queued or in flight: final state, `completed_at`, and the
+/// callback outbox row (at most one per job), all in the caller's transaction.
+///
+/// The final state is `cancelled` if the client cancelled, `failed` if every person that could be
+/// sent failed, else `completed`.
+pub(crate) async fn finish_if_done<C: ConnectionTrait>(db: &C, job_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
+    let Some(j) = job::Entity::find_by_id(job_id).one(db).await? else { return Ok(false) };
+    let counts = Counts::of_job(&j);
+    if j.completed_at.is_some() || counts.open() != 0 {
+        return Ok(false);
+    }
+    let state = if j.cancel_requested_at.is_some() {
+        JobState::Cancelled
+    } else if counts.failed > 0 && counts.failed + counts.invalid == j.total {
+        JobState::Failed
+    } else {
+        JobState::Completed
+    };
+    let done = job::Entity::update_many()
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::CompletedAt.is_null())
+        .col_expr(job::Column::State, Expr::value(state.as_str()))
+        .col_expr(job::Column::PauseReason, Expr::value(Option::<String>::None))
+        .col_expr(job::Column::CompletedAt, Expr::value(now))
+        .col_expr(job::Column::UpdatedAt, Expr::value(now))
+        .exec(db)
+        .await?;
+    if done.rows_affected == 0 {
+        return Ok(false);
+    }
+    if j.callback_url.is_some() {
+        let row = callback_delivery::ActiveModel {
+            id: Set(new_id()),
+            job_id: Set(job_id),
+            webhook_id: Set(format!("msg_{}", job_id.simple())),
+            state: Set(CallbackState::Pending.as_str().to_owned()),
+            attempts: Set(0),
+            next_attempt_at: Set(Some(now)),
+            manual_requested: Set(false),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            last_status: Set(None),
+            last_error: Set(None),
+            created_at: Set(now),
+            updated_at: Set(now),
+            delivered_at: Set(None),
+        };
+        callback_delivery::Entity::insert(row)
+            .on_conflict(OnConflict::column(callback_delivery::Column::JobId).do_nothing().to_owned())
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(true)
+}
+
+/// Counts a job's people by state with a scan (for audits and tests; the API reads the row).
+pub(crate) async fn recount<C: ConnectionTrait>(db: &C, job_id: Uuid) -> StoreResult<Counts> {
+    let rows: Vec<(String, i64)> = person::Entity::find()
+        .select_only()
+        .column(person::Column::State)
+        .column_as(person::Column::Id.count(), "n")
+        .filter(person::Column::JobId.eq(job_id))
+        .group_by(person::Column::State)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let mut counts = Counts::default();
+    for (state, n) in rows {
+        counts.add(state.parse()?, n);
+    }
+    Ok(counts)
+}

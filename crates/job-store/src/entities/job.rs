@@ -1,0 +1,79 @@
+//! `jobs`: one client request; counters per person state are kept in the row.
+
+use sea_orm::entity::prelude::*;
+
+/// A job row.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "jobs")]
+pub struct Model {
+    /// UUID v7 (time-ordered: id order is creation order).
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    /// The API key name that submitted the job.
+    pub client: String,
+    /// The client's `Idempotency-Key`, unique per client.
+    pub idempotency_key: Option<String>,
+    /// sha256 hex of the request content, compared on an idempotent retry.
+    pub request_hash: Option<String>,
+    /// Bitmask of the four Apollo flags (see [`crate::JobOptions::flags`]).
+    pub flags: i16,
+    /// Apollo `reveal_personal_emails`.
+    pub reveal_personal_emails: bool,
+    /// Apollo `reveal_phone_number`.
+    pub reveal_phone_number: bool,
+    /// Apollo `run_waterfall_email`.
+    pub run_waterfall_email: bool,
+    /// Apollo `run_waterfall_phone`.
+    pub run_waterfall_phone: bool,
+    /// Where the final callback goes.
+    pub callback_url: Option<String>,
+    /// The client's opaque metadata.
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub metadata: Option<Json>,
+    /// [`crate::JobState`] name.
+    pub state: String,
+    /// Why dispatch is paused, while it is.
+    pub pause_reason: Option<String>,
+    /// People queued.
+    pub n_queued: i64,
+    /// People submitted.
+    pub n_submitted: i64,
+    /// People awaiting asynchronous parts.
+    pub n_awaiting_async: i64,
+    /// People complete.
+    pub n_complete: i64,
+    /// People partial.
+    pub n_partial: i64,
+    /// People not found.
+    pub n_not_found: i64,
+    /// People invalid.
+    pub n_invalid: i64,
+    /// People failed.
+    pub n_failed: i64,
+    /// People cancelled.
+    pub n_cancelled: i64,
+    /// Number of people.
+    pub total: i64,
+    /// Credits consumed, in millionths of a credit.
+    pub credits_micros: i64,
+    /// Apollo calls whose answer involved this job.
+    pub calls: i64,
+    /// Leases that expired while a call for this job was in flight (the call may have been charged).
+    pub possible_double_charges: i64,
+    /// When a batch last took people of this job (fairness order; `None` = never).
+    pub last_claimed_at: Option<DateTimeUtc>,
+    /// When the client asked to cancel.
+    pub cancel_requested_at: Option<DateTimeUtc>,
+    /// Created.
+    pub created_at: DateTimeUtc,
+    /// Last changed.
+    pub updated_at: DateTimeUtc,
+    /// When the job reached its final state.
+    pub completed_at: Option<DateTimeUtc>,
+}
+
+/// No navigable relations: queries join explicitly.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,14 @@
+//! sea-orm entities, one module per table of the `migration` crate.
+//!
+//! State columns are plain text (see [`crate::states`]); JSON columns are `jsonb` on PostgreSQL and
+//! text on SQLite; instants are `timestamp with time zone`.
+
+pub mod api_key;
+pub mod batch;
+pub mod batch_person;
+pub mod callback_attempt;
+pub mod callback_delivery;
+pub mod dispatcher_state;
+pub mod inbound_delivery;
+pub mod job;
+pub mod person;

@@ -1,0 +1,229 @@
+//! The job store of enrichd: sea-orm entities and the store API, on SQLite (embedded default) and
+//! PostgreSQL (production, several replicas).
+//!
+//! Every state change is one database transaction, and every change of a person's state updates
+//! its job's counters in that same transaction ([`counters`]), so a job is read from its row alone.
+//! Work is claimed under leases: PostgreSQL locks people with `FOR UPDATE SKIP LOCKED`; SQLite has
+//! one writer: write transactions start with `BEGIN IMMEDIATE` (no read-to-write upgrade
+//! deadlocks), and the writers of one process queue on an in-process FIFO gate rather than on
+//! SQLite's sleeping busy handler (which let one busy writer starve the others).
+//!
+//! Lock order (PostgreSQL), followed by every write path so transactions cannot deadlock: a
+//! delivery row, then a batch row, then people in id order (a duplicate only after its primary),
+//! then job rows in id order.
+
+pub mod api_keys;
+pub mod callbacks;
+pub mod claims;
+pub mod counters;
+pub mod deliveries;
+pub mod dispatcher;
+pub mod entities;
+pub mod jobs;
+pub mod merge;
+mod people;
+pub mod person_key;
+pub mod states;
+pub mod sync;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
+};
+
+pub use callbacks::{CallbackAttemptRecord, CallbackAttemptView, CallbackNext, CallbackView, DueCallback};
+pub use claims::{BatchView, ClaimedBatch, ClaimedPerson};
+pub use counters::Counts;
+pub use deliveries::{ApplyOutcome, OverdueBatch, PendingDelivery, StoredDelivery};
+pub use jobs::{CreatedJob, JobOptions, JobView, NewJob, PersonView};
+pub use person_key::person_key;
+pub use states::{BatchState, CallbackState, DeliveryState, JobState, PersonState};
+pub use sync::{SyncMatch, SyncOutcome, SyncPerson, SyncRecorded};
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named row does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The idempotency key was already used by this client with a different request.
+    #[error("idempotency key {key:?} was already used with a different request (job {job_id})")]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
+        /// The job created by the first request.
+        job_id: uuid::Uuid,
+    },
+    /// The caller passed something inconsistent (for example a person not in the batch).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// A stored value could not be read back.
+    #[error("corrupt stored data: {0}")]
+    Corrupt(String),
+    /// A database error.
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// Result of store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// How [`Store::connect_with`] connects.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Apply pending migrations on connect (the default); `enrichd migrate` may do it instead.
+    pub run_migrations: bool,
+    /// Pool size; `None` = 8 (in-memory SQLite always uses one connection).
+    pub max_connections: Option<u32>,
+    /// How long SQLite waits for the write lock before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { run_migrations: true, max_connections: None, busy_timeout: Duration::from_secs(10) }
+    }
+}
+
+/// The store: a connection pool and the API, cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    /// SQLite only: writers of this process queue here, first come first served, instead of
+    /// polling SQLite's busy handler (which sleeps and lets one busy writer starve the others).
+    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// Held while a write runs (SQLite); nothing on PostgreSQL.
+pub(crate) type WriteGate = Option<tokio::sync::OwnedMutexGuard<()>>;
+
+impl Store {
+    /// Connects to `sqlite://path?mode=rwc`, `sqlite::memory:` or `postgres://…`, and migrates.
+    pub async fn connect(url: &str) -> StoreResult<Store> {
+        Store::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// Connects with explicit options.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> StoreResult<Store> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.sqlx_logging(false);
+        let is_sqlite = url.starts_with("sqlite:");
+        let in_memory = is_sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
+        if is_sqlite {
+            let busy = options.busy_timeout;
+            opts.map_sqlx_sqlite_opts(move |o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(busy)
+                    .foreign_keys(true)
+            });
+        }
+        if in_memory {
+            // An in-memory database lives as long as its one connection.
+            opts.max_connections(1).min_connections(1).idle_timeout(None).max_lifetime(None);
+        } else {
+            opts.max_connections(options.max_connections.unwrap_or(8));
+        }
+        let db = Database::connect(opts).await?;
+        let store = Store::from_connection(db);
+        if options.run_migrations {
+            store.migrate().await?;
+        }
+        Ok(store)
+    }
+
+    /// Wraps an existing connection (migrations are not run).
+    pub fn from_connection(db: DatabaseConnection) -> Store {
+        let write_gate = (db.get_database_backend() == DbBackend::Sqlite).then(Default::default);
+        Store { db, write_gate }
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// The underlying connection.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> DbBackend {
+        self.db.get_database_backend()
+    }
+
+    /// Whether the database answers (for readiness checks).
+    pub async fn ping(&self) -> StoreResult<()> {
+        self.db.ping().await?;
+        Ok(())
+    }
+
+    /// Closes the pool.
+    pub async fn close(self) -> StoreResult<()> {
+        self.db.close().await?;
+        Ok(())
+    }
+
+    /// Waits for this process's turn to write (SQLite); keep the guard until the write is done.
+    pub(crate) async fn write_gate(&self) -> WriteGate {
+        match &self.write_gate {
+            Some(gate) => Some(gate.clone().lock_owned().await),
+            None => None,
+        }
+    }
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite: take the write lock up front).
+    /// Keep the returned gate alive until the transaction ends.
+    pub(crate) async fn write_txn(&self) -> StoreResult<(DatabaseTransaction, WriteGate)> {
+        let gate = self.write_gate().await;
+        let options = TransactionOptions {
+            sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+            ..Default::default()
+        };
+        Ok((self.db.begin_with_options(options).await?, gate))
+    }
+}
+
+/// Instants are stored with microsecond precision (PostgreSQL's), so values read back compare
+/// equal to values written on both databases.
+pub(crate) fn ts(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(6)
+}
+
+/// Now, at stored precision.
+pub(crate) fn now() -> DateTime<Utc> {
+    ts(Utc::now())
+}
+
+/// A new time-ordered id.
+pub(crate) fn new_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}
+
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// sha256 hex of `parts`, each length-prefixed so that ("ab","c") and ("a","bc") differ.
+pub(crate) fn sha256_hex(parts: &[&[u8]]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    hex(&h.finalize())
+}

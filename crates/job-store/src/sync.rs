@@ -1,0 +1,223 @@
+//! Recording the synchronous answer of a batch, per person, in one transaction.
+
+use std::collections::{BTreeMap, HashMap};
+
+use apollo_client::{Credits, PersonFacts};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, LockType};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::counters::Tally;
+use crate::entities::batch;
+use crate::merge::Record;
+use crate::people::{lock_batch_primaries, update_person};
+use crate::{BatchState, PersonState, Store, StoreError, StoreResult, now};
+
+/// Whether Apollo matched a person.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMatch {
+    /// A person object came back.
+    Matched,
+    /// `null` (or no usable alignment).
+    NotFound,
+}
+
+/// The synchronous answer about one person of the batch (built by the caller).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncPerson {
+    /// The person (must be in the batch).
+    pub person_id: Uuid,
+    /// Matched or not.
+    pub outcome: SyncMatch,
+    /// Apollo's person id (deliveries are correlated by it).
+    pub apollo_id: Option<String>,
+    /// Emails and phones of the answer.
+    pub facts: PersonFacts,
+    /// Demographic fields (`name`, `title`, `linkedin_url`, `organization`, `city`, …): a JSON object.
+    pub fields: Value,
+    /// A phone delivery will follow for this person.
+    pub expect_phone: bool,
+    /// A waterfall delivery will follow for this person.
+    pub expect_waterfall: bool,
+    /// Credits attributed to the person.
+    pub credits: Credits,
+}
+
+/// The synchronous answer of one batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncOutcome {
+    /// The batch.
+    pub batch_id: Uuid,
+    /// HTTP status.
+    pub http_status: i32,
+    /// Apollo `request_id`.
+    pub request_id: Option<i64>,
+    /// `phone_enrichment.request_id`, when pending.
+    pub phone_request_id: Option<String>,
+    /// The raw response, kept for audit and replay.
+    pub response: Value,
+    /// `credits_consumed` of the call.
+    pub credits: Credits,
+    /// Per person. People of the batch left out are recorded `not_found` (never guessed).
+    pub people: Vec<SyncPerson>,
+}
+
+/// The outcome of [`Store::record_sync`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncRecorded {
+    /// Recorded; these jobs completed in the same transaction.
+    Recorded {
+        /// Jobs that completed.
+        completed_jobs: Vec<Uuid>,
+    },
+    /// The batch already had its answer: nothing changed.
+    AlreadyRecorded,
+    /// The batch was failed earlier: nothing changed.
+    BatchFailed,
+}
+
+/// Splits `total` micro-credits across parts in proportion to their weights, exactly: floors,
+/// then the remainder one micro at a time to the first parts (callers pass them in id order).
+pub(crate) fn split_credits(total: i64, parts: &[(Uuid, i64)]) -> Vec<(Uuid, i64)> {
+    let weight: i128 = parts.iter().map(|(_, w)| i128::from(*w)).sum();
+    if weight == 0 || total == 0 {
+        return parts.iter().map(|(id, _)| (*id, 0)).collect();
+    }
+    let mut shares: Vec<(Uuid, i64)> =
+        parts.iter().map(|(id, w)| (*id, (i128::from(total) * i128::from(*w)).div_euclid(weight) as i64)).collect();
+    let mut rest = total - shares.iter().map(|(_, s)| s).sum::<i64>();
+    for s in shares.iter_mut() {
+        if rest == 0 {
+            break;
+        }
+        s.1 += 1;
+        rest -= 1;
+    }
+    shares
+}
+
+impl Store {
+    /// Records a batch's synchronous answer in one transaction: the batch becomes `submitted`
+    /// with the raw response; each person becomes `not_found`, `awaiting_async` (parts expected)
+    /// or `complete`, with its facts merged and copied to its duplicates; job counters, credits and
+    /// calls; jobs left without open people complete (with their callback row).
+    ///
+    /// Credits: each job gets the credits attributed to its people plus a share of the rest of
+    /// the call's total (total − attributed), split by its number of people in the batch, so
+    /// the jobs' credits always add up to the call's.
+    ///
+    /// Idempotent: a second call for the same batch changes nothing.
+    pub async fn record_sync(&self, outcome: SyncOutcome) -> StoreResult<SyncRecorded> {
+        let now = now();
+        let (txn, _gate) = self.write_txn().await?;
+        let Some(b) = batch::Entity::find_by_id(outcome.batch_id).lock(LockType::Update).one(&txn).await? else {
+            return Err(StoreError::NotFound(format!("batch {}", outcome.batch_id)));
+        };
+        match b.state.parse()? {
+            BatchState::Submitted => return Ok(SyncRecorded::AlreadyRecorded),
+            BatchState::Failed => return Ok(SyncRecorded::BatchFailed),
+            BatchState::Queued | BatchState::Submitting | BatchState::RetryWait => {}
+        }
+        batch::Entity::update_many()
+            .filter(batch::Column::Id.eq(b.id))
+            .col_expr(batch::Column::State, Expr::value(BatchState::Submitted.as_str()))
+            .col_expr(batch::Column::HttpStatus, Expr::value(outcome.http_status))
+            .col_expr(batch::Column::RequestId, Expr::value(outcome.request_id))
+            .col_expr(batch::Column::PhoneRequestId, Expr::value(outcome.phone_request_id.clone()))
+            .col_expr(batch::Column::Response, Expr::value(outcome.response.clone()))
+            .col_expr(
+                batch::Column::CreditsMicros,
+                Expr::col(batch::Column::CreditsMicros).add(outcome.credits.micros()),
+            )
+            .col_expr(batch::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(batch::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(batch::Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(batch::Column::SubmittedAt, Expr::value(now))
+            .col_expr(batch::Column::UpdatedAt, Expr::value(now))
+            .exec(&txn)
+            .await?;
+
+        let people = lock_batch_primaries(&txn, b.id).await?;
+        let mut answers: HashMap<Uuid, &SyncPerson> = HashMap::with_capacity(outcome.people.len());
+        for a in &outcome.people {
+            if !people.iter().any(|p| p.id == a.person_id) {
+                return Err(StoreError::Invalid(format!("person {} is not in batch {}", a.person_id, b.id)));
+            }
+            if answers.insert(a.person_id, a).is_some() {
+                return Err(StoreError::Invalid(format!("person {} answered twice", a.person_id)));
+            }
+        }
+
+        let mut tally = Tally::default();
+        let mut per_job: BTreeMap<Uuid, i64> = BTreeMap::new();
+        let mut attributed = 0i64;
+        for p in &people {
+            if p.state != PersonState::Submitted.as_str() {
+                continue;
+            }
+            *per_job.entry(p.job_id).or_default() += 1;
+            let mut new = p.clone();
+            new.last_error = None;
+            match answers.get(&p.id) {
+                Some(a) if a.outcome == SyncMatch::Matched => {
+                    let mut record = Record::from_json(p.record.as_ref());
+                    record.merge_facts(&a.facts);
+                    record.merge_fields(&a.fields, "sync");
+                    new.apollo_id = a.apollo_id.clone().or_else(|| a.facts.apollo_id.clone()).or(new.apollo_id);
+                    new.record = Some(record.to_json());
+                    new.expect_phone = a.expect_phone;
+                    new.expect_waterfall = a.expect_waterfall;
+                    let awaiting = a.expect_phone || a.expect_waterfall;
+                    new.state =
+                        if awaiting { PersonState::AwaitingAsync } else { PersonState::Complete }.as_str().to_owned();
+                    new.awaiting_since = awaiting.then_some(now);
+                }
+                other => {
+                    new.state = PersonState::NotFound.as_str().to_owned();
+                    new.expect_phone = false;
+                    new.expect_waterfall = false;
+                    if other.is_none() {
+                        new.last_error = Some("no answer for this person in the response".into());
+                    }
+                }
+            }
+            if let Some(a) = answers.get(&p.id) {
+                new.credits_micros += a.credits.micros();
+                attributed += a.credits.micros();
+                tally.credits(p.job_id, a.credits.micros());
+            }
+            update_person(&txn, &mut tally, p, &new, now).await?;
+        }
+        let weights: Vec<(Uuid, i64)> = per_job.into_iter().collect();
+        for (job_id, share) in split_credits(outcome.credits.micros() - attributed, &weights) {
+            tally.credits(job_id, share);
+            tally.call(job_id);
+        }
+        let completed_jobs = tally.flush(&txn, now).await?;
+        txn.commit().await?;
+        Ok(SyncRecorded::Recorded { completed_jobs })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credit_split_is_exact() {
+        let a = Uuid::from_u128(1);
+        let b = Uuid::from_u128(2);
+        let c = Uuid::from_u128(3);
+        let s = split_credits(1_000_001, &[(a, 1), (b, 1), (c, 1)]);
+        assert_eq!(s, vec![(a, 333_334), (b, 333_334), (c, 333_333)]);
+        let s = split_credits(10, &[(a, 9), (b, 1)]);
+        assert_eq!(s, vec![(a, 9), (b, 1)]);
+        let s = split_credits(-7, &[(a, 1), (b, 1)]);
+        assert_eq!(s.iter().map(|x| x.1).sum::<i64>(), -7);
+        assert_eq!(split_credits(5, &[(a, 0)]), vec![(a, 0)]);
+    }
+}

@@ -1,0 +1,188 @@
+//! Inbound deliveries: dedup, hold-until-answer, batch isolation, merge, deadlines.
+
+use apollo_client::{Credits, parse_delivery};
+use chrono::Utc;
+use job_store::{ApplyOutcome, DeliveryState, JobOptions, JobState, PersonState, Store, StoredDelivery};
+use uuid::Uuid;
+
+use crate::harness::{
+    all_matched, apollo_id, assert_counters_match, claim, job, phone_and_waterfall, phone_body, record, waterfall_body,
+};
+use crate::store_tests;
+
+store_tests!(
+    storing_the_same_delivery_twice_is_a_no_op,
+    delivery_before_the_answer_is_held_then_applied,
+    delivery_only_touches_its_own_batch,
+    applying_twice_does_not_double_count,
+    deliveries_in_either_order_give_the_same_record,
+    missing_parts_expire_to_partial_and_a_late_part_completes,
+    overdue_batches_and_failed_deliveries,
+);
+
+fn apply_ok(outcome: ApplyOutcome) -> (usize, Vec<String>) {
+    match outcome {
+        ApplyOutcome::Applied { matched, unmatched, .. } => (matched, unmatched),
+        other => panic!("expected Applied, got {other:?}"),
+    }
+}
+
+async fn storing_the_same_delivery_twice_is_a_no_op(store: Store) {
+    store.create_job(job("acme", 1, phone_and_waterfall())).await.unwrap();
+    let b = claim(&store).await;
+    let body = phone_body(&[apollo_id(b.people[0].person_id)], 8.0);
+    let first = store.store_delivery(b.batch_id, &body, Utc::now()).await.unwrap();
+    let second = store.store_delivery(b.batch_id, &body, Utc::now()).await.unwrap();
+    assert!(matches!(first, StoredDelivery::Stored { .. }));
+    assert_eq!(second, StoredDelivery::Duplicate { id: first.id() });
+    // A different body is a different delivery.
+    let other = store.store_delivery(b.batch_id, b"{}", Utc::now()).await.unwrap();
+    assert!(matches!(other, StoredDelivery::Stored { .. }));
+    let unknown = store.store_delivery(Uuid::now_v7(), &body, Utc::now()).await;
+    assert!(matches!(unknown, Err(job_store::StoreError::NotFound(_))), "{unknown:?}");
+}
+
+async fn delivery_before_the_answer_is_held_then_applied(store: Store) {
+    let j = store.create_job(job("acme", 2, JobOptions { reveal_phone_number: true, ..Default::default() })).await;
+    let j = j.unwrap().job.id;
+    let b = claim(&store).await;
+    let ids: Vec<String> = b.people.iter().map(|p| apollo_id(p.person_id)).collect();
+    let body = phone_body(&ids, 16.0);
+    let d = store.store_delivery(b.batch_id, &body, Utc::now()).await.unwrap().id();
+    assert!(store.pending_deliveries(10).await.unwrap().is_empty(), "held until the answer is recorded");
+    let parsed = parse_delivery(&body).unwrap();
+    assert_eq!(store.apply_delivery(d, &parsed).await.unwrap(), ApplyOutcome::NotReady);
+
+    record(&store, all_matched(&b, true, false)).await;
+    let pending = store.pending_deliveries(10).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].body, body);
+    let (matched, unmatched) =
+        apply_ok(store.apply_delivery(d, &parse_delivery(&pending[0].body).unwrap()).await.unwrap());
+    assert_eq!((matched, unmatched.len()), (2, 0));
+    let jv = store.get_job(j).await.unwrap().unwrap();
+    assert_eq!(jv.state, JobState::Completed);
+    assert_eq!(jv.counts.complete, 2);
+    assert_eq!(jv.credits, Credits::whole(2 + 16));
+    let people = store.list_people(j, None, 10).await.unwrap();
+    let phones = &people[0].record.as_ref().unwrap()["phones"];
+    assert_eq!(phones[0]["e164"], "+15125550100");
+    assert_eq!(phones[0]["sources"][0], "phone_webhook");
+    assert!(people.iter().all(|p| p.got_phone));
+    assert!(store.pending_deliveries(10).await.unwrap().is_empty());
+    assert_eq!(store.get_delivery(d).await.unwrap().unwrap().state, DeliveryState::Processed.as_str());
+}
+
+async fn delivery_only_touches_its_own_batch(store: Store) {
+    let opts = JobOptions { reveal_phone_number: true, ..Default::default() };
+    let j = store.create_job(job("acme", 12, opts)).await.unwrap().job.id;
+    let a = claim(&store).await;
+    let b = claim(&store).await;
+    record(&store, all_matched(&a, true, false)).await;
+    record(&store, all_matched(&b, true, false)).await;
+    let before_b: Vec<_> =
+        store.list_people(j, None, 20).await.unwrap().into_iter().filter(|p| p.batch_id == Some(b.batch_id)).collect();
+    // A delivery to batch A's URL that names a person of batch B.
+    let body = phone_body(&[apollo_id(b.people[0].person_id)], 8.0);
+    let d = store.store_delivery(a.batch_id, &body, Utc::now()).await.unwrap().id();
+    let (matched, unmatched) = apply_ok(store.apply_delivery(d, &parse_delivery(&body).unwrap()).await.unwrap());
+    assert_eq!(matched, 0);
+    assert_eq!(unmatched, vec![apollo_id(b.people[0].person_id)]);
+    let after: Vec<_> = store.list_people(j, None, 20).await.unwrap();
+    let after_b: Vec<_> = after.iter().filter(|p| p.batch_id == Some(b.batch_id)).cloned().collect();
+    assert_eq!(before_b, after_b, "batch B's people were not touched");
+    // The payload still counts as batch A's phone delivery: A's people have their part.
+    assert!(after.iter().filter(|p| p.batch_id == Some(a.batch_id)).all(|p| p.state == PersonState::Complete));
+    assert_counters_match(&store, &[j]).await;
+}
+
+async fn applying_twice_does_not_double_count(store: Store) {
+    let j = store.create_job(job("acme", 1, phone_and_waterfall())).await.unwrap().job.id;
+    let b = claim(&store).await;
+    record(&store, all_matched(&b, true, true)).await;
+    let body = waterfall_body(&[apollo_id(b.people[0].person_id)], 3.5);
+    let d = store.store_delivery(b.batch_id, &body, Utc::now()).await.unwrap().id();
+    let parsed = parse_delivery(&body).unwrap();
+    apply_ok(store.apply_delivery(d, &parsed).await.unwrap());
+    let once = store.get_job(j).await.unwrap().unwrap();
+    assert_eq!(store.apply_delivery(d, &parsed).await.unwrap(), ApplyOutcome::AlreadyProcessed);
+    let twice = store.get_job(j).await.unwrap().unwrap();
+    assert_eq!(once.credits, twice.credits);
+    assert_eq!(once.credits, Credits(4_500_000));
+    assert_eq!(once.counts, twice.counts);
+    assert_eq!(store.get_batch(b.batch_id).await.unwrap().unwrap().credits, Credits(4_500_000));
+    let p = &store.list_people(j, None, 1).await.unwrap()[0];
+    assert_eq!(p.state, PersonState::AwaitingAsync, "the phone part is still missing");
+    assert!(p.got_waterfall && !p.got_phone);
+}
+
+async fn deliveries_in_either_order_give_the_same_record(store: Store) {
+    let mut records = Vec::new();
+    for phone_first in [true, false] {
+        let j = store.create_job(job("acme", 1, phone_and_waterfall())).await.unwrap().job.id;
+        let b = claim(&store).await;
+        let mut outcome = all_matched(&b, true, true);
+        // Same Apollo id in both runs, so the records can be compared.
+        outcome.people[0].apollo_id = Some("ap_same_person_000".into());
+        outcome.people[0].facts.apollo_id = Some("ap_same_person_000".into());
+        outcome.people[0].facts.emails[0].address = "dana@example.com".into();
+        record(&store, outcome).await;
+        let ids = vec!["ap_same_person_000".to_owned()];
+        let bodies = [phone_body(&ids, 8.0), waterfall_body(&ids, 2.0)];
+        let order: [usize; 2] = if phone_first { [0, 1] } else { [1, 0] };
+        for i in order {
+            let d = store.store_delivery(b.batch_id, &bodies[i], Utc::now()).await.unwrap().id();
+            apply_ok(store.apply_delivery(d, &parse_delivery(&bodies[i]).unwrap()).await.unwrap());
+        }
+        let p = store.list_people(j, None, 1).await.unwrap().remove(0);
+        assert_eq!(p.state, PersonState::Complete);
+        records.push(p.record.unwrap());
+    }
+    assert_eq!(records[0], records[1]);
+    assert_eq!(records[0]["emails"].as_array().unwrap().len(), 2);
+}
+
+async fn missing_parts_expire_to_partial_and_a_late_part_completes(store: Store) {
+    let j = store.create_job(job("acme", 2, phone_and_waterfall())).await.unwrap().job.id;
+    let b = claim(&store).await;
+    record(&store, all_matched(&b, true, true)).await;
+    let ids: Vec<String> = b.people.iter().map(|p| apollo_id(p.person_id)).collect();
+    let body = phone_body(&ids, 16.0);
+    let d = store.store_delivery(b.batch_id, &body, Utc::now()).await.unwrap().id();
+    apply_ok(store.apply_delivery(d, &parse_delivery(&body).unwrap()).await.unwrap());
+    assert_eq!(store.expire_parts(Utc::now() - chrono::Duration::hours(1)).await.unwrap(), 0);
+    assert_eq!(store.expire_parts(Utc::now() + chrono::Duration::seconds(1)).await.unwrap(), 2);
+    let jv = store.get_job(j).await.unwrap().unwrap();
+    assert_eq!(jv.state, JobState::Completed, "partial is terminal");
+    assert_eq!(jv.counts.partial, 2);
+    let people = store.list_people(j, None, 10).await.unwrap();
+    assert!(people.iter().all(|p| p.missing_parts == ["waterfall"]));
+    // The waterfall arrives after all: the people complete (the job stays completed).
+    let body = waterfall_body(&ids, 4.0);
+    let d = store.store_delivery(b.batch_id, &body, Utc::now()).await.unwrap().id();
+    apply_ok(store.apply_delivery(d, &parse_delivery(&body).unwrap()).await.unwrap());
+    let jv = store.get_job(j).await.unwrap().unwrap();
+    assert_eq!((jv.counts.partial, jv.counts.complete), (0, 2));
+    assert!(store.list_people(j, None, 10).await.unwrap().iter().all(|p| p.missing_parts.is_empty()));
+    assert_counters_match(&store, &[j]).await;
+}
+
+async fn overdue_batches_and_failed_deliveries(store: Store) {
+    store.create_job(job("acme", 1, phone_and_waterfall())).await.unwrap();
+    let b = claim(&store).await;
+    record(&store, all_matched(&b, true, true)).await;
+    assert!(store.overdue_batches(Utc::now() - chrono::Duration::minutes(5), 10).await.unwrap().is_empty());
+    let overdue = store.overdue_batches(Utc::now() + chrono::Duration::seconds(1), 10).await.unwrap();
+    assert_eq!(overdue.len(), 1);
+    assert_eq!(overdue[0].batch_id, b.batch_id);
+    assert!(overdue[0].awaiting_phone && overdue[0].awaiting_waterfall);
+    assert_eq!(overdue[0].phone_request_id.as_deref(), Some("phone-job-1"));
+
+    let d = store.store_delivery(b.batch_id, b"not json", Utc::now()).await.unwrap().id();
+    assert!(store.fail_delivery(d, "delivery body is not JSON").await.unwrap());
+    assert!(!store.fail_delivery(d, "again").await.unwrap());
+    let row = store.get_delivery(d).await.unwrap().unwrap();
+    assert_eq!(row.state, DeliveryState::Failed.as_str());
+    assert_eq!(row.parse_error.as_deref(), Some("delivery body is not JSON"));
+    assert!(store.pending_deliveries(10).await.unwrap().is_empty());
+}

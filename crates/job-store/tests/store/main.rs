@@ -1,0 +1,11 @@
+//! The store suite: every test runs on SQLite and on PostgreSQL, each in its own database.
+
+mod harness;
+
+mod callbacks;
+mod claims;
+mod concurrency;
+mod deliveries;
+mod jobs;
+mod random_ops;
+mod sync_results;

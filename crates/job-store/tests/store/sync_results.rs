@@ -1,0 +1,90 @@
+//! Recording synchronous answers.
+
+use apollo_client::Credits;
+use job_store::{BatchState, CallbackState, JobOptions, JobState, PersonState, Store, SyncMatch, SyncRecorded};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+
+use crate::harness::{all_matched, assert_counters_match, claim, job, phone_and_waterfall, record};
+use crate::store_tests;
+
+store_tests!(
+    sync_answer_sets_each_person_state_and_credits,
+    recording_twice_changes_nothing,
+    completion_creates_exactly_one_callback_row,
+);
+
+async fn sync_answer_sets_each_person_state_and_credits(store: Store) {
+    let j = store.create_job(job("acme", 4, phone_and_waterfall())).await.unwrap().job.id;
+    let b = claim(&store).await;
+    let mut outcome = all_matched(&b, true, true);
+    outcome.credits = Credits(4_500_000); // 1 per person attributed + 0.5 unattributed
+    outcome.people[1].outcome = SyncMatch::NotFound;
+    outcome.people[1].credits = Credits::ZERO;
+    outcome.people[2].expect_phone = false;
+    outcome.people[2].expect_waterfall = false;
+    outcome.people.pop(); // the last person got no answer at all
+    record(&store, outcome).await;
+
+    let people = store.list_people(j, None, 10).await.unwrap();
+    let states: Vec<_> = people.iter().map(|p| p.state).collect();
+    assert_eq!(
+        states,
+        [PersonState::AwaitingAsync, PersonState::NotFound, PersonState::Complete, PersonState::NotFound]
+    );
+    assert_eq!(people[3].last_error.as_deref(), Some("no answer for this person in the response"));
+    let rec = people[0].record.as_ref().unwrap();
+    assert_eq!(rec["fields"]["title"], "CTO");
+    assert!(rec["fields"].get("name").is_none(), "null fields are not stored");
+    assert_eq!(rec["emails"][0]["sources"][0], "sync");
+    assert_eq!(people[0].apollo_id.as_deref(), Some(crate::harness::apollo_id(people[0].id).as_str()));
+    assert!(people[0].expect_phone && people[0].expect_waterfall);
+
+    let jv = store.get_job(j).await.unwrap().unwrap();
+    assert_eq!(jv.credits, Credits(4_500_000), "job credits add up to the call's");
+    assert_eq!(jv.calls, 1);
+    assert_eq!(jv.state, JobState::Running);
+    let bv = store.get_batch(b.batch_id).await.unwrap().unwrap();
+    assert_eq!(bv.state, BatchState::Submitted);
+    assert_eq!(bv.request_id.map(|r| r.0), Some(-4211274463135576197));
+    assert_eq!(bv.http_status, Some(200));
+    assert!(bv.response.is_some());
+    assert_counters_match(&store, &[j]).await;
+}
+
+async fn recording_twice_changes_nothing(store: Store) {
+    let j = store.create_job(job("acme", 3, JobOptions::default())).await.unwrap().job.id;
+    let b = claim(&store).await;
+    record(&store, all_matched(&b, false, false)).await;
+    let before = store.get_job(j).await.unwrap().unwrap();
+    let again = store.record_sync(all_matched(&b, false, false)).await.unwrap();
+    assert_eq!(again, SyncRecorded::AlreadyRecorded);
+    let after = store.get_job(j).await.unwrap().unwrap();
+    assert_eq!(before.counts, after.counts);
+    assert_eq!(before.credits, after.credits);
+    assert_eq!(before.calls, after.calls);
+}
+
+async fn completion_creates_exactly_one_callback_row(store: Store) {
+    let j = store.create_job(job("acme", 15, JobOptions::default())).await.unwrap().job.id;
+    let b1 = claim(&store).await;
+    let b2 = claim(&store).await;
+    let done = record(&store, all_matched(&b1, false, false)).await;
+    assert!(done.is_empty());
+    assert!(store.get_job(j).await.unwrap().unwrap().callback.is_none());
+    let done = record(&store, all_matched(&b2, false, false)).await;
+    assert_eq!(done, vec![j]);
+    let jv = store.get_job(j).await.unwrap().unwrap();
+    assert_eq!(jv.state, JobState::Completed);
+    let cb = jv.callback.unwrap();
+    assert_eq!(cb.state, CallbackState::Pending);
+    assert_eq!(cb.attempts, 0);
+    let _ = store.record_sync(all_matched(&b2, false, false)).await.unwrap();
+    let _ = store.cancel_job(j).await.unwrap();
+    use job_store::entities::callback_delivery;
+    let rows = callback_delivery::Entity::find()
+        .filter(callback_delivery::Column::JobId.eq(j))
+        .count(store.connection())
+        .await
+        .unwrap();
+    assert_eq!(rows, 1);
+}

@@ -1,0 +1,19 @@
+//! The one source of the enrichd schema: sea-orm migrations that run unchanged on SQLite and
+//! PostgreSQL.
+//!
+//! Portable types only: UUID ids (v7, time-ordered), `bigint` counters and credits (micro-credits),
+//! JSON payloads (`jsonb` on PostgreSQL), `timestamp with time zone` instants, raw bodies as blobs.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20250101_000001_initial;
+
+/// Applies the enrichd migrations in order.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20250101_000001_initial::Migration)]
+    }
+}
