@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export TEST_PG_URL=${TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 bash scripts/ensure-postgres.sh
-exec cargo test --workspace --all-targets "$@"
+exec cargo test --workspace "$@"

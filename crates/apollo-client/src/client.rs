@@ -70,6 +70,8 @@ impl ApolloClient {
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(50))
+            // A proxy from the environment must not see the key or reroute calls to a local simulator.
+            .no_proxy()
             .build()
             .map_err(|e| ApolloError::Transient { status: None, message: format!("building HTTP client: {e}") })?;
         Ok(ApolloClient { http, base: base_url.trim_end_matches('/').to_string(), api_key })
@@ -203,9 +205,12 @@ impl ApolloClient {
     }
 }
 
+/// One window of `api_usage_stats`: `limit` and `left_over` are `None` when the window is unlimited.
+pub type UsageWindow = (Option<i64>, i64, Option<i64>);
+
 /// Parses the `api_usage_stats` answer for one route pair, e.g. `("api/v1/people", "bulk_match")`:
-/// `(minute, hour, day)` as `(limit, consumed, left_over)`.
-pub fn route_usage(stats: &Value, path: &str, action: &str) -> Option<[(i64, i64, i64); 3]> {
+/// `[minute, hour, day]` as `(limit, consumed, left_over)`.
+pub fn route_usage(stats: &Value, path: &str, action: &str) -> Option<[UsageWindow; 3]> {
     let obj = stats.as_object()?;
     // The key is a stringified pair; its spacing varies, so compare after parsing it.
     let (_, entry) = obj.iter().find(|(k, _)| {
@@ -213,7 +218,11 @@ pub fn route_usage(stats: &Value, path: &str, action: &str) -> Option<[(i64, i64
     })?;
     let window = |w: &str| {
         let v = entry.get(w)?;
-        Some((v.get("limit")?.as_i64()?, v.get("consumed")?.as_i64()?, v.get("left_over")?.as_i64()?))
+        Some((
+            v.get("limit").and_then(Value::as_i64),
+            v.get("consumed").and_then(Value::as_i64).unwrap_or(0),
+            v.get("left_over").and_then(Value::as_i64),
+        ))
     };
     Some([window("minute")?, window("hour")?, window("day")?])
 }

@@ -13,7 +13,7 @@ pub mod numbers;
 pub mod rate_limit;
 pub mod wire;
 
-pub use client::{ApolloClient, BulkMatchOutcome, MAX_DETAILS, WebhookResultPoll, route_usage};
+pub use client::{ApolloClient, BulkMatchOutcome, MAX_DETAILS, UsageWindow, WebhookResultPoll, route_usage};
 pub use delivery::{Delivery, DeliveryError, DeliveryKind, parse_delivery};
 pub use error::{ApolloError, ErrorBody};
 pub use facts::{

@@ -40,7 +40,7 @@ pub struct PersonDetail {
     pub linkedin_url: Option<String>,
 }
 
-/// The four boolean query flags of `bulk_match`, plus `poll_only`.
+/// The four boolean query flags of `bulk_match` (`poll_only` is a separate argument).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct EnrichFlags {
     /// `reveal_personal_emails`.

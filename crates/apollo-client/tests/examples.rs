@@ -154,9 +154,16 @@ fn defensive_envelopes_and_garbage() {
 fn usage_stats_example() {
     let v = json("api_usage_stats.json");
     let [minute, hour, day] = route_usage(&v, "api/v1/people", "bulk_match").unwrap();
-    assert_eq!(minute, (20, 7, 13));
-    assert_eq!(hour, (100, 41, 59));
-    assert_eq!(day, (600, 212, 388));
+    assert_eq!(minute, (Some(20), 7, Some(13)));
+    assert_eq!(hour, (Some(100), 41, Some(59)));
+    assert_eq!(day, (Some(600), 212, Some(388)));
+    let unlimited = serde_json::json!({"[\"api/v1/people\",\"bulk_match\"]": {
+        "minute": {"limit": 1000, "consumed": 3, "left_over": 997},
+        "hour": {"limit": null, "consumed": 50, "left_over": null},
+        "day": {"limit": null, "consumed": 80, "left_over": null}}});
+    let [m, h, _] = route_usage(&unlimited, "api/v1/people", "bulk_match").unwrap();
+    assert_eq!(m, (Some(1000), 3, Some(997)));
+    assert_eq!(h, (None, 50, None), "null means unlimited");
     assert!(route_usage(&v, "api/v1/people", "search").is_none());
 }
 
