@@ -1,1 +1,11 @@
-//! enrichd library
+//! enrichd: the enrichment orchestrator service — HTTP API and background workers over the job
+//! store, driving Apollo through `apollo-client`.
+
+pub mod config;
+pub mod core;
+pub mod demo;
+pub mod error;
+pub mod startup;
+pub mod state;
+pub mod v1;
+pub mod worker;

@@ -1,2 +1,60 @@
-//! enrichd
-fn main() {}
+//! The `enrichd` binary: `serve`, `demo`, `migrate`.
+
+use clap::{Parser, Subcommand};
+use enrichd::config::Config;
+use enrichd::startup::Application;
+
+/// The enrichment orchestrator.
+#[derive(Parser, Debug)]
+#[command(name = "enrichd", version, about = "Enrichment orchestrator in front of Apollo's Bulk People Enrichment")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the service (configuration from the environment; see --help of this command).
+    Serve(Box<Config>),
+    /// The whole flow on this machine: SQLite, the in-process Apollo simulator, a signed callback.
+    Demo {
+        /// People in the demo job.
+        #[arg(long, default_value_t = 300)]
+        people: usize,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        /// Database URL.
+        #[arg(long, env = "DATABASE_URL", default_value = "sqlite://enrichd.db?mode=rwc")]
+        database_url: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .init();
+    match cli.command {
+        Command::Serve(config) => {
+            let app = Application::build(*config).await?.start()?;
+            tracing::info!(url = %app.url(), "enrichd serving");
+            let stop = tokio::signal::ctrl_c();
+            tokio::select! {
+                r = app.wait() => r?,
+                _ = stop => tracing::info!("shutting down"),
+            }
+        }
+        Command::Demo { people } => enrichd::demo::run(people).await?,
+        Command::Migrate { database_url } => {
+            job_store::Store::connect(&database_url).await?;
+            println!("migrations applied");
+        }
+    }
+    Ok(())
+}

@@ -104,8 +104,9 @@ fn missing_parts(p: &person::Model) -> Vec<&'static str> {
 }
 
 impl Store {
-    /// Stores a delivery for a batch as received. The same body for the same batch is stored once
-    /// (sha256 dedup key, unique index); storing it again reports the earlier id.
+    /// Stores a delivery for a batch as received. The same content for the same batch is stored
+    /// once (sha256 dedup key over canonical JSON, unique index), so a payload that was both pushed
+    /// and fetched by polling `webhook_result` counts once; storing it again reports the earlier id.
     pub async fn store_delivery(
         &self,
         batch_id: Uuid,
@@ -113,7 +114,8 @@ impl Store {
         received_at: DateTime<Utc>,
     ) -> StoreResult<StoredDelivery> {
         let _gate = self.write_gate().await;
-        let dedup_key = sha256_hex(&[batch_id.as_bytes(), body]);
+        let canonical = canonical_json(body);
+        let dedup_key = sha256_hex(&[batch_id.as_bytes(), canonical.as_deref().unwrap_or(body)]);
         let id = new_id();
         let row = inbound_delivery::Model {
             id,
@@ -198,7 +200,18 @@ impl Store {
         if b.is_none_or(|b| b.state != BatchState::Submitted.as_str()) {
             return Ok(ApplyOutcome::NotReady);
         }
-        let credits = parsed.credits.map(|c| c.micros()).unwrap_or(0);
+        // A part is charged once per Apollo request: a second delivery of the same kind and request
+        // (pushed and also polled, with different bytes) merges but adds no credits.
+        let same_part_charged = inbound_delivery::Entity::find()
+            .filter(inbound_delivery::Column::BatchId.eq(d.batch_id))
+            .filter(inbound_delivery::Column::Kind.eq(parsed.kind.as_str()))
+            .filter(inbound_delivery::Column::State.eq(DeliveryState::Processed.as_str()))
+            .filter(inbound_delivery::Column::CreditsMicros.ne(0))
+            .all(&txn)
+            .await?
+            .iter()
+            .any(|earlier| request_id_of(&earlier.body) == parsed.request_id);
+        let credits = if same_part_charged { 0 } else { parsed.credits.map(|c| c.micros()).unwrap_or(0) };
         inbound_delivery::Entity::update_many()
             .filter(inbound_delivery::Column::Id.eq(delivery_id))
             .col_expr(inbound_delivery::Column::State, Expr::value(DeliveryState::Processed.as_str()))
@@ -355,5 +368,61 @@ impl Store {
         tally.flush(&txn, now).await?;
         txn.commit().await?;
         Ok(people.len() as u64)
+    }
+}
+
+/// Object keys sorted, no insignificant white space: equal JSON gives equal bytes.
+fn canonical_json(body: &[u8]) -> Option<Vec<u8>> {
+    fn write(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&m[k], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(x, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let mut out = String::with_capacity(body.len());
+    write(&v, &mut out);
+    Some(out.into_bytes())
+}
+
+/// The `request_id` a stored delivery body names, if any.
+fn request_id_of(body: &[u8]) -> Option<apollo_client::RequestId> {
+    apollo_client::parse_delivery(body).ok().and_then(|d| d.request_id)
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::canonical_json;
+
+    #[test]
+    fn key_order_and_spacing_do_not_matter() {
+        let a = canonical_json(br#"{"b": 1, "a": {"y": [1, 2], "x": null}}"#).unwrap();
+        let b = canonical_json(br#"{"a":{"x":null,"y":[1,2]},"b":1}"#).unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a, canonical_json(br#"{"a":{"x":null,"y":[2,1]},"b":1}"#).unwrap());
+        assert!(canonical_json(b"not json").is_none());
     }
 }

@@ -1,0 +1,201 @@
+//! All configuration, from the environment (DESIGN.md §6) or the matching command-line flags.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+use secrecy::SecretString;
+
+use crate::core::callback_url::CallbackPolicy;
+use crate::core::ratelimit::Limits;
+
+/// The service's settings. Secrets are `SecretString`: they never print in `Debug`.
+#[derive(Args, Debug, Clone)]
+pub struct Config {
+    /// Database: `sqlite://path?mode=rwc` (embedded default) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://enrichd.db?mode=rwc")]
+    pub database_url: String,
+
+    /// Listen address of the HTTP API.
+    #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Apollo API key (required).
+    #[arg(long, env = "APOLLO_API_KEY", hide_env_values = true)]
+    pub apollo_api_key: Option<SecretString>,
+
+    /// Apollo base URL (the simulator's URL in tests and the demo).
+    #[arg(long, env = "APOLLO_BASE_URL", default_value = "https://api.apollo.io")]
+    pub apollo_base_url: String,
+
+    /// How Apollo reaches our webhook route; without it, asynchronous results are polled.
+    #[arg(long, env = "PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+
+    /// Client API keys, comma-separated.
+    #[arg(long, env = "ENRICHD_API_KEYS", hide_env_values = true)]
+    pub api_keys: Option<SecretString>,
+
+    /// `whsec_…` secret that signs the final callbacks (Standard Webhooks).
+    #[arg(long, env = "CALLBACK_SIGNING_SECRET", hide_env_values = true)]
+    pub callback_signing_secret: Option<SecretString>,
+
+    /// Bulk-match calls per minute; unset: learned from Apollo's rate-limit headers. Headers only ever tighten it.
+    #[arg(long, env = "APOLLO_RATE_PER_MINUTE")]
+    pub rate_per_minute: Option<u32>,
+
+    /// Bulk-match calls per hour; unset: learned from the headers.
+    #[arg(long, env = "APOLLO_RATE_PER_HOUR")]
+    pub rate_per_hour: Option<u32>,
+
+    /// Bulk-match calls per day; unset: learned from the headers.
+    #[arg(long, env = "APOLLO_RATE_PER_DAY")]
+    pub rate_per_day: Option<u32>,
+
+    /// Length of a rate-limit "minute" (tests and benchmarks shorten it to match the simulator).
+    #[arg(long, env = "APOLLO_MINUTE", default_value = "60s", value_parser = parse_duration)]
+    pub rate_minute: Duration,
+
+    /// Apollo calls in flight at once.
+    #[arg(long, env = "DISPATCH_CONCURRENCY", default_value_t = 8)]
+    pub dispatch_concurrency: usize,
+
+    /// Attempts per batch on 5xx and timeouts before its people fail (429s do not count).
+    #[arg(long, env = "APOLLO_MAX_ATTEMPTS", default_value_t = 6)]
+    pub max_attempts: u32,
+
+    /// First retry delay after a 5xx or timeout; doubles per attempt, with jitter.
+    #[arg(long, env = "APOLLO_RETRY_BASE", default_value = "2s", value_parser = parse_duration)]
+    pub retry_base: Duration,
+
+    /// Timeout of one Apollo call.
+    #[arg(long, env = "APOLLO_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub apollo_timeout: Duration,
+
+    /// Lease on a claimed batch; must exceed the Apollo timeout. An expired lease means an unknown outcome.
+    #[arg(long, env = "DISPATCH_LEASE", default_value = "90s", value_parser = parse_duration)]
+    pub lease: Duration,
+
+    /// Poll `webhook_result` for batches whose deliveries are this late.
+    #[arg(long, env = "RECONCILE_AFTER", default_value = "10m", value_parser = parse_duration)]
+    pub reconcile_after: Duration,
+
+    /// How often the reconciler looks for late batches.
+    #[arg(long, env = "RECONCILE_EVERY", default_value = "30s", value_parser = parse_duration)]
+    pub reconcile_every: Duration,
+
+    /// People whose asynchronous parts have not come after this become `partial`.
+    #[arg(long, env = "ASYNC_DEADLINE", default_value = "2h", value_parser = parse_duration)]
+    pub async_deadline: Duration,
+
+    /// People inlined in the final callback; beyond it the body links to the people endpoint.
+    #[arg(long, env = "CALLBACK_INLINE_LIMIT", default_value_t = 1000)]
+    pub callback_inline_limit: usize,
+
+    /// Callback retry delays, comma-separated (a bounded schedule; jitter is added).
+    #[arg(long, env = "CALLBACK_RETRY_SCHEDULE", default_value = "5s,5m,30m,2h,5h,10h", value_parser = parse_schedule)]
+    pub callback_schedule: Schedule,
+
+    /// Timeout of one callback POST.
+    #[arg(long, env = "CALLBACK_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub callback_timeout: Duration,
+
+    /// Allow plain-http callback URLs.
+    #[arg(long, env = "CALLBACK_ALLOW_HTTP", default_value_t = false)]
+    pub callback_allow_http: bool,
+
+    /// Hosts allowed as callback targets even when loopback or private, comma-separated.
+    #[arg(long, env = "CALLBACK_ALLOW_HOSTS", value_delimiter = ',')]
+    pub callback_allow_hosts: Vec<String>,
+
+    /// Most people in one job.
+    #[arg(long, env = "MAX_JOB_PEOPLE", default_value_t = 100_000)]
+    pub max_job_people: usize,
+
+    /// Largest accepted request body, in bytes (jobs and webhook deliveries).
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Do not apply migrations at start-up.
+    #[arg(long, env = "SKIP_MIGRATIONS", default_value_t = false)]
+    pub skip_migrations: bool,
+}
+
+/// A bounded list of retry delays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule(pub Vec<Duration>);
+
+impl Config {
+    /// The configured limits.
+    pub fn limits(&self) -> Limits {
+        Limits { per_minute: self.rate_per_minute, per_hour: self.rate_per_hour, per_day: self.rate_per_day }
+    }
+
+    /// The callback URL policy.
+    pub fn callback_policy(&self) -> CallbackPolicy {
+        CallbackPolicy { allow_http: self.callback_allow_http, allow_hosts: self.callback_allow_hosts.clone() }
+    }
+}
+
+/// Parses `500ms`, `5s`, `5m`, `2h`, `1d`, or bare seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 500ms, 5s, 5m, 2h"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a comma-separated list of durations.
+pub fn parse_schedule(s: &str) -> Result<Schedule, String> {
+    let delays = s.split(',').filter(|p| !p.trim().is_empty()).map(parse_duration).collect::<Result<Vec<_>, _>>()?;
+    if delays.is_empty() {
+        return Err("the retry schedule needs at least one delay".into());
+    }
+    Ok(Schedule(delays))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_schedules() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        let s = parse_schedule("5s,5m,30m,2h,5h,10h").unwrap();
+        assert_eq!(s.0.len(), 6);
+        assert_eq!(s.0[5], Duration::from_secs(36000));
+        assert!(parse_schedule(" , ").is_err());
+    }
+}
+
+/// Parses a [`Config`] on its own (for `defaults`).
+#[derive(clap::Parser)]
+struct Standalone {
+    #[command(flatten)]
+    config: Config,
+}
+
+impl Config {
+    /// The documented defaults, ignoring the environment's values for required secrets.
+    pub fn defaults() -> Config {
+        use clap::Parser;
+        Standalone::parse_from(["enrichd"]).config
+    }
+}

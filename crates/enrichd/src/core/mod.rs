@@ -1,0 +1,7 @@
+//! Mechanisms with no HTTP or database in them: each a set of plain, unit-tested functions.
+
+pub mod callback_url;
+pub mod ratelimit;
+pub mod records;
+pub mod signing;
+pub mod validate;

@@ -1,0 +1,183 @@
+//! Building and running the application: the HTTP server and the workers, on one store.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::dev::{ServerHandle, Service};
+use actix_web::{App, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use apollo_client::ApolloClient;
+use job_store::{Store, StoreOptions};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::task::JoinHandle;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::Config;
+use crate::core::signing::SigningSecret;
+use crate::error::ApiError;
+use crate::state::{AppState, ClientKeys, Wakers};
+use crate::v1::endpoints::{admin, docs, health, jobs, webhooks};
+use crate::worker::{self, dispatch::Dispatcher};
+
+/// Installs the process-wide TLS provider once (reqwest is built without one).
+pub fn install_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A built application, bound to its port, not yet running.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+/// A running application: the server and its workers.
+pub struct Running {
+    /// The port the API listens on.
+    pub port: u16,
+    /// Shared state (the store, for tests and the demo).
+    pub state: AppState,
+    /// The dispatcher's counters.
+    pub dispatcher: Arc<Dispatcher>,
+    server: ServerHandle,
+    server_task: JoinHandle<std::io::Result<()>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Application {
+    /// Connects the store (migrating unless disabled), builds the client and binds the port.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        install_tls();
+        let key = config.apollo_api_key.clone().context("APOLLO_API_KEY is required")?;
+        let options = StoreOptions { run_migrations: !config.skip_migrations, ..Default::default() };
+        let store = Store::connect_with(&config.database_url, options)
+            .await
+            .with_context(|| format!("connecting to the database ({})", redact_url(&config.database_url)))?;
+        let apollo = ApolloClient::with_timeout(&config.apollo_base_url, key, config.apollo_timeout)?;
+        let keys = ClientKeys::parse(config.api_keys.as_ref());
+        if keys.is_empty() {
+            anyhow::bail!("ENRICHD_API_KEYS is empty: no client could authenticate");
+        }
+        let signer = config
+            .callback_signing_secret
+            .as_ref()
+            .map(|s| SigningSecret::parse(s.expose_secret()))
+            .transpose()
+            .context("CALLBACK_SIGNING_SECRET")?;
+        // A restart (possibly with a new key) is how an operator says "try again".
+        if let Some(reason) = store.pause_reason().await? {
+            tracing::warn!(%reason, "dispatch was paused; resuming at start-up");
+            store.set_pause(None).await?;
+        }
+        let listener = TcpListener::bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
+        let state = AppState {
+            store,
+            config: Arc::new(config),
+            apollo,
+            keys: Arc::new(keys),
+            signer,
+            wake: Arc::new(Wakers::default()),
+            owner: format!("enrichd-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        };
+        Ok(Application { listener, state })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// Starts the HTTP server and the workers on the current runtime.
+    pub fn start(self) -> anyhow::Result<Running> {
+        let port = self.port();
+        let state = self.state;
+        let data = web::Data::new(state.clone());
+        let openapi = docs::ApiDoc::openapi();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()))
+                .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()))
+                .wrap_fn(|req, srv| {
+                    // Log the path without the query: webhook URLs carry their token there.
+                    let (method, path, started) = (req.method().clone(), req.path().to_string(), Instant::now());
+                    let fut = srv.call(req);
+                    async move {
+                        let res = fut.await?;
+                        tracing::info!(%method, %path, status = res.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
+                        Ok(res)
+                    }
+                })
+                .service(jobs::create)
+                .service(jobs::list)
+                .service(jobs::get)
+                .service(jobs::people)
+                .service(jobs::cancel)
+                .service(jobs::redeliver)
+                .service(webhooks::apollo)
+                .service(health::healthz)
+                .service(health::readyz)
+                .service(admin::resume)
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
+                .route("/docs", web::get().to(|| async { HttpResponse::Found().insert_header(("location", "/docs/")).finish() }))
+                .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound("route")) }))
+        })
+        .disable_signals()
+        .listen(self.listener)?
+        .run();
+        let server_handle = server.handle();
+        let server_task = tokio::spawn(server);
+        let dispatcher = Dispatcher::new(&state);
+        let workers = vec![
+            tokio::spawn(worker::dispatch::run(state.clone(), dispatcher.clone())),
+            tokio::spawn(worker::ingest::run(state.clone())),
+            tokio::spawn(worker::reconcile::run(state.clone())),
+            tokio::spawn(worker::callbacks::run(state.clone())),
+        ];
+        Ok(Running { port, state, dispatcher, server: server_handle, server_task, workers })
+    }
+}
+
+impl Running {
+    /// The API's base URL on loopback.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Waits until the server stops (a signal handled by the caller, or an error).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let result = self.server_task.await;
+        for w in &self.workers {
+            w.abort();
+        }
+        result??;
+        Ok(())
+    }
+
+    /// Stops the server and the workers; in-flight calls are abandoned to lease expiry, as a crash would.
+    pub async fn stop(self) {
+        for w in &self.workers {
+            w.abort();
+        }
+        self.server.stop(true).await;
+        let _ = self.server_task.await;
+    }
+}
+
+/// A database URL without its password, for error messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A `SecretString` from text.
+pub fn secret(s: &str) -> SecretString {
+    SecretString::from(s.to_string())
+}

@@ -1,0 +1,212 @@
+//! `/v1/jobs`: submit, read, page people, list, cancel, redeliver the callback.
+
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use job_store::{JobOptions, NewJob};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::core::validate::validate_job;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::v1::auth::Client;
+use crate::v1::endpoints::body::{decode_json, read_limited, require_json};
+use crate::v1::models::{job_json, person_json};
+
+/// Longest accepted `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Submit a job of people to enrich.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
+    request_body(content = crate::v1::endpoints::docs::JobRequest, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, description = "the same key and body give the same job")),
+    responses(
+        (status = 202, description = "accepted; the job object"),
+        (status = 400, description = "the body is not JSON"),
+        (status = 401, description = "missing or unknown API key"),
+        (status = 409, description = "Idempotency-Key reused with another body"),
+        (status = 413, description = "body over the size limit"),
+        (status = 415, description = "not application/json"),
+        (status = 422, description = "invalid people or options; `details` names each one"),
+    ))]
+#[post("/v1/jobs")]
+pub async fn create(
+    req: HttpRequest,
+    payload: web::Payload,
+    client: Client,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    require_json(&req)?;
+    let idempotency_key = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::trim).map(str::to_string))
+        .transpose()
+        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
+    if idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY) {
+        return Err(ApiError::BadRequest(format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")));
+    }
+    let body = read_limited(payload, state.config.max_body_bytes).await?;
+    let value = decode_json(&body)?;
+    drop(body);
+    let job =
+        validate_job(&value, state.config.max_job_people, &state.config.callback_policy()).map_err(|problems| {
+            ApiError::Unprocessable {
+                message: format!("the job has {} problem(s); nothing was stored", problems.len()),
+                details: json!(problems),
+            }
+        })?;
+    drop(value);
+    let created = state
+        .store
+        .create_job(NewJob {
+            client: client.0,
+            idempotency_key,
+            options: JobOptions {
+                reveal_personal_emails: job.reveal_personal_emails,
+                reveal_phone_number: job.reveal_phone_number,
+                run_waterfall_email: job.run_waterfall_email,
+                run_waterfall_phone: job.run_waterfall_phone,
+            },
+            callback_url: job.callback_url,
+            metadata: job.metadata,
+            people: job.people,
+        })
+        .await?;
+    state.wake.dispatch.notify_one();
+    let mut resp = HttpResponse::Accepted();
+    if created.existing {
+        resp.insert_header(("idempotent-replayed", "true"));
+    }
+    Ok(resp.json(job_json(&created.job)))
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("job"))
+}
+
+/// The job if it exists and belongs to this client (another client's job is simply not found).
+async fn owned_job(state: &AppState, client: &Client, id: &str) -> Result<job_store::JobView, ApiError> {
+    let job = state.store.get_job(parse_id(id)?).await?.ok_or(ApiError::NotFound("job"))?;
+    if job.client != client.0 {
+        return Err(ApiError::NotFound("job"));
+    }
+    Ok(job)
+}
+
+/// A job: status, options, counters by person state, credits, callback delivery state.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, description = "the job"), (status = 404, description = "no such job")))]
+#[get("/v1/jobs/{id}")]
+pub async fn get(
+    path: web::Path<String>,
+    client: Client,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let job = owned_job(&state, &client, &path).await?;
+    Ok(HttpResponse::Ok().json(job_json(&job)))
+}
+
+/// Cursor paging parameters.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct Page {
+    /// Return items after this cursor (`next_after` of the previous page).
+    pub after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    pub limit: Option<u64>,
+}
+
+impl Page {
+    fn limit(&self) -> Result<u64, ApiError> {
+        match self.limit {
+            None => Ok(100),
+            Some(l @ 1..=1000) => Ok(l),
+            Some(_) => Err(ApiError::BadRequest("limit must be between 1 and 1000".into())),
+        }
+    }
+}
+
+/// The merged records of a job's people, in input order.
+#[utoipa::path(get, path = "/v1/jobs/{id}/people", tag = "jobs",
+    params(("id" = String, Path, description = "job id"), Page),
+    responses((status = 200, description = "`{data: [person], next_after}`"), (status = 404, description = "no such job")))]
+#[get("/v1/jobs/{id}/people")]
+pub async fn people(
+    path: web::Path<String>,
+    page: web::Query<Page>,
+    client: Client,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let job = owned_job(&state, &client, &path).await?;
+    let limit = page.limit()?;
+    let after = match page.after.as_deref() {
+        None | Some("") => None,
+        Some(a) => Some(a.parse::<i64>().map_err(|_| ApiError::BadRequest("after must be a person index".into()))?),
+    };
+    let people = state.store.list_people(job.id, after, limit).await?;
+    let next_after = (people.len() as u64 == limit).then(|| people.last().map(|p| p.ordinal.to_string())).flatten();
+    Ok(HttpResponse::Ok().json(json!({
+        "data": people.iter().map(person_json).collect::<Vec<_>>(),
+        "next_after": next_after,
+    })))
+}
+
+/// This client's jobs, newest first.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(Page),
+    responses((status = 200, description = "`{data: [job], next_after}`")))]
+#[get("/v1/jobs")]
+pub async fn list(
+    page: web::Query<Page>,
+    client: Client,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = page.limit()?;
+    let after = match page.after.as_deref() {
+        None | Some("") => None,
+        Some(a) => Some(Uuid::parse_str(a).map_err(|_| ApiError::BadRequest("after must be a job id".into()))?),
+    };
+    let jobs = state.store.list_jobs(&client.0, after, limit).await?;
+    let next_after = (jobs.len() as u64 == limit).then(|| jobs.last().map(|j| j.id.to_string())).flatten();
+    Ok(HttpResponse::Ok().json(json!({
+        "data": jobs.iter().map(job_json).collect::<Vec<_>>(),
+        "next_after": next_after,
+    })))
+}
+
+/// Stop dispatching a job; batches already sent still merge.
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, description = "the job"), (status = 404, description = "no such job")))]
+#[post("/v1/jobs/{id}/cancel")]
+pub async fn cancel(
+    path: web::Path<String>,
+    client: Client,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let job = owned_job(&state, &client, &path).await?;
+    let job = state.store.cancel_job(job.id).await?;
+    state.wake.callbacks.notify_one();
+    Ok(HttpResponse::Ok().json(job_json(&job)))
+}
+
+/// Send the final callback again (after it was delivered or exhausted).
+#[utoipa::path(post, path = "/v1/jobs/{id}/callback/redeliver", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 202, description = "queued"), (status = 404, description = "no such job"), (status = 409, description = "the job has no callback yet")))]
+#[post("/v1/jobs/{id}/callback/redeliver")]
+pub async fn redeliver(
+    path: web::Path<String>,
+    client: Client,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let job = owned_job(&state, &client, &path).await?;
+    if job.callback.is_none() {
+        return Err(ApiError::Conflict(
+            "the job has no callback to redeliver (not finished, or no callback_url)".into(),
+        ));
+    }
+    state.store.redeliver_callback(job.id).await?;
+    state.wake.callbacks.notify_one();
+    Ok(HttpResponse::Accepted().json(json!({ "status": "queued" })))
+}

@@ -1,0 +1,8 @@
+//! One module per resource.
+
+pub mod admin;
+pub mod body;
+pub mod docs;
+pub mod health;
+pub mod jobs;
+pub mod webhooks;

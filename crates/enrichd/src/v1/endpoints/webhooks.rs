@@ -1,0 +1,54 @@
+//! `POST /v1/webhooks/apollo/{batch_id}?token=`: Apollo's asynchronous deliveries.
+//!
+//! Check the token, store the raw body, answer at once; the ingest worker parses and merges.
+
+use actix_web::{HttpResponse, post, web};
+use job_store::StoredDelivery;
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::core::signing::constant_time_eq;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::v1::endpoints::body::read_limited;
+
+/// The token in the webhook URL.
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct Token {
+    /// The batch's secret, as given to Apollo in `webhook_url`.
+    pub token: Option<String>,
+}
+
+/// Receive one Apollo delivery for a batch.
+#[utoipa::path(post, path = "/v1/webhooks/apollo/{batch_id}", tag = "webhooks",
+    params(("batch_id" = String, Path, description = "the batch named in the URL"), Token),
+    responses(
+        (status = 200, description = "stored (or a duplicate of a stored delivery)"),
+        (status = 401, description = "bad token: nothing stored"),
+        (status = 404, description = "unknown batch: nothing stored"),
+        (status = 413, description = "body over the size limit"),
+        (status = 503, description = "database unavailable: Apollo should retry"),
+    ))]
+#[post("/v1/webhooks/apollo/{batch_id}")]
+pub async fn apollo(
+    path: web::Path<String>,
+    query: web::Query<Token>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let batch_id = Uuid::parse_str(&path).map_err(|_| ApiError::NotFound("batch"))?;
+    let token = query.token.as_deref().ok_or(ApiError::Unauthorized("missing webhook token"))?;
+    let batch = state.store.get_batch(batch_id).await?.ok_or(ApiError::NotFound("batch"))?;
+    if !constant_time_eq(token.as_bytes(), batch.webhook_secret.as_bytes()) {
+        return Err(ApiError::Unauthorized("bad webhook token"));
+    }
+    let body = read_limited(payload, state.config.max_body_bytes).await?;
+    if body.is_empty() {
+        return Err(ApiError::BadRequest("empty delivery".into()));
+    }
+    let stored = state.store.store_delivery(batch_id, &body, chrono::Utc::now()).await?;
+    state.wake.ingest.notify_one();
+    let duplicate = matches!(stored, StoredDelivery::Duplicate { .. });
+    Ok(HttpResponse::Ok().json(json!({ "status": "received", "duplicate": duplicate })))
+}

@@ -1,0 +1,5 @@
+//! Version 1 of the HTTP API.
+
+pub mod auth;
+pub mod endpoints;
+pub mod models;

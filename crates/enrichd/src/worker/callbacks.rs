@@ -1,0 +1,171 @@
+//! The callback sender: one signed `job.completed` POST per finished job, retried on a bounded
+//! schedule with jitter, every attempt recorded, the same `webhook-id` on each try.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use job_store::{CallbackAttemptRecord, CallbackNext, DueCallback};
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use serde_json::json;
+
+use crate::config::Schedule;
+use crate::core::callback_url::CallbackPolicy;
+use crate::state::AppState;
+use crate::v1::models::{job_json, person_json};
+use crate::worker::{after, jittered, nap};
+
+/// Most bytes of a receiver's answer kept per attempt.
+const EXCERPT_BYTES: usize = 20 * 1024;
+
+/// Resolves callback hosts and refuses internal addresses, so a public name that points inside
+/// (DNS rebinding) is caught at send time too.
+#[derive(Debug, Clone)]
+struct GuardedResolver(Arc<CallbackPolicy>);
+
+impl Resolve for GuardedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.0.clone();
+        Box::pin(async move {
+            let host = name.as_str().to_string();
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let allowed: Vec<SocketAddr> =
+                addrs.into_iter().filter(|a| policy.check_resolved(&host, a.ip()).is_ok()).collect();
+            if allowed.is_empty() {
+                return Err(format!("callback host {host} resolves only to internal addresses").into());
+            }
+            Ok(Box::new(allowed.into_iter()) as Addrs)
+        })
+    }
+}
+
+/// The HTTP client for callbacks: no redirects, bounded time, guarded DNS.
+pub fn http_client(policy: CallbackPolicy, timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .no_proxy()
+        .dns_resolver(Arc::new(GuardedResolver(Arc::new(policy))))
+        .build()
+        .expect("callback HTTP client")
+}
+
+/// What to do after attempt `attempt_no` (1-based) answered `status`: the schedule's delays
+/// apply between attempts; a 410 means the receiver wants no more.
+pub fn next_after(attempt_no: i32, status: Option<u16>, schedule: &Schedule) -> CallbackNext {
+    match status {
+        Some(s) if (200..300).contains(&s) => CallbackNext::Delivered,
+        Some(410) => CallbackNext::Exhausted,
+        _ => match schedule.0.get(usize::try_from(attempt_no - 1).unwrap_or(0)) {
+            Some(delay) => CallbackNext::RetryAt(after(jittered(*delay))),
+            None => CallbackNext::Exhausted,
+        },
+    }
+}
+
+/// Runs the callback loop until the task is dropped.
+pub async fn run(state: AppState) {
+    let http = http_client(state.config.callback_policy(), state.config.callback_timeout);
+    let lease = state.config.callback_timeout * 2 + Duration::from_secs(5);
+    loop {
+        let due = state.store.due_callbacks(&state.owner, lease, chrono::Utc::now(), 16).await;
+        match due {
+            Ok(list) if list.is_empty() => nap(&state.wake.callbacks, Duration::from_millis(500)).await,
+            Ok(list) => {
+                let sends = list.into_iter().map(|cb| {
+                    let (state, http) = (state.clone(), http.clone());
+                    tokio::spawn(async move { send(&state, &http, cb).await })
+                });
+                for s in sends.collect::<Vec<_>>() {
+                    let _ = s.await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "callback pass failed; database unavailable?");
+                nap(&state.wake.callbacks, Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// The body of the final callback for a job.
+pub async fn callback_body(state: &AppState, job_id: uuid::Uuid) -> Result<serde_json::Value, job_store::StoreError> {
+    let job = state.store.get_job(job_id).await?.ok_or_else(|| job_store::StoreError::NotFound(job_id.to_string()))?;
+    let mut data = job_json(&job);
+    let limit = state.config.callback_inline_limit;
+    if (job.total as usize) <= limit {
+        let people = state.store.list_people(job_id, None, limit as u64).await?;
+        data["people"] = json!(people.iter().map(person_json).collect::<Vec<_>>());
+    } else {
+        data["people"] = json!(null);
+        data["people_url"] = json!(format!("/v1/jobs/{job_id}/people"));
+    }
+    Ok(json!({ "type": "job.completed", "timestamp": chrono::Utc::now().to_rfc3339(), "data": data }))
+}
+
+async fn send(state: &AppState, http: &reqwest::Client, cb: DueCallback) {
+    let body = match callback_body(state, cb.job_id).await {
+        Ok(b) => serde_json::to_vec(&b).unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(job = %cb.job_id, error = %e, "could not build the callback; will retry");
+            return;
+        }
+    };
+    let timestamp = chrono::Utc::now().timestamp();
+    let mut request = http
+        .post(&cb.callback_url)
+        .header("content-type", "application/json")
+        .header("user-agent", "enrichd")
+        .header("webhook-id", &cb.webhook_id)
+        .header("webhook-timestamp", timestamp.to_string());
+    if let Some(signer) = &state.signer {
+        request = request.header("webhook-signature", signer.sign(&cb.webhook_id, timestamp, &body));
+    }
+    let started = Instant::now();
+    let result = request.body(body).send().await;
+    let duration_ms = started.elapsed().as_millis() as i64;
+    let (status, excerpt, error) = match result {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            let mut cut = text.len().min(EXCERPT_BYTES);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let error = (!(200..300).contains(&status)).then(|| format!("receiver answered {status}"));
+            (Some(status), Some(text[..cut].to_string()), error)
+        }
+        Err(e) => (None, None, Some(format!("{e}"))),
+    };
+    let next = next_after(cb.attempt_no, status, &state.config.callback_schedule);
+    let record = CallbackAttemptRecord {
+        status_code: status.map(i32::from),
+        response_excerpt: excerpt,
+        duration_ms,
+        error,
+        manual: cb.manual,
+    };
+    match state.store.record_callback_attempt(cb.callback_id, record, next).await {
+        Ok(_) => tracing::info!(job = %cb.job_id, attempt = cb.attempt_no, ?status, ?next, "callback attempt"),
+        Err(e) => tracing::error!(job = %cb.job_id, error = %e, "could not record a callback attempt"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_is_bounded_and_410_stops() {
+        let s = Schedule(vec![Duration::from_secs(5), Duration::from_secs(300)]);
+        assert_eq!(next_after(1, Some(204), &s), CallbackNext::Delivered);
+        assert_eq!(next_after(1, Some(410), &s), CallbackNext::Exhausted);
+        assert!(matches!(next_after(1, Some(500), &s), CallbackNext::RetryAt(_)));
+        assert!(matches!(next_after(2, None, &s), CallbackNext::RetryAt(_)));
+        assert_eq!(next_after(3, Some(500), &s), CallbackNext::Exhausted);
+        assert!(matches!(next_after(1, Some(301), &s), CallbackNext::RetryAt(_)), "redirects are not followed");
+        let CallbackNext::RetryAt(at) = next_after(1, Some(503), &s) else { unreachable!() };
+        let wait = (at - chrono::Utc::now()).num_milliseconds();
+        assert!((3_900..=6_100).contains(&wait), "5 s ± 20 % jitter, got {wait} ms");
+    }
+}

@@ -1,0 +1,198 @@
+//! The dispatcher: claims batches, spends Apollo's rate allowance on them, and records answers.
+//!
+//! One loop per process decides *when* a call may go (the limiter); the calls themselves run
+//! concurrently up to the configured limit. Each call's batch was committed as `submitting` by the
+//! claim, before the HTTP request, so a crash mid-call is found later by lease expiry.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apollo_client::{ApolloError, EnrichFlags, PersonDetail};
+use job_store::{ClaimedBatch, SyncOutcome, SyncRecorded};
+use tokio::sync::Semaphore;
+
+use crate::core::ratelimit::Limiter;
+use crate::core::records::{detail_of, sync_people};
+use crate::state::AppState;
+use crate::worker::{after, jittered, nap};
+
+/// What the dispatcher has seen, for `/readyz` and the demo's summary.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DispatchStats {
+    /// Apollo calls made.
+    pub calls: u64,
+    /// 429 answers drawn.
+    pub rate_limited: u64,
+    /// Calls that failed transiently (5xx, timeouts).
+    pub transient: u64,
+}
+
+/// The limiter and counters one dispatcher shares with its call tasks.
+#[derive(Debug)]
+pub struct Dispatcher {
+    limiter: Mutex<Limiter>,
+    stats: Mutex<DispatchStats>,
+}
+
+impl Dispatcher {
+    /// A dispatcher with the configured limits.
+    pub fn new(state: &AppState) -> Arc<Dispatcher> {
+        Arc::new(Dispatcher {
+            limiter: Mutex::new(Limiter::new(state.config.limits(), state.config.rate_minute)),
+            stats: Mutex::new(DispatchStats::default()),
+        })
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> DispatchStats {
+        *self.stats.lock().expect("dispatch stats")
+    }
+
+    fn bump(&self, f: impl FnOnce(&mut DispatchStats)) {
+        f(&mut self.stats.lock().expect("dispatch stats"));
+    }
+}
+
+/// Runs the dispatch loop until the task is dropped.
+pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
+    let permits = Arc::new(Semaphore::new(state.config.dispatch_concurrency.max(1)));
+    let mut last_lease_sweep = Instant::now() - Duration::from_secs(3600);
+    loop {
+        if last_lease_sweep.elapsed() >= (state.config.lease / 4).max(Duration::from_millis(200)) {
+            last_lease_sweep = Instant::now();
+            match state.store.release_expired_leases(chrono::Utc::now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::warn!(batches = n, "released expired leases: outcome unknown, retrying"),
+                Err(e) => tracing::warn!(error = %e, "could not release expired leases"),
+            }
+        }
+        // Wait for the rate allowance before claiming, so a claimed batch never sits on a lease.
+        let wait = dispatcher.limiter.lock().expect("limiter").next_slot(Instant::now());
+        if let Some(at) = wait {
+            tokio::time::sleep_until(at.into()).await;
+            continue;
+        }
+        let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
+        let claimed = match state.store.claim_batch(&state.owner, state.config.lease, chrono::Utc::now()).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claim failed; database unavailable?");
+                drop(permit);
+                nap(&state.wake.dispatch, Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Some(batch) = claimed else {
+            drop(permit);
+            nap(&state.wake.dispatch, Duration::from_millis(500)).await;
+            continue;
+        };
+        if dispatcher.limiter.lock().expect("limiter").try_acquire(Instant::now()).is_err() {
+            // Cannot happen with one loop per process; put the batch back without an attempt.
+            let _ = state.store.schedule_retry(batch.batch_id, chrono::Utc::now(), false, "rate slot taken").await;
+            continue;
+        }
+        let (state, dispatcher) = (state.clone(), dispatcher.clone());
+        tokio::spawn(async move {
+            call(&state, &dispatcher, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// The webhook URL Apollo gets for a batch; the token is the batch's own random secret.
+pub fn webhook_url(public_base_url: &str, batch: &ClaimedBatch) -> String {
+    format!(
+        "{}/v1/webhooks/apollo/{}?token={}",
+        public_base_url.trim_end_matches('/'),
+        batch.batch_id,
+        batch.webhook_secret
+    )
+}
+
+async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch) {
+    let flags = EnrichFlags {
+        reveal_personal_emails: batch.options.reveal_personal_emails,
+        reveal_phone_number: batch.options.reveal_phone_number,
+        run_waterfall_email: batch.options.run_waterfall_email,
+        run_waterfall_phone: batch.options.run_waterfall_phone,
+    };
+    let details: Vec<PersonDetail> = batch.people.iter().map(|p| detail_of(&p.input)).collect();
+    let hook = state.config.public_base_url.as_deref().filter(|_| flags.has_async()).map(|b| webhook_url(b, &batch));
+    let poll_only = flags.has_async() && hook.is_none();
+    dispatcher.bump(|s| s.calls += 1);
+    let result = state.apollo.bulk_match(&details, &flags, hook.as_deref(), poll_only).await;
+    let now = Instant::now();
+    match result {
+        Ok(outcome) => {
+            dispatcher.limiter.lock().expect("limiter").observe(now, &outcome.limits);
+            let people = sync_people(&batch.people, &details, &outcome.response, &flags);
+            let recorded = state
+                .store
+                .record_sync(SyncOutcome {
+                    batch_id: batch.batch_id,
+                    http_status: i32::from(outcome.status),
+                    request_id: outcome.response.request_id.map(|r| r.0),
+                    phone_request_id: outcome.response.phone_enrichment.as_ref().and_then(|p| p.request_id.clone()),
+                    response: outcome.response.raw.clone(),
+                    credits: outcome.response.credits_consumed.unwrap_or_default(),
+                    people,
+                })
+                .await;
+            match recorded {
+                Ok(SyncRecorded::Recorded { completed_jobs }) => {
+                    // Deliveries that came before this answer can merge now.
+                    state.wake.ingest.notify_one();
+                    if !completed_jobs.is_empty() {
+                        state.wake.callbacks.notify_one();
+                    }
+                }
+                Ok(other) => tracing::info!(batch = %batch.batch_id, ?other, "sync answer not recorded"),
+                // The lease will expire and the batch be retried: counted as a possible double charge.
+                Err(e) => tracing::error!(batch = %batch.batch_id, error = %e, "could not record a sync answer"),
+            }
+        }
+        Err(e) => on_error(state, dispatcher, &batch, e, now).await,
+    }
+}
+
+async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatch, e: ApolloError, now: Instant) {
+    let id = batch.batch_id;
+    let message = e.to_string();
+    let store = &state.store;
+    let outcome = match &e {
+        ApolloError::RateLimited { retry_after, limits, .. } => {
+            dispatcher.bump(|s| s.rate_limited += 1);
+            dispatcher.limiter.lock().expect("limiter").on_rate_limited(now, limits);
+            let wait = retry_after.unwrap_or(state.config.rate_minute);
+            tracing::info!(batch = %id, ?wait, "rate limited by Apollo; requeued without counting an attempt");
+            store.schedule_retry(id, after(wait), false, &message).await
+        }
+        e if e.blocks_dispatch() => {
+            tracing::error!(batch = %id, error = %message, "dispatch paused");
+            let paused = store.set_pause(Some(message.clone())).await;
+            if let Err(pe) = paused {
+                tracing::error!(error = %pe, "could not record the pause");
+            }
+            store.schedule_retry(id, chrono::Utc::now(), false, &message).await
+        }
+        ApolloError::Transient { .. } | ApolloError::Undecodable { .. }
+            if (batch.attempt as u32) < state.config.max_attempts =>
+        {
+            dispatcher.bump(|s| s.transient += 1);
+            let backoff = state.config.retry_base.saturating_mul(1 << (batch.attempt.clamp(1, 16) - 1));
+            tracing::warn!(batch = %id, attempt = batch.attempt, error = %message, "transient Apollo failure; retrying");
+            store.schedule_retry(id, after(jittered(backoff)), true, &message).await
+        }
+        _ => {
+            tracing::error!(batch = %id, attempt = batch.attempt, error = %message, "batch failed");
+            let failed = store.fail_batch(id, &message).await;
+            state.wake.callbacks.notify_one();
+            failed
+        }
+    };
+    if let Err(se) = outcome {
+        tracing::error!(batch = %id, error = %se, "could not record the failed call; the lease will expire");
+    }
+    state.wake.dispatch.notify_one();
+}
