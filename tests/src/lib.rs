@@ -1,1 +1,185 @@
-//! placeholder
+//! The end-to-end harness: the real service (on port 0, a fresh database each), the Apollo
+//! simulator and a callback receiver, all talking real HTTP on loopback.
+
+use std::time::{Duration, Instant};
+
+use apollo_sim::{SimConfig, SimHandle};
+use enrichd::config::Config;
+use enrichd::core::signing::SigningSecret;
+use enrichd::demo::demo_config;
+use enrichd::demo::receiver::CallbackReceiver;
+use enrichd::startup::{Application, Running};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::Value;
+
+/// The client key every test app accepts.
+pub const CLIENT_KEY: &str = "e2e-client-key";
+
+/// Which database a test app runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on the PostgreSQL server at `TEST_PG_URL`.
+    Postgres,
+}
+
+/// A fresh database, dropped by [`TestApp::stop`].
+pub struct TestDb {
+    /// Its URL.
+    pub url: String,
+    cleanup: Option<(String, String)>,
+    dir: Option<std::path::PathBuf>,
+}
+
+impl TestDb {
+    /// Creates one. PostgreSQL being unreachable is a failure, never a skip.
+    pub async fn create(backend: Backend) -> anyhow::Result<TestDb> {
+        let name = format!("enrichd_e2e_{}", uuid::Uuid::new_v4().simple());
+        match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(&name);
+                std::fs::create_dir_all(&dir)?;
+                let url = format!("sqlite://{}?mode=rwc", dir.join("e2e.db").display());
+                Ok(TestDb { url, cleanup: None, dir: Some(dir) })
+            }
+            Backend::Postgres => {
+                let admin = std::env::var("TEST_PG_URL")
+                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+                let conn =
+                    Database::connect(&admin).await.map_err(|e| anyhow::anyhow!("PostgreSQL at {admin}: {e}"))?;
+                conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
+                conn.close().await?;
+                let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin.clone());
+                Ok(TestDb { url: format!("{base}/{name}"), cleanup: Some((admin, name)), dir: None })
+            }
+        }
+    }
+
+    /// Drops the database or removes the directory.
+    pub async fn drop_db(&mut self) {
+        if let Some((admin, name)) = self.cleanup.take()
+            && let Ok(conn) = Database::connect(&admin).await
+        {
+            let _ = conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+            let _ = conn.close().await;
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// A running service with its simulator and callback receiver.
+pub struct TestApp {
+    /// The service.
+    pub app: Running,
+    /// The simulator.
+    pub sim: SimHandle,
+    /// The callback receiver.
+    pub receiver: CallbackReceiver,
+    /// An HTTP client.
+    pub http: reqwest::Client,
+    db: TestDb,
+}
+
+/// Simulator settings for fast tests: a 1-second "minute", short delivery delays.
+pub fn fast_sim() -> SimConfig {
+    SimConfig {
+        minute_ms: 1000,
+        delivery_delay_ms: 100,
+        delivery_jitter_ms: 100,
+        retry_backoff_ms: 50,
+        ..SimConfig::default()
+    }
+}
+
+impl TestApp {
+    /// Starts everything with Apollo webhooks on; `tweak` adjusts the service's configuration.
+    pub async fn spawn(backend: Backend, sim: SimConfig, tweak: impl FnOnce(&mut Config)) -> anyhow::Result<TestApp> {
+        TestApp::spawn_with(backend, sim, true, tweak).await
+    }
+
+    /// Starts everything; without `webhooks` there is no `PUBLIC_BASE_URL` and results are polled.
+    pub async fn spawn_with(
+        backend: Backend,
+        sim: SimConfig,
+        webhooks: bool,
+        tweak: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<TestApp> {
+        enrichd::startup::install_tls();
+        let db = TestDb::create(backend).await?;
+        let minute = Duration::from_millis(sim.minute_ms);
+        let sim = apollo_sim::spawn(sim).await?;
+        let (signer, signing_text) = SigningSecret::generate();
+        let receiver = CallbackReceiver::start(signer).await?;
+        let mut config =
+            demo_config(db.url.clone(), sim.url().to_string(), &sim.config().api_key, &signing_text, minute);
+        config.api_keys = Some(enrichd::startup::secret(&format!("e2e={CLIENT_KEY},other=other-client-key")));
+        config.callback_schedule = enrichd::config::Schedule(vec![Duration::from_millis(100); 4]);
+        tweak(&mut config);
+        let mut app = Application::build(config).await?;
+        if webhooks {
+            app.set_public_base_url(format!("http://127.0.0.1:{}", app.port()));
+        }
+        let app = app.start()?;
+        Ok(TestApp { app, sim, receiver, http: reqwest::Client::new(), db })
+    }
+
+    /// The service's URL.
+    pub fn url(&self) -> String {
+        self.app.url()
+    }
+
+    /// `POST /v1/jobs` with the test key.
+    pub async fn submit(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/jobs", self.url()))
+            .bearer_auth(CLIENT_KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("submit")
+    }
+
+    /// `GET` a path with the test key, as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let resp = self.http.get(format!("{}{path}", self.url())).bearer_auth(CLIENT_KEY).send().await.expect("get");
+        resp.json().await.expect("JSON")
+    }
+
+    /// Polls the job until it is completed, failed or cancelled.
+    pub async fn wait_done(&self, id: &str, timeout: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let job = self.get_json(&format!("/v1/jobs/{id}")).await;
+            if matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+                return job;
+            }
+            assert!(started.elapsed() < timeout, "job {id} not done after {timeout:?}: {job:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every person of a job, following the cursor.
+    pub async fn all_people(&self, id: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self.get_json(&format!("/v1/jobs/{id}/people?limit=100&after={after}")).await;
+            out.extend(page["data"].as_array().cloned().unwrap_or_default());
+            match page["next_after"].as_str() {
+                Some(a) => after = a.to_string(),
+                None => return out,
+            }
+        }
+    }
+
+    /// Stops everything and drops the database.
+    pub async fn stop(mut self) {
+        self.app.stop().await;
+        self.receiver.stop().await;
+        self.sim.stop().await;
+        self.db.drop_db().await;
+    }
+}

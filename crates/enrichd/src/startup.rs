@@ -88,6 +88,11 @@ impl Application {
         self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
     }
 
+    /// Sets the URL Apollo calls back on, once the port is known (tests and the demo bind port 0).
+    pub fn set_public_base_url(&mut self, url: String) {
+        Arc::make_mut(&mut self.state.config).public_base_url = Some(url);
+    }
+
     /// Starts the HTTP server and the workers on the current runtime.
     pub fn start(self) -> anyhow::Result<Running> {
         let port = self.port();
