@@ -197,10 +197,10 @@ impl ApolloClient {
     }
 
     async fn send(&self, request: reqwest::Request) -> Result<(StatusCode, RateLimit, String), ApolloError> {
-        let response = self.http.execute(request).await.map_err(|e| ApolloError::from_transport(&e))?;
+        let response = self.http.execute(request).await.map_err(ApolloError::from_transport)?;
         let status = response.status();
         let limits = RateLimit::from_headers(response.headers());
-        let body = response.text().await.map_err(|e| ApolloError::from_transport(&e))?;
+        let body = response.text().await.map_err(ApolloError::from_transport)?;
         Ok((status, limits, body))
     }
 }

@@ -136,8 +136,9 @@ impl ApolloError {
         }
     }
 
-    /// Classifies a transport error (no answer, or the answer could not be read).
-    pub fn from_transport(e: &reqwest::Error) -> ApolloError {
+    /// Classifies a transport error (no answer, or the answer could not be read). The URL is left
+    /// out of the message: its query carries our webhook token.
+    pub fn from_transport(e: reqwest::Error) -> ApolloError {
         let kind = if e.is_timeout() {
             "timeout"
         } else if e.is_connect() {
@@ -145,7 +146,15 @@ impl ApolloError {
         } else {
             "transport error"
         };
-        ApolloError::Transient { status: e.status().map(|s| s.as_u16()), message: format!("{kind}: {e}") }
+        let status = e.status().map(|s| s.as_u16());
+        let e = e.without_url();
+        let mut message = format!("{kind}: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            message.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        ApolloError::Transient { status, message }
     }
 
     /// Whether dispatch as a whole must stop until an operator acts (bad key, no credits).

@@ -240,7 +240,11 @@ async fn connection_refused_is_transient() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let c = ApolloClient::new(&format!("http://127.0.0.1:{port}"), "k".to_string().into()).unwrap();
     let details = vec![PersonDetail { email: Some("a@b.io".into()), ..Default::default() }];
-    let err = c.bulk_match(&details, &EnrichFlags::default(), None, false).await.unwrap_err();
+    let flags = EnrichFlags { reveal_phone_number: true, ..Default::default() };
+    let hook = "https://hooks.example.test/v1/webhooks/apollo/b?token=secret-token-123";
+    let err = c.bulk_match(&details, &flags, Some(hook), false).await.unwrap_err();
     assert!(matches!(err, ApolloError::Transient { status: None, .. }), "{err:?}");
+    assert!(!err.to_string().contains("secret-token-123"), "the webhook token never reaches a message: {err}");
+    assert!(err.to_string().contains("connection failed"), "{err}");
     assert!(err.is_retryable());
 }

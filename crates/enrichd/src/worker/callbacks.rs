@@ -135,7 +135,8 @@ async fn send(state: &AppState, http: &reqwest::Client, cb: DueCallback) {
             let error = (!(200..300).contains(&status)).then(|| format!("receiver answered {status}"));
             (Some(status), Some(text[..cut].to_string()), error)
         }
-        Err(e) => (None, None, Some(format!("{e}"))),
+        // Without the URL: a client's callback URL may carry its own secret.
+        Err(e) => (None, None, Some(format!("{}", e.without_url()))),
     };
     let next = next_after(cb.attempt_no, status, &state.config.callback_schedule);
     let record = CallbackAttemptRecord {
