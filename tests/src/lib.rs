@@ -70,6 +70,79 @@ impl TestDb {
     }
 }
 
+pub mod truth;
+
+/// A client of the API at some base URL with the test key (in-process app or a child process).
+#[derive(Clone, Debug)]
+pub struct Api {
+    /// Base URL.
+    pub base: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    /// A client for `base`.
+    pub fn new(base: String) -> Api {
+        Api { base, http: reqwest::Client::new() }
+    }
+
+    /// `POST /v1/jobs` with the test key.
+    pub async fn submit(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/jobs", self.base))
+            .bearer_auth(CLIENT_KEY)
+            .json(body)
+            .send()
+            .await
+            .expect("submit")
+    }
+
+    /// `GET` a path with the test key, as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let resp = self.http.get(format!("{}{path}", self.base)).bearer_auth(CLIENT_KEY).send().await.expect("get");
+        resp.json().await.expect("JSON")
+    }
+
+    /// Like [`Api::get_json`], but `None` while the service is unreachable (restarting).
+    pub async fn try_get_json(&self, path: &str) -> Option<Value> {
+        let resp = self.http.get(format!("{}{path}", self.base)).bearer_auth(CLIENT_KEY).send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json().await.ok()
+    }
+
+    /// Polls the job until it is completed, failed or cancelled (riding out restarts).
+    pub async fn wait_done(&self, id: &str, timeout: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let job = self.try_get_json(&format!("/v1/jobs/{id}")).await;
+            if let Some(job) = &job
+                && matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled"))
+            {
+                return job.clone();
+            }
+            assert!(started.elapsed() < timeout, "job {id} not done after {timeout:?}: {job:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every person of a job, following the cursor.
+    pub async fn all_people(&self, id: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = self.get_json(&format!("/v1/jobs/{id}/people?limit=100&after={after}")).await;
+            out.extend(page["data"].as_array().cloned().unwrap_or_default());
+            match page["next_after"].as_str() {
+                Some(a) => after = a.to_string(),
+                None => return out,
+            }
+        }
+    }
+}
+
 /// A running service with its simulator and callback receiver.
 pub struct TestApp {
     /// The service.
@@ -131,48 +204,29 @@ impl TestApp {
         self.app.url()
     }
 
+    /// The API client for this app.
+    pub fn api(&self) -> Api {
+        Api { base: self.url(), http: self.http.clone() }
+    }
+
     /// `POST /v1/jobs` with the test key.
     pub async fn submit(&self, body: &Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/v1/jobs", self.url()))
-            .bearer_auth(CLIENT_KEY)
-            .json(body)
-            .send()
-            .await
-            .expect("submit")
+        self.api().submit(body).await
     }
 
     /// `GET` a path with the test key, as JSON.
     pub async fn get_json(&self, path: &str) -> Value {
-        let resp = self.http.get(format!("{}{path}", self.url())).bearer_auth(CLIENT_KEY).send().await.expect("get");
-        resp.json().await.expect("JSON")
+        self.api().get_json(path).await
     }
 
     /// Polls the job until it is completed, failed or cancelled.
     pub async fn wait_done(&self, id: &str, timeout: Duration) -> Value {
-        let started = Instant::now();
-        loop {
-            let job = self.get_json(&format!("/v1/jobs/{id}")).await;
-            if matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
-                return job;
-            }
-            assert!(started.elapsed() < timeout, "job {id} not done after {timeout:?}: {job:#}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.api().wait_done(id, timeout).await
     }
 
     /// Every person of a job, following the cursor.
     pub async fn all_people(&self, id: &str) -> Vec<Value> {
-        let mut out = Vec::new();
-        let mut after = String::new();
-        loop {
-            let page = self.get_json(&format!("/v1/jobs/{id}/people?limit=100&after={after}")).await;
-            out.extend(page["data"].as_array().cloned().unwrap_or_default());
-            match page["next_after"].as_str() {
-                Some(a) => after = a.to_string(),
-                None => return out,
-            }
-        }
+        self.api().all_people(id).await
     }
 
     /// Stops everything and drops the database.
