@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export TEST_PG_URL=${TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 bash scripts/ensure-postgres.sh
+# The crash test runs the real binary: build it first with the same command it uses.
+cargo build --quiet --workspace --bins
 exec cargo test --workspace "$@"

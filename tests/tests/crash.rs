@@ -1,0 +1,227 @@
+//! Crash test: the real `enrichd` binary, killed with SIGKILL at random moments during a job with
+//! phone and waterfall and restarted each time. Afterwards the job is complete, every record equals
+//! the simulator's truth, the callback arrived, double charges are bounded by the kills, and the
+//! complete logs hold no secret.
+//!
+//! CI runs a short version; `scripts/crash-test.sh` runs the full one (2,000 people, 20 kills):
+//! `CRASH_PEOPLE`, `CRASH_KILLS` and `CRASH_DATABASE_URL` (default: a SQLite file) set it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use apollo_sim::SimConfig;
+use e2e_tests::truth::assert_records_match;
+use e2e_tests::{Api, Backend, CLIENT_KEY, TestDb, fast_sim};
+use enrichd::core::signing::SigningSecret;
+use enrichd::demo::receiver::CallbackReceiver;
+use job_store::{Store, StoreOptions};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+const APOLLO_KEY: &str = "apollo-secret-key-3f9a1c";
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Builds the service binary (a no-op when fresh) and returns its path beside this test's binary.
+fn enrichd_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        // The same command as scripts/test.sh runs first, so this is a no-op there.
+        .args(["build", "--quiet", "--workspace", "--bins"])
+        .status()
+        .expect("cargo build");
+    assert!(status.success(), "building enrichd failed");
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
+    let bin = dir.join("enrichd");
+    assert!(bin.exists(), "{} missing", bin.display());
+    bin
+}
+
+struct Service {
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+    api: Api,
+}
+
+impl Service {
+    async fn start(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let child = Command::new(&self.bin)
+            .arg("serve")
+            .env_clear()
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start enrichd");
+        self.child = Some(child);
+        let started = Instant::now();
+        while self.api.http.get(format!("{}/healthz", self.api.base)).send().await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30), "enrichd did not come up; see {}", self.log.display());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs, as in a crash.
+    async fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("SIGKILL");
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_random_the_job_still_finishes_correctly() {
+    enrichd::startup::install_tls();
+    let people = env_or("CRASH_PEOPLE", 400);
+    let kills = env_or("CRASH_KILLS", 6);
+    let bin = enrichd_binary();
+
+    let mut db = match std::env::var("CRASH_DATABASE_URL").ok().as_deref() {
+        Some("postgres") => TestDb::create(Backend::Postgres).await.unwrap(),
+        _ => TestDb::create(Backend::Sqlite).await.unwrap(),
+    };
+    // Apollo at 10 calls a (1-second) minute, so the job runs long enough to be killed often.
+    let sim = apollo_sim::spawn(SimConfig {
+        api_key: APOLLO_KEY.into(),
+        minute_limit: Some(10),
+        latency_ms: 80,
+        delivery_delay_ms: 300,
+        delivery_jitter_ms: 500,
+        max_delivery_retries: 8,
+        retry_backoff_ms: 200,
+        fault_duplicate: 0.1,
+        fault_reorder: 0.1,
+        fault_early: 0.1,
+        fault_drop: 0.05,
+        fault_5xx: 0.05,
+        ..fast_sim()
+    })
+    .await
+    .unwrap();
+    let (signer, signing_text) = SigningSecret::generate();
+    let receiver = CallbackReceiver::start(signer).await.unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let dir = std::env::temp_dir().join(format!("enrichd-crash-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let env: Vec<(String, String)> = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("BIND", &format!("127.0.0.1:{port}")),
+        ("APOLLO_API_KEY", APOLLO_KEY),
+        ("APOLLO_BASE_URL", sim.url()),
+        ("PUBLIC_BASE_URL", &base),
+        ("ENRICHD_API_KEYS", &format!("crash={CLIENT_KEY}")),
+        ("CALLBACK_SIGNING_SECRET", &signing_text),
+        ("APOLLO_MINUTE", "1s"),
+        ("APOLLO_TIMEOUT", "2s"),
+        ("APOLLO_RETRY_BASE", "100ms"),
+        ("DISPATCH_LEASE", "3s"),
+        ("RECONCILE_AFTER", "3s"),
+        ("RECONCILE_EVERY", "500ms"),
+        ("ASYNC_DEADLINE", "10m"),
+        ("CALLBACK_ALLOW_HTTP", "true"),
+        ("CALLBACK_ALLOW_HOSTS", "127.0.0.1"),
+        ("CALLBACK_RETRY_SCHEDULE", "200ms,200ms,500ms,1s,1s,2s,2s,5s"),
+        ("RUST_LOG", "debug,sqlx=warn,sea_orm=warn,hyper=info,reqwest=info,h2=info,rustls=info,actix_server=info"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let api = Api::new(base.clone());
+    let mut service = Service { bin, env, log: dir.join("enrichd.log"), child: None, api: api.clone() };
+    service.start().await;
+
+    let body = json!({
+        "people": (0..people).map(|i| json!({"email": format!("crash{i}@kill-{}.io", i % 7)})).collect::<Vec<_>>(),
+        "reveal_phone_number": true,
+        "run_waterfall_email": true,
+        "callback_url": receiver.url(),
+    });
+    let resp = api.submit(&body).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+
+    let mut rng = fastrand::Rng::with_seed(people as u64 * 31 + kills as u64);
+    for k in 0..kills {
+        tokio::time::sleep(Duration::from_millis(rng.u64(150..900))).await;
+        service.kill().await;
+        // Sometimes stay down long enough for Apollo's deliveries to fail and be retried.
+        tokio::time::sleep(Duration::from_millis(if k % 3 == 0 { 600 } else { 20 })).await;
+        service.start().await;
+    }
+    let kills_done = Instant::now();
+    let job = api.wait_done(&id, Duration::from_secs(300)).await;
+    eprintln!(
+        "job done {:?} after the last restart: created {} completed {}",
+        kills_done.elapsed(),
+        job["created_at"],
+        job["completed_at"]
+    );
+    assert_eq!(job["status"], "completed", "{job:#}");
+    let c = &job["counts"];
+    assert_eq!(c["failed"], 0, "{job:#}");
+    assert_eq!(c["partial"], 0, "no part may be lost: {job:#}");
+
+    let store =
+        Store::connect_with(&db.url, StoreOptions { run_migrations: false, ..Default::default() }).await.unwrap();
+    let people_now = api.all_people(&id).await;
+    assert_eq!(people_now.len(), people);
+    let checked = assert_records_match(&store, &sim, &people_now).await;
+    assert!(checked.mobiles > 0 && checked.waterfall_emails > 0, "{checked:?}");
+
+    let double = job["possible_double_charges"].as_u64().unwrap();
+    assert!(double <= kills as u64, "{double} possible double charges from {kills} kills");
+    let job_credits: apollo_client::Credits = serde_json::from_value(job["credits_consumed"].clone()).unwrap();
+    let ledger = sim.ledger().total;
+    assert!(job_credits <= ledger, "the job never reports more than Apollo charged: {job_credits} > {ledger}");
+
+    // The callback: one event id, at least one verified acceptance.
+    let got = receiver.wait_for(1, Duration::from_secs(30)).await;
+    let accepted: Vec<_> = got.iter().filter(|r| r.answered < 300).collect();
+    assert!(!accepted.is_empty(), "no callback arrived");
+    assert!(got.iter().all(|r| r.id == got[0].id && r.verified), "one event id, every attempt signed");
+    assert_eq!(accepted[0].json()["data"]["id"], id.as_str());
+
+    // No secret in the complete logs of every run: Apollo key, client key, signing secret, tokens.
+    service.kill().await;
+    let log = std::fs::read_to_string(&service.log).unwrap();
+    assert!(log.contains("request"), "the log was written");
+    let mut secrets = vec![APOLLO_KEY.to_string(), CLIENT_KEY.to_string(), signing_text.clone()];
+    secrets.push(signing_text.trim_start_matches("whsec_").to_string());
+    let mut batches = std::collections::BTreeSet::new();
+    for p in &people_now {
+        let pid = uuid::Uuid::parse_str(p["id"].as_str().unwrap()).unwrap();
+        if let Some(b) = store.get_person(pid).await.unwrap().and_then(|p| p.batch_id) {
+            batches.insert(b);
+        }
+    }
+    for b in batches {
+        secrets.push(store.get_batch(b).await.unwrap().unwrap().webhook_secret);
+    }
+    for s in &secrets {
+        assert!(!log.contains(s.as_str()), "a secret reached the log ({} bytes of log)", log.len());
+    }
+    eprintln!(
+        "crash test: {people} people, {kills} kills, {double} possible double charges, job credits {job_credits} vs ledger {ledger}, \
+         {} secrets checked against {} bytes of log, {checked:?}",
+        secrets.len(),
+        log.len()
+    );
+    receiver.stop().await;
+    sim.stop().await;
+    store.close().await.unwrap();
+    db.drop_db().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
