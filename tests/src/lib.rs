@@ -15,6 +15,21 @@ use serde_json::Value;
 /// The client key every test app accepts.
 pub const CLIENT_KEY: &str = "e2e-client-key";
 
+static PG_ADMIN_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Points this process's PostgreSQL tests at another server (set once, before the first test app).
+pub fn set_pg_admin_url(url: &str) {
+    let _ = PG_ADMIN_URL.set(url.to_string());
+}
+
+/// The PostgreSQL server tests create their databases on: the override, else `TEST_PG_URL`, else
+/// the local server.
+pub fn pg_admin_url() -> String {
+    PG_ADMIN_URL.get().cloned().unwrap_or_else(|| {
+        std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+    })
+}
+
 /// Which database a test app runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -44,8 +59,7 @@ impl TestDb {
                 Ok(TestDb { url, cleanup: None, dir: Some(dir) })
             }
             Backend::Postgres => {
-                let admin = std::env::var("TEST_PG_URL")
-                    .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
+                let admin = pg_admin_url();
                 let conn =
                     Database::connect(&admin).await.map_err(|e| anyhow::anyhow!("PostgreSQL at {admin}: {e}"))?;
                 conn.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;

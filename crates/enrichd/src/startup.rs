@@ -150,6 +150,11 @@ impl Running {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Whether every worker task is still running (none panicked or returned).
+    pub fn workers_alive(&self) -> bool {
+        self.workers.iter().all(|w| !w.is_finished()) && !self.server_task.is_finished()
+    }
+
     /// Waits until the server stops (a signal handled by the caller, or an error).
     pub async fn wait(self) -> anyhow::Result<()> {
         let result = self.server_task.await;

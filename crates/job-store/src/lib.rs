@@ -83,11 +83,18 @@ pub struct StoreOptions {
     pub max_connections: Option<u32>,
     /// How long SQLite waits for the write lock before failing.
     pub busy_timeout: Duration,
+    /// How long to wait for a pooled connection (or a new one) before failing.
+    pub acquire_timeout: Duration,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { run_migrations: true, max_connections: None, busy_timeout: Duration::from_secs(10) }
+        StoreOptions {
+            run_migrations: true,
+            max_connections: None,
+            busy_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -113,6 +120,9 @@ impl Store {
     pub async fn connect_with(url: &str, options: StoreOptions) -> StoreResult<Store> {
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false);
+        // When the database is down, fail fast (callers answer 503 and retry) instead of holding
+        // requests and workers for sqlx's default 30 s.
+        opts.acquire_timeout(options.acquire_timeout).connect_timeout(options.acquire_timeout);
         let is_sqlite = url.starts_with("sqlite:");
         let in_memory = is_sqlite && (url.contains(":memory:") || url.contains("mode=memory"));
         if is_sqlite {

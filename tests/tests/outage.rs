@@ -1,0 +1,158 @@
+//! Database outage: PostgreSQL stopped in the middle of a job. The webhook route and the API answer
+//! 503 with a clear error (so Apollo and clients retry), nothing panics, and the service carries on
+//! by itself when the database is back; the job completes correctly.
+//!
+//! Runs against a throwaway PostgreSQL cluster of its own (so stopping it disturbs no other test).
+//! `OUTAGE_SECS` sets the outage (default 10 in CI; `scripts/outage-test.sh` runs 30).
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use apollo_sim::SimConfig;
+use e2e_tests::truth::assert_records_match;
+use e2e_tests::{Backend, TestApp, fast_sim};
+use serde_json::{Value, json};
+
+struct Cluster {
+    bin: String,
+    data: String,
+    port: u16,
+}
+
+impl Cluster {
+    fn pg_ctl(&self, args: &str) -> bool {
+        let cmd = format!("{}/pg_ctl -D {} {args}", self.bin, self.data);
+        Command::new("su").args(["postgres", "-c", &cmd]).status().map(|s| s.success()).unwrap_or(false)
+    }
+
+    fn create() -> Cluster {
+        let bin = String::from_utf8(
+            Command::new("sh")
+                .args(["-c", "ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1"])
+                .output()
+                .expect("find PostgreSQL")
+                .stdout,
+        )
+        .unwrap()
+        .trim()
+        .to_string();
+        assert!(!bin.is_empty(), "no PostgreSQL server binaries under /usr/lib/postgresql");
+        let dir = format!("/tmp/enrichd-outage-{}", uuid::Uuid::new_v4().simple());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        assert!(
+            Command::new("install").args(["-d", "-o", "postgres", "-g", "postgres", &dir]).status().unwrap().success()
+        );
+        let data = format!("{dir}/data");
+        let init = format!("{bin}/initdb -D {data} -U postgres --auth=trust -E UTF8 >{dir}/initdb.log 2>&1");
+        assert!(Command::new("su").args(["postgres", "-c", &init]).status().unwrap().success(), "initdb failed");
+        let c = Cluster { bin, data, port };
+        c.start();
+        c
+    }
+
+    fn start(&self) {
+        let args = format!(
+            "-o '-p {} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off' -l {}/../server.log -w start",
+            self.port, self.data
+        );
+        assert!(self.pg_ctl(&args), "PostgreSQL did not start");
+    }
+
+    fn stop(&self) {
+        assert!(self.pg_ctl("-m immediate -w stop"), "PostgreSQL did not stop");
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.pg_ctl("-m immediate -w stop");
+        let _ = std::fs::remove_dir_all(std::path::Path::new(&self.data).parent().unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_rides_out_a_database_outage() {
+    let outage = Duration::from_secs(std::env::var("OUTAGE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10));
+    let cluster = Cluster::create();
+    // This test binary holds only this test: point the harness at the throwaway cluster.
+    e2e_tests::set_pg_admin_url(&format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port));
+    let sim = SimConfig {
+        minute_limit: Some(4),
+        delivery_delay_ms: 500,
+        delivery_jitter_ms: 500,
+        // Apollo "may retry": enough retries to span the outage.
+        max_delivery_retries: 12,
+        retry_backoff_ms: 250,
+        ..fast_sim()
+    };
+    let t = TestApp::spawn(Backend::Postgres, sim, |c| {
+        c.reconcile_after = Duration::from_secs(2);
+        c.reconcile_every = Duration::from_millis(500);
+        c.lease = Duration::from_secs(3);
+    })
+    .await
+    .expect("test app");
+    let body = json!({
+        "people": (0..120).map(|i| json!({"email": format!("outage{i}@db-down.io")})).collect::<Vec<_>>(),
+        "reveal_phone_number": true,
+        "run_waterfall_email": true,
+        "callback_url": t.receiver.url(),
+    });
+    let resp = t.submit(&body).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    // Wait until some calls are answered, and note a real batch for the webhook check.
+    let started = Instant::now();
+    let batch = loop {
+        let people = t.all_people(&id).await;
+        let sent: Vec<_> = people.iter().filter(|p| p["status"] == "awaiting_async").collect();
+        if sent.len() >= 20 {
+            let pid = uuid::Uuid::parse_str(sent[0]["id"].as_str().unwrap()).unwrap();
+            let bid = t.app.state.store.get_person(pid).await.unwrap().unwrap().batch_id.unwrap();
+            break t.app.state.store.get_batch(bid).await.unwrap().unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "dispatch did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    cluster.stop();
+    let down = Instant::now();
+    // The API: 503 with a clear error, within the store's acquire timeout.
+    let asked = Instant::now();
+    let resp = t.http.get(format!("{}/v1/jobs/{id}", t.url())).bearer_auth(e2e_tests::CLIENT_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(asked.elapsed() < Duration::from_secs(8), "answered after {:?}", asked.elapsed());
+    assert_eq!(resp.headers()["retry-after"], "5");
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "unavailable");
+    assert!(err["error"]["message"].as_str().unwrap().contains("database"), "{err}");
+    assert_eq!(t.submit(&body).await.status(), 503, "no job accepted while the database is down");
+    // The webhook route: 503, so Apollo retries.
+    let hook = format!("{}/v1/webhooks/apollo/{}?token={}", t.url(), batch.id, batch.webhook_secret);
+    let resp = t.http.post(&hook).json(&json!({"people": []})).send().await.unwrap();
+    assert_eq!(resp.status(), 503);
+    // Liveness stays up; readiness says why not.
+    assert_eq!(t.http.get(format!("{}/healthz", t.url())).send().await.unwrap().status(), 200);
+    let ready = t.http.get(format!("{}/readyz", t.url())).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.json::<Value>().await.unwrap()["database"], "unreachable");
+
+    tokio::time::sleep(outage.saturating_sub(down.elapsed())).await;
+    assert!(t.app.workers_alive(), "a worker died during the outage");
+    cluster.start();
+
+    let job = t.wait_done(&id, Duration::from_secs(180)).await;
+    assert_eq!(job["status"], "completed", "{job:#}");
+    assert_eq!(job["counts"]["failed"], 0);
+    assert_eq!(job["counts"]["partial"], 0);
+    let people = t.all_people(&id).await;
+    let checked = assert_records_match(&t.app.state.store, &t.sim, &people).await;
+    assert!(checked.mobiles > 0 && checked.waterfall_emails > 0, "{checked:?}");
+    let got = t.receiver.wait_for(1, Duration::from_secs(30)).await;
+    assert!(got.iter().any(|r| r.answered < 300 && r.verified), "no verified callback");
+    let failed_deliveries = t.sim.deliveries().iter().filter(|d| d.status.is_some_and(|s| s == 503)).count();
+    eprintln!("outage of {outage:?}: {failed_deliveries} deliveries answered 503 and were retried; {checked:?}");
+    assert!(t.app.workers_alive());
+    t.stop().await;
+    drop(cluster);
+}
