@@ -54,6 +54,11 @@ pub struct CallbackReceiver {
 impl CallbackReceiver {
     /// Starts a receiver on `127.0.0.1:0` that checks signatures with `secret`.
     pub async fn start(secret: SigningSecret) -> std::io::Result<CallbackReceiver> {
+        CallbackReceiver::start_on(0, secret).await
+    }
+
+    /// Starts a receiver on a given loopback port (to bring one back where an earlier one stopped).
+    pub async fn start_on(port: u16, secret: SigningSecret) -> std::io::Result<CallbackReceiver> {
         let state = Arc::new(Mutex::new(State::default()));
         let notify = Arc::new(Notify::new());
         let (s, n, sec) = (state.clone(), notify.clone(), secret.clone());
@@ -65,7 +70,7 @@ impl CallbackReceiver {
         })
         .workers(1)
         .disable_signals()
-        .bind(("127.0.0.1", 0))?;
+        .bind(("127.0.0.1", port))?;
         let port = server.addrs()[0].port();
         let server = server.run();
         let handle = server.handle();
