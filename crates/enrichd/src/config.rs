@@ -119,6 +119,15 @@ pub struct Config {
     /// Do not apply migrations at start-up.
     #[arg(long, env = "SKIP_MIGRATIONS", default_value_t = false)]
     pub skip_migrations: bool,
+
+    /// Days a finished job is kept before it is purged with all its data; unset: kept forever;
+    /// 0: purged at the first pass after it finishes.
+    #[arg(long, env = "RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+
+    /// How often the retention pass runs (when `RETENTION_DAYS` is set).
+    #[arg(long, env = "RETENTION_EVERY", default_value = "1h", value_parser = parse_duration)]
+    pub retention_every: Duration,
 }
 
 /// A bounded list of retry delays.

@@ -119,6 +119,7 @@ impl Application {
                 .service(jobs::get)
                 .service(jobs::people)
                 .service(jobs::cancel)
+                .service(jobs::erase)
                 .service(jobs::redeliver)
                 .service(webhooks::apollo)
                 .service(health::healthz)
@@ -134,12 +135,15 @@ impl Application {
         let server_handle = server.handle();
         let server_task = tokio::spawn(server);
         let dispatcher = Dispatcher::new(&state);
-        let workers = vec![
+        let mut workers = vec![
             tokio::spawn(worker::dispatch::run(state.clone(), dispatcher.clone())),
             tokio::spawn(worker::ingest::run(state.clone())),
             tokio::spawn(worker::reconcile::run(state.clone())),
             tokio::spawn(worker::callbacks::run(state.clone())),
         ];
+        if state.config.retention_days.is_some() {
+            workers.push(tokio::spawn(worker::retention::run(state.clone())));
+        }
         Ok(Running { port, state, dispatcher, server: server_handle, server_task, workers })
     }
 }

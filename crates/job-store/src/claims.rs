@@ -350,8 +350,20 @@ async fn reclaim_retry(
         else {
             return Ok(None);
         };
-        let people: Vec<person::Model> =
-            members(txn, b.id).await?.into_iter().filter(|p| p.state == PersonState::Submitted.as_str()).collect();
+        let erased = crate::erase::erased_jobs_in_batch(txn, b.id).await?;
+        let (people, dropped): (Vec<person::Model>, Vec<person::Model>) = members(txn, b.id)
+            .await?
+            .into_iter()
+            .filter(|p| p.state == PersonState::Submitted.as_str())
+            .partition(|p| !erased.contains(&p.job_id));
+        if !dropped.is_empty() {
+            // People of a job erased while their call was in flight: their input is gone, so they
+            // are cancelled rather than sent again.
+            let mut tally = Tally::default();
+            let refs: Vec<&person::Model> = dropped.iter().collect();
+            move_primaries(txn, &mut tally, &refs, PersonState::Cancelled, None, None, now).await?;
+            tally.flush(txn, now).await?;
+        }
         if people.is_empty() {
             // Nothing left to send (should not happen: people wait in `submitted` with their batch).
             let mut am = b.into_active_model();

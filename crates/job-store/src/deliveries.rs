@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use crate::counters::Tally;
 use crate::entities::{batch, inbound_delivery, person};
+use crate::erase::{empty_delivery_bodies, erased_jobs_in_batch};
 use crate::merge::Record;
 use crate::people::{lock_batch_primaries, update_person};
 use crate::sync::split_credits;
@@ -186,7 +187,8 @@ impl Store {
     /// sends one payload per request; a person whose expected parts have all arrived becomes
     /// `complete` (a `partial` one too, when a late part completes it). The delivery's credits go
     /// to the batch and to its jobs, split by their number of people in the batch.
-    /// Applying a delivery twice is a no-op.
+    /// Applying a delivery twice is a no-op. People of an erased job get no data (their parts
+    /// still count), and a delivery naming them is not kept: its body is emptied once applied.
     pub async fn apply_delivery(&self, delivery_id: Uuid, parsed: &Delivery) -> StoreResult<ApplyOutcome> {
         let now = now();
         let (txn, _gate) = self.write_txn().await?;
@@ -210,7 +212,9 @@ impl Store {
             .all(&txn)
             .await?
             .iter()
-            .any(|earlier| request_id_of(&earlier.body) == parsed.request_id);
+            // An emptied body (its job was erased) no longer names its request: assume the same
+            // one, so erasure never makes a part count twice.
+            .any(|earlier| earlier.body.is_empty() || request_id_of(&earlier.body) == parsed.request_id);
         let credits = if same_part_charged { 0 } else { parsed.credits.map(|c| c.micros()).unwrap_or(0) };
         inbound_delivery::Entity::update_many()
             .filter(inbound_delivery::Column::Id.eq(delivery_id))
@@ -230,8 +234,14 @@ impl Store {
                 .await?;
         }
         let people = lock_batch_primaries(&txn, d.batch_id).await?;
-        let by_apollo_id: HashMap<&str, usize> =
-            people.iter().enumerate().filter_map(|(i, p)| p.apollo_id.as_deref().map(|a| (a, i))).collect();
+        // People of erased jobs get no data back (their parts still count as arrived).
+        let erased = erased_jobs_in_batch(&txn, d.batch_id).await?;
+        let by_apollo_id: HashMap<&str, usize> = people
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| !erased.contains(&p.job_id))
+            .filter_map(|(i, p)| p.apollo_id.as_deref().map(|a| (a, i)))
+            .collect();
         let mut facts_of: BTreeMap<usize, Vec<&PersonFacts>> = BTreeMap::new();
         let mut unmatched = Vec::new();
         for f in &parsed.people {
@@ -281,6 +291,10 @@ impl Store {
             }
         }
         let completed_jobs = tally.flush(&txn, now).await?;
+        if !erased.is_empty() {
+            // The raw payload names erased people: merged (for the others), it is not kept.
+            empty_delivery_bodies(&txn, &[delivery_id]).await?;
+        }
         txn.commit().await?;
         Ok(ApplyOutcome::Applied { matched, unmatched, completed_jobs })
     }
@@ -297,6 +311,13 @@ impl Store {
             .col_expr(inbound_delivery::Column::ProcessedAt, Expr::value(now()))
             .exec(&self.db)
             .await?;
+        if res.rows_affected == 1
+            && let Some(d) = inbound_delivery::Entity::find_by_id(delivery_id).one(&self.db).await?
+            && !erased_jobs_in_batch(&self.db, d.batch_id).await?.is_empty()
+        {
+            // Kept for audit, except when it may name erased people.
+            empty_delivery_bodies(&self.db, &[delivery_id]).await?;
+        }
         Ok(res.rows_affected == 1)
     }
 

@@ -157,6 +157,8 @@ pub struct JobView {
     pub updated_at: DateTime<Utc>,
     /// Reached its final state.
     pub completed_at: Option<DateTime<Utc>>,
+    /// When its personal data was erased (inputs, records, raw payloads; counters stay).
+    pub erased_at: Option<DateTime<Utc>>,
     /// The final callback, once the job completed with a callback URL.
     pub callback: Option<CallbackView>,
 }
@@ -181,6 +183,7 @@ impl JobView {
             created_at: j.created_at,
             updated_at: j.updated_at,
             completed_at: j.completed_at,
+            erased_at: j.erased_at,
             callback,
         })
     }
@@ -253,6 +256,40 @@ impl PersonView {
             updated_at: p.updated_at,
         })
     }
+}
+
+/// The cancel step of [`Store::cancel_job`] (also used by [`Store::erase_job`]), in the caller's
+/// transaction: queued people become `cancelled` (tallied) and the job gets `cancel_requested_at`.
+/// The caller flushes the tally, which completes the job if nothing of it is in flight.
+pub(crate) async fn cancel_queued<C: ConnectionTrait>(
+    db: &C,
+    tally: &mut Tally,
+    job_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    // Primaries first, then their duplicates (the lock order); a primary being claimed right now
+    // is waited for and then skipped, as it is no longer queued.
+    for primaries in [true, false] {
+        let cond = if primaries { person::Column::DupOf.is_null() } else { person::Column::DupOf.is_not_null() };
+        let moved = person::Entity::update_many()
+            .filter(person::Column::JobId.eq(job_id))
+            .filter(person::Column::State.eq(PersonState::Queued.as_str()))
+            .filter(cond)
+            .col_expr(person::Column::State, Expr::value(PersonState::Cancelled.as_str()))
+            .col_expr(person::Column::UpdatedAt, Expr::value(now))
+            .exec(db)
+            .await?
+            .rows_affected;
+        tally.moved(job_id, PersonState::Queued, PersonState::Cancelled, moved as i64);
+    }
+    job::Entity::update_many()
+        .filter(job::Column::Id.eq(job_id))
+        .filter(job::Column::CancelRequestedAt.is_null())
+        .col_expr(job::Column::CancelRequestedAt, Expr::value(now))
+        .exec(db)
+        .await?;
+    tally.touch(job_id);
+    Ok(())
 }
 
 /// Jobs at least this large refresh PostgreSQL's planner statistics after they are inserted.
@@ -338,6 +375,7 @@ impl Store {
             created_at: now,
             updated_at: now,
             completed_at: None,
+            erased_at: None,
         };
         let inserted = job::Entity::insert(job_row.into_active_model().reset_all())
             .on_conflict(
@@ -488,29 +526,7 @@ impl Store {
         };
         if j.completed_at.is_none() {
             let mut tally = Tally::default();
-            // Primaries first, then their duplicates (the lock order); a primary being claimed
-            // right now is waited for and then skipped, as it is no longer queued.
-            for primaries in [true, false] {
-                let cond =
-                    if primaries { person::Column::DupOf.is_null() } else { person::Column::DupOf.is_not_null() };
-                let moved = person::Entity::update_many()
-                    .filter(person::Column::JobId.eq(job_id))
-                    .filter(person::Column::State.eq(PersonState::Queued.as_str()))
-                    .filter(cond)
-                    .col_expr(person::Column::State, Expr::value(PersonState::Cancelled.as_str()))
-                    .col_expr(person::Column::UpdatedAt, Expr::value(now))
-                    .exec(&txn)
-                    .await?
-                    .rows_affected;
-                tally.moved(job_id, PersonState::Queued, PersonState::Cancelled, moved as i64);
-            }
-            job::Entity::update_many()
-                .filter(job::Column::Id.eq(job_id))
-                .filter(job::Column::CancelRequestedAt.is_null())
-                .col_expr(job::Column::CancelRequestedAt, Expr::value(now))
-                .exec(&txn)
-                .await?;
-            tally.touch(job_id);
+            cancel_queued(&txn, &mut tally, job_id, now).await?;
             tally.flush(&txn, now).await?;
         }
         txn.commit().await?;

@@ -10,7 +10,7 @@
 //!
 //! Lock order (PostgreSQL), followed by every write path so transactions cannot deadlock: a
 //! delivery row, then a batch row, then people in id order (a duplicate only after its primary),
-//! then job rows in id order.
+//! then job rows in id order. Erasure and purging ([`erase`]) follow it too.
 
 pub mod api_keys;
 pub mod callbacks;
@@ -19,6 +19,7 @@ pub mod counters;
 pub mod deliveries;
 pub mod dispatcher;
 pub mod entities;
+pub mod erase;
 pub mod jobs;
 pub mod merge;
 mod people;
@@ -41,6 +42,7 @@ pub use callbacks::{CallbackAttemptRecord, CallbackAttemptView, CallbackNext, Ca
 pub use claims::{BatchView, ClaimedBatch, ClaimedPerson};
 pub use counters::Counts;
 pub use deliveries::{ApplyOutcome, OverdueBatch, PendingDelivery, StoredDelivery};
+pub use erase::Erased;
 pub use jobs::{CreatedJob, JobOptions, JobView, NewJob, PersonView};
 pub use person_key::person_key;
 pub use states::{BatchState, CallbackState, DeliveryState, JobState, PersonState};

@@ -110,6 +110,9 @@ impl Store {
     /// the call's total (total − attributed), split by its number of people in the batch, so
     /// the jobs' credits always add up to the call's.
     ///
+    /// People of an erased job get their state and credits but no data, and the raw response is
+    /// not kept when the batch holds any ([`crate::erase`]).
+    ///
     /// Idempotent: a second call for the same batch changes nothing.
     pub async fn record_sync(&self, outcome: SyncOutcome) -> StoreResult<SyncRecorded> {
         let now = now();
@@ -122,13 +125,17 @@ impl Store {
             BatchState::Failed => return Ok(SyncRecorded::BatchFailed),
             BatchState::Queued | BatchState::Submitting | BatchState::RetryWait => {}
         }
+        // People of jobs erased while the call was in flight: states and credits, no data, and
+        // the raw response (which names them) is not kept.
+        let erased = crate::erase::erased_jobs_in_batch(&txn, b.id).await?;
+        let response = erased.is_empty().then(|| outcome.response.clone());
         batch::Entity::update_many()
             .filter(batch::Column::Id.eq(b.id))
             .col_expr(batch::Column::State, Expr::value(BatchState::Submitted.as_str()))
             .col_expr(batch::Column::HttpStatus, Expr::value(outcome.http_status))
             .col_expr(batch::Column::RequestId, Expr::value(outcome.request_id))
             .col_expr(batch::Column::PhoneRequestId, Expr::value(outcome.phone_request_id.clone()))
-            .col_expr(batch::Column::Response, Expr::value(outcome.response.clone()))
+            .col_expr(batch::Column::Response, Expr::value(response))
             .col_expr(
                 batch::Column::CreditsMicros,
                 Expr::col(batch::Column::CreditsMicros).add(outcome.credits.micros()),
@@ -162,13 +169,16 @@ impl Store {
             *per_job.entry(p.job_id).or_default() += 1;
             let mut new = p.clone();
             new.last_error = None;
+            let erased_person = erased.contains(&p.job_id);
             match answers.get(&p.id) {
                 Some(a) if a.outcome == SyncMatch::Matched => {
-                    let mut record = Record::from_json(p.record.as_ref());
-                    record.merge_facts(&a.facts);
-                    record.merge_fields(&a.fields, "sync");
-                    new.apollo_id = a.apollo_id.clone().or_else(|| a.facts.apollo_id.clone()).or(new.apollo_id);
-                    new.record = Some(record.to_json());
+                    if !erased_person {
+                        let mut record = Record::from_json(p.record.as_ref());
+                        record.merge_facts(&a.facts);
+                        record.merge_fields(&a.fields, "sync");
+                        new.apollo_id = a.apollo_id.clone().or_else(|| a.facts.apollo_id.clone()).or(new.apollo_id);
+                        new.record = Some(record.to_json());
+                    }
                     new.expect_phone = a.expect_phone;
                     new.expect_waterfall = a.expect_waterfall;
                     let awaiting = a.expect_phone || a.expect_waterfall;
@@ -180,7 +190,7 @@ impl Store {
                     new.state = PersonState::NotFound.as_str().to_owned();
                     new.expect_phone = false;
                     new.expect_waterfall = false;
-                    if other.is_none() {
+                    if other.is_none() && !erased_person {
                         new.last_error = Some("no answer for this person in the response".into());
                     }
                 }

@@ -47,6 +47,7 @@ pub fn job_json(j: &JobView) -> Value {
         "created_at": j.created_at,
         "updated_at": j.updated_at,
         "completed_at": j.completed_at,
+        "erased_at": j.erased_at,
     })
 }
 

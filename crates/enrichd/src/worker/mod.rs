@@ -1,9 +1,10 @@
-//! Background workers, one module per job: dispatch, ingest, reconcile, callbacks.
+//! Background workers, one module per job: dispatch, ingest, reconcile, callbacks, retention.
 
 pub mod callbacks;
 pub mod dispatch;
 pub mod ingest;
 pub mod reconcile;
+pub mod retention;
 
 use std::time::Duration;
 

@@ -70,6 +70,8 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// When the job reached its final state.
     pub completed_at: Option<DateTimeUtc>,
+    /// When the job's personal data was erased ([`crate::Store::erase_job`]).
+    pub erased_at: Option<DateTimeUtc>,
 }
 
 /// No navigable relations: queries join explicitly.

@@ -6,6 +6,7 @@ mod callbacks;
 mod claims;
 mod concurrency;
 mod deliveries;
+mod erase;
 mod jobs;
 mod random_ops;
 mod sync_results;

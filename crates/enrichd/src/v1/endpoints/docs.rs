@@ -49,6 +49,7 @@ pub struct JobRequest {
         super::jobs::people,
         super::jobs::list,
         super::jobs::cancel,
+        super::jobs::erase,
         super::jobs::redeliver,
         super::webhooks::apollo,
         super::health::healthz,

@@ -1,6 +1,6 @@
-//! `/v1/jobs`: submit, read, page people, list, cancel, redeliver the callback.
+//! `/v1/jobs`: submit, read, page people, list, cancel, erase, redeliver the callback.
 
-use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use job_store::{JobOptions, NewJob};
 use serde::Deserialize;
 use serde_json::json;
@@ -190,10 +190,38 @@ pub async fn cancel(
     Ok(HttpResponse::Ok().json(job_json(&job)))
 }
 
+/// Erase a job's personal data: the people's inputs and merged records, the raw Apollo payloads
+/// that hold them, the job's metadata and callback URL. Counters, states and credits stay, and the
+/// job shows `erased_at`. A running job is cancelled first (calls already in flight finish, their
+/// results are not kept). Erasing again is harmless.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "job id")),
+    responses((status = 200, description = "the job, with `erased_at`"), (status = 404, description = "no such job")))]
+#[delete("/v1/jobs/{id}")]
+pub async fn erase(
+    path: web::Path<String>,
+    client: Client,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let job = owned_job(&state, &client, &path).await?;
+    let erased = state.store.erase_job(job.id).await?;
+    tracing::info!(
+        job = %job.id,
+        people = erased.people,
+        cancelled = erased.cancelled,
+        batches = erased.batches,
+        shared_batches = erased.shared_batches,
+        deliveries = erased.deliveries,
+        pending_deliveries = erased.pending_deliveries,
+        "job erased"
+    );
+    Ok(HttpResponse::Ok().json(job_json(&erased.job)))
+}
+
 /// Send the final callback again (after it was delivered or exhausted).
 #[utoipa::path(post, path = "/v1/jobs/{id}/callback/redeliver", tag = "jobs",
     params(("id" = String, Path, description = "job id")),
-    responses((status = 202, description = "queued"), (status = 404, description = "no such job"), (status = 409, description = "the job has no callback yet")))]
+    responses((status = 202, description = "queued"), (status = 404, description = "no such job"), (status = 409, description = "the job has no callback yet, or was erased")))]
 #[post("/v1/jobs/{id}/callback/redeliver")]
 pub async fn redeliver(
     path: web::Path<String>,
@@ -201,6 +229,9 @@ pub async fn redeliver(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let job = owned_job(&state, &client, &path).await?;
+    if job.erased_at.is_some() {
+        return Err(ApiError::Conflict("the job was erased: its callback URL is gone".into()));
+    }
     if job.callback.is_none() {
         return Err(ApiError::Conflict(
             "the job has no callback to redeliver (not finished, or no callback_url)".into(),

@@ -1,0 +1,46 @@
+//! Retention: finished jobs older than `RETENTION_DAYS` are purged with all their data (people,
+//! records, raw payloads, callbacks), every `RETENTION_EVERY`. Without `RETENTION_DAYS` this worker
+//! is not started and jobs are kept forever.
+
+use std::time::Duration;
+
+use crate::state::AppState;
+use crate::worker::nap;
+
+/// The cutoff for a retention of `days` days at `now`: jobs finished before it are purged.
+pub fn cutoff(now: chrono::DateTime<chrono::Utc>, days: u32) -> chrono::DateTime<chrono::Utc> {
+    now - chrono::TimeDelta::days(i64::from(days))
+}
+
+/// Runs the retention loop until the task is dropped (returns at once without `RETENTION_DAYS`).
+pub async fn run(state: AppState) {
+    let Some(days) = state.config.retention_days else { return };
+    let sleeper = tokio::sync::Notify::new();
+    loop {
+        if let Err(e) = tick(&state, days).await {
+            tracing::warn!(error = %e, "retention pass failed; will retry at the next one");
+        }
+        nap(&sleeper, state.config.retention_every.max(Duration::from_millis(10))).await;
+    }
+}
+
+/// One pass: purges the jobs that finished more than `days` days ago; returns how many.
+pub async fn tick(state: &AppState, days: u32) -> Result<u64, job_store::StoreError> {
+    let purged = state.store.purge_finished_jobs(cutoff(chrono::Utc::now(), days)).await?;
+    if purged > 0 {
+        tracing::info!(jobs = purged, retention_days = days, "purged finished jobs past retention");
+    }
+    Ok(purged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cutoff_is_days_before_now() {
+        let now = chrono::Utc::now();
+        assert_eq!(cutoff(now, 0), now);
+        assert_eq!(now - cutoff(now, 30), chrono::TimeDelta::days(30));
+    }
+}

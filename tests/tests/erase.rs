@@ -1,0 +1,261 @@
+//! Personal data end to end, on SQLite and PostgreSQL: `DELETE /v1/jobs/{id}` erases a finished
+//! phone + waterfall job's inputs, records and raw Apollo payloads while its counters and credits
+//! stay; another client cannot erase it; and with a retention of 0 days a finished job is purged.
+
+use std::time::{Duration, Instant};
+
+use apollo_sim::SimConfig;
+use e2e_tests::{Backend, CLIENT_KEY, TestApp, fast_sim};
+use job_store::entities::{batch, batch_person, inbound_delivery, person};
+use reqwest::Method;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// The second client the harness configures.
+const OTHER_KEY: &str = "other-client-key";
+
+/// Runs each scenario as two tests, `<scenario>::sqlite` and `<scenario>::postgres`.
+macro_rules! on_both_backends {
+    ($($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario(Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$scenario(Backend::Postgres).await;
+            }
+        }
+    )+};
+}
+
+on_both_backends!(delete_erases_personal_data_and_keeps_counters, delete_a_running_job, retention_purges_finished_jobs);
+
+fn people(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(
+            |i| json!({"email": format!("{prefix}{i}@northwind-labs.com"), "external_id": format!("crm-{prefix}-{i}")}),
+        )
+        .collect()
+}
+
+/// A request with `key`; the status and the JSON body (`null` if none).
+async fn call(t: &TestApp, method: Method, key: &str, path: &str) -> (u16, Value) {
+    let resp = t.http.request(method, format!("{}{path}", t.url())).bearer_auth(key).send().await.expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// The batches that held people of a job.
+async fn batches_of(t: &TestApp, job_id: Uuid) -> Vec<Uuid> {
+    batch_person::Entity::find()
+        .select_only()
+        .column(batch_person::Column::BatchId)
+        .distinct()
+        .filter(batch_person::Column::JobId.eq(job_id))
+        .into_tuple()
+        .all(t.app.state.store.connection())
+        .await
+        .unwrap()
+}
+
+async fn deliveries_of(t: &TestApp, batches: &[Uuid]) -> Vec<inbound_delivery::Model> {
+    inbound_delivery::Entity::find()
+        .filter(inbound_delivery::Column::BatchId.is_in(batches.iter().copied()))
+        .all(t.app.state.store.connection())
+        .await
+        .unwrap()
+}
+
+/// What must not change when a job is erased.
+fn accounting(job: &Value) -> Value {
+    json!([
+        job["status"],
+        job["total"],
+        job["counts"],
+        job["credits_consumed"],
+        job["apollo_calls"],
+        job["completed_at"]
+    ])
+}
+
+async fn delete_erases_personal_data_and_keeps_counters(backend: Backend) {
+    let t = TestApp::spawn(backend, fast_sim(), |_| {}).await.expect("test app");
+    let body = json!({
+        "people": people("erase", 14),
+        "reveal_phone_number": true,
+        "run_waterfall_email": true,
+        "callback_url": t.receiver.url(),
+        "metadata": {"owner": "dana@example.com"},
+    });
+    let resp = t.submit(&body).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let job_id = Uuid::parse_str(&id).unwrap();
+    let before = t.wait_done(&id, Duration::from_secs(60)).await;
+    assert_eq!(before["status"], "completed", "{before:#}");
+    t.receiver.wait_for(1, Duration::from_secs(10)).await;
+    let people_before = t.all_people(&id).await;
+    assert!(people_before.iter().any(|p| p["record"].is_object()), "something was found to erase");
+    let batches = batches_of(&t, job_id).await;
+    assert!(!batches.is_empty());
+    assert!(!deliveries_of(&t, &batches).await.is_empty(), "phone and waterfall deliveries were stored");
+    let before = t.get_json(&format!("/v1/jobs/{id}")).await;
+    assert!(before["erased_at"].is_null());
+
+    // Another client's DELETE: not found, nothing erased.
+    let (status, err) = call(&t, Method::DELETE, OTHER_KEY, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(status, 404, "{err:#}");
+    assert_eq!(err["error"]["code"], "not_found");
+    assert_eq!(t.all_people(&id).await, people_before);
+
+    let (status, erased) = call(&t, Method::DELETE, CLIENT_KEY, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(status, 200, "{erased:#}");
+    assert_eq!(erased["id"], id.as_str());
+    assert!(erased["erased_at"].is_string(), "{erased:#}");
+    assert_eq!(accounting(&erased), accounting(&before), "counters and credits stay");
+    assert!(erased["metadata"].is_null() && erased["callback_url"].is_null());
+    let log = erased["callback"]["attempt_log"].as_array().unwrap();
+    assert!(!log.is_empty() && log.iter().all(|a| a["response_excerpt"].is_null()));
+
+    // The people: no input, no record, no Apollo id; index and state kept.
+    let after = t.all_people(&id).await;
+    assert_eq!(after.len(), 14);
+    for (b, a) in people_before.iter().zip(&after) {
+        assert_eq!(a["input"], json!({}), "{a:#}");
+        assert!(a["record"].is_null() && a["apollo_id"].is_null() && a["external_id"].is_null(), "{a:#}");
+        assert_eq!(
+            (&a["index"], &a["status"], &a["credits_consumed"]),
+            (&b["index"], &b["status"], &b["credits_consumed"])
+        );
+    }
+
+    // The store: no raw response, no delivery body (a late duplicate is emptied once applied).
+    let db = t.app.state.store.connection();
+    for b in &batches {
+        let row = batch::Entity::find_by_id(*b).one(db).await.unwrap().unwrap();
+        assert!(row.response.is_none(), "batch {b} kept its raw response");
+    }
+    let started = Instant::now();
+    loop {
+        let deliveries = deliveries_of(&t, &batches).await;
+        if deliveries.iter().all(|d| d.body.is_empty()) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "delivery bodies left: {deliveries:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rows = person::Entity::find().filter(person::Column::JobId.eq(job_id)).all(db).await.unwrap();
+    assert!(rows.iter().all(|p| p.person_key.is_none() && p.last_error.is_none()));
+
+    // Read back, and erased again: the same job, the same erasure time.
+    let read = t.get_json(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(accounting(&read), accounting(&before));
+    assert_eq!(read["erased_at"], erased["erased_at"]);
+    let (status, again) = call(&t, Method::DELETE, CLIENT_KEY, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(again["erased_at"], erased["erased_at"]);
+    let (status, _) = call(&t, Method::POST, CLIENT_KEY, &format!("/v1/jobs/{id}/callback/redeliver")).await;
+    assert_eq!(status, 409, "an erased job has no callback URL to redeliver to");
+    let (status, _) = call(&t, Method::DELETE, CLIENT_KEY, &format!("/v1/jobs/{}", Uuid::now_v7())).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&t, Method::DELETE, CLIENT_KEY, "/v1/jobs/not-a-job").await;
+    assert_eq!(status, 404);
+    let (_, doc) = call(&t, Method::GET, CLIENT_KEY, "/openapi.json").await;
+    assert!(doc["paths"]["/v1/jobs/{id}"]["delete"].is_object(), "the OpenAPI document lists DELETE");
+    t.stop().await;
+}
+
+/// A running job is cancelled and erased at once; calls in flight finish, and bring back no data.
+async fn delete_a_running_job(backend: Backend) {
+    const TOTAL: usize = 100;
+    // Two calls a (1-second) minute, each answered after 300 ms: the DELETE finds one in flight.
+    let sim = SimConfig { minute_limit: Some(2), minute_ms: 1000, latency_ms: 300, ..fast_sim() };
+    let t = TestApp::spawn(backend, sim, |_| {}).await.expect("test app");
+    let body = json!({"people": people("running", TOTAL), "reveal_phone_number": true, "run_waterfall_email": true});
+    let resp = t.submit(&body).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    while t.get_json(&format!("/v1/jobs/{id}")).await["counts"]["submitted"].as_i64().unwrap_or(0) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(10), "no call went out");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, erased) = call(&t, Method::DELETE, CLIENT_KEY, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(status, 200, "{erased:#}");
+    assert!(erased["erased_at"].is_string() && erased["cancel_requested_at"].is_string(), "{erased:#}");
+    assert_eq!(erased["counts"]["queued"], 0, "nothing more is sent: {erased:#}");
+    assert!(erased["counts"]["cancelled"].as_i64().unwrap() > 0, "{erased:#}");
+    let in_flight =
+        erased["counts"]["submitted"].as_i64().unwrap() + erased["counts"]["awaiting_async"].as_i64().unwrap();
+    assert!(in_flight > 0, "a call was in flight: {erased:#}");
+
+    let job = t.wait_done(&id, Duration::from_secs(30)).await;
+    assert_eq!(job["status"], "cancelled", "{job:#}");
+    let sum: i64 = job["counts"].as_object().unwrap().values().map(|v| v.as_i64().unwrap()).sum();
+    assert_eq!(sum, TOTAL as i64);
+    // Late answers arrived (and were charged) for the calls in flight, but wrote nothing personal.
+    for p in t.all_people(&id).await {
+        assert_eq!(p["input"], json!({}), "{p:#}");
+        assert!(p["record"].is_null() && p["apollo_id"].is_null(), "{p:#}");
+    }
+    let job_id = Uuid::parse_str(&id).unwrap();
+    let batches = batches_of(&t, job_id).await;
+    let db = t.app.state.store.connection();
+    for b in &batches {
+        assert!(batch::Entity::find_by_id(*b).one(db).await.unwrap().unwrap().response.is_none());
+    }
+    let started = Instant::now();
+    while !deliveries_of(&t, &batches).await.iter().all(|d| d.body.is_empty()) {
+        assert!(started.elapsed() < Duration::from_secs(10), "delivery bodies left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    t.stop().await;
+}
+
+async fn retention_purges_finished_jobs(backend: Backend) {
+    let t = TestApp::spawn(backend, fast_sim(), |c| {
+        c.retention_days = Some(0);
+        c.retention_every = Duration::from_millis(200);
+    })
+    .await
+    .expect("test app");
+    let body = json!({
+        "people": people("retain", 12),
+        "reveal_phone_number": true,
+        "run_waterfall_email": true,
+        "callback_url": t.receiver.url(),
+    });
+    let resp = t.submit(&body).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let job_id = Uuid::parse_str(&id).unwrap();
+    // It runs to the end (its callback is sent: a pending callback holds the purge back), then goes.
+    t.receiver.wait_for(1, Duration::from_secs(60)).await;
+    let started = Instant::now();
+    loop {
+        let (status, job) = call(&t, Method::GET, CLIENT_KEY, &format!("/v1/jobs/{id}")).await;
+        if status == 404 {
+            break;
+        }
+        assert_eq!(status, 200);
+        assert!(started.elapsed() < Duration::from_secs(30), "not purged: {job:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let event = t.receiver.received()[0].json();
+    assert_eq!(event["data"]["status"], "completed", "it finished before it was purged");
+    let db = t.app.state.store.connection();
+    assert_eq!(person::Entity::find().filter(person::Column::JobId.eq(job_id)).count(db).await.unwrap(), 0);
+    assert!(batches_of(&t, job_id).await.is_empty());
+    assert_eq!(batch::Entity::find().count(db).await.unwrap(), 0, "its batches went with it");
+    assert_eq!(inbound_delivery::Entity::find().count(db).await.unwrap(), 0);
+    let (status, _) = call(&t, Method::GET, CLIENT_KEY, &format!("/v1/jobs/{id}/people")).await;
+    assert_eq!(status, 404);
+    assert!(t.app.workers_alive(), "the retention worker keeps running");
+    t.stop().await;
+}
