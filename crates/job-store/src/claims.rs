@@ -308,7 +308,7 @@ impl Store {
             .await?;
         Ok(Some(BatchView {
             id: b.id,
-            options: JobOptions::from_flags(b.flags),
+            options: crate::jobs::options_of(b.flags),
             state: b.state.parse()?,
             size: b.size,
             attempt: b.attempt,
@@ -393,7 +393,7 @@ async fn reclaim_retry(
         }
         return Ok(Some(ClaimedBatch {
             batch_id: b.id,
-            options: JobOptions::from_flags(b.flags),
+            options: crate::jobs::options_of(b.flags),
             attempt,
             claims,
             retry: true,
@@ -513,7 +513,7 @@ async fn form_batch(
     tally.flush(txn, now).await?;
     Ok(Some(ClaimedBatch {
         batch_id,
-        options: JobOptions::from_flags(flags),
+        options: crate::jobs::options_of(flags),
         attempt: 1,
         claims: 1,
         retry: false,

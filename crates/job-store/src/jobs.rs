@@ -20,42 +20,18 @@ use crate::counters::{Counts, Tally, finish_if_done, recount};
 use crate::entities::{job, person};
 use crate::{JobState, PersonState, Store, StoreError, StoreResult, dispatcher, new_id, now, person_key};
 
-/// The four Apollo flags of a job; people are only batched with people of the same flags.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct JobOptions {
-    /// Apollo `reveal_personal_emails`.
-    pub reveal_personal_emails: bool,
-    /// Apollo `reveal_phone_number` (a phone delivery follows).
-    pub reveal_phone_number: bool,
-    /// Apollo `run_waterfall_email` (a waterfall delivery follows).
-    pub run_waterfall_email: bool,
-    /// Apollo `run_waterfall_phone` (a waterfall delivery follows).
-    pub run_waterfall_phone: bool,
+/// The four Apollo flags of a job; people are only batched with people of the same flags. Stored
+/// as the bit set of [`EnrichFlags::bits`].
+pub type JobOptions = apollo_client::EnrichFlags;
+
+/// The stored form of a job's flags.
+pub(crate) fn flags_column(options: &JobOptions) -> i16 {
+    i16::from(options.bits())
 }
 
-impl JobOptions {
-    /// The stored bitmask: bit 0 personal emails, 1 phone, 2 waterfall email, 3 waterfall phone.
-    pub fn flags(&self) -> i16 {
-        i16::from(self.reveal_personal_emails)
-            | i16::from(self.reveal_phone_number) << 1
-            | i16::from(self.run_waterfall_email) << 2
-            | i16::from(self.run_waterfall_phone) << 3
-    }
-
-    /// The options of a stored bitmask.
-    pub fn from_flags(flags: i16) -> JobOptions {
-        JobOptions {
-            reveal_personal_emails: flags & 1 != 0,
-            reveal_phone_number: flags & 2 != 0,
-            run_waterfall_email: flags & 4 != 0,
-            run_waterfall_phone: flags & 8 != 0,
-        }
-    }
-
-    /// Whether a waterfall delivery is requested.
-    pub fn waterfall(&self) -> bool {
-        self.run_waterfall_email || self.run_waterfall_phone
-    }
+/// The flags of a stored bit set.
+pub(crate) fn options_of(flags: i16) -> JobOptions {
+    JobOptions::from_bits(u8::try_from(flags).unwrap_or(0))
 }
 
 /// A job to create.
@@ -168,7 +144,7 @@ impl JobView {
         Ok(JobView {
             counts: Counts::of_job(&j),
             state: j.state.parse()?,
-            options: JobOptions::from_flags(j.flags),
+            options: options_of(j.flags),
             id: j.id,
             client: j.client,
             idempotency_key: j.idempotency_key,
@@ -348,7 +324,7 @@ impl Store {
             client: new.client.clone(),
             idempotency_key: new.idempotency_key.clone(),
             request_hash: Some(hash.clone()),
-            flags: options.flags(),
+            flags: flags_column(&options),
             reveal_personal_emails: options.reveal_personal_emails,
             reveal_phone_number: options.reveal_phone_number,
             run_waterfall_email: options.run_waterfall_email,

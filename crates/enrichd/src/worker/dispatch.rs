@@ -111,12 +111,7 @@ pub fn webhook_url(public_base_url: &str, batch: &ClaimedBatch) -> String {
 }
 
 async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch) {
-    let flags = EnrichFlags {
-        reveal_personal_emails: batch.options.reveal_personal_emails,
-        reveal_phone_number: batch.options.reveal_phone_number,
-        run_waterfall_email: batch.options.run_waterfall_email,
-        run_waterfall_phone: batch.options.run_waterfall_phone,
-    };
+    let flags: EnrichFlags = batch.options;
     let details: Vec<PersonDetail> = batch.people.iter().map(|p| detail_of(&p.input)).collect();
     let hook = state.config.public_base_url.as_deref().filter(|_| flags.has_async()).map(|b| webhook_url(b, &batch));
     let poll_only = flags.has_async() && hook.is_none();

@@ -109,7 +109,8 @@ async fn counters_equal_a_recount_after_random_operations(store: Store) {
                         continue;
                     }
                     p.expect_phone = b.options.reveal_phone_number && w.rng.u8(..4) != 0;
-                    p.expect_waterfall = b.options.waterfall() && w.rng.u8(..4) != 0;
+                    p.expect_waterfall =
+                        (b.options.run_waterfall_email || b.options.run_waterfall_phone) && w.rng.u8(..4) != 0;
                     matched.push(apollo_id(p.person_id));
                 }
                 if w.rng.u8(..6) == 0 {
