@@ -295,6 +295,17 @@ impl Store {
         Ok(true)
     }
 
+    /// A batch's webhook secret alone: what the webhook route checks on every delivery, without
+    /// reading the stored response or the people.
+    pub async fn batch_webhook_secret(&self, batch_id: Uuid) -> StoreResult<Option<String>> {
+        Ok(batch::Entity::find_by_id(batch_id)
+            .select_only()
+            .column(batch::Column::WebhookSecret)
+            .into_tuple()
+            .one(&self.db)
+            .await?)
+    }
+
     /// A batch and its people ids.
     pub async fn get_batch(&self, batch_id: Uuid) -> StoreResult<Option<BatchView>> {
         let Some(b) = batch::Entity::find_by_id(batch_id).one(&self.db).await? else { return Ok(None) };

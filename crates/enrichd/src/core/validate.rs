@@ -71,8 +71,18 @@ fn problem(field: impl Into<String>, index: Option<usize>, message: impl Into<St
 
 /// Checks a decoded job body against the limits; returns the job or every problem found.
 pub fn validate_job(body: &Value, max_people: usize, policy: &CallbackPolicy) -> Result<ValidJob, Vec<Problem>> {
+    validate_job_owned(body.clone(), max_people, policy)
+}
+
+/// [`validate_job`] consuming the body: each person is cleaned by moving its strings, so a
+/// 100,000-person job is held once rather than twice (about 100 MiB less at the peak).
+pub fn validate_job_owned(
+    mut body: Value,
+    max_people: usize,
+    policy: &CallbackPolicy,
+) -> Result<ValidJob, Vec<Problem>> {
     let mut problems = Vec::new();
-    let Some(obj) = body.as_object() else {
+    let Some(obj) = body.as_object_mut() else {
         return Err(vec![problem("", None, "the body must be a JSON object")]);
     };
     for key in obj.keys().filter(|k| !JOB_FIELDS.contains(&k.as_str())) {
@@ -123,7 +133,7 @@ pub fn validate_job(body: &Value, max_people: usize, policy: &CallbackPolicy) ->
     };
 
     let mut people = Vec::new();
-    match obj.get("people") {
+    match obj.remove("people") {
         Some(Value::Array(list)) if list.is_empty() => problems.push(problem("people", None, "must not be empty")),
         Some(Value::Array(list)) if list.len() > max_people => problems.push(problem(
             "people",
@@ -132,7 +142,7 @@ pub fn validate_job(body: &Value, max_people: usize, policy: &CallbackPolicy) ->
         )),
         Some(Value::Array(list)) => {
             people.reserve(list.len());
-            for (i, p) in list.iter().enumerate() {
+            for (i, p) in list.into_iter().enumerate() {
                 match validate_person(i, p) {
                     Ok(clean) => people.push(clean),
                     Err(mut ps) => problems.append(&mut ps),
@@ -157,32 +167,33 @@ pub fn validate_job(body: &Value, max_people: usize, policy: &CallbackPolicy) ->
     }
 }
 
-fn validate_person(i: usize, p: &Value) -> Result<Value, Vec<Problem>> {
+fn validate_person(i: usize, p: Value) -> Result<Value, Vec<Problem>> {
     let at = |f: &str| format!("people[{i}].{f}");
-    let Some(obj) = p.as_object() else {
+    let Value::Object(obj) = p else {
         return Err(vec![problem(format!("people[{i}]"), Some(i), "must be an object")]);
     };
     let mut problems = Vec::new();
     let mut clean = serde_json::Map::new();
     for (k, v) in obj {
         if !PERSON_FIELDS.contains(&k.as_str()) {
-            problems.push(problem(at(k), Some(i), "unknown field"));
+            problems.push(problem(at(&k), Some(i), "unknown field"));
             continue;
         }
         match v {
             Value::Null => {}
             Value::String(s) if s.len() > MAX_FIELD_LEN => {
-                problems.push(problem(at(k), Some(i), format!("is longer than {MAX_FIELD_LEN} bytes")))
+                problems.push(problem(at(&k), Some(i), format!("is longer than {MAX_FIELD_LEN} bytes")))
             }
             Value::String(s) if s.trim().is_empty() => {}
             Value::String(s) => {
-                clean.insert(k.clone(), Value::String(s.trim().to_string()));
+                let s = if s.trim().len() == s.len() { s } else { s.trim().to_string() };
+                clean.insert(k, Value::String(s));
             }
             // External ids are often numbers in CRMs: accept them as given.
             Value::Number(n) if k == "external_id" => {
-                clean.insert(k.clone(), json!(n.to_string()));
+                clean.insert(k, json!(n.to_string()));
             }
-            _ => problems.push(problem(at(k), Some(i), "must be a string")),
+            _ => problems.push(problem(at(&k), Some(i), "must be a string")),
         }
     }
     if let Some(email) = clean.get("email").and_then(Value::as_str)
