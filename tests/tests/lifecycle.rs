@@ -255,7 +255,12 @@ async fn pause_on_exhausted_credits_and_resume(backend: Backend) {
     assert_eq!(ready["status"], "paused");
     assert_eq!(ready["dispatch_paused"], reason.as_str());
     // Nothing failed, nobody lost, and Apollo is left alone while paused.
+    // Calls already in flight when the pause was recorded still finish; none starts after them.
+    let at_pause = bulk_calls(&t);
+    tokio::time::sleep(Duration::from_millis(700)).await;
     let calls = bulk_calls(&t);
+    let in_flight = t.app.state.config.dispatch_concurrency;
+    assert!(calls - at_pause < in_flight, "{} calls after the pause, {in_flight} at most in flight", calls - at_pause);
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(bulk_calls(&t), calls, "no calls while paused");
     let paused = t.get_json(&format!("/v1/jobs/{id}")).await;

@@ -106,3 +106,15 @@ impl From<job_store::StoreError> for ApiError {
         }
     }
 }
+
+impl From<crate::worker::ingest::WriteError> for ApiError {
+    fn from(e: crate::worker::ingest::WriteError) -> Self {
+        match e {
+            crate::worker::ingest::WriteError::Store(s) => s.into(),
+            crate::worker::ingest::WriteError::Failed(m) => {
+                tracing::warn!(error = %m, "delivery not stored");
+                ApiError::Unavailable("the delivery could not be stored; retry shortly".into())
+            }
+        }
+    }
+}

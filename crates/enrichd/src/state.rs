@@ -85,4 +85,6 @@ pub struct AppState {
     pub wake: Arc<Wakers>,
     /// This process's name in leases.
     pub owner: String,
+    /// Group-commit writer of webhook deliveries.
+    pub deliveries: crate::worker::ingest::DeliveryWriter,
 }

@@ -1,7 +1,7 @@
 //! Inbound Apollo deliveries: stored raw and deduplicated at once, merged later by the ingest
 //! worker into the people of their batch; plus the reconcile and deadline queries.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use apollo_client::{Delivery, DeliveryKind, PersonFacts};
 use chrono::{DateTime, Utc};
@@ -114,44 +114,74 @@ impl Store {
         body: &[u8],
         received_at: DateTime<Utc>,
     ) -> StoreResult<StoredDelivery> {
-        let _gate = self.write_gate().await;
-        let canonical = canonical_json(body);
-        let dedup_key = sha256_hex(&[batch_id.as_bytes(), canonical.as_deref().unwrap_or(body)]);
-        let id = new_id();
-        let row = inbound_delivery::Model {
-            id,
-            batch_id,
-            dedup_key: dedup_key.clone(),
-            body: body.to_vec(),
-            received_at: ts(received_at),
-            state: DeliveryState::Pending.as_str().to_owned(),
-            kind: None,
-            credits_micros: 0,
-            parse_error: None,
-            processed_at: None,
-        };
-        let inserted = inbound_delivery::Entity::insert(row.into_active_model().reset_all())
-            .on_conflict(OnConflict::column(inbound_delivery::Column::DedupKey).do_nothing().to_owned())
-            .exec_without_returning(&self.db)
-            .await;
-        match inserted {
-            Ok(1) => Ok(StoredDelivery::Stored { id }),
-            Ok(_) => {
-                let earlier: Option<Uuid> = inbound_delivery::Entity::find()
-                    .select_only()
-                    .column(inbound_delivery::Column::Id)
-                    .filter(inbound_delivery::Column::DedupKey.eq(dedup_key))
-                    .into_tuple()
-                    .one(&self.db)
-                    .await?;
-                let id = earlier.ok_or_else(|| StoreError::NotFound("duplicate delivery vanished".into()))?;
-                Ok(StoredDelivery::Duplicate { id })
+        self.store_deliveries(&[(batch_id, body)], received_at).await?.pop().expect("one result per delivery")
+    }
+
+    /// Stores several deliveries in one transaction (group commit: one commit for many webhook
+    /// requests), with [`Store::store_delivery`]'s dedup. One result per delivery, in order; a
+    /// delivery for a batch that does not exist is `NotFound` without failing the others.
+    pub async fn store_deliveries(
+        &self,
+        items: &[(Uuid, &[u8])],
+        received_at: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<StoredDelivery>>> {
+        let received_at = ts(received_at);
+        let (txn, _gate) = self.write_txn().await?;
+        let mut batch_ids: Vec<Uuid> = items.iter().map(|(b, _)| *b).collect();
+        batch_ids.sort();
+        batch_ids.dedup();
+        let existing: HashSet<Uuid> = batch::Entity::find()
+            .select_only()
+            .column(batch::Column::Id)
+            .filter(batch::Column::Id.is_in(batch_ids))
+            .into_tuple::<Uuid>()
+            .all(&txn)
+            .await?
+            .into_iter()
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for (batch_id, body) in items {
+            if !existing.contains(batch_id) {
+                out.push(Err(StoreError::NotFound(format!("batch {batch_id}"))));
+                continue;
             }
-            Err(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::ForeignKeyConstraintViolation(_))) => {
-                Err(StoreError::NotFound(format!("batch {batch_id}")))
+            let canonical = canonical_json(body);
+            let dedup_key = sha256_hex(&[batch_id.as_bytes(), canonical.as_deref().unwrap_or(body)]);
+            let id = new_id();
+            let row = inbound_delivery::Model {
+                id,
+                batch_id: *batch_id,
+                dedup_key: dedup_key.clone(),
+                body: body.to_vec(),
+                received_at,
+                state: DeliveryState::Pending.as_str().to_owned(),
+                kind: None,
+                credits_micros: 0,
+                parse_error: None,
+                processed_at: None,
+            };
+            let inserted = inbound_delivery::Entity::insert(row.into_active_model().reset_all())
+                .on_conflict(OnConflict::column(inbound_delivery::Column::DedupKey).do_nothing().to_owned())
+                .exec_without_returning(&txn)
+                .await?;
+            if inserted == 1 {
+                out.push(Ok(StoredDelivery::Stored { id }));
+                continue;
             }
-            Err(e) => Err(e.into()),
+            let earlier: Option<Uuid> = inbound_delivery::Entity::find()
+                .select_only()
+                .column(inbound_delivery::Column::Id)
+                .filter(inbound_delivery::Column::DedupKey.eq(dedup_key))
+                .into_tuple()
+                .one(&txn)
+                .await?;
+            out.push(match earlier {
+                Some(id) => Ok(StoredDelivery::Duplicate { id }),
+                None => Err(StoreError::NotFound("duplicate delivery vanished".into())),
+            });
         }
+        txn.commit().await?;
+        Ok(out)
     }
 
     /// Pending deliveries whose batch has its synchronous answer recorded, oldest first. A

@@ -49,7 +49,8 @@ pub async fn apollo(
     if body.is_empty() {
         return Err(ApiError::BadRequest("empty delivery".into()));
     }
-    let stored = state.store.store_delivery(batch_id, &body, chrono::Utc::now()).await?;
+    // Durable before the 200, committed together with the deliveries that arrived meanwhile.
+    let stored = state.deliveries.store(batch_id, body.freeze()).await?;
     state.wake.ingest.notify_one();
     let duplicate = matches!(stored, StoredDelivery::Duplicate { .. });
     Ok(HttpResponse::Ok().json(json!({ "status": "received", "duplicate": duplicate })))
