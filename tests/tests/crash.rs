@@ -31,11 +31,19 @@ fn env_or(name: &str, default: usize) -> usize {
 /// Builds the service binary (a no-op when fresh) and returns its path beside this test's binary.
 fn enrichd_binary() -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        // The same command as scripts/test.sh runs first, so this is a no-op there.
-        .args(["build", "--quiet", "--workspace", "--bins"])
-        .status()
-        .expect("cargo build");
+    let mut build = std::process::Command::new(cargo);
+    // The same command as scripts/test.sh runs first, so this is a no-op there; without the
+    // variables `cargo test` set for this test (build scripts such as ring's track
+    // CARGO_MANIFEST_DIR), or it would rebuild every dependency, and the next outer build again.
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        let set_by_cargo_test =
+            n == "OUT_DIR" || (n.starts_with("CARGO_") && !matches!(n.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR"));
+        if set_by_cargo_test {
+            build.env_remove(&name);
+        }
+    }
+    let status = build.args(["build", "--quiet", "--workspace", "--bins"]).status().expect("cargo build");
     assert!(status.success(), "building enrichd failed");
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
