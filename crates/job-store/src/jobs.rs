@@ -6,10 +6,10 @@ use std::collections::hash_map::Entry;
 
 use apollo_client::Credits;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::sea_query::{Expr, InsertStatement, OnConflict, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, Iterable, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -271,9 +271,46 @@ pub(crate) async fn cancel_queued<C: ConnectionTrait>(
 /// Jobs at least this large refresh PostgreSQL's planner statistics after they are inserted.
 const ANALYZE_AFTER: usize = 10_000;
 
+/// Columns of a new person that differ between people: bound as parameters, in this order.
+const NEW_PERSON_BOUND: [person::Column; 11] = [
+    person::Column::Id,
+    person::Column::JobId,
+    person::Column::Ordinal,
+    person::Column::Input,
+    person::Column::PersonKey,
+    person::Column::DupOf,
+    person::Column::HasDups,
+    person::Column::State,
+    person::Column::LastError,
+    person::Column::CreatedAt,
+    person::Column::UpdatedAt,
+];
+
+/// Columns every new person starts with the same value in, written as SQL literals: binding half
+/// the values makes a 100,000-person insert markedly cheaper (sea-query and sqlx spend more per
+/// bound value than SQLite does per row).
+const NEW_PERSON_LITERAL: [(person::Column, &str); 10] = [
+    (person::Column::ApolloId, "NULL"),
+    (person::Column::BatchId, "NULL"),
+    (person::Column::Record, "NULL"),
+    (person::Column::ExpectPhone, "FALSE"),
+    (person::Column::ExpectWaterfall, "FALSE"),
+    (person::Column::GotPhone, "FALSE"),
+    (person::Column::GotWaterfall, "FALSE"),
+    (person::Column::MissingParts, "NULL"),
+    (person::Column::CreditsMicros, "0"),
+    (person::Column::AwaitingSince, "NULL"),
+];
+
 /// Rows per multi-row insert: under SQLite's 32,766 bound parameters (PostgreSQL allows 65,535).
-fn rows_per_insert() -> usize {
-    32_000 / person::Column::iter().count()
+const ROWS_PER_INSERT: usize = 32_000 / NEW_PERSON_BOUND.len();
+
+/// A multi-row insert of new people, ready for their values.
+fn new_people_insert() -> InsertStatement {
+    let mut stmt = Query::insert();
+    stmt.into_table(person::Entity)
+        .columns(NEW_PERSON_BOUND.into_iter().chain(NEW_PERSON_LITERAL.iter().map(|(c, _)| *c)));
+    stmt
 }
 
 impl Store {
@@ -369,39 +406,35 @@ impl Store {
                 .ok_or_else(|| StoreError::NotFound(format!("job for idempotency key {key:?}")));
         }
 
-        let chunk = rows_per_insert();
-        let mut rows = Vec::with_capacity(chunk.min(n));
+        let mut insert = new_people_insert();
+        let mut rows = 0;
         for (i, input) in new.people.into_iter().enumerate() {
             let state = if keys[i].is_some() { PersonState::Queued } else { PersonState::Invalid };
-            let row = person::Model {
-                id: ids[i],
-                job_id,
-                ordinal: i as i64,
-                input,
-                person_key: keys[i].take(),
-                dup_of: dup_of[i],
-                has_dups: has_dups[i],
-                state: state.as_str().to_owned(),
-                apollo_id: None,
-                batch_id: None,
-                record: None,
-                expect_phone: false,
-                expect_waterfall: false,
-                got_phone: false,
-                got_waterfall: false,
-                missing_parts: None,
-                credits_micros: 0,
-                last_error: (state == PersonState::Invalid).then(|| "no usable identifier".to_owned()),
-                awaiting_since: None,
-                created_at: now,
-                updated_at: now,
-            };
-            rows.push(row.into_active_model().reset_all());
-            if rows.len() == chunk {
-                person::Entity::insert_many(std::mem::take(&mut rows)).exec_without_returning(&txn).await?;
+            let last_error = (state == PersonState::Invalid).then(|| "no usable identifier".to_owned());
+            // In the order of NEW_PERSON_BOUND, then the literals.
+            let bound: [Expr; 11] = [
+                ids[i].into(),
+                job_id.into(),
+                (i as i64).into(),
+                input.into(),
+                keys[i].take().into(),
+                dup_of[i].into(),
+                has_dups[i].into(),
+                state.as_str().into(),
+                last_error.into(),
+                now.into(),
+                now.into(),
+            ];
+            insert.values_panic(bound.into_iter().chain(NEW_PERSON_LITERAL.iter().map(|(_, lit)| Expr::cust(*lit))));
+            rows += 1;
+            if rows == ROWS_PER_INSERT {
+                txn.execute(&std::mem::replace(&mut insert, new_people_insert())).await?;
+                rows = 0;
             }
         }
-        person::Entity::insert_many(rows).exec_without_returning(&txn).await?;
+        if rows > 0 {
+            txn.execute(&insert).await?;
+        }
         if valid == 0 {
             finish_if_done(&txn, job_id, now).await?;
         }
@@ -516,5 +549,22 @@ impl Store {
         let counts = recount(&txn, job_id).await?;
         txn.commit().await?;
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{IdenStatic, Iterable};
+
+    use super::*;
+
+    #[test]
+    fn a_new_person_names_every_column_once() {
+        let mut named: Vec<&str> =
+            NEW_PERSON_BOUND.iter().chain(NEW_PERSON_LITERAL.iter().map(|(c, _)| c)).map(|c| c.as_str()).collect();
+        let mut all: Vec<&str> = person::Column::iter().map(|c| c.as_str()).collect();
+        named.sort_unstable();
+        all.sort_unstable();
+        assert_eq!(named, all);
     }
 }
