@@ -126,10 +126,31 @@ impl Store {
         received_at: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<StoredDelivery>>> {
         let received_at = ts(received_at);
-        let (txn, _gate) = self.write_txn().await?;
+        // Keys and rows before taking the writer: canonicalising and hashing bodies is CPU work
+        // that need not hold SQLite's single writer.
+        let rows: Vec<inbound_delivery::Model> = items
+            .iter()
+            .map(|(batch_id, body)| {
+                let canonical = canonical_json(body);
+                inbound_delivery::Model {
+                    id: new_id(),
+                    batch_id: *batch_id,
+                    dedup_key: sha256_hex(&[batch_id.as_bytes(), canonical.as_deref().unwrap_or(body)]),
+                    body: body.to_vec(),
+                    received_at,
+                    state: DeliveryState::Pending.as_str().to_owned(),
+                    kind: None,
+                    credits_micros: 0,
+                    parse_error: None,
+                    processed_at: None,
+                }
+            })
+            .collect();
         let mut batch_ids: Vec<Uuid> = items.iter().map(|(b, _)| *b).collect();
         batch_ids.sort();
         batch_ids.dedup();
+
+        let (txn, _gate) = self.write_txn().await?;
         let existing: HashSet<Uuid> = batch::Entity::find()
             .select_only()
             .column(batch::Column::Id)
@@ -139,47 +160,42 @@ impl Store {
             .await?
             .into_iter()
             .collect();
-        let mut out = Vec::with_capacity(items.len());
-        for (batch_id, body) in items {
-            if !existing.contains(batch_id) {
-                out.push(Err(StoreError::NotFound(format!("batch {batch_id}"))));
-                continue;
-            }
-            let canonical = canonical_json(body);
-            let dedup_key = sha256_hex(&[batch_id.as_bytes(), canonical.as_deref().unwrap_or(body)]);
-            let id = new_id();
-            let row = inbound_delivery::Model {
-                id,
-                batch_id: *batch_id,
-                dedup_key: dedup_key.clone(),
-                body: body.to_vec(),
-                received_at,
-                state: DeliveryState::Pending.as_str().to_owned(),
-                kind: None,
-                credits_micros: 0,
-                parse_error: None,
-                processed_at: None,
-            };
-            let inserted = inbound_delivery::Entity::insert(row.into_active_model().reset_all())
+        let known: Vec<&inbound_delivery::Model> = rows.iter().filter(|r| existing.contains(&r.batch_id)).collect();
+        // One multi-row insert; a key already stored (or earlier in this group) keeps its first row.
+        for chunk in known.chunks(1000) {
+            inbound_delivery::Entity::insert_many(chunk.iter().map(|r| (*r).clone().into_active_model().reset_all()))
                 .on_conflict(OnConflict::column(inbound_delivery::Column::DedupKey).do_nothing().to_owned())
                 .exec_without_returning(&txn)
                 .await?;
-            if inserted == 1 {
-                out.push(Ok(StoredDelivery::Stored { id }));
-                continue;
-            }
-            let earlier: Option<Uuid> = inbound_delivery::Entity::find()
+        }
+        let mut keys: Vec<&str> = known.iter().map(|r| r.dedup_key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut stored: HashMap<String, Uuid> = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(1000) {
+            let found: Vec<(Uuid, String)> = inbound_delivery::Entity::find()
                 .select_only()
                 .column(inbound_delivery::Column::Id)
-                .filter(inbound_delivery::Column::DedupKey.eq(dedup_key))
+                .column(inbound_delivery::Column::DedupKey)
+                .filter(inbound_delivery::Column::DedupKey.is_in(chunk.iter().copied()))
                 .into_tuple()
-                .one(&txn)
+                .all(&txn)
                 .await?;
-            out.push(match earlier {
-                Some(id) => Ok(StoredDelivery::Duplicate { id }),
-                None => Err(StoreError::NotFound("duplicate delivery vanished".into())),
-            });
+            stored.extend(found.into_iter().map(|(id, key)| (key, id)));
         }
+        let out = rows
+            .iter()
+            .map(|r| {
+                if !existing.contains(&r.batch_id) {
+                    return Err(StoreError::NotFound(format!("batch {}", r.batch_id)));
+                }
+                match stored.get(&r.dedup_key) {
+                    Some(&id) if id == r.id => Ok(StoredDelivery::Stored { id }),
+                    Some(&id) => Ok(StoredDelivery::Duplicate { id }),
+                    None => Err(StoreError::NotFound("duplicate delivery vanished".into())),
+                }
+            })
+            .collect();
         txn.commit().await?;
         Ok(out)
     }

@@ -12,6 +12,7 @@ use crate::store_tests;
 
 store_tests!(
     storing_the_same_delivery_twice_is_a_no_op,
+    a_group_of_deliveries_dedups_within_and_across_groups,
     delivery_before_the_answer_is_held_then_applied,
     delivery_only_touches_its_own_batch,
     applying_twice_does_not_double_count,
@@ -40,6 +41,29 @@ async fn storing_the_same_delivery_twice_is_a_no_op(store: Store) {
     assert!(matches!(other, StoredDelivery::Stored { .. }));
     let unknown = store.store_delivery(Uuid::now_v7(), &body, Utc::now()).await;
     assert!(matches!(unknown, Err(job_store::StoreError::NotFound(_))), "{unknown:?}");
+}
+
+async fn a_group_of_deliveries_dedups_within_and_across_groups(store: Store) {
+    store.create_job(job("acme", 1, phone_and_waterfall())).await.unwrap();
+    let b = claim(&store).await;
+    let phone = phone_body(&[apollo_id(b.people[0].person_id)], 8.0);
+    let earlier = store.store_delivery(b.batch_id, b"{\"people\": []}", Utc::now()).await.unwrap();
+    // Reordered keys and spacing are the same delivery.
+    let same_as_earlier: &[u8] = b"{ \"people\" : [ ] }";
+    let unknown = Uuid::now_v7();
+    let items: Vec<(Uuid, &[u8])> =
+        vec![(b.batch_id, &phone), (unknown, &phone), (b.batch_id, &phone), (b.batch_id, same_as_earlier)];
+    let got = store.store_deliveries(&items, Utc::now()).await.unwrap();
+    assert_eq!(got.len(), 4);
+    let first = match &got[0] {
+        Ok(StoredDelivery::Stored { id }) => *id,
+        other => panic!("expected Stored, got {other:?}"),
+    };
+    assert!(matches!(got[1], Err(job_store::StoreError::NotFound(_))), "{:?}", got[1]);
+    assert_eq!(got[2].as_ref().unwrap(), &StoredDelivery::Duplicate { id: first });
+    assert_eq!(got[3].as_ref().unwrap(), &StoredDelivery::Duplicate { id: earlier.id() });
+    let pending = store.pending_deliveries(10).await.unwrap();
+    assert!(pending.is_empty(), "held until the answer: {pending:?}");
 }
 
 async fn delivery_before_the_answer_is_held_then_applied(store: Store) {
