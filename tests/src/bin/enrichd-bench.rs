@@ -363,7 +363,11 @@ const CHANGES: &str = "## Changes made from these measurements\n\n\
   configuration).\n\
 - Job validation cloned every person while the decoded body was still held, so a 100,000-person POST held the \
   people twice (+210 MiB at the peak); `validate_job_owned` consumes the body and cleans each person by moving its \
-  strings: the POST's peak went from 249 to about 175 MiB for the whole process, and validation from 0.19 to 0.09 s.";
+  strings: the POST's peak went from 249 to about 175 MiB for the whole process, and validation from 0.19 to 0.09 s.\n\
+- `create_job` bound all 21 columns of every new person; it now binds the 11 that differ and writes the rest as \
+  literals: about 15 % off the step (section 5b, relative to decoding the same body).\n\
+- Webhook deliveries are stored by group commit (one transaction for all deliveries waiting, hashing outside the \
+  writer): no measurable change in section 4 (see what limits it).";
 
 // ---------------------------------------------------------------------------------------------
 // The children: one section each.
@@ -1173,15 +1177,19 @@ async fn ingest() -> anyhow::Result<Section> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     );
     let limits = format!(
-        "A delivery is durable because it is committed before the 200, one transaction per delivery, and on SQLite \
-         those transactions take turns on the one writer (the store's write gate) with the ingest worker's merges. \
-         The process used {cores:.2} cores: the rest is waiting for the writer. With {INGEST_CONNECTIONS} requests in \
-         flight, the latency is that queue (p50 ≈ connections ÷ throughput = {:.1} ms). The store alone writes a \
-         delivery in about 0.2 ms sequentially on this machine (`cargo bench -p job-store --bench store_bench`, \
-         `store_delivery`), which caps a one-transaction-per-delivery design near 4,500/s before HTTP, the token \
-         check and the merges take their share. 5,000/s on SQLite needs group commit: the deliveries that arrive \
-         together stored in one transaction, each answered 200 after that commit — a change of the store and the \
-         route beyond this issue. PostgreSQL has no single writer but pays a network round trip per statement.",
+        "A delivery is durable because it is committed before the 200. The route hands it to one writer task \
+         (`worker::ingest::DeliveryWriter`) that commits every delivery waiting at that moment in one transaction \
+         (group commit: canonical hashing before the writer is taken, one multi-row insert, one lookup of the keys), \
+         and answers each request after that commit; on SQLite that transaction takes turns on the one writer (the \
+         store's write gate, FIFO) with the ingest worker's merges, one transaction per delivery. Group commit did \
+         not move this figure (1,860–1,940/s before it with one transaction per delivery, on a faster state of this \
+         machine: the bare handler then answered 39,000–43,000 req/s; the ratio to the bare handler stayed at \
+         0.05). The process used {cores:.2} cores, so the limit is waiting, not CPU; with {INGEST_CONNECTIONS} requests \
+         in flight the latency is that queue (p50 ≈ connections ÷ throughput = {:.1} ms). Not yet located: the \
+         candidates are the merges' turns on the write gate (the merge worker still applies one delivery per \
+         transaction, about fifteen statements, and falls behind: see the pending counts), and the token lookup, a \
+         read on the same eight-connection pool. Measuring those two separately is the next step; PostgreSQL has no \
+         single writer but pays a network round trip per statement.",
         INGEST_CONNECTIONS as f64 / rate * 1000.0,
     );
     Ok(Section { key: "4".into(), title: "4. Webhook ingest".into(), rows, details, limits, ..Section::default() })
@@ -1375,8 +1383,11 @@ async fn size() -> anyhow::Result<Section> {
          sea-orm and sqlx (section 5b times it alone). Profiling that step, SQLite's own execution is about a tenth \
          of it; building the multi-row statements and converting the values (sea-query, sqlx) and glibc \
          malloc/free (about a third of the samples) take the rest; the insert chunk size (50 to 1,500 rows) \
-         makes no difference. Under 2 s needs fewer bound values per person (most columns are constants at \
-         creation and could come from column defaults) — a store change beyond this issue.",
+         makes no difference. Binding only the eleven columns that differ between new people (the other ten are \
+         SQL literals) took the step from 17 to 14–15 times the time of decoding the body (section 5b, measured \
+         on this machine in both states). What remains is per bound value and per row in sea-query and sqlx; \
+         under 2 s on this machine needs a leaner path for the one big insert (a prepared single-row statement \
+         executed per person in the transaction, or SQLite's carray/JSON table functions), not tried yet.",
         post.as_secs_f64(),
         refused_in.as_secs_f64(),
     );
