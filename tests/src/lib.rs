@@ -14,6 +14,29 @@ use serde_json::Value;
 
 /// The client key every test app accepts.
 pub const CLIENT_KEY: &str = "e2e-client-key";
+/// The second client's API key, to check that clients only see their own jobs.
+pub const OTHER_KEY: &str = "other-client-key";
+
+/// Runs each scenario (an `async fn(Backend)` in scope) as two tests, `<scenario>::sqlite` and
+/// `<scenario>::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($scenario:ident),+ $(,)?) => {$(
+        mod $scenario {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario($crate::Backend::Sqlite).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$scenario($crate::Backend::Postgres).await;
+            }
+        }
+    )+};
+}
 
 static PG_ADMIN_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
@@ -202,7 +225,7 @@ impl TestApp {
         let receiver = CallbackReceiver::start(signer).await?;
         let mut config =
             demo_config(db.url.clone(), sim.url().to_string(), &sim.config().api_key, &signing_text, minute);
-        config.api_keys = Some(enrichd::startup::secret(&format!("e2e={CLIENT_KEY},other=other-client-key")));
+        config.api_keys = Some(enrichd::startup::secret(&format!("e2e={CLIENT_KEY},other={OTHER_KEY}")));
         config.callback_schedule = enrichd::config::Schedule(vec![Duration::from_millis(100); 4]);
         tweak(&mut config);
         let mut app = Application::build(config).await?;

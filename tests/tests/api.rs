@@ -6,14 +6,12 @@
 use std::time::Duration;
 
 use apollo_sim::SimConfig;
-use e2e_tests::{Backend, CLIENT_KEY, TestApp, fast_sim};
+use e2e_tests::{Backend, CLIENT_KEY, OTHER_KEY, TestApp, fast_sim};
 use job_store::entities::{batch, callback_delivery, inbound_delivery, job, person};
 use reqwest::Method;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 
-/// The second client the harness configures.
-const OTHER_KEY: &str = "other-client-key";
 /// The body limit this file's app runs with.
 const MAX_BODY: usize = 16 * 1024;
 /// The people limit per job this file's app runs with.

@@ -5,34 +5,12 @@
 use std::time::{Duration, Instant};
 
 use apollo_sim::SimConfig;
-use e2e_tests::{Backend, CLIENT_KEY, TestApp, fast_sim};
+use e2e_tests::{Backend, CLIENT_KEY, OTHER_KEY, TestApp, fast_sim, on_both_backends};
 use job_store::entities::{batch, batch_person, inbound_delivery, person};
 use reqwest::Method;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect};
 use serde_json::{Value, json};
 use uuid::Uuid;
-
-/// The second client the harness configures.
-const OTHER_KEY: &str = "other-client-key";
-
-/// Runs each scenario as two tests, `<scenario>::sqlite` and `<scenario>::postgres`.
-macro_rules! on_both_backends {
-    ($($scenario:ident),+ $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$scenario(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$scenario(Backend::Postgres).await;
-            }
-        }
-    )+};
-}
 
 on_both_backends!(delete_erases_personal_data_and_keeps_counters, delete_a_running_job, retention_purges_finished_jobs);
 

@@ -6,33 +6,11 @@ use std::time::{Duration, Instant};
 
 use apollo_client::Credits;
 use apollo_sim::SimConfig;
-use e2e_tests::{Backend, CLIENT_KEY, TestApp, fast_sim};
+use e2e_tests::{Backend, CLIENT_KEY, OTHER_KEY, TestApp, fast_sim, on_both_backends};
 use enrichd::core::records::detail_of;
 use job_store::entities::{inbound_delivery, job, person};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
-
-/// The second client the harness configures.
-const OTHER_KEY: &str = "other-client-key";
-
-/// Runs each scenario as two tests, `<scenario>::sqlite` and `<scenario>::postgres`.
-macro_rules! on_both_backends {
-    ($($scenario:ident),+ $(,)?) => {$(
-        mod $scenario {
-            use super::*;
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$scenario(Backend::Sqlite).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$scenario(Backend::Postgres).await;
-            }
-        }
-    )+};
-}
 
 on_both_backends!(idempotent_submit, cancel, pause_on_exhausted_credits_and_resume, one_person_callback, poll_only);
 
