@@ -1399,7 +1399,7 @@ async fn size() -> anyhow::Result<Section> {
 async fn post_breakdown() -> anyhow::Result<Section> {
     use enrichd::core::callback_url::CallbackPolicy;
     use enrichd::core::validate::validate_job_owned;
-    use job_store::{JobOptions, NewJob, Store};
+    use job_store::Store;
 
     let start = proc_status_kib("VmRSS:");
     let body = big_body(BIG_JOB, "http://127.0.0.1:9/callback");
@@ -1432,20 +1432,7 @@ async fn post_breakdown() -> anyhow::Result<Section> {
     let store = Store::connect(&db.url).await?;
     let before = reset();
     let t = Instant::now();
-    let new = NewJob {
-        client: "bench".into(),
-        idempotency_key: None,
-        options: JobOptions {
-            reveal_personal_emails: job.reveal_personal_emails,
-            reveal_phone_number: job.reveal_phone_number,
-            run_waterfall_email: job.run_waterfall_email,
-            run_waterfall_phone: job.run_waterfall_phone,
-        },
-        callback_url: job.callback_url,
-        metadata: job.metadata,
-        people: job.people,
-    };
-    store.create_job(new).await?;
+    store.create_job(job.into_new_job("bench".into(), None)).await?;
     step("`create_job`: hash, keys, one transaction of 100,000 rows (SQLite)", t, before);
     store.close().await?;
     db.drop_db().await;

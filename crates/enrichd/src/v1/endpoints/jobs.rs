@@ -1,7 +1,6 @@
 //! `/v1/jobs`: submit, read, page people, list, cancel, erase, redeliver the callback.
 
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
-use job_store::{JobOptions, NewJob};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
@@ -56,22 +55,7 @@ pub async fn create(
             details: json!(problems),
         },
     )?;
-    let created = state
-        .store
-        .create_job(NewJob {
-            client: client.0,
-            idempotency_key,
-            options: JobOptions {
-                reveal_personal_emails: job.reveal_personal_emails,
-                reveal_phone_number: job.reveal_phone_number,
-                run_waterfall_email: job.run_waterfall_email,
-                run_waterfall_phone: job.run_waterfall_phone,
-            },
-            callback_url: job.callback_url,
-            metadata: job.metadata,
-            people: job.people,
-        })
-        .await?;
+    let created = state.store.create_job(job.into_new_job(client.0, idempotency_key)).await?;
     state.wake.dispatch.notify_one();
     let mut resp = HttpResponse::Accepted();
     if created.existing {
