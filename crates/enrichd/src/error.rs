@@ -4,6 +4,8 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Value, json};
 
+use crate::worker::ingest::WriteError;
+
 /// Everything a handler can answer with besides success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -107,11 +109,11 @@ impl From<job_store::StoreError> for ApiError {
     }
 }
 
-impl From<crate::worker::ingest::WriteError> for ApiError {
-    fn from(e: crate::worker::ingest::WriteError) -> Self {
+impl From<WriteError> for ApiError {
+    fn from(e: WriteError) -> Self {
         match e {
-            crate::worker::ingest::WriteError::Store(s) => s.into(),
-            crate::worker::ingest::WriteError::Failed(m) => {
+            WriteError::Store(s) => s.into(),
+            WriteError::Failed(m) => {
                 tracing::warn!(error = %m, "delivery not stored");
                 ApiError::Unavailable("the delivery could not be stored; retry shortly".into())
             }

@@ -160,15 +160,24 @@ impl Store {
             .await?
             .into_iter()
             .collect();
-        let known: Vec<&inbound_delivery::Model> = rows.iter().filter(|r| existing.contains(&r.batch_id)).collect();
-        // One multi-row insert; a key already stored (or earlier in this group) keeps its first row.
-        for chunk in known.chunks(1000) {
-            inbound_delivery::Entity::insert_many(chunk.iter().map(|r| (*r).clone().into_active_model().reset_all()))
+        // What each result needs; the rows themselves (bodies included) move into the insert.
+        let identities: Vec<(Uuid, Uuid, String)> =
+            rows.iter().map(|r| (r.id, r.batch_id, r.dedup_key.clone())).collect();
+        let mut known: Vec<inbound_delivery::ActiveModel> = rows
+            .into_iter()
+            .filter(|r| existing.contains(&r.batch_id))
+            .map(|r| r.into_active_model().reset_all())
+            .collect();
+        // Multi-row inserts; a key already stored (or earlier in this group) keeps its first row.
+        while !known.is_empty() {
+            let chunk = known.drain(..known.len().min(1000));
+            inbound_delivery::Entity::insert_many(chunk)
                 .on_conflict(OnConflict::column(inbound_delivery::Column::DedupKey).do_nothing().to_owned())
                 .exec_without_returning(&txn)
                 .await?;
         }
-        let mut keys: Vec<&str> = known.iter().map(|r| r.dedup_key.as_str()).collect();
+        let mut keys: Vec<&str> =
+            identities.iter().filter(|(_, b, _)| existing.contains(b)).map(|(_, _, k)| k.as_str()).collect();
         keys.sort_unstable();
         keys.dedup();
         let mut stored: HashMap<String, Uuid> = HashMap::with_capacity(keys.len());
@@ -183,14 +192,14 @@ impl Store {
                 .await?;
             stored.extend(found.into_iter().map(|(id, key)| (key, id)));
         }
-        let out = rows
+        let out = identities
             .iter()
-            .map(|r| {
-                if !existing.contains(&r.batch_id) {
-                    return Err(StoreError::NotFound(format!("batch {}", r.batch_id)));
+            .map(|(row_id, batch_id, key)| {
+                if !existing.contains(batch_id) {
+                    return Err(StoreError::NotFound(format!("batch {batch_id}")));
                 }
-                match stored.get(&r.dedup_key) {
-                    Some(&id) if id == r.id => Ok(StoredDelivery::Stored { id }),
+                match stored.get(key) {
+                    Some(&id) if id == *row_id => Ok(StoredDelivery::Stored { id }),
                     Some(&id) => Ok(StoredDelivery::Duplicate { id }),
                     None => Err(StoreError::NotFound("duplicate delivery vanished".into())),
                 }

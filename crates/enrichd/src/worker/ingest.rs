@@ -1,4 +1,5 @@
-//! The ingest worker: parses stored deliveries and merges them into people.
+//! Ingest: the delivery writer that stores what the webhook route receives (group commit), and
+//! the worker that parses stored deliveries and merges them into people.
 //!
 //! The webhook route only stores and answers; parsing and merging happen here, so Apollo never
 //! waits on a merge, and a delivery that came before its batch's synchronous answer simply stays
@@ -85,12 +86,6 @@ struct Pending {
 #[derive(Clone, Debug)]
 pub struct DeliveryWriter {
     tx: mpsc::Sender<Pending>,
-}
-
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending").field("batch_id", &self.batch_id).field("bytes", &self.body.len()).finish()
-    }
 }
 
 impl DeliveryWriter {
