@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20250101_000001_initial;
 mod m20250601_000002_erasure;
+mod m20251201_000004_lifecycle;
 
 /// Applies the enrichd migrations in order.
 pub struct Migrator;
@@ -15,6 +16,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20250101_000001_initial::Migration), Box::new(m20250601_000002_erasure::Migration)]
+        vec![
+            Box::new(m20250101_000001_initial::Migration),
+            Box::new(m20250601_000002_erasure::Migration),
+            Box::new(m20251201_000004_lifecycle::Migration),
+        ]
     }
 }

@@ -115,6 +115,11 @@ pub enum ApolloError {
     },
 }
 
+/// How [`ApolloError::from_transport`] names what happened (its message starts with one).
+const CONNECT_FAILED: &str = "connection failed";
+const TIMEOUT: &str = "timeout";
+const TRANSPORT: &str = "transport error";
+
 impl ApolloError {
     /// Classifies a non-success answer.
     pub fn from_response(status: u16, limits: RateLimit, body: &str) -> ApolloError {
@@ -139,12 +144,13 @@ impl ApolloError {
     /// Classifies a transport error (no answer, or the answer could not be read). The URL is left
     /// out of the message: its query carries our webhook token.
     pub fn from_transport(e: reqwest::Error) -> ApolloError {
-        let kind = if e.is_timeout() {
-            "timeout"
-        } else if e.is_connect() {
-            "connection failed"
+        // A failed connection never reached Apollo; anything later may have.
+        let kind = if e.is_connect() {
+            CONNECT_FAILED
+        } else if e.is_timeout() {
+            TIMEOUT
         } else {
-            "transport error"
+            TRANSPORT
         };
         let status = e.status().map(|s| s.as_u16());
         let e = e.without_url();
@@ -155,6 +161,21 @@ impl ApolloError {
             source = cause.source();
         }
         ApolloError::Transient { status, message }
+    }
+
+    /// Whether Apollo may have received, run and charged the request although no usable answer
+    /// came: a timeout or transport error after connecting, a 502 or 504 (a gateway lost the
+    /// answer), a success whose body could not be read. A retry of such a call may be charged
+    /// twice, and its webhooks may still come.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            ApolloError::Undecodable { .. } => true,
+            ApolloError::Transient { status: Some(s), .. } => matches!(s, 502 | 504) || (200..300).contains(s),
+            ApolloError::Transient { status: None, message } => {
+                message.starts_with(TIMEOUT) || message.starts_with(TRANSPORT)
+            }
+            _ => false,
+        }
     }
 
     /// Whether dispatch as a whole must stop until an operator acts (bad key, no credits).
@@ -174,6 +195,22 @@ impl ApolloError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn calls_that_may_have_been_charged_are_told_apart() {
+        let t = |status, message: &str| ApolloError::Transient { status, message: message.into() };
+        assert!(t(Some(502), "bad gateway").outcome_unknown());
+        assert!(t(Some(504), "gateway timeout").outcome_unknown());
+        assert!(!t(Some(500), "boom").outcome_unknown(), "a 500 is Apollo's own refusal");
+        assert!(!t(Some(503), "unavailable").outcome_unknown());
+        assert!(t(None, "timeout: operation timed out").outcome_unknown());
+        assert!(t(None, "transport error: connection reset").outcome_unknown());
+        assert!(!t(None, "connection failed: refused").outcome_unknown(), "never reached Apollo");
+        assert!(!t(None, "building request: bad url").outcome_unknown());
+        assert!(ApolloError::Undecodable { status: 200, message: "eof".into() }.outcome_unknown());
+        let body = Box::new(ErrorBody::parse("{}"));
+        assert!(!ApolloError::InvalidRequest { status: 422, body }.outcome_unknown());
+    }
 
     fn example(name: &str) -> String {
         std::fs::read_to_string(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()

@@ -119,6 +119,12 @@ impl PhoneEnrichment {
     pub fn pending(&self) -> bool {
         self.status.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("pending"))
     }
+
+    /// Whether Apollo skipped this request's reveal: an earlier request is enriching these
+    /// people and delivers their phones instead.
+    pub fn skipped(&self) -> bool {
+        self.status.as_deref().is_some_and(|s| s.eq_ignore_ascii_case("skipped"))
+    }
 }
 
 /// A person object from `matches`: the fields we use, and the whole raw object.

@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::{Value, json};
 
-use crate::worker::ingest::WriteError;
+use crate::delivery_writer::WriteError;
 
 /// Everything a handler can answer with besides success.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod core;
+pub mod delivery_writer;
 pub mod demo;
 pub mod error;
 pub mod startup;

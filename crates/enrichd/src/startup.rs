@@ -72,7 +72,7 @@ impl Application {
         }
         let listener = TcpListener::bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
         let state = AppState {
-            deliveries: crate::worker::ingest::DeliveryWriter::start(store.clone()),
+            deliveries: crate::delivery_writer::DeliveryWriter::start(store.clone()),
             store,
             config: Arc::new(config),
             apollo,

@@ -86,5 +86,5 @@ pub struct AppState {
     /// This process's name in leases.
     pub owner: String,
     /// Group-commit writer of webhook deliveries.
-    pub deliveries: crate::worker::ingest::DeliveryWriter,
+    pub deliveries: crate::delivery_writer::DeliveryWriter,
 }

@@ -209,6 +209,7 @@ async fn run(backend: &str) {
 fn outcome(b: &job_store::ClaimedBatch, expect_phone: bool) -> SyncOutcome {
     SyncOutcome {
         batch_id: b.batch_id,
+        claim: b.claims,
         http_status: 200,
         request_id: Some(42),
         phone_request_id: None,
@@ -224,6 +225,7 @@ fn outcome(b: &job_store::ClaimedBatch, expect_phone: bool) -> SyncOutcome {
                 facts: PersonFacts::default(),
                 fields: json!({"title": "CTO", "city": "Austin"}),
                 expect_phone,
+                phone_elsewhere: false,
                 expect_waterfall: false,
                 credits: Credits::whole(1),
             })

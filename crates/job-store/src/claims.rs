@@ -16,15 +16,18 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::counters::Tally;
-use crate::entities::{batch, batch_person, inbound_delivery, job, person};
+use crate::entities::{batch, batch_person, job, person};
+use crate::lifecycle::Event;
 use crate::people::move_primaries;
 use crate::{
-    BatchState, DeliveryState, JobOptions, JobState, PersonState, Store, StoreError, StoreResult, dispatcher, hex,
-    new_id, ts,
+    BatchState, JobOptions, JobState, PersonState, Store, StoreError, StoreResult, dispatcher, hex, new_id, ts,
 };
 
 /// People per Apollo call (the `bulk_match` limit).
 pub const BATCH_SIZE: usize = 10;
+
+/// Counted attempts after which a batch is given up whatever the dispatcher's own limit.
+pub const MAX_ATTEMPTS: i32 = 12;
 
 /// How many candidate jobs one claim looks at before it gives up filling the batch.
 const CANDIDATE_JOBS: u64 = 64;
@@ -92,6 +95,8 @@ pub struct BatchView {
     pub http_status: Option<i32>,
     /// The raw synchronous response.
     pub response: Option<Value>,
+    /// The response byte for byte, when `response` had to be sanitized to be stored.
+    pub response_body: Option<Vec<u8>>,
     /// Credits of the call and its deliveries.
     pub credits: Credits,
     /// Last error.
@@ -175,26 +180,142 @@ impl Store {
         count_attempt: bool,
         error: &str,
     ) -> StoreResult<bool> {
-        let _gate = self.write_gate().await;
-        let now = crate::now();
-        let res = batch::Entity::update_many()
-            .filter(batch::Column::Id.eq(batch_id))
-            .filter(batch::Column::State.eq(BatchState::Submitting.as_str()))
-            .col_expr(batch::Column::State, Expr::value(BatchState::RetryWait.as_str()))
-            .col_expr(batch::Column::NextAttemptAt, Expr::value(ts(at)))
-            .col_expr(batch::Column::CountNextAttempt, Expr::value(count_attempt))
-            .col_expr(batch::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(batch::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
-            .col_expr(batch::Column::LastError, Expr::value(error))
-            .col_expr(batch::Column::UpdatedAt, Expr::value(now))
-            .exec(&self.db)
-            .await?;
-        if res.rows_affected == 0 && batch::Entity::find_by_id(batch_id).one(&self.db).await?.is_none() {
-            return Err(StoreError::NotFound(format!("batch {batch_id}")));
-        }
-        Ok(res.rows_affected == 1)
+        let (txn, _gate) = self.write_txn().await?;
+        let retried = retry_in(&txn, batch_id, at, count_attempt, error).await?;
+        txn.commit().await?;
+        Ok(retried)
     }
 
+    /// [`Store::schedule_retry`] (a counted attempt) of a call whose outcome is unknown — a
+    /// timeout after sending, a 502/504, an unreadable 200: Apollo may have charged it and may
+    /// still deliver for it, so every job with people in it gets `possible_double_charges + 1`
+    /// in the same transaction. Returns `false` if the batch was not `submitting`.
+    pub async fn retry_unknown_outcome(&self, batch_id: Uuid, at: DateTime<Utc>, error: &str) -> StoreResult<bool> {
+        let now = crate::now();
+        let (txn, _gate) = self.write_txn().await?;
+        if !retry_in(&txn, batch_id, at, true, error).await? {
+            return Ok(false);
+        }
+        let mut tally = Tally::default();
+        for j in jobs_in_batch(&txn, batch_id).await? {
+            tally.possible_double_charge(j);
+        }
+        tally.flush(&txn, now).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Splits a `submitting` batch that Apollo refused into two halves (in `details` order), both
+    /// due now without counting an attempt, so the refused detail ends alone and only its person
+    /// fails. The first half keeps the batch; the second gets a new one. Returns the new batch's
+    /// id, or `None` if the batch was not `submitting` or holds fewer than two people.
+    pub async fn split_batch(&self, batch_id: Uuid, error: &str) -> StoreResult<Option<Uuid>> {
+        let now = crate::now();
+        let (txn, _gate) = self.write_txn().await?;
+        let Some(b) = batch::Entity::find_by_id(batch_id).lock(LockType::Update).one(&txn).await? else {
+            return Err(StoreError::NotFound(format!("batch {batch_id}")));
+        };
+        let people: Vec<person::Model> =
+            members(&txn, batch_id).await?.into_iter().filter(|p| p.state == PersonState::Submitted.as_str()).collect();
+        if b.state != BatchState::Submitting.as_str() || people.len() < 2 {
+            return Ok(None);
+        }
+        let second = &people[people.len() / 2..];
+        let new_batch = new_id();
+        let row = batch::Model {
+            id: new_batch,
+            flags: b.flags,
+            state: BatchState::RetryWait.as_str().to_owned(),
+            size: second.len() as i32,
+            attempt: b.attempt,
+            claims: b.claims,
+            count_next_attempt: false,
+            next_attempt_at: Some(now),
+            lease_owner: None,
+            lease_expires_at: None,
+            webhook_secret: new_secret()?,
+            request_id: None,
+            phone_request_id: None,
+            http_status: None,
+            response: None,
+            credits_micros: 0,
+            last_error: crate::sync::storable_text(Some(format!("split from batch {batch_id}: {error}"))),
+            created_at: now,
+            updated_at: now,
+            submitted_at: None,
+            answered_claim: None,
+            sync_credits_micros: 0,
+            next_poll_at: None,
+            polls: 0,
+            response_body: None,
+        };
+        batch::Entity::insert(row.into_active_model().reset_all()).exec_without_returning(&txn).await?;
+        let rows = second.iter().enumerate().map(|(i, p)| {
+            batch_person::Model { batch_id: new_batch, person_id: p.id, job_id: p.job_id, position: i as i32 }
+                .into_active_model()
+                .reset_all()
+        });
+        batch_person::Entity::insert_many(rows).exec_without_returning(&txn).await?;
+        person::Entity::update_many()
+            .filter(person::Column::Id.is_in(second.iter().map(|p| p.id)))
+            .col_expr(person::Column::BatchId, Expr::value(new_batch))
+            .col_expr(person::Column::UpdatedAt, Expr::value(now))
+            .exec(&txn)
+            .await?;
+        // The first half stays here: it keeps the membership rows of the moved people as the
+        // record of the refused call, but `members` reads only people still pointing here.
+        batch::Entity::update_many()
+            .filter(batch::Column::Id.eq(batch_id))
+            .col_expr(batch::Column::Size, Expr::value((people.len() - second.len()) as i32))
+            .exec(&txn)
+            .await?;
+        retry_in(&txn, batch_id, now, false, error).await?;
+        txn.commit().await?;
+        Ok(Some(new_batch))
+    }
+}
+
+/// Puts a `submitting` batch back to `retry_wait`, in the caller's transaction.
+async fn retry_in(
+    txn: &DatabaseTransaction,
+    batch_id: Uuid,
+    at: DateTime<Utc>,
+    count_attempt: bool,
+    error: &str,
+) -> StoreResult<bool> {
+    let now = crate::now();
+    let res = batch::Entity::update_many()
+        .filter(batch::Column::Id.eq(batch_id))
+        .filter(batch::Column::State.eq(BatchState::Submitting.as_str()))
+        .col_expr(batch::Column::State, Expr::value(BatchState::RetryWait.as_str()))
+        .col_expr(batch::Column::NextAttemptAt, Expr::value(ts(at)))
+        .col_expr(batch::Column::CountNextAttempt, Expr::value(count_attempt))
+        .col_expr(batch::Column::LeaseOwner, Expr::value(Option::<String>::None))
+        .col_expr(batch::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(batch::Column::LastError, Expr::value(crate::sync::storable_text(Some(error.to_owned()))))
+        .col_expr(batch::Column::UpdatedAt, Expr::value(now))
+        .exec(txn)
+        .await?;
+    if res.rows_affected == 0 && batch::Entity::find_by_id(batch_id).one(txn).await?.is_none() {
+        return Err(StoreError::NotFound(format!("batch {batch_id}")));
+    }
+    Ok(res.rows_affected == 1)
+}
+
+/// The jobs with people in a batch (its membership rows), in id order.
+async fn jobs_in_batch<C: ConnectionTrait>(db: &C, batch_id: Uuid) -> StoreResult<Vec<Uuid>> {
+    Ok(batch_person::Entity::find()
+        .select_only()
+        .column(batch_person::Column::JobId)
+        .distinct()
+        .filter(batch_person::Column::BatchId.eq(batch_id))
+        .order_by_asc(batch_person::Column::JobId)
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+impl Store {
     /// Batches whose lease ran out in `submitting` (a replica died mid-call): the outcome is
     /// unknown, so each goes to `retry_wait` due now (a counted attempt), and every job with people
     /// in it gets `possible_double_charges + 1`. Returns how many batches were released.
@@ -230,15 +351,7 @@ impl Store {
                 continue;
             }
             released += 1;
-            let jobs: Vec<Uuid> = batch_person::Entity::find()
-                .select_only()
-                .column(batch_person::Column::JobId)
-                .distinct()
-                .filter(batch_person::Column::BatchId.eq(id))
-                .into_tuple()
-                .all(&txn)
-                .await?;
-            for j in jobs {
+            for j in jobs_in_batch(&txn, id).await? {
                 tally.possible_double_charge(j);
             }
         }
@@ -248,10 +361,11 @@ impl Store {
     }
 
     /// Gives up on a batch: its people become `failed` with `reason`, counters and job completion
-    /// follow, and deliveries still pending for it are failed too. Returns `false` if the batch
-    /// already has its answer or already failed.
+    /// follow; deliveries for it are kept (their credits still count). Returns `false` if the
+    /// batch already has its answer or already failed.
     pub async fn fail_batch(&self, batch_id: Uuid, reason: &str) -> StoreResult<bool> {
         let now = crate::now();
+        let reason = crate::sync::storable_text(Some(reason.to_owned())).unwrap_or_default();
         let (txn, _gate) = self.write_txn().await?;
         let res = batch::Entity::update_many()
             .filter(batch::Column::Id.eq(batch_id))
@@ -261,7 +375,7 @@ impl Store {
                 BatchState::RetryWait.as_str(),
             ]))
             .col_expr(batch::Column::State, Expr::value(BatchState::Failed.as_str()))
-            .col_expr(batch::Column::LastError, Expr::value(reason))
+            .col_expr(batch::Column::LastError, Expr::value(reason.as_str()))
             .col_expr(batch::Column::LeaseOwner, Expr::value(Option::<String>::None))
             .col_expr(batch::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
             .col_expr(batch::Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
@@ -278,18 +392,9 @@ impl Store {
         let submitted: Vec<&person::Model> =
             people.iter().filter(|p| p.state == PersonState::Submitted.as_str()).collect();
         let mut tally = Tally::default();
-        move_primaries(&txn, &mut tally, &submitted, PersonState::Failed, None, Some(reason), now).await?;
-        inbound_delivery::Entity::update_many()
-            .filter(inbound_delivery::Column::BatchId.eq(batch_id))
-            .filter(inbound_delivery::Column::State.eq(DeliveryState::Pending.as_str()))
-            .col_expr(inbound_delivery::Column::State, Expr::value(DeliveryState::Failed.as_str()))
-            .col_expr(
-                inbound_delivery::Column::ParseError,
-                Expr::value(format!("batch failed before its answer was recorded: {reason}")),
-            )
-            .col_expr(inbound_delivery::Column::ProcessedAt, Expr::value(now))
-            .exec(&txn)
-            .await?;
+        move_primaries(&txn, &mut tally, &submitted, Event::Failed, None, Some(&reason), now).await?;
+        // Deliveries of its calls stay: they prove Apollo ran (and charged) a call whose answer
+        // never came, and ingest books their credits.
         tally.flush(&txn, now).await?;
         txn.commit().await?;
         Ok(true)
@@ -332,6 +437,7 @@ impl Store {
             phone_request_id: b.phone_request_id,
             http_status: b.http_status,
             response: b.response,
+            response_body: b.response_body,
             credits: Credits(b.credits_micros),
             last_error: b.last_error,
             created_at: b.created_at,
@@ -341,7 +447,30 @@ impl Store {
     }
 }
 
-/// Takes the longest-due `retry_wait` batch again, with the same people.
+/// The jobs of `people` that were cancelled or erased: their people are not sent again.
+async fn stopped_jobs(txn: &DatabaseTransaction, people: &[person::Model]) -> StoreResult<HashSet<Uuid>> {
+    let mut ids: Vec<Uuid> = people.iter().map(|p| p.job_id).collect();
+    ids.sort();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    Ok(job::Entity::find()
+        .select_only()
+        .column(job::Column::Id)
+        .filter(job::Column::Id.is_in(ids))
+        .filter(job::Column::CancelRequestedAt.is_not_null().or(job::Column::ErasedAt.is_not_null()))
+        .into_tuple::<Uuid>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// Takes the longest-due `retry_wait` batch again, with the same people (less those of jobs
+/// cancelled or erased since). A batch past [`MAX_ATTEMPTS`] fails instead: the backstop for
+/// calls that keep ending with an unknown outcome (lease expiries, answers that cannot be
+/// recorded), each of which may have been charged.
 async fn reclaim_retry(
     txn: &DatabaseTransaction,
     owner: &str,
@@ -361,30 +490,41 @@ async fn reclaim_retry(
         else {
             return Ok(None);
         };
-        let erased = crate::erase::erased_jobs_in_batch(txn, b.id).await?;
-        let (people, dropped): (Vec<person::Model>, Vec<person::Model>) = members(txn, b.id)
-            .await?
-            .into_iter()
-            .filter(|p| p.state == PersonState::Submitted.as_str())
-            .partition(|p| !erased.contains(&p.job_id));
+        let waiting: Vec<person::Model> =
+            members(txn, b.id).await?.into_iter().filter(|p| p.state == PersonState::Submitted.as_str()).collect();
+        let stopped = stopped_jobs(txn, &waiting).await?;
+        let (people, dropped): (Vec<person::Model>, Vec<person::Model>) =
+            waiting.into_iter().partition(|p| !stopped.contains(&p.job_id));
+        let mut tally = Tally::default();
         if !dropped.is_empty() {
-            // People of a job erased while their call was in flight: their input is gone, so they
-            // are cancelled rather than sent again.
-            let mut tally = Tally::default();
+            // People of a job cancelled or erased while their call waited for a retry: no later
+            // call may contain them (nor spend on them); they are cancelled.
             let refs: Vec<&person::Model> = dropped.iter().collect();
-            move_primaries(txn, &mut tally, &refs, PersonState::Cancelled, None, None, now).await?;
-            tally.flush(txn, now).await?;
+            move_primaries(txn, &mut tally, &refs, Event::Cancelled, None, None, now).await?;
         }
-        if people.is_empty() {
-            // Nothing left to send (should not happen: people wait in `submitted` with their batch).
+        let attempt = b.attempt + i32::from(b.count_next_attempt);
+        let give_up = (attempt > MAX_ATTEMPTS).then(|| {
+            format!(
+                "gave up after {} attempts whose outcome was unknown or failed: {}",
+                b.attempt,
+                b.last_error.clone().unwrap_or_default()
+            )
+        });
+        if let Some(reason) = &give_up {
+            let refs: Vec<&person::Model> = people.iter().collect();
+            move_primaries(txn, &mut tally, &refs, Event::Failed, None, Some(reason), now).await?;
+        }
+        tally.flush(txn, now).await?;
+        if people.is_empty() || give_up.is_some() {
             let mut am = b.into_active_model();
             am.state = sea_orm::Set(BatchState::Failed.as_str().to_owned());
-            am.last_error = sea_orm::Set(Some("retry found no people left in the batch".into()));
+            am.last_error =
+                sea_orm::Set(Some(give_up.unwrap_or_else(|| "no people left to send (cancelled or erased)".into())));
+            am.next_attempt_at = sea_orm::Set(None);
             am.updated_at = sea_orm::Set(now);
             am.update(txn).await?;
             continue;
         }
-        let attempt = b.attempt + i32::from(b.count_next_attempt);
         let claims = b.claims + 1;
         let res = batch::Entity::update_many()
             .filter(batch::Column::Id.eq(b.id))
@@ -506,6 +646,11 @@ async fn form_batch(
         created_at: now,
         updated_at: now,
         submitted_at: None,
+        answered_claim: None,
+        sync_credits_micros: 0,
+        next_poll_at: None,
+        polls: 0,
+        response_body: None,
     };
     batch::Entity::insert(row.into_active_model().reset_all()).exec_without_returning(txn).await?;
     let members = picked.iter().enumerate().map(|(i, p)| {
@@ -517,7 +662,7 @@ async fn form_batch(
 
     let mut tally = Tally::default();
     let refs: Vec<&person::Model> = picked.iter().collect();
-    move_primaries(txn, &mut tally, &refs, PersonState::Submitted, Some(batch_id), None, now).await?;
+    move_primaries(txn, &mut tally, &refs, Event::Claimed, Some(batch_id), None, now).await?;
     for p in &picked {
         tally.claimed(p.job_id);
     }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::entities::{callback_delivery, job, person};
+use crate::lifecycle;
 use crate::{CallbackState, JobState, PersonState, StoreResult, new_id};
 
 /// People of a job per state.
@@ -218,20 +219,14 @@ impl Tally {
 /// Completes the job when nothing is queued or in flight: final state, `completed_at`, and the
 /// callback outbox row (at most one per job), all in the caller's transaction.
 ///
-/// The final state is `cancelled` if the client cancelled, `failed` if every person that could be
-/// sent failed, else `completed`.
+/// The final state is the lifecycle's [`lifecycle::job_outcome`].
 pub(crate) async fn finish_if_done<C: ConnectionTrait>(db: &C, job_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
     let Some(j) = job::Entity::find_by_id(job_id).one(db).await? else { return Ok(false) };
-    let counts = Counts::of_job(&j);
-    if j.completed_at.is_some() || counts.open() != 0 {
+    if j.completed_at.is_some() {
         return Ok(false);
     }
-    let state = if j.cancel_requested_at.is_some() {
-        JobState::Cancelled
-    } else if counts.failed > 0 && counts.failed + counts.invalid == j.total {
-        JobState::Failed
-    } else {
-        JobState::Completed
+    let Some(state) = lifecycle::job_outcome(&Counts::of_job(&j), j.total, j.cancel_requested_at.is_some()) else {
+        return Ok(false);
     };
     let done = job::Entity::update_many()
         .filter(job::Column::Id.eq(job_id))

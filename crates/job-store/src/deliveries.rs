@@ -3,11 +3,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use apollo_client::{Delivery, DeliveryKind, PersonFacts};
+use apollo_client::{Delivery, FactSource, PersonFacts};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, LockType, OnConflict, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, LockType, OnConflict, Order, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -15,9 +16,10 @@ use uuid::Uuid;
 use crate::counters::Tally;
 use crate::entities::{batch, inbound_delivery, person};
 use crate::erase::{empty_delivery_bodies, erased_jobs_in_batch};
+use crate::lifecycle::{self, Event, Part};
 use crate::merge::Record;
-use crate::people::{lock_batch_primaries, update_person};
-use crate::sync::split_credits;
+use crate::people::{apply_event, lock_batch_primaries, update_person};
+use crate::sync::{split_credits, storable_text};
 use crate::{BatchState, DeliveryState, PersonState, Store, StoreError, StoreResult, new_id, now, sha256_hex, ts};
 
 /// The outcome of [`Store::store_delivery`].
@@ -42,6 +44,17 @@ impl StoredDelivery {
             StoredDelivery::Stored { id } | StoredDelivery::Duplicate { id } => *id,
         }
     }
+}
+
+/// A delivery as received, to be stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InboundDelivery<'a> {
+    /// The batch its URL names.
+    pub batch_id: Uuid,
+    /// The claim (Apollo call) its URL names; `None` for URLs without one (and stored tests).
+    pub claim: Option<i32>,
+    /// The body as received.
+    pub body: &'a [u8],
 }
 
 /// A stored delivery ready to be parsed and applied.
@@ -86,23 +99,18 @@ pub struct OverdueBatch {
     pub phone_request_id: Option<String>,
     /// When the answer was recorded.
     pub submitted_at: Option<DateTime<Utc>>,
+    /// The claim whose answer was recorded (polled payloads belong to it).
+    pub answered_claim: Option<i32>,
+    /// How often it was polled before.
+    pub polls: i32,
     /// Some person still waits for the phone part.
     pub awaiting_phone: bool,
     /// Some person still waits for the waterfall part.
     pub awaiting_waterfall: bool,
 }
 
-/// The parts a person expected and has not received.
-fn missing_parts(p: &person::Model) -> Vec<&'static str> {
-    let mut parts = Vec::new();
-    if p.expect_phone && !p.got_phone {
-        parts.push(DeliveryKind::Phone.as_str());
-    }
-    if p.expect_waterfall && !p.got_waterfall {
-        parts.push(DeliveryKind::Waterfall.as_str());
-    }
-    parts
-}
+/// Why a person whose phone reveal Apollo skipped ends without the phone.
+const PHONE_SKIPPED: &str = "Apollo skipped this request's phone reveal (an earlier request was enriching this person) and that request's phone never arrived";
 
 impl Store {
     /// Stores a delivery for a batch as received. The same content for the same batch is stored
@@ -114,15 +122,17 @@ impl Store {
         body: &[u8],
         received_at: DateTime<Utc>,
     ) -> StoreResult<StoredDelivery> {
-        self.store_deliveries(&[(batch_id, body)], received_at).await?.pop().expect("one result per delivery")
+        let item = InboundDelivery { batch_id, claim: None, body };
+        self.store_deliveries(&[item], received_at).await?.pop().expect("one result per delivery")
     }
 
     /// Stores several deliveries in one transaction (group commit: one commit for many webhook
-    /// requests), with [`Store::store_delivery`]'s dedup. One result per delivery, in order; a
-    /// delivery for a batch that does not exist is `NotFound` without failing the others.
+    /// requests), with [`Store::store_delivery`]'s dedup — per claim: the same bytes answering two
+    /// calls of a batch are two deliveries. One result per delivery, in order; a delivery for a
+    /// batch that does not exist is `NotFound` without failing the others.
     pub async fn store_deliveries(
         &self,
-        items: &[(Uuid, &[u8])],
+        items: &[InboundDelivery<'_>],
         received_at: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<StoredDelivery>>> {
         let received_at = ts(received_at);
@@ -130,23 +140,31 @@ impl Store {
         // that need not hold SQLite's single writer.
         let rows: Vec<inbound_delivery::Model> = items
             .iter()
-            .map(|(batch_id, body)| {
-                let canonical = canonical_json(body);
+            .map(|item| {
+                let canonical = canonical_json(item.body);
+                let content = canonical.as_deref().unwrap_or(item.body);
+                let claim = item.claim.map(i32::to_be_bytes);
+                let dedup_key = match &claim {
+                    Some(c) => sha256_hex(&[item.batch_id.as_bytes(), c, content]),
+                    None => sha256_hex(&[item.batch_id.as_bytes(), content]),
+                };
                 inbound_delivery::Model {
                     id: new_id(),
-                    batch_id: *batch_id,
-                    dedup_key: sha256_hex(&[batch_id.as_bytes(), canonical.as_deref().unwrap_or(body)]),
-                    body: body.to_vec(),
+                    batch_id: item.batch_id,
+                    dedup_key,
+                    body: item.body.to_vec(),
                     received_at,
                     state: DeliveryState::Pending.as_str().to_owned(),
                     kind: None,
                     credits_micros: 0,
                     parse_error: None,
                     processed_at: None,
+                    claim: item.claim,
+                    apply_attempts: 0,
                 }
             })
             .collect();
-        let mut batch_ids: Vec<Uuid> = items.iter().map(|(b, _)| *b).collect();
+        let mut batch_ids: Vec<Uuid> = items.iter().map(|i| i.batch_id).collect();
         batch_ids.sort();
         batch_ids.dedup();
 
@@ -209,8 +227,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Pending deliveries whose batch has its synchronous answer recorded, oldest first. A
-    /// delivery that arrived before the answer waits here until the answer is recorded.
+    /// Pending deliveries whose batch has its synchronous answer recorded (or failed: then only
+    /// their credits count), oldest first. A delivery that arrived before the answer waits here
+    /// until the answer is recorded.
     pub async fn pending_deliveries(&self, limit: u64) -> StoreResult<Vec<PendingDelivery>> {
         let batch_ready = Query::select()
             .expr(Expr::val(1))
@@ -219,7 +238,10 @@ impl Store {
                 Expr::col((batch::Entity, batch::Column::Id))
                     .equals((inbound_delivery::Entity, inbound_delivery::Column::BatchId)),
             )
-            .and_where(Expr::col((batch::Entity, batch::Column::State)).eq(BatchState::Submitted.as_str()))
+            .and_where(
+                Expr::col((batch::Entity, batch::Column::State))
+                    .is_in([BatchState::Submitted.as_str(), BatchState::Failed.as_str()]),
+            )
             .to_owned();
         let rows = inbound_delivery::Entity::find()
             .filter(inbound_delivery::Column::State.eq(DeliveryState::Pending.as_str()))
@@ -237,11 +259,21 @@ impl Store {
 
     /// Merges a parsed delivery into the people of its batch, in one transaction.
     ///
-    /// Only people of that batch are touched, matched by Apollo id. The delivery's part (phone or
-    /// waterfall) counts as arrived for every person of the batch expecting it, since Apollo
-    /// sends one payload per request; a person whose expected parts have all arrived becomes
-    /// `complete` (a `partial` one too, when a late part completes it). The delivery's credits go
-    /// to the batch and to its jobs, split by their number of people in the batch.
+    /// Only people of that batch are touched, matched by Apollo id — every one of them with that
+    /// id (two jobs, or one person given twice, may share a call) — plus, for a phone delivery,
+    /// people of other calls that wait for the same Apollo person's phone because Apollo skipped
+    /// their own reveal. The delivery's part counts as arrived for every person of the batch
+    /// expecting it (Apollo sends one payload per request); the lifecycle decides the states.
+    ///
+    /// Credits: a part is charged once per Apollo request (claim), so a second copy of the same
+    /// claim's part adds nothing while another claim's (a retried call Apollo ran as well) adds
+    /// its own; the first delivery of a claim other than the answered one also proves that call
+    /// was charged for its synchronous part, booked as the answered call's sync credits. Credits
+    /// go to the batch and its jobs, split by their number of people in the batch.
+    ///
+    /// A delivery for a batch that failed (every attempt's outcome unknown) adds its credits and
+    /// merges nothing: without an answer its people cannot be told apart. Nor does a probe's
+    /// (claim 0).
     /// Applying a delivery twice is a no-op. People of an erased job get no data (their parts
     /// still count), and a delivery naming them is not kept: its body is emptied once applied.
     pub async fn apply_delivery(&self, delivery_id: Uuid, parsed: &Delivery) -> StoreResult<ApplyOutcome> {
@@ -253,29 +285,40 @@ impl Store {
         if d.state != DeliveryState::Pending.as_str() {
             return Ok(ApplyOutcome::AlreadyProcessed);
         }
-        let b = batch::Entity::find_by_id(d.batch_id).one(&txn).await?;
-        if b.is_none_or(|b| b.state != BatchState::Submitted.as_str()) {
+        let Some(b) = batch::Entity::find_by_id(d.batch_id).one(&txn).await? else {
+            return Ok(ApplyOutcome::NotReady);
+        };
+        let batch_state: BatchState = b.state.parse()?;
+        if !matches!(batch_state, BatchState::Submitted | BatchState::Failed) {
             return Ok(ApplyOutcome::NotReady);
         }
-        // A part is charged once per Apollo request: a second delivery of the same kind and request
-        // (pushed and also polled, with different bytes) merges but adds no credits.
-        let same_part_charged = inbound_delivery::Entity::find()
+        let earlier: Vec<inbound_delivery::Model> = inbound_delivery::Entity::find()
             .filter(inbound_delivery::Column::BatchId.eq(d.batch_id))
-            .filter(inbound_delivery::Column::Kind.eq(parsed.kind.as_str()))
             .filter(inbound_delivery::Column::State.eq(DeliveryState::Processed.as_str()))
-            .filter(inbound_delivery::Column::CreditsMicros.ne(0))
             .all(&txn)
-            .await?
+            .await?;
+        let same_request = |e: &inbound_delivery::Model| match (e.claim, d.claim) {
+            (Some(x), Some(y)) => x == y,
+            // Without claims (older URLs): the request id decides. An emptied body (its job was
+            // erased) no longer names its request: assume the same one, so erasure never makes a
+            // part count twice.
+            _ => e.body.is_empty() || request_id_of(&e.body) == parsed.request_id,
+        };
+        let part_charged = earlier
             .iter()
-            // An emptied body (its job was erased) no longer names its request: assume the same
-            // one, so erasure never makes a part count twice.
-            .any(|earlier| earlier.body.is_empty() || request_id_of(&earlier.body) == parsed.request_id);
-        let credits = if same_part_charged { 0 } else { parsed.credits.map(|c| c.micros()).unwrap_or(0) };
+            .any(|e| e.kind.as_deref() == Some(parsed.kind.as_str()) && e.credits_micros != 0 && same_request(e));
+        let part_credits = lifecycle::delivery_charge(parsed.credits.map(|c| c.micros()).unwrap_or(0), part_charged);
+        // Proof that an unanswered claim ran: book its synchronous charge once.
+        // (Claim 0 is the dispatcher's probe: one detail matching nobody, charged nothing.)
+        let unanswered_claim_ran = matches!((d.claim, b.answered_claim), (Some(c), Some(a)) if c != a && c > 0)
+            && !earlier.iter().any(|e| e.claim == d.claim);
+        let sync_credits = if unanswered_claim_ran { b.sync_credits_micros } else { 0 };
+        let credits = part_credits + sync_credits;
         inbound_delivery::Entity::update_many()
             .filter(inbound_delivery::Column::Id.eq(delivery_id))
             .col_expr(inbound_delivery::Column::State, Expr::value(DeliveryState::Processed.as_str()))
             .col_expr(inbound_delivery::Column::Kind, Expr::value(parsed.kind.as_str()))
-            .col_expr(inbound_delivery::Column::CreditsMicros, Expr::value(credits))
+            .col_expr(inbound_delivery::Column::CreditsMicros, Expr::value(part_credits))
             .col_expr(inbound_delivery::Column::ProcessedAt, Expr::value(now))
             .exec(&txn)
             .await?;
@@ -288,70 +331,99 @@ impl Store {
                 .exec(&txn)
                 .await?;
         }
-        let people = lock_batch_primaries(&txn, d.batch_id).await?;
-        // People of erased jobs get no data back (their parts still count as arrived).
-        let erased = erased_jobs_in_batch(&txn, d.batch_id).await?;
-        let by_apollo_id: HashMap<&str, usize> = people
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| !erased.contains(&p.job_id))
-            .filter_map(|(i, p)| p.apollo_id.as_deref().map(|a| (a, i)))
-            .collect();
-        let mut facts_of: BTreeMap<usize, Vec<&PersonFacts>> = BTreeMap::new();
-        let mut unmatched = Vec::new();
-        for f in &parsed.people {
-            match f.apollo_id.as_deref().and_then(|a| by_apollo_id.get(a)) {
-                Some(&i) => facts_of.entry(i).or_default().push(f),
-                None => unmatched.push(f.apollo_id.clone().unwrap_or_default()),
-            }
-        }
-        let matched = facts_of.values().map(Vec::len).sum();
-
         let mut tally = Tally::default();
-        let mut per_job: BTreeMap<Uuid, i64> = BTreeMap::new();
-        for (i, p) in people.iter().enumerate() {
-            *per_job.entry(p.job_id).or_default() += 1;
-            let mut new = p.clone();
-            if let Some(facts) = facts_of.get(&i) {
-                let mut record = Record::from_json(p.record.as_ref());
-                for f in facts {
-                    record.merge_facts(f);
-                }
-                new.record = Some(record.to_json());
-            }
-            match parsed.kind {
-                DeliveryKind::Phone if p.expect_phone => new.got_phone = true,
-                DeliveryKind::Waterfall if p.expect_waterfall => new.got_waterfall = true,
-                _ => {}
-            }
-            let state: PersonState = p.state.parse()?;
-            if matches!(state, PersonState::AwaitingAsync | PersonState::Partial) {
-                let missing = missing_parts(&new);
-                if missing.is_empty() {
-                    new.state = PersonState::Complete.as_str().to_owned();
-                    new.missing_parts = None;
-                    new.awaiting_since = None;
-                } else if state == PersonState::Partial {
-                    new.missing_parts = Some(serde_json::json!(missing));
-                }
-            }
-            if new != *p {
-                update_person(&txn, &mut tally, p, &new, now).await?;
-            }
-        }
+        let probe = d.claim.is_some_and(|c| c <= 0);
+        let (matched, unmatched) = if batch_state == BatchState::Submitted && !probe {
+            // The answered call's payload speaks for everyone in it; another call's (a retry
+            // Apollo ran too) only for the people it names.
+            let whole_request = d.claim.is_none() || d.claim == b.answered_claim;
+            merge_into_batch(&txn, &mut tally, &d, parsed, whole_request, now).await?
+        } else {
+            (0, parsed.people.iter().map(|f| f.apollo_id.clone().unwrap_or_default()).collect())
+        };
         if credits != 0 {
-            let weights: Vec<(Uuid, i64)> = per_job.into_iter().collect();
-            for (job_id, share) in split_credits(credits, &weights) {
+            // Split over the jobs of the people in the call (by their number in it).
+            let members: Vec<(Uuid, i64)> = person::Entity::find()
+                .select_only()
+                .column(person::Column::JobId)
+                .column_as(person::Column::Id.count(), "n")
+                .filter(person::Column::BatchId.eq(d.batch_id))
+                .group_by(person::Column::JobId)
+                .order_by_asc(person::Column::JobId)
+                .into_tuple()
+                .all(&txn)
+                .await?;
+            for (job_id, share) in split_credits(credits, &members) {
                 tally.credits(job_id, share);
             }
         }
         let completed_jobs = tally.flush(&txn, now).await?;
+        let erased = erased_jobs_in_batch(&txn, d.batch_id).await?;
         if !erased.is_empty() {
             // The raw payload names erased people: merged (for the others), it is not kept.
             empty_delivery_bodies(&txn, &[delivery_id]).await?;
         }
         txn.commit().await?;
         Ok(ApplyOutcome::Applied { matched, unmatched, completed_jobs })
+    }
+
+    /// Counts a failed attempt to apply a delivery (the database refused the write, not because
+    /// it is down); at `cap` attempts it is failed with `error`, so ingest moves on and the job
+    /// shows it. Returns whether it was failed.
+    pub async fn note_apply_failure(&self, delivery_id: Uuid, error: &str, cap: i32) -> StoreResult<bool> {
+        {
+            let _gate = self.write_gate().await;
+            inbound_delivery::Entity::update_many()
+                .filter(inbound_delivery::Column::Id.eq(delivery_id))
+                .filter(inbound_delivery::Column::State.eq(DeliveryState::Pending.as_str()))
+                .col_expr(
+                    inbound_delivery::Column::ApplyAttempts,
+                    Expr::col(inbound_delivery::Column::ApplyAttempts).add(1),
+                )
+                .exec(&self.db)
+                .await?;
+        }
+        let attempts = inbound_delivery::Entity::find_by_id(delivery_id).one(&self.db).await?.map(|d| d.apply_attempts);
+        if attempts.is_some_and(|n| n >= cap) {
+            return self
+                .fail_delivery(delivery_id, &format!("could not be applied after {cap} attempts: {error}"))
+                .await;
+        }
+        Ok(false)
+    }
+
+    /// Ends a part that Apollo reports failed (`webhook_status: failed` when polled): people of
+    /// the batch still waiting for it become `partial`, with Apollo's reason. Returns how many.
+    pub async fn fail_part(&self, batch_id: Uuid, part: Part, reason: &str) -> StoreResult<u64> {
+        let now = now();
+        let (txn, _gate) = self.write_txn().await?;
+        let people = lock_batch_primaries(&txn, batch_id).await?;
+        let mut tally = Tally::default();
+        let mut changed = 0;
+        for p in &people {
+            let mut new = p.clone();
+            apply_event(&mut new, Event::PartFailed(part), now)?;
+            if new.state != p.state {
+                new.last_error = storable_text(Some(format!("{} failed at Apollo: {reason}", part.as_str())));
+                update_person(&txn, &mut tally, p, &new, now).await?;
+                changed += 1;
+            }
+        }
+        tally.flush(&txn, now).await?;
+        txn.commit().await?;
+        Ok(changed)
+    }
+
+    /// Records a reconcile poll of a batch: it is polled again at `next_at` at the earliest.
+    pub async fn record_poll(&self, batch_id: Uuid, next_at: DateTime<Utc>) -> StoreResult<()> {
+        let _gate = self.write_gate().await;
+        batch::Entity::update_many()
+            .filter(batch::Column::Id.eq(batch_id))
+            .col_expr(batch::Column::NextPollAt, Expr::value(ts(next_at)))
+            .col_expr(batch::Column::Polls, Expr::col(batch::Column::Polls).add(1))
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     /// Marks a pending delivery unusable, keeping the parse error. Returns `false` if it was not
@@ -381,7 +453,8 @@ impl Store {
         Ok(inbound_delivery::Entity::find_by_id(delivery_id).one(&self.db).await?)
     }
 
-    /// Submitted batches answered before `older_than` whose people still await parts, oldest first.
+    /// Submitted batches answered before `older_than` whose people still await parts and whose
+    /// poll back-off has passed, least recently polled first.
     pub async fn overdue_batches(&self, older_than: DateTime<Utc>, limit: u64) -> StoreResult<Vec<OverdueBatch>> {
         let awaiting = Query::select()
             .expr(Expr::val(1))
@@ -392,7 +465,12 @@ impl Store {
         let batches = batch::Entity::find()
             .filter(batch::Column::State.eq(BatchState::Submitted.as_str()))
             .filter(batch::Column::SubmittedAt.lt(ts(older_than)))
+            .filter(batch::Column::NextPollAt.is_null().or(batch::Column::NextPollAt.lte(now())))
             .filter(Expr::exists(awaiting))
+            // Least recently polled first (never polled before all), so a batch that stays
+            // pending, polled again with back-off, cannot starve the others.
+            .order_by(Expr::col(batch::Column::NextPollAt).is_null(), Order::Desc)
+            .order_by_asc(batch::Column::NextPollAt)
             .order_by_asc(batch::Column::SubmittedAt)
             .limit(limit)
             .all(&self.db)
@@ -409,7 +487,10 @@ impl Store {
                 request_id: b.request_id,
                 phone_request_id: b.phone_request_id,
                 submitted_at: b.submitted_at,
-                awaiting_phone: waiting.iter().any(|p| p.expect_phone && !p.got_phone),
+                answered_claim: b.answered_claim,
+                polls: b.polls,
+                // People whose reveal Apollo skipped wait for another request, not this one.
+                awaiting_phone: waiting.iter().any(|p| p.expect_phone && !p.got_phone && !p.phone_elsewhere),
                 awaiting_waterfall: waiting.iter().any(|p| p.expect_waterfall && !p.got_waterfall),
             });
         }
@@ -435,16 +516,165 @@ impl Store {
         let mut tally = Tally::default();
         for p in &people {
             let mut new = p.clone();
-            new.state = PersonState::Partial.as_str().to_owned();
-            new.missing_parts = Some(serde_json::json!(missing_parts(p)));
-            // Only people awaiting parts keep `awaiting_since`, so the deadline index stays small.
-            new.awaiting_since = None;
+            apply_event(&mut new, Event::Deadline, now)?;
+            if new.phone_elsewhere && !new.got_phone {
+                new.last_error = Some(PHONE_SKIPPED.into());
+            }
             update_person(&txn, &mut tally, p, &new, now).await?;
         }
         tally.flush(&txn, now).await?;
         txn.commit().await?;
         Ok(people.len() as u64)
     }
+}
+
+/// Merges a delivery into the people of its (answered) batch: every person with an Apollo id the
+/// delivery names gets its facts; every person expecting the part gets it (only those it names,
+/// unless it answers the recorded call: `whole_request`); for a phone delivery,
+/// people of other calls waiting for the same Apollo person's phone get it too. Returns how many
+/// entries matched someone in the batch, and the ids that matched nobody.
+async fn merge_into_batch(
+    txn: &DatabaseTransaction,
+    tally: &mut Tally,
+    d: &inbound_delivery::Model,
+    parsed: &Delivery,
+    whole_request: bool,
+    now: DateTime<Utc>,
+) -> StoreResult<(usize, Vec<String>)> {
+    let people = lock_batch_primaries(txn, d.batch_id).await?;
+    // People of erased jobs get no data back (their parts still count as arrived).
+    let erased = erased_jobs_in_batch(txn, d.batch_id).await?;
+    let mut by_apollo_id: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, p) in people.iter().enumerate() {
+        if let Some(a) = p.apollo_id.as_deref() {
+            by_apollo_id.entry(a).or_default().push(i);
+        }
+    }
+    let mut facts_of: BTreeMap<usize, Vec<&PersonFacts>> = BTreeMap::new();
+    let mut unmatched = Vec::new();
+    let mut matched = 0;
+    for f in &parsed.people {
+        match f.apollo_id.as_deref().and_then(|a| by_apollo_id.get(a)) {
+            Some(all) => {
+                matched += 1;
+                for &i in all {
+                    facts_of.entry(i).or_default().push(f);
+                }
+            }
+            None => unmatched.push(f.apollo_id.clone().unwrap_or_default()),
+        }
+    }
+    let part = Part::of(parsed.kind);
+    for (i, p) in people.iter().enumerate() {
+        let mut new = p.clone();
+        let facts = facts_of.get(&i);
+        if let Some(facts) = facts
+            && !erased.contains(&p.job_id)
+        {
+            let mut record = Record::from_json(p.record.as_ref());
+            for f in facts {
+                record.merge_facts(f);
+            }
+            new.record = Some(record.to_json());
+        }
+        // A person whose phone Apollo skipped gets it only from a delivery that names it, and so
+        // does everyone when the delivery answers another call than the recorded one.
+        let speaks_for = whole_request && !(part == Part::Phone && p.phone_elsewhere);
+        if speaks_for || facts.is_some() {
+            apply_event(&mut new, Event::PartArrived(part), now)?;
+        }
+        if new != *p {
+            update_person(txn, tally, p, &new, now).await?;
+        }
+    }
+    if part == Part::Phone {
+        let ids: Vec<&str> = parsed
+            .people
+            .iter()
+            .filter_map(|f| f.apollo_id.as_deref())
+            .filter(|a| by_apollo_id.contains_key(a))
+            .collect();
+        deliver_phone_elsewhere(txn, tally, d.batch_id, &ids, parsed, now).await?;
+    }
+    Ok((matched, unmatched))
+}
+
+/// People outside `batch_id` who wait for the phone of one of `apollo_ids` because Apollo skipped
+/// their own request's reveal: they get the phone facts the delivery holds for them.
+async fn deliver_phone_elsewhere(
+    txn: &DatabaseTransaction,
+    tally: &mut Tally,
+    batch_id: Uuid,
+    apollo_ids: &[&str],
+    parsed: &Delivery,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    if apollo_ids.is_empty() {
+        return Ok(());
+    }
+    let waiting = person::Entity::find()
+        .filter(person::Column::ApolloId.is_in(apollo_ids.iter().copied()))
+        .filter(person::Column::PhoneElsewhere.eq(true))
+        .filter(person::Column::GotPhone.eq(false))
+        .filter(person::Column::BatchId.ne(batch_id))
+        .filter(person::Column::DupOf.is_null())
+        .order_by_asc(person::Column::Id)
+        .lock(LockType::Update)
+        .all(txn)
+        .await?;
+    for p in &waiting {
+        let mut new = p.clone();
+        let mut record = Record::from_json(p.record.as_ref());
+        for f in parsed.people.iter().filter(|f| f.apollo_id == p.apollo_id) {
+            record.merge_facts(f);
+        }
+        let erased = match p.batch_id {
+            Some(b) => erased_jobs_in_batch(txn, b).await?.contains(&p.job_id),
+            None => false,
+        };
+        if !erased {
+            new.record = Some(record.to_json());
+        }
+        apply_event(&mut new, Event::PartArrived(Part::Phone), now)?;
+        if new != *p {
+            update_person(txn, tally, p, &new, now).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A person whose phone reveal Apollo skipped, just answered: if a phone delivery of an earlier
+/// request already brought this Apollo person's phone to someone else, it is copied now (the
+/// delivery will not come again). `with_data = false` (an erased job): the part, not the data.
+pub(crate) async fn phone_from_elsewhere(
+    txn: &DatabaseTransaction,
+    mut new: person::Model,
+    with_data: bool,
+    now: DateTime<Utc>,
+) -> StoreResult<person::Model> {
+    let Some(apollo_id) = new.apollo_id.clone() else { return Ok(new) };
+    let donors = person::Entity::find()
+        .filter(person::Column::ApolloId.eq(apollo_id.as_str()))
+        .filter(person::Column::GotPhone.eq(true))
+        .filter(person::Column::PhoneElsewhere.eq(false))
+        .filter(person::Column::Id.ne(new.id))
+        .all(txn)
+        .await?;
+    let Some(donor) = donors.iter().find(|d| d.record.is_some()) else { return Ok(new) };
+    let from = Record::from_json(donor.record.as_ref());
+    let phones: Vec<_> = from
+        .phones
+        .iter()
+        .filter(|p| p.sources.iter().any(|s| s == FactSource::PhoneWebhook.as_str()))
+        .cloned()
+        .collect();
+    if with_data {
+        let mut record = Record::from_json(new.record.as_ref());
+        record.merge_record(&Record { phones, ..Record::default() });
+        new.record = Some(record.to_json());
+    }
+    apply_event(&mut new, Event::PartArrived(Part::Phone), now)?;
+    Ok(new)
 }
 
 /// Object keys sorted, no insignificant white space: equal JSON gives equal bytes.

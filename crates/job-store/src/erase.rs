@@ -40,6 +40,7 @@ use uuid::Uuid;
 use crate::counters::{Counts, Tally};
 use crate::entities::{batch, batch_person, callback_attempt, callback_delivery, inbound_delivery, job, person};
 use crate::jobs::cancel_queued;
+use crate::lifecycle::Event;
 use crate::people::move_primaries;
 use crate::{
     BatchState, CallbackState, DeliveryState, JobState, JobView, PersonState, Store, StoreError, StoreResult, now, ts,
@@ -217,7 +218,7 @@ impl Store {
                 .all(&txn)
                 .await?;
             let refs: Vec<&person::Model> = waiting.iter().collect();
-            move_primaries(&txn, &mut tally, &refs, PersonState::Cancelled, None, None, now).await?;
+            move_primaries(&txn, &mut tally, &refs, Event::Cancelled, None, None, now).await?;
         }
         let people = person::Entity::update_many()
             .filter(person::Column::JobId.eq(job_id))

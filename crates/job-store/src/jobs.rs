@@ -6,7 +6,7 @@ use std::collections::hash_map::Entry;
 
 use apollo_client::Credits;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, InsertStatement, OnConflict, Query};
+use sea_orm::sea_query::{Expr, InsertStatement, LockType, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect, TransactionTrait,
@@ -17,8 +17,13 @@ use uuid::Uuid;
 
 use crate::callbacks::{CallbackView, load_callbacks};
 use crate::counters::{Counts, Tally, finish_if_done, recount};
-use crate::entities::{job, person};
-use crate::{JobState, PersonState, Store, StoreError, StoreResult, dispatcher, new_id, now, person_key};
+use crate::entities::{batch, batch_person, inbound_delivery, job, person};
+use crate::lifecycle::Event;
+use crate::people::move_primaries;
+use crate::{
+    BatchState, DeliveryState, JobState, PersonState, Store, StoreError, StoreResult, dispatcher, new_id, now,
+    person_key,
+};
 
 /// The four Apollo flags of a job; people are only batched with people of the same flags. Stored
 /// as the bit set of [`EnrichFlags::bits`].
@@ -137,6 +142,26 @@ pub struct JobView {
     pub erased_at: Option<DateTime<Utc>>,
     /// The final callback, once the job completed with a callback URL.
     pub callback: Option<CallbackView>,
+    /// Apollo deliveries for this job's calls that could not be used, newest first (at most
+    /// [`FAILED_DELIVERIES_SHOWN`]; only `get_job` loads them).
+    #[serde(default)]
+    pub failed_deliveries: Vec<FailedDelivery>,
+}
+
+/// How many failed deliveries a job view lists.
+pub const FAILED_DELIVERIES_SHOWN: u64 = 20;
+
+/// An Apollo delivery that could not be used, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedDelivery {
+    /// Delivery id.
+    pub id: Uuid,
+    /// Its batch (Apollo call).
+    pub batch_id: Uuid,
+    /// Why it could not be used.
+    pub error: Option<String>,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
 }
 
 impl JobView {
@@ -161,6 +186,7 @@ impl JobView {
             completed_at: j.completed_at,
             erased_at: j.erased_at,
             callback,
+            failed_deliveries: Vec::new(),
         })
     }
 }
@@ -235,7 +261,8 @@ impl PersonView {
 }
 
 /// The cancel step of [`Store::cancel_job`] (also used by [`Store::erase_job`]), in the caller's
-/// transaction: queued people become `cancelled` (tallied) and the job gets `cancel_requested_at`.
+/// transaction: queued people, and people waiting in a batch for a retry, become `cancelled`
+/// (tallied) and the job gets `cancel_requested_at`.
 /// The caller flushes the tally, which completes the job if nothing of it is in flight.
 pub(crate) async fn cancel_queued<C: ConnectionTrait>(
     db: &C,
@@ -243,6 +270,41 @@ pub(crate) async fn cancel_queued<C: ConnectionTrait>(
     job_id: Uuid,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
+    // People waiting in a batch for a retry (after a 429, a 5xx, a pause) are not in a call:
+    // cancelled too, so no later call contains them. Their batches are locked first (the lock
+    // order), so a dispatcher reclaiming one right now is waited for (its people are then in a
+    // call and finish), and one that has not yet started skips it.
+    let waiting_batches: Vec<Uuid> = batch::Entity::find()
+        .select_only()
+        .column(batch::Column::Id)
+        .filter(batch::Column::State.eq(BatchState::RetryWait.as_str()))
+        .filter(
+            batch::Column::Id.in_subquery(
+                Query::select()
+                    .column(batch_person::Column::BatchId)
+                    .from(batch_person::Entity)
+                    .and_where(batch_person::Column::JobId.eq(job_id))
+                    .to_owned(),
+            ),
+        )
+        .order_by_asc(batch::Column::Id)
+        .lock(LockType::Update)
+        .into_tuple()
+        .all(db)
+        .await?;
+    if !waiting_batches.is_empty() {
+        let waiting = person::Entity::find()
+            .filter(person::Column::JobId.eq(job_id))
+            .filter(person::Column::BatchId.is_in(waiting_batches))
+            .filter(person::Column::State.eq(PersonState::Submitted.as_str()))
+            .filter(person::Column::DupOf.is_null())
+            .order_by_asc(person::Column::Id)
+            .lock(LockType::Update)
+            .all(db)
+            .await?;
+        let refs: Vec<&person::Model> = waiting.iter().collect();
+        move_primaries(db, tally, &refs, Event::Cancelled, None, None, now).await?;
+    }
     // Primaries first, then their duplicates (the lock order); a primary being claimed right now
     // is waited for and then skipped, as it is no longer queued.
     for primaries in [true, false] {
@@ -289,7 +351,7 @@ const NEW_PERSON_BOUND: [person::Column; 11] = [
 /// Columns every new person starts with the same value in, written as SQL literals: binding half
 /// the values makes a 100,000-person insert markedly cheaper (sea-query and sqlx spend more per
 /// bound value than SQLite does per row).
-const NEW_PERSON_LITERAL: [(person::Column, &str); 10] = [
+const NEW_PERSON_LITERAL: [(person::Column, &str); 11] = [
     (person::Column::ApolloId, "NULL"),
     (person::Column::BatchId, "NULL"),
     (person::Column::Record, "NULL"),
@@ -300,6 +362,7 @@ const NEW_PERSON_LITERAL: [(person::Column, &str); 10] = [
     (person::Column::MissingParts, "NULL"),
     (person::Column::CreditsMicros, "0"),
     (person::Column::AwaitingSince, "NULL"),
+    (person::Column::PhoneElsewhere, "FALSE"),
 ];
 
 /// Rows per multi-row insert: under SQLite's 32,766 bound parameters (PostgreSQL allows 65,535).
@@ -470,7 +533,32 @@ impl Store {
 
     async fn job_view<C: ConnectionTrait>(&self, db: &C, j: job::Model) -> StoreResult<JobView> {
         let callback = load_callbacks(db, &[j.id], true).await?.remove(&j.id);
-        JobView::from_row(j, callback)
+        let job_id = j.id;
+        let mut view = JobView::from_row(j, callback)?;
+        view.failed_deliveries = inbound_delivery::Entity::find()
+            .filter(inbound_delivery::Column::State.eq(DeliveryState::Failed.as_str()))
+            .filter(
+                inbound_delivery::Column::BatchId.in_subquery(
+                    Query::select()
+                        .column(batch_person::Column::BatchId)
+                        .from(batch_person::Entity)
+                        .and_where(batch_person::Column::JobId.eq(job_id))
+                        .to_owned(),
+                ),
+            )
+            .order_by_desc(inbound_delivery::Column::ReceivedAt)
+            .limit(FAILED_DELIVERIES_SHOWN)
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|d| FailedDelivery {
+                id: d.id,
+                batch_id: d.batch_id,
+                error: d.parse_error,
+                received_at: d.received_at,
+            })
+            .collect();
+        Ok(view)
     }
 
     /// A job from its row alone (plus its callback state and attempt log).

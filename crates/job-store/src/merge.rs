@@ -114,9 +114,10 @@ impl Record {
         value.and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default()
     }
 
-    /// The stored (canonical) form.
+    /// The stored (canonical) form, holdable by every database ([`storable`]).
     pub fn to_json(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        let v = serde_json::to_value(self).unwrap_or(Value::Null);
+        if needs_sanitizing(&v) { storable(v) } else { v }
     }
 
     /// Whether nothing has been merged yet.
@@ -271,6 +272,31 @@ fn sort_keys(v: &Value) -> Value {
         }
         Value::Array(a) => Value::Array(a.iter().map(sort_keys).collect()),
         other => other.clone(),
+    }
+}
+
+/// `v` with U+0000 replaced by U+FFFD in every string and key: PostgreSQL's `jsonb` refuses
+/// U+0000, and one such character from Apollo must not make a write fail (and be retried) forever.
+pub fn storable(v: Value) -> Value {
+    match v {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "\u{fffd}")),
+        Value::Array(a) => Value::Array(a.into_iter().map(storable).collect()),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| (if k.contains('\0') { k.replace('\0', "\u{fffd}") } else { k }, storable(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// Whether `v` holds a character a JSON column cannot store everywhere (U+0000 on PostgreSQL).
+pub fn needs_sanitizing(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(needs_sanitizing),
+        Value::Object(m) => m.iter().any(|(k, v)| k.contains('\0') || needs_sanitizing(v)),
+        _ => false,
     }
 }
 

@@ -8,11 +8,48 @@ use uuid::Uuid;
 
 use crate::counters::Tally;
 use crate::entities::person;
+use crate::lifecycle::{self, Event, Life};
 use crate::{PersonState, StoreError, StoreResult};
 
 /// The state column of a stored person.
 pub(crate) fn state_of(p: &person::Model) -> StoreResult<PersonState> {
     p.state.parse()
+}
+
+/// The lifecycle columns of a stored person.
+pub(crate) fn life_of(p: &person::Model) -> StoreResult<Life> {
+    Ok(Life {
+        state: state_of(p)?,
+        expect_phone: p.expect_phone,
+        expect_waterfall: p.expect_waterfall,
+        got_phone: p.got_phone,
+        got_waterfall: p.got_waterfall,
+        phone_elsewhere: p.phone_elsewhere,
+    })
+}
+
+/// Asks the lifecycle what `event` does to `p` and writes the answer into its columns, with
+/// what follows from the state: `awaiting_since` only while awaiting parts (so the deadline
+/// index stays small), `missing_parts` only when partial.
+pub(crate) fn apply_event(p: &mut person::Model, event: Event, now: DateTime<Utc>) -> StoreResult<()> {
+    let life = lifecycle::step(life_of(p)?, event);
+    p.state = life.state.as_str().to_owned();
+    p.expect_phone = life.expect_phone;
+    p.expect_waterfall = life.expect_waterfall;
+    p.got_phone = life.got_phone;
+    p.got_waterfall = life.got_waterfall;
+    p.phone_elsewhere = life.phone_elsewhere;
+    p.awaiting_since = match life.state {
+        PersonState::AwaitingAsync => p.awaiting_since.or(Some(now)),
+        _ => None,
+    };
+    p.missing_parts = match life.state {
+        PersonState::Partial => {
+            Some(serde_json::Value::from(life.missing().iter().map(|m| m.as_str()).collect::<Vec<_>>()))
+        }
+        _ => None,
+    };
+    Ok(())
 }
 
 /// The people of a batch (primaries only: duplicates never get a batch id), locked (PostgreSQL)
@@ -55,6 +92,7 @@ pub(crate) async fn update_person<C: ConnectionTrait>(
         .col_expr(person::Column::CreditsMicros, Expr::value(new.credits_micros))
         .col_expr(person::Column::LastError, Expr::value(new.last_error.clone()))
         .col_expr(person::Column::AwaitingSince, Expr::value(new.awaiting_since))
+        .col_expr(person::Column::PhoneElsewhere, Expr::value(new.phone_elsewhere))
         .col_expr(person::Column::UpdatedAt, Expr::value(now))
         .exec(db)
         .await?;
@@ -102,13 +140,15 @@ async fn copy_to_duplicates<C: ConnectionTrait>(
         .col_expr(person::Column::MissingParts, Expr::value(primary.missing_parts.clone()))
         .col_expr(person::Column::LastError, Expr::value(primary.last_error.clone()))
         .col_expr(person::Column::AwaitingSince, Expr::value(primary.awaiting_since))
+        .col_expr(person::Column::PhoneElsewhere, Expr::value(primary.phone_elsewhere))
         .col_expr(person::Column::UpdatedAt, Expr::value(now))
         .exec(db)
         .await?;
     Ok(())
 }
 
-/// Moves primaries (read in this transaction, locked on PostgreSQL) to `to` in one statement,
+/// Moves primaries (read in this transaction, locked on PostgreSQL) to the state `event` leads
+/// them to (claim, failure, cancel: events that change the state alone) in one statement,
 /// with their duplicates; sets `batch_id` and `last_error` when given (claims, failures).
 ///
 /// Rows are picked by primary key only: a `state = …` filter here tempts SQLite's planner
@@ -117,14 +157,26 @@ pub(crate) async fn move_primaries<C: ConnectionTrait>(
     db: &C,
     tally: &mut Tally,
     people: &[&person::Model],
-    to: PersonState,
+    event: Event,
     batch_id: Option<Uuid>,
     last_error: Option<&str>,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    if people.is_empty() {
-        return Ok(());
+    // The lifecycle decides; people the event does not apply to stay as they are.
+    let mut moving: Vec<&person::Model> = Vec::with_capacity(people.len());
+    let mut target = None;
+    for p in people {
+        let to = lifecycle::step(life_of(p)?, event).state;
+        if to == state_of(p)? {
+            continue;
+        }
+        if target.replace(to).is_some_and(|t| t != to) {
+            return Err(StoreError::Invalid(format!("{event:?} leads people of one move to different states")));
+        }
+        moving.push(p);
     }
+    let (Some(to), false) = (target, moving.is_empty()) else { return Ok(()) };
+    let people = &moving[..];
     let mut q = person::Entity::update_many()
         .filter(person::Column::Id.is_in(people.iter().map(|p| p.id)))
         .col_expr(person::Column::State, Expr::value(to.as_str()))

@@ -11,9 +11,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::counters::Tally;
-use crate::entities::batch;
-use crate::merge::Record;
-use crate::people::{lock_batch_primaries, update_person};
+use crate::entities::{batch, person};
+use crate::lifecycle::{Answer, Event};
+use crate::merge::{Record, needs_sanitizing, storable};
+use crate::people::{apply_event, lock_batch_primaries, update_person};
 use crate::{BatchState, PersonState, Store, StoreError, StoreResult, now};
 
 /// Whether Apollo matched a person.
@@ -39,8 +40,12 @@ pub struct SyncPerson {
     pub facts: PersonFacts,
     /// Demographic fields (`name`, `title`, `linkedin_url`, `organization`, `city`, …): a JSON object.
     pub fields: Value,
-    /// A phone delivery will follow for this person.
+    /// A phone delivery will follow for this person (`phone_enrichment` pending, or skipped:
+    /// then see `phone_elsewhere`).
     pub expect_phone: bool,
+    /// Apollo skipped this request's phone reveal: an earlier request delivers the phone.
+    #[serde(default)]
+    pub phone_elsewhere: bool,
     /// A waterfall delivery will follow for this person.
     pub expect_waterfall: bool,
     /// Credits attributed to the person.
@@ -52,6 +57,9 @@ pub struct SyncPerson {
 pub struct SyncOutcome {
     /// The batch.
     pub batch_id: Uuid,
+    /// The claim that made this call ([`crate::ClaimedBatch::claims`]); deliveries name it.
+    #[serde(default = "first_claim")]
+    pub claim: i32,
     /// HTTP status.
     pub http_status: i32,
     /// Apollo `request_id`.
@@ -66,6 +74,10 @@ pub struct SyncOutcome {
     pub people: Vec<SyncPerson>,
 }
 
+fn first_claim() -> i32 {
+    1
+}
+
 /// The outcome of [`Store::record_sync`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SyncRecorded {
@@ -78,6 +90,11 @@ pub enum SyncRecorded {
     AlreadyRecorded,
     /// The batch was failed earlier: nothing changed.
     BatchFailed,
+}
+
+/// Text as a column can hold it (U+0000 replaced).
+pub(crate) fn storable_text(s: Option<String>) -> Option<String> {
+    s.map(|s| if s.contains('\0') { s.replace('\0', "\u{fffd}") } else { s })
 }
 
 /// Splits `total` micro-credits across parts in proportion to their weights, exactly: floors,
@@ -128,14 +145,26 @@ impl Store {
         // People of jobs erased while the call was in flight: states and credits, no data, and
         // the raw response (which names them) is not kept.
         let erased = crate::erase::erased_jobs_in_batch(&txn, b.id).await?;
-        let response = erased.is_empty().then(|| outcome.response.clone());
+        // Apollo's answer is kept whatever it holds: what the JSON column cannot hold (U+0000 on
+        // PostgreSQL) is kept byte for byte beside a sanitized copy, so the write never fails.
+        let (response, response_body) = match erased.is_empty() {
+            false => (None, None),
+            true if needs_sanitizing(&outcome.response) => (
+                Some(storable(outcome.response.clone())),
+                Some(serde_json::to_vec(&outcome.response).unwrap_or_default()),
+            ),
+            true => (Some(outcome.response.clone()), None),
+        };
         batch::Entity::update_many()
             .filter(batch::Column::Id.eq(b.id))
             .col_expr(batch::Column::State, Expr::value(BatchState::Submitted.as_str()))
             .col_expr(batch::Column::HttpStatus, Expr::value(outcome.http_status))
             .col_expr(batch::Column::RequestId, Expr::value(outcome.request_id))
-            .col_expr(batch::Column::PhoneRequestId, Expr::value(outcome.phone_request_id.clone()))
+            .col_expr(batch::Column::PhoneRequestId, Expr::value(storable_text(outcome.phone_request_id.clone())))
             .col_expr(batch::Column::Response, Expr::value(response))
+            .col_expr(batch::Column::ResponseBody, Expr::value(response_body))
+            .col_expr(batch::Column::AnsweredClaim, Expr::value(outcome.claim))
+            .col_expr(batch::Column::SyncCreditsMicros, Expr::value(outcome.credits.micros()))
             .col_expr(
                 batch::Column::CreditsMicros,
                 Expr::col(batch::Column::CreditsMicros).add(outcome.credits.micros()),
@@ -162,6 +191,7 @@ impl Store {
         let mut tally = Tally::default();
         let mut per_job: BTreeMap<Uuid, i64> = BTreeMap::new();
         let mut attributed = 0i64;
+        let mut elsewhere: Vec<person::Model> = Vec::new();
         for p in &people {
             if p.state != PersonState::Submitted.as_str() {
                 continue;
@@ -170,37 +200,46 @@ impl Store {
             let mut new = p.clone();
             new.last_error = None;
             let erased_person = erased.contains(&p.job_id);
-            match answers.get(&p.id) {
-                Some(a) if a.outcome == SyncMatch::Matched => {
-                    if !erased_person {
-                        let mut record = Record::from_json(p.record.as_ref());
-                        record.merge_facts(&a.facts);
-                        record.merge_fields(&a.fields, "sync");
-                        new.apollo_id = a.apollo_id.clone().or_else(|| a.facts.apollo_id.clone()).or(new.apollo_id);
-                        new.record = Some(record.to_json());
-                    }
-                    new.expect_phone = a.expect_phone;
-                    new.expect_waterfall = a.expect_waterfall;
-                    let awaiting = a.expect_phone || a.expect_waterfall;
-                    new.state =
-                        if awaiting { PersonState::AwaitingAsync } else { PersonState::Complete }.as_str().to_owned();
-                    new.awaiting_since = awaiting.then_some(now);
-                }
-                other => {
-                    new.state = PersonState::NotFound.as_str().to_owned();
-                    new.expect_phone = false;
-                    new.expect_waterfall = false;
-                    if other.is_none() && !erased_person {
-                        new.last_error = Some("no answer for this person in the response".into());
-                    }
-                }
+            let answer = answers.get(&p.id);
+            let matched = answer.filter(|a| a.outcome == SyncMatch::Matched);
+            if let Some(a) = matched
+                && !erased_person
+            {
+                let mut record = Record::from_json(p.record.as_ref());
+                record.merge_facts(&a.facts);
+                record.merge_fields(&a.fields, "sync");
+                new.apollo_id = a.apollo_id.clone().or_else(|| a.facts.apollo_id.clone()).or(new.apollo_id);
+                new.record = Some(record.to_json());
             }
-            if let Some(a) = answers.get(&p.id) {
+            apply_event(
+                &mut new,
+                Event::Answered(Answer {
+                    matched: matched.is_some(),
+                    expect_phone: matched.is_some_and(|a| a.expect_phone),
+                    expect_waterfall: matched.is_some_and(|a| a.expect_waterfall),
+                    phone_elsewhere: matched.is_some_and(|a| a.phone_elsewhere),
+                }),
+                now,
+            )?;
+            if answer.is_none() && !erased_person {
+                new.last_error = Some("no answer for this person in the response".into());
+            }
+            if let Some(a) = answer {
                 new.credits_micros += a.credits.micros();
                 attributed += a.credits.micros();
                 tally.credits(p.job_id, a.credits.micros());
             }
+            if new.phone_elsewhere && !new.got_phone {
+                elsewhere.push(new);
+                continue;
+            }
             update_person(&txn, &mut tally, p, &new, now).await?;
+        }
+        // A skipped phone reveal: the phone may already have come with an earlier request.
+        for new in elsewhere {
+            let old = people.iter().find(|p| p.id == new.id).expect("a person of this batch");
+            let new = crate::deliveries::phone_from_elsewhere(&txn, new, !erased.contains(&old.job_id), now).await?;
+            update_person(&txn, &mut tally, old, &new, now).await?;
         }
         let weights: Vec<(Uuid, i64)> = per_job.into_iter().collect();
         for (job_id, share) in split_credits(outcome.credits.micros() - attributed, &weights) {

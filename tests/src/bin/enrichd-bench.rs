@@ -1178,7 +1178,7 @@ async fn ingest() -> anyhow::Result<Section> {
     );
     let limits = format!(
         "A delivery is durable because it is committed before the 200. The route hands it to one writer task \
-         (`worker::ingest::DeliveryWriter`) that commits every delivery waiting at that moment in one transaction \
+         (`delivery_writer::DeliveryWriter`) that commits every delivery waiting at that moment in one transaction \
          (group commit: canonical hashing before the writer is taken, one multi-row insert, one lookup of the keys), \
          and answers each request after that commit; on SQLite that transaction takes turns on the one writer (the \
          store's write gate, FIFO) with the ingest worker's merges, one transaction per delivery. Group commit did \

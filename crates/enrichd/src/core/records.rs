@@ -71,9 +71,9 @@ pub fn fields_of(p: &Person) -> Value {
 
 /// Per-person results of one synchronous answer, in the claimed order.
 ///
-/// A matched person expects the phone part when the phone reveal is pending for this request (and
-/// the phone waterfall does not carry phones instead), and the waterfall part when Apollo accepted
-/// the waterfall. Credits of the call are attributed evenly to the matched people (unmatched cost
+/// A matched person expects the phone part when the phone reveal is pending for this request, or
+/// skipped (then from the earlier request that Apollo says delivers it), and the waterfall part
+/// when Apollo accepted the waterfall. Credits of the call are attributed evenly to the matched people (unmatched cost
 /// nothing), remainder to the first, so the people of a call always add up to the call.
 pub fn sync_people(
     claimed: &[ClaimedPerson],
@@ -82,9 +82,10 @@ pub fn sync_people(
     flags: &EnrichFlags,
 ) -> Vec<SyncPerson> {
     let aligned = response.align(details);
-    let expect_phone = flags.reveal_phone_number
-        && !flags.run_waterfall_phone
-        && response.phone_enrichment.as_ref().is_some_and(|p| p.pending());
+    // `pending` means a phone webhook follows, whatever the flags; `skipped` means an earlier
+    // request delivers it: still expected, from elsewhere (never complete without it).
+    let phone_elsewhere = response.phone_enrichment.as_ref().is_some_and(|p| p.skipped());
+    let expect_phone = response.phone_enrichment.as_ref().is_some_and(|p| p.pending()) || phone_elsewhere;
     let expect_waterfall = (flags.run_waterfall_email || flags.run_waterfall_phone)
         && response.waterfall.as_ref().is_some_and(|w| w.accepted());
     let matched = aligned.iter().filter(|m| m.is_some()).count() as i64;
@@ -103,6 +104,7 @@ pub fn sync_people(
                     facts: p.facts(),
                     fields: fields_of(p),
                     expect_phone,
+                    phone_elsewhere,
                     expect_waterfall,
                     credits,
                 }
@@ -114,6 +116,7 @@ pub fn sync_people(
                 facts: Default::default(),
                 fields: json!({}),
                 expect_phone: false,
+                phone_elsewhere: false,
                 expect_waterfall: false,
                 credits: Credits::ZERO,
             },
@@ -172,6 +175,16 @@ mod tests {
         let wf = BulkMatchResponse::from_value(fixture("bulk_match_response_waterfall.json")).unwrap();
         let people = sync_people(&claimed(1), &[PersonDetail::default()], &wf, &flags);
         assert!(people[0].expect_waterfall && !people[0].expect_phone);
+        let mut skipped = fixture("bulk_match_response_phone.json");
+        skipped["phone_enrichment"] = json!({"status": "skipped", "message": "an earlier request delivers"});
+        let skipped = BulkMatchResponse::from_value(skipped).unwrap();
+        let people = sync_people(&claimed(2), &[PersonDetail::default(), PersonDetail::default()], &skipped, &flags);
+        assert!(people[0].expect_phone && people[0].phone_elsewhere, "skipped: still expected, from elsewhere");
+        assert!(!people[1].expect_phone && !people[1].phone_elsewhere);
+        let both = EnrichFlags { run_waterfall_phone: true, ..flags };
+        let people = sync_people(&claimed(2), &[PersonDetail::default(), PersonDetail::default()], &phone, &both);
+        assert!(people[0].expect_phone, "pending waits for the phone whatever the flags");
+        assert!(!people[0].phone_elsewhere);
         let mut failed = fixture("bulk_match_response_waterfall.json");
         failed["waterfall"]["status"] = json!("failed");
         let failed = BulkMatchResponse::from_value(failed).unwrap();

@@ -41,6 +41,12 @@ pub fn job_json(j: &JobView) -> Value {
         "credits_consumed": j.credits,
         "apollo_calls": j.calls,
         "possible_double_charges": j.possible_double_charges,
+        "failed_deliveries": j.failed_deliveries.iter().map(|d| json!({
+            "id": d.id,
+            "batch_id": d.batch_id,
+            "error": d.error,
+            "received_at": d.received_at,
+        })).collect::<Vec<_>>(),
         "callback_url": j.callback_url,
         "callback": callback,
         "metadata": j.metadata,

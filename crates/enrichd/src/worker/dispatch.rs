@@ -4,10 +4,12 @@
 //! concurrently up to the configured limit. Each call's batch was committed as `submitting` by the
 //! claim, before the HTTP request, so a crash mid-call is found later by lease expiry.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apollo_client::{ApolloError, EnrichFlags, PersonDetail};
+use job_store::lifecycle::{self, Rejection};
 use job_store::{ClaimedBatch, SyncOutcome, SyncRecorded};
 use tokio::sync::Semaphore;
 
@@ -32,6 +34,20 @@ pub struct DispatchStats {
 pub struct Dispatcher {
     limiter: Mutex<Limiter>,
     stats: Mutex<DispatchStats>,
+    /// When Apollo last accepted a call, per set of flags (a refusal after that is about the
+    /// refused details, not about the flags or our webhook URL).
+    last_accepted: Mutex<HashMap<u8, Instant>>,
+}
+
+/// The claim number of probe calls' webhook URLs (real claims count from 1).
+pub const PROBE_CLAIM: i32 = 0;
+
+/// How long an accepted call vouches that Apollo accepts calls with its flags.
+const ACCEPTED_VOUCHES_FOR: Duration = Duration::from_secs(60);
+
+/// The detail of a probe call: well-formed, surely matching nobody, so it costs no credit.
+fn probe_detail() -> PersonDetail {
+    PersonDetail { email: Some("enrichd-probe@example.invalid".into()), ..PersonDetail::default() }
 }
 
 impl Dispatcher {
@@ -40,6 +56,7 @@ impl Dispatcher {
         Arc::new(Dispatcher {
             limiter: Mutex::new(Limiter::new(state.config.limits(), state.config.rate_minute)),
             stats: Mutex::new(DispatchStats::default()),
+            last_accepted: Mutex::new(HashMap::new()),
         })
     }
 
@@ -50,6 +67,55 @@ impl Dispatcher {
 
     fn bump(&self, f: impl FnOnce(&mut DispatchStats)) {
         f(&mut self.stats.lock().expect("dispatch stats"));
+    }
+
+    fn accepted(&self, flags: EnrichFlags, at: Instant) {
+        self.last_accepted.lock().expect("last accepted").insert(flags.bits(), at);
+    }
+
+    /// Waits for a rate slot and takes it (for calls outside the claim loop: probes).
+    async fn take_slot(&self) {
+        loop {
+            let wait = self.limiter.lock().expect("limiter").next_slot(Instant::now());
+            match wait {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None if self.limiter.lock().expect("limiter").try_acquire(Instant::now()).is_ok() => return,
+                None => tokio::task::yield_now().await,
+            }
+        }
+    }
+
+    /// Whether Apollo accepts calls like `batch`'s right now: a call with the same flags accepted
+    /// within the last minute says so; else a probe decides — the same flags and webhook URL (as
+    /// claim 0, which books no credits) with one plain detail that surely matches nobody, so it
+    /// costs no credit. `None` when the probe could not tell (rate limited, a 5xx, a timeout).
+    async fn apollo_accepts_calls(&self, state: &AppState, batch: &ClaimedBatch) -> Option<bool> {
+        let flags: EnrichFlags = batch.options;
+        let recent = self
+            .last_accepted
+            .lock()
+            .expect("last accepted")
+            .get(&flags.bits())
+            .is_some_and(|t| t.elapsed() < ACCEPTED_VOUCHES_FOR);
+        if recent {
+            return Some(true);
+        }
+        let probe = ClaimedBatch { claims: PROBE_CLAIM, ..batch.clone() };
+        let hook =
+            state.config.public_base_url.as_deref().filter(|_| flags.has_async()).map(|b| webhook_url(b, &probe));
+        let poll_only = flags.has_async() && hook.is_none();
+        self.take_slot().await;
+        self.bump(|s| s.calls += 1);
+        match state.apollo.bulk_match(&[probe_detail()], &flags, hook.as_deref(), poll_only).await {
+            Ok(outcome) => {
+                self.limiter.lock().expect("limiter").observe(Instant::now(), &outcome.limits);
+                self.accepted(flags, Instant::now());
+                Some(true)
+            }
+            Err(ApolloError::InvalidRequest { .. }) => Some(false),
+            Err(e) if e.blocks_dispatch() => Some(false),
+            Err(_) => None,
+        }
     }
 }
 
@@ -100,15 +166,37 @@ pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
     }
 }
 
-/// The webhook URL Apollo gets for a batch; the token is the batch's own random secret.
+/// The webhook URL Apollo gets for a batch; the token is the batch's own random secret, and the
+/// claim tells a retried call's deliveries from the first one's.
 pub fn webhook_url(public_base_url: &str, batch: &ClaimedBatch) -> String {
     format!(
-        "{}/v1/webhooks/apollo/{}?token={}",
+        "{}/v1/webhooks/apollo/{}?token={}&claim={}",
         public_base_url.trim_end_matches('/'),
         batch.batch_id,
-        batch.webhook_secret
+        batch.webhook_secret,
+        batch.claims
     )
 }
+
+/// Tries to record an answer a few times: it was paid for, so a passing database hiccup must not
+/// send the call again. Past that, the lease expires and the retry counts a possible double charge.
+async fn record_answer(state: &AppState, outcome: SyncOutcome) -> Result<SyncRecorded, job_store::StoreError> {
+    let mut delay = Duration::from_millis(200);
+    for _ in 1..RECORD_TRIES {
+        match state.store.record_sync(outcome.clone()).await {
+            Ok(r) => return Ok(r),
+            Err(e) => {
+                tracing::warn!(batch = %outcome.batch_id, error = %e, "could not record a sync answer; trying again");
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+            }
+        }
+    }
+    state.store.record_sync(outcome).await
+}
+
+/// Attempts to record one answer.
+const RECORD_TRIES: u32 = 3;
 
 async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch) {
     let flags: EnrichFlags = batch.options;
@@ -121,19 +209,19 @@ async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch) {
     match result {
         Ok(outcome) => {
             dispatcher.limiter.lock().expect("limiter").observe(now, &outcome.limits);
+            dispatcher.accepted(flags, now);
             let people = sync_people(&batch.people, &details, &outcome.response, &flags);
-            let recorded = state
-                .store
-                .record_sync(SyncOutcome {
-                    batch_id: batch.batch_id,
-                    http_status: i32::from(outcome.status),
-                    request_id: outcome.response.request_id.map(|r| r.0),
-                    phone_request_id: outcome.response.phone_enrichment.as_ref().and_then(|p| p.request_id.clone()),
-                    response: outcome.response.raw.clone(),
-                    credits: outcome.response.credits_consumed.unwrap_or_default(),
-                    people,
-                })
-                .await;
+            let answer = SyncOutcome {
+                batch_id: batch.batch_id,
+                claim: batch.claims,
+                http_status: i32::from(outcome.status),
+                request_id: outcome.response.request_id.map(|r| r.0),
+                phone_request_id: outcome.response.phone_enrichment.as_ref().and_then(|p| p.request_id.clone()),
+                response: outcome.response.raw.clone(),
+                credits: outcome.response.credits_consumed.unwrap_or_default(),
+                people,
+            };
+            let recorded = record_answer(state, answer).await;
             match recorded {
                 Ok(SyncRecorded::Recorded { completed_jobs }) => {
                     // Deliveries that came before this answer can merge now.
@@ -176,9 +264,16 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
         {
             dispatcher.bump(|s| s.transient += 1);
             let backoff = state.config.retry_base.saturating_mul(1 << (batch.attempt.clamp(1, 16) - 1));
-            tracing::warn!(batch = %id, attempt = batch.attempt, error = %message, "transient Apollo failure; retrying");
-            store.schedule_retry(id, after(jittered(backoff)), true, &message).await
+            let at = after(jittered(backoff));
+            if e.outcome_unknown() {
+                tracing::warn!(batch = %id, attempt = batch.attempt, error = %message, "Apollo's answer was lost (it may have charged the call); retrying, counted as a possible double charge");
+                store.retry_unknown_outcome(id, at, &message).await
+            } else {
+                tracing::warn!(batch = %id, attempt = batch.attempt, error = %message, "transient Apollo failure; retrying");
+                store.schedule_retry(id, at, true, &message).await
+            }
         }
+        ApolloError::InvalidRequest { .. } => on_rejection(state, dispatcher, batch, &message).await,
         _ => {
             tracing::error!(batch = %id, attempt = batch.attempt, error = %message, "batch failed");
             let failed = store.fail_batch(id, &message).await;
@@ -190,4 +285,41 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
         tracing::error!(batch = %id, error = %se, "could not record the failed call; the lease will expire");
     }
     state.wake.dispatch.notify_one();
+}
+
+/// Apollo refused the request (400, 404, a 422 other than credits). If Apollo refuses every call
+/// (a probe too), dispatch pauses and nobody fails; otherwise the batch is split until the
+/// refused detail is alone, and only that person fails, with Apollo's message.
+async fn on_rejection(
+    state: &AppState,
+    dispatcher: &Dispatcher,
+    batch: &ClaimedBatch,
+    message: &str,
+) -> Result<bool, job_store::StoreError> {
+    let id = batch.batch_id;
+    let Some(accepts) = dispatcher.apollo_accepts_calls(state, batch).await else {
+        // The probe could not tell (429, 5xx): ask again a little later.
+        return state.store.schedule_retry(id, after(jittered(Duration::from_secs(5))), false, message).await;
+    };
+    match lifecycle::on_rejection(batch.people.len(), accepts) {
+        Rejection::Pause => {
+            let reason = format!(
+                "Apollo refuses every call, even a plain one (check APOLLO_BASE_URL and the key's plan): {message}"
+            );
+            tracing::error!(batch = %id, error = %reason, "dispatch paused");
+            state.store.set_pause(Some(reason)).await?;
+            state.store.schedule_retry(id, chrono::Utc::now(), false, message).await
+        }
+        Rejection::Split => {
+            let half = state.store.split_batch(id, message).await?;
+            tracing::info!(batch = %id, new_batch = ?half, error = %message, "Apollo refused a detail; batch split to find it");
+            Ok(half.is_some())
+        }
+        Rejection::FailPerson => {
+            tracing::warn!(batch = %id, error = %message, "Apollo refused this person's detail");
+            let failed = state.store.fail_batch(id, message).await;
+            state.wake.callbacks.notify_one();
+            failed
+        }
+    }
 }

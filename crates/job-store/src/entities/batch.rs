@@ -48,6 +48,16 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// When the synchronous answer was recorded.
     pub submitted_at: Option<DateTimeUtc>,
+    /// The claim (Apollo call) whose answer was recorded.
+    pub answered_claim: Option<i32>,
+    /// What that answer charged; a delivery from another claim proves that call was charged too.
+    pub sync_credits_micros: i64,
+    /// When the reconciler may poll this batch again.
+    pub next_poll_at: Option<DateTimeUtc>,
+    /// How often the reconciler polled it.
+    pub polls: i32,
+    /// The answer byte for byte, when the JSON column cannot hold it as it is.
+    pub response_body: Option<Vec<u8>>,
 }
 
 /// No navigable relations: queries join explicitly.

@@ -27,6 +27,10 @@ pub struct Model {
     pub parse_error: Option<String>,
     /// When it was merged or failed.
     pub processed_at: Option<DateTimeUtc>,
+    /// The claim (Apollo call) of its batch that it answers, from the webhook URL.
+    pub claim: Option<i32>,
+    /// Failed attempts to apply it; past a cap it is failed with its error.
+    pub apply_attempts: i32,
 }
 
 /// No navigable relations: queries join explicitly.

@@ -52,6 +52,8 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// Last changed.
     pub updated_at: DateTimeUtc,
+    /// Apollo skipped this request's phone reveal: an earlier request delivers the phone.
+    pub phone_elsewhere: bool,
 }
 
 /// No navigable relations: queries join explicitly.

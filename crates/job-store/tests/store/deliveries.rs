@@ -2,7 +2,9 @@
 
 use apollo_client::{Credits, parse_delivery};
 use chrono::Utc;
-use job_store::{ApplyOutcome, DeliveryState, JobOptions, JobState, PersonState, Store, StoredDelivery};
+use job_store::{
+    ApplyOutcome, DeliveryState, InboundDelivery, JobOptions, JobState, PersonState, Store, StoredDelivery,
+};
 use uuid::Uuid;
 
 use crate::harness::{
@@ -51,8 +53,13 @@ async fn a_group_of_deliveries_dedups_within_and_across_groups(store: Store) {
     // Reordered keys and spacing are the same delivery.
     let same_as_earlier: &[u8] = b"{ \"people\" : [ ] }";
     let unknown = Uuid::now_v7();
-    let items: Vec<(Uuid, &[u8])> =
-        vec![(b.batch_id, &phone), (unknown, &phone), (b.batch_id, &phone), (b.batch_id, same_as_earlier)];
+    let item = |batch_id, body| InboundDelivery { batch_id, claim: None, body };
+    let items = vec![
+        item(b.batch_id, &phone[..]),
+        item(unknown, &phone[..]),
+        item(b.batch_id, &phone[..]),
+        item(b.batch_id, same_as_earlier),
+    ];
     let got = store.store_deliveries(&items, Utc::now()).await.unwrap();
     assert_eq!(got.len(), 4);
     let first = match &got[0] {

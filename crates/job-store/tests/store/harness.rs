@@ -174,6 +174,7 @@ pub fn apollo_id(person_id: Uuid) -> String {
 pub fn all_matched(b: &ClaimedBatch, expect_phone: bool, expect_waterfall: bool) -> SyncOutcome {
     SyncOutcome {
         batch_id: b.batch_id,
+        claim: b.claims,
         http_status: 200,
         request_id: Some(-4211274463135576197),
         phone_request_id: expect_phone.then(|| "phone-job-1".to_owned()),
@@ -199,6 +200,7 @@ pub fn all_matched(b: &ClaimedBatch, expect_phone: bool, expect_waterfall: bool)
                 },
                 fields: json!({"title": "CTO", "city": "Austin", "name": null}),
                 expect_phone,
+                phone_elsewhere: false,
                 expect_waterfall,
                 credits: Credits::whole(1),
             })

@@ -8,5 +8,6 @@ mod concurrency;
 mod deliveries;
 mod erase;
 mod jobs;
+mod lifecycle;
 mod random_ops;
 mod sync_results;

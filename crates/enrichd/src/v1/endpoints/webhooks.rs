@@ -13,11 +13,14 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::v1::endpoints::body::read_limited;
 
-/// The token in the webhook URL.
+/// The query of the webhook URL.
 #[derive(Deserialize, utoipa::IntoParams)]
 pub struct Token {
     /// The batch's secret, as given to Apollo in `webhook_url`.
     pub token: Option<String>,
+    /// Which call (claim) of the batch this URL was given to: a retried call's deliveries are
+    /// told apart from the first one's (each may have been charged).
+    pub claim: Option<i32>,
 }
 
 /// Receive one Apollo delivery for a batch.
@@ -50,7 +53,7 @@ pub async fn apollo(
         return Err(ApiError::BadRequest("empty delivery".into()));
     }
     // Durable before the 200, committed together with the deliveries that arrived meanwhile.
-    let stored = state.deliveries.store(batch_id, body.freeze()).await?;
+    let stored = state.deliveries.store(batch_id, query.claim, body.freeze()).await?;
     state.wake.ingest.notify_one();
     let duplicate = matches!(stored, StoredDelivery::Duplicate { .. });
     Ok(HttpResponse::Ok().json(json!({ "status": "received", "duplicate": duplicate })))
