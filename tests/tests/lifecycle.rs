@@ -174,22 +174,26 @@ async fn cancel(backend: Backend) {
 
     let job = t.wait_done(&id, Duration::from_secs(20)).await;
     assert_eq!(job["status"], "cancelled", "{job:#}");
-    assert_eq!(count(&job, "cancelled"), cancelled, "only people queued at the cancel are cancelled");
+    // People queued at the cancel are cancelled; so are people of a call in flight at the cancel
+    // that Apollo refused (429), as no later call may carry them.
+    let cancelled_in_the_end = count(&job, "cancelled");
+    assert!(cancelled_in_the_end >= cancelled, "{job:#}");
+    assert!(cancelled_in_the_end - cancelled <= in_flight, "only people in flight at the cancel: {job:#}");
     assert_eq!(count(&job, "failed"), 0);
     assert_eq!(count(&job, "partial"), 0, "the phone deliveries of sent people still merged: {job:#}");
-    assert_eq!(finished(&job), TOTAL - cancelled, "people already sent still merge: {job:#}");
+    assert_eq!(finished(&job), TOTAL - cancelled_in_the_end, "people already sent still merge: {job:#}");
     assert!(finished(&job) > finished(&at_cancel), "merges went on after the cancel");
     assert_eq!(counts_sum(&job), TOTAL);
-    // Apollo saw exactly the people not cancelled, in no more calls than were in flight.
+    // Apollo answered exactly the people not cancelled, in no more calls than were in flight.
     let (calls, sent) = answered_calls(&t);
-    assert_eq!(sent as i64, TOTAL - cancelled);
+    assert_eq!(sent as i64, TOTAL - cancelled_in_the_end);
     assert!(
         calls as i64 <= calls_at_cancel as i64 + (in_flight + 9) / 10,
         "{calls} calls answered; {calls_at_cancel} at the cancel with {in_flight} people in flight"
     );
     let people = t.all_people(&id).await;
     assert_eq!(people.len() as i64, TOTAL);
-    assert_eq!(people.iter().filter(|p| p["status"] == "cancelled").count() as i64, cancelled);
+    assert_eq!(people.iter().filter(|p| p["status"] == "cancelled").count() as i64, cancelled_in_the_end);
     let mobiles = people
         .iter()
         .flat_map(|p| p["record"]["phones"].as_array().cloned().unwrap_or_default())
@@ -206,7 +210,7 @@ async fn cancel(backend: Backend) {
     let event = got[0].json();
     assert_eq!(event["data"]["id"], id.as_str());
     assert_eq!(event["data"]["status"], "cancelled");
-    assert_eq!(event["data"]["counts"]["cancelled"], cancelled);
+    assert_eq!(event["data"]["counts"]["cancelled"], cancelled_in_the_end);
     assert_eq!(event["data"]["people"].as_array().unwrap().len() as i64, TOTAL);
     t.stop().await;
 }
