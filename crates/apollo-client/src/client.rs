@@ -197,11 +197,49 @@ impl ApolloClient {
     }
 
     async fn send(&self, request: reqwest::Request) -> Result<(StatusCode, RateLimit, String), ApolloError> {
+        let endpoint = endpoint_of(request.url().path());
+        let started = Instant::now();
+        let answer = self.exchange(request).await;
+        let outcome = match &answer {
+            Ok((status, ..)) if status.is_success() => "ok",
+            Ok((status, ..)) if status.as_u16() == 429 => "rate_limited",
+            Ok((status, ..)) if status.is_client_error() => "client_error",
+            Ok(_) => "server_error",
+            Err(ApolloError::Transient { message, .. }) if message.starts_with("timeout") => "timeout",
+            Err(_) => "transport_error",
+        };
+        metrics::counter!("enrichd_apollo_requests_total", "endpoint" => endpoint, "outcome" => outcome).increment(1);
+        metrics::histogram!("enrichd_apollo_request_duration_seconds", "endpoint" => endpoint)
+            .record(started.elapsed().as_secs_f64());
+        if let Ok((_, limits, _)) = &answer {
+            for (window, w) in [("minute", &limits.minute), ("hour", &limits.hour), ("day", &limits.day)] {
+                if let Some(left) = w.left {
+                    metrics::gauge!("enrichd_apollo_rate_limit_remaining", "window" => window).set(left as f64);
+                }
+            }
+        }
+        answer
+    }
+
+    async fn exchange(&self, request: reqwest::Request) -> Result<(StatusCode, RateLimit, String), ApolloError> {
         let response = self.http.execute(request).await.map_err(ApolloError::from_transport)?;
         let status = response.status();
         let limits = RateLimit::from_headers(response.headers());
         let body = response.text().await.map_err(ApolloError::from_transport)?;
         Ok((status, limits, body))
+    }
+}
+
+/// The metric label of an Apollo path (never the id inside it).
+fn endpoint_of(path: &str) -> &'static str {
+    if path.ends_with("/bulk_match") {
+        "bulk_match"
+    } else if path.contains("/webhook_result/") {
+        "webhook_result"
+    } else if path.ends_with("/api_usage_stats") {
+        "api_usage_stats"
+    } else {
+        "other"
     }
 }
 

@@ -20,6 +20,10 @@ pub struct Config {
     #[arg(long, env = "BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
+    /// Serve `/metrics` on this address only (unset: on the API's address).
+    #[arg(long, env = "METRICS_BIND")]
+    pub metrics_bind: Option<SocketAddr>,
+
     /// Apollo API key (required).
     #[arg(long, env = "APOLLO_API_KEY", hide_env_values = true)]
     pub apollo_api_key: Option<SecretString>,

@@ -2,9 +2,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::{Value, json};
 
+use crate::core::validate::Problem;
 use crate::delivery_writer::WriteError;
+use crate::v1::models::{ErrorBody, ErrorDetail};
 
 /// Everything a handler can answer with besides success.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,9 @@ pub enum ApiError {
     /// 404.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// 405: the path exists, the method does not; `Allow` lists the methods it has.
+    #[error("method not allowed; this path allows {}", .0.join(", "))]
+    MethodNotAllowed(Vec<String>),
     /// 409: e.g. an idempotency key reused with another body.
     #[error("{0}")]
     Conflict(String),
@@ -33,7 +37,7 @@ pub enum ApiError {
         /// A summary.
         message: String,
         /// Per-field or per-index problems.
-        details: Value,
+        details: Vec<Problem>,
     },
     /// 503: the database is unreachable; the client (or Apollo) should retry.
     #[error("service temporarily unavailable: {0}")]
@@ -44,11 +48,23 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A 422 for the given problems.
+    pub fn invalid(problems: Vec<Problem>) -> ApiError {
+        let message = format!("the request has {} problem(s); nothing was stored", problems.len());
+        ApiError::Unprocessable { message, details: problems }
+    }
+
+    /// A 422 naming one field.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::invalid(vec![Problem { field: field.to_string(), index: None, message: message.into() }])
+    }
+
     fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
@@ -65,6 +81,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -78,27 +95,39 @@ impl ResponseError for ApiError {
         if let ApiError::Internal(detail) = self {
             tracing::error!(%detail, "internal error");
         }
-        let mut error = json!({ "code": self.code(), "message": self.to_string() });
-        if let ApiError::Unprocessable { details, .. } = self {
-            error["details"] = details.clone();
-        }
+        let details = match self {
+            ApiError::Unprocessable { details, .. } => Some(details.clone()),
+            _ => None,
+        };
+        let body = ErrorBody { error: ErrorDetail { code: self.code().into(), message: self.to_string(), details } };
         let mut resp = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unavailable(_)) {
-            resp.insert_header(("retry-after", "5"));
+        match self {
+            ApiError::Unavailable(_) => {
+                resp.insert_header(("retry-after", "5"));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                resp.insert_header(("allow", allow.join(", ")));
+            }
+            _ => {}
         }
-        resp.json(json!({ "error": error }))
+        resp.json(body)
     }
 }
 
 impl From<job_store::StoreError> for ApiError {
     fn from(e: job_store::StoreError) -> Self {
         use job_store::StoreError as S;
+        if e.is_unstorable_value() {
+            tracing::warn!(error = %e, "the database refused a value");
+            return ApiError::invalid_field("", "a value could not be stored by the database (for example U+0000)");
+        }
         match e {
             S::NotFound(_) => ApiError::NotFound("resource"),
             S::IdempotencyConflict { key, job_id } => ApiError::Conflict(format!(
                 "Idempotency-Key {key:?} was already used with a different request body (job {job_id})"
             )),
-            S::Invalid(m) => ApiError::BadRequest(m),
+            // The store's own invariants: a bug of ours, never the client's fault.
+            S::Invalid(m) => ApiError::Internal(m),
             S::Corrupt(m) => ApiError::Internal(m),
             // Whatever the database said, the request may succeed later: tell the caller to retry.
             S::Db(db) => {

@@ -1,4 +1,7 @@
-//! The `enrichd` binary: `serve`, `demo`, `migrate`.
+//! The `enrichd` binary: `serve`, `demo`, `migrate`, and the client commands (`submit`, `watch`,
+//! `export`, `jobs`, `show`, `cancel`).
+
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use enrichd::config::Config;
@@ -28,18 +31,19 @@ enum Command {
         #[arg(long, env = "DATABASE_URL", default_value = "sqlite://enrichd.db?mode=rwc")]
         database_url: String,
     },
+    #[command(flatten)]
+    Client(enrichd::cli::ClientCommand),
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Demo { .. }) { "error" } else { "info" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
-        )
-        .init();
+    let default_level = match cli.command {
+        Command::Demo { .. } => "error",
+        Command::Client(_) => "warn",
+        _ => "info",
+    };
+    enrichd::logging::init(default_level)?;
     match cli.command {
         Command::Serve(config) => {
             let app = Application::build(*config).await?.start()?;
@@ -55,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
             job_store::Store::connect(&database_url).await?;
             println!("migrations applied");
         }
+        Command::Client(command) => return enrichd::cli::run(command).await,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }

@@ -11,13 +11,16 @@ use apollo_client::ApolloClient;
 use job_store::{Store, StoreOptions};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 use utoipa::OpenApi;
+use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
 use crate::core::signing::SigningSecret;
 use crate::error::ApiError;
 use crate::state::{AppState, ClientKeys, Wakers};
+use crate::telemetry;
 use crate::v1::endpoints::{admin, docs, health, jobs, webhooks};
 use crate::worker::{self, dispatch::Dispatcher};
 
@@ -43,6 +46,7 @@ pub struct Running {
     server: ServerHandle,
     server_task: JoinHandle<std::io::Result<()>>,
     workers: Vec<JoinHandle<()>>,
+    metrics_server: Option<(ServerHandle, JoinHandle<std::io::Result<()>>)>,
 }
 
 impl Application {
@@ -99,22 +103,27 @@ impl Application {
         let port = self.port();
         let state = self.state;
         let data = web::Data::new(state.clone());
-        let openapi = docs::ApiDoc::openapi();
+        telemetry::handle();
+        telemetry::describe();
+        let separate_metrics = state.config.metrics_bind.is_some();
+        let metrics_server = match state.config.metrics_bind {
+            Some(addr) => {
+                let data = data.clone();
+                let server = HttpServer::new(move || App::new().app_data(data.clone()).service(telemetry::scrape))
+                    .workers(1)
+                    .disable_signals()
+                    .bind(addr)
+                    .with_context(|| format!("binding METRICS_BIND {addr}"))?
+                    .run();
+                Some(server)
+            }
+            None => None,
+        };
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()))
-                .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::BadRequest(e.to_string()).into()))
-                .wrap_fn(|req, srv| {
-                    // Log the path without the query: webhook URLs carry their token there.
-                    let (method, path, started) = (req.method().clone(), req.path().to_string(), Instant::now());
-                    let fut = srv.call(req);
-                    async move {
-                        let res = fut.await?;
-                        tracing::info!(%method, %path, status = res.status().as_u16(), ms = started.elapsed().as_millis() as u64, "request");
-                        Ok(res)
-                    }
-                })
+            // One list: each handler registered here is routed and documented.
+            let (app, doc) = App::new()
+                .into_utoipa_app()
+                .openapi(docs::ApiDoc::openapi())
                 .service(jobs::create)
                 .service(jobs::list)
                 .service(jobs::get)
@@ -126,15 +135,43 @@ impl Application {
                 .service(health::healthz)
                 .service(health::readyz)
                 .service(admin::resume)
-                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", openapi.clone()))
+                .split_for_parts();
+            app.app_data(data.clone())
+                .app_data(web::Data::new(docs::PathMethods::from_doc(&doc)))
+                .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::invalid_field("query", e.to_string()).into()))
+                .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound("route").into()))
+                .wrap_fn(|req, srv| {
+                    // Log the path without the query: webhook URLs carry their token there.
+                    let (method, path, started) = (req.method().clone(), req.path().to_string(), Instant::now());
+                    let request_id = request_id(req.headers());
+                    let span = tracing::info_span!("request", request_id = %request_id);
+                    let fut = srv.call(req).instrument(span.clone());
+                    async move {
+                        let mut res = fut.await?;
+                        let status = res.status().as_u16();
+                        telemetry::record_request(res.request().match_pattern().as_deref(), method.as_str(), status, started.elapsed());
+                        if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&request_id) {
+                            res.headers_mut().insert(actix_web::http::header::HeaderName::from_static("x-request-id"), v);
+                        }
+                        span.in_scope(|| tracing::info!(%method, %path, status, ms = started.elapsed().as_millis() as u64, "request"));
+                        Ok(res)
+                    }
+                })
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc))
                 .route("/docs", web::get().to(|| async { HttpResponse::Found().insert_header(("location", "/docs/")).finish() }))
-                .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound("route")) }))
+                .configure(|cfg| {
+                    if !separate_metrics {
+                        cfg.service(telemetry::scrape);
+                    }
+                })
+                .default_service(web::to(docs::unrouted))
         })
         .disable_signals()
         .listen(self.listener)?
         .run();
         let server_handle = server.handle();
         let server_task = tokio::spawn(server);
+        let metrics_server = metrics_server.map(|m| (m.handle(), tokio::spawn(m)));
         let dispatcher = Dispatcher::new(&state);
         let mut workers = vec![
             tokio::spawn(worker::dispatch::run(state.clone(), dispatcher.clone())),
@@ -145,7 +182,7 @@ impl Application {
         if state.config.retention_days.is_some() {
             workers.push(tokio::spawn(worker::retention::run(state.clone())));
         }
-        Ok(Running { port, state, dispatcher, server: server_handle, server_task, workers })
+        Ok(Running { port, state, dispatcher, server: server_handle, server_task, workers, metrics_server })
     }
 }
 
@@ -177,7 +214,21 @@ impl Running {
         }
         self.server.stop(true).await;
         let _ = self.server_task.await;
+        if let Some((handle, task)) = self.metrics_server {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
     }
+}
+
+/// The caller's `X-Request-Id` when it is short visible ASCII, else a new one.
+fn request_id(headers: &actix_web::http::header::HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
 
 /// A database URL without its password, for error messages.

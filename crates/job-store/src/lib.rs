@@ -26,6 +26,7 @@ pub mod merge;
 mod people;
 pub mod person_key;
 pub mod states;
+pub mod stats;
 pub mod sync;
 
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub use erase::Erased;
 pub use jobs::{CreatedJob, FailedDelivery, JobOptions, JobView, NewJob, PersonView};
 pub use person_key::person_key;
 pub use states::{BatchState, CallbackState, DeliveryState, JobState, PersonState};
+pub use stats::StateCounts;
 pub use sync::{SyncMatch, SyncOutcome, SyncPerson, SyncRecorded};
 
 /// What can go wrong in the store.
@@ -72,6 +74,20 @@ pub enum StoreError {
     /// A database error.
     #[error(transparent)]
     Db(#[from] DbErr),
+}
+
+impl StoreError {
+    /// Whether the database refused a value as data (SQLSTATE class 22, e.g. U+0000 in text or
+    /// jsonb on PostgreSQL): the input is at fault, and retrying cannot help.
+    pub fn is_unstorable_value(&self) -> bool {
+        use sea_orm::{RuntimeErr, sqlx};
+        match self {
+            StoreError::Db(DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) => {
+                matches!(&**e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("22")))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Result of store calls.

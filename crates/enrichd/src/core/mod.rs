@@ -1,6 +1,7 @@
 //! Mechanisms with no HTTP or database in them: each a set of plain, unit-tested functions.
 
 pub mod callback_url;
+pub mod csv_map;
 pub mod ratelimit;
 pub mod records;
 pub mod signing;

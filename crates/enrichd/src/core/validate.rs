@@ -1,8 +1,12 @@
-//! Validation of a submitted job: every problem found at once, each naming where it is.
+//! Validation of a submitted job: the body is parsed into the typed request of the HTTP contract
+//! ([`JobRequest`], [`PersonInput`]) one field at a time, then each person into a [`ValidPerson`],
+//! so that every problem is found at once, each naming where it is.
 
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
 
 use crate::core::callback_url::CallbackPolicy;
+use crate::v1::models::{JobRequest, PersonInput};
 
 /// Fields a person may carry.
 pub const PERSON_FIELDS: [&str; 10] = [
@@ -29,10 +33,17 @@ const JOB_FIELDS: [&str; 8] = [
     "webhook_url",
 ];
 
+/// The person field holding a spreadsheet row as given (kept for exports, never sent to Apollo).
+pub const SOURCE_ROW: &str = "source_row";
+/// Most cells in a `source_row`.
+pub const MAX_SOURCE_CELLS: usize = 200;
 /// Longest accepted value of a person field.
-const MAX_FIELD_LEN: usize = 512;
+pub const MAX_FIELD_LEN: usize = 512;
 /// Largest accepted `metadata`, serialised.
-const MAX_METADATA_BYTES: usize = 16 * 1024;
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Why U+0000 is refused: PostgreSQL `text` and `jsonb` cannot hold it, so the same job would be
+/// accepted on SQLite and refused on PostgreSQL. Refusing it everywhere keeps one contract.
+const NUL_MESSAGE: &str = "contains U+0000 (a NUL character), which the database cannot store";
 
 /// A job that passed validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,12 +84,12 @@ impl ValidJob {
 }
 
 /// One problem: where (`people[3].email`, `callback_url`) and what.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// JSON path of the offending value.
     pub field: String,
     /// The person's index, for problems inside `people`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
     /// What is wrong.
     pub message: String,
@@ -93,7 +104,7 @@ pub fn validate_job(body: &Value, max_people: usize, policy: &CallbackPolicy) ->
     validate_job_owned(body.clone(), max_people, policy)
 }
 
-/// [`validate_job`] consuming the body: each person is cleaned by moving its strings, so a
+/// [`validate_job`] consuming the body: each person is parsed by moving its strings, so a
 /// 100,000-person job is held once rather than twice (about 100 MiB less at the peak).
 pub fn validate_job_owned(
     mut body: Value,
@@ -110,46 +121,24 @@ pub fn validate_job_owned(
     if obj.contains_key("webhook_url") {
         problems.push(problem("webhook_url", None, "set by the service; clients give callback_url"));
     }
-    let flag = |name: &str, problems: &mut Vec<Problem>| match obj.get(name) {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            problems.push(problem(name, None, "must be a boolean"));
-            false
-        }
-    };
+    let mut flag = |name: &str, problems: &mut Vec<Problem>| take::<bool>(obj, name, problems).unwrap_or(false);
     let reveal_personal_emails = flag("reveal_personal_emails", &mut problems);
     let reveal_phone_number = flag("reveal_phone_number", &mut problems);
     let run_waterfall_email = flag("run_waterfall_email", &mut problems);
     let run_waterfall_phone = flag("run_waterfall_phone", &mut problems);
-
-    let callback_url = match obj.get("callback_url") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => match policy.check(s) {
-            Ok(url) => Some(url.to_string()),
-            Err(e) => {
-                problems.push(problem("callback_url", None, e.to_string()));
-                None
-            }
-        },
-        Some(_) => {
-            problems.push(problem("callback_url", None, "must be a string"));
-            None
+    let callback_url = take::<String>(obj, "callback_url", &mut problems).and_then(|s| {
+        let checked = if s.contains('\0') { Err(NUL_MESSAGE.to_string()) } else { policy.check(&s).map_err(|e| e.to_string()) };
+        checked.map(|url| url.to_string()).map_err(|m| problems.push(problem("callback_url", None, m))).ok()
+    });
+    let metadata = take::<Map<String, Value>>(obj, "metadata", &mut problems).map(Value::Object);
+    if let Some(m) = &metadata {
+        if m.to_string().len() > MAX_METADATA_BYTES {
+            problems.push(problem("metadata", None, format!("must be at most {MAX_METADATA_BYTES} bytes")));
         }
-    };
-    let metadata = match obj.get("metadata") {
-        None | Some(Value::Null) => None,
-        Some(m @ Value::Object(_)) => {
-            if m.to_string().len() > MAX_METADATA_BYTES {
-                problems.push(problem("metadata", None, format!("must be at most {MAX_METADATA_BYTES} bytes")));
-            }
-            Some(m.clone())
+        if let Some(path) = nul_inside(m, "metadata") {
+            problems.push(problem(path, None, NUL_MESSAGE));
         }
-        Some(_) => {
-            problems.push(problem("metadata", None, "must be an object"));
-            None
-        }
-    };
+    }
 
     let mut people = Vec::new();
     match obj.remove("people") {
@@ -162,9 +151,10 @@ pub fn validate_job_owned(
         Some(Value::Array(list)) => {
             people.reserve(list.len());
             for (i, p) in list.into_iter().enumerate() {
-                match validate_person(i, p) {
-                    Ok(clean) => people.push(clean),
-                    Err(mut ps) => problems.append(&mut ps),
+                let at = |f: &str| if f.is_empty() { format!("people[{i}]") } else { format!("people[{i}].{f}") };
+                match parse_person(p).and_then(ValidPerson::try_from) {
+                    Ok(clean) => people.push(clean.0),
+                    Err(list) => problems.extend(list.into_iter().map(|(f, m)| problem(at(&f), Some(i), m))),
                 }
             }
         }
@@ -186,59 +176,141 @@ pub fn validate_job_owned(
     }
 }
 
-fn validate_person(i: usize, p: Value) -> Result<Value, Vec<Problem>> {
-    let at = |f: &str| format!("people[{i}].{f}");
-    let Value::Object(obj) = p else {
-        return Err(vec![problem(format!("people[{i}]"), Some(i), "must be an object")]);
+/// Removes `key` and parses it as `T` (null is absent); a wrong type becomes a problem naming it.
+fn take<T: DeserializeOwned>(obj: &mut Map<String, Value>, key: &str, problems: &mut Vec<Problem>) -> Option<T> {
+    match obj.remove(key)? {
+        Value::Null => None,
+        v => serde_json::from_value(v).map_err(|e| problems.push(problem(key, None, type_message(&e)))).ok(),
+    }
+}
+
+/// serde's message without the Rust type names it sometimes adds.
+fn type_message(e: &serde_json::Error) -> String {
+    let m = e.to_string();
+    let m = m.strip_prefix("invalid type: ").map(|rest| format!("has the wrong type: {rest}")).unwrap_or(m);
+    m.replace("expected struct PersonInput", "expected an object").replace("untagged enum ExternalId", "a string or a number")
+}
+
+/// The first string or key under `v` holding U+0000, as a path.
+fn nul_inside(v: &Value, at: &str) -> Option<String> {
+    match v {
+        Value::String(s) if s.contains('\0') => Some(at.to_string()),
+        Value::Array(list) => list.iter().enumerate().find_map(|(i, x)| nul_inside(x, &format!("{at}[{i}]"))),
+        Value::Object(m) => m.iter().find_map(|(k, x)| {
+            let here = format!("{at}.{k}");
+            if k.contains('\0') { Some(here) } else { nul_inside(x, &here) }
+        }),
+        _ => None,
+    }
+}
+
+/// Problems of one person: the field inside the person (empty for the person itself) and what.
+pub type PersonProblems = Vec<(String, String)>;
+
+/// Parses one element of `people` into the wire type; on failure names every unknown or
+/// mistyped field rather than only the first.
+pub fn parse_person(v: Value) -> Result<PersonInput, PersonProblems> {
+    use serde::Deserialize;
+    let first = match PersonInput::deserialize(&v) {
+        Ok(p) => return Ok(p),
+        Err(e) => e,
     };
-    let mut problems = Vec::new();
-    let mut clean = serde_json::Map::new();
+    let Value::Object(obj) = v else {
+        return Err(vec![(String::new(), "must be an object".into())]);
+    };
+    let mut problems = PersonProblems::new();
     for (k, v) in obj {
-        if !PERSON_FIELDS.contains(&k.as_str()) {
-            problems.push(problem(at(&k), Some(i), "unknown field"));
-            continue;
+        if !PERSON_FIELDS.contains(&k.as_str()) && k != SOURCE_ROW {
+            problems.push((k, "unknown field".into()));
+        } else if let Err(e) = serde_json::from_value::<PersonInput>(json!({ &k: v })) {
+            problems.push((k, type_message(&e)));
         }
-        match v {
-            Value::Null => {}
-            Value::String(s) if s.len() > MAX_FIELD_LEN => {
-                problems.push(problem(at(&k), Some(i), format!("is longer than {MAX_FIELD_LEN} bytes")))
-            }
-            Value::String(s) if s.trim().is_empty() => {}
-            Value::String(s) => {
+    }
+    if problems.is_empty() {
+        problems.push((String::new(), type_message(&first)));
+    }
+    Err(problems)
+}
+
+/// A person that passed validation: an object of known, trimmed, non-empty string fields, with a
+/// usable identifier (the form the store keeps).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidPerson(pub Value);
+
+impl TryFrom<PersonInput> for ValidPerson {
+    type Error = PersonProblems;
+
+    fn try_from(p: PersonInput) -> Result<ValidPerson, PersonProblems> {
+        let mut problems = PersonProblems::new();
+        let mut clean = Map::new();
+        let external_id = p.external_id.clone().map(|e| e.into_text());
+        let source_row = p.source_row.clone();
+        let Ok(Value::Object(fields)) = serde_json::to_value(PersonInput { external_id: None, source_row: None, ..p })
+        else {
+            return Err(vec![(String::new(), "could not be read".into())]);
+        };
+        let strings = fields.into_iter().filter_map(|(k, v)| match v {
+            Value::String(s) => Some((k, s)),
+            _ => None,
+        });
+        for (k, s) in strings.chain(external_id.map(|e| ("external_id".to_string(), e))) {
+            if s.len() > MAX_FIELD_LEN {
+                problems.push((k, format!("is longer than {MAX_FIELD_LEN} bytes")));
+            } else if s.contains('\0') {
+                problems.push((k, NUL_MESSAGE.into()));
+            } else if !s.trim().is_empty() {
                 let s = if s.trim().len() == s.len() { s } else { s.trim().to_string() };
                 clean.insert(k, Value::String(s));
             }
-            // External ids are often numbers in CRMs: accept them as given.
-            Value::Number(n) if k == "external_id" => {
-                clean.insert(k, json!(n.to_string()));
+        }
+        if let Some(row) = source_row {
+            if row.len() > MAX_SOURCE_CELLS {
+                problems.push((SOURCE_ROW.into(), format!("has more than {MAX_SOURCE_CELLS} cells")));
+            } else if let Some(i) = row.iter().position(|c| c.len() > MAX_FIELD_LEN) {
+                problems.push((format!("{SOURCE_ROW}[{i}]"), format!("is longer than {MAX_FIELD_LEN} bytes")));
+            } else if let Some(i) = row.iter().position(|c| c.contains('\0')) {
+                problems.push((format!("{SOURCE_ROW}[{i}]"), NUL_MESSAGE.into()));
+            } else {
+                clean.insert(SOURCE_ROW.into(), row.into());
             }
-            _ => problems.push(problem(at(&k), Some(i), "must be a string")),
+        }
+        let field = |name: &str| clean.get(name).and_then(Value::as_str);
+        if field("email").is_some_and(|e| apollo_client::normalize_email(e).is_none()) {
+            problems.push(("email".into(), "is not an email address".into()));
+        }
+        if field("hashed_email").is_some_and(|h| !((h.len() == 32 || h.len() == 64) && is_hex(h))) {
+            problems.push(("hashed_email".into(), "must be an MD5 (32) or SHA-256 (64) hex digest".into()));
+        }
+        if field("linkedin_url").is_some_and(|u| !u.to_ascii_lowercase().contains("linkedin.com/")) {
+            problems.push(("linkedin_url".into(), "is not a LinkedIn URL".into()));
+        }
+        // Apollo ids are MongoDB object ids; anything else Apollo refuses, failing the whole call.
+        if field("id").is_some_and(|id| !(id.len() == 24 && is_hex(id))) {
+            problems.push(("id".into(), "must be an Apollo person id: 24 hexadecimal characters".into()));
+        }
+        let clean = Value::Object(clean);
+        if problems.is_empty() && job_store::person_key(&clean).is_none() {
+            problems.push((
+                String::new(),
+                "needs a usable identifier: email, hashed_email, linkedin_url, id, or a name with domain or organization_name".into(),
+            ));
+        }
+        if problems.is_empty() { Ok(ValidPerson(clean)) } else { Err(problems) }
+    }
+}
+
+fn is_hex(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+impl JobRequest {
+    /// Validates this request as the service would (the CLI checks rows before sending them).
+    pub fn validate(&self, max_people: usize, policy: &CallbackPolicy) -> Result<ValidJob, Vec<Problem>> {
+        match serde_json::to_value(self) {
+            Ok(v) => validate_job_owned(v, max_people, policy),
+            Err(e) => Err(vec![problem("", None, e.to_string())]),
         }
     }
-    if let Some(email) = clean.get("email").and_then(Value::as_str)
-        && apollo_client::normalize_email(email).is_none()
-    {
-        problems.push(problem(at("email"), Some(i), "is not an email address"));
-    }
-    if let Some(h) = clean.get("hashed_email").and_then(Value::as_str)
-        && !((h.len() == 32 || h.len() == 64) && h.chars().all(|c| c.is_ascii_hexdigit()))
-    {
-        problems.push(problem(at("hashed_email"), Some(i), "must be an MD5 (32) or SHA-256 (64) hex digest"));
-    }
-    if let Some(url) = clean.get("linkedin_url").and_then(Value::as_str)
-        && !url.to_ascii_lowercase().contains("linkedin.com/")
-    {
-        problems.push(problem(at("linkedin_url"), Some(i), "is not a LinkedIn URL"));
-    }
-    let clean = Value::Object(clean);
-    if problems.is_empty() && job_store::person_key(&clean).is_none() {
-        problems.push(problem(
-            format!("people[{i}]"),
-            Some(i),
-            "needs a usable identifier: email, hashed_email, linkedin_url, id, or a name with domain or organization_name",
-        ));
-    }
-    if problems.is_empty() { Ok(clean) } else { Err(problems) }
 }
 
 #[cfg(test)]
@@ -305,5 +377,29 @@ mod tests {
             .unwrap_err();
         let fields: Vec<_> = p.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, vec!["extra", "reveal_phone_number", "callback_url"]);
+    }
+
+    #[test]
+    fn nul_characters_are_refused_by_field() {
+        let problems = check(json!({
+            "people": [{"email": "a@b.io", "first_name": "A\u{0}B"}, {"email": "a\u{0}@b.io"}],
+            "metadata": {"k": ["x", "y\u{0}"]},
+            "callback_url": "https://hooks.example.com/\u{0}",
+        }))
+        .unwrap_err();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, vec!["callback_url", "metadata.k[1]", "people[0].first_name", "people[1].email"]);
+        assert!(problems.iter().all(|p| p.message.contains("U+0000")), "{problems:?}");
+    }
+
+    #[test]
+    fn apollo_ids_must_be_object_ids() {
+        let ok = check(json!({"people": [{"id": "6501a9f2c4dfae0001a1b2c3"}, {"id": " 6501A9F2C4DFAE0001A1B2C3 "}]})).unwrap();
+        assert_eq!(ok.people[1]["id"], "6501A9F2C4DFAE0001A1B2C3");
+        let problems =
+            check(json!({"people": [{"id": "6501a9f2c4dfae0001a1b2c"}, {"id": "zz01a9f2c4dfae0001a1b2c3"}, {"id": "123"}]}))
+                .unwrap_err();
+        let indexes: Vec<_> = problems.iter().map(|p| (p.index, p.field.as_str())).collect();
+        assert_eq!(indexes, vec![(Some(0), "people[0].id"), (Some(1), "people[1].id"), (Some(2), "people[2].id")]);
     }
 }

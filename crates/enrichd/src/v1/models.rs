@@ -1,76 +1,652 @@
-//! The public JSON shapes of jobs and people (also the body of the final callback).
+//! The HTTP contract as types: every request and response body of the API. The handlers build
+//! their answers from these, the OpenAPI document describes them, and the command-line client
+//! reads and writes them.
 
-use job_store::{JobView, PersonView};
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use job_store::{CallbackView, JobView, PersonView};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
 
-/// A job as `GET /v1/jobs/{id}` shows it.
-pub fn job_json(j: &JobView) -> Value {
-    let callback = j.callback.as_ref().map(|c| {
-        json!({
-            "webhook_id": c.webhook_id,
-            "state": c.state.as_str(),
-            "attempts": c.attempts,
-            "next_attempt_at": c.next_attempt_at,
-            "last_status": c.last_status,
-            "last_error": c.last_error,
-            "delivered_at": c.delivered_at,
-            "attempt_log": c.attempt_log.iter().map(|a| json!({
-                "attempt": a.attempt_no,
-                "trigger": a.trigger,
-                "status_code": a.status_code,
-                "duration_ms": a.duration_ms,
-                "error": a.error,
-                "response_excerpt": a.response_excerpt,
-                "at": a.at,
-            })).collect::<Vec<_>>(),
-        })
-    });
-    json!({
-        "id": j.id,
-        "status": j.state.as_str(),
-        "pause_reason": j.pause_reason,
-        "cancel_requested_at": j.cancel_requested_at,
-        "options": {
-            "reveal_personal_emails": j.options.reveal_personal_emails,
-            "reveal_phone_number": j.options.reveal_phone_number,
-            "run_waterfall_email": j.options.run_waterfall_email,
-            "run_waterfall_phone": j.options.run_waterfall_phone,
-        },
-        "total": j.total,
-        "counts": j.counts,
-        "credits_consumed": j.credits,
-        "apollo_calls": j.calls,
-        "possible_double_charges": j.possible_double_charges,
-        "failed_deliveries": j.failed_deliveries.iter().map(|d| json!({
-            "id": d.id,
-            "batch_id": d.batch_id,
-            "error": d.error,
-            "received_at": d.received_at,
-        })).collect::<Vec<_>>(),
-        "callback_url": j.callback_url,
-        "callback": callback,
-        "metadata": j.metadata,
-        "created_at": j.created_at,
-        "updated_at": j.updated_at,
-        "completed_at": j.completed_at,
-        "erased_at": j.erased_at,
-    })
+pub use crate::core::validate::Problem;
+
+/// Most people in one page.
+pub const MAX_PAGE: u64 = 1000;
+/// Page size when `limit` is not given.
+pub const DEFAULT_PAGE: u64 = 100;
+/// Longest accepted `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// One person to enrich. Needs a usable identifier: `email`, `hashed_email`, `linkedin_url`, `id`,
+/// or a name (`name`, or `first_name` and `last_name`) with `domain` or `organization_name`.
+/// Strings are at most 512 bytes and may not contain U+0000 (no database column can hold it).
+/// Blank strings and nulls count as absent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PersonInput {
+    /// First name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512, pattern = "^[^\\u0000]*$")]
+    pub first_name: Option<String>,
+    /// Last name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512, pattern = "^[^\\u0000]*$")]
+    pub last_name: Option<String>,
+    /// Full name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512, pattern = "^[^\\u0000]*$")]
+    pub name: Option<String>,
+    /// Email address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512, format = "email", example = "dana@northwind-labs.com")]
+    pub email: Option<String>,
+    /// MD5 (32) or SHA-256 (64) hex digest of the lower-cased email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^\\s*([0-9a-fA-F]{32}|[0-9a-fA-F]{64})\\s*$")]
+    pub hashed_email: Option<String>,
+    /// Company name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512, pattern = "^[^\\u0000]*$")]
+    pub organization_name: Option<String>,
+    /// Company domain, without `www.` or `@`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512, pattern = "^[^\\u0000]*$")]
+    pub domain: Option<String>,
+    /// Apollo person id: 24 hexadecimal characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^\\s*[0-9a-fA-F]{24}\\s*$", example = "6501a9f2c4dfae0001a1b2c3")]
+    pub id: Option<String>,
+    /// LinkedIn profile URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 512, pattern = "[lL][iI][nN][kK][eE][dD][iI][nN]\\.[cC][oO][mM]/")]
+    pub linkedin_url: Option<String>,
+    /// Your own id (a string, or a number kept as its decimal text), returned as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<ExternalId>,
+    /// The person's whole row when submitted from a spreadsheet (every column, in order; the
+    /// header row goes in the job's `metadata.source_columns`), so an export can give it back.
+    /// At most 200 cells of 512 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 200)]
+    pub source_row: Option<Vec<String>>,
 }
 
-/// A person as `GET /v1/jobs/{id}/people` shows it: the input, the state and the merged record.
+/// A client's own id for a person: CRMs often use numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum ExternalId {
+    /// Text, at most 512 bytes.
+    #[schema(value_type = String)]
+    Text(String),
+    /// A number, stored as its decimal text.
+    #[schema(value_type = f64)]
+    Number(serde_json::Number),
+}
+
+impl ExternalId {
+    /// The id as text.
+    pub fn into_text(self) -> String {
+        match self {
+            ExternalId::Text(s) => s,
+            ExternalId::Number(n) => n.to_string(),
+        }
+    }
+}
+
+/// The body of `POST /v1/jobs`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobRequest {
+    /// The people, 1 to `MAX_JOB_PEOPLE` (100,000 by default).
+    #[schema(min_items = 1, max_items = 100_000)]
+    pub people: Vec<PersonInput>,
+    /// Ask Apollo for personal emails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reveal_personal_emails: Option<bool>,
+    /// Ask Apollo for phone numbers (delivered later by webhook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reveal_phone_number: Option<bool>,
+    /// Run Apollo's email waterfall (delivered later by webhook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_waterfall_email: Option<bool>,
+    /// Run Apollo's phone waterfall (delivered later by webhook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_waterfall_phone: Option<bool>,
+    /// Where the signed `job.completed` callback goes: https, a public host (unless allowed by
+    /// configuration), at most 2048 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2048)]
+    pub callback_url: Option<String>,
+    /// Any JSON object up to 16 KiB serialised (no U+0000 in it), returned as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// Apollo flags of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct JobFlags {
+    /// `reveal_personal_emails`.
+    pub reveal_personal_emails: bool,
+    /// `reveal_phone_number`.
+    pub reveal_phone_number: bool,
+    /// `run_waterfall_email`.
+    pub run_waterfall_email: bool,
+    /// `run_waterfall_phone`.
+    pub run_waterfall_phone: bool,
+}
+
+/// The state of a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Accepted, nothing dispatched yet.
+    Queued,
+    /// Being dispatched.
+    Running,
+    /// Dispatch is blocked; `pause_reason` says why.
+    Paused,
+    /// Every person reached a final state.
+    Completed,
+    /// Every person that could be sent failed.
+    Failed,
+    /// Cancelled by the client.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Whether the job will not change any more (apart from late parts).
+    pub fn is_final(self) -> bool {
+        matches!(self, JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled)
+    }
+}
+
+impl From<job_store::JobState> for JobStatus {
+    fn from(s: job_store::JobState) -> Self {
+        use job_store::JobState as S;
+        match s {
+            S::Queued => JobStatus::Queued,
+            S::Running => JobStatus::Running,
+            S::Paused => JobStatus::Paused,
+            S::Completed => JobStatus::Completed,
+            S::Failed => JobStatus::Failed,
+            S::Cancelled => JobStatus::Cancelled,
+        }
+    }
+}
+
+/// The state of one person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PersonStatus {
+    /// Waiting for a batch.
+    Queued,
+    /// In a call to Apollo.
+    Submitted,
+    /// Matched; phone or waterfall results still to come.
+    AwaitingAsync,
+    /// Every requested part arrived.
+    Complete,
+    /// Some parts never arrived (`missing_parts`).
+    Partial,
+    /// Apollo found no match.
+    NotFound,
+    /// Apollo refused the person's details.
+    Invalid,
+    /// Could not be enriched (`error`).
+    Failed,
+    /// The job was cancelled before the person was sent.
+    Cancelled,
+}
+
+impl From<job_store::PersonState> for PersonStatus {
+    fn from(s: job_store::PersonState) -> Self {
+        use job_store::PersonState as S;
+        match s {
+            S::Queued => PersonStatus::Queued,
+            S::Submitted => PersonStatus::Submitted,
+            S::AwaitingAsync => PersonStatus::AwaitingAsync,
+            S::Complete => PersonStatus::Complete,
+            S::Partial => PersonStatus::Partial,
+            S::NotFound => PersonStatus::NotFound,
+            S::Invalid => PersonStatus::Invalid,
+            S::Failed => PersonStatus::Failed,
+            S::Cancelled => PersonStatus::Cancelled,
+        }
+    }
+}
+
+/// People of a job per state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PersonCounts {
+    /// Waiting for a batch.
+    pub queued: i64,
+    /// In a call.
+    pub submitted: i64,
+    /// Waiting for asynchronous parts.
+    pub awaiting_async: i64,
+    /// Complete.
+    pub complete: i64,
+    /// Partial.
+    pub partial: i64,
+    /// Not found.
+    pub not_found: i64,
+    /// Invalid.
+    pub invalid: i64,
+    /// Failed.
+    pub failed: i64,
+    /// Cancelled.
+    pub cancelled: i64,
+}
+
+impl From<job_store::Counts> for PersonCounts {
+    fn from(c: job_store::Counts) -> Self {
+        PersonCounts {
+            queued: c.queued,
+            submitted: c.submitted,
+            awaiting_async: c.awaiting_async,
+            complete: c.complete,
+            partial: c.partial,
+            not_found: c.not_found,
+            invalid: c.invalid,
+            failed: c.failed,
+            cancelled: c.cancelled,
+        }
+    }
+}
+
+/// The delivery state of the final callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackStatus {
+    /// Waiting for its next try.
+    Pending,
+    /// Answered with a 2xx.
+    Delivered,
+    /// Every scheduled try failed (redeliver to try again).
+    Exhausted,
+    /// Stopped (the receiver answered 410, or the job was erased).
+    Cancelled,
+}
+
+impl From<job_store::CallbackState> for CallbackStatus {
+    fn from(s: job_store::CallbackState) -> Self {
+        use job_store::CallbackState as S;
+        match s {
+            S::Pending => CallbackStatus::Pending,
+            S::Delivered => CallbackStatus::Delivered,
+            S::Exhausted => CallbackStatus::Exhausted,
+            S::Cancelled => CallbackStatus::Cancelled,
+        }
+    }
+}
+
+/// One try of the final callback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CallbackAttempt {
+    /// Try number, from 1.
+    pub attempt: i32,
+    /// `scheduled` or `manual`.
+    pub trigger: String,
+    /// The receiver's HTTP status.
+    pub status_code: Option<i32>,
+    /// How long the try took.
+    pub duration_ms: i64,
+    /// The transport error, when there was no answer.
+    pub error: Option<String>,
+    /// The start of the receiver's answer (at most 20 KB).
+    pub response_excerpt: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The final callback of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CallbackDelivery {
+    /// The `webhook-id` header (the same on every try).
+    pub webhook_id: String,
+    /// Delivery state.
+    pub state: CallbackStatus,
+    /// Tries so far.
+    pub attempts: i32,
+    /// Next try, while pending.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// HTTP status of the last try.
+    pub last_status: Option<i32>,
+    /// Error of the last try.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Every try, oldest first.
+    pub attempt_log: Vec<CallbackAttempt>,
+}
+
+impl From<&CallbackView> for CallbackDelivery {
+    fn from(c: &CallbackView) -> Self {
+        CallbackDelivery {
+            webhook_id: c.webhook_id.clone(),
+            state: c.state.into(),
+            attempts: c.attempts,
+            next_attempt_at: c.next_attempt_at,
+            last_status: c.last_status,
+            last_error: c.last_error.clone(),
+            delivered_at: c.delivered_at,
+            attempt_log: c
+                .attempt_log
+                .iter()
+                .map(|a| CallbackAttempt {
+                    attempt: a.attempt_no,
+                    trigger: a.trigger.clone(),
+                    status_code: a.status_code,
+                    duration_ms: a.duration_ms,
+                    error: a.error.clone(),
+                    response_excerpt: a.response_excerpt.clone(),
+                    at: a.at,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An Apollo delivery that could not be applied, kept with its error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FailedDelivery {
+    /// Delivery id.
+    pub id: Uuid,
+    /// The batch (Apollo call) it belongs to.
+    pub batch_id: Uuid,
+    /// Why it could not be used.
+    pub error: Option<String>,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+}
+
+/// A job as `GET /v1/jobs/{id}` shows it (also the `data` of the final callback).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Job {
+    /// Job id.
+    pub id: Uuid,
+    /// State.
+    pub status: JobStatus,
+    /// Why dispatch is paused.
+    pub pause_reason: Option<String>,
+    /// When the client asked to cancel.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The Apollo flags.
+    pub options: JobFlags,
+    /// Number of people.
+    pub total: i64,
+    /// People per state.
+    pub counts: PersonCounts,
+    /// Credits Apollo reported for this job's people.
+    #[schema(value_type = f64)]
+    pub credits_consumed: apollo_client::Credits,
+    /// Apollo calls answered for this job.
+    pub apollo_calls: i64,
+    /// Calls whose outcome was unknown and that may have been charged twice.
+    pub possible_double_charges: i64,
+    /// Apollo deliveries for this job that could not be applied (the most recent ones).
+    pub failed_deliveries: Vec<FailedDelivery>,
+    /// Where the final callback goes.
+    pub callback_url: Option<String>,
+    /// The final callback's delivery, once the job finished with a callback URL.
+    pub callback: Option<CallbackDelivery>,
+    /// The client's metadata, as given.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Reached a final state.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// When its personal data was erased.
+    pub erased_at: Option<DateTime<Utc>>,
+}
+
+impl From<&JobView> for Job {
+    fn from(j: &JobView) -> Self {
+        Job {
+            id: j.id,
+            status: j.state.into(),
+            pause_reason: j.pause_reason.clone(),
+            cancel_requested_at: j.cancel_requested_at,
+            options: JobFlags {
+                reveal_personal_emails: j.options.reveal_personal_emails,
+                reveal_phone_number: j.options.reveal_phone_number,
+                run_waterfall_email: j.options.run_waterfall_email,
+                run_waterfall_phone: j.options.run_waterfall_phone,
+            },
+            total: j.total,
+            counts: j.counts.into(),
+            credits_consumed: j.credits,
+            apollo_calls: j.calls,
+            possible_double_charges: j.possible_double_charges,
+            failed_deliveries: j
+                .failed_deliveries
+                .iter()
+                .map(|d| FailedDelivery { id: d.id, batch_id: d.batch_id, error: d.error.clone(), received_at: d.received_at })
+                .collect(),
+            callback_url: j.callback_url.clone(),
+            callback: j.callback.as_ref().map(CallbackDelivery::from),
+            metadata: j.metadata.clone(),
+            created_at: j.created_at,
+            updated_at: j.updated_at,
+            completed_at: j.completed_at,
+            erased_at: j.erased_at,
+        }
+    }
+}
+
+/// One email address of a merged record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecordEmail {
+    /// Lower-cased address.
+    pub address: String,
+    /// Best status seen (`verified`, `likely to engage`, …).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Whether any answer called it personal.
+    #[serde(default)]
+    pub personal: bool,
+    /// Answers that carried it (`sync`, `phone_webhook`, `waterfall`).
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Waterfall vendors that found it.
+    #[serde(default)]
+    pub vendors: Vec<String>,
+}
+
+/// One phone number of a merged record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RecordPhone {
+    /// E.164 number.
+    pub e164: String,
+    /// The number as Apollo wrote it.
+    #[serde(default)]
+    pub raw: Option<String>,
+    /// `mobile`, `work_hq`, …
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Best status seen.
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+/// The merged record of one person: everything every answer said, merged by fixed rules.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Record {
+    /// Apollo's person id.
+    #[serde(default)]
+    pub apollo_id: Option<String>,
+    /// Demographic fields (`name`, `title`, `organization`, `linkedin_url`, `city`, …).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub fields: Map<String, Value>,
+    /// Email addresses, sorted.
+    #[serde(default)]
+    pub emails: Vec<RecordEmail>,
+    /// Phone numbers, sorted.
+    #[serde(default)]
+    pub phones: Vec<RecordPhone>,
+}
+
+/// A person as `GET /v1/jobs/{id}/people` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Person {
+    /// Position in the submitted list, from 0.
+    pub index: i64,
+    /// The person's id in this service.
+    pub id: Uuid,
+    /// Your `external_id`, as given.
+    #[schema(value_type = Option<String>)]
+    pub external_id: Option<Value>,
+    /// State.
+    pub status: PersonStatus,
+    /// The input as stored (cleaned; empty once erased).
+    #[schema(value_type = Object)]
+    pub input: Value,
+    /// Apollo's id of the matched person.
+    pub apollo_id: Option<String>,
+    /// The person of this job whose result this one shares (same identity).
+    pub duplicate_of: Option<Uuid>,
+    /// The merged record, once matched.
+    #[schema(value_type = Option<Record>)]
+    pub record: Option<Value>,
+    /// Parts that never arrived (`phone`, `waterfall`).
+    pub missing_parts: Vec<String>,
+    /// Credits Apollo attributed to this person.
+    #[schema(value_type = f64)]
+    pub credits_consumed: apollo_client::Credits,
+    /// Why the person failed.
+    pub error: Option<String>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&PersonView> for Person {
+    fn from(p: &PersonView) -> Self {
+        Person {
+            index: p.ordinal,
+            id: p.id,
+            external_id: p.input.get("external_id").cloned(),
+            status: p.state.into(),
+            input: p.input.clone(),
+            apollo_id: p.apollo_id.clone(),
+            duplicate_of: p.dup_of,
+            record: p.record.clone(),
+            missing_parts: p.missing_parts.clone(),
+            credits_consumed: p.credits,
+            error: p.last_error.clone(),
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+impl Person {
+    /// The merged record, typed (`None` before a match, or if it cannot be read).
+    pub fn typed_record(&self) -> Option<Record> {
+        self.record.as_ref().and_then(|r| serde_json::from_value(r.clone()).ok())
+    }
+}
+
+/// A page of jobs, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobPage {
+    /// The jobs.
+    pub data: Vec<Job>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<String>,
+}
+
+/// A page of a job's people, in input order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PersonPage {
+    /// The people.
+    pub data: Vec<Person>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<String>,
+}
+
+/// Cursor paging parameters.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PageQuery {
+    /// Return items after this cursor (`next_after` of the previous page); empty means the start.
+    pub after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u64>,
+}
+
+/// The answer of `POST /v1/admin/resume`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Resumed {
+    /// Always `resumed`.
+    pub status: String,
+    /// The pause reason that was cleared, if dispatch was paused.
+    pub was_paused: Option<String>,
+}
+
+/// The answer of `POST /v1/jobs/{id}/callback/redeliver`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Queued {
+    /// Always `queued`.
+    pub status: String,
+}
+
+/// The answer to an Apollo delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryReceipt {
+    /// Always `received`.
+    pub status: String,
+    /// Whether the same body was already stored.
+    pub duplicate: bool,
+}
+
+/// Liveness.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// Readiness.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// `ready`, `paused` or `unavailable`.
+    pub status: String,
+    /// `ok` or `unreachable`.
+    pub database: String,
+    /// Why dispatch is paused.
+    pub dispatch_paused: Option<String>,
+}
+
+/// The error object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Machine-readable kind (`validation_failed`, `not_found`, `unavailable`, …).
+    pub code: String,
+    /// Human-readable summary.
+    pub message: String,
+    /// For `validation_failed`: every problem found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<Problem>>,
+}
+
+/// Every error answer: `{"error": {code, message, details?}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// A job as JSON (the `data` of the final callback).
+pub fn job_json(j: &JobView) -> Value {
+    serde_json::to_value(Job::from(j)).unwrap_or(Value::Null)
+}
+
+/// A person as JSON (inline in the final callback).
 pub fn person_json(p: &PersonView) -> Value {
-    json!({
-        "index": p.ordinal,
-        "id": p.id,
-        "external_id": p.input.get("external_id"),
-        "status": p.state.as_str(),
-        "input": p.input,
-        "apollo_id": p.apollo_id,
-        "duplicate_of": p.dup_of,
-        "record": p.record,
-        "missing_parts": p.missing_parts,
-        "credits_consumed": p.credits,
-        "error": p.last_error,
-        "updated_at": p.updated_at,
-    })
+    serde_json::to_value(Person::from(p)).unwrap_or(Value::Null)
 }

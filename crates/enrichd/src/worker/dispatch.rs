@@ -128,13 +128,17 @@ pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
             last_lease_sweep = Instant::now();
             match state.store.release_expired_leases(chrono::Utc::now()).await {
                 Ok(0) => {}
-                Ok(n) => tracing::warn!(batches = n, "released expired leases: outcome unknown, retrying"),
+                Ok(n) => {
+                    metrics::counter!("enrichd_possible_double_charges_total").increment(n);
+                    tracing::warn!(batches = n, "released expired leases: outcome unknown, retrying")
+                }
                 Err(e) => tracing::warn!(error = %e, "could not release expired leases"),
             }
         }
         // Wait for the rate allowance before claiming, so a claimed batch never sits on a lease.
         let wait = dispatcher.limiter.lock().expect("limiter").next_slot(Instant::now());
         if let Some(at) = wait {
+            metrics::histogram!("enrichd_limiter_wait_seconds").record((at - Instant::now()).as_secs_f64());
             tokio::time::sleep_until(at.into()).await;
             continue;
         }
@@ -224,6 +228,8 @@ async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch) {
             let recorded = record_answer(state, answer).await;
             match recorded {
                 Ok(SyncRecorded::Recorded { completed_jobs }) => {
+                    let credits = outcome.response.credits_consumed.unwrap_or_default().micros().max(0) as u64;
+                    metrics::counter!("enrichd_credits_consumed_micros_total", "kind" => "sync").increment(credits);
                     // Deliveries that came before this answer can merge now.
                     state.wake.ingest.notify_one();
                     if !completed_jobs.is_empty() {

@@ -1,20 +1,26 @@
 //! Operator actions.
 
 use actix_web::{HttpResponse, post, web};
-use serde_json::json;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::v1::auth::Client;
+use crate::v1::models::{ErrorBody, Resumed};
 
 /// Resume dispatch after a pause (new key configured, credits topped up). If the cause remains,
 /// the next call pauses again.
-#[utoipa::path(post, path = "/v1/admin/resume", tag = "admin", responses((status = 200, description = "resumed")))]
+#[utoipa::path(post, path = "/v1/admin/resume", tag = "admin", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "resumed", body = Resumed),
+        (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 500, description = "a bug of ours", body = ErrorBody),
+        (status = 503, description = "the database is unreachable; retry", body = ErrorBody),
+    ))]
 #[post("/v1/admin/resume")]
 pub async fn resume(client: Client, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let before = state.store.pause_reason().await?;
     state.store.set_pause(None).await?;
     tracing::info!(client = %client.0, ?before, "dispatch resumed");
     state.wake.dispatch.notify_one();
-    Ok(HttpResponse::Ok().json(json!({ "status": "resumed", "was_paused": before })))
+    Ok(HttpResponse::Ok().json(Resumed { status: "resumed".into(), was_paused: before }))
 }

@@ -1,8 +1,6 @@
 //! `/v1/jobs`: submit, read, page people, list, cancel, erase, redeliver the callback.
 
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
-use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::core::validate::validate_job_owned;
@@ -10,23 +8,26 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::v1::auth::Client;
 use crate::v1::endpoints::body::{decode_json, read_limited, require_json};
-use crate::v1::models::{job_json, person_json};
-
-/// Longest accepted `Idempotency-Key`.
-const MAX_IDEMPOTENCY_KEY: usize = 255;
+use crate::v1::models::{
+    DEFAULT_PAGE, ErrorBody, Job, JobPage, JobRequest, MAX_IDEMPOTENCY_KEY, MAX_PAGE, PageQuery, Person, PersonPage,
+    Queued,
+};
 
 /// Submit a job of people to enrich.
-#[utoipa::path(post, path = "/v1/jobs", tag = "jobs",
-    request_body(content = crate::v1::endpoints::docs::JobRequest, content_type = "application/json"),
-    params(("Idempotency-Key" = Option<String>, Header, description = "the same key and body give the same job")),
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),
+    request_body(content = JobRequest, content_type = "application/json"),
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1,
+        description = "1 to 255 visible ASCII characters; the same key and body give the same job")),
     responses(
-        (status = 202, description = "accepted; the job object"),
-        (status = 400, description = "the body is not JSON"),
-        (status = 401, description = "missing or unknown API key"),
-        (status = 409, description = "Idempotency-Key reused with another body"),
-        (status = 413, description = "body over the size limit"),
-        (status = 415, description = "not application/json"),
-        (status = 422, description = "invalid people or options; `details` names each one"),
+        (status = 202, description = "accepted (or replayed, with `Idempotent-Replayed: true`)", body = Job),
+        (status = 400, description = "the body is not JSON", body = ErrorBody),
+        (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 409, description = "Idempotency-Key reused with another body", body = ErrorBody),
+        (status = 413, description = "body over the size limit (`MAX_BODY_BYTES`, 64 MiB by default)", body = ErrorBody),
+        (status = 415, description = "not application/json", body = ErrorBody),
+        (status = 422, description = "invalid people, options or Idempotency-Key; `details` names each one", body = ErrorBody),
+        (status = 500, description = "a bug of ours", body = ErrorBody),
+        (status = 503, description = "the database is unreachable; retry", body = ErrorBody),
     ))]
 #[post("/v1/jobs")]
 pub async fn create(
@@ -41,27 +42,26 @@ pub async fn create(
         .get("idempotency-key")
         .map(|v| v.to_str().map(str::trim).map(str::to_string))
         .transpose()
-        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
+        .map_err(|_| ApiError::invalid_field("Idempotency-Key", "must be visible ASCII"))?;
     if idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY) {
-        return Err(ApiError::BadRequest(format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters")));
+        return Err(ApiError::invalid_field(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+        ));
     }
     let body = read_limited(payload, state.config.max_body_bytes).await?;
     let value = decode_json(&body)?;
     drop(body);
     // Consumes the decoded body: the people are held once, not twice.
-    let job = validate_job_owned(value, state.config.max_job_people, &state.config.callback_policy()).map_err(
-        |problems| ApiError::Unprocessable {
-            message: format!("the job has {} problem(s); nothing was stored", problems.len()),
-            details: json!(problems),
-        },
-    )?;
+    let job = validate_job_owned(value, state.config.max_job_people, &state.config.callback_policy())
+        .map_err(ApiError::invalid)?;
     let created = state.store.create_job(job.into_new_job(client.0, idempotency_key)).await?;
     state.wake.dispatch.notify_one();
     let mut resp = HttpResponse::Accepted();
     if created.existing {
         resp.insert_header(("idempotent-replayed", "true"));
     }
-    Ok(resp.json(job_json(&created.job)))
+    Ok(resp.json(Job::from(&created.job)))
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
@@ -78,9 +78,12 @@ async fn owned_job(state: &AppState, client: &Client, id: &str) -> Result<job_st
 }
 
 /// A job: status, options, counters by person state, credits, callback delivery state.
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
-    params(("id" = String, Path, description = "job id")),
-    responses((status = 200, description = "the job"), (status = 404, description = "no such job")))]
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "job id")),
+    responses((status = 200, description = "the job", body = Job), (status = 404, description = "no such job", body = ErrorBody),
+        (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 500, description = "a bug of ours", body = ErrorBody),
+        (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[get("/v1/jobs/{id}")]
 pub async fn get(
     path: web::Path<String>,
@@ -88,79 +91,75 @@ pub async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let job = owned_job(&state, &client, &path).await?;
-    Ok(HttpResponse::Ok().json(job_json(&job)))
+    Ok(HttpResponse::Ok().json(Job::from(&job)))
 }
 
-/// Cursor paging parameters.
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-pub struct Page {
-    /// Return items after this cursor (`next_after` of the previous page).
-    pub after: Option<String>,
-    /// Page size, 1 to 1000 (default 100).
-    pub limit: Option<u64>,
-}
-
-impl Page {
-    fn limit(&self) -> Result<u64, ApiError> {
-        match self.limit {
-            None => Ok(100),
-            Some(l @ 1..=1000) => Ok(l),
-            Some(_) => Err(ApiError::BadRequest("limit must be between 1 and 1000".into())),
-        }
+/// The page size asked for, or a 422 naming `limit`.
+fn page_limit(page: &PageQuery) -> Result<u64, ApiError> {
+    match page.limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(l @ 1..=MAX_PAGE) => Ok(l),
+        Some(_) => Err(ApiError::invalid_field("limit", format!("must be between 1 and {MAX_PAGE}"))),
     }
 }
 
 /// The merged records of a job's people, in input order.
-#[utoipa::path(get, path = "/v1/jobs/{id}/people", tag = "jobs",
-    params(("id" = String, Path, description = "job id"), Page),
-    responses((status = 200, description = "`{data: [person], next_after}`"), (status = 404, description = "no such job")))]
+#[utoipa::path(get, path = "/v1/jobs/{id}/people", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "job id"), PageQuery),
+    responses((status = 200, description = "a page of people", body = PersonPage),
+        (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 422, description = "`limit` or `after` out of range; `details` names it", body = ErrorBody),
+        (status = 500, description = "a bug of ours", body = ErrorBody),
+        (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[get("/v1/jobs/{id}/people")]
 pub async fn people(
     path: web::Path<String>,
-    page: web::Query<Page>,
+    page: web::Query<PageQuery>,
     client: Client,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let job = owned_job(&state, &client, &path).await?;
-    let limit = page.limit()?;
+    let limit = page_limit(&page)?;
     let after = match page.after.as_deref() {
         None | Some("") => None,
-        Some(a) => Some(a.parse::<i64>().map_err(|_| ApiError::BadRequest("after must be a person index".into()))?),
+        Some(a) => Some(a.parse::<i64>().map_err(|_| ApiError::invalid_field("after", "must be a person index"))?),
     };
     let people = state.store.list_people(job.id, after, limit).await?;
     let next_after = (people.len() as u64 == limit).then(|| people.last().map(|p| p.ordinal.to_string())).flatten();
-    Ok(HttpResponse::Ok().json(json!({
-        "data": people.iter().map(person_json).collect::<Vec<_>>(),
-        "next_after": next_after,
-    })))
+    Ok(HttpResponse::Ok().json(PersonPage { data: people.iter().map(Person::from).collect(), next_after }))
 }
 
 /// This client's jobs, newest first.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(Page),
-    responses((status = 200, description = "`{data: [job], next_after}`")))]
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, description = "a page of jobs", body = JobPage),
+        (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 422, description = "`limit` or `after` out of range; `details` names it", body = ErrorBody),
+        (status = 500, description = "a bug of ours", body = ErrorBody),
+        (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[get("/v1/jobs")]
 pub async fn list(
-    page: web::Query<Page>,
+    page: web::Query<PageQuery>,
     client: Client,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = page.limit()?;
+    let limit = page_limit(&page)?;
     let after = match page.after.as_deref() {
         None | Some("") => None,
-        Some(a) => Some(Uuid::parse_str(a).map_err(|_| ApiError::BadRequest("after must be a job id".into()))?),
+        Some(a) => Some(Uuid::parse_str(a).map_err(|_| ApiError::invalid_field("after", "must be a job id"))?),
     };
     let jobs = state.store.list_jobs(&client.0, after, limit).await?;
     let next_after = (jobs.len() as u64 == limit).then(|| jobs.last().map(|j| j.id.to_string())).flatten();
-    Ok(HttpResponse::Ok().json(json!({
-        "data": jobs.iter().map(job_json).collect::<Vec<_>>(),
-        "next_after": next_after,
-    })))
+    Ok(HttpResponse::Ok().json(JobPage { data: jobs.iter().map(Job::from).collect(), next_after }))
 }
 
 /// Stop dispatching a job; batches already sent still merge.
-#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs",
-    params(("id" = String, Path, description = "job id")),
-    responses((status = 200, description = "the job"), (status = 404, description = "no such job")))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/cancel", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "job id")),
+    responses((status = 200, description = "the job", body = Job), (status = 404, description = "no such job", body = ErrorBody),
+        (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 500, description = "a bug of ours", body = ErrorBody),
+        (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[post("/v1/jobs/{id}/cancel")]
 pub async fn cancel(
     path: web::Path<String>,
@@ -170,16 +169,19 @@ pub async fn cancel(
     let job = owned_job(&state, &client, &path).await?;
     let job = state.store.cancel_job(job.id).await?;
     state.wake.callbacks.notify_one();
-    Ok(HttpResponse::Ok().json(job_json(&job)))
+    Ok(HttpResponse::Ok().json(Job::from(&job)))
 }
 
 /// Erase a job's personal data: the people's inputs and merged records, the raw Apollo payloads
 /// that hold them, the job's metadata and callback URL. Counters, states and credits stay, and the
 /// job shows `erased_at`. A running job is cancelled first (calls already in flight finish, their
 /// results are not kept). Erasing again is harmless.
-#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
-    params(("id" = String, Path, description = "job id")),
-    responses((status = 200, description = "the job, with `erased_at`"), (status = 404, description = "no such job")))]
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "job id")),
+    responses((status = 200, description = "the job, with `erased_at`", body = Job), (status = 404, description = "no such job", body = ErrorBody),
+        (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 500, description = "a bug of ours", body = ErrorBody),
+        (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[delete("/v1/jobs/{id}")]
 pub async fn erase(
     path: web::Path<String>,
@@ -198,13 +200,17 @@ pub async fn erase(
         pending_deliveries = erased.pending_deliveries,
         "job erased"
     );
-    Ok(HttpResponse::Ok().json(job_json(&erased.job)))
+    Ok(HttpResponse::Ok().json(Job::from(&erased.job)))
 }
 
 /// Send the final callback again (after it was delivered or exhausted).
-#[utoipa::path(post, path = "/v1/jobs/{id}/callback/redeliver", tag = "jobs",
-    params(("id" = String, Path, description = "job id")),
-    responses((status = 202, description = "queued"), (status = 404, description = "no such job"), (status = 409, description = "the job has no callback yet, or was erased")))]
+#[utoipa::path(post, path = "/v1/jobs/{id}/callback/redeliver", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "job id")),
+    responses((status = 202, description = "queued", body = Queued), (status = 404, description = "no such job", body = ErrorBody),
+        (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 409, description = "the job has no callback yet, or was erased", body = ErrorBody),
+        (status = 500, description = "a bug of ours", body = ErrorBody),
+        (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[post("/v1/jobs/{id}/callback/redeliver")]
 pub async fn redeliver(
     path: web::Path<String>,
@@ -222,5 +228,5 @@ pub async fn redeliver(
     }
     state.store.redeliver_callback(job.id).await?;
     state.wake.callbacks.notify_one();
-    Ok(HttpResponse::Accepted().json(json!({ "status": "queued" })))
+    Ok(HttpResponse::Accepted().json(Queued { status: "queued".into() }))
 }

@@ -5,13 +5,13 @@
 use actix_web::{HttpResponse, post, web};
 use job_store::StoredDelivery;
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::core::signing::constant_time_eq;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::v1::endpoints::body::read_limited;
+use crate::v1::models::{DeliveryReceipt, ErrorBody};
 
 /// The query of the webhook URL.
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -25,13 +25,16 @@ pub struct Token {
 
 /// Receive one Apollo delivery for a batch.
 #[utoipa::path(post, path = "/v1/webhooks/apollo/{batch_id}", tag = "webhooks",
-    params(("batch_id" = String, Path, description = "the batch named in the URL"), Token),
+    params(("batch_id" = Uuid, Path, description = "the batch named in the URL"), Token),
+    request_body(content = Object, description = "Apollo's delivery, stored as received", content_type = "application/json"),
     responses(
-        (status = 200, description = "stored (or a duplicate of a stored delivery)"),
-        (status = 401, description = "bad token: nothing stored"),
-        (status = 404, description = "unknown batch: nothing stored"),
-        (status = 413, description = "body over the size limit"),
-        (status = 503, description = "database unavailable: Apollo should retry"),
+        (status = 200, description = "stored (or a duplicate of a stored delivery)", body = DeliveryReceipt),
+        (status = 400, description = "empty body, or the body could not be read", body = ErrorBody),
+        (status = 401, description = "bad token: nothing stored", body = ErrorBody),
+        (status = 404, description = "unknown batch: nothing stored", body = ErrorBody),
+        (status = 413, description = "body over the size limit", body = ErrorBody),
+        (status = 500, description = "a bug of ours", body = ErrorBody),
+        (status = 503, description = "database unavailable: Apollo should retry", body = ErrorBody),
     ))]
 #[post("/v1/webhooks/apollo/{batch_id}")]
 pub async fn apollo(
@@ -46,6 +49,7 @@ pub async fn apollo(
     // cost 30 % of the route's throughput (BENCHMARKS.md, section 4).
     let secret = state.store.batch_webhook_secret(batch_id).await?.ok_or(ApiError::NotFound("batch"))?;
     if !constant_time_eq(token.as_bytes(), secret.as_bytes()) {
+        metrics::counter!("enrichd_webhook_deliveries_total", "result" => "bad_token").increment(1);
         return Err(ApiError::Unauthorized("bad webhook token"));
     }
     let body = read_limited(payload, state.config.max_body_bytes).await?;
@@ -56,5 +60,7 @@ pub async fn apollo(
     let stored = state.deliveries.store(batch_id, query.claim, body.freeze()).await?;
     state.wake.ingest.notify_one();
     let duplicate = matches!(stored, StoredDelivery::Duplicate { .. });
-    Ok(HttpResponse::Ok().json(json!({ "status": "received", "duplicate": duplicate })))
+    let result = if duplicate { "duplicate" } else { "stored" };
+    metrics::counter!("enrichd_webhook_deliveries_total", "result" => result).increment(1);
+    Ok(HttpResponse::Ok().json(DeliveryReceipt { status: "received".into(), duplicate }))
 }

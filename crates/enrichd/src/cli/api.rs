@@ -1,0 +1,95 @@
+//! The HTTP API from the client's side, in the contract's types.
+
+use reqwest::{Method, RequestBuilder, Response};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+
+use crate::cli::Connection;
+use crate::v1::models::{ErrorBody, Job, JobPage, JobRequest, MAX_PAGE, PersonPage};
+
+/// What a call to the service can end with besides success.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No answer, or an answer that is not the contract's shape.
+    #[error("calling the service: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The service refused, with its error body.
+    #[error("the service answered {status}: {message}{}", details(.body))]
+    Refused {
+        /// HTTP status.
+        status: u16,
+        /// The error message.
+        message: String,
+        /// The whole error body.
+        body: Box<Option<ErrorBody>>,
+    },
+}
+
+fn details(body: &Option<ErrorBody>) -> String {
+    let problems = body.as_ref().and_then(|b| b.error.details.as_ref());
+    problems.map(|ps| ps.iter().map(|p| format!("\n  {}: {}", p.field, p.message)).collect()).unwrap_or_default()
+}
+
+/// A client of one service with one key.
+#[derive(Clone)]
+pub struct ApiClient {
+    base: String,
+    key: SecretString,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// A client for the connection's URL and key.
+    pub fn new(conn: &Connection) -> Result<ApiClient, ClientError> {
+        let http = reqwest::Client::builder().user_agent(concat!("enrichd-cli/", env!("CARGO_PKG_VERSION"))).build()?;
+        Ok(ApiClient { base: conn.url.trim_end_matches('/').to_string(), key: conn.key.clone(), http })
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.base)).bearer_auth(self.key.expose_secret())
+    }
+
+    async fn read<T: DeserializeOwned>(resp: Response) -> Result<T, ClientError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp.json().await?);
+        }
+        let text = resp.text().await?;
+        let body: Option<ErrorBody> = serde_json::from_str(&text).ok();
+        let message = body.as_ref().map(|b| b.error.message.clone()).unwrap_or(text);
+        Err(ClientError::Refused { status: status.as_u16(), message, body: Box::new(body) })
+    }
+
+    /// `POST /v1/jobs`.
+    pub async fn submit(&self, job: &JobRequest, idempotency_key: Option<&str>) -> Result<Job, ClientError> {
+        let mut req = self.request(Method::POST, "/v1/jobs").json(job);
+        if let Some(k) = idempotency_key {
+            req = req.header("idempotency-key", k);
+        }
+        Self::read(req.send().await?).await
+    }
+
+    /// `GET /v1/jobs/{id}`.
+    pub async fn job(&self, id: &str) -> Result<Job, ClientError> {
+        Self::read(self.request(Method::GET, &format!("/v1/jobs/{id}")).send().await?).await
+    }
+
+    /// `GET /v1/jobs?limit=`.
+    pub async fn jobs(&self, limit: u64) -> Result<JobPage, ClientError> {
+        let req = self.request(Method::GET, "/v1/jobs").query(&[("limit", limit.clamp(1, MAX_PAGE))]);
+        Self::read(req.send().await?).await
+    }
+
+    /// One page of `GET /v1/jobs/{id}/people`.
+    pub async fn people(&self, id: &str, after: Option<&str>) -> Result<PersonPage, ClientError> {
+        let req = self
+            .request(Method::GET, &format!("/v1/jobs/{id}/people"))
+            .query(&[("limit", MAX_PAGE.to_string()), ("after", after.unwrap_or_default().to_string())]);
+        Self::read(req.send().await?).await
+    }
+
+    /// `POST /v1/jobs/{id}/cancel`.
+    pub async fn cancel(&self, id: &str) -> Result<Job, ClientError> {
+        Self::read(self.request(Method::POST, &format!("/v1/jobs/{id}/cancel")).send().await?).await
+    }
+}
