@@ -109,6 +109,30 @@ impl TestDb {
 
 pub mod truth;
 
+/// Builds the service binary (a no-op when fresh) and returns its path beside this test's binary.
+pub fn enrichd_binary() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = std::process::Command::new(cargo);
+    // The same command as scripts/test.sh runs first, so this is a no-op there; without the
+    // variables `cargo test` set for this test (build scripts such as ring's track
+    // CARGO_MANIFEST_DIR), or it would rebuild every dependency, and the next outer build again.
+    for (name, _) in std::env::vars_os() {
+        let n = name.to_string_lossy();
+        let set_by_cargo_test =
+            n == "OUT_DIR" || (n.starts_with("CARGO_") && !matches!(n.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR"));
+        if set_by_cargo_test {
+            build.env_remove(&name);
+        }
+    }
+    let status = build.args(["build", "--quiet", "--workspace", "--bins"]).status().expect("cargo build");
+    assert!(status.success(), "building enrichd failed");
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe.parent().and_then(std::path::Path::parent).expect("target profile directory");
+    let bin = dir.join("enrichd");
+    assert!(bin.exists(), "{} missing", bin.display());
+    bin
+}
+
 /// A client of the API at some base URL with the test key (in-process app or a child process).
 #[derive(Clone, Debug)]
 pub struct Api {

@@ -183,7 +183,7 @@ fn bad_submissions() -> Vec<Case> {
         },
         Case {
             idempotency_key: Some("k".repeat(256)),
-            ..Case::submit("Idempotency-Key too long", good.clone(), 400, "bad_request")
+            ..Case::submit("Idempotency-Key too long", good.clone(), 422, "validation_failed")
         },
         Case::invalid("body not an object", json!([{"email": "a@b.io"}]), |e| {
             assert_eq!(fields(e), [""], "{e:#}");
@@ -261,10 +261,10 @@ fn bad_submissions() -> Vec<Case> {
             })
         },
         Case::call("list without a key", Method::GET, "/v1/jobs".into(), 401, "unauthorized").key(None),
-        Case::call("list limit 0", Method::GET, "/v1/jobs?limit=0".into(), 400, "bad_request"),
-        Case::call("list limit 1001", Method::GET, "/v1/jobs?limit=1001".into(), 400, "bad_request"),
-        Case::call("list limit not a number", Method::GET, "/v1/jobs?limit=ten".into(), 400, "bad_request"),
-        Case::call("list after not a job id", Method::GET, "/v1/jobs?after=yesterday".into(), 400, "bad_request"),
+        Case::call("list limit 0", Method::GET, "/v1/jobs?limit=0".into(), 422, "validation_failed"),
+        Case::call("list limit 1001", Method::GET, "/v1/jobs?limit=1001".into(), 422, "validation_failed"),
+        Case::call("list limit not a number", Method::GET, "/v1/jobs?limit=ten".into(), 422, "validation_failed"),
+        Case::call("list after not a job id", Method::GET, "/v1/jobs?after=yesterday".into(), 422, "validation_failed"),
         Case::call("job not found", Method::GET, format!("/v1/jobs/{}", uuid::Uuid::new_v4()), 404, "not_found"),
         Case::call("job id not a uuid", Method::GET, "/v1/jobs/42".into(), 404, "not_found"),
         Case::call(
@@ -309,14 +309,20 @@ fn bad_requests_about(id: &str, batch_id: uuid::Uuid, token: &str) -> Vec<Case> 
         Case::call("another client's cancel", Method::POST, format!("/v1/jobs/{id}/cancel"), 404, "not_found")
             .key(Some(OTHER_KEY)),
         Case::call("people without a key", Method::GET, format!("/v1/jobs/{id}/people"), 401, "unauthorized").key(None),
-        Case::call("people limit 0", Method::GET, format!("/v1/jobs/{id}/people?limit=0"), 400, "bad_request"),
-        Case::call("people limit 5000", Method::GET, format!("/v1/jobs/{id}/people?limit=5000"), 400, "bad_request"),
+        Case::call("people limit 0", Method::GET, format!("/v1/jobs/{id}/people?limit=0"), 422, "validation_failed"),
+        Case::call(
+            "people limit 5000",
+            Method::GET,
+            format!("/v1/jobs/{id}/people?limit=5000"),
+            422,
+            "validation_failed",
+        ),
         Case::call(
             "people after not an index",
             Method::GET,
             format!("/v1/jobs/{id}/people?after=x"),
-            400,
-            "bad_request",
+            422,
+            "validation_failed",
         ),
         Case {
             name: "webhook for an unknown batch",

@@ -7,13 +7,13 @@
 //! CI runs a short version; `scripts/crash-test.sh` runs the full one (2,000 people, 20 kills):
 //! `CRASH_PEOPLE`, `CRASH_KILLS` and `CRASH_DATABASE_URL` (default: a SQLite file) set it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use apollo_sim::SimConfig;
 use e2e_tests::truth::assert_records_match;
-use e2e_tests::{Api, Backend, CLIENT_KEY, TestDb, fast_sim};
+use e2e_tests::{Api, Backend, CLIENT_KEY, TestDb, enrichd_binary, fast_sim};
 use enrichd::core::signing::SigningSecret;
 use enrichd::demo::receiver::CallbackReceiver;
 use job_store::{Store, StoreOptions};
@@ -26,30 +26,6 @@ const APOLLO_KEY: &str = "apollo-secret-key-3f9a1c";
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// Builds the service binary (a no-op when fresh) and returns its path beside this test's binary.
-fn enrichd_binary() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = std::process::Command::new(cargo);
-    // The same command as scripts/test.sh runs first, so this is a no-op there; without the
-    // variables `cargo test` set for this test (build scripts such as ring's track
-    // CARGO_MANIFEST_DIR), or it would rebuild every dependency, and the next outer build again.
-    for (name, _) in std::env::vars_os() {
-        let n = name.to_string_lossy();
-        let set_by_cargo_test =
-            n == "OUT_DIR" || (n.starts_with("CARGO_") && !matches!(n.as_ref(), "CARGO_HOME" | "CARGO_TARGET_DIR"));
-        if set_by_cargo_test {
-            build.env_remove(&name);
-        }
-    }
-    let status = build.args(["build", "--quiet", "--workspace", "--bins"]).status().expect("cargo build");
-    assert!(status.success(), "building enrichd failed");
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target profile directory");
-    let bin = dir.join("enrichd");
-    assert!(bin.exists(), "{} missing", bin.display());
-    bin
 }
 
 struct Service {

@@ -26,24 +26,24 @@ impl LogFormat {
     }
 }
 
-/// A subscriber writing to `writer`; `colour` only applies to text.
-pub fn subscriber<W>(format: LogFormat, filter: EnvFilter, writer: W, colour: bool) -> Box<dyn tracing::Subscriber + Send + Sync>
+/// Installs the process's subscriber writing to `writer`; `filter` is used without `RUST_LOG`,
+/// `colour` only applies to text.
+pub fn install<W>(format: LogFormat, filter: &str, writer: W, colour: bool) -> anyhow::Result<()>
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     match format {
-        LogFormat::Text => Box::new(builder.with_ansi(colour).finish()),
-        LogFormat::Json => Box::new(
+        LogFormat::Text => tracing::subscriber::set_global_default(builder.with_ansi(colour).finish())?,
+        LogFormat::Json => tracing::subscriber::set_global_default(
             builder.json().flatten_event(true).with_current_span(true).with_span_list(false).finish(),
-        ),
+        )?,
     }
+    Ok(())
 }
 
-/// Installs the process's subscriber on standard output; `default_level` applies without `RUST_LOG`.
+/// Installs the process's subscriber on standard output, in the format `LOG_FORMAT` names.
 pub fn init(default_level: &str) -> anyhow::Result<()> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let colour = std::io::stdout().is_terminal();
-    tracing::subscriber::set_global_default(subscriber(LogFormat::from_env(), filter, std::io::stdout, colour))?;
-    Ok(())
+    install(LogFormat::from_env(), default_level, std::io::stdout, std::io::stdout().is_terminal())
 }

@@ -99,7 +99,10 @@ pub fn describe() {
     describe_gauge!("enrichd_apollo_rate_limit_remaining", "Calls Apollo says are left in each window");
     describe_histogram!("enrichd_limiter_wait_seconds", Unit::Seconds, "Waits of the dispatcher for the rate limiter");
     describe_counter!("enrichd_credits_consumed_micros_total", "Credits Apollo reported, in millionths, by kind");
-    describe_counter!("enrichd_possible_double_charges_total", "Calls whose outcome was unknown and may be charged twice");
+    describe_counter!(
+        "enrichd_possible_double_charges_total",
+        "Calls whose outcome was unknown and may be charged twice"
+    );
     describe_counter!("enrichd_webhook_deliveries_total", "Apollo deliveries received, by result");
     describe_counter!("enrichd_callback_attempts_total", "Final callback attempts, by result");
     describe_gauge!("enrichd_jobs", "Jobs by state (finished jobs by outcome included)");

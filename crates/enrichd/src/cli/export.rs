@@ -5,11 +5,17 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use crate::cli::{ApiClient, Format};
-use crate::core::csv_map::{ENRICHED_COLUMNS, SOURCE_COLUMNS_KEY, enriched_cells, export_object, input_cells, input_columns};
+use crate::core::csv_map::{
+    ENRICHED_COLUMNS, SOURCE_COLUMNS_KEY, enriched_cells, export_object, input_cells, input_columns,
+};
 use crate::v1::models::Person;
 
 /// Calls `each` with every page of the job's people, in input order.
-async fn pages(api: &ApiClient, job: &str, mut each: impl FnMut(&[Person]) -> anyhow::Result<()>) -> anyhow::Result<()> {
+async fn pages(
+    api: &ApiClient,
+    job: &str,
+    mut each: impl FnMut(&[Person]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let mut after: Option<String> = None;
     loop {
         let page = api.people(job, after.as_deref()).await?;
@@ -60,7 +66,8 @@ pub async fn run(
             w.write_record(&header)?;
             pages(api, job, |people| {
                 for p in people {
-                    let mut row = if with_input { input_cells(&columns, from_file, p) } else { vec![p.index.to_string()] };
+                    let mut row =
+                        if with_input { input_cells(&columns, from_file, p) } else { vec![p.index.to_string()] };
                     row.extend(enriched_cells(p));
                     w.write_record(&row)?;
                 }

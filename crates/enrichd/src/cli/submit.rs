@@ -21,12 +21,15 @@ type Row = (u64, Result<PersonInput, String>);
 
 /// The people of a file, row by row.
 enum Rows {
-    Csv { mapping: Mapping, records: csv::StringRecordsIntoIter<File> },
+    Csv { mapping: Mapping, records: csv::StringRecordsIntoIter<File>, row: u64 },
     Jsonl { lines: std::io::Lines<BufReader<File>>, line: u64 },
 }
 
 fn is_jsonl(path: &Path) -> bool {
-    matches!(path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(), Some("jsonl" | "ndjson"))
+    matches!(
+        path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+        Some("jsonl" | "ndjson")
+    )
 }
 
 impl Rows {
@@ -36,9 +39,10 @@ impl Rows {
             return Ok(Rows::Jsonl { lines: BufReader::new(file).lines(), line: 0 });
         }
         let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(file);
-        let headers: Vec<String> = reader.headers().context("reading the header row")?.iter().map(str::to_string).collect();
+        let headers: Vec<String> =
+            reader.headers().context("reading the header row")?.iter().map(str::to_string).collect();
         let mapping = map_headers(&headers, maps)?;
-        Ok(Rows::Csv { mapping, records: reader.into_records() })
+        Ok(Rows::Csv { mapping, records: reader.into_records(), row: 0 })
     }
 
     fn mapping(&self) -> Option<&Mapping> {
@@ -50,10 +54,7 @@ impl Rows {
 }
 
 fn problems_text(list: Vec<(String, String)>) -> String {
-    list.into_iter()
-        .map(|(f, m)| if f.is_empty() { m } else { format!("{f} {m}") })
-        .collect::<Vec<_>>()
-        .join("; ")
+    list.into_iter().map(|(f, m)| if f.is_empty() { m } else { format!("{f} {m}") }).collect::<Vec<_>>().join("; ")
 }
 
 /// The person if the service would accept it.
@@ -66,17 +67,20 @@ impl Iterator for Rows {
 
     fn next(&mut self) -> Option<Self::Item> {
         match self {
-            Rows::Csv { mapping, records } => {
+            Rows::Csv { mapping, records, row } => {
                 let record = records.next()?;
+                // Lines as a spreadsheet numbers them: the header is line 1, one line per row. (The
+                // csv crate's own line count is one short on CRLF files.)
+                *row += 1;
+                let line = *row + 1;
                 Some(match record {
                     Ok(r) => {
-                        let line = r.position().map_or(0, |p| p.line());
                         let cells: Vec<&str> = r.iter().collect();
                         Ok((line, checked(mapping.person(&cells))))
                     }
                     // A row that is not text (bad UTF-8) is a bad row, not the end of the file.
                     Err(e) if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) => {
-                        Ok((e.position().map_or(0, |p| p.line()), Err("is not UTF-8 text".into())))
+                        Ok((line, Err("is not UTF-8 text".into())))
                     }
                     Err(e) => Err(e.into()),
                 })

@@ -168,11 +168,7 @@ pub fn input_columns(metadata: Option<&Value>, people: &[Person]) -> Vec<String>
     if let Some(cols) = metadata.and_then(|m| m.get(SOURCE_COLUMNS_KEY)).and_then(Value::as_array) {
         return cols.iter().map(|c| c.as_str().unwrap_or_default().to_string()).collect();
     }
-    PERSON_FIELDS
-        .iter()
-        .filter(|f| people.iter().any(|p| p.input.get(**f).is_some()))
-        .map(|f| f.to_string())
-        .collect()
+    PERSON_FIELDS.iter().filter(|f| people.iter().any(|p| p.input.get(**f).is_some())).map(|f| f.to_string()).collect()
 }
 
 /// A person's input cells under `columns` (see [`input_columns`]).
@@ -288,7 +284,15 @@ mod tests {
     #[test]
     fn common_headers_map_by_alias() {
         let m = map_headers(
-            &headers(&["\u{feff}First Name", "last_name", "Email Address", "Company Domain", "LinkedIn", "Notes", "ID"]),
+            &headers(&[
+                "\u{feff}First Name",
+                "last_name",
+                "Email Address",
+                "Company Domain",
+                "LinkedIn",
+                "Notes",
+                "ID",
+            ]),
             &[],
         )
         .unwrap();
@@ -315,7 +319,10 @@ mod tests {
         assert_eq!(m.fields, vec![None, Some("email"), None, Some("id")]);
         // Without overrides, the first of two email columns keeps the field.
         assert_eq!(map_headers(&h, &[]).unwrap().fields[..2], [Some("email"), None]);
-        assert_eq!(map_headers(&h, &["Nope=email".into()]), Err(MapError::NoColumn("Nope=email".into(), "Nope".into())));
+        assert_eq!(
+            map_headers(&h, &["Nope=email".into()]),
+            Err(MapError::NoColumn("Nope=email".into(), "Nope".into()))
+        );
         assert!(matches!(map_headers(&h, &["Email=mail".into()]), Err(MapError::NoField(..))));
         assert!(matches!(map_headers(&h, &["Email".into()]), Err(MapError::Syntax(_))));
     }

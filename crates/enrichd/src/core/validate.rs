@@ -127,7 +127,8 @@ pub fn validate_job_owned(
     let run_waterfall_email = flag("run_waterfall_email", &mut problems);
     let run_waterfall_phone = flag("run_waterfall_phone", &mut problems);
     let callback_url = take::<String>(obj, "callback_url", &mut problems).and_then(|s| {
-        let checked = if s.contains('\0') { Err(NUL_MESSAGE.to_string()) } else { policy.check(&s).map_err(|e| e.to_string()) };
+        let checked =
+            if s.contains('\0') { Err(NUL_MESSAGE.to_string()) } else { policy.check(&s).map_err(|e| e.to_string()) };
         checked.map(|url| url.to_string()).map_err(|m| problems.push(problem("callback_url", None, m))).ok()
     });
     let metadata = take::<Map<String, Value>>(obj, "metadata", &mut problems).map(Value::Object);
@@ -188,7 +189,8 @@ fn take<T: DeserializeOwned>(obj: &mut Map<String, Value>, key: &str, problems: 
 fn type_message(e: &serde_json::Error) -> String {
     let m = e.to_string();
     let m = m.strip_prefix("invalid type: ").map(|rest| format!("has the wrong type: {rest}")).unwrap_or(m);
-    m.replace("expected struct PersonInput", "expected an object").replace("untagged enum ExternalId", "a string or a number")
+    m.replace("expected struct PersonInput", "expected an object")
+        .replace("untagged enum ExternalId", "a string or a number")
 }
 
 /// The first string or key under `v` holding U+0000, as a path.
@@ -394,11 +396,13 @@ mod tests {
 
     #[test]
     fn apollo_ids_must_be_object_ids() {
-        let ok = check(json!({"people": [{"id": "6501a9f2c4dfae0001a1b2c3"}, {"id": " 6501A9F2C4DFAE0001A1B2C3 "}]})).unwrap();
+        let ok = check(json!({"people": [{"id": "6501a9f2c4dfae0001a1b2c3"}, {"id": " 6501A9F2C4DFAE0001A1B2C3 "}]}))
+            .unwrap();
         assert_eq!(ok.people[1]["id"], "6501A9F2C4DFAE0001A1B2C3");
-        let problems =
-            check(json!({"people": [{"id": "6501a9f2c4dfae0001a1b2c"}, {"id": "zz01a9f2c4dfae0001a1b2c3"}, {"id": "123"}]}))
-                .unwrap_err();
+        let problems = check(
+            json!({"people": [{"id": "6501a9f2c4dfae0001a1b2c"}, {"id": "zz01a9f2c4dfae0001a1b2c3"}, {"id": "123"}]}),
+        )
+        .unwrap_err();
         let indexes: Vec<_> = problems.iter().map(|p| (p.index, p.field.as_str())).collect();
         assert_eq!(indexes, vec![(Some(0), "people[0].id"), (Some(1), "people[1].id"), (Some(2), "people[2].id")]);
     }

@@ -148,7 +148,8 @@ async fn send(state: &AppState, http: &reqwest::Client, cb: DueCallback) {
     };
     match state.store.record_callback_attempt(cb.callback_id, record, next).await {
         Ok(_) => {
-            metrics::counter!("enrichd_callback_attempts_total", "result" => crate::telemetry::callback_result(status)).increment(1);
+            metrics::counter!("enrichd_callback_attempts_total", "result" => crate::telemetry::callback_result(status))
+                .increment(1);
             tracing::info!(job_id = %cb.job_id, attempt = cb.attempt_no, ?status, ?next, "callback attempt")
         }
         Err(e) => tracing::error!(job = %cb.job_id, error = %e, "could not record a callback attempt"),

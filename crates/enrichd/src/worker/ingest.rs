@@ -49,7 +49,8 @@ pub async fn drain(state: &AppState) -> Result<usize, job_store::StoreError> {
                 Ok(ApplyOutcome::Applied { unmatched, completed_jobs, .. }) => {
                     handled += 1;
                     let credits = parsed.credits.unwrap_or_default().micros().max(0) as u64;
-                    metrics::counter!("enrichd_credits_consumed_micros_total", "kind" => parsed.kind.as_str()).increment(credits);
+                    metrics::counter!("enrichd_credits_consumed_micros_total", "kind" => parsed.kind.as_str())
+                        .increment(credits);
                     if !unmatched.is_empty() {
                         // People of other batches are never touched; note it for the audit trail.
                         tracing::warn!(delivery = %d.id, batch = %d.batch_id, count = unmatched.len(), "delivery named people outside its batch");

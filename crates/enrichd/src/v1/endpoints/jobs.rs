@@ -56,6 +56,7 @@ pub async fn create(
     let job = validate_job_owned(value, state.config.max_job_people, &state.config.callback_policy())
         .map_err(ApiError::invalid)?;
     let created = state.store.create_job(job.into_new_job(client.0, idempotency_key)).await?;
+    tracing::info!(job_id = %created.job.id, people = created.job.total, replayed = created.existing, "job accepted");
     state.wake.dispatch.notify_one();
     let mut resp = HttpResponse::Accepted();
     if created.existing {

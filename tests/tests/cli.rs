@@ -1,0 +1,184 @@
+//! The command-line client (the real `enrichd` binary) against a real service, simulator and
+//! database: a messy spreadsheet (BOM, header aliases, quoted commas and quotes, CRLF, non-ASCII
+//! names, one bad row) → `submit` → `watch` → `export`; every valid row comes back in order with
+//! its own cells first and enriched values equal to the simulator's truth.
+
+use std::path::Path;
+use std::process::Output;
+
+use apollo_client::PersonDetail;
+use e2e_tests::{Backend, CLIENT_KEY, TestApp, enrichd_binary, fast_sim, on_both_backends};
+use enrichd::core::csv_map::ENRICHED_COLUMNS;
+use serde_json::Value;
+
+const HEADERS: [&str; 7] =
+    ["First Name", "last_name", "Email Address", "Company", "Company Domain", "LinkedIn", "Notes"];
+
+/// The file's rows (after the header); row 3 (file line 4) has a broken email and nothing else to go on.
+const ROWS: [[&str; 7]; 6] = [
+    [
+        "Zoë",
+        "Ångström",
+        "zoe.angstrom@northwind-labs.com",
+        "Northwind Labs, Inc.",
+        "northwind-labs.com",
+        "",
+        "met at expo, booth 4",
+    ],
+    ["Łukasz", "Nowak", "", "Kestrel Robotics", "kestrel-robotics.io", "", ""],
+    ["José", "Müller", "not-an-email", "", "", "", "bad row"],
+    ["Dana", "Smith", "dana.smith@acme-corp.com", "", "", "https://www.linkedin.com/in/dana-smith", "said \"call me\""],
+    ["Renée", "O'Brien", "", "", "", "https://www.linkedin.com/in/renee-obrien-42", ""],
+    ["Søren", "Kierkegaard", "soren@copenhagen-works.dk", "Copenhagen Works", "copenhagen-works.dk", "", "née, \"Ø\""],
+];
+const BAD_ROW: usize = 2;
+
+fn quote(cell: &str) -> String {
+    if cell.contains([',', '"']) { format!("\"{}\"", cell.replace('"', "\"\"")) } else { cell.to_string() }
+}
+
+/// The file as a spreadsheet program writes it: BOM, CRLF, quoted cells.
+fn messy_csv() -> String {
+    let mut out = String::from("\u{feff}");
+    for row in std::iter::once(&HEADERS).chain(ROWS.iter()) {
+        out.push_str(&row.iter().map(|c| quote(c)).collect::<Vec<_>>().join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+/// The detail Apollo gets for a row, built here from the cells (not through the service's code).
+fn detail(row: &[&str; 7]) -> PersonDetail {
+    let cell = |i: usize| (!row[i].is_empty()).then(|| row[i].to_string());
+    PersonDetail {
+        first_name: cell(0),
+        last_name: cell(1),
+        email: cell(2),
+        organization_name: cell(3),
+        domain: cell(4),
+        linkedin_url: cell(5),
+        ..Default::default()
+    }
+}
+
+struct Cli<'a> {
+    t: &'a TestApp,
+    bin: std::path::PathBuf,
+}
+
+impl Cli<'_> {
+    fn run(&self, args: &[&str]) -> Output {
+        std::process::Command::new(&self.bin)
+            .args(args)
+            .env("ENRICHD_URL", self.t.url())
+            .env("ENRICHD_KEY", CLIENT_KEY)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run enrichd")
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+async fn csv_round_trip(backend: Backend) {
+    let bin = enrichd_binary();
+    let t = TestApp::spawn(backend, fast_sim(), |_| {}).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("enrichd-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("people.csv");
+    std::fs::write(&file, messy_csv()).unwrap();
+    let file_arg = file.to_str().unwrap();
+    let cli = Cli { t: &t, bin };
+
+    // The bad row stops the whole file, named by its line; nothing is sent.
+    let refused = cli.run(&["submit", file_arg, "--run-waterfall-email"]);
+    let err = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("line {}: email is not an email address", BAD_ROW + 2)), "{err}");
+    for mapped in [
+        "\"First Name\" -> first_name",
+        "\"Email Address\" -> email",
+        "\"Company Domain\" -> domain",
+        "\"LinkedIn\" -> linkedin_url",
+        "\"Company\" -> organization_name",
+    ] {
+        assert!(err.contains(mapped), "mapping not printed: {mapped}\n{err}");
+    }
+    assert!(t.get_json("/v1/jobs").await["data"].as_array().unwrap().is_empty(), "nothing submitted");
+
+    let submitted = cli.run(&["submit", file_arg, "--run-waterfall-email", "--skip-invalid"]);
+    assert!(submitted.status.success(), "{}", text(&submitted.stderr));
+    let job_id = text(&submitted.stdout).trim().to_string();
+    assert!(uuid::Uuid::parse_str(&job_id).is_ok(), "stdout is the job id: {job_id:?}");
+    // The same file again is the same job (the default idempotency key is the file's hash).
+    let again = cli.run(&["submit", file_arg, "--run-waterfall-email", "--skip-invalid"]);
+    assert_eq!(text(&again.stdout).trim(), job_id, "{}", text(&again.stderr));
+
+    let watched = cli.run(&["watch", &job_id, "--interval", "0.1"]);
+    assert_eq!(watched.status.code(), Some(0), "{}{}", text(&watched.stdout), text(&watched.stderr));
+    assert!(text(&watched.stdout).contains("completed"), "{}", text(&watched.stdout));
+
+    let out = dir.join("out.csv");
+    let exported = cli.run(&["export", &job_id, "--format", "csv", "--with-input", "-o", out.to_str().unwrap()]);
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    check_export(&t, &out).await;
+
+    let jsonl = cli.run(&["export", &job_id, "--format", "jsonl"]);
+    let lines: Vec<Value> =
+        text(&jsonl.stdout).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(lines.len(), ROWS.len() - 1);
+    assert!(lines.iter().enumerate().all(|(i, l)| l["index"] == i), "{lines:?}");
+
+    let listed = cli.run(&["jobs"]);
+    assert!(text(&listed.stdout).contains(&job_id), "{}", text(&listed.stdout));
+    let shown: Value = serde_json::from_slice(&cli.run(&["show", &job_id]).stdout).expect("show prints JSON");
+    assert_eq!(shown["id"], job_id.as_str());
+    assert_eq!(shown["metadata"]["source_columns"], serde_json::json!(HEADERS));
+    let _ = std::fs::remove_dir_all(&dir);
+    t.stop().await;
+}
+
+async fn check_export(t: &TestApp, out: &Path) {
+    let mut reader = csv::Reader::from_path(out).expect("export is CSV");
+    let header: Vec<String> = reader.headers().unwrap().iter().map(str::to_string).collect();
+    let mut expected_header: Vec<String> = HEADERS.iter().map(|h| h.to_string()).collect();
+    expected_header.extend(ENRICHED_COLUMNS.iter().map(|c| c.to_string()));
+    assert_eq!(header, expected_header);
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    let valid: Vec<&[&str; 7]> = ROWS.iter().enumerate().filter(|(i, _)| *i != BAD_ROW).map(|(_, r)| r).collect();
+    assert_eq!(rows.len(), valid.len());
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let mut matched = 0;
+    for (row, input) in rows.iter().zip(valid) {
+        let cells: Vec<&str> = row.iter().collect();
+        assert_eq!(&cells[..7], &input[..], "input cells first, as written");
+        let get = |name: &str| cells[col(name)];
+        let Some(truth) = t.sim.truth_for(&detail(input)) else {
+            assert_eq!(get("status"), "not_found", "{cells:?}");
+            assert_eq!(get("apollo_id"), "");
+            continue;
+        };
+        matched += 1;
+        assert_eq!(get("status"), "complete", "{cells:?}");
+        assert_eq!(get("apollo_id"), truth.apollo_id);
+        assert_eq!(get("full_name"), truth.name);
+        assert_eq!(get("title"), truth.title);
+        assert_eq!(get("company"), truth.organization.name);
+        assert_eq!(get("company_domain"), truth.organization.domain);
+        assert_eq!(get("linkedin"), truth.linkedin_url);
+        assert_eq!(
+            get("email"),
+            truth.waterfall_email.found.as_ref().map(|f| f.value.as_str()).unwrap_or(""),
+            "{cells:?}"
+        );
+        let phones: Vec<&str> =
+            get("phones").split("; ").filter(|p| !p.is_empty()).map(|p| p.split(' ').next().unwrap()).collect();
+        let expected: Vec<&str> = truth.work_phone.iter().map(|w| w.e164.as_str()).collect();
+        assert_eq!(phones, expected, "{cells:?}");
+    }
+    assert!(matched >= 2, "the simulator matched too few rows to compare ({matched})");
+}
+
+on_both_backends!(csv_round_trip);
