@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The test command: starts PostgreSQL if needed, then runs every test of the workspace
-# (unit, store suites on SQLite and PostgreSQL, simulator and end-to-end tests).
+# (unit, store suites on SQLite and PostgreSQL, simulator and end-to-end tests), then checks the
+# running service against its OpenAPI document with schemathesis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TEST_PG_URL=${TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 bash scripts/ensure-postgres.sh
 # The crash test runs the real binary: build it first with the same command it uses.
 cargo build --quiet --workspace --bins
-exec cargo test --workspace "$@"
+cargo test --workspace "$@"
+bash scripts/schemathesis.sh

@@ -39,6 +39,8 @@ pub const SOURCE_ROW: &str = "source_row";
 pub const MAX_SOURCE_CELLS: usize = 200;
 /// Longest accepted value of a person field.
 pub const MAX_FIELD_LEN: usize = 512;
+/// Longest accepted `callback_url`.
+pub const MAX_CALLBACK_URL: usize = 2048;
 /// Largest accepted `metadata`, serialised.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Why U+0000 is refused: PostgreSQL `text` and `jsonb` cannot hold it, so the same job would be
@@ -127,8 +129,13 @@ pub fn validate_job_owned(
     let run_waterfall_email = flag("run_waterfall_email", &mut problems);
     let run_waterfall_phone = flag("run_waterfall_phone", &mut problems);
     let callback_url = take::<String>(obj, "callback_url", &mut problems).and_then(|s| {
-        let checked =
-            if s.contains('\0') { Err(NUL_MESSAGE.to_string()) } else { policy.check(&s).map_err(|e| e.to_string()) };
+        let checked = if s.contains('\0') {
+            Err(NUL_MESSAGE.to_string())
+        } else if s.len() > MAX_CALLBACK_URL {
+            Err(format!("must be at most {MAX_CALLBACK_URL} bytes"))
+        } else {
+            policy.check(&s).map_err(|e| e.to_string())
+        };
         checked.map(|url| url.to_string()).map_err(|m| problems.push(problem("callback_url", None, m))).ok()
     });
     let metadata = take::<Map<String, Value>>(obj, "metadata", &mut problems).map(Value::Object);

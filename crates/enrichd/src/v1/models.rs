@@ -39,11 +39,11 @@ pub struct PersonInput {
     pub name: Option<String>,
     /// Email address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 512, format = "email", example = "dana@northwind-labs.com")]
+    #[schema(max_length = 512, pattern = "^(\\s*|\\s*[^@\\s]+@[^@\\s]+\\s*)$", example = "dana@northwind-labs.com")]
     pub email: Option<String>,
     /// MD5 (32) or SHA-256 (64) hex digest of the lower-cased email.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^\\s*([0-9a-fA-F]{32}|[0-9a-fA-F]{64})\\s*$")]
+    #[schema(pattern = "^\\s*([0-9a-fA-F]{32}|[0-9a-fA-F]{64})?\\s*$")]
     pub hashed_email: Option<String>,
     /// Company name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,11 +55,11 @@ pub struct PersonInput {
     pub domain: Option<String>,
     /// Apollo person id: 24 hexadecimal characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^\\s*[0-9a-fA-F]{24}\\s*$", example = "6501a9f2c4dfae0001a1b2c3")]
+    #[schema(pattern = "^\\s*([0-9a-fA-F]{24})?\\s*$", example = "6501a9f2c4dfae0001a1b2c3")]
     pub id: Option<String>,
     /// LinkedIn profile URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 512, pattern = "[lL][iI][nN][kK][eE][dD][iI][nN]\\.[cC][oO][mM]/")]
+    #[schema(max_length = 512, pattern = "^\\s*$|[lL][iI][nN][kK][eE][dD][iI][nN]\\.[cC][oO][mM]/")]
     pub linkedin_url: Option<String>,
     /// Your own id (a string, or a number kept as its decimal text), returned as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,7 +116,7 @@ pub struct JobRequest {
     /// Where the signed `job.completed` callback goes: https, a public host (unless allowed by
     /// configuration), at most 2048 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 2048)]
+    #[schema(max_length = 2048, pattern = "^\\s*https?://\\S+\\s*$")]
     pub callback_url: Option<String>,
     /// Any JSON object up to 16 KiB serialised (no U+0000 in it), returned as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -569,10 +569,22 @@ pub struct PersonPage {
     pub next_after: Option<String>,
 }
 
-/// Cursor paging parameters.
+/// Paging of `GET /v1/jobs`.
 #[derive(Debug, Deserialize, IntoParams)]
-pub struct PageQuery {
-    /// Return items after this cursor (`next_after` of the previous page); empty means the start.
+pub struct JobPageQuery {
+    /// Return jobs after this one (`next_after` of the previous page, a job id); empty means the start.
+    #[param(pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")]
+    pub after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u64>,
+}
+
+/// Paging of `GET /v1/jobs/{id}/people`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct PersonPageQuery {
+    /// Return people after this index (`next_after` of the previous page); empty means the start.
+    #[param(pattern = "^[0-9]{0,18}$")]
     pub after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]

@@ -9,8 +9,8 @@ use crate::state::AppState;
 use crate::v1::auth::Client;
 use crate::v1::endpoints::body::{decode_json, read_limited, require_json};
 use crate::v1::models::{
-    DEFAULT_PAGE, ErrorBody, Job, JobPage, JobRequest, MAX_IDEMPOTENCY_KEY, MAX_PAGE, PageQuery, Person, PersonPage,
-    Queued,
+    DEFAULT_PAGE, ErrorBody, Job, JobPage, JobPageQuery, JobRequest, MAX_IDEMPOTENCY_KEY, MAX_PAGE, Person, PersonPage,
+    PersonPageQuery, Queued,
 };
 
 /// Submit a job of people to enrich.
@@ -96,8 +96,8 @@ pub async fn get(
 }
 
 /// The page size asked for, or a 422 naming `limit`.
-fn page_limit(page: &PageQuery) -> Result<u64, ApiError> {
-    match page.limit {
+fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
+    match limit {
         None => Ok(DEFAULT_PAGE),
         Some(l @ 1..=MAX_PAGE) => Ok(l),
         Some(_) => Err(ApiError::invalid_field("limit", format!("must be between 1 and {MAX_PAGE}"))),
@@ -106,7 +106,7 @@ fn page_limit(page: &PageQuery) -> Result<u64, ApiError> {
 
 /// The merged records of a job's people, in input order.
 #[utoipa::path(get, path = "/v1/jobs/{id}/people", tag = "jobs", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "job id"), PageQuery),
+    params(("id" = Uuid, Path, description = "job id"), PersonPageQuery),
     responses((status = 200, description = "a page of people", body = PersonPage),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
         (status = 404, description = "no such job", body = ErrorBody),
@@ -116,12 +116,12 @@ fn page_limit(page: &PageQuery) -> Result<u64, ApiError> {
 #[get("/v1/jobs/{id}/people")]
 pub async fn people(
     path: web::Path<String>,
-    page: web::Query<PageQuery>,
+    page: web::Query<PersonPageQuery>,
     client: Client,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let job = owned_job(&state, &client, &path).await?;
-    let limit = page_limit(&page)?;
+    let limit = page_limit(page.limit)?;
     let after = match page.after.as_deref() {
         None | Some("") => None,
         Some(a) => Some(a.parse::<i64>().map_err(|_| ApiError::invalid_field("after", "must be a person index"))?),
@@ -132,7 +132,7 @@ pub async fn people(
 }
 
 /// This client's jobs, newest first.
-#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])), params(PageQuery),
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])), params(JobPageQuery),
     responses((status = 200, description = "a page of jobs", body = JobPage),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
         (status = 422, description = "`limit` or `after` out of range; `details` names it", body = ErrorBody),
@@ -140,11 +140,11 @@ pub async fn people(
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[get("/v1/jobs")]
 pub async fn list(
-    page: web::Query<PageQuery>,
+    page: web::Query<JobPageQuery>,
     client: Client,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let limit = page_limit(&page)?;
+    let limit = page_limit(page.limit)?;
     let after = match page.after.as_deref() {
         None | Some("") => None,
         Some(a) => Some(Uuid::parse_str(a).map_err(|_| ApiError::invalid_field("after", "must be a job id"))?),
