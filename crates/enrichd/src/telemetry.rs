@@ -104,6 +104,11 @@ pub fn describe() {
         "Calls whose outcome was unknown and may be charged twice"
     );
     describe_counter!("enrichd_webhook_deliveries_total", "Apollo deliveries received, by result");
+    describe_histogram!(
+        "enrichd_delivery_ingest_lag_seconds",
+        Unit::Seconds,
+        "From an Apollo delivery's arrival to its merge"
+    );
     describe_counter!("enrichd_callback_attempts_total", "Final callback attempts, by result");
     describe_gauge!("enrichd_jobs", "Jobs by state (finished jobs by outcome included)");
     describe_gauge!("enrichd_people", "People by state (finished people by outcome included)");

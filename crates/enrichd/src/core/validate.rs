@@ -1,12 +1,12 @@
 //! Validation of a submitted job: the body is parsed into the typed request of the HTTP contract
-//! ([`JobRequest`], [`PersonInput`]) one field at a time, then each person into a [`ValidPerson`],
+//! ([`JobRequest`](crate::v1::models::JobRequest), [`PersonInput`]) one field at a time, then each person into a [`ValidPerson`],
 //! so that every problem is found at once, each naming where it is.
 
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::core::callback_url::CallbackPolicy;
-use crate::v1::models::{JobRequest, PersonInput};
+use crate::v1::models::PersonInput;
 
 /// Fields a person may carry.
 pub const PERSON_FIELDS: [&str; 10] = [
@@ -310,16 +310,6 @@ impl TryFrom<PersonInput> for ValidPerson {
 
 fn is_hex(s: &str) -> bool {
     s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-impl JobRequest {
-    /// Validates this request as the service would (the CLI checks rows before sending them).
-    pub fn validate(&self, max_people: usize, policy: &CallbackPolicy) -> Result<ValidJob, Vec<Problem>> {
-        match serde_json::to_value(self) {
-            Ok(v) => validate_job_owned(v, max_people, policy),
-            Err(e) => Err(vec![problem("", None, e.to_string())]),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -51,6 +51,8 @@ pub async fn drain(state: &AppState) -> Result<usize, job_store::StoreError> {
                     let credits = parsed.credits.unwrap_or_default().micros().max(0) as u64;
                     metrics::counter!("enrichd_credits_consumed_micros_total", "kind" => parsed.kind.as_str())
                         .increment(credits);
+                    let lag = (chrono::Utc::now() - d.received_at).as_seconds_f64();
+                    metrics::histogram!("enrichd_delivery_ingest_lag_seconds").record(lag);
                     if !unmatched.is_empty() {
                         // People of other batches are never touched; note it for the audit trail.
                         tracing::warn!(delivery = %d.id, batch = %d.batch_id, count = unmatched.len(), "delivery named people outside its batch");

@@ -192,7 +192,7 @@ pub async fn erase(
     let job = owned_job(&state, &client, &path).await?;
     let erased = state.store.erase_job(job.id).await?;
     tracing::info!(
-        job = %job.id,
+        job_id = %job.id,
         people = erased.people,
         cancelled = erased.cancelled,
         batches = erased.batches,
