@@ -131,6 +131,31 @@ async fn csv_round_trip(backend: Backend) {
     assert_eq!(lines.len(), ROWS.len() - 1);
     assert!(lines.iter().enumerate().all(|(i, l)| l["index"] == i), "{lines:?}");
 
+    // A file larger than --job-size goes as several jobs, each with its own part of the key.
+    let parts = cli.run(&["submit", file_arg, "--skip-invalid", "--job-size", "2", "--idempotency-key", "parts"]);
+    assert!(parts.status.success(), "{}", text(&parts.stderr));
+    let ids: Vec<String> = text(&parts.stdout).lines().map(str::to_string).collect();
+    assert_eq!(ids.len(), 3, "5 valid rows in jobs of 2: {ids:?}");
+    let mut totals = Vec::new();
+    for id in &ids {
+        totals.push(t.get_json(&format!("/v1/jobs/{id}")).await["total"].as_i64().unwrap());
+    }
+    assert_eq!(totals, [2, 2, 1]);
+
+    // JSONL: one person object a line, bad lines named by number.
+    let jsonl_file = dir.join("people.jsonl");
+    std::fs::write(
+        &jsonl_file,
+        "{\"email\": \"ana@northwind-labs.com\"}\n{\"email\": 5}\n\n{\"first_name\": \"Zoë\", \"title\": \"CTO\"}\n",
+    )
+    .unwrap();
+    let refused = cli.run(&["submit", jsonl_file.to_str().unwrap()]);
+    let err = text(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("line 2: email has the wrong type"), "{err}");
+    assert!(err.contains("line 4: title unknown field"), "{err}");
+    assert!(err.contains("1 valid row(s), 2 invalid"), "{err}");
+
     let listed = cli.run(&["jobs"]);
     assert!(text(&listed.stdout).contains(&job_id), "{}", text(&listed.stdout));
     let shown: Value = serde_json::from_slice(&cli.run(&["show", &job_id]).stdout).expect("show prints JSON");
