@@ -124,4 +124,17 @@ async fn metrics_and_json_logs_follow_a_job() {
     one_job(Backend::Sqlite, &logs).await;
     logs.0.lock().unwrap().clear();
     one_job(Backend::Postgres, &logs).await;
+
+    // METRICS_BIND moves /metrics off the API's address.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let t = TestApp::spawn(Backend::Sqlite, fast_sim(), |c| {
+        c.metrics_bind = Some(format!("127.0.0.1:{port}").parse().unwrap());
+    })
+    .await
+    .unwrap();
+    assert_eq!(t.http.get(format!("{}/metrics", t.url())).send().await.unwrap().status(), 404);
+    let separate = t.http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.unwrap();
+    assert_eq!(separate.status(), 200);
+    assert!(separate.text().await.unwrap().contains("enrichd_database_up 1"));
+    t.stop().await;
 }
