@@ -426,7 +426,12 @@ impl From<&JobView> for Job {
             failed_deliveries: j
                 .failed_deliveries
                 .iter()
-                .map(|d| FailedDelivery { id: d.id, batch_id: d.batch_id, error: d.error.clone(), received_at: d.received_at })
+                .map(|d| FailedDelivery {
+                    id: d.id,
+                    batch_id: d.batch_id,
+                    error: d.error.clone(),
+                    received_at: d.received_at,
+                })
                 .collect(),
             callback_url: j.callback_url.clone(),
             callback: j.callback.as_ref().map(CallbackDelivery::from),

@@ -272,6 +272,7 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
             let backoff = state.config.retry_base.saturating_mul(1 << (batch.attempt.clamp(1, 16) - 1));
             let at = after(jittered(backoff));
             if e.outcome_unknown() {
+                metrics::counter!("enrichd_possible_double_charges_total").increment(1);
                 tracing::warn!(batch = %id, attempt = batch.attempt, error = %message, "Apollo's answer was lost (it may have charged the call); retrying, counted as a possible double charge");
                 store.retry_unknown_outcome(id, at, &message).await
             } else {
