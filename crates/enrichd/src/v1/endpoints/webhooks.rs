@@ -20,6 +20,7 @@ pub struct Token {
     pub token: Option<String>,
     /// Which call (claim) of the batch this URL was given to: a retried call's deliveries are
     /// told apart from the first one's (each may have been charged).
+    #[param(minimum = -2147483648, maximum = 2147483647)]
     pub claim: Option<i32>,
 }
 
@@ -33,6 +34,7 @@ pub struct Token {
         (status = 401, description = "bad token: nothing stored", body = ErrorBody),
         (status = 404, description = "unknown batch: nothing stored", body = ErrorBody),
         (status = 413, description = "body over the size limit", body = ErrorBody),
+        (status = 422, description = "a query parameter of the wrong type (`claim` is a 32-bit integer)", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "database unavailable: Apollo should retry", body = ErrorBody),
     ))]
