@@ -11,7 +11,8 @@ use serde_json::{Map, Value, json};
 use crate::faults::{DeliveryFaults, chance, server_error};
 use crate::ledger::{ChargeKind, LedgerEntry};
 use crate::payloads;
-use crate::population::{Rates, SimPerson, person_for};
+use crate::population::{Rates, SimPerson, person_for, resolve_alias};
+use crate::records::PayloadRecord;
 use crate::state::Inner;
 use crate::webhooks::AsyncJob;
 
@@ -22,6 +23,8 @@ pub const MAX_DETAILS: usize = 10;
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct BulkRequest {
     pub details: Vec<PersonDetail>,
+    /// The details as received, for the call record.
+    pub raw_details: Vec<Value>,
     pub flags: EnrichFlags,
     pub webhook_url: Option<String>,
     pub poll_only: bool,
@@ -73,21 +76,21 @@ pub(crate) fn parse_request(query: &str, body: &[u8]) -> Result<BulkRequest, Rej
         .or_else(|| json.get("webhook_url").and_then(Value::as_str).map(str::to_string))
         .filter(|u| !u.trim().is_empty());
 
-    let details = match json.get("details") {
+    let raw = match json.get("details") {
         Some(Value::Array(items)) => items,
         None | Some(Value::Null) => &Vec::new(),
         Some(_) => return Err(reject(422, json!({"error": "details must be an array of objects."}))),
     };
-    if details.len() > MAX_DETAILS {
+    if raw.len() > MAX_DETAILS {
         return Err(reject(400, payloads::record_limit("You can enrich up to 10 records per request.")));
     }
-    if details.is_empty() {
+    if raw.is_empty() {
         return Err(reject(
             400,
             payloads::record_limit("You must provide at least 1 and at most 10 records per request."),
         ));
     }
-    let details = details
+    let details = raw
         .iter()
         .enumerate()
         .map(|(i, d)| {
@@ -116,7 +119,7 @@ pub(crate) fn parse_request(query: &str, body: &[u8]) -> Result<BulkRequest, Rej
     {
         return Err(reject(400, payloads::bad_request("INVALID_WEBHOOK_URL", "webhook_url must be an http(s) URL.")));
     }
-    Ok(BulkRequest { details, flags, webhook_url, poll_only })
+    Ok(BulkRequest { raw_details: raw.clone(), details, flags, webhook_url, poll_only })
 }
 
 fn serde_urlencoded_pairs(query: &str) -> Vec<(String, String)> {
@@ -133,6 +136,8 @@ pub(crate) enum Accepted {
     ServerError(u16),
     /// The charge would overdraw the balance: 422, nothing charged, nothing scheduled.
     CreditsExhausted(Value),
+    /// The `reject_marker` fault: a detail carries the marker; 422, nothing charged or scheduled.
+    RejectedDetail(Value),
     /// A 200 answer.
     Ok(Box<Answer>),
 }
@@ -147,6 +152,8 @@ pub(crate) struct Answer {
     pub scheduled: Vec<Arc<AsyncJob>>,
     /// The `slow` fault picked this answer.
     pub slow: bool,
+    /// The `charge_then_timeout` fault picked this answer.
+    pub timeout: bool,
 }
 
 /// Runs the request against the population, the balance and the fault knobs. Called with the
@@ -157,10 +164,18 @@ pub(crate) fn accept(inner: &mut Inner, req: &BulkRequest, now: Instant) -> Acce
     if let Some(status) = server_error(rng, &cfg) {
         return Accepted::ServerError(status);
     }
+    if let Some(marker) = cfg.reject_marker.as_deref()
+        && let Some((position, field)) =
+            req.raw_details.iter().enumerate().find_map(|(i, d)| carries_marker(d, marker).map(|f| (i, f)))
+    {
+        return Accepted::RejectedDetail(payloads::rejected_detail(position, &field));
+    }
     let slow = chance(rng, cfg.fault_slow);
+    let timeout = chance(rng, cfg.fault_charge_then_timeout);
 
     let rates = Rates::from(&cfg);
-    let people: Vec<Option<SimPerson>> = req.details.iter().map(|d| person_for(d, &rates)).collect();
+    let people: Vec<Option<SimPerson>> =
+        req.details.iter().map(|d| person_for(&resolve_alias(d, &cfg.same_person), &rates)).collect();
     let matched: Vec<&SimPerson> = people.iter().flatten().collect();
     let flags = req.flags;
     let waterfall_requested = flags.run_waterfall_email || flags.run_waterfall_phone;
@@ -179,6 +194,7 @@ pub(crate) fn accept(inner: &mut Inner, req: &BulkRequest, now: Instant) -> Acce
     let initiated = SystemTime::now();
 
     let mut jobs: Vec<Arc<AsyncJob>> = Vec::new();
+    let mut records: Vec<PayloadRecord> = Vec::new();
     let make_job = |rng: &mut fastrand::Rng, kind: DeliveryKind, phone_job_id: Option<String>| {
         let faults = DeliveryFaults::draw(rng, &cfg, req.poll_only);
         let delay = if faults.early {
@@ -187,7 +203,7 @@ pub(crate) fn accept(inner: &mut Inner, req: &BulkRequest, now: Instant) -> Acce
             Duration::from_millis(cfg.delivery_delay_ms.saturating_add(rng.u64(0..=cfg.delivery_jitter_ms)))
         };
         let due_wall = initiated + delay;
-        let (payload, credits) = match kind {
+        let payloads::Payload { body: payload, credits, facts } = match kind {
             DeliveryKind::Phone => payloads::phone_payload(&matched, &rfc3339(due_wall)),
             DeliveryKind::Waterfall => {
                 payloads::waterfall_payload(request_id, &matched, &flags, &rfc3339(initiated), &rfc3339(due_wall))
@@ -197,7 +213,8 @@ pub(crate) fn accept(inner: &mut Inner, req: &BulkRequest, now: Instant) -> Acce
             DeliveryKind::Phone => matched.iter().filter(|p| p.mobile.is_some()).map(|p| p.apollo_id.clone()).collect(),
             DeliveryKind::Waterfall => matched.iter().map(|p| p.apollo_id.clone()).collect(),
         };
-        Arc::new(AsyncJob {
+        let record = PayloadRecord { request_id, phone_job_id: phone_job_id.clone(), kind, credits, facts };
+        let job = Arc::new(AsyncJob {
             request_id,
             kind,
             phone_job_id,
@@ -211,7 +228,8 @@ pub(crate) fn accept(inner: &mut Inner, req: &BulkRequest, now: Instant) -> Acce
             faults,
             charged: AtomicBool::new(false),
             last_dispatched: Mutex::new(None),
-        })
+        });
+        (job, record)
     };
 
     let mut phone_enrichment = None;
@@ -220,7 +238,9 @@ pub(crate) fn accept(inner: &mut Inner, req: &BulkRequest, now: Instant) -> Acce
             json!({"status": "skipped", "message": "Phone enrichment for these people is already in progress from an earlier request; its results will be delivered there."})
         } else {
             let job_id: String = (0..12).map(|_| format!("{:02x}", rng.u8(..))).collect();
-            jobs.push(make_job(rng, DeliveryKind::Phone, Some(job_id.clone())));
+            let (job, record) = make_job(rng, DeliveryKind::Phone, Some(job_id.clone()));
+            jobs.push(job);
+            records.push(record);
             json!({
                 "request_id": job_id,
                 "status": "pending",
@@ -233,7 +253,9 @@ pub(crate) fn accept(inner: &mut Inner, req: &BulkRequest, now: Instant) -> Acce
         waterfall = Some(if waterfall_failed {
             json!({"status": "failed", "message": "Waterfall enrichment is not configured for your team. No webhook will be sent."})
         } else {
-            jobs.push(make_job(rng, DeliveryKind::Waterfall, None));
+            let (job, record) = make_job(rng, DeliveryKind::Waterfall, None);
+            jobs.push(job);
+            records.push(record);
             json!({"status": "accepted", "message": "Waterfall enrichment request accepted. Results will be sent to the provided webhook URL."})
         });
     }
@@ -280,6 +302,7 @@ pub(crate) fn accept(inner: &mut Inner, req: &BulkRequest, now: Instant) -> Acce
         obj.insert("phone_enrichment".into(), p);
     }
 
+    inner.payloads.extend(records);
     inner.by_request.insert(request_id, jobs.clone());
     for job in &jobs {
         if let Some(id) = &job.phone_job_id {
@@ -287,7 +310,19 @@ pub(crate) fn accept(inner: &mut Inner, req: &BulkRequest, now: Instant) -> Acce
         }
     }
     let (early, scheduled) = jobs.into_iter().partition(|j| j.faults.early);
-    Accepted::Ok(Box::new(Answer { request_id, body, early, scheduled, slow }))
+    Accepted::Ok(Box::new(Answer { request_id, body, early, scheduled, slow, timeout }))
+}
+
+/// The field of a detail that carries `marker`: any string value equal to it (ignoring case and
+/// surrounding spaces), or an email whose domain is it.
+fn carries_marker(detail: &Value, marker: &str) -> Option<String> {
+    let marker = marker.trim();
+    detail.as_object()?.iter().find_map(|(field, value)| {
+        let v = value.as_str()?.trim();
+        let domain = v.rsplit_once('@').map(|(_, d)| d);
+        (v.eq_ignore_ascii_case(marker) || domain.is_some_and(|d| d.eq_ignore_ascii_case(marker)))
+            .then(|| field.clone())
+    })
 }
 
 /// RFC 3339 in UTC with seconds, as in Apollo's payloads.

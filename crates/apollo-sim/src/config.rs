@@ -124,6 +124,29 @@ pub struct SimConfig {
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
     pub fault_slow: f64,
 
+    /// Fault: probability that bulk_match is charged and its webhooks scheduled as usual, but the
+    /// answer comes only after `charge_then_timeout_ms` (longer than a client's timeout), so the
+    /// client never sees the 200 while the deliveries still arrive.
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    pub fault_charge_then_timeout: f64,
+
+    /// Delay of a bulk_match answer hit by the `charge_then_timeout` fault, in ms.
+    #[arg(long, default_value_t = 60_000)]
+    pub charge_then_timeout_ms: u64,
+
+    /// Fault: a bulk_match whose details include one carrying this value (any field equal to it,
+    /// ignoring case, or an email at this domain) is refused with 422 naming that detail, with no
+    /// charge, as Apollo refuses a detail it cannot process [default: none].
+    #[arg(long)]
+    pub reject_marker: Option<String>,
+
+    /// Two identifiers of one person, `FROM=TO` (repeatable): a detail whose identity is FROM is
+    /// answered as the person TO identifies. Identities are written as `email:ADDRESS`,
+    /// `linkedin:SLUG`, `id:APOLLO_ID` or `name:FIRST LAST|org:DOMAIN`, e.g.
+    /// `--same-person linkedin:dana-okafor=email:dana@northwind-labs.com`.
+    #[arg(long = "same-person", value_parser = same_person)]
+    pub same_person: Vec<(String, String)>,
+
     /// Fault: probability that a waterfall request is answered with `waterfall.status` "failed"
     /// (no webhook, no charge).
     #[arg(long, default_value_t = 0.0, value_parser = probability)]
@@ -160,6 +183,16 @@ fn probability(s: &str) -> Result<f64, String> {
     if (0.0..=1.0).contains(&p) { Ok(p) } else { Err(format!("{p} is not a probability in 0..=1")) }
 }
 
+fn same_person(s: &str) -> Result<(String, String), String> {
+    let (from, to) = s.split_once('=').ok_or_else(|| format!("{s:?} is not FROM=TO"))?;
+    let key = |k: &str| {
+        let k = k.trim().to_lowercase();
+        let known = ["email:", "hashed_email:", "linkedin:", "id:", "name:"].iter().any(|p| k.starts_with(p));
+        if known && !k.ends_with(':') { Ok(k) } else { Err(format!("{k:?} is not an identity such as email:ADDRESS")) }
+    };
+    Ok((key(from)?, key(to)?))
+}
+
 fn parse_credits(s: &str) -> Result<Credits, String> {
     match Credits::parse_decimal(s) {
         Some(c) if c.micros() >= 0 => Ok(c),
@@ -188,6 +221,8 @@ mod tests {
         assert_eq!(c.retry_backoff_ms, 500);
         assert_eq!(c.slow_ms, 3_000);
         assert_eq!(c.fault_5xx, 0.0);
+        assert_eq!((c.fault_charge_then_timeout, c.charge_then_timeout_ms), (0.0, 60_000));
+        assert_eq!((c.reject_marker.clone(), c.same_person.len()), (None, 0));
         assert_eq!(c.window_lengths_ms(), [60_000, 3_600_000, 86_400_000]);
     }
 
@@ -198,5 +233,10 @@ mod tests {
         assert!(probability("x").is_err());
         assert_eq!(parse_credits("12.5"), Ok(Credits(12_500_000)));
         assert!(parse_credits("-1").is_err());
+        assert_eq!(
+            same_person(" linkedin:dana-o = Email:Dana@N.io"),
+            Ok(("linkedin:dana-o".into(), "email:dana@n.io".into()))
+        );
+        assert!(same_person("dana").is_err() && same_person("email:=linkedin:x").is_err());
     }
 }

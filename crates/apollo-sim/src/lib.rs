@@ -26,6 +26,14 @@
 //! - `drop`: nothing is POSTed (a record with `dropped`, attempt 0); `webhook_result` still has it.
 //! - `5xx`: `bulk_match` answers 500 (JSON), 502 (HTML) or 503 (text); no charge, no async work.
 //! - `slow`: the `bulk_match` answer comes `slow_ms` late (already charged if the client gives up).
+//! - `charge_then_timeout`: charged and deliveries scheduled, but the answer comes only after
+//!   `charge_then_timeout_ms`, longer than a client waits: an outcome the client cannot know.
+//! - `reject_marker`: a call with a detail carrying the marker value is refused with 422 naming
+//!   that detail; nothing charged.
+//!
+//! Every call's details and matches ([`CallRecord::received`]) and every payload's facts
+//! ([`SimHandle::payloads`]) are recorded: the tests' oracle. `same_person` aliases let two
+//! identifiers (an email and a LinkedIn URL) name one person.
 //! - `waterfall_failed`: `waterfall.status` is `failed`; no webhook, no charge.
 //! - `phone_skipped`: `phone_enrichment.status` is `skipped` with no `request_id`; no webhook.
 //!
@@ -66,7 +74,9 @@ use tokio::task::AbortHandle;
 pub use config::SimConfig;
 pub use ledger::{ChargeKind, Ledger, LedgerEntry};
 pub use population::{SimOrg, SimPerson, SimPhone, Vendor, WaterfallFind, WaterfallSearch};
-pub use records::{CallRecord, DeliveryRecord};
+pub use records::{
+    CallRecord, DeliveredEmail, DeliveredFacts, DeliveredPhone, DeliveryRecord, PayloadRecord, ReceivedDetail,
+};
 
 use state::Shared;
 
@@ -170,8 +180,24 @@ impl SimHandle {
     /// What the simulator holds for the person a detail identifies, under the current rates;
     /// `None` when that detail does not match.
     pub fn truth_for(&self, detail: &PersonDetail) -> Option<SimPerson> {
-        let rates = population::Rates::from(&self.shared.lock().config);
-        population::person_for(detail, &rates)
+        let config = self.shared.lock().config.clone();
+        population::person_for(&population::resolve_alias(detail, &config.same_person), &(&config).into())
+    }
+
+    /// Whether no delivery is scheduled, held back or being attempted (retries included): once
+    /// true, nothing more is POSTed until the next accepted request.
+    pub fn idle(&self) -> bool {
+        self.shared.idle()
+    }
+
+    /// HTTP requests being answered right now (each is in [`SimHandle::calls`] once answered).
+    pub fn requests_in_progress(&self) -> usize {
+        self.shared.requests_in_progress()
+    }
+
+    /// Every asynchronous payload of an accepted request, with the facts it carries per person.
+    pub fn payloads(&self) -> Vec<PayloadRecord> {
+        self.shared.lock().payloads.clone()
     }
 
     /// Stops the server and every pending delivery.

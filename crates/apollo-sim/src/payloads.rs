@@ -3,7 +3,19 @@
 use apollo_client::{Credits, EnrichFlags, RequestId};
 use serde_json::{Value, json};
 
-use crate::population::{PLACEHOLDER_EMAIL, SimPerson, WaterfallSearch};
+use crate::population::{PLACEHOLDER_EMAIL, SimPerson, WaterfallFind, WaterfallSearch};
+use crate::records::{DeliveredEmail, DeliveredFacts, DeliveredPhone};
+
+/// An asynchronous payload: its body, what producing it charges, and the facts it carries.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Payload {
+    /// The JSON body.
+    pub body: Value,
+    /// Credits charged when it is produced.
+    pub credits: Credits,
+    /// Per person, what the body delivers (recorded for the tests' oracle).
+    pub facts: Vec<DeliveredFacts>,
+}
 
 /// A credit amount as a JSON decimal (`3.0`), the way the synchronous answer reports it.
 pub fn decimal(c: Credits) -> Value {
@@ -69,7 +81,7 @@ pub fn sync_person(p: &SimPerson, flags: &EnrichFlags) -> Value {
 }
 
 /// The phone-reveal webhook body: `*_cd` field names and no `request_id`, as documented.
-pub fn phone_payload(people: &[&SimPerson], now: &str) -> (Value, Credits) {
+pub fn phone_payload(people: &[&SimPerson], now: &str) -> Payload {
     let with_mobile = people.iter().filter(|p| p.mobile.is_some()).count();
     let credits = Credits::whole(8 * with_mobile as i64);
     let entries: Vec<Value> = people
@@ -101,7 +113,25 @@ pub fn phone_payload(people: &[&SimPerson], now: &str) -> (Value, Credits) {
         "credits_consumed": credits,
         "people": entries,
     });
-    (body, credits)
+    let facts = people
+        .iter()
+        .map(|p| DeliveredFacts {
+            apollo_id: p.apollo_id.clone(),
+            phones: p
+                .mobile
+                .iter()
+                .map(|m| DeliveredPhone {
+                    e164: m.e164.clone(),
+                    raw: m.raw.clone(),
+                    kind: "mobile".into(),
+                    status: "valid_number".into(),
+                    vendor: None,
+                })
+                .collect(),
+            emails: Vec::new(),
+        })
+        .collect();
+    Payload { body, credits, facts }
 }
 
 /// The waterfall webhook body, `request_id` as a bare JSON number as in live traffic.
@@ -111,9 +141,10 @@ pub fn waterfall_payload(
     flags: &EnrichFlags,
     initiated: &str,
     completed: &str,
-) -> (Value, Credits) {
+) -> Payload {
     let (want_email, want_phone) = (flags.run_waterfall_email, flags.run_waterfall_phone);
     let mut credits = Credits::ZERO;
+    let mut facts = Vec::new();
     let (mut any, mut emails_found, mut phones_found) = (0, 0, 0);
     let entries: Vec<Value> = people
         .iter()
@@ -128,6 +159,27 @@ pub fn waterfall_payload(
             emails_found += usize::from(email_hit.is_some());
             phones_found += usize::from(phone_hit.is_some());
             any += usize::from(email_hit.is_some() || phone_hit.is_some());
+            facts.push(DeliveredFacts {
+                apollo_id: p.apollo_id.clone(),
+                phones: phone_hit
+                    .map(|f| DeliveredPhone {
+                        e164: f.value.clone(),
+                        raw: f.raw.clone(),
+                        kind: "mobile".into(),
+                        status: "no_status".into(),
+                        vendor: Some(f.vendor.name.clone()),
+                    })
+                    .into_iter()
+                    .collect(),
+                emails: email_hit
+                    .map(|f| DeliveredEmail {
+                        address: f.value.clone(),
+                        status: email_status(f).into(),
+                        vendor: Some(f.vendor.name.clone()),
+                    })
+                    .into_iter()
+                    .collect(),
+            });
             let mut trail = serde_json::Map::new();
             if let Some(s) = email {
                 trail.insert("emails".into(), json!([{"vendors": vendor_trail(s, "emails")}]));
@@ -140,7 +192,7 @@ pub fn waterfall_payload(
                 "waterfall": trail,
                 "emails": email_hit.map(|f| vec![json!({
                     "email": f.value, "email_source_cd": null, "position": 0,
-                    "email_status_cd": if f.status == "VERIFIED" { "Verified" } else { "Unverified" },
+                    "email_status_cd": email_status(f),
                     "extrapolated_email_confidence": null,
                     "third_party_data_provider_id": f.vendor.id.trim_end_matches("-1"),
                     "waterfall_enriched_at": completed, "vendor_validation_statuses": [],
@@ -180,7 +232,12 @@ pub fn waterfall_payload(
         "request_completed": completed,
         "people": entries,
     });
-    (body, credits)
+    Payload { body, credits, facts }
+}
+
+/// A waterfall email's `email_status_cd`.
+fn email_status(f: &WaterfallFind) -> &'static str {
+    if f.status == "VERIFIED" { "Verified" } else { "Unverified" }
 }
 
 fn vendor_trail(s: &WaterfallSearch, field: &str) -> Vec<Value> {
@@ -215,6 +272,16 @@ pub fn record_limit(message: &str) -> Value {
 /// A 400 with Apollo's `status`/`error_code`/`error_message` shape.
 pub fn bad_request(code: &str, message: &str) -> Value {
     json!({"status": "failed", "error_code": code, "error_message": message})
+}
+
+/// 422 for one detail Apollo refuses (the `reject_marker` fault), naming the detail.
+pub fn rejected_detail(position: usize, field: &str) -> Value {
+    json!({
+        "status": "failed",
+        "error_code": "INVALID_DETAIL",
+        "error_message": format!("details[{position}].{field} cannot be enriched: the value is not accepted."),
+        "details_index": position,
+    })
 }
 
 /// 422 credits exhausted (as in `examples/error_422_credits_exhausted.json`).
@@ -278,7 +345,7 @@ mod tests {
     fn phone_payload_parses_to_the_simulated_mobiles() {
         let ps = people();
         let refs: Vec<&SimPerson> = ps.iter().collect();
-        let (body, credits) = phone_payload(&refs, "2026-01-01T00:00:00Z");
+        let Payload { body, credits, facts } = phone_payload(&refs, "2026-01-01T00:00:00Z");
         assert!(body.get("request_id").is_none());
         let d = parse_delivery(body.to_string().as_bytes()).unwrap();
         assert_eq!(d.kind, DeliveryKind::Phone);
@@ -286,9 +353,12 @@ mod tests {
         let mobiles = ps.iter().filter(|p| p.mobile.is_some()).count();
         assert!(mobiles > 0 && mobiles < ps.len());
         assert_eq!(credits, Credits::whole(8 * mobiles as i64));
-        for (facts, p) in d.people.iter().zip(&ps) {
-            assert_eq!(facts.apollo_id.as_deref(), Some(p.apollo_id.as_str()));
-            let phones: Vec<&str> = facts.phones.iter().map(|f| f.e164.as_str()).collect();
+        assert_eq!(facts.len(), ps.len());
+        for ((parsed, p), recorded) in d.people.iter().zip(&ps).zip(&facts) {
+            assert_eq!(parsed.apollo_id.as_deref(), Some(p.apollo_id.as_str()));
+            assert_eq!(recorded.apollo_id, p.apollo_id);
+            let phones: Vec<&str> = parsed.phones.iter().map(|f| f.e164.as_str()).collect();
+            assert_eq!(phones, recorded.phones.iter().map(|f| f.e164.as_str()).collect::<Vec<_>>(), "recorded as sent");
             assert_eq!(phones, p.mobile.iter().map(|m| m.e164.as_str()).collect::<Vec<_>>());
         }
     }
@@ -298,7 +368,7 @@ mod tests {
         let ps = people();
         let refs: Vec<&SimPerson> = ps.iter().collect();
         let flags = EnrichFlags { run_waterfall_email: true, run_waterfall_phone: true, ..Default::default() };
-        let (body, credits) = waterfall_payload(RequestId(-42), &refs, &flags, "t0", "t1");
+        let Payload { body, credits, facts } = waterfall_payload(RequestId(-42), &refs, &flags, "t0", "t1");
         assert_eq!(body["request_id"], json!(-42));
         let d = parse_delivery(body.to_string().as_bytes()).unwrap();
         assert_eq!((d.kind, d.request_id, d.credits), (DeliveryKind::Waterfall, Some(RequestId(-42)), Some(credits)));
@@ -309,14 +379,21 @@ mod tests {
             .map(|s| s.credits)
             .sum();
         assert_eq!(credits, expected);
-        for (facts, p) in d.people.iter().zip(&ps) {
+        assert_eq!(facts.len(), ps.len());
+        for ((parsed, p), recorded) in d.people.iter().zip(&ps).zip(&facts) {
             let emails: Vec<(String, Option<String>)> =
-                facts.emails.iter().map(|e| (e.address.clone(), e.vendor.clone())).collect();
+                parsed.emails.iter().map(|e| (e.address.clone(), e.vendor.clone())).collect();
+            let sent: Vec<(String, Option<String>)> =
+                recorded.emails.iter().map(|e| (e.address.clone(), e.vendor.clone())).collect();
+            assert_eq!(emails, sent, "recorded as sent");
             let want: Vec<(String, Option<String>)> =
                 p.waterfall_email.found.iter().map(|f| (f.value.clone(), Some(f.vendor.name.clone()))).collect();
             assert_eq!(emails, want);
             let phones: Vec<(String, Option<String>)> =
-                facts.phones.iter().map(|e| (e.e164.clone(), e.vendor.clone())).collect();
+                parsed.phones.iter().map(|e| (e.e164.clone(), e.vendor.clone())).collect();
+            let sent: Vec<(String, Option<String>)> =
+                recorded.phones.iter().map(|e| (e.e164.clone(), e.vendor.clone())).collect();
+            assert_eq!(phones, sent, "recorded as sent");
             let want: Vec<(String, Option<String>)> =
                 p.waterfall_phone.found.iter().map(|f| (f.value.clone(), Some(f.vendor.name.clone()))).collect();
             assert_eq!(phones, want);

@@ -171,6 +171,27 @@ pub fn identity_key(d: &PersonDetail) -> Option<String> {
     Some(format!("name:{name}|org:{org}"))
 }
 
+/// The detail the simulator answers for `d`: the one its identity is an alias of (the
+/// `same_person` knob, `FROM=TO` identity keys), else `d` itself. One step, no chains.
+pub fn resolve_alias(d: &PersonDetail, same_person: &[(String, String)]) -> PersonDetail {
+    let Some(key) = identity_key(d) else { return d.clone() };
+    let Some((_, to)) = same_person.iter().find(|(from, _)| *from == key) else { return d.clone() };
+    let mut out = PersonDetail::default();
+    let (kind, value) = to.split_once(':').unwrap_or(("", to));
+    match kind {
+        "email" => out.email = Some(value.to_string()),
+        "hashed_email" => out.hashed_email = Some(value.to_string()),
+        "linkedin" => out.linkedin_url = Some(format!("https://www.linkedin.com/in/{value}")),
+        "id" => out.id = Some(value.to_string()),
+        _ => {
+            let (name, org) = value.split_once("|org:").unwrap_or((value, ""));
+            out.name = Some(name.to_string());
+            out.domain = Some(org.to_string());
+        }
+    }
+    out
+}
+
 /// The person behind a detail, or `None` when it does not match.
 pub fn person_for(d: &PersonDetail, rates: &Rates) -> Option<SimPerson> {
     let key = identity_key(d)?;
@@ -589,6 +610,21 @@ mod tests {
         assert_ne!(Some(mobile.e164), a.work_phone.map(|p| p.e164));
         let other = detail(|d| d.email = Some("someone.else@northwind-labs.com".into()));
         assert_ne!(person_for(&other, &rates(1.0)).unwrap().apollo_id, a.apollo_id);
+    }
+
+    #[test]
+    fn aliases_give_one_person_two_identifiers() {
+        let by_email = detail(|d| d.email = Some("dana.okafor@northwind-labs.com".into()));
+        let by_linkedin = detail(|d| d.linkedin_url = Some("https://linkedin.com/in/Dana-O-77/".into()));
+        let aliases = vec![("linkedin:dana-o-77".to_string(), "email:dana.okafor@northwind-labs.com".to_string())];
+        let a = person_for(&resolve_alias(&by_email, &aliases), &rates(1.0)).unwrap();
+        let b = person_for(&resolve_alias(&by_linkedin, &aliases), &rates(1.0)).unwrap();
+        assert_eq!(a, b);
+        let unaliased = person_for(&resolve_alias(&by_linkedin, &[]), &rates(1.0)).unwrap();
+        assert_ne!(unaliased.apollo_id, a.apollo_id);
+        let by_name = vec![("email:x@y.io".to_string(), "name:dana okafor|org:northwind-labs.com".to_string())];
+        let n = resolve_alias(&detail(|d| d.email = Some(" X@Y.io".into())), &by_name);
+        assert_eq!(identity_key(&n).as_deref(), Some("name:dana okafor|org:northwind-labs.com"));
     }
 
     #[test]

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use apollo_client::{DeliveryKind, EnrichFlags, RequestId};
+use apollo_client::{Credits, DeliveryKind, EnrichFlags, RequestId};
+use serde_json::Value;
 
 /// One HTTP request the simulator received.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,6 +18,8 @@ pub struct CallRecord {
     pub flags: Option<EnrichFlags>,
     /// Number of `details` sent to `bulk_match`.
     pub details: usize,
+    /// Each detail received, in request order, with the person it matched on a 200 answer.
+    pub received: Vec<ReceivedDetail>,
     /// The `webhook_url` given.
     pub webhook_url: Option<String>,
     /// Whether `poll_only=true` was given.
@@ -25,7 +28,8 @@ pub struct CallRecord {
     pub status: u16,
     /// The `request_id` answered (bulk_match) or asked for (webhook_result).
     pub request_id: Option<RequestId>,
-    /// The fault injected into this answer (`"500"`, `"502"`, `"503"`, `"slow"`), if any.
+    /// The fault injected into this answer (`"500"`, `"502"`, `"503"`, `"slow"`,
+    /// `"charge_then_timeout"`, `"reject_marker"`), if any.
     pub fault: Option<String>,
     /// When it arrived.
     pub at: SystemTime,
@@ -73,4 +77,71 @@ impl DeliveryRecord {
     pub fn succeeded(&self) -> bool {
         self.status.is_some_and(|s| (200..300).contains(&s))
     }
+}
+
+/// One detail of a `bulk_match` request and what the simulator answered for it: the oracle tests
+/// hold the service's records against.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReceivedDetail {
+    /// Position in the request's `details`.
+    pub position: usize,
+    /// The detail as received (raw JSON).
+    pub detail: Value,
+    /// The Apollo id matched, on a 200 answer; `None` for no match or no 200.
+    pub apollo_id: Option<String>,
+    /// The person object answered in `matches` at this position, on a 200 answer.
+    pub answered: Option<Value>,
+}
+
+/// One asynchronous payload (phone reveal or waterfall) of an accepted request and every fact it
+/// carries, recorded when the request is accepted, whether it is then POSTed, dropped or polled.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PayloadRecord {
+    /// The `bulk_match` request it belongs to.
+    pub request_id: RequestId,
+    /// The phone job id (`phone_enrichment.request_id`) for phone payloads.
+    pub phone_job_id: Option<String>,
+    /// Phone or waterfall.
+    pub kind: DeliveryKind,
+    /// What producing it charges.
+    pub credits: Credits,
+    /// Per person in the payload, what it delivers.
+    pub facts: Vec<DeliveredFacts>,
+}
+
+/// The facts a payload delivers for one person.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeliveredFacts {
+    /// Apollo person id.
+    pub apollo_id: String,
+    /// Phone numbers delivered.
+    pub phones: Vec<DeliveredPhone>,
+    /// Email addresses delivered.
+    pub emails: Vec<DeliveredEmail>,
+}
+
+/// A phone number as a payload delivers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveredPhone {
+    /// E.164.
+    pub e164: String,
+    /// As written in the payload.
+    pub raw: String,
+    /// `mobile`, …
+    pub kind: String,
+    /// `valid_number`, `no_status`, …
+    pub status: String,
+    /// The waterfall vendor's display name that found it.
+    pub vendor: Option<String>,
+}
+
+/// An email address as a payload delivers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveredEmail {
+    /// The address.
+    pub address: String,
+    /// The status as written in the payload (`Verified`, …).
+    pub status: String,
+    /// The waterfall vendor's display name that found it.
+    pub vendor: Option<String>,
 }

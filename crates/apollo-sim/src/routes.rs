@@ -12,7 +12,7 @@ use crate::bulk::{self, Accepted};
 use crate::faults::server_error_body;
 use crate::limits::{self, Admission, Usage};
 use crate::population::is_object_id;
-use crate::records::CallRecord;
+use crate::records::{CallRecord, ReceivedDetail};
 use crate::state::Shared;
 use crate::webhooks;
 
@@ -52,6 +52,7 @@ impl Recorder {
             path: req.path().to_string(),
             flags: None,
             details: 0,
+            received: Vec::new(),
             webhook_url: None,
             poll_only: false,
             status: 0,
@@ -61,6 +62,7 @@ impl Recorder {
             since_start: shared.since_start(),
             latency: Duration::ZERO,
         };
+        shared.request_started();
         Recorder { shared, call, started: Instant::now() }
     }
 
@@ -79,6 +81,7 @@ impl Drop for Recorder {
             request_id = ?call.request_id.map(|r| r.0), fault = ?call.fault, "apollo-sim call"
         );
         self.shared.lock().calls.push(call);
+        self.shared.request_finished();
     }
 }
 
@@ -135,6 +138,12 @@ async fn bulk_match_answer(req: &HttpRequest, body: &[u8], shared: Arc<Shared>, 
     };
     call.flags = Some(request.flags);
     call.details = request.details.len();
+    call.received = request
+        .raw_details
+        .iter()
+        .enumerate()
+        .map(|(position, detail)| ReceivedDetail { position, detail: detail.clone(), apollo_id: None, answered: None })
+        .collect();
     call.webhook_url = request.webhook_url.clone();
     call.poll_only = request.poll_only;
 
@@ -148,9 +157,17 @@ async fn bulk_match_answer(req: &HttpRequest, body: &[u8], shared: Arc<Shared>, 
                 .body(text);
         }
         Accepted::CreditsExhausted(body) => return with_limits(422, &usage).json(body),
+        Accepted::RejectedDetail(body) => {
+            call.fault = Some("reject_marker".into());
+            return with_limits(422, &usage).json(body);
+        }
         Accepted::Ok(answer) => answer,
     };
     call.request_id = Some(answer.request_id);
+    for (r, answered) in call.received.iter_mut().zip(answer.body["matches"].as_array().into_iter().flatten()) {
+        r.apollo_id = answered["id"].as_str().map(str::to_string);
+        r.answered = (!answered.is_null()).then(|| answered.clone());
+    }
     for job in answer.scheduled {
         webhooks::schedule(&shared, job);
     }
@@ -158,14 +175,18 @@ async fn bulk_match_answer(req: &HttpRequest, body: &[u8], shared: Arc<Shared>, 
         // Runs on the simulator's runtime like every delivery; the answer waits for it.
         let _ = shared.rt.spawn(webhooks::run_early(shared.clone(), job)).await;
     }
-    let (latency_ms, slow_ms) = {
+    let (latency_ms, slow_ms, timeout_ms) = {
         let c = &shared.lock().config;
-        (c.latency_ms, c.slow_ms)
+        (c.latency_ms, c.slow_ms, c.charge_then_timeout_ms)
     };
     let mut delay = Duration::from_millis(latency_ms);
     if answer.slow {
         call.fault = Some("slow".into());
         delay += Duration::from_millis(slow_ms);
+    }
+    if answer.timeout {
+        call.fault = Some("charge_then_timeout".into());
+        delay += Duration::from_millis(timeout_ms);
     }
     if !delay.is_zero() {
         // Decided and charged already: a client that times out now never sees this 200.

@@ -1,7 +1,7 @@
 //! The simulator's shared state: configuration, random generator, windows, ledger and records.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use crate::config::SimConfig;
 use crate::ledger::{ChargeKind, Ledger, LedgerEntry};
 use crate::limits::FixedWindows;
-use crate::records::{CallRecord, DeliveryRecord};
+use crate::records::{CallRecord, DeliveryRecord, PayloadRecord};
 use crate::webhooks::{AsyncJob, Flavor};
 
 /// Mutable state, behind one lock that is never held across an `.await`.
@@ -22,6 +22,8 @@ pub(crate) struct Inner {
     pub ledger: Ledger,
     pub calls: Vec<CallRecord>,
     pub deliveries: Vec<DeliveryRecord>,
+    /// Every asynchronous payload of an accepted request, with its facts.
+    pub payloads: Vec<PayloadRecord>,
     /// Asynchronous work by top-level `request_id`.
     pub by_request: HashMap<RequestId, Vec<Arc<AsyncJob>>>,
     /// Phone work by `phone_enrichment.request_id`.
@@ -40,6 +42,10 @@ pub(crate) struct Shared {
     /// Due deliveries go to the dispatcher, which applies the reorder fault.
     pub dispatch: mpsc::UnboundedSender<Arc<AsyncJob>>,
     stopped: AtomicBool,
+    /// Deliveries scheduled, held or being attempted (retries included).
+    pending: AtomicUsize,
+    /// HTTP requests being answered.
+    requests: AtomicUsize,
 }
 
 impl Shared {
@@ -57,6 +63,7 @@ impl Shared {
                 ledger: Ledger::default(),
                 calls: Vec::new(),
                 deliveries: Vec::new(),
+                payloads: Vec::new(),
                 by_request: HashMap::new(),
                 by_phone_job: HashMap::new(),
             }),
@@ -65,6 +72,8 @@ impl Shared {
             rt,
             dispatch,
             stopped: AtomicBool::new(false),
+            pending: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
         }
     }
 
@@ -88,6 +97,36 @@ impl Shared {
 
     pub fn stopped(&self) -> bool {
         self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// A delivery starts being scheduled or sent.
+    pub fn delivery_started(&self) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A delivery is over: sent (with its retries and copy), dropped, or abandoned at stop.
+    pub fn delivery_finished(&self) {
+        self.pending.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Whether no delivery is scheduled, held or being attempted.
+    pub fn idle(&self) -> bool {
+        self.pending.load(Ordering::SeqCst) == 0
+    }
+
+    /// An HTTP request is being answered.
+    pub fn request_started(&self) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// An HTTP request is answered (or abandoned), and recorded.
+    pub fn request_finished(&self) {
+        self.requests.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// HTTP requests being answered now.
+    pub fn requests_in_progress(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
     }
 
     /// Applies a configuration change; a new seed restarts the random sequence.

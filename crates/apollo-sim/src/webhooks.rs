@@ -46,27 +46,34 @@ pub(crate) struct Flavor {
 /// Waits until the job is due, charges it, then hands it to the dispatcher (or records the drop).
 pub(crate) fn schedule(shared: &Arc<Shared>, job: Arc<AsyncJob>) {
     let shared = shared.clone();
+    shared.delivery_started();
     shared.rt.clone().spawn(async move {
         tokio::time::sleep_until(job.due.into()).await;
         if shared.stopped() {
+            shared.delivery_finished();
             return;
         }
         shared.produce(&job);
         if job.url.is_none() {
+            shared.delivery_finished();
             return;
         }
         if job.faults.drop {
             shared.record_delivery(&job, 0, None, None, Flavor { dropped: true, ..Flavor::default() });
+            shared.delivery_finished();
             return;
         }
         // The dispatcher lives as long as the simulator; after `stop` nothing needs sending.
-        let _ = shared.dispatch.send(job);
+        if shared.dispatch.send(job).is_err() {
+            shared.delivery_finished();
+        }
     });
 }
 
 /// The `early` fault: charge and POST now. The synchronous answer waits for the first attempt
 /// only (awaiting this function); retries and the duplicate, if any, carry on in the background.
 pub(crate) async fn run_early(shared: Arc<Shared>, job: Arc<AsyncJob>) {
+    shared.delivery_started();
     shared.produce(&job);
     let (first_done, first) = oneshot::channel();
     let background = shared.clone();
@@ -75,6 +82,7 @@ pub(crate) async fn run_early(shared: Arc<Shared>, job: Arc<AsyncJob>) {
         if job.faults.duplicate {
             deliver(&background, &job, Flavor { duplicate: true, ..Flavor::default() }, None).await;
         }
+        background.delivery_finished();
     });
     let _ = first.await;
 }
@@ -130,6 +138,7 @@ async fn run_job(shared: Arc<Shared>, job: Arc<AsyncJob>, reordered: bool) {
     if job.faults.duplicate {
         deliver(&shared, &job, Flavor { duplicate: true, reordered, ..Flavor::default() }, None).await;
     }
+    shared.delivery_finished();
 }
 
 /// POSTs the payload; a non-2xx answer or a transport error is retried up to

@@ -1,5 +1,6 @@
 //! The synchronous surface of the simulator, driven through the real `apollo-client` over HTTP:
-//! auth, record limits, the population, rate limits, credits, usage stats and the 5xx/slow faults.
+//! auth, record limits, the population, rate limits, credits, usage stats, the call records and
+//! the 5xx/slow/reject-marker faults.
 
 mod common;
 
@@ -343,5 +344,65 @@ async fn healthz_answers() {
     let (sim, _) = start(fast_config()).await;
     let r = reqwest::get(format!("{}/healthz", sim.url())).await.unwrap();
     assert_eq!(r.status(), 200);
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn a_detail_carrying_the_reject_marker_refuses_the_call_without_charge() {
+    let (sim, client) = start(SimConfig { reject_marker: Some("REJECT-ME".into()), ..fast_config() }).await;
+    let mut details = people("rj", 4);
+    details[2] =
+        PersonDetail { first_name: Some("reject-me".into()), domain: Some("x.io".into()), ..Default::default() };
+    match client.bulk_match(&details, &NO_FLAGS, None, false).await {
+        Err(ApolloError::InvalidRequest { status: 422, body }) => {
+            let text = &body.message;
+            assert!(text.contains("details[2].first_name"), "names the detail: {text}");
+        }
+        other => panic!("expected a 422 naming the detail, got {other:?}"),
+    }
+    // An email at the marker domain is refused too; the first carrying detail is named.
+    let at_domain = [PersonDetail { email: Some("a@Bad-Domain.io".into()), ..Default::default() }];
+    sim.update_config(|c| c.reject_marker = Some("bad-domain.io".into()));
+    let e = client.bulk_match(&at_domain, &NO_FLAGS, None, false).await.unwrap_err();
+    assert!(matches!(e, ApolloError::InvalidRequest { status: 422, .. }), "{e:?}");
+    assert_eq!(sim.ledger().total, Credits::ZERO, "no charge");
+    let calls = sim.calls();
+    assert!(calls.iter().all(|c| c.status == 422 && c.fault.as_deref() == Some("reject_marker")), "{calls:?}");
+    assert!(calls.iter().all(|c| c.received.iter().all(|r| r.apollo_id.is_none())), "nothing matched");
+    // Without the marker the same people are enriched.
+    let fine = client.bulk_match(&details[..2], &NO_FLAGS, None, false).await.unwrap();
+    assert_eq!(fine.response.credits_consumed, Some(Credits::whole(2)));
+    sim.stop().await;
+}
+
+#[tokio::test]
+async fn every_detail_received_is_recorded_with_the_person_answered() {
+    let alias = ("linkedin:dana-okafor-77".to_string(), "email:dana.okafor@northwind-labs.com".to_string());
+    let (sim, client) = start(SimConfig { match_rate: 0.5, same_person: vec![alias], ..fast_config() }).await;
+    let mut details = people("rec", 6);
+    details.push(PersonDetail { email: Some("dana.okafor@northwind-labs.com".into()), ..Default::default() });
+    details.push(PersonDetail {
+        linkedin_url: Some("https://www.linkedin.com/in/dana-okafor-77".into()),
+        ..Default::default()
+    });
+    let out = client.bulk_match(&details, &NO_FLAGS, None, false).await.unwrap().response;
+    let call = &sim.calls()[0];
+    assert_eq!(call.received.len(), details.len());
+    let mut matched = 0;
+    for (i, (r, d)) in call.received.iter().zip(&details).enumerate() {
+        assert_eq!(r.position, i);
+        assert_eq!(r.detail, serde_json::to_value(d).unwrap(), "the detail as sent");
+        let truth = sim.truth_for(d);
+        assert_eq!(r.apollo_id, truth.as_ref().map(|t| t.apollo_id.clone()));
+        assert_eq!(r.answered.as_ref().map(|a| a["id"].clone()), truth.map(|t| json!(t.apollo_id)));
+        assert_eq!(r.answered.clone().unwrap_or(Value::Null), out.raw["matches"][i], "the answer as sent");
+        matched += usize::from(r.apollo_id.is_some());
+    }
+    assert!(matched > 1 && matched < details.len(), "{matched}");
+    // One person under two identifiers: one Apollo id, one person.
+    let (a, b) = (&call.received[6], &call.received[7]);
+    assert!(a.apollo_id.is_some());
+    assert_eq!(a.apollo_id, b.apollo_id);
+    assert_eq!(a.answered, b.answered);
     sim.stop().await;
 }

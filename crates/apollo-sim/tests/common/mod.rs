@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,6 +61,7 @@ pub struct Receiver {
     pub url: String,
     got: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
+    script: Arc<Mutex<VecDeque<u16>>>,
 }
 
 impl Receiver {
@@ -69,18 +71,24 @@ impl Receiver {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let got = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
-        let (g, s) = (got.clone(), status.clone());
+        let script = Arc::new(Mutex::new(VecDeque::new()));
+        let (g, s, q) = (got.clone(), status.clone(), script.clone());
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, g.clone(), s.clone()));
+                tokio::spawn(serve(stream, g.clone(), s.clone(), q.clone()));
             }
         });
-        Receiver { url, got, status }
+        Receiver { url, got, status, script }
     }
 
     /// Makes every later request answer `status`.
     pub fn answer(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
+    }
+
+    /// Answers the next requests with these statuses, in order, before the settable one.
+    pub fn script(&self, statuses: &[u16]) {
+        self.script.lock().unwrap().extend(statuses);
     }
 
     /// Everything received so far.
@@ -98,7 +106,12 @@ impl Receiver {
     }
 }
 
-async fn serve(mut stream: tokio::net::TcpStream, got: Arc<Mutex<Vec<Received>>>, status: Arc<AtomicU16>) {
+async fn serve(
+    mut stream: tokio::net::TcpStream,
+    got: Arc<Mutex<Vec<Received>>>,
+    status: Arc<AtomicU16>,
+    script: Arc<Mutex<VecDeque<u16>>>,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
@@ -125,7 +138,8 @@ async fn serve(mut stream: tokio::net::TcpStream, got: Arc<Mutex<Vec<Received>>>
         let target = head.lines().next().and_then(|l| l.split_whitespace().nth(1)).unwrap_or_default().to_string();
         let body = buf[head_end + 4..head_end + 4 + length].to_vec();
         got.lock().unwrap().push(Received { target, body, at: Instant::now() });
-        let code = status.load(Ordering::SeqCst);
+        let scripted = script.lock().unwrap().pop_front();
+        let code = scripted.unwrap_or_else(|| status.load(Ordering::SeqCst));
         let reply = format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
         let _ = stream.write_all(reply.as_bytes()).await;
         let _ = stream.shutdown().await;
