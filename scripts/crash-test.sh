@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CRASH_PEOPLE=${CRASH_PEOPLE:-2000} CRASH_KILLS=${CRASH_KILLS:-20}
-[ "${DB:-sqlite}" = postgres ] && export CRASH_DATABASE_URL=postgres && bash scripts/ensure-postgres.sh
+DB=${DB:-sqlite}
+[ "$DB" = postgres ] && bash scripts/ensure-postgres.sh
 cargo build --quiet --workspace --bins
-exec cargo test -p e2e-tests --test crash -- --nocapture
+exec cargo test -p e2e-tests --test crash -- --nocapture "::$DB"

@@ -1,75 +1,228 @@
-//! Holding the service's merged records against what the simulator holds for each person.
+//! The end-to-end oracle: each person's record (as `GET /v1/jobs/{id}/people` shows it) against
+//! what the simulator itself recorded — the details it received, the person it answered for each,
+//! and every fact its asynchronous payloads carried. The expected record is found from the
+//! client's input by this file's own notion of identity, never through the service's code.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-use apollo_client::BulkMatchResponse;
+use apollo_client::RequestId;
 use apollo_sim::SimHandle;
-use enrichd::core::records::detail_of;
-use job_store::Store;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// What the comparison covered.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Checked {
     /// Matched people compared field by field.
     pub matched: usize,
-    /// Mobiles that had to be present (delivered by the phone webhook or polled).
+    /// People Apollo answered with no match.
+    pub not_found: usize,
+    /// Mobiles delivered by a phone payload that had to be present.
     pub mobiles: usize,
     /// Waterfall emails that had to be present.
     pub waterfall_emails: usize,
-    /// Matched people whose call's phone reveal Apollo skipped: `partial`, waiting in vain.
-    pub phone_skipped: usize,
 }
 
-fn set_of(v: &Value, list: &str, key: &str) -> BTreeSet<String> {
-    v[list].as_array().into_iter().flatten().filter_map(|e| e[key].as_str().map(str::to_string)).collect()
+/// The fields of a client's input that identify a person to Apollo (everything else, such as
+/// `external_id`, stays with the service).
+const IDENTIFYING: &[&str] =
+    &["id", "email", "hashed_email", "linkedin_url", "first_name", "last_name", "name", "domain", "organization_name"];
+
+/// Scalar fields of Apollo's person object that the record must carry as answered.
+const PERSON_FIELDS: &[&str] = &[
+    "first_name",
+    "last_name",
+    "name",
+    "title",
+    "headline",
+    "linkedin_url",
+    "city",
+    "state",
+    "country",
+    "seniority",
+    "organization_id",
+];
+
+/// Fields of Apollo's `organization` object that the record must carry as answered.
+const ORGANIZATION_FIELDS: &[&str] =
+    &["id", "name", "primary_domain", "website_url", "industry", "estimated_num_employees"];
+
+/// Apollo's placeholder for an email that exists but is not revealed: never a real address.
+const PLACEHOLDER: &str = "email_not_unlocked@domain.com";
+
+fn text(v: Option<&Value>) -> Option<String> {
+    v.and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty()).map(str::to_lowercase)
 }
 
-/// Asserts that every person (as `GET /v1/jobs/{id}/people` shows them) holds exactly what the
-/// simulator holds for them, given what the call that carried them answered (a skipped phone
-/// reveal or a failed waterfall sends nothing). Panics with the person on the first difference.
-pub async fn assert_records_match(store: &Store, sim: &SimHandle, people: &[Value]) -> Checked {
+/// Whether a detail Apollo received is the one the client's `input` asked for: every identifying
+/// field equal, ignoring case and surrounding spaces (the inputs of these tests are otherwise
+/// already in the shape Apollo takes).
+pub fn same_identity(input: &Value, detail: &Value) -> bool {
+    IDENTIFYING.iter().all(|k| text(input.get(*k)) == text(detail.get(*k)))
+}
+
+/// One phone of the expected record: (E.164, raw, type, status, vendors).
+type Phone = (String, Option<String>, Option<String>, Option<String>, BTreeSet<String>);
+/// One email of the expected record: (address, status, vendors).
+type Email = (String, Option<String>, BTreeSet<String>);
+
+/// What the simulator's records say one input should have become.
+#[derive(Debug, Default)]
+struct Expected {
+    apollo_id: Option<String>,
+    answered: Option<Value>,
+    phones: BTreeMap<String, Phone>,
+    emails: BTreeMap<String, Email>,
+    mobiles: usize,
+    waterfall_emails: usize,
+}
+
+fn add_phone(phones: &mut BTreeMap<String, Phone>, phone: Phone) {
+    if let Some(old) = phones.get(&phone.0) {
+        assert_eq!(old, &phone, "the simulator gave one number two descriptions; the oracle cannot pick one");
+    }
+    phones.insert(phone.0.clone(), phone);
+}
+
+fn add_email(emails: &mut BTreeMap<String, Email>, email: Email) {
+    if let Some(old) = emails.get(&email.0) {
+        assert_eq!(old, &email, "the simulator gave one address two descriptions; the oracle cannot pick one");
+    }
+    emails.insert(email.0.clone(), email);
+}
+
+/// The simulator's answer to every 200 call that carried `input`, merged.
+fn expected_for(sim: &SimHandle, input: &Value) -> Option<Expected> {
+    let mut ids: BTreeSet<Option<String>> = BTreeSet::new();
+    let mut out = Expected::default();
+    let mut requests: HashSet<RequestId> = HashSet::new();
+    for call in sim.calls().iter().filter(|c| c.route.ends_with("bulk_match") && c.status == 200) {
+        for r in call.received.iter().filter(|r| same_identity(input, &r.detail)) {
+            ids.insert(r.apollo_id.clone());
+            let Some(id) = &r.apollo_id else { continue };
+            out.apollo_id = Some(id.clone());
+            let answered = r.answered.clone().expect("a matched detail has its answer");
+            for p in answered["phone_numbers"].as_array().into_iter().flatten() {
+                let s = |k: &str| p[k].as_str().map(str::to_string);
+                add_phone(
+                    &mut out.phones,
+                    (s("sanitized_number").expect("e164"), s("raw_number"), s("type"), s("status"), BTreeSet::new()),
+                );
+            }
+            if let Some(address) = text(answered.get("email")).filter(|a| a != PLACEHOLDER) {
+                add_email(&mut out.emails, (address, text(answered.get("email_status")), BTreeSet::new()));
+            }
+            for address in answered["personal_emails"].as_array().into_iter().flatten().filter_map(|e| text(Some(e))) {
+                add_email(&mut out.emails, (address, None, BTreeSet::new()));
+            }
+            out.answered = Some(answered);
+            requests.extend(call.request_id);
+        }
+    }
+    if ids.is_empty() {
+        return None;
+    }
+    assert_eq!(ids.len(), 1, "one input, several answers (match and no match, or two Apollo ids): {input} {ids:?}");
+    let Some(id) = out.apollo_id.clone() else { return Some(out) };
+    // Every payload of those calls, however it reached the service (POSTed, retried or polled).
+    let (mut mobiles, mut waterfall_emails) = (BTreeSet::new(), BTreeSet::new());
+    for payload in sim.payloads().iter().filter(|p| requests.contains(&p.request_id)) {
+        for facts in payload.facts.iter().filter(|f| f.apollo_id == id) {
+            for p in &facts.phones {
+                if p.vendor.is_none() {
+                    mobiles.insert(p.e164.clone());
+                }
+                let vendors = p.vendor.iter().cloned().collect();
+                add_phone(
+                    &mut out.phones,
+                    (p.e164.clone(), Some(p.raw.clone()), Some(p.kind.clone()), Some(p.status.clone()), vendors),
+                );
+            }
+            for e in &facts.emails {
+                waterfall_emails.insert(e.address.to_lowercase());
+                let vendors = e.vendor.iter().cloned().collect();
+                add_email(&mut out.emails, (e.address.to_lowercase(), Some(e.status.to_lowercase()), vendors));
+            }
+        }
+    }
+    out.mobiles = mobiles.len();
+    out.waterfall_emails = waterfall_emails.len();
+    Some(out)
+}
+
+fn strings(v: &Value) -> BTreeSet<String> {
+    v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
+}
+
+fn opt(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_string)
+}
+
+/// Asserts that every person holds exactly what the simulator answered and delivered for the
+/// input it was submitted with: status, Apollo id, every person and organization field, every
+/// phone (type, status, raw form, vendors) and every email (status, vendors). Panics with the
+/// person on the first difference.
+pub fn assert_records_match(sim: &SimHandle, people: &[Value]) -> Checked {
     let mut checked = Checked::default();
     for p in people {
-        let Some(truth) = sim.truth_for(&detail_of(&p["input"])) else {
+        let input = &p["input"];
+        let expected = expected_for(sim, input).unwrap_or_else(|| panic!("Apollo never answered this input: {p:#}"));
+        let Some(apollo_id) = &expected.apollo_id else {
             assert_eq!(p["status"], "not_found", "{p:#}");
+            checked.not_found += 1;
             continue;
         };
         checked.matched += 1;
+        checked.mobiles += expected.mobiles;
+        checked.waterfall_emails += expected.waterfall_emails;
+        assert_eq!(p["status"], "complete", "{p:#}");
         let record = &p["record"];
-        assert_eq!(record["apollo_id"], truth.apollo_id.as_str(), "{p:#}");
-        assert_eq!(record["fields"]["name"], truth.name.as_str(), "{p:#}");
-        // The call that carried this person (its own, or its primary's for a duplicate).
-        let pid = p["duplicate_of"].as_str().unwrap_or_else(|| p["id"].as_str().expect("person id"));
-        let person = store.get_person(uuid::Uuid::parse_str(pid).expect("uuid")).await.expect("store").expect("person");
-        let batch = store.get_batch(person.batch_id.expect("batch")).await.expect("store").expect("batch");
-        let answer = BulkMatchResponse::from_value(batch.response.expect("sync answer")).expect("answer");
-        let phone_pending = answer.phone_enrichment.as_ref().is_some_and(|p| p.pending());
-        // A skipped reveal promises the phone from an earlier request; the simulator has none, so
-        // the person waits until the deadline and ends partial, never complete without it.
-        let phone_skipped = answer.phone_enrichment.as_ref().is_some_and(|p| p.skipped());
-        let status = if phone_skipped { "partial" } else { "complete" };
-        checked.phone_skipped += usize::from(phone_skipped);
-        assert_eq!(p["status"], status, "{p:#}");
-        let waterfall_accepted = answer.waterfall.as_ref().is_some_and(|w| w.accepted());
+        assert_eq!(record["apollo_id"], apollo_id.as_str(), "{p:#}");
+        let answered = expected.answered.as_ref().expect("answered");
+        let fields = &record["fields"];
+        for k in PERSON_FIELDS {
+            assert_eq!(fields[*k], answered[*k], "field {k} of {p:#}");
+        }
+        for k in ORGANIZATION_FIELDS {
+            assert_eq!(fields["organization"][*k], answered["organization"][*k], "organization.{k} of {p:#}");
+        }
 
-        let mut phones: BTreeSet<String> = truth.work_phone.iter().map(|w| w.e164.clone()).collect();
-        if phone_pending && let Some(m) = &truth.mobile {
-            phones.insert(m.e164.clone());
-            checked.mobiles += 1;
-        }
-        assert_eq!(set_of(record, "phones", "e164"), phones, "phones of {p:#}");
-        let mut emails = BTreeSet::new();
-        if waterfall_accepted && let Some(found) = &truth.waterfall_email.found {
-            emails.insert(found.value.clone());
-            checked.waterfall_emails += 1;
-            let entry = record["emails"]
-                .as_array()
-                .and_then(|list| list.iter().find(|e| e["address"] == found.value.as_str()))
-                .unwrap_or_else(|| panic!("waterfall email missing in {p:#}"));
-            assert_eq!(entry["vendors"], json!([found.vendor.name]), "the vendor is kept");
-        }
-        assert_eq!(set_of(record, "emails", "address"), emails, "emails of {p:#}");
+        let phones: BTreeMap<String, Phone> = record["phones"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let e164 = opt(&e["e164"]).expect("e164");
+                (e164.clone(), (e164, opt(&e["raw"]), opt(&e["kind"]), opt(&e["status"]), strings(&e["vendors"])))
+            })
+            .collect();
+        assert_eq!(phones, expected.phones, "phones of {p:#}");
+        let emails: BTreeMap<String, Email> = record["emails"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                let address = opt(&e["address"]).expect("address");
+                (address.clone(), (address, opt(&e["status"]), strings(&e["vendors"])))
+            })
+            .collect();
+        assert_eq!(emails, expected.emails, "emails of {p:#}");
     }
     checked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn identity_is_every_identifying_field_ignoring_case_and_spaces() {
+        let input = json!({"email": " Dana@X.io ", "external_id": "crm-1"});
+        assert!(same_identity(&input, &json!({"email": "dana@x.io"})));
+        assert!(!same_identity(&input, &json!({"email": "dana@x.io", "first_name": "Dana"})));
+        assert!(!same_identity(&input, &json!({"email": "dan@x.io"})));
+        let named = json!({"first_name": "Alex", "last_name": "T1", "domain": "x.io"});
+        assert!(same_identity(&named, &json!({"first_name": "alex", "last_name": "t1", "domain": "X.io"})));
+        assert!(!same_identity(&named, &json!({"first_name": "Alex", "last_name": "T1"})));
+    }
 }

@@ -1,15 +1,19 @@
-//! The HTTP contract (DESIGN.md §5) against the real service on SQLite: a table of bad requests,
-//! each answered with its documented 4xx and the `{"error": {code, message, details?}}` shape and
-//! changing nothing in the store; the happy-path basics (submit, read back, list, health, the
+//! The HTTP contract (DESIGN.md §5) against the real service on SQLite and PostgreSQL: a table of
+//! bad requests, each answered with its documented 4xx and the `{"error": {code, message,
+//! details?}}` shape and changing no row of any table (every failing case is reported); the happy-path basics (submit, read back, list, health, the
 //! OpenAPI document and the docs page); and the webhook route's token checks.
 
 use std::time::Duration;
 
 use apollo_sim::SimConfig;
-use e2e_tests::{Backend, CLIENT_KEY, OTHER_KEY, TestApp, fast_sim};
-use job_store::entities::{batch, callback_delivery, inbound_delivery, job, person};
+use e2e_tests::{Backend, CLIENT_KEY, OTHER_KEY, TestApp, fast_sim, on_both_backends};
+use futures_util::FutureExt;
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+
+use job_store::entities::{inbound_delivery, person};
 use reqwest::Method;
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter, Statement};
 use serde_json::{Value, json};
 
 /// The body limit this file's app runs with.
@@ -17,29 +21,60 @@ const MAX_BODY: usize = 16 * 1024;
 /// The people limit per job this file's app runs with.
 const MAX_PEOPLE: usize = 5;
 
-/// Row counts of every table a request could write, and what each client's job list shows.
+/// Every row of every table (all columns, as text, sorted per table), and what each client's job
+/// list shows: an INSERT, UPDATE or DELETE anywhere changes it.
 #[derive(Debug, Clone, PartialEq)]
 struct Snapshot {
-    jobs: u64,
-    people: u64,
-    batches: u64,
-    deliveries: u64,
-    callbacks: u64,
+    tables: BTreeMap<String, Vec<String>>,
     listed: Value,
     listed_other: Value,
 }
 
 async fn snapshot(t: &TestApp) -> Snapshot {
-    let db = t.app.state.store.connection();
     Snapshot {
-        jobs: job::Entity::find().count(db).await.unwrap(),
-        people: person::Entity::find().count(db).await.unwrap(),
-        batches: batch::Entity::find().count(db).await.unwrap(),
-        deliveries: inbound_delivery::Entity::find().count(db).await.unwrap(),
-        callbacks: callback_delivery::Entity::find().count(db).await.unwrap(),
+        tables: table_rows(t).await,
         listed: get_as(t, CLIENT_KEY, "/v1/jobs").await.1,
         listed_other: get_as(t, OTHER_KEY, "/v1/jobs").await.1,
     }
+}
+
+async fn text_column(t: &TestApp, sql: String) -> Vec<String> {
+    let db = t.app.state.store.connection();
+    let rows = db.query_all_raw(Statement::from_string(db.get_database_backend(), sql)).await.expect("query");
+    rows.iter().map(|r| r.try_get_by_index::<Option<String>>(0).expect("text").unwrap_or_default()).collect()
+}
+
+async fn table_rows(t: &TestApp) -> BTreeMap<String, Vec<String>> {
+    let backend = t.app.state.store.connection().get_database_backend();
+    let tables = match backend {
+        DbBackend::Sqlite => {
+            text_column(t, "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'".into())
+                .await
+        }
+        _ => {
+            text_column(
+                t,
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'".into(),
+            )
+            .await
+        }
+    };
+    assert!(tables.len() >= 5, "the store's tables: {tables:?}");
+    let mut out = BTreeMap::new();
+    for table in tables {
+        let sql = match backend {
+            DbBackend::Sqlite => {
+                let columns = text_column(t, format!("SELECT name FROM pragma_table_info('{table}')")).await;
+                let quoted: Vec<String> = columns.iter().map(|c| format!("quote(\"{c}\")")).collect();
+                format!("SELECT {} FROM \"{table}\"", quoted.join(" || '|' || "))
+            }
+            _ => format!("SELECT r::text FROM \"{table}\" r"),
+        };
+        let mut rows = text_column(t, sql).await;
+        rows.sort();
+        out.insert(table, rows);
+    }
+    out
 }
 
 async fn get_as(t: &TestApp, key: &str, path: &str) -> (u16, Value) {
@@ -351,9 +386,37 @@ fn bad_requests_about(id: &str, batch_id: uuid::Uuid, token: &str) -> Vec<Case> 
     ]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_requests_get_their_4xx_and_change_nothing() {
-    let t = TestApp::spawn(Backend::Sqlite, SimConfig { latency_ms: 0, ..fast_sim() }, |c| {
+on_both_backends!(bad_requests_get_their_4xx_and_change_nothing);
+
+/// Runs every case, each followed by `after` (its "changed nothing" checks); returns one line per
+/// failing case, so a run shows all of them, not only the first.
+async fn failing_cases<'a, F, Fut>(t: &'a TestApp, cases: &'a [Case], after: F) -> Vec<String>
+where
+    F: Fn(&'a Case) -> Fut,
+    Fut: std::future::Future<Output = ()> + 'a,
+{
+    let mut failed = Vec::new();
+    for case in cases {
+        let outcome = AssertUnwindSafe(async {
+            case.run(t).await;
+            after(case).await;
+        })
+        .catch_unwind()
+        .await;
+        if let Err(panic) = outcome {
+            let message = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failed.push(format!("{}: {message}", case.name));
+        }
+    }
+    failed
+}
+
+async fn bad_requests_get_their_4xx_and_change_nothing(backend: Backend) {
+    let t = TestApp::spawn(backend, SimConfig { latency_ms: 0, ..fast_sim() }, |c| {
         c.max_body_bytes = MAX_BODY;
         c.max_job_people = MAX_PEOPLE;
         c.callback_allow_http = false;
@@ -364,14 +427,18 @@ async fn bad_requests_get_their_4xx_and_change_nothing() {
 
     // Before any job: an empty store, and every bad request leaves it so.
     let empty = snapshot(&t).await;
-    assert_eq!((empty.jobs, empty.people, empty.batches, empty.deliveries, empty.callbacks), (0, 0, 0, 0, 0));
+    for table in ["jobs", "people", "batches", "batch_people", "inbound_deliveries", "callback_deliveries"] {
+        assert_eq!(empty.tables.get(table), Some(&Vec::new()), "{table} is empty at first");
+    }
     assert_eq!(empty.listed, json!({"data": [], "next_after": null}));
     assert_eq!(empty.listed_other, empty.listed);
     let cases = bad_submissions();
-    for case in &cases {
-        case.run(&t).await;
-        assert_eq!(snapshot(&t).await, empty, "{} changed the store", case.name);
-    }
+    let failed = failing_cases(&t, &cases, |case| {
+        let (t, empty) = (&t, &empty);
+        async move { assert_eq!(snapshot(t).await, *empty, "{} changed the store", case.name) }
+    })
+    .await;
+    assert!(failed.is_empty(), "{} of {} cases failed:\n{}", failed.len(), cases.len(), failed.join("\n"));
     assert_eq!(t.sim.calls().len(), 0, "nothing reached Apollo");
 
     // Health, readiness, the API document and the docs page.
@@ -475,13 +542,24 @@ async fn bad_requests_get_their_4xx_and_change_nothing() {
     let batch_id = store.get_person(pid).await.unwrap().unwrap().batch_id.expect("the person was sent");
     let token = store.get_batch(batch_id).await.unwrap().unwrap().webhook_secret;
     let before = snapshot(&t).await;
-    assert_eq!((before.jobs, before.people, before.deliveries), (2, 4, 0));
-    for case in bad_requests_about(&id, batch_id, &token) {
-        case.run(&t).await;
-        assert_eq!(snapshot(&t).await, before, "{} changed the store", case.name);
-        assert_eq!(get_as(&t, CLIENT_KEY, &format!("/v1/jobs/{id}")).await.1, job, "{} changed the job", case.name);
-    }
+    let rows = |table: &str| before.tables.get(table).map(Vec::len);
+    assert_eq!((rows("jobs"), rows("people"), rows("inbound_deliveries")), (Some(2), Some(4), Some(0)));
+    // The control: an UPDATE of one value, no row added or removed, shows in the snapshot.
     let db = store.connection();
+    db.execute_unprepared("UPDATE jobs SET possible_double_charges = possible_double_charges + 1").await.unwrap();
+    assert_ne!(snapshot(&t).await, before, "the snapshot sees an UPDATE");
+    db.execute_unprepared("UPDATE jobs SET possible_double_charges = possible_double_charges - 1").await.unwrap();
+    assert_eq!(snapshot(&t).await, before);
+    let cases = bad_requests_about(&id, batch_id, &token);
+    let failed = failing_cases(&t, &cases, |case| {
+        let (t, before, job, id) = (&t, &before, &job, &id);
+        async move {
+            assert_eq!(snapshot(t).await, *before, "{} changed the store", case.name);
+            assert_eq!(get_as(t, CLIENT_KEY, &format!("/v1/jobs/{id}")).await.1, *job, "{} changed the job", case.name);
+        }
+    })
+    .await;
+    assert!(failed.is_empty(), "{} of {} cases failed:\n{}", failed.len(), cases.len(), failed.join("\n"));
     let of_job = person::Entity::find().filter(person::Column::JobId.eq(uuid::Uuid::parse_str(&id).unwrap()));
     assert_eq!(of_job.count(db).await.unwrap(), 3, "the 409 added no people");
 

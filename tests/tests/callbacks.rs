@@ -15,15 +15,21 @@ async fn one_job(t: &TestApp, callback_url: &str) -> String {
     resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
 }
 
-async fn wait_callback_state(t: &TestApp, id: &str, state: &str) -> Value {
-    for _ in 0..200 {
+/// Polls the job until `cond` holds (generous deadline: the machine may be busy).
+async fn wait_until(t: &TestApp, id: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
         let job = t.get_json(&format!("/v1/jobs/{id}")).await;
-        if job["callback"]["state"] == state {
+        if cond(&job) {
             return job;
         }
+        assert!(std::time::Instant::now() < deadline, "job {id} never got there: {job:#}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("callback of {id} never reached {state}: {:#}", t.get_json(&format!("/v1/jobs/{id}")).await);
+}
+
+async fn wait_callback_state(t: &TestApp, id: &str, state: &str) -> Value {
+    wait_until(t, id, |job| job["callback"]["state"] == state).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,9 +47,8 @@ async fn a_receiver_down_for_a_while_gets_the_callback_when_back() {
     let id = one_job(&t, &url).await;
     let job = t.wait_done(&id, Duration::from_secs(20)).await;
     assert_eq!(job["status"], "completed");
-    // Let a few attempts fail with connection refused, then come back.
-    tokio::time::sleep(Duration::from_millis(900)).await;
-    let failed = t.get_json(&format!("/v1/jobs/{id}")).await;
+    // Let two attempts fail with connection refused, then come back.
+    let failed = wait_until(&t, &id, |job| job["callback"]["attempts"].as_i64().unwrap_or(0) >= 2).await;
     assert_eq!(failed["callback"]["state"], "pending");
     assert!(failed["callback"]["attempts"].as_i64().unwrap() >= 2, "{failed:#}");
     assert!(failed["callback"]["attempt_log"][0]["error"].as_str().unwrap().contains("error"), "{failed:#}");
@@ -104,10 +109,23 @@ async fn gone_stops_at_once_and_redirects_are_not_followed() {
     assert_eq!(job["callback"]["attempts"], 1, "a 410 means no more tries");
     assert_eq!(t.receiver.received().len(), 1);
 
-    t.receiver.script(&[301]);
+    // Each redirect points at a second receiver that must never be called: a redirect is a failed
+    // attempt (retried at the same URL), never followed.
+    let elsewhere = CallbackReceiver::start(t.receiver.secret().clone()).await.unwrap();
+    t.receiver.redirect_to(elsewhere.url());
+    t.receiver.script(&[301, 302, 307, 308]);
     let id = one_job(&t, t.receiver.url()).await;
     let job = wait_callback_state(&t, &id, "delivered").await;
     let log = job["callback"]["attempt_log"].as_array().unwrap();
-    assert_eq!(log.iter().map(|a| a["status_code"].as_i64().unwrap()).collect::<Vec<_>>(), vec![301, 200]);
+    assert_eq!(
+        log.iter().map(|a| a["status_code"].as_i64().unwrap()).collect::<Vec<_>>(),
+        vec![301, 302, 307, 308, 200]
+    );
+    // Every attempt reached the first receiver; a followed redirect would have reached the second
+    // within its attempt, before the next one was made.
+    let got = t.receiver.received();
+    assert_eq!(got.iter().map(|r| r.answered).collect::<Vec<_>>()[1..], [301, 302, 307, 308, 200]);
+    assert!(elsewhere.received().is_empty(), "a redirect was followed: {:?}", elsewhere.received());
+    elsewhere.stop().await;
     t.stop().await;
 }

@@ -75,9 +75,7 @@ async fn full_flow(backend: Backend) {
     assert_eq!(people.len(), PEOPLE);
     let indexes: Vec<i64> = people.iter().map(|p| p["index"].as_i64().unwrap()).collect();
     assert_eq!(indexes, (0..PEOPLE as i64).collect::<Vec<_>>(), "input order");
-    let checked = assert_records_match(&t.app.state.store, &t.sim, &people).await;
-    // Every part is delivered or polled; only people whose reveal Apollo skipped miss one.
-    assert_eq!(c["partial"], checked.phone_skipped as i64, "partial people are exactly the skipped ones");
+    let checked = assert_records_match(&t.sim, &people);
     eprintln!(
         "{backend:?}: {c} {checked:?} credits={} deliveries={}",
         job["credits_consumed"],
@@ -91,10 +89,14 @@ async fn full_flow(backend: Backend) {
     assert_eq!(job["possible_double_charges"], 0);
 
     // One job.completed, verified, after two refusals carrying the same webhook-id.
-    let got = t.receiver.wait_for(3, Duration::from_secs(10)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let got_after = t.receiver.received();
-    assert_eq!(got_after.len(), 3, "exactly three attempts: 500, 503, 200");
+    // Once the job says delivered, no attempt can follow: then count them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while t.get_json(&format!("/v1/jobs/{id}")).await["callback"]["state"] != "delivered" {
+        assert!(std::time::Instant::now() < deadline, "callback never delivered");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = t.receiver.received();
+    assert_eq!(got.len(), 3, "exactly three attempts: 500, 503, 200");
     assert!(got.iter().all(|r| r.id == got[0].id), "the same webhook-id on every retry");
     assert!(got.iter().all(|r| r.verified), "every attempt is signed");
     let accepted: Vec<_> = got.iter().filter(|r| r.answered < 300).collect();

@@ -61,8 +61,16 @@ async fn a_delivery_only_touches_the_people_of_its_own_batch() {
     assert_eq!(resp.json::<Value>().await.unwrap()["error"]["code"], "payload_too_large");
     assert_eq!(count().await.unwrap(), before, "nothing stored for the huge delivery");
 
-    // Let ingest run, then nothing of either job has changed.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Once ingest has taken up every stored delivery, nothing of either job has changed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = inbound_delivery::Entity::find().filter(inbound_delivery::Column::BatchId.eq(batch_a.id)).all(db);
+        if rows.await.unwrap().iter().all(|d| d.state != "pending") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "deliveries left pending");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(t.all_people(&job_b).await, people_b, "job B untouched");
     assert_eq!(t.all_people(&job_a).await, people_a, "job A untouched");
     let rows = inbound_delivery::Entity::find()

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use apollo_client::Credits;
 use apollo_sim::SimConfig;
+use e2e_tests::truth::{assert_records_match, same_identity};
 use e2e_tests::{Backend, CLIENT_KEY, OTHER_KEY, TestApp, fast_sim, on_both_backends};
-use enrichd::core::records::detail_of;
 use job_store::entities::{inbound_delivery, job, person};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
@@ -200,9 +200,24 @@ async fn cancel(backend: Backend) {
         .filter(|ph| ph["sources"].as_array().is_some_and(|s| s.contains(&json!("phone_webhook"))))
         .count();
     assert!(mobiles > 0, "phone deliveries of sent people merged");
+    // A later job goes through dispatch after the cancelled one ended: every call from then on
+    // carries only its person, none of the cancelled ones.
     let quiet = bulk_calls(&t);
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(bulk_calls(&t), quiet, "no Apollo call after the job ended");
+    let (probe, _) = accepted(t.submit(&json!({"people": crate::people("probe", 1)})).await).await;
+    assert_eq!(t.wait_done(&probe, Duration::from_secs(60)).await["status"], "completed");
+    let later: Vec<Value> = t
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.path.ends_with("bulk_match"))
+        .skip(quiet)
+        .flat_map(|c| c.received.iter().map(|r| r.detail.clone()))
+        .collect();
+    let probe_person = &crate::people("probe", 1)[0];
+    assert!(
+        !later.is_empty() && later.iter().all(|d| same_identity(probe_person, d)),
+        "no Apollo call for the cancelled job after it ended: {later:?}"
+    );
 
     let got = t.receiver.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(got.len(), 1, "one callback");
@@ -239,12 +254,14 @@ async fn pause_on_exhausted_credits_and_resume(backend: Backend) {
     // Nothing failed, nobody lost, and Apollo is left alone while paused.
     // Calls already in flight when the pause was recorded still finish; none starts after them.
     let at_pause = bulk_calls(&t);
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while t.sim.requests_in_progress() > 0 {
+        assert!(Instant::now() < deadline, "Apollo calls still in flight");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let calls = bulk_calls(&t);
     let in_flight = t.app.state.config.dispatch_concurrency;
     assert!(calls - at_pause < in_flight, "{} calls after the pause, {in_flight} at most in flight", calls - at_pause);
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(bulk_calls(&t), calls, "no calls while paused");
     let paused = t.get_json(&format!("/v1/jobs/{id}")).await;
     assert_eq!(paused["status"], "paused");
     assert_eq!(count(&paused, "failed"), 0);
@@ -259,6 +276,7 @@ async fn pause_on_exhausted_credits_and_resume(backend: Backend) {
     assert_eq!(late_job["status"], "paused");
     assert_eq!(late_job["pause_reason"], reason.as_str());
 
+    assert_eq!(bulk_calls(&t), calls, "no calls while paused, a job submitted meanwhile included");
     t.sim.update_config(|c| c.credit_balance = Some(Credits::whole(10_000)));
     let resumed = t.http.post(format!("{}/v1/admin/resume", t.url())).bearer_auth(CLIENT_KEY).send().await.unwrap();
     assert_eq!(resumed.status(), 200);
@@ -285,17 +303,18 @@ async fn pause_on_exhausted_credits_and_resume(backend: Backend) {
     t.stop().await;
 }
 
-/// A one-person job without asynchronous parts gets its signed callback in well under a second.
+/// A one-person job without asynchronous parts gets its signed callback as soon as its answer is
+/// recorded (the latency is measured by the benchmark).
 async fn one_person_callback(backend: Backend) {
     let t = TestApp::spawn(backend, SimConfig { latency_ms: 0, ..fast_sim() }, |_| {}).await.expect("test app");
     let body = json!({"people": [{"email": "solo@northwind-labs.com"}], "callback_url": t.receiver.url()});
     let started = Instant::now();
     let (id, _) = accepted(t.submit(&body).await).await;
-    let got = t.receiver.wait_for(1, Duration::from_secs(5)).await;
+    let got = t.receiver.wait_for(1, Duration::from_secs(60)).await;
     assert_eq!(got.len(), 1, "the callback came");
+    // How fast is the benchmark's business (enrichd-bench); here only that it comes, unasked.
     let took = got[0].at.duration_since(started);
     eprintln!("{backend:?}: submit → signed callback in {} ms", took.as_millis());
-    assert!(took < Duration::from_secs(1), "callback after {took:?}");
 
     assert!(got[0].verified, "the signature verifies");
     let event = got[0].json();
@@ -328,29 +347,9 @@ async fn poll_only(backend: Backend) {
     assert_eq!(count(&job, "failed"), 0);
     assert_eq!(count(&job, "complete") + count(&job, "not_found"), 30);
 
-    // Each record holds what the simulator holds: mobiles from the phone payload, waterfall emails.
-    let (mut mobiles, mut waterfall_emails) = (0, 0);
-    for p in t.all_people(&id).await {
-        let Some(truth) = t.sim.truth_for(&detail_of(&p["input"])) else {
-            assert_eq!(p["status"], "not_found", "{p:#}");
-            continue;
-        };
-        assert_eq!(p["status"], "complete", "{p:#}");
-        let record = &p["record"];
-        if let Some(m) = &truth.mobile {
-            let phone = record["phones"].as_array().unwrap().iter().find(|e| e["e164"] == m.e164.as_str());
-            let phone = phone.unwrap_or_else(|| panic!("mobile {} missing: {p:#}", m.e164));
-            assert_eq!(phone["kind"], "mobile");
-            assert!(phone["sources"].as_array().unwrap().contains(&json!("phone_webhook")), "{phone:#}");
-            mobiles += 1;
-        }
-        if let Some(found) = &truth.waterfall_email.found {
-            let email = record["emails"].as_array().unwrap().iter().find(|e| e["address"] == found.value.as_str());
-            let email = email.unwrap_or_else(|| panic!("waterfall email {} missing: {p:#}", found.value));
-            assert!(email["sources"].as_array().unwrap().contains(&json!("waterfall")), "{email:#}");
-            waterfall_emails += 1;
-        }
-    }
+    // Each record holds what the simulator answered and its payloads carried.
+    let checked = assert_records_match(&t.sim, &t.all_people(&id).await);
+    let (mobiles, waterfall_emails) = (checked.mobiles, checked.waterfall_emails);
     assert!(mobiles > 0 && waterfall_emails > 0, "{mobiles} mobiles, {waterfall_emails} waterfall emails");
 
     // No webhook was ever POSTed: every call was poll_only, results came from webhook_result.

@@ -140,6 +140,16 @@ pub struct SimConfig {
     #[arg(long)]
     pub reject_marker: Option<String>,
 
+    /// The API key is valid but may not use bulk_match: every bulk_match answers 403
+    /// `API_INACCESSIBLE`, as Apollo does for a key of a plan without the endpoint.
+    #[arg(long)]
+    pub forbidden: bool,
+
+    /// Fault: probability that `webhook_result` answers 410 `request_id_expired` for a result
+    /// that exists (as Apollo does once a result has expired).
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
+    pub fault_result_expired: f64,
+
     /// Two identifiers of one person, `FROM=TO` (repeatable): a detail whose identity is FROM is
     /// answered as the person TO identifies. Identities are written as `email:ADDRESS`,
     /// `linkedin:SLUG`, `id:APOLLO_ID` or `name:FIRST LAST|org:DOMAIN`, e.g.
@@ -223,6 +233,7 @@ mod tests {
         assert_eq!(c.fault_5xx, 0.0);
         assert_eq!((c.fault_charge_then_timeout, c.charge_then_timeout_ms), (0.0, 60_000));
         assert_eq!((c.reject_marker.clone(), c.same_person.len()), (None, 0));
+        assert_eq!((c.forbidden, c.fault_result_expired), (false, 0.0));
         assert_eq!(c.window_lengths_ms(), [60_000, 3_600_000, 86_400_000]);
     }
 

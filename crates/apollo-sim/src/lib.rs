@@ -28,6 +28,8 @@
 //! - `slow`: the `bulk_match` answer comes `slow_ms` late (already charged if the client gives up).
 //! - `charge_then_timeout`: charged and deliveries scheduled, but the answer comes only after
 //!   `charge_then_timeout_ms`, longer than a client waits: an outcome the client cannot know.
+//! - `forbidden`: every bulk_match answers 403 `API_INACCESSIBLE` (a key without the endpoint).
+//! - `result_expired`: `webhook_result` answers 410 `request_id_expired`.
 //! - `reject_marker`: a call with a detail carrying the marker value is refused with 422 naming
 //!   that detail; nothing charged.
 //!

@@ -274,6 +274,11 @@ pub fn bad_request(code: &str, message: &str) -> Value {
     json!({"status": "failed", "error_code": code, "error_message": message})
 }
 
+/// 403 for a key without access to bulk_match (as in `examples/error_403.json`).
+pub fn forbidden() -> Value {
+    json!({"error": "api/v1/people/bulk_match is not accessible with this api_key", "error_code": "API_INACCESSIBLE"})
+}
+
 /// 422 for one detail Apollo refuses (the `reject_marker` fault), naming the detail.
 pub fn rejected_detail(position: usize, field: &str) -> Value {
     json!({

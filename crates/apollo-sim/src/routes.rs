@@ -115,6 +115,9 @@ async fn bulk_match_answer(req: &HttpRequest, body: &[u8], shared: Arc<Shared>, 
     if !authorized(&shared, req) {
         return unauthorized();
     }
+    if shared.lock().config.forbidden {
+        return HttpResponse::Forbidden().json(crate::payloads::forbidden());
+    }
     let admission = {
         let mut inner = shared.lock();
         let (lengths, limits) = {
@@ -223,6 +226,15 @@ fn webhook_result_answer(req: &HttpRequest, id: &str, shared: &Shared, call: &mu
     let Some(job) = job else {
         return HttpResponse::NotFound().json(json!({"error_code": "request_id_unknown"}));
     };
+    let expired = {
+        let mut inner = shared.lock();
+        let p = inner.config.fault_result_expired;
+        crate::faults::chance(&mut inner.rng, p)
+    };
+    if expired {
+        call.fault = Some("result_expired".into());
+        return HttpResponse::Gone().json(json!({"error_code": "request_id_expired"}));
+    }
     let now = Instant::now();
     if job.due > now {
         let wait_ms = (job.due - now).as_millis() as u64;

@@ -419,3 +419,16 @@ async fn payload_records_carry_every_fact_delivered() {
     }
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn the_result_expired_fault_answers_410() {
+    let (sim, client) = start(SimConfig { fault_result_expired: 1.0, delivery_delay_ms: 0, ..fast_config() }).await;
+    let out = client.bulk_match(&people("exp", 2), &WATERFALL, None, true).await.unwrap().response;
+    match client.webhook_result_for(out.request_id.unwrap()).await.unwrap() {
+        WebhookResultPoll::Gone { code } => assert_eq!(code, "request_id_expired"),
+        other => panic!("expected 410, got {other:?}"),
+    }
+    let poll = sim.calls().into_iter().find(|c| c.route.contains("webhook_result")).unwrap();
+    assert_eq!((poll.status, poll.fault.as_deref()), (410, Some("result_expired")));
+    sim.stop().await;
+}

@@ -406,3 +406,15 @@ async fn every_detail_received_is_recorded_with_the_person_answered() {
     assert_eq!(a.answered, b.answered);
     sim.stop().await;
 }
+
+#[tokio::test]
+async fn a_key_without_the_endpoint_gets_403() {
+    let (sim, client) = start(SimConfig { forbidden: true, ..fast_config() }).await;
+    let e = client.bulk_match(&people("fb", 1), &NO_FLAGS, None, false).await.unwrap_err();
+    assert!(matches!(e, ApolloError::Forbidden { .. }), "{e:?}");
+    assert!(e.to_string().contains("API_INACCESSIBLE"), "{e}");
+    assert_eq!(sim.ledger().total, Credits::ZERO);
+    sim.update_config(|c| c.forbidden = false);
+    assert!(client.bulk_match(&people("fb", 1), &NO_FLAGS, None, false).await.is_ok());
+    sim.stop().await;
+}

@@ -164,10 +164,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "d" => n * 86400.0,
         other => return Err(format!("unknown duration unit {other:?} in {s:?} (use ms, s, m, h or d)")),
     };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{s:?} is not a valid duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    // `try_`: a finite number of seconds can still overflow the clock (`99999999999999999999999d`).
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a valid duration"))
 }
 
 /// Parses a comma-separated list of durations.
@@ -195,6 +193,15 @@ mod tests {
         assert_eq!(s.0.len(), 6);
         assert_eq!(s.0[5], Duration::from_secs(36000));
         assert!(parse_schedule(" , ").is_err());
+    }
+
+    #[test]
+    fn a_duration_too_long_for_the_clock_is_an_error_not_a_panic() {
+        for huge in ["99999999999999999999999d", "1".repeat(400).as_str(), "18446744073709551616"] {
+            let got = std::panic::catch_unwind(|| parse_duration(huge));
+            assert!(matches!(got, Ok(Err(_))), "{huge}: {got:?}");
+        }
+        assert_eq!(parse_duration("100000d").unwrap(), Duration::from_secs(8_640_000_000));
     }
 }
 

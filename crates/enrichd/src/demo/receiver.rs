@@ -40,6 +40,8 @@ struct State {
     received: Vec<Received>,
     /// Statuses to answer, in order, before answering 200 for good.
     script: Vec<u16>,
+    /// `Location` sent with 3xx answers (tests that redirects are not followed).
+    location: Option<String>,
 }
 
 /// A running receiver.
@@ -93,6 +95,11 @@ impl CallbackReceiver {
         self.state.lock().expect("receiver state").script = statuses.to_vec();
     }
 
+    /// Sends `Location: url` with every 3xx answer from now on.
+    pub fn redirect_to(&self, url: &str) {
+        self.state.lock().expect("receiver state").location = Some(url.to_string());
+    }
+
     /// Everything received so far.
     pub fn received(&self) -> Vec<Received> {
         self.state.lock().expect("receiver state").received.clone()
@@ -128,7 +135,7 @@ async fn receive(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) ->
     let timestamp = header("webhook-timestamp").parse().unwrap_or(0);
     let signature = header("webhook-signature");
     let verified = secret.verify(&id, timestamp, &body, &signature);
-    let answered = {
+    let (answered, location) = {
         let mut st = state.lock().expect("receiver state");
         let answered = if st.script.is_empty() { 200 } else { st.script.remove(0) };
         st.received.push(Received {
@@ -140,9 +147,13 @@ async fn receive(req: HttpRequest, body: web::Bytes, data: web::Data<Shared>) ->
             answered,
             at: Instant::now(),
         });
-        answered
+        (answered, st.location.clone().filter(|_| (300..400).contains(&answered)))
     };
     notify.notify_waiters();
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(answered).unwrap_or(actix_web::http::StatusCode::OK))
-        .body(if answered < 300 { "ok" } else { "try again" })
+    let mut response =
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(answered).unwrap_or(actix_web::http::StatusCode::OK));
+    if let Some(location) = location {
+        response.insert_header(("location", location));
+    }
+    response.body(if answered < 300 { "ok" } else { "try again" })
 }

@@ -1,0 +1,147 @@
+//! The dispatcher's error paths, driven through the simulator on SQLite and PostgreSQL: a wrong
+//! key (401) and a key without the endpoint (403) pause dispatch until an operator resumes; a call
+//! failing every attempt fails its people with the reason; an expired `webhook_result` (410)
+//! leaves the deadline to decide; a job over the inline limit gets its callback with a link.
+
+use std::time::{Duration, Instant};
+
+use apollo_sim::SimConfig;
+use e2e_tests::{Backend, CLIENT_KEY, TestApp, fast_sim, on_both_backends};
+use serde_json::{Value, json};
+
+on_both_backends!(
+    unauthorized_and_forbidden_pause_dispatch,
+    attempts_exhausted_fail_the_people,
+    expired_results_leave_the_deadline_to_decide,
+    callbacks_over_the_inline_limit_link_the_people,
+);
+
+fn people(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n).map(|i| json!({"email": format!("{prefix}{i}@northwind-labs.com")})).collect()
+}
+
+async fn submit(t: &TestApp, body: &Value) -> String {
+    let resp = t.submit(body).await;
+    assert_eq!(resp.status(), 202);
+    resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+}
+
+/// Polls the job until `cond` holds (a generous deadline: the machine may be busy).
+async fn wait_until(t: &TestApp, id: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = t.get_json(&format!("/v1/jobs/{id}")).await;
+        if cond(&job) {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} never got there: {job:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn resume(t: &TestApp) {
+    let resp = t.http.post(format!("{}/v1/admin/resume", t.url())).bearer_auth(CLIENT_KEY).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+async fn unauthorized_and_forbidden_pause_dispatch(backend: Backend) {
+    let t = TestApp::spawn(backend, fast_sim(), |_| {}).await.expect("test app");
+    let right_key = t.sim.config().api_key;
+    for (status, fault) in [(401, "a wrong key"), (403, "a key without bulk_match")] {
+        if status == 401 {
+            t.sim.update_config(|c| c.api_key = "rotated-by-someone".into());
+        } else {
+            t.sim.update_config(|c| c.forbidden = true);
+        }
+        let id = submit(&t, &json!({"people": people(&format!("p{status}-"), 3)})).await;
+        let paused = wait_until(&t, &id, |j| j["status"] == "paused").await;
+        let reason = paused["pause_reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(&status.to_string()), "{fault}: the reason says {status}: {reason}");
+        assert_eq!(paused["counts"]["failed"], 0, "{fault}: nobody fails: {paused:#}");
+        let ready = t.http.get(format!("{}/readyz", t.url())).send().await.unwrap();
+        assert_eq!(ready.status(), 503, "{fault}: not ready while paused");
+        let refused = t.sim.calls().iter().filter(|c| c.status == status).count();
+        assert!(refused >= 1, "{fault}: Apollo answered {status}");
+
+        // Fixed at Apollo's end, then resumed by an operator: the job completes.
+        t.sim.update_config(|c| {
+            c.api_key = right_key.clone();
+            c.forbidden = false;
+        });
+        resume(&t).await;
+        let job = t.wait_done(&id, Duration::from_secs(60)).await;
+        assert_eq!(job["status"], "completed", "{fault}: {job:#}");
+        assert_eq!(job["counts"]["failed"], 0);
+        assert_eq!(job["pause_reason"], Value::Null);
+    }
+    t.stop().await;
+}
+
+async fn attempts_exhausted_fail_the_people(backend: Backend) {
+    let t = TestApp::spawn(backend, SimConfig { fault_5xx: 1.0, ..fast_sim() }, |c| {
+        c.max_attempts = 3;
+        c.retry_base = Duration::from_millis(10);
+    })
+    .await
+    .expect("test app");
+    let id = submit(&t, &json!({"people": people("exhausted", 2)})).await;
+    let job = t.wait_done(&id, Duration::from_secs(60)).await;
+    assert_eq!(job["counts"]["failed"], 2, "{job:#}");
+    let calls: Vec<_> = t.sim.calls().into_iter().filter(|c| c.route.ends_with("bulk_match")).collect();
+    assert_eq!(calls.len(), 3, "one call per allowed attempt: {calls:?}");
+    assert!(calls.iter().all(|c| c.status >= 500));
+    for p in t.all_people(&id).await {
+        assert_eq!(p["status"], "failed", "{p:#}");
+        let error = p["error"].as_str().unwrap_or_default();
+        assert!(error.contains("50"), "the person says why: {p:#}");
+    }
+    let credits: apollo_client::Credits = serde_json::from_value(job["credits_consumed"].clone()).unwrap();
+    assert_eq!(credits, apollo_client::Credits::ZERO, "{job:#}");
+    t.stop().await;
+}
+
+async fn expired_results_leave_the_deadline_to_decide(backend: Backend) {
+    let sim = SimConfig { match_rate: 1.0, mobile_rate: 1.0, fault_result_expired: 1.0, ..fast_sim() };
+    // No public URL: results can only be polled, and every poll answers 410.
+    let t = TestApp::spawn_with(backend, sim, false, |c| {
+        c.reconcile_after = Duration::from_millis(200);
+        c.reconcile_every = Duration::from_millis(200);
+        c.async_deadline = Duration::from_secs(3);
+    })
+    .await
+    .expect("test app");
+    let id = submit(&t, &json!({"people": people("expired", 3), "reveal_phone_number": true})).await;
+    let job = t.wait_done(&id, Duration::from_secs(60)).await;
+    assert_eq!(job["status"], "completed", "{job:#}");
+    assert_eq!(job["counts"]["partial"], 3, "the phone never came: {job:#}");
+    assert_eq!(job["counts"]["failed"], 0);
+    let expired = t.sim.calls().iter().filter(|c| c.status == 410).count();
+    assert!(expired >= 1, "the reconciler polled and got 410");
+    for p in t.all_people(&id).await {
+        assert_eq!(p["status"], "partial", "{p:#}");
+        assert_eq!(p["missing_parts"], json!(["phone"]), "{p:#}");
+    }
+    t.stop().await;
+}
+
+async fn callbacks_over_the_inline_limit_link_the_people(backend: Backend) {
+    let t = TestApp::spawn(backend, fast_sim(), |c| c.callback_inline_limit = 2).await.expect("test app");
+    let url = t.receiver.url().to_string();
+    let inline = submit(&t, &json!({"people": people("inline", 2), "callback_url": url})).await;
+    let linked = submit(&t, &json!({"people": people("linked", 3), "callback_url": url})).await;
+    let got = t.receiver.wait_for(2, Duration::from_secs(60)).await;
+    assert_eq!(got.len(), 2);
+    for r in &got {
+        assert!(r.verified);
+        let data = &r.json()["data"];
+        if data["id"] == inline.as_str() {
+            assert_eq!(data["people"].as_array().map(Vec::len), Some(2), "{data:#}");
+            assert!(data.get("people_url").is_none(), "{data:#}");
+        } else {
+            assert_eq!(data["id"], linked.as_str());
+            assert_eq!(data["people"], Value::Null, "{data:#}");
+            assert_eq!(data["people_url"], format!("/v1/jobs/{linked}/people"), "{data:#}");
+        }
+    }
+    t.stop().await;
+}
