@@ -267,3 +267,14 @@ pub async fn assert_counters_match(store: &Store, job_ids: &[Uuid]) {
         assert_eq!(recount.sum(), job.total, "job {id}: counts do not add up to total");
     }
 }
+
+/// Makes the people at `positions` of a recorded outcome one Apollo person (the first one's id),
+/// as when two jobs, two clients, or an email and a LinkedIn URL name the same lead in one batch.
+pub fn one_apollo_id(outcome: &mut SyncOutcome, positions: &[usize]) -> String {
+    let id = outcome.people[positions[0]].apollo_id.clone().expect("matched");
+    for &i in positions {
+        outcome.people[i].apollo_id = Some(id.clone());
+        outcome.people[i].facts.apollo_id = Some(id.clone());
+    }
+    id
+}

@@ -4,6 +4,7 @@ mod harness;
 
 mod callbacks;
 mod claims;
+mod collisions;
 mod concurrency;
 mod deliveries;
 mod erase;
