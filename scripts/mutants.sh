@@ -10,6 +10,7 @@ timeout=${MUTANTS_TIMEOUT:-120}
 declare -A modules=(
   [merge]="job-store crates/job-store/src/merge.rs"
   [person_key]="job-store crates/job-store/src/person_key.rs"
+  [lifecycle]="job-store crates/job-store/src/lifecycle.rs"
   [ratelimit]="enrichd crates/enrichd/src/core/ratelimit.rs"
   [signing]="enrichd crates/enrichd/src/core/signing.rs"
   [validate]="enrichd crates/enrichd/src/core/validate.rs"
@@ -17,7 +18,7 @@ declare -A modules=(
   [facts]="apollo-client crates/apollo-client/src/facts.rs"
 )
 selected=("$@")
-[ ${#selected[@]} -eq 0 ] && selected=(merge person_key ratelimit signing validate delivery facts)
+[ ${#selected[@]} -eq 0 ] && selected=(merge person_key lifecycle ratelimit signing validate delivery facts)
 for name in "${selected[@]}"; do
   read -r package file <<<"${modules[$name]:?unknown module $name}"
   echo "== $name ($file)"
