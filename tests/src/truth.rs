@@ -16,6 +16,8 @@ pub struct Checked {
     pub matched: usize,
     /// People Apollo answered with no match.
     pub not_found: usize,
+    /// Matched people whose phone reveal Apollo skipped and never delivered: `partial`.
+    pub phone_never_came: usize,
     /// Mobiles delivered by a phone payload that had to be present.
     pub mobiles: usize,
     /// Waterfall emails that had to be present.
@@ -74,6 +76,10 @@ struct Expected {
     emails: BTreeMap<String, Email>,
     mobiles: usize,
     waterfall_emails: usize,
+    /// A call carrying the person answered `phone_enrichment.status` "skipped".
+    phone_skipped: bool,
+    /// A phone payload of those calls lists the person (with or without a number).
+    phone_delivered: bool,
 }
 
 fn add_phone(phones: &mut BTreeMap<String, Phone>, phone: Phone) {
@@ -116,6 +122,8 @@ fn expected_for(sim: &SimHandle, input: &Value) -> Option<Expected> {
             }
             out.answered = Some(answered);
             requests.extend(call.request_id);
+            let phone_status = call.answer.as_ref().and_then(|a| a["phone_enrichment"]["status"].as_str());
+            out.phone_skipped |= phone_status == Some("skipped");
         }
     }
     if ids.is_empty() {
@@ -127,6 +135,7 @@ fn expected_for(sim: &SimHandle, input: &Value) -> Option<Expected> {
     let (mut mobiles, mut waterfall_emails) = (BTreeSet::new(), BTreeSet::new());
     for payload in sim.payloads().iter().filter(|p| requests.contains(&p.request_id)) {
         for facts in payload.facts.iter().filter(|f| f.apollo_id == id) {
+            out.phone_delivered |= payload.kind == apollo_client::DeliveryKind::Phone;
             for p in &facts.phones {
                 if p.vendor.is_none() {
                     mobiles.insert(p.e164.clone());
@@ -174,7 +183,14 @@ pub fn assert_records_match(sim: &SimHandle, people: &[Value]) -> Checked {
         checked.matched += 1;
         checked.mobiles += expected.mobiles;
         checked.waterfall_emails += expected.waterfall_emails;
-        assert_eq!(p["status"], "complete", "{p:#}");
+        if expected.phone_skipped && !expected.phone_delivered {
+            // Apollo said an earlier request would deliver the phone, and none did.
+            checked.phone_never_came += 1;
+            assert_eq!(p["status"], "partial", "{p:#}");
+            assert_eq!(p["missing_parts"], serde_json::json!(["phone"]), "{p:#}");
+        } else {
+            assert_eq!(p["status"], "complete", "{p:#}");
+        }
         let record = &p["record"];
         assert_eq!(record["apollo_id"], apollo_id.as_str(), "{p:#}");
         let answered = expected.answered.as_ref().expect("answered");

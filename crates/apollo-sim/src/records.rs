@@ -20,6 +20,8 @@ pub struct CallRecord {
     pub details: usize,
     /// Each detail received, in request order, with the person it matched on a 200 answer.
     pub received: Vec<ReceivedDetail>,
+    /// The body of a 200 `bulk_match` answer (sent, or due when the client gave up).
+    pub answer: Option<Value>,
     /// The `webhook_url` given.
     pub webhook_url: Option<String>,
     /// Whether `poll_only=true` was given.

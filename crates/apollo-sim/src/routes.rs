@@ -53,6 +53,7 @@ impl Recorder {
             flags: None,
             details: 0,
             received: Vec::new(),
+            answer: None,
             webhook_url: None,
             poll_only: false,
             status: 0,
@@ -167,6 +168,7 @@ async fn bulk_match_answer(req: &HttpRequest, body: &[u8], shared: Arc<Shared>, 
         Accepted::Ok(answer) => answer,
     };
     call.request_id = Some(answer.request_id);
+    call.answer = Some(answer.body.clone());
     for (r, answered) in call.received.iter_mut().zip(answer.body["matches"].as_array().into_iter().flatten()) {
         r.apollo_id = answered["id"].as_str().map(str::to_string);
         r.answered = (!answered.is_null()).then(|| answered.clone());
