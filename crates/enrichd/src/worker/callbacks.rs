@@ -112,15 +112,13 @@ async fn send(state: &AppState, http: &reqwest::Client, cb: DueCallback) {
         }
     };
     let timestamp = chrono::Utc::now().timestamp();
-    let mut request = http
+    let request = http
         .post(&cb.callback_url)
         .header("content-type", "application/json")
         .header("user-agent", "enrichd")
         .header("webhook-id", &cb.webhook_id)
-        .header("webhook-timestamp", timestamp.to_string());
-    if let Some(signer) = &state.signer {
-        request = request.header("webhook-signature", signer.sign(&cb.webhook_id, timestamp, &body));
-    }
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", state.signer.sign(&cb.webhook_id, timestamp, &body));
     let started = Instant::now();
     let result = request.body(body).send().await;
     let duration_ms = started.elapsed().as_millis() as i64;
