@@ -12,7 +12,7 @@ use enrichd::startup::{Application, secret};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-on_both_backends!(bare_base64_and_named_keys, retry_after_inf_is_clamped);
+on_both_backends!(bare_base64_and_named_keys, retry_after_inf_is_clamped, a_late_part_is_a_job_updated_event);
 
 /// `openssl rand -base64 18`-like: ends in `==` once the bytes are not a multiple of three.
 const BARE: &str = "vV1p3Qe6Zk+/ax0Lw9mRtA==";
@@ -140,5 +140,77 @@ async fn retry_after_inf_is_clamped(backend: Backend) {
     assert_eq!(job["status"], "completed", "{job:#}");
     assert_eq!(job["counts"]["failed"], 0, "{job:#}");
     assert!(t.app.workers_alive(), "a worker died");
+    t.stop().await;
+}
+
+async fn a_late_part_is_a_job_updated_event(backend: Backend) {
+    // Phones come 2.5 s after the answer; the service gives up waiting after 300 ms.
+    let sim = apollo_sim::SimConfig {
+        match_rate: 1.0,
+        mobile_rate: 1.0,
+        delivery_delay_ms: 2_500,
+        delivery_jitter_ms: 0,
+        ..fast_sim()
+    };
+    let t = TestApp::spawn(backend, sim, |c| {
+        c.async_deadline = Duration::from_millis(300);
+        c.reconcile_every = Duration::from_millis(100);
+        c.reconcile_after = Duration::from_secs(600);
+    })
+    .await
+    .unwrap();
+    // The first try of the completion fails: its retry must be the same bytes.
+    t.receiver.script(&[500]);
+    let people = json!([{"email": "late1@northwind-labs.com"}, {"email": "late2@northwind-labs.com"}]);
+    let body = json!({"people": people, "reveal_phone_number": true, "callback_url": t.receiver.url()});
+    let resp = t.submit(&body).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+
+    let got = t.receiver.wait_for(3, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 3, "completion (500), its retry, the update: {got:#?}");
+    assert!(got.iter().all(|r| r.verified), "every event is signed");
+    let (first, retry, update) = (&got[0], &got[1], &got[2]);
+    assert_eq!((first.answered, retry.answered, update.answered), (500, 200, 200));
+    assert_eq!(retry.id, first.id, "a retry is the same event");
+    assert_eq!(retry.body, first.body, "a retry sends the same bytes");
+    assert_ne!(update.id, first.id, "a later change is a new event");
+
+    let completed = first.json();
+    assert_eq!(completed["type"], "job.completed");
+    assert_eq!(completed["data"]["id"], id.as_str());
+    let statuses = |v: &Value| -> Vec<String> {
+        v["data"]["people"].as_array().unwrap().iter().map(|p| p["status"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(statuses(&completed), ["partial", "partial"], "{completed:#}");
+    let updated = update.json();
+    assert_eq!(updated["type"], "job.updated");
+    assert_eq!(statuses(&updated), ["complete", "complete"], "{updated:#}");
+    for p in updated["data"]["people"].as_array().unwrap() {
+        assert!(!p["record"]["phones"].as_array().unwrap().is_empty(), "{p:#}");
+    }
+
+    // The job shows both events with their tries (once the last try is recorded); `callback` is
+    // still the completion.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let job = loop {
+        let job = t.get_json(&format!("/v1/jobs/{id}")).await;
+        let events = job["callback_events"].as_array().cloned().unwrap_or_default();
+        if events.len() == 2 && events.iter().all(|e| e["state"] == "delivered") {
+            break job;
+        }
+        assert!(std::time::Instant::now() < deadline, "events not delivered: {job:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(job["callback"]["webhook_id"], first.id.as_str(), "{job:#}");
+    let events = job["callback_events"].as_array().unwrap();
+    let shown: Vec<(&str, &str, i64)> = events
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap(), e["webhook_id"].as_str().unwrap(), e["attempts"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(shown, [("job.completed", first.id.as_str(), 2), ("job.updated", update.id.as_str(), 1)]);
+    // Nothing further: exactly one update for the late part.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(t.receiver.received().len(), 3);
     t.stop().await;
 }
