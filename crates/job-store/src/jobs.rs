@@ -21,8 +21,8 @@ use crate::entities::{batch, batch_person, inbound_delivery, job, person};
 use crate::lifecycle::Event;
 use crate::people::move_primaries;
 use crate::{
-    BatchState, CallbackEvent, DeliveryState, JobState, PersonState, Store, StoreError, StoreResult, dispatcher, new_id, now,
-    person_key,
+    BatchState, CallbackEvent, DeliveryState, JobState, PersonState, Store, StoreError, StoreResult, dispatcher,
+    new_id, now, person_key,
 };
 
 /// The four Apollo flags of a job; people are only batched with people of the same flags. Stored
