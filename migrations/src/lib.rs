@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20250101_000001_initial;
 mod m20250601_000002_erasure;
+mod m20251201_000003_callback_events;
 mod m20251201_000004_lifecycle;
 
 /// Applies the enrichd migrations in order.
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20250101_000001_initial::Migration),
             Box::new(m20250601_000002_erasure::Migration),
+            Box::new(m20251201_000003_callback_events::Migration),
             Box::new(m20251201_000004_lifecycle::Migration),
         ]
     }

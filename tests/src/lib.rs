@@ -13,9 +13,11 @@ use sea_orm::{ConnectionTrait, Database};
 use serde_json::Value;
 
 /// The client key every test app accepts.
-pub const CLIENT_KEY: &str = "e2e-client-key";
+pub const CLIENT_KEY: &str = "e2e-client-key-0001";
 /// The second client's API key, to check that clients only see their own jobs.
 pub const OTHER_KEY: &str = "other-client-key";
+/// The operator key every test app accepts on `/v1/admin/*`.
+pub const ADMIN_KEY: &str = "e2e-admin-key-0001";
 
 /// Runs each scenario (an `async fn(Backend)` in scope) as two tests, `<scenario>::sqlite` and
 /// `<scenario>::postgres`.
@@ -250,6 +252,7 @@ impl TestApp {
         let mut config =
             demo_config(db.url.clone(), sim.url().to_string(), &sim.config().api_key, &signing_text, minute);
         config.api_keys = Some(enrichd::startup::secret(&format!("e2e={CLIENT_KEY},other={OTHER_KEY}")));
+        config.admin_keys = Some(enrichd::startup::secret(&format!("ops={ADMIN_KEY}")));
         config.callback_schedule = enrichd::config::Schedule(vec![Duration::from_millis(100); 4]);
         tweak(&mut config);
         let mut app = Application::build(config).await?;

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use apollo_sim::SimConfig;
-use e2e_tests::{Backend, CLIENT_KEY, TestApp, fast_sim, on_both_backends};
+use e2e_tests::{ADMIN_KEY, Backend, CLIENT_KEY, TestApp, fast_sim, on_both_backends};
 use serde_json::{Value, json};
 
 on_both_backends!(
@@ -40,7 +40,7 @@ async fn wait_until(t: &TestApp, id: &str, cond: impl Fn(&Value) -> bool) -> Val
 }
 
 async fn resume(t: &TestApp) {
-    let resp = t.http.post(format!("{}/v1/admin/resume", t.url())).bearer_auth(CLIENT_KEY).send().await.unwrap();
+    let resp = t.http.post(format!("{}/v1/admin/resume", t.url())).bearer_auth(ADMIN_KEY).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
 

@@ -81,6 +81,7 @@ async fn failing_for_good_is_exhausted_and_redelivery_sends_again() {
     let got = t.receiver.received();
     assert_eq!(got.len(), 5);
     assert!(got.iter().all(|r| r.id == got[0].id), "one webhook-id for every attempt");
+    assert!(got.iter().all(|r| r.body == got[0].body), "the same bytes at every attempt");
 
     let resp = t
         .http
@@ -95,6 +96,7 @@ async fn failing_for_good_is_exhausted_and_redelivery_sends_again() {
     assert_eq!(got.len(), 6);
     assert_eq!(got[5].answered, 200);
     assert_eq!(got[5].id, got[0].id, "a redelivery is the same event");
+    assert_eq!(got[5].body, got[0].body, "a redelivery sends the same bytes");
     let log = job["callback"]["attempt_log"].as_array().unwrap();
     assert_eq!(log.last().unwrap()["trigger"], "manual");
     t.stop().await;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use apollo_sim::SimConfig;
 use e2e_tests::truth::assert_records_match;
-use e2e_tests::{Api, Backend, CLIENT_KEY, TestDb, enrichd_binary, fast_sim, on_both_backends};
+use e2e_tests::{ADMIN_KEY, Api, Backend, CLIENT_KEY, TestDb, enrichd_binary, fast_sim, on_both_backends};
 use enrichd::core::signing::SigningSecret;
 use enrichd::demo::receiver::CallbackReceiver;
 use job_store::{Store, StoreOptions};
@@ -108,6 +108,7 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
         ("APOLLO_BASE_URL", sim.url()),
         ("PUBLIC_BASE_URL", &base),
         ("ENRICHD_API_KEYS", &format!("crash={CLIENT_KEY}")),
+        ("ENRICHD_ADMIN_KEYS", &format!("ops={ADMIN_KEY}")),
         ("CALLBACK_SIGNING_SECRET", &signing_text),
         ("APOLLO_MINUTE", "1s"),
         ("APOLLO_TIMEOUT", "2s"),
@@ -193,11 +194,11 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
     assert!(got.iter().all(|r| r.id == got[0].id && r.verified), "one event id, every attempt signed");
     assert_eq!(accepted[0].json()["data"]["id"], id.as_str());
 
-    // No secret in the complete logs of every run: Apollo key, client key, signing secret, tokens.
+    // No secret in the complete logs of every run: Apollo, client and admin keys, signing secret, tokens.
     service.kill().await;
     let log = std::fs::read_to_string(&service.log).unwrap();
     assert!(log.contains("request"), "the log was written");
-    let mut secrets = vec![APOLLO_KEY.to_string(), CLIENT_KEY.to_string(), signing_text.clone()];
+    let mut secrets = vec![APOLLO_KEY.to_string(), CLIENT_KEY.to_string(), ADMIN_KEY.to_string(), signing_text.clone()];
     secrets.push(signing_text.trim_start_matches("whsec_").to_string());
     let mut batches = std::collections::BTreeSet::new();
     for p in &people_now {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use apollo_client::Credits;
 use apollo_sim::SimConfig;
 use e2e_tests::truth::{assert_records_match, same_identity};
-use e2e_tests::{Backend, CLIENT_KEY, OTHER_KEY, TestApp, fast_sim, on_both_backends};
+use e2e_tests::{ADMIN_KEY, Backend, CLIENT_KEY, OTHER_KEY, TestApp, fast_sim, on_both_backends};
 use job_store::entities::{inbound_delivery, job, person};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
@@ -278,7 +278,7 @@ async fn pause_on_exhausted_credits_and_resume(backend: Backend) {
 
     assert_eq!(bulk_calls(&t), calls, "no calls while paused, a job submitted meanwhile included");
     t.sim.update_config(|c| c.credit_balance = Some(Credits::whole(10_000)));
-    let resumed = t.http.post(format!("{}/v1/admin/resume", t.url())).bearer_auth(CLIENT_KEY).send().await.unwrap();
+    let resumed = t.http.post(format!("{}/v1/admin/resume", t.url())).bearer_auth(ADMIN_KEY).send().await.unwrap();
     assert_eq!(resumed.status(), 200);
     let resumed: Value = resumed.json().await.unwrap();
     assert_eq!(resumed["status"], "resumed");

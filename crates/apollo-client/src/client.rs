@@ -160,8 +160,7 @@ impl ApolloClient {
                     .as_ref()
                     .and_then(|j| j.get("retry_after_seconds"))
                     .and_then(Value::as_f64)
-                    .filter(|s| *s >= 0.0)
-                    .map(Duration::from_secs_f64),
+                    .and_then(crate::rate_limit::wait_from_secs),
             }),
             (404, "request_id_unknown") | (410, _) | (400, "invalid_request_id") => {
                 Ok(WebhookResultPoll::Gone { code })

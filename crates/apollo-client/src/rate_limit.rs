@@ -1,8 +1,32 @@
 //! Apollo's rate-limit response headers, read into one value.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::header::HeaderMap;
+
+/// The longest wait a `retry-after` is taken to ask for: no Apollo window is longer than a day.
+/// Longer values (`1e20`, `inf`) are cut to it, so no wait overflows a clock.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// A wait of `secs` seconds, cut to [`MAX_RETRY_AFTER`]; `None` when it is not a wait at all
+/// (NaN or negative), so that the caller falls back to its own default.
+pub fn wait_from_secs(secs: f64) -> Option<Duration> {
+    if secs.is_nan() || secs < 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(secs).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
+}
+
+/// Reads a `retry-after` value: seconds (decimals tolerated) or an HTTP date, which gives the time
+/// left until then (zero when it is past). Empty or unreadable values give `None`.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<f64>() {
+        return wait_from_secs(secs);
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER))
+}
 
 /// The limit of one window as the headers state it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -37,6 +61,7 @@ pub struct RateLimit {
     /// The 24-hour window (either spelling).
     pub day: Window,
     /// `retry-after` on a 429; the simulator's `x-retry-after-ms` when present (finer than seconds).
+    /// Never longer than [`MAX_RETRY_AFTER`].
     pub retry_after: Option<Duration>,
 }
 
@@ -57,13 +82,10 @@ impl RateLimit {
         if day.limit == WindowLimit::Unknown {
             day = window("x-rate-limit-daily", "x-daily-usage", "x-daily-requests-left");
         }
-        let retry_after =
-            get("x-retry-after-ms").and_then(|v| v.parse::<u64>().ok()).map(Duration::from_millis).or_else(|| {
-                get("retry-after")
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .filter(|s| *s >= 0.0)
-                    .map(Duration::from_secs_f64)
-            });
+        let retry_after = get("x-retry-after-ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|ms| Duration::from_millis(ms).min(MAX_RETRY_AFTER))
+            .or_else(|| get("retry-after").and_then(|v| parse_retry_after(&v, SystemTime::now())));
         RateLimit {
             minute: window("x-rate-limit-minute", "x-minute-usage", "x-minute-requests-left"),
             hour: window("x-rate-limit-hourly", "x-hourly-usage", "x-hourly-requests-left"),
@@ -124,5 +146,43 @@ mod tests {
         let on_429 = RateLimit::from_headers(&b[3]);
         assert_eq!(on_429.retry_after, Some(Duration::from_secs(17)));
         assert!(!on_429.is_known());
+    }
+
+    #[test]
+    fn hostile_retry_after_values_never_panic_and_are_clamped() {
+        let now = httpdate::parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT").unwrap();
+        let cases: &[(&str, Option<Duration>)] = &[
+            ("17", Some(Duration::from_secs(17))),
+            (" 1.5 ", Some(Duration::from_millis(1500))),
+            ("0", Some(Duration::ZERO)),
+            ("inf", Some(MAX_RETRY_AFTER)),
+            ("+Infinity", Some(MAX_RETRY_AFTER)),
+            ("1e20", Some(MAX_RETRY_AFTER)),
+            ("1e300", Some(MAX_RETRY_AFTER)),
+            ("86401", Some(MAX_RETRY_AFTER)),
+            ("NaN", None),
+            ("-1", None),
+            ("-inf", None),
+            ("", None),
+            ("soon", None),
+            ("Sun, 06 Nov 1994 08:50:37 GMT", Some(Duration::from_secs(60))),
+            ("Sunday, 06-Nov-94 08:49:47 GMT", Some(Duration::from_secs(10))),
+            ("Sun, 06 Nov 1994 08:49:36 GMT", Some(Duration::ZERO)),
+            ("Thu, 01 Jan 1970 00:00:00 GMT", Some(Duration::ZERO)),
+            ("Fri, 31 Dec 9999 23:59:59 GMT", Some(MAX_RETRY_AFTER)),
+        ];
+        for (value, want) in cases {
+            assert_eq!(parse_retry_after(value, now), *want, "{value:?}");
+        }
+        for (header, value, want) in [
+            ("retry-after", "inf", Some(MAX_RETRY_AFTER)),
+            ("retry-after", "-5", None),
+            ("x-retry-after-ms", "18446744073709551615", Some(MAX_RETRY_AFTER)),
+            ("x-retry-after-ms", "250", Some(Duration::from_millis(250))),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(header), HeaderValue::from_static(value));
+            assert_eq!(RateLimit::from_headers(&h).retry_after, want, "{header}: {value}");
+        }
     }
 }

@@ -52,6 +52,11 @@ pub struct SimConfig {
     #[arg(long)]
     pub day_limit: Option<u32>,
 
+    /// Fault: the `retry-after` of every 429, sent verbatim instead of the real wait (e.g. `inf`,
+    /// `-1`, an HTTP date), with no `x-retry-after-ms` [default: the real wait].
+    #[arg(long)]
+    pub retry_after_header: Option<String>,
+
     /// Length of a simulated minute in milliseconds; an hour is 60 of them, a day 24 hours.
     #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub minute_ms: u64,

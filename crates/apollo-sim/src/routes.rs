@@ -130,10 +130,15 @@ async fn bulk_match_answer(req: &HttpRequest, body: &[u8], shared: Arc<Shared>, 
     let usage = match admission {
         Admission::Allowed(usage) => usage,
         Admission::Limited { usage, window, limit, retry_after_ms } => {
-            return with_limits(429, &usage)
-                .insert_header(("retry-after", limits::retry_after_secs(retry_after_ms).to_string()))
-                .insert_header(("x-retry-after-ms", retry_after_ms.to_string()))
-                .json(crate::payloads::rate_limited(limit, window.word()));
+            let mut answer = with_limits(429, &usage);
+            let verbatim = shared.lock().config.retry_after_header.clone();
+            match verbatim {
+                Some(verbatim) => answer.insert_header(("retry-after", verbatim)),
+                None => answer
+                    .insert_header(("retry-after", limits::retry_after_secs(retry_after_ms).to_string()))
+                    .insert_header(("x-retry-after-ms", retry_after_ms.to_string())),
+            };
+            return answer.json(crate::payloads::rate_limited(limit, window.word()));
         }
     };
     let request = match bulk::parse_request(req.query_string(), body) {

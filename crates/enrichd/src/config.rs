@@ -36,12 +36,21 @@ pub struct Config {
     #[arg(long, env = "PUBLIC_BASE_URL")]
     pub public_base_url: Option<String>,
 
-    /// Client API keys, comma-separated.
-    #[arg(long, env = "ENRICHD_API_KEYS", hide_env_values = true)]
+    /// Client API keys (required), comma-separated entries: a bare key (`openssl rand -base64 24`,
+    /// trailing `=` included) or `name=key`. An entry is named only when a `=` is followed by
+    /// something other than `=` (base64 padding only ends a key). Each key at least 16 characters
+    /// and used once; a name may have several keys (rotation).
+    #[arg(long, env = "ENRICHD_API_KEYS", hide_env_values = true, verbatim_doc_comment)]
     pub api_keys: Option<SecretString>,
 
-    /// `whsec_…` secret that signs the final callbacks (Standard Webhooks).
-    #[arg(long, env = "CALLBACK_SIGNING_SECRET", hide_env_values = true)]
+    /// Operator keys for `/v1/admin/*` (e.g. resume dispatch), same format as ENRICHD_API_KEYS and
+    /// distinct from every client key. Unset: admin routes answer 403 (a restart also resumes).
+    #[arg(long, env = "ENRICHD_ADMIN_KEYS", hide_env_values = true, verbatim_doc_comment)]
+    pub admin_keys: Option<SecretString>,
+
+    /// `whsec_<base64>` secret that signs every callback (Standard Webhooks); required, at least
+    /// 24 bytes once decoded (`echo whsec_$(openssl rand -base64 32)`).
+    #[arg(long, env = "CALLBACK_SIGNING_SECRET", hide_env_values = true, verbatim_doc_comment)]
     pub callback_signing_secret: Option<SecretString>,
 
     /// Bulk-match calls per minute; unset: learned from Apollo's rate-limit headers. Headers only ever tighten it.
@@ -59,6 +68,11 @@ pub struct Config {
     /// Length of a rate-limit "minute" (tests and benchmarks shorten it to match the simulator).
     #[arg(long, env = "APOLLO_MINUTE", default_value = "60s", value_parser = parse_duration)]
     pub rate_minute: Duration,
+
+    /// Longest wait after a 429, whatever its `retry-after` says (`inf`, `1e20`, a far date): a
+    /// longer wait is cut to this, and the next call simply asks again.
+    #[arg(long, env = "APOLLO_MAX_RETRY_AFTER", default_value = "1h", value_parser = parse_duration)]
+    pub max_retry_after: Duration,
 
     /// Apollo calls in flight at once.
     #[arg(long, env = "DISPATCH_CONCURRENCY", default_value_t = 8)]
@@ -202,6 +216,19 @@ mod tests {
             assert!(matches!(got, Ok(Err(_))), "{huge}: {got:?}");
         }
         assert_eq!(parse_duration("100000d").unwrap(), Duration::from_secs(8_640_000_000));
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let mut c = Config::defaults();
+        c.apollo_api_key = Some("apollo-key-1234567890".to_string().into());
+        c.api_keys = Some("crm=client-key-1234567890".to_string().into());
+        c.admin_keys = Some("ops=admin-key-1234567890".to_string().into());
+        c.callback_signing_secret = Some("whsec_c2lnbmluZy1zZWNyZXQtMTIzNDU2Nzg5MA==".to_string().into());
+        let shown = format!("{c:?}");
+        for secret in ["apollo-key", "client-key", "admin-key", "whsec_", "c2lnbmluZy1zZWNyZXQ"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
     }
 }
 

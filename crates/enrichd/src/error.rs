@@ -16,6 +16,9 @@ pub enum ApiError {
     /// 401: missing or unknown API key, or a bad webhook token.
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// 403: authenticated, but this key may not do that (a client key on an admin route).
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// 404.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -63,6 +66,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
@@ -80,6 +84,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

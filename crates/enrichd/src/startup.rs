@@ -19,8 +19,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Config;
 use crate::core::signing::SigningSecret;
 use crate::error::ApiError;
-use crate::state::{AppState, ClientKeys, Wakers};
+use crate::state::{AppState, Wakers};
 use crate::telemetry;
+use crate::v1::auth::KeySet;
 use crate::v1::endpoints::{admin, docs, health, jobs, webhooks};
 use crate::worker::{self, dispatch::Dispatcher};
 
@@ -54,21 +55,16 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         install_tls();
         let key = config.apollo_api_key.clone().context("APOLLO_API_KEY is required")?;
+        let (keys, admin_keys) = parse_keys(&config)?;
+        let signer = config.callback_signing_secret.as_ref().context(
+            "CALLBACK_SIGNING_SECRET is required: callbacks are always signed (e.g. `whsec_$(openssl rand -base64 32)`)",
+        )?;
+        let signer = SigningSecret::parse(signer.expose_secret()).context("CALLBACK_SIGNING_SECRET")?;
         let options = StoreOptions { run_migrations: !config.skip_migrations, ..Default::default() };
         let store = Store::connect_with(&config.database_url, options)
             .await
             .with_context(|| format!("connecting to the database ({})", redact_url(&config.database_url)))?;
         let apollo = ApolloClient::with_timeout(&config.apollo_base_url, key, config.apollo_timeout)?;
-        let keys = ClientKeys::parse(config.api_keys.as_ref());
-        if keys.is_empty() {
-            anyhow::bail!("ENRICHD_API_KEYS is empty: no client could authenticate");
-        }
-        let signer = config
-            .callback_signing_secret
-            .as_ref()
-            .map(|s| SigningSecret::parse(s.expose_secret()))
-            .transpose()
-            .context("CALLBACK_SIGNING_SECRET")?;
         // A restart (possibly with a new key) is how an operator says "try again".
         if let Some(reason) = store.pause_reason().await? {
             tracing::warn!(%reason, "dispatch was paused; resuming at start-up");
@@ -81,6 +77,7 @@ impl Application {
             config: Arc::new(config),
             apollo,
             keys: Arc::new(keys),
+            admin_keys: Arc::new(admin_keys),
             signer,
             wake: Arc::new(Wakers::default()),
             owner: format!("enrichd-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
@@ -219,6 +216,20 @@ impl Running {
             let _ = task.await;
         }
     }
+}
+
+/// The client and admin keys, checked before anything else starts: clients exist, and no key is both.
+fn parse_keys(config: &Config) -> anyhow::Result<(KeySet, KeySet)> {
+    let text = |s: &Option<SecretString>| s.as_ref().map(|s| s.expose_secret().to_string());
+    let keys = KeySet::parse("ENRICHD_API_KEYS", text(&config.api_keys).as_deref())?;
+    if keys.is_empty() {
+        anyhow::bail!("ENRICHD_API_KEYS is empty: no client could authenticate");
+    }
+    let admin_keys = KeySet::parse("ENRICHD_ADMIN_KEYS", text(&config.admin_keys).as_deref())?;
+    if admin_keys.shares_a_key_with(&keys) {
+        anyhow::bail!("a key is in both ENRICHD_API_KEYS and ENRICHD_ADMIN_KEYS: give operators their own keys");
+    }
+    Ok((keys, admin_keys))
 }
 
 /// The caller's `X-Request-Id` when it is short visible ASCII, else a new one.

@@ -1,17 +1,22 @@
-//! The final-callback outbox: one row per completed job with a callback URL (created in the
-//! completing transaction), leased to one sender at a time, with one attempt row per HTTP try.
+//! The callback outbox: one row per event of a job with a callback URL — `job.completed` (created
+//! in the completing transaction), then one `job.updated` per later change of the finished job
+//! (created in the changing transaction) — leased to one sender at a time, with one attempt row per
+//! HTTP try. Each event's body is frozen at its first send ([`Store::freeze_callback_body`]), so
+//! retries and redeliveries send the same bytes under the same `webhook-id`.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::entities::{callback_attempt, callback_delivery, job};
-use crate::{CallbackState, Store, StoreError, StoreResult, new_id, now, ts};
+use crate::{CallbackEvent, CallbackState, Store, StoreError, StoreResult, new_id, now, ts};
 
 /// Longest response excerpt kept per attempt.
 pub const MAX_EXCERPT_BYTES: usize = 20 * 1024;
@@ -23,8 +28,14 @@ pub struct DueCallback {
     pub callback_id: Uuid,
     /// The job.
     pub job_id: Uuid,
+    /// What it announces.
+    pub event: CallbackEvent,
+    /// When the event happened (the body's `timestamp`).
+    pub created_at: DateTime<Utc>,
     /// Standard Webhooks `webhook-id` (the same for every retry).
     pub webhook_id: String,
+    /// The frozen body; `None` before the first send (the sender renders and freezes it).
+    pub body: Option<Vec<u8>>,
     /// Where to send it.
     pub callback_url: String,
     /// The try number this send will be (1-based).
@@ -59,11 +70,15 @@ pub enum CallbackNext {
     Exhausted,
 }
 
-/// The callback state shown on a job.
+/// The state of one callback event, shown on a job.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallbackView {
     /// Outbox row id.
     pub id: Uuid,
+    /// What it announces.
+    pub event: CallbackEvent,
+    /// When the event happened.
+    pub created_at: DateTime<Utc>,
     /// `webhook-id`.
     pub webhook_id: String,
     /// State.
@@ -113,20 +128,22 @@ pub(crate) fn truncate_utf8(s: &str, max: usize) -> &str {
     &s[..end]
 }
 
-/// Callback views of some jobs, keyed by job id, optionally with their attempt logs.
+/// Callback events of some jobs, oldest first, keyed by job id, optionally with their attempt logs.
 pub(crate) async fn load_callbacks<C: ConnectionTrait>(
     db: &C,
     job_ids: &[Uuid],
     with_log: bool,
-) -> StoreResult<HashMap<Uuid, CallbackView>> {
+) -> StoreResult<HashMap<Uuid, Vec<CallbackView>>> {
     if job_ids.is_empty() {
         return Ok(HashMap::new());
     }
     let rows = callback_delivery::Entity::find()
         .filter(callback_delivery::Column::JobId.is_in(job_ids.iter().copied()))
+        .order_by_asc(callback_delivery::Column::CreatedAt)
+        .order_by_asc(callback_delivery::Column::Id)
         .all(db)
         .await?;
-    let mut out = HashMap::with_capacity(rows.len());
+    let mut out: HashMap<Uuid, Vec<CallbackView>> = HashMap::with_capacity(rows.len());
     for r in rows {
         let attempt_log = if with_log {
             callback_attempt::Entity::find()
@@ -148,22 +165,76 @@ pub(crate) async fn load_callbacks<C: ConnectionTrait>(
         } else {
             Vec::new()
         };
-        out.insert(
-            r.job_id,
-            CallbackView {
-                id: r.id,
-                webhook_id: r.webhook_id,
-                state: r.state.parse()?,
-                attempts: r.attempts,
-                next_attempt_at: r.next_attempt_at,
-                last_status: r.last_status,
-                last_error: r.last_error,
-                delivered_at: r.delivered_at,
-                attempt_log,
-            },
-        );
+        out.entry(r.job_id).or_default().push(CallbackView {
+            id: r.id,
+            event: r.event_type.parse()?,
+            created_at: r.created_at,
+            webhook_id: r.webhook_id,
+            state: r.state.parse()?,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            last_status: r.last_status,
+            last_error: r.last_error,
+            delivered_at: r.delivered_at,
+            attempt_log,
+        });
     }
     Ok(out)
+}
+
+/// A new pending event row for `job_id`, due now. The completion's `webhook-id` is derived from
+/// the job (at most one per job, as before events); a later event's from its own id.
+pub(crate) fn event_row(job_id: Uuid, event: CallbackEvent, now: DateTime<Utc>) -> callback_delivery::ActiveModel {
+    let id = new_id();
+    let webhook_id = match event {
+        CallbackEvent::JobCompleted => format!("msg_{}", job_id.simple()),
+        CallbackEvent::JobUpdated => format!("msg_{}", id.simple()),
+    };
+    callback_delivery::ActiveModel {
+        id: Set(id),
+        job_id: Set(job_id),
+        webhook_id: Set(webhook_id),
+        event_type: Set(event.as_str().to_owned()),
+        body: Set(None),
+        state: Set(CallbackState::Pending.as_str().to_owned()),
+        attempts: Set(0),
+        next_attempt_at: Set(Some(now)),
+        manual_requested: Set(false),
+        lease_owner: Set(None),
+        lease_expires_at: Set(None),
+        last_status: Set(None),
+        last_error: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+        delivered_at: Set(None),
+    }
+}
+
+/// A finished job (with a callback URL) changed: queues a `job.updated` event, in the caller's
+/// transaction. Not when an event of the job is still unsent and unfrozen: its body, frozen after
+/// this transaction commits, shows the change already ([`Store::freeze_callback_body`] refuses a
+/// body rendered before a change). Returns whether an event was queued.
+pub(crate) async fn record_job_updated<C: ConnectionTrait>(
+    db: &C,
+    job_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let Some(j) = job::Entity::find_by_id(job_id).one(db).await? else { return Ok(false) };
+    if j.completed_at.is_none() || j.callback_url.is_none() {
+        return Ok(false);
+    }
+    let unfrozen = callback_delivery::Entity::find()
+        .filter(callback_delivery::Column::JobId.eq(job_id))
+        .filter(callback_delivery::Column::State.eq(CallbackState::Pending.as_str()))
+        .filter(callback_delivery::Column::Body.is_null())
+        .count(db)
+        .await?;
+    if unfrozen > 0 {
+        return Ok(false);
+    }
+    let row = event_row(job_id, CallbackEvent::JobUpdated, now);
+    callback_delivery::Entity::insert(row).exec_without_returning(db).await?;
+    Ok(true)
 }
 
 impl Store {
@@ -207,7 +278,10 @@ impl Store {
             due.push(DueCallback {
                 callback_id: r.id,
                 job_id: r.job_id,
+                event: r.event_type.parse()?,
+                created_at: r.created_at,
                 webhook_id: r.webhook_id,
+                body: r.body,
                 callback_url,
                 attempt_no: r.attempts + 1,
                 manual: r.manual_requested,
@@ -270,12 +344,55 @@ impl Store {
         Ok(())
     }
 
-    /// Sends a job's callback again now (whatever its state), as a manual try.
+    /// Freezes an event's body: stores `body` unless one is stored already, and returns the
+    /// stored bytes — or `None` when the job changed after `job_updated_at` (the version the body
+    /// was rendered from), so that the caller renders it again and no change goes unannounced.
+    pub async fn freeze_callback_body(
+        &self,
+        callback_id: Uuid,
+        body: Vec<u8>,
+        job_updated_at: DateTime<Utc>,
+    ) -> StoreResult<Option<Vec<u8>>> {
+        let (txn, _gate) = self.write_txn().await?;
+        // The event, then its job (as erasing locks them). A change of the job either committed
+        // before the job row is read here (then `updated_at` differs), or waits for this commit and
+        // then finds the body frozen (then it queues a `job.updated`).
+        let Some(cb) = callback_delivery::Entity::find_by_id(callback_id).lock(LockType::Update).one(&txn).await?
+        else {
+            return Err(StoreError::NotFound(format!("callback {callback_id}")));
+        };
+        if let Some(frozen) = cb.body {
+            return Ok(Some(frozen));
+        }
+        let job = job::Entity::find_by_id(cb.job_id).lock(LockType::Update).one(&txn).await?;
+        if job.map(|j| j.updated_at) != Some(ts(job_updated_at)) {
+            return Ok(None);
+        }
+        callback_delivery::Entity::update_many()
+            .filter(callback_delivery::Column::Id.eq(callback_id))
+            .col_expr(callback_delivery::Column::Body, Expr::value(Some(body.clone())))
+            .exec(&txn)
+            .await?;
+        txn.commit().await?;
+        Ok(Some(body))
+    }
+
+    /// Sends a job's latest callback event again now (whatever its state), as a manual try, with
+    /// its frozen body. The latest event carries the job's latest state.
     pub async fn redeliver_callback(&self, job_id: Uuid) -> StoreResult<()> {
         let _gate = self.write_gate().await;
         let now = now();
-        let res = callback_delivery::Entity::update_many()
+        let latest = callback_delivery::Entity::find()
             .filter(callback_delivery::Column::JobId.eq(job_id))
+            .order_by_desc(callback_delivery::Column::CreatedAt)
+            .order_by_desc(callback_delivery::Column::Id)
+            .one(&self.db)
+            .await?;
+        let Some(latest) = latest else {
+            return Err(StoreError::NotFound(format!("callback of job {job_id}")));
+        };
+        let res = callback_delivery::Entity::update_many()
+            .filter(callback_delivery::Column::Id.eq(latest.id))
             .col_expr(callback_delivery::Column::State, Expr::value(CallbackState::Pending.as_str()))
             .col_expr(callback_delivery::Column::NextAttemptAt, Expr::value(now))
             .col_expr(callback_delivery::Column::ManualRequested, Expr::value(true))

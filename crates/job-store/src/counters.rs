@@ -5,13 +5,14 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::callbacks::{event_row, record_job_updated};
 use crate::entities::{callback_delivery, job, person};
 use crate::lifecycle;
-use crate::{CallbackState, JobState, PersonState, StoreResult, new_id};
+use crate::{CallbackEvent, JobState, PersonState, StoreResult};
 
 /// People of a job per state.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +130,8 @@ struct JobDelta {
     calls: i64,
     possible_double_charges: i64,
     claimed: bool,
+    /// A person of the job changed (a merge, a state move), not only the job row.
+    people_changed: bool,
 }
 
 /// Everything a transaction changes on job rows. Created at the start of a write, fed by every
@@ -142,6 +145,7 @@ impl Tally {
     /// `n` people of `job` moved from `from` to `to`.
     pub fn moved(&mut self, job: Uuid, from: PersonState, to: PersonState, n: i64) {
         let d = self.jobs.entry(job).or_default();
+        d.people_changed |= n != 0;
         if from != to && n != 0 {
             d.counts.add(from, -n);
             d.counts.add(to, n);
@@ -208,25 +212,45 @@ impl Tally {
                     .exec(db)
                     .await?;
             }
-            if finish_if_done(db, job_id, now).await? {
-                completed.push(job_id);
+            match finish_if_done(db, job_id, now).await? {
+                Completion::CompletedNow => completed.push(job_id),
+                // A finished job changed (e.g. a late part merged): a `job.updated` callback.
+                Completion::CompletedBefore if d.people_changed => {
+                    record_job_updated(db, job_id, now).await?;
+                }
+                _ => {}
             }
         }
         Ok(completed)
     }
 }
 
+/// What the completion check found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Completion {
+    /// People are still queued or in flight.
+    Open,
+    /// This transaction completed the job.
+    CompletedNow,
+    /// The job was complete already.
+    CompletedBefore,
+}
+
 /// Completes the job when nothing is queued or in flight: final state, `completed_at`, and the
-/// callback outbox row (at most one per job), all in the caller's transaction.
+/// `job.completed` callback event (at most one per job), all in the caller's transaction.
 ///
 /// The final state is the lifecycle's [`lifecycle::job_outcome`].
-pub(crate) async fn finish_if_done<C: ConnectionTrait>(db: &C, job_id: Uuid, now: DateTime<Utc>) -> StoreResult<bool> {
-    let Some(j) = job::Entity::find_by_id(job_id).one(db).await? else { return Ok(false) };
+pub(crate) async fn finish_if_done<C: ConnectionTrait>(
+    db: &C,
+    job_id: Uuid,
+    now: DateTime<Utc>,
+) -> StoreResult<Completion> {
+    let Some(j) = job::Entity::find_by_id(job_id).one(db).await? else { return Ok(Completion::Open) };
     if j.completed_at.is_some() {
-        return Ok(false);
+        return Ok(Completion::CompletedBefore);
     }
     let Some(state) = lifecycle::job_outcome(&Counts::of_job(&j), j.total, j.cancel_requested_at.is_some()) else {
-        return Ok(false);
+        return Ok(Completion::Open);
     };
     let done = job::Entity::update_many()
         .filter(job::Column::Id.eq(job_id))
@@ -238,31 +262,16 @@ pub(crate) async fn finish_if_done<C: ConnectionTrait>(db: &C, job_id: Uuid, now
         .exec(db)
         .await?;
     if done.rows_affected == 0 {
-        return Ok(false);
+        return Ok(Completion::CompletedBefore);
     }
     if j.callback_url.is_some() {
-        let row = callback_delivery::ActiveModel {
-            id: Set(new_id()),
-            job_id: Set(job_id),
-            webhook_id: Set(format!("msg_{}", job_id.simple())),
-            state: Set(CallbackState::Pending.as_str().to_owned()),
-            attempts: Set(0),
-            next_attempt_at: Set(Some(now)),
-            manual_requested: Set(false),
-            lease_owner: Set(None),
-            lease_expires_at: Set(None),
-            last_status: Set(None),
-            last_error: Set(None),
-            created_at: Set(now),
-            updated_at: Set(now),
-            delivered_at: Set(None),
-        };
+        let row = event_row(job_id, CallbackEvent::JobCompleted, now);
         callback_delivery::Entity::insert(row)
-            .on_conflict(OnConflict::column(callback_delivery::Column::JobId).do_nothing().to_owned())
+            .on_conflict(OnConflict::column(callback_delivery::Column::WebhookId).do_nothing().to_owned())
             .exec_without_returning(db)
             .await?;
     }
-    Ok(true)
+    Ok(Completion::CompletedNow)
 }
 
 /// Counts a job's people by state with a scan (for audits and tests; the API reads the row).

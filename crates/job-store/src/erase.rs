@@ -237,6 +237,12 @@ impl Store {
             .col_expr(callback_attempt::Column::ResponseExcerpt, Expr::value(Option::<String>::None))
             .exec(&txn)
             .await?;
+        // Frozen callback bodies hold the people's records.
+        callback_delivery::Entity::update_many()
+            .filter(callback_delivery::Column::JobId.eq(job_id))
+            .col_expr(callback_delivery::Column::Body, Expr::value(Option::<Vec<u8>>::None))
+            .exec(&txn)
+            .await?;
         // Without its URL a pending callback cannot be sent: it ends here, visibly.
         callback_delivery::Entity::update_many()
             .filter(callback_delivery::Column::JobId.eq(job_id))

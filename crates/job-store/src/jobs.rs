@@ -21,8 +21,8 @@ use crate::entities::{batch, batch_person, inbound_delivery, job, person};
 use crate::lifecycle::Event;
 use crate::people::move_primaries;
 use crate::{
-    BatchState, DeliveryState, JobState, PersonState, Store, StoreError, StoreResult, dispatcher, new_id, now,
-    person_key,
+    BatchState, CallbackEvent, DeliveryState, JobState, PersonState, Store, StoreError, StoreResult, dispatcher,
+    new_id, now, person_key,
 };
 
 /// The four Apollo flags of a job; people are only batched with people of the same flags. Stored
@@ -140,8 +140,10 @@ pub struct JobView {
     pub completed_at: Option<DateTime<Utc>>,
     /// When its personal data was erased (inputs, records, raw payloads; counters stay).
     pub erased_at: Option<DateTime<Utc>>,
-    /// The final callback, once the job completed with a callback URL.
+    /// The `job.completed` callback, once the job completed with a callback URL.
     pub callback: Option<CallbackView>,
+    /// Every callback event of the job, oldest first (`job.completed`, then any `job.updated`).
+    pub callback_events: Vec<CallbackView>,
     /// Apollo deliveries for this job's calls that could not be used, newest first (at most
     /// [`FAILED_DELIVERIES_SHOWN`]; only `get_job` loads them).
     #[serde(default)]
@@ -165,7 +167,8 @@ pub struct FailedDelivery {
 }
 
 impl JobView {
-    fn from_row(j: job::Model, callback: Option<CallbackView>) -> StoreResult<JobView> {
+    fn from_row(j: job::Model, callback_events: Vec<CallbackView>) -> StoreResult<JobView> {
+        let callback = callback_events.iter().find(|c| c.event == CallbackEvent::JobCompleted).cloned();
         Ok(JobView {
             counts: Counts::of_job(&j),
             state: j.state.parse()?,
@@ -186,6 +189,7 @@ impl JobView {
             completed_at: j.completed_at,
             erased_at: j.erased_at,
             callback,
+            callback_events,
             failed_deliveries: Vec::new(),
         })
     }
@@ -532,9 +536,9 @@ impl Store {
     }
 
     async fn job_view<C: ConnectionTrait>(&self, db: &C, j: job::Model) -> StoreResult<JobView> {
-        let callback = load_callbacks(db, &[j.id], true).await?.remove(&j.id);
+        let events = load_callbacks(db, &[j.id], true).await?.remove(&j.id).unwrap_or_default();
         let job_id = j.id;
-        let mut view = JobView::from_row(j, callback)?;
+        let mut view = JobView::from_row(j, events)?;
         view.failed_deliveries = inbound_delivery::Entity::find()
             .filter(inbound_delivery::Column::State.eq(DeliveryState::Failed.as_str()))
             .filter(
@@ -581,8 +585,8 @@ impl Store {
         let mut callbacks = load_callbacks(&self.db, &ids, false).await?;
         rows.into_iter()
             .map(|j| {
-                let cb = callbacks.remove(&j.id);
-                JobView::from_row(j, cb)
+                let events = callbacks.remove(&j.id).unwrap_or_default();
+                JobView::from_row(j, events)
             })
             .collect()
     }

@@ -47,7 +47,7 @@ pub use deliveries::{ApplyOutcome, InboundDelivery, OverdueBatch, PendingDeliver
 pub use erase::Erased;
 pub use jobs::{CreatedJob, FailedDelivery, JobOptions, JobView, NewJob, PersonView};
 pub use person_key::person_key;
-pub use states::{BatchState, CallbackState, DeliveryState, JobState, PersonState};
+pub use states::{BatchState, CallbackEvent, CallbackState, DeliveryState, JobState, PersonState};
 pub use stats::StateCounts;
 pub use sync::{SyncMatch, SyncOutcome, SyncPerson, SyncRecorded};
 

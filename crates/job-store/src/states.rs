@@ -134,3 +134,13 @@ string_enum!(
         Cancelled => "cancelled",
     }
 );
+
+string_enum!(
+    /// What a callback announces (its `type`).
+    CallbackEvent {
+        /// The job finished: the first event of a job.
+        JobCompleted => "job.completed",
+        /// The finished job changed later (a late asynchronous part was merged).
+        JobUpdated => "job.updated",
+    }
+);

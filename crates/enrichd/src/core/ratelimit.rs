@@ -44,9 +44,11 @@ impl WindowState {
             if in_window < limit as usize {
                 return None;
             }
-            // The call that frees a slot is the one `limit` places from the newest.
+            // The call that frees a slot is the one `limit` places from the newest. With a limit
+            // of 0 (a 429's headers) that time may be past: then one call may probe again, rather
+            // than the dispatch loop spinning on a slot in the past.
             let idx = self.log.len().checked_sub(limit.max(1) as usize)?;
-            Some(self.log[idx] + self.len)
+            Some(self.log[idx] + self.len).filter(|t| *t > now)
         });
         match (closed, by_log) {
             (Some(a), Some(b)) => Some(a.max(b)),
@@ -238,5 +240,19 @@ mod tests {
         assert_eq!(l.next_slot(t0), Some(t0 + Duration::from_secs(17)));
         assert_eq!(l.rate_limited_count(), 1);
         assert!(l.try_acquire(t0 + Duration::from_secs(17)).is_ok());
+    }
+
+    #[test]
+    fn a_learned_limit_of_zero_waits_one_window_and_never_points_to_the_past() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(Limits { per_minute: None, per_hour: None, per_day: None }, MINUTE);
+        l.try_acquire(t0).unwrap();
+        l.observe(
+            t0,
+            &RateLimit { minute: Window { limit: WindowLimit::Max(0), used: None, left: None }, ..Default::default() },
+        );
+        let window = MINUTE + Duration::from_millis(10);
+        assert_eq!(l.next_slot(t0 + Duration::from_millis(1)), Some(t0 + window));
+        assert_eq!(l.next_slot(t0 + window * 2), None, "without pruning first, the slot is free, not in the past");
     }
 }

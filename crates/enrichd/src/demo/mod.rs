@@ -17,7 +17,7 @@ use crate::startup::{Application, secret};
 use receiver::CallbackReceiver;
 
 /// The demo's client key (in-process only).
-const DEMO_KEY: &str = "demo-client-key";
+const DEMO_KEY: &str = "demo-client-key-0001";
 
 /// A synthetic input person: a mix of the identifier kinds clients send, with a few repeats.
 pub fn demo_person(i: usize) -> Value {

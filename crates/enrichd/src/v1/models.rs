@@ -301,9 +301,13 @@ pub struct CallbackAttempt {
     pub at: DateTime<Utc>,
 }
 
-/// The final callback of a job.
+/// One callback event of a job (`job.completed`, then a `job.updated` per later change).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CallbackDelivery {
+    /// What it announces: `job.completed` or `job.updated`.
+    pub event: String,
+    /// When the event happened (the body's `timestamp`).
+    pub created_at: DateTime<Utc>,
     /// The `webhook-id` header (the same on every try).
     pub webhook_id: String,
     /// Delivery state.
@@ -325,6 +329,8 @@ pub struct CallbackDelivery {
 impl From<&CallbackView> for CallbackDelivery {
     fn from(c: &CallbackView) -> Self {
         CallbackDelivery {
+            event: c.event.as_str().to_string(),
+            created_at: c.created_at,
             webhook_id: c.webhook_id.clone(),
             state: c.state.into(),
             attempts: c.attempts,
@@ -390,8 +396,10 @@ pub struct Job {
     pub failed_deliveries: Vec<FailedDelivery>,
     /// Where the final callback goes.
     pub callback_url: Option<String>,
-    /// The final callback's delivery, once the job finished with a callback URL.
+    /// The `job.completed` callback, once the job finished with a callback URL.
     pub callback: Option<CallbackDelivery>,
+    /// Every callback event, oldest first (`job.completed`, then any `job.updated`).
+    pub callback_events: Vec<CallbackDelivery>,
     /// The client's metadata, as given.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
@@ -435,6 +443,7 @@ impl From<&JobView> for Job {
                 .collect(),
             callback_url: j.callback_url.clone(),
             callback: j.callback.as_ref().map(CallbackDelivery::from),
+            callback_events: j.callback_events.iter().map(CallbackDelivery::from).collect(),
             metadata: j.metadata.clone(),
             created_at: j.created_at,
             updated_at: j.updated_at,

@@ -1,10 +1,13 @@
-//! The callback sender: one signed `job.completed` POST per finished job, retried on a bounded
-//! schedule with jitter, every attempt recorded, the same `webhook-id` on each try.
+//! The callback sender: one signed POST per event of a finished job (`job.completed`, then
+//! `job.updated` per later change), retried on a bounded schedule with jitter, every attempt
+//! recorded. An event's body is rendered and frozen at its first send; every retry sends those
+//! bytes under the same `webhook-id`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use job_store::{CallbackAttemptRecord, CallbackNext, DueCallback};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::json;
@@ -88,8 +91,13 @@ pub async fn run(state: AppState) {
     }
 }
 
-/// The body of the final callback for a job.
-pub async fn callback_body(state: &AppState, job_id: uuid::Uuid) -> Result<serde_json::Value, job_store::StoreError> {
+/// Renders an event's body from the job as it is now; also returns the job's `updated_at`, the
+/// version the body shows.
+pub async fn callback_body(
+    state: &AppState,
+    cb: &DueCallback,
+) -> Result<(serde_json::Value, DateTime<Utc>), job_store::StoreError> {
+    let job_id = cb.job_id;
     let job = state.store.get_job(job_id).await?.ok_or_else(|| job_store::StoreError::NotFound(job_id.to_string()))?;
     let mut data = job_json(&job);
     let limit = state.config.callback_inline_limit;
@@ -100,27 +108,46 @@ pub async fn callback_body(state: &AppState, job_id: uuid::Uuid) -> Result<serde
         data["people"] = json!(null);
         data["people_url"] = json!(format!("/v1/jobs/{job_id}/people"));
     }
-    Ok(json!({ "type": "job.completed", "timestamp": chrono::Utc::now().to_rfc3339(), "data": data }))
+    let body = json!({ "type": cb.event.as_str(), "timestamp": cb.created_at.to_rfc3339(), "data": data });
+    Ok((body, job.updated_at))
+}
+
+/// Most renders of one body while the job keeps changing under it; then the next pass tries again.
+const MAX_RENDERS: usize = 3;
+
+/// The event's frozen body: the stored one, or rendered now and frozen.
+async fn frozen_body(state: &AppState, cb: &DueCallback) -> Result<Vec<u8>, String> {
+    if let Some(body) = &cb.body {
+        return Ok(body.clone());
+    }
+    for _ in 0..MAX_RENDERS {
+        let (body, version) = callback_body(state, cb).await.map_err(|e| e.to_string())?;
+        let bytes = serde_json::to_vec(&body).map_err(|e| e.to_string())?;
+        if let Some(frozen) =
+            state.store.freeze_callback_body(cb.callback_id, bytes, version).await.map_err(|e| e.to_string())?
+        {
+            return Ok(frozen);
+        }
+    }
+    Err(format!("the job changed during each of {MAX_RENDERS} renders"))
 }
 
 async fn send(state: &AppState, http: &reqwest::Client, cb: DueCallback) {
-    let body = match callback_body(state, cb.job_id).await {
-        Ok(b) => serde_json::to_vec(&b).unwrap_or_default(),
+    let body = match frozen_body(state, &cb).await {
+        Ok(b) => b,
         Err(e) => {
             tracing::warn!(job = %cb.job_id, error = %e, "could not build the callback; will retry");
             return;
         }
     };
     let timestamp = chrono::Utc::now().timestamp();
-    let mut request = http
+    let request = http
         .post(&cb.callback_url)
         .header("content-type", "application/json")
         .header("user-agent", "enrichd")
         .header("webhook-id", &cb.webhook_id)
-        .header("webhook-timestamp", timestamp.to_string());
-    if let Some(signer) = &state.signer {
-        request = request.header("webhook-signature", signer.sign(&cb.webhook_id, timestamp, &body));
-    }
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", state.signer.sign(&cb.webhook_id, timestamp, &body));
     let started = Instant::now();
     let result = request.body(body).send().await;
     let duration_ms = started.elapsed().as_millis() as i64;
@@ -150,7 +177,7 @@ async fn send(state: &AppState, http: &reqwest::Client, cb: DueCallback) {
         Ok(_) => {
             metrics::counter!("enrichd_callback_attempts_total", "result" => crate::telemetry::callback_result(status))
                 .increment(1);
-            tracing::info!(job_id = %cb.job_id, attempt = cb.attempt_no, ?status, ?next, "callback attempt")
+            tracing::info!(job_id = %cb.job_id, event = %cb.event, attempt = cb.attempt_no, ?status, ?next, "callback attempt")
         }
         Err(e) => tracing::error!(job = %cb.job_id, error = %e, "could not record a callback attempt"),
     }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use apollo_client::{ApolloError, EnrichFlags, PersonDetail};
+use apollo_client::{ApolloError, EnrichFlags, PersonDetail, RateLimit};
 use job_store::lifecycle::{self, Rejection};
 use job_store::{ClaimedBatch, SyncOutcome, SyncRecorded};
 use tokio::sync::Semaphore;
@@ -252,8 +252,10 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
     let outcome = match &e {
         ApolloError::RateLimited { retry_after, limits, .. } => {
             dispatcher.bump(|s| s.rate_limited += 1);
-            dispatcher.limiter.lock().expect("limiter").on_rate_limited(now, limits);
-            let wait = retry_after.unwrap_or(state.config.rate_minute);
+            // Whatever Apollo asked for, never longer than the configured maximum.
+            let wait = retry_after.unwrap_or(state.config.rate_minute).min(state.config.max_retry_after);
+            let heard = RateLimit { retry_after: Some(wait), ..**limits };
+            dispatcher.limiter.lock().expect("limiter").on_rate_limited(now, &heard);
             tracing::info!(batch = %id, ?wait, "rate limited by Apollo; requeued without counting an attempt");
             store.schedule_retry(id, after(wait), false, &message).await
         }

@@ -1,4 +1,5 @@
-//! `callback_deliveries`: the outbox row of a job's final callback (one per job).
+//! `callback_deliveries`: the callback outbox, one row per event of a job (`job.completed`, then
+//! `job.updated` per later change).
 
 use sea_orm::entity::prelude::*;
 
@@ -9,10 +10,14 @@ pub struct Model {
     /// UUID v7.
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
-    /// The job (unique).
+    /// The job.
     pub job_id: Uuid,
-    /// Standard Webhooks `webhook-id`, the same for every retry.
+    /// Standard Webhooks `webhook-id` (unique), the same for every retry.
     pub webhook_id: String,
+    /// [`crate::CallbackEvent`] name.
+    pub event_type: String,
+    /// The body, frozen at the first send: every retry and redelivery sends these bytes.
+    pub body: Option<Vec<u8>>,
     /// [`crate::CallbackState`] name.
     pub state: String,
     /// HTTP tries so far.
@@ -29,7 +34,7 @@ pub struct Model {
     pub last_status: Option<i32>,
     /// Error of the last try.
     pub last_error: Option<String>,
-    /// Created (in the job's completing transaction).
+    /// Created (in the transaction that completed or changed the job).
     pub created_at: DateTimeUtc,
     /// Last changed.
     pub updated_at: DateTimeUtc,
