@@ -54,7 +54,8 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         install_tls();
         let key = config.apollo_api_key.clone().context("APOLLO_API_KEY is required")?;
-        let options = StoreOptions { run_migrations: !config.skip_migrations, ..Default::default() };
+        let options =
+            StoreOptions { run_migrations: !config.skip_migrations, single_process: true, ..Default::default() };
         let store = Store::connect_with(&config.database_url, options)
             .await
             .with_context(|| format!("connecting to the database ({})", redact_url(&config.database_url)))?;
@@ -69,10 +70,10 @@ impl Application {
             .map(|s| SigningSecret::parse(s.expose_secret()))
             .transpose()
             .context("CALLBACK_SIGNING_SECRET")?;
-        // A restart (possibly with a new key) is how an operator says "try again".
+        // The pause is shared by every replica: one of them restarting does not lift it, an
+        // operator's `POST /v1/admin/resume` does.
         if let Some(reason) = store.pause_reason().await? {
-            tracing::warn!(%reason, "dispatch was paused; resuming at start-up");
-            store.set_pause(None).await?;
+            tracing::warn!(%reason, "dispatch is paused; POST /v1/admin/resume lifts the pause");
         }
         let listener = TcpListener::bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
         let state = AppState {
@@ -179,6 +180,11 @@ impl Application {
             tokio::spawn(worker::reconcile::run(state.clone())),
             tokio::spawn(worker::callbacks::run(state.clone())),
         ];
+        if state.store.is_shared() {
+            // Work submitted to another replica wakes this one's dispatcher at once.
+            let s = state.clone();
+            workers.push(tokio::spawn(async move { s.store.listen_for_work(|| s.wake.dispatch.notify_one()).await }));
+        }
         if state.config.retention_days.is_some() {
             workers.push(tokio::spawn(worker::retention::run(state.clone())));
         }
