@@ -248,7 +248,7 @@ impl Store {
 }
 
 /// The advisory lock key migrations run under ("enrichd" in ASCII, as a number).
-const MIGRATION_LOCK: i64 = 0x656e_7269_6368_64;
+const MIGRATION_LOCK: i64 = 0x0065_6e72_6963_6864;
 
 /// Instants are stored with microsecond precision (PostgreSQL's), so values read back compare
 /// equal to values written on both databases.
