@@ -215,6 +215,11 @@ impl Store {
         self.db.get_database_backend()
     }
 
+    /// Whether this is PostgreSQL, the store several replicas can share (SQLite serves one process).
+    pub fn is_shared(&self) -> bool {
+        self.backend() == DbBackend::Postgres
+    }
+
     /// Whether the database answers (for readiness checks).
     pub async fn ping(&self) -> StoreResult<()> {
         self.db.ping().await?;

@@ -258,10 +258,18 @@ impl Store {
     }
 
     async fn update_limiter(&self, rules: &RateRules, h: &RateLimit, blocked_for: Option<Duration>) -> StoreResult<()> {
+        // Most answers change nothing (the same limit stated, calls left): skip the row lock then,
+        // so answers do not queue behind claims.
+        let stated: [&Window; 3] = [&h.minute, &h.hour, &h.day];
+        if blocked_for.is_none() && stated.iter().all(|w| w.left != Some(0)) {
+            let known = self.rate_limiter(&rules.key).await?;
+            if known.is_some_and(|row| learned(&row).iter().zip(stated).all(|(l, w)| learn(*l, w.limit) == *l)) {
+                return Ok(());
+            }
+        }
         let (txn, _gate) = self.write_txn().await?;
         let row = lock_row(&txn, &rules.key).await?;
         let now = db_clock(&txn).await?;
-        let stated: [&Window; 3] = [&h.minute, &h.hour, &h.day];
         let mut blocked = row.blocked_until.filter(|t| *t > now);
         let mut later = |t: DateTime<Utc>| blocked = Some(blocked.map_or(t, |b| b.max(t)));
         for (rule, w) in rules.windows.iter().zip(stated) {

@@ -52,9 +52,4 @@ impl Store {
             }
         }
     }
-
-    /// Whether this is PostgreSQL, the store replicas share.
-    pub fn is_shared(&self) -> bool {
-        self.backend() == DbBackend::Postgres
-    }
 }
