@@ -272,11 +272,19 @@ pub(crate) fn now() -> DateTime<Utc> {
 /// This process's clock minus the database's, in microseconds; 0 on SQLite (its clock is ours).
 static CLOCK_SKEW_MICROS: AtomicI64 = AtomicI64::new(0);
 
-/// Below this, a measured skew is the round trip's noise, not a wrong clock: ignored.
-const SKEW_NOISE: TimeDelta = TimeDelta::milliseconds(50);
+/// Below this, a measured skew is noise, not a wrong clock: ignored (hosts sharing a clock, such
+/// as tests beside their database, must see exactly zero).
+const SKEW_NOISE: TimeDelta = TimeDelta::milliseconds(100);
+
+/// Only samples whose round trip took less than this are trusted: the database's answer came
+/// from somewhere inside the round trip, so the error is at most half of it.
+const SKEW_MAX_ROUND_TRIP: TimeDelta = TimeDelta::milliseconds(20);
 
 /// Records the skew seen when the database said `db_now` between our `before` and `after`.
 pub(crate) fn observe_skew(before: DateTime<Utc>, after: DateTime<Utc>, db_now: DateTime<Utc>) {
+    if after - before > SKEW_MAX_ROUND_TRIP {
+        return;
+    }
     let ours = before + (after - before) / 2;
     let skew = ours - db_now;
     let micros = if skew.abs() < SKEW_NOISE { 0 } else { skew.num_microseconds().unwrap_or(0) };
