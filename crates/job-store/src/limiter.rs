@@ -363,8 +363,12 @@ mod tests {
         let mut log: Vec<DateTime<Utc>> = Vec::new();
         for ms in 0..10_000 {
             let now = at(ms);
-            let nth = log.iter().rev().filter(|t| now - **t < delta(SEC)).nth(limit - 1).copied();
-            if next_slot(now, None, &[(SEC, nth)]).is_none() {
+            // Take every slot free at this instant.
+            loop {
+                let nth = log.iter().rev().filter(|t| now - **t < delta(SEC)).nth(limit - 1).copied();
+                if next_slot(now, None, &[(SEC, nth)]).is_some() {
+                    break;
+                }
                 log.push(now);
             }
         }
