@@ -1,4 +1,4 @@
-//! The real `enrichd` binary as a child process: built once, started, SIGKILLed, restarted.
+//! The real `enrichd` binary as a child process: started, SIGKILLed, restarted.
 
 use std::path::PathBuf;
 use std::process::Stdio;
