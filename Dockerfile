@@ -4,6 +4,11 @@ COPY . .
 RUN cargo build --release -p enrichd -p apollo-sim
 
 FROM debian:bookworm-slim
+# CA certificates: HTTPS to Apollo and to callback URLs verifies against the system store.
+# curl: the compose healthchecks.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/enrichd /src/target/release/apollo-sim /usr/local/bin/
 EXPOSE 8080 4010
 CMD ["enrichd", "serve"]

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export TEST_PG_URL=${TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 bash scripts/ensure-postgres.sh
+# The replicas test runs processes with their clocks set apart.
+bash scripts/ensure-faketime.sh
 # The crash test runs the real binary: build it first with the same command it uses.
 cargo build --quiet --workspace --bins
 cargo test --workspace "$@"

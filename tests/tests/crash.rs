@@ -6,19 +6,20 @@
 //!
 //! CI runs a short version on SQLite and on PostgreSQL; `scripts/crash-test.sh` runs the full one
 //! (2,000 people, 20 kills) on one of them: `CRASH_PEOPLE` and `CRASH_KILLS` set its size.
+//! `CRASH_REPLICAS=N` (PostgreSQL) runs N replicas behind a small load balancer and kills them in
+//! turn, so the survivors finish the killed one's leased work (SQLite serves one process).
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use apollo_sim::SimConfig;
+use e2e_tests::process::{Service, free_port};
+use e2e_tests::proxy::Proxy;
 use e2e_tests::truth::assert_records_match;
 use e2e_tests::{ADMIN_KEY, Api, Backend, CLIENT_KEY, TestDb, enrichd_binary, fast_sim, on_both_backends};
 use enrichd::core::signing::SigningSecret;
 use enrichd::demo::receiver::CallbackReceiver;
 use job_store::{Store, StoreOptions};
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
 
 /// Apollo calls in flight at once: the most calls one kill can leave with an unknown outcome.
 const CONCURRENCY: u64 = 4;
@@ -28,52 +29,17 @@ fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-struct Service {
-    bin: PathBuf,
-    env: Vec<(String, String)>,
-    log: PathBuf,
-    child: Option<Child>,
-    api: Api,
-}
-
-impl Service {
-    async fn start(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
-        let child = Command::new(&self.bin)
-            .arg("serve")
-            .env_clear()
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start enrichd");
-        self.child = Some(child);
-        let started = Instant::now();
-        while self.api.http.get(format!("{}/healthz", self.api.base)).send().await.is_err() {
-            assert!(started.elapsed() < Duration::from_secs(30), "enrichd did not come up; see {}", self.log.display());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// SIGKILL: no shutdown code runs, as in a crash.
-    async fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().await.expect("SIGKILL");
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 on_both_backends!(killed_at_random_the_job_still_finishes_correctly);
 
 async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
     enrichd::startup::install_tls();
     let people = env_or("CRASH_PEOPLE", 400);
     let kills = env_or("CRASH_KILLS", 6);
+    // Several processes share PostgreSQL only; SQLite is the one-process store.
+    let replicas = match backend {
+        Backend::Postgres => env_or("CRASH_REPLICAS", 1).max(1),
+        Backend::Sqlite => 1,
+    };
     let bin = enrichd_binary();
 
     let mut db = TestDb::create(backend).await.unwrap();
@@ -97,13 +63,15 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
     .unwrap();
     let (signer, signing_text) = SigningSecret::generate();
     let receiver = CallbackReceiver::start(signer).await.unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
+    let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+    // One replica is its own public address; several share a load balancer's.
+    let proxy = if replicas > 1 { Some(Proxy::start(urls.clone()).await.unwrap()) } else { None };
+    let base = proxy.as_ref().map_or(urls[0].clone(), |p| p.url.clone());
     let dir = std::env::temp_dir().join(format!("enrichd-crash-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
     let env: Vec<(String, String)> = [
         ("DATABASE_URL", db.url.as_str()),
-        ("BIND", &format!("127.0.0.1:{port}")),
         ("APOLLO_API_KEY", APOLLO_KEY),
         ("APOLLO_BASE_URL", sim.url()),
         ("PUBLIC_BASE_URL", &base),
@@ -127,8 +95,19 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     let api = Api::new(base.clone());
-    let mut service = Service { bin, env, log: dir.join("enrichd.log"), child: None, api: api.clone() };
-    service.start().await;
+    let mut services: Vec<Service> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let mut env = env.clone();
+            env.push(("BIND".into(), format!("127.0.0.1:{port}")));
+            let api = Api::new(format!("http://127.0.0.1:{port}"));
+            Service { bin: bin.clone(), env, log: dir.join(format!("enrichd-{i}.log")), child: None, api }
+        })
+        .collect();
+    for s in &mut services {
+        s.start().await;
+    }
 
     let body = json!({
         "people": (0..people).map(|i| json!({"email": format!("crash{i}@kill-{}.io", i % 7)})).collect::<Vec<_>>(),
@@ -143,6 +122,8 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
     let mut rng = fastrand::Rng::with_seed(people as u64 * 31 + kills as u64);
     for k in 0..kills {
         tokio::time::sleep(Duration::from_millis(rng.u64(150..900))).await;
+        // Replicas are killed in turn; the others go on meanwhile.
+        let service = &mut services[k % replicas];
         service.kill().await;
         // Sometimes stay down long enough for Apollo's deliveries to fail and be retried.
         tokio::time::sleep(Duration::from_millis(if k % 3 == 0 { 600 } else { 20 })).await;
@@ -195,8 +176,11 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
     assert_eq!(accepted[0].json()["data"]["id"], id.as_str());
 
     // No secret in the complete logs of every run: Apollo, client and admin keys, signing secret, tokens.
-    service.kill().await;
-    let log = std::fs::read_to_string(&service.log).unwrap();
+    let mut log = String::new();
+    for s in &mut services {
+        s.kill().await;
+        log.push_str(&std::fs::read_to_string(&s.log).unwrap());
+    }
     assert!(log.contains("request"), "the log was written");
     let mut secrets = vec![APOLLO_KEY.to_string(), CLIENT_KEY.to_string(), ADMIN_KEY.to_string(), signing_text.clone()];
     secrets.push(signing_text.trim_start_matches("whsec_").to_string());
@@ -214,11 +198,14 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
         assert!(!log.contains(s.as_str()), "a secret reached the log ({} bytes of log)", log.len());
     }
     eprintln!(
-        "crash test: {people} people, {kills} kills, {double} possible double charges, job credits {job_credits} vs ledger {ledger}, \
+        "crash test: {people} people, {replicas} replica(s), {kills} kills, {double} possible double charges, job credits {job_credits} vs ledger {ledger}, \
          {} secrets checked against {} bytes of log, {checked:?}",
         secrets.len(),
         log.len()
     );
+    if let Some(p) = proxy {
+        p.stop().await;
+    }
     receiver.stop().await;
     sim.stop().await;
     store.close().await.unwrap();

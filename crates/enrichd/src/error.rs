@@ -134,6 +134,7 @@ impl From<job_store::StoreError> for ApiError {
             // The store's own invariants: a bug of ours, never the client's fault.
             S::Invalid(m) => ApiError::Internal(m),
             S::Corrupt(m) => ApiError::Internal(m),
+            S::InUse(m) => ApiError::Unavailable(m),
             // Whatever the database said, the request may succeed later: tell the caller to retry.
             S::Db(db) => {
                 tracing::warn!(error = %db, "database error");

@@ -60,15 +60,16 @@ impl Application {
             "CALLBACK_SIGNING_SECRET is required: callbacks are always signed (e.g. `whsec_$(openssl rand -base64 32)`)",
         )?;
         let signer = SigningSecret::parse(signer.expose_secret()).context("CALLBACK_SIGNING_SECRET")?;
-        let options = StoreOptions { run_migrations: !config.skip_migrations, ..Default::default() };
+        let options =
+            StoreOptions { run_migrations: !config.skip_migrations, single_process: true, ..Default::default() };
         let store = Store::connect_with(&config.database_url, options)
             .await
             .with_context(|| format!("connecting to the database ({})", redact_url(&config.database_url)))?;
         let apollo = ApolloClient::with_timeout(&config.apollo_base_url, key, config.apollo_timeout)?;
-        // A restart (possibly with a new key) is how an operator says "try again".
+        // The pause is shared by every replica: one of them restarting does not lift it, an
+        // operator's `POST /v1/admin/resume` does.
         if let Some(reason) = store.pause_reason().await? {
-            tracing::warn!(%reason, "dispatch was paused; resuming at start-up");
-            store.set_pause(None).await?;
+            tracing::warn!(%reason, "dispatch is paused; POST /v1/admin/resume lifts the pause");
         }
         let listener = TcpListener::bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
         let state = AppState {
@@ -176,6 +177,11 @@ impl Application {
             tokio::spawn(worker::reconcile::run(state.clone())),
             tokio::spawn(worker::callbacks::run(state.clone())),
         ];
+        if state.store.is_shared() {
+            // Work submitted to another replica wakes this one's dispatcher at once.
+            let s = state.clone();
+            workers.push(tokio::spawn(async move { s.store.listen_for_work(|| s.wake.dispatch.notify_one()).await }));
+        }
         if state.config.retention_days.is_some() {
             workers.push(tokio::spawn(worker::retention::run(state.clone())));
         }

@@ -156,16 +156,8 @@ impl Store {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<ClaimedBatch>> {
-        let now = ts(now);
-        let expires = lease_end(now, lease)?;
         let (txn, _gate) = self.write_txn().await?;
-        if dispatcher::pause_reason(&txn).await?.is_some() {
-            return Ok(None);
-        }
-        let claimed = match reclaim_retry(&txn, owner, expires, now).await? {
-            Some(b) => Some(b),
-            None => form_batch(&txn, owner, expires, now).await?,
-        };
+        let claimed = claim_in(&txn, owner, lease, ts(now)).await?;
         txn.commit().await?;
         Ok(claimed)
     }
@@ -444,6 +436,24 @@ impl Store {
             submitted_at: b.submitted_at,
             people,
         }))
+    }
+}
+
+/// [`Store::claim_batch`] inside the caller's transaction (the shared rate limiter claims under
+/// its row lock).
+pub(crate) async fn claim_in(
+    txn: &DatabaseTransaction,
+    owner: &str,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> StoreResult<Option<ClaimedBatch>> {
+    let expires = lease_end(now, lease)?;
+    if dispatcher::pause_reason(txn).await?.is_some() {
+        return Ok(None);
+    }
+    match reclaim_retry(txn, owner, expires, now).await? {
+        Some(b) => Ok(Some(b)),
+        None => form_batch(txn, owner, expires, now).await,
     }
 }
 

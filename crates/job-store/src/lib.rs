@@ -8,9 +8,9 @@
 //! deadlocks), and the writers of one process queue on an in-process FIFO gate rather than on
 //! SQLite's sleeping busy handler (which let one busy writer starve the others).
 //!
-//! Lock order (PostgreSQL), followed by every write path so transactions cannot deadlock: a
-//! delivery row, then a batch row, then people in id order (a duplicate only after its primary),
-//! then job rows in id order. Erasure and purging ([`erase`]) follow it too.
+//! Lock order (PostgreSQL), followed by every write path so transactions cannot deadlock: the
+//! shared rate limiter's row ([`limiter`]), a delivery row, then a batch row, then people in id
+//! order (a duplicate only after its primary), then job rows in id order. Erasure and purging ([`erase`]) follow it too.
 
 pub mod api_keys;
 pub mod callbacks;
@@ -22,22 +22,27 @@ pub mod entities;
 pub mod erase;
 pub mod jobs;
 pub mod lifecycle;
+pub mod limiter;
 pub mod merge;
 mod people;
 pub mod person_key;
+pub mod single_process;
 pub mod states;
 pub mod stats;
 pub mod sync;
+pub mod task_leases;
+pub mod wakeups;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
 pub use callbacks::{CallbackAttemptRecord, CallbackAttemptView, CallbackNext, CallbackView, DueCallback};
@@ -46,6 +51,7 @@ pub use counters::Counts;
 pub use deliveries::{ApplyOutcome, InboundDelivery, OverdueBatch, PendingDelivery, StoredDelivery};
 pub use erase::Erased;
 pub use jobs::{CreatedJob, FailedDelivery, JobOptions, JobView, NewJob, PersonView};
+pub use limiter::{Admitted, RateRules, WindowRule};
 pub use person_key::person_key;
 pub use states::{BatchState, CallbackEvent, CallbackState, DeliveryState, JobState, PersonState};
 pub use stats::StateCounts;
@@ -71,6 +77,9 @@ pub enum StoreError {
     /// A stored value could not be read back.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// Another process holds the SQLite database (SQLite serves one process).
+    #[error("{0}")]
+    InUse(String),
     /// A database error.
     #[error(transparent)]
     Db(#[from] DbErr),
@@ -104,6 +113,8 @@ pub struct StoreOptions {
     pub busy_timeout: Duration,
     /// How long to wait for a pooled connection (or a new one) before failing.
     pub acquire_timeout: Duration,
+    /// SQLite: refuse to open a database file another process holds, and hold it ([`single_process`]).
+    pub single_process: bool,
 }
 
 impl Default for StoreOptions {
@@ -113,6 +124,7 @@ impl Default for StoreOptions {
             max_connections: None,
             busy_timeout: Duration::from_secs(10),
             acquire_timeout: Duration::from_secs(5),
+            single_process: false,
         }
     }
 }
@@ -124,6 +136,8 @@ pub struct Store {
     /// SQLite only: writers of this process queue here, first come first served, instead of
     /// polling SQLite's busy handler (which sleeps and lets one busy writer starve the others).
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite with [`StoreOptions::single_process`]: the held lock file.
+    _process_lock: Option<Arc<std::fs::File>>,
 }
 
 /// Held while a write runs (SQLite); nothing on PostgreSQL.
@@ -159,8 +173,12 @@ impl Store {
         } else {
             opts.max_connections(options.max_connections.unwrap_or(8));
         }
+        let process_lock = if options.single_process { single_process::lock(url)? } else { None };
         let db = Database::connect(opts).await?;
-        let store = Store::from_connection(db);
+        let mut store = Store::from_connection(db);
+        store._process_lock = process_lock.map(Arc::new);
+        // Measures this host's clock against the database's once at start (then at every read).
+        store.clock_now().await?;
         if options.run_migrations {
             store.migrate().await?;
         }
@@ -170,11 +188,19 @@ impl Store {
     /// Wraps an existing connection (migrations are not run).
     pub fn from_connection(db: DatabaseConnection) -> Store {
         let write_gate = (db.get_database_backend() == DbBackend::Sqlite).then(Default::default);
-        Store { db, write_gate }
+        Store { db, write_gate, _process_lock: None }
     }
 
-    /// Applies pending migrations.
+    /// Applies pending migrations. On PostgreSQL under an advisory lock, so replicas started
+    /// together migrate once: the others wait, then find nothing left to do.
     pub async fn migrate(&self) -> StoreResult<()> {
+        if self.backend() == DbBackend::Postgres {
+            let txn = self.db.begin().await?;
+            txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")).await?;
+            Migrator::up(&txn, None).await?;
+            txn.commit().await?;
+            return Ok(());
+        }
         Migrator::up(&self.db, None).await?;
         Ok(())
     }
@@ -187,6 +213,11 @@ impl Store {
     /// Which database this is.
     pub fn backend(&self) -> DbBackend {
         self.db.get_database_backend()
+    }
+
+    /// Whether this is PostgreSQL, the store several replicas can share (SQLite serves one process).
+    pub fn is_shared(&self) -> bool {
+        self.backend() == DbBackend::Postgres
     }
 
     /// Whether the database answers (for readiness checks).
@@ -221,15 +252,43 @@ impl Store {
     }
 }
 
+/// The advisory lock key migrations run under ("enrichd" in ASCII, as a number).
+const MIGRATION_LOCK: i64 = 0x0065_6e72_6963_6864;
+
 /// Instants are stored with microsecond precision (PostgreSQL's), so values read back compare
 /// equal to values written on both databases.
 pub(crate) fn ts(t: DateTime<Utc>) -> DateTime<Utc> {
     t.trunc_subsecs(6)
 }
 
-/// Now, at stored precision.
+/// Now, at stored precision, on the database's clock: this process's clock corrected by the
+/// skew last measured against PostgreSQL ([`limiter::db_clock`]), so the instants a replica
+/// writes (outbox due times, submission times the reconciler compares) agree with every other
+/// replica's even when this host's clock is off.
 pub(crate) fn now() -> DateTime<Utc> {
-    ts(Utc::now())
+    ts(Utc::now() - TimeDelta::microseconds(CLOCK_SKEW_MICROS.load(Ordering::Relaxed)))
+}
+
+/// This process's clock minus the database's, in microseconds; 0 on SQLite (its clock is ours).
+static CLOCK_SKEW_MICROS: AtomicI64 = AtomicI64::new(0);
+
+/// Below this, a measured skew is noise, not a wrong clock: ignored (hosts sharing a clock, such
+/// as tests beside their database, must see exactly zero).
+const SKEW_NOISE: TimeDelta = TimeDelta::milliseconds(100);
+
+/// Only samples whose round trip took less than this are trusted: the database's answer came
+/// from somewhere inside the round trip, so the error is at most half of it.
+const SKEW_MAX_ROUND_TRIP: TimeDelta = TimeDelta::milliseconds(20);
+
+/// Records the skew seen when the database said `db_now` between our `before` and `after`.
+pub(crate) fn observe_skew(before: DateTime<Utc>, after: DateTime<Utc>, db_now: DateTime<Utc>) {
+    if after - before > SKEW_MAX_ROUND_TRIP {
+        return;
+    }
+    let ours = before + (after - before) / 2;
+    let skew = ours - db_now;
+    let micros = if skew.abs() < SKEW_NOISE { 0 } else { skew.num_microseconds().unwrap_or(0) };
+    CLOCK_SKEW_MICROS.store(micros, Ordering::Relaxed);
 }
 
 /// A new time-ordered id.

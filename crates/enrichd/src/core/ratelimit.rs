@@ -71,6 +71,12 @@ impl WindowState {
     }
 }
 
+/// What each window adds to its length: a small margin absorbs the delay between our send and
+/// Apollo's receipt.
+pub fn window_margin(minute: Duration) -> Duration {
+    (minute / 100).max(Duration::from_millis(5))
+}
+
 /// The dispatcher's limiter for one Apollo key.
 #[derive(Debug, Clone)]
 pub struct Limiter {
@@ -93,8 +99,7 @@ pub struct Limits {
 impl Limiter {
     /// A limiter whose "minute" lasts `minute` (60 s in production, less in tests and benchmarks).
     pub fn new(limits: Limits, minute: Duration) -> Limiter {
-        // A small margin absorbs the delay between our send and Apollo's receipt.
-        let margin = (minute / 100).max(Duration::from_millis(5));
+        let margin = window_margin(minute);
         let w = |len: Duration, configured| WindowState {
             len: len + margin,
             configured,

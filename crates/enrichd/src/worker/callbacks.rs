@@ -71,7 +71,11 @@ pub async fn run(state: AppState) {
     let http = http_client(state.config.callback_policy(), state.config.callback_timeout);
     let lease = state.config.callback_timeout * 2 + Duration::from_secs(5);
     loop {
-        let due = state.store.due_callbacks(&state.owner, lease, chrono::Utc::now(), 16).await;
+        // Leases compare on the database's clock, shared by every replica.
+        let due = match state.store.clock_now().await {
+            Ok(now) => state.store.due_callbacks(&state.owner, lease, now, 16).await,
+            Err(e) => Err(e),
+        };
         match due {
             Ok(list) if list.is_empty() => nap(&state.wake.callbacks, Duration::from_millis(500)).await,
             Ok(list) => {

@@ -1,7 +1,8 @@
 //! The dispatcher: claims batches, spends Apollo's rate allowance on them, and records answers.
 //!
-//! One loop per process decides *when* a call may go (the limiter); the calls themselves run
-//! concurrently up to the configured limit. Each call's batch was committed as `submitting` by the
+//! One loop per process decides *when* a call may go ([`Admission`]: this process's limiter on
+//! SQLite, the one shared by all replicas on PostgreSQL); the calls themselves run concurrently up
+//! to the configured limit. Each call's batch was committed as `submitting` by the
 //! claim, before the HTTP request, so a crash mid-call is found later by lease expiry.
 
 use std::collections::HashMap;
@@ -13,10 +14,10 @@ use job_store::lifecycle::{self, Rejection};
 use job_store::{ClaimedBatch, SyncOutcome, SyncRecorded};
 use tokio::sync::Semaphore;
 
-use crate::core::ratelimit::Limiter;
 use crate::core::records::{detail_of, sync_people};
 use crate::state::AppState;
-use crate::worker::{after, jittered, nap};
+use crate::worker::admission::{Admission, Next};
+use crate::worker::{db_after, jittered, nap};
 
 /// What the dispatcher has seen, for `/readyz` and the demo's summary.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +33,7 @@ pub struct DispatchStats {
 /// The limiter and counters one dispatcher shares with its call tasks.
 #[derive(Debug)]
 pub struct Dispatcher {
-    limiter: Mutex<Limiter>,
+    admission: Admission,
     stats: Mutex<DispatchStats>,
     /// When Apollo last accepted a call, per set of flags (a refusal after that is about the
     /// refused details, not about the flags or our webhook URL).
@@ -54,7 +55,7 @@ impl Dispatcher {
     /// A dispatcher with the configured limits.
     pub fn new(state: &AppState) -> Arc<Dispatcher> {
         Arc::new(Dispatcher {
-            limiter: Mutex::new(Limiter::new(state.config.limits(), state.config.rate_minute)),
+            admission: Admission::for_state(state),
             stats: Mutex::new(DispatchStats::default()),
             last_accepted: Mutex::new(HashMap::new()),
         })
@@ -71,18 +72,6 @@ impl Dispatcher {
 
     fn accepted(&self, flags: EnrichFlags, at: Instant) {
         self.last_accepted.lock().expect("last accepted").insert(flags.bits(), at);
-    }
-
-    /// Waits for a rate slot and takes it (for calls outside the claim loop: probes).
-    async fn take_slot(&self) {
-        loop {
-            let wait = self.limiter.lock().expect("limiter").next_slot(Instant::now());
-            match wait {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None if self.limiter.lock().expect("limiter").try_acquire(Instant::now()).is_ok() => return,
-                None => tokio::task::yield_now().await,
-            }
-        }
     }
 
     /// Whether Apollo accepts calls like `batch`'s right now: a call with the same flags accepted
@@ -104,11 +93,11 @@ impl Dispatcher {
         let hook =
             state.config.public_base_url.as_deref().filter(|_| flags.has_async()).map(|b| webhook_url(b, &probe));
         let poll_only = flags.has_async() && hook.is_none();
-        self.take_slot().await;
+        self.admission.take_slot(state).await;
         self.bump(|s| s.calls += 1);
         match state.apollo.bulk_match(&[probe_detail()], &flags, hook.as_deref(), poll_only).await {
             Ok(outcome) => {
-                self.limiter.lock().expect("limiter").observe(Instant::now(), &outcome.limits);
+                self.admission.observe(state, &outcome.limits).await;
                 self.accepted(flags, Instant::now());
                 Some(true)
             }
@@ -126,7 +115,11 @@ pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
     loop {
         if last_lease_sweep.elapsed() >= (state.config.lease / 4).max(Duration::from_millis(200)) {
             last_lease_sweep = Instant::now();
-            match state.store.release_expired_leases(chrono::Utc::now()).await {
+            let released = match state.store.clock_now().await {
+                Ok(now) => state.store.release_expired_leases(now).await,
+                Err(e) => Err(e),
+            };
+            match released {
                 Ok(0) => {}
                 Ok(n) => {
                     metrics::counter!("enrichd_possible_double_charges_total").increment(n);
@@ -135,16 +128,21 @@ pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
                 Err(e) => tracing::warn!(error = %e, "could not release expired leases"),
             }
         }
-        // Wait for the rate allowance before claiming, so a claimed batch never sits on a lease.
-        let wait = dispatcher.limiter.lock().expect("limiter").next_slot(Instant::now());
-        if let Some(at) = wait {
-            metrics::histogram!("enrichd_limiter_wait_seconds").record((at - Instant::now()).as_secs_f64());
-            tokio::time::sleep_until(at.into()).await;
-            continue;
-        }
+        // A permit first: a claimed batch is called at once, never left on its lease.
         let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
-        let claimed = match state.store.claim_batch(&state.owner, state.config.lease, chrono::Utc::now()).await {
-            Ok(c) => c,
+        let batch = match dispatcher.admission.next(&state).await {
+            Ok(Next::Call(batch)) => batch,
+            Ok(Next::WaitUntil(at)) => {
+                drop(permit);
+                metrics::histogram!("enrichd_limiter_wait_seconds").record((at - Instant::now()).as_secs_f64());
+                tokio::time::sleep_until(at.into()).await;
+                continue;
+            }
+            Ok(Next::Idle) => {
+                drop(permit);
+                nap(&state.wake.dispatch, Duration::from_millis(500)).await;
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "claim failed; database unavailable?");
                 drop(permit);
@@ -152,16 +150,6 @@ pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
                 continue;
             }
         };
-        let Some(batch) = claimed else {
-            drop(permit);
-            nap(&state.wake.dispatch, Duration::from_millis(500)).await;
-            continue;
-        };
-        if dispatcher.limiter.lock().expect("limiter").try_acquire(Instant::now()).is_err() {
-            // Cannot happen with one loop per process; put the batch back without an attempt.
-            let _ = state.store.schedule_retry(batch.batch_id, chrono::Utc::now(), false, "rate slot taken").await;
-            continue;
-        }
         let (state, dispatcher) = (state.clone(), dispatcher.clone());
         tokio::spawn(async move {
             call(&state, &dispatcher, batch).await;
@@ -209,11 +197,10 @@ async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch) {
     let poll_only = flags.has_async() && hook.is_none();
     dispatcher.bump(|s| s.calls += 1);
     let result = state.apollo.bulk_match(&details, &flags, hook.as_deref(), poll_only).await;
-    let now = Instant::now();
     match result {
         Ok(outcome) => {
-            dispatcher.limiter.lock().expect("limiter").observe(now, &outcome.limits);
-            dispatcher.accepted(flags, now);
+            dispatcher.accepted(flags, Instant::now());
+            dispatcher.admission.observe(state, &outcome.limits).await;
             let people = sync_people(&batch.people, &details, &outcome.response, &flags);
             let answer = SyncOutcome {
                 batch_id: batch.batch_id,
@@ -241,11 +228,11 @@ async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch) {
                 Err(e) => tracing::error!(batch = %batch.batch_id, error = %e, "could not record a sync answer"),
             }
         }
-        Err(e) => on_error(state, dispatcher, &batch, e, now).await,
+        Err(e) => on_error(state, dispatcher, &batch, e).await,
     }
 }
 
-async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatch, e: ApolloError, now: Instant) {
+async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatch, e: ApolloError) {
     let id = batch.batch_id;
     let message = e.to_string();
     let store = &state.store;
@@ -255,9 +242,9 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
             // Whatever Apollo asked for, never longer than the configured maximum.
             let wait = retry_after.unwrap_or(state.config.rate_minute).min(state.config.max_retry_after);
             let heard = RateLimit { retry_after: Some(wait), ..**limits };
-            dispatcher.limiter.lock().expect("limiter").on_rate_limited(now, &heard);
+            dispatcher.admission.on_rate_limited(state, &heard).await;
             tracing::info!(batch = %id, ?wait, "rate limited by Apollo; requeued without counting an attempt");
-            store.schedule_retry(id, after(wait), false, &message).await
+            store.schedule_retry(id, db_after(state, wait).await, false, &message).await
         }
         e if e.blocks_dispatch() => {
             tracing::error!(batch = %id, error = %message, "dispatch paused");
@@ -265,14 +252,14 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
             if let Err(pe) = paused {
                 tracing::error!(error = %pe, "could not record the pause");
             }
-            store.schedule_retry(id, chrono::Utc::now(), false, &message).await
+            store.schedule_retry(id, db_after(state, Duration::ZERO).await, false, &message).await
         }
         ApolloError::Transient { .. } | ApolloError::Undecodable { .. }
             if (batch.attempt as u32) < state.config.max_attempts =>
         {
             dispatcher.bump(|s| s.transient += 1);
             let backoff = state.config.retry_base.saturating_mul(1 << (batch.attempt.clamp(1, 16) - 1));
-            let at = after(jittered(backoff));
+            let at = db_after(state, jittered(backoff)).await;
             if e.outcome_unknown() {
                 metrics::counter!("enrichd_possible_double_charges_total").increment(1);
                 tracing::warn!(batch = %id, attempt = batch.attempt, error = %message, "Apollo's answer was lost (it may have charged the call); retrying, counted as a possible double charge");
@@ -308,7 +295,8 @@ async fn on_rejection(
     let id = batch.batch_id;
     let Some(accepts) = dispatcher.apollo_accepts_calls(state, batch).await else {
         // The probe could not tell (429, 5xx): ask again a little later.
-        return state.store.schedule_retry(id, after(jittered(Duration::from_secs(5))), false, message).await;
+        let at = db_after(state, jittered(Duration::from_secs(5))).await;
+        return state.store.schedule_retry(id, at, false, message).await;
     };
     match lifecycle::on_rejection(batch.people.len(), accepts) {
         Rejection::Pause => {
@@ -317,7 +305,7 @@ async fn on_rejection(
             );
             tracing::error!(batch = %id, error = %reason, "dispatch paused");
             state.store.set_pause(Some(reason)).await?;
-            state.store.schedule_retry(id, chrono::Utc::now(), false, message).await
+            state.store.schedule_retry(id, db_after(state, Duration::ZERO).await, false, message).await
         }
         Rejection::Split => {
             let half = state.store.split_batch(id, message).await?;

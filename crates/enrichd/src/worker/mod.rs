@@ -1,5 +1,7 @@
-//! Background workers, one module per job: dispatch, ingest, reconcile, callbacks, retention.
+//! Background workers, one module per job: dispatch (and its admission), ingest, reconcile,
+//! callbacks, retention.
 
+pub mod admission;
 pub mod callbacks;
 pub mod dispatch;
 pub mod ingest;
@@ -18,6 +20,14 @@ pub async fn nap(wake: &Notify, max: Duration) {
 /// A delay with ±20 % jitter, so retries of many batches or callbacks do not move in lockstep.
 pub fn jittered(d: Duration) -> Duration {
     d.mul_f64(0.8 + fastrand::f64() * 0.4)
+}
+
+/// `d` from now on the clock replicas compare times with (the database's; see
+/// [`job_store::Store::clock_now`]). Should the database not answer, this process's clock serves:
+/// the write that uses the instant will fail the same way.
+pub async fn db_after(state: &crate::state::AppState, d: Duration) -> chrono::DateTime<chrono::Utc> {
+    let now = state.store.clock_now().await.unwrap_or_else(|_| chrono::Utc::now());
+    now + chrono::TimeDelta::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
 }
 
 /// A `chrono` instant `d` from now.

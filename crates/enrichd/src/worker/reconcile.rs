@@ -33,9 +33,15 @@ pub async fn run(state: AppState) {
     }
 }
 
-/// One pass: poll late batches, then expire parts past the deadline.
+/// One pass: poll late batches, then expire parts past the deadline. With several replicas one
+/// of them does it, under the task's lease (the others would only poll the same batches again).
 pub async fn tick(state: &AppState) -> Result<(), job_store::StoreError> {
-    let cutoff = chrono::Utc::now() - chrono::TimeDelta::from_std(poll_after(state)).unwrap_or_default();
+    let lease = (state.config.reconcile_every * 3).max(Duration::from_secs(5));
+    if !state.store.hold_task("reconcile", &state.owner, lease).await? {
+        return Ok(());
+    }
+    let now = state.store.clock_now().await?;
+    let cutoff = now - chrono::TimeDelta::from_std(poll_after(state)).unwrap_or_default();
     let overdue = state.store.overdue_batches(cutoff, 200).await?;
     let mut stored = 0;
     for batch in &overdue {
@@ -44,7 +50,7 @@ pub async fn tick(state: &AppState) -> Result<(), job_store::StoreError> {
     if stored > 0 {
         state.wake.ingest.notify_one();
     }
-    let deadline = chrono::Utc::now() - chrono::TimeDelta::from_std(state.config.async_deadline).unwrap_or_default();
+    let deadline = now - chrono::TimeDelta::from_std(state.config.async_deadline).unwrap_or_default();
     let expired = state.store.expire_parts(deadline).await?;
     if expired > 0 {
         tracing::warn!(people = expired, "asynchronous parts past the deadline: people marked partial");

@@ -24,9 +24,14 @@ pub async fn run(state: AppState) {
     }
 }
 
-/// One pass: purges the jobs that finished more than `days` days ago; returns how many.
+/// One pass: purges the jobs that finished more than `days` days ago; returns how many. With
+/// several replicas one of them does it, under the task's lease.
 pub async fn tick(state: &AppState, days: u32) -> Result<u64, job_store::StoreError> {
-    let purged = state.store.purge_finished_jobs(cutoff(chrono::Utc::now(), days)).await?;
+    let lease = (state.config.retention_every * 3).max(Duration::from_secs(5));
+    if !state.store.hold_task("retention", &state.owner, lease).await? {
+        return Ok(0);
+    }
+    let purged = state.store.purge_finished_jobs(cutoff(state.store.clock_now().await?, days)).await?;
     if purged > 0 {
         tracing::info!(jobs = purged, retention_days = days, "purged finished jobs past retention");
     }

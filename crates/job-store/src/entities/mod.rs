@@ -12,3 +12,6 @@ pub mod dispatcher_state;
 pub mod inbound_delivery;
 pub mod job;
 pub mod person;
+pub mod rate_limit_call;
+pub mod rate_limiter;
+pub mod task_lease;

@@ -10,5 +10,6 @@ mod deliveries;
 mod erase;
 mod jobs;
 mod lifecycle;
+mod limiter;
 mod random_ops;
 mod sync_results;

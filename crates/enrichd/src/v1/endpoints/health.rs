@@ -12,10 +12,13 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok".into() })
 }
 
-/// Readiness: the database answers and dispatch is not blocked.
+/// Readiness: the database answers. A dispatch pause (rejected key, credits exhausted) is shown
+/// (`status: "paused"` with the reason) but does not make a replica unready: a paused replica still
+/// takes jobs, answers polls and stores Apollo's webhooks, and a pause is shared by every replica,
+/// so answering 503 would take them all out of the load balancer and lose webhooks.
 #[utoipa::path(get, path = "/readyz", tag = "health",
-    responses((status = 200, description = "ready", body = Readiness),
-        (status = 503, description = "database unreachable or dispatch paused, with the reason", body = Readiness)))]
+    responses((status = 200, description = "ready; `dispatch_paused` holds the reason while dispatch is paused", body = Readiness),
+        (status = 503, description = "database unreachable", body = Readiness)))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let answer = |status: &str, database: &str, paused: Option<String>| Readiness {
@@ -29,7 +32,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
     match state.store.pause_reason().await {
         Ok(None) => HttpResponse::Ok().json(answer("ready", "ok", None)),
-        Ok(Some(reason)) => HttpResponse::ServiceUnavailable().json(answer("paused", "ok", Some(reason))),
+        Ok(Some(reason)) => HttpResponse::Ok().json(answer("paused", "ok", Some(reason))),
         Err(_) => HttpResponse::ServiceUnavailable().json(answer("unavailable", "unreachable", None)),
     }
 }

@@ -1,0 +1,382 @@
+//! The rate limiter every replica shares for one Apollo key, kept in the database and decided
+//! with the database's clock.
+//!
+//! A sliding log: a call is admitted while fewer than `limit` admitted calls fall in the last
+//! window length, for the minute, hour and day windows at once. So a window's whole allowance is
+//! usable at once (a small job never waits behind even spacing), and no span of a window's length
+//! ever holds more than the limit, wherever Apollo's fixed windows start. Every decision runs under
+//! the key's row lock (`FOR UPDATE`; SQLite has one writer anyway), and admission and the claim of
+//! the batch it is for are one transaction: a slot is never taken without a call to spend it on,
+//! and a batch never sits on its lease waiting for a slot.
+//!
+//! The key is named by a fingerprint (a hash), never stored. Limits Apollo's headers state and a
+//! 429's `retry-after` are stored on the key's row, so one replica's 429 pauses all of them.
+
+use std::time::Duration;
+
+use apollo_client::{RateLimit, Window, WindowLimit};
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::sea_query::{LockType, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement,
+};
+
+use crate::entities::{rate_limit_call, rate_limiter};
+use crate::{ClaimedBatch, Store, StoreResult, sha256_hex, ts};
+
+/// One window's configured length and limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowRule {
+    /// Its length (a margin included: the delay between our decision and Apollo's receipt).
+    pub len: Duration,
+    /// The configured limit; `None`: only what Apollo's headers state.
+    pub limit: Option<u32>,
+}
+
+/// The shared limiter's rules for one key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateRules {
+    /// The key's fingerprint ([`key_fingerprint`]).
+    pub key: String,
+    /// Minute, hour and day.
+    pub windows: [WindowRule; 3],
+}
+
+/// What [`Store::claim_admitted`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Admitted {
+    /// A slot was taken and this batch claimed for it: call Apollo now.
+    Claimed(ClaimedBatch),
+    /// No slot free: come back after this long (add jitter so replicas do not wake in lockstep).
+    Wait(Duration),
+    /// A slot was free but there is nothing to send (or dispatch is paused); no slot was taken.
+    Idle,
+}
+
+/// The name the limiter stores for an Apollo key: a hash, so neither logs nor the database hold
+/// the key, and every replica with the same key finds the same row.
+pub fn key_fingerprint(api_key: &str) -> String {
+    format!("apollo-{}", &sha256_hex(&[b"enrichd rate limiter", api_key.as_bytes()])[..32])
+}
+
+/// The limit in force: the configured one, tightened (never loosened) by the stated one.
+pub fn effective_limit(configured: Option<u32>, learned: Option<i64>) -> Option<u32> {
+    let learned = learned.map(|l| u32::try_from(l.max(0)).unwrap_or(u32::MAX));
+    match (configured, learned) {
+        (Some(c), Some(l)) => Some(c.min(l)),
+        (c, l) => c.or(l),
+    }
+}
+
+/// When the next call may go, or `None` for now. `windows` holds, per limited window, its length
+/// and the `limit`-th newest admitted call inside it (the call whose ageing out frees a slot),
+/// `None` while the window has fewer calls than its limit.
+pub fn next_slot(
+    now: DateTime<Utc>,
+    blocked_until: Option<DateTime<Utc>>,
+    windows: &[(Duration, Option<DateTime<Utc>>)],
+) -> Option<DateTime<Utc>> {
+    windows.iter().filter_map(|(len, nth)| nth.map(|t| t + delta(*len))).chain(blocked_until).filter(|t| *t > now).max()
+}
+
+/// Until when a window the headers say is used up stays closed: our oldest call still inside it
+/// plus the window's length, which is never later than Apollo's own reset of that fixed window;
+/// a whole window from now when we have no call in it (another client used the key).
+pub fn closed_until(now: DateTime<Utc>, len: Duration, oldest_in_window: Option<DateTime<Utc>>) -> DateTime<Utc> {
+    oldest_in_window.unwrap_or(now) + delta(len)
+}
+
+/// The learned limit after an answer: stated limits replace it, an empty header clears it, and an
+/// absent header (401/403 answers) leaves it.
+pub fn learn(previous: Option<i64>, stated: WindowLimit) -> Option<i64> {
+    match stated {
+        WindowLimit::Max(n) => Some(i64::try_from(n).unwrap_or(i64::MAX)),
+        WindowLimit::Unlimited => None,
+        WindowLimit::Unknown => previous,
+    }
+}
+
+fn delta(d: Duration) -> TimeDelta {
+    TimeDelta::from_std(d).unwrap_or(TimeDelta::MAX)
+}
+
+/// The database's clock: PostgreSQL's `clock_timestamp()` (not `now()`, which is the start of the
+/// transaction, before any lock wait); SQLite is embedded, so its clock is this process's. Each
+/// read also updates the skew [`crate::now`] corrects this process's clock by.
+pub(crate) async fn db_clock<C: ConnectionTrait>(db: &C) -> StoreResult<DateTime<Utc>> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(crate::now());
+    }
+    let before = Utc::now();
+    let row = db
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT clock_timestamp() AS now"))
+        .await?
+        .ok_or_else(|| crate::StoreError::Corrupt("clock_timestamp() returned no row".into()))?;
+    let db_now = ts(row.try_get::<DateTime<Utc>>("", "now")?);
+    crate::observe_skew(before, Utc::now(), db_now);
+    Ok(db_now)
+}
+
+/// The key's row, created if missing, locked for the rest of the transaction.
+async fn lock_row<C: ConnectionTrait>(db: &C, key: &str) -> StoreResult<rate_limiter::Model> {
+    let fresh = rate_limiter::ActiveModel {
+        key: Set(key.to_owned()),
+        learned_minute: Set(None),
+        learned_hour: Set(None),
+        learned_day: Set(None),
+        blocked_until: Set(None),
+        rate_limited: Set(0),
+        updated_at: Set(crate::now()),
+    };
+    rate_limiter::Entity::insert(fresh)
+        .on_conflict(OnConflict::column(rate_limiter::Column::Key).do_nothing().to_owned())
+        .exec_without_returning(db)
+        .await?;
+    rate_limiter::Entity::find_by_id(key.to_owned())
+        .lock(LockType::Update)
+        .one(db)
+        .await?
+        .ok_or_else(|| crate::StoreError::Corrupt(format!("rate limiter row {key} vanished")))
+}
+
+fn learned(row: &rate_limiter::Model) -> [Option<i64>; 3] {
+    [row.learned_minute, row.learned_hour, row.learned_day]
+}
+
+/// The `n`-th newest call (1-based) admitted after `since`.
+async fn nth_newest<C: ConnectionTrait>(
+    db: &C,
+    key: &str,
+    since: DateTime<Utc>,
+    n: u32,
+) -> StoreResult<Option<DateTime<Utc>>> {
+    Ok(rate_limit_call::Entity::find()
+        .select_only()
+        .column(rate_limit_call::Column::At)
+        .filter(rate_limit_call::Column::Key.eq(key))
+        .filter(rate_limit_call::Column::At.gt(since))
+        .order_by_desc(rate_limit_call::Column::At)
+        .offset(u64::from(n.max(1) - 1))
+        .limit(1)
+        .into_tuple()
+        .one(db)
+        .await?)
+}
+
+/// A slot decision, under the key's row lock.
+struct Slot {
+    /// The database's clock when decided.
+    now: DateTime<Utc>,
+    /// How long until a slot frees; `None`: one is free now.
+    wait: Option<Duration>,
+    /// How long the log must keep calls: the longest limited window.
+    keep: Duration,
+}
+
+/// Locks the key's row and decides whether a call may go now.
+async fn check_slot<C: ConnectionTrait>(db: &C, rules: &RateRules) -> StoreResult<Slot> {
+    let row = lock_row(db, &rules.key).await?;
+    let now = db_clock(db).await?;
+    let mut windows = Vec::with_capacity(3);
+    for (rule, learned) in rules.windows.iter().zip(learned(&row)) {
+        if let Some(limit) = effective_limit(rule.limit, learned) {
+            windows.push((rule.len, nth_newest(db, &rules.key, now - delta(rule.len), limit).await?));
+        }
+    }
+    let wait = next_slot(now, row.blocked_until, &windows).map(|at| (at - now).to_std().unwrap_or_default());
+    let keep = windows.iter().map(|(len, _)| *len).max().unwrap_or(rules.windows[0].len);
+    Ok(Slot { now, wait, keep })
+}
+
+/// Logs an admitted call, and forgets calls older than the longest limited window.
+async fn log_call<C: ConnectionTrait>(db: &C, rules: &RateRules, slot: &Slot) -> StoreResult<()> {
+    let call = rate_limit_call::ActiveModel { key: Set(rules.key.clone()), at: Set(slot.now), ..Default::default() };
+    rate_limit_call::Entity::insert(call).exec_without_returning(db).await?;
+    rate_limit_call::Entity::delete_many()
+        .filter(rate_limit_call::Column::Key.eq(&rules.key))
+        .filter(rate_limit_call::Column::At.lte(slot.now - delta(slot.keep)))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// The clock replicas compare times with: the database's on PostgreSQL, this process's on
+    /// SQLite (one process).
+    pub async fn clock_now(&self) -> StoreResult<DateTime<Utc>> {
+        db_clock(&self.db).await
+    }
+
+    /// Takes a rate slot for `rules.key` and claims the batch to spend it on, in one transaction
+    /// under the key's row lock, on the database's clock; or says how long to wait, or that there
+    /// is nothing to send (no slot taken). See [`Store::claim_batch`] for what a claim does.
+    pub async fn claim_admitted(&self, owner: &str, lease: Duration, rules: &RateRules) -> StoreResult<Admitted> {
+        let (txn, _gate) = self.write_txn().await?;
+        let slot = check_slot(&txn, rules).await?;
+        if let Some(wait) = slot.wait {
+            txn.commit().await?;
+            return Ok(Admitted::Wait(wait));
+        }
+        let Some(batch) = crate::claims::claim_in(&txn, owner, lease, slot.now).await? else {
+            // Keep what the claim tidied (a retry with nobody left failed, erased people cancelled).
+            txn.commit().await?;
+            return Ok(Admitted::Idle);
+        };
+        log_call(&txn, rules, &slot).await?;
+        txn.commit().await?;
+        Ok(Admitted::Claimed(batch))
+    }
+
+    /// Takes a rate slot for a call outside the claim loop (a probe), or says how long to wait.
+    pub async fn take_rate_slot(&self, rules: &RateRules) -> StoreResult<Option<Duration>> {
+        let (txn, _gate) = self.write_txn().await?;
+        let slot = check_slot(&txn, rules).await?;
+        if slot.wait.is_none() {
+            log_call(&txn, rules, &slot).await?;
+        }
+        txn.commit().await?;
+        Ok(slot.wait)
+    }
+
+    /// Learns from an answer's rate-limit headers: stated limits, and windows with none left
+    /// (closed until our oldest call in them ages out).
+    pub async fn observe_rate_headers(&self, rules: &RateRules, headers: &RateLimit) -> StoreResult<()> {
+        self.update_limiter(rules, headers, None).await
+    }
+
+    /// A 429: nothing goes for any replica before `retry-after` (a minute's length when Apollo
+    /// gave none); the headers are learned as by [`Store::observe_rate_headers`].
+    pub async fn record_rate_limited(&self, rules: &RateRules, headers: &RateLimit) -> StoreResult<()> {
+        let wait = headers.retry_after.unwrap_or(rules.windows[0].len);
+        self.update_limiter(rules, headers, Some(wait)).await
+    }
+
+    /// The shared limiter's row for a key (tests and operators).
+    pub async fn rate_limiter(&self, key: &str) -> StoreResult<Option<rate_limiter::Model>> {
+        Ok(rate_limiter::Entity::find_by_id(key.to_owned()).one(&self.db).await?)
+    }
+
+    async fn update_limiter(&self, rules: &RateRules, h: &RateLimit, blocked_for: Option<Duration>) -> StoreResult<()> {
+        // Most answers change nothing (the same limit stated, calls left): skip the row lock then,
+        // so answers do not queue behind claims.
+        let stated: [&Window; 3] = [&h.minute, &h.hour, &h.day];
+        if blocked_for.is_none() && stated.iter().all(|w| w.left != Some(0)) {
+            let known = self.rate_limiter(&rules.key).await?;
+            if known.is_some_and(|row| learned(&row).iter().zip(stated).all(|(l, w)| learn(*l, w.limit) == *l)) {
+                return Ok(());
+            }
+        }
+        let (txn, _gate) = self.write_txn().await?;
+        let row = lock_row(&txn, &rules.key).await?;
+        let now = db_clock(&txn).await?;
+        let mut blocked = row.blocked_until.filter(|t| *t > now);
+        let mut later = |t: DateTime<Utc>| blocked = Some(blocked.map_or(t, |b| b.max(t)));
+        for (rule, w) in rules.windows.iter().zip(stated) {
+            if w.left == Some(0) {
+                let oldest = rate_limit_call::Entity::find()
+                    .select_only()
+                    .column(rate_limit_call::Column::At)
+                    .filter(rate_limit_call::Column::Key.eq(&rules.key))
+                    .filter(rate_limit_call::Column::At.gt(now - delta(rule.len)))
+                    .order_by_asc(rate_limit_call::Column::At)
+                    .limit(1)
+                    .into_tuple()
+                    .one(&txn)
+                    .await?;
+                later(closed_until(now, rule.len, oldest));
+            }
+        }
+        if let Some(wait) = blocked_for {
+            later(now + delta(wait));
+        }
+        let prev = learned(&row);
+        let update = rate_limiter::ActiveModel {
+            key: Set(row.key),
+            learned_minute: Set(learn(prev[0], h.minute.limit)),
+            learned_hour: Set(learn(prev[1], h.hour.limit)),
+            learned_day: Set(learn(prev[2], h.day.limit)),
+            blocked_until: Set(blocked),
+            rate_limited: Set(row.rate_limited + i64::from(blocked_for.is_some())),
+            updated_at: Set(now),
+        };
+        rate_limiter::Entity::update(update).exec(&txn).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_700_000_000_000 + ms).unwrap()
+    }
+
+    const SEC: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_slot_frees_when_the_limit_th_newest_call_ages_out() {
+        // Under the limit in every window: now.
+        assert_eq!(next_slot(at(0), None, &[(SEC, None), (SEC * 60, None)]), None);
+        // The minute window is full since its limit-th newest call at 200 ms.
+        assert_eq!(next_slot(at(500), None, &[(SEC, Some(at(200))), (SEC * 60, None)]), Some(at(1200)));
+        // Already aged out: now.
+        assert_eq!(next_slot(at(1200), None, &[(SEC, Some(at(200)))]), None);
+        // The latest of all constraints wins, a block included; a past block is ignored.
+        assert_eq!(next_slot(at(500), Some(at(9000)), &[(SEC, Some(at(200)))]), Some(at(9000)));
+        assert_eq!(next_slot(at(500), Some(at(400)), &[(SEC, Some(at(200)))]), Some(at(1200)));
+    }
+
+    #[test]
+    fn headers_only_tighten_and_absent_headers_keep_what_was_learned() {
+        assert_eq!(effective_limit(Some(40), Some(20)), Some(20));
+        assert_eq!(effective_limit(Some(10), Some(20)), Some(10));
+        assert_eq!(effective_limit(None, Some(20)), Some(20));
+        assert_eq!(effective_limit(Some(5), None), Some(5));
+        assert_eq!(effective_limit(None, None), None);
+        assert_eq!(learn(Some(20), WindowLimit::Unknown), Some(20));
+        assert_eq!(learn(Some(20), WindowLimit::Unlimited), None);
+        assert_eq!(learn(None, WindowLimit::Max(50)), Some(50));
+    }
+
+    #[test]
+    fn a_used_up_window_closes_until_our_oldest_call_in_it_ages_out() {
+        assert_eq!(closed_until(at(700), SEC, Some(at(100))), at(1100));
+        assert_eq!(closed_until(at(700), SEC, None), at(1700));
+    }
+
+    #[test]
+    fn fingerprints_hide_the_key_and_are_stable() {
+        let f = key_fingerprint("secret-apollo-key");
+        assert!(!f.contains("secret"));
+        assert_eq!(f, key_fingerprint("secret-apollo-key"));
+        assert_ne!(f, key_fingerprint("other-key"));
+    }
+
+    /// The sliding log's guarantee, simulated with the pure rule: asking every millisecond for
+    /// ten windows, no window-length span holds more than the limit, and the full rate is used.
+    #[test]
+    fn never_more_than_the_limit_in_any_span_and_full_rate_sustained() {
+        let limit = 5usize;
+        let mut log: Vec<DateTime<Utc>> = Vec::new();
+        for ms in 0..10_000 {
+            let now = at(ms);
+            // Take every slot free at this instant.
+            loop {
+                let nth = log.iter().rev().filter(|t| now - **t < delta(SEC)).nth(limit - 1).copied();
+                if next_slot(now, None, &[(SEC, nth)]).is_some() {
+                    break;
+                }
+                log.push(now);
+            }
+        }
+        for (i, start) in log.iter().enumerate() {
+            let n = log[i..].iter().take_while(|t| **t - *start < delta(SEC)).count();
+            assert!(n <= limit, "{n} calls in the second from {start}");
+        }
+        assert_eq!(log.len(), 50, "the whole allowance of each of ten windows");
+        assert_eq!(log[4], at(0), "a window's allowance is usable at once");
+    }
+}

@@ -1,0 +1,77 @@
+//! A small load balancer in front of several replicas, as production would have: the shared
+//! `PUBLIC_BASE_URL`, so Apollo's webhooks (and clients) reach any live replica. Round robin; a
+//! replica that refuses the connection (down) is skipped for the next one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use actix_web::dev::ServerHandle;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use tokio::task::JoinHandle;
+
+struct Backends {
+    urls: Vec<String>,
+    next: AtomicUsize,
+    http: reqwest::Client,
+}
+
+/// The running balancer.
+pub struct Proxy {
+    /// Its base URL.
+    pub url: String,
+    server: ServerHandle,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port and spreads requests over `backends` (base URLs).
+    pub async fn start(backends: Vec<String>) -> anyhow::Result<Proxy> {
+        let data = web::Data::new(Backends { urls: backends, next: AtomicUsize::new(0), http: reqwest::Client::new() });
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(forward)))
+            .workers(1)
+            .disable_signals()
+            .listen(listener)?
+            .run();
+        let handle = server.handle();
+        Ok(Proxy { url: format!("http://127.0.0.1:{port}"), server: handle, task: tokio::spawn(server) })
+    }
+
+    /// Stops it.
+    pub async fn stop(self) {
+        self.server.stop(true).await;
+        let _ = self.task.await;
+    }
+}
+
+async fn forward(req: HttpRequest, body: web::Bytes, backends: web::Data<Backends>) -> HttpResponse {
+    let b: Arc<Backends> = backends.into_inner();
+    let first = b.next.fetch_add(1, Ordering::Relaxed);
+    let path = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes()).expect("method");
+    for i in 0..b.urls.len() {
+        let base = &b.urls[(first + i) % b.urls.len()];
+        let mut out = b.http.request(method.clone(), format!("{base}{path}")).body(body.clone());
+        for (name, value) in req.headers() {
+            if !matches!(name.as_str(), "host" | "content-length" | "connection") {
+                out = out.header(name.as_str(), value.as_bytes());
+            }
+        }
+        let resp = match out.send().await {
+            Ok(r) => r,
+            // Down: the next replica takes it, as a load balancer's health check would arrange.
+            Err(e) if e.is_connect() => continue,
+            Err(e) => return HttpResponse::BadGateway().body(e.to_string()),
+        };
+        let mut answer =
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(resp.status().as_u16()).expect("status"));
+        for (name, value) in resp.headers() {
+            if !matches!(name.as_str(), "content-length" | "transfer-encoding" | "connection") {
+                answer.insert_header((name.as_str(), value.as_bytes()));
+            }
+        }
+        return answer.body(resp.bytes().await.unwrap_or_default());
+    }
+    HttpResponse::BadGateway().body("no replica answered")
+}

@@ -1,0 +1,265 @@
+//! Several replicas on one PostgreSQL database sharing one Apollo key: three real `enrichd serve`
+//! processes started together, behind a small load balancer that is their shared
+//! `PUBLIC_BASE_URL`, against the simulator with a fixed-window limit. Jobs are submitted to
+//! different replicas. The replicas must together keep under the key's limit (429s at most 1 % of
+//! calls), send nobody twice, get every record right, report exactly the credits the simulator
+//! charged, and send one callback per job; with their clocks set apart (libfaketime, an offset per
+//! process) they still never claim a batch twice, since leases and retry times use the database's
+//! clock; and when one replica is SIGKILLed mid-run the others finish its leased work.
+//!
+//! Rates (calls per second against the allowed rate, submit to first call) are printed here and
+//! measured in the benchmark; the test asserts only bounds that hold on a slow machine.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use apollo_sim::{SimConfig, SimHandle};
+use e2e_tests::process::{Service, free_port};
+use e2e_tests::proxy::Proxy;
+use e2e_tests::truth::assert_records_match;
+use e2e_tests::{Api, Backend, CLIENT_KEY, TestDb, enrichd_binary, fast_sim};
+use enrichd::core::signing::SigningSecret;
+use enrichd::demo::receiver::CallbackReceiver;
+use job_store::{Store, StoreOptions};
+use serde_json::{Value, json};
+
+const APOLLO_KEY: &str = "apollo-replicas-key-77c1e0";
+/// Calls per (1-second) minute the simulator allows the key.
+const LIMIT: u32 = 20;
+const PEOPLE_PER_JOB: usize = 200;
+
+/// libfaketime's multi-threaded build, installed by `scripts/ensure-faketime.sh`.
+fn faketime_library() -> PathBuf {
+    let candidates = ["/usr/lib/x86_64-linux-gnu/faketime", "/usr/lib/aarch64-linux-gnu/faketime", "/usr/lib/faketime"];
+    candidates
+        .iter()
+        .map(|d| PathBuf::from(d).join("libfaketimeMT.so.1"))
+        .find(|p| p.exists())
+        .expect("libfaketime is missing: run scripts/ensure-faketime.sh (scripts/test.sh does)")
+}
+
+struct Stand {
+    db: TestDb,
+    sim: SimHandle,
+    receiver: CallbackReceiver,
+    proxy: Proxy,
+    replicas: Vec<Service>,
+    dir: PathBuf,
+}
+
+/// Starts the simulator, the receiver, the balancer and one replica per clock offset (seconds;
+/// 0 runs the process on the real clock), all at the same moment.
+async fn stand(offsets: &[i64]) -> Stand {
+    enrichd::startup::install_tls();
+    let bin = enrichd_binary();
+    let db = TestDb::create(Backend::Postgres).await.unwrap();
+    let sim = apollo_sim::spawn(SimConfig {
+        api_key: APOLLO_KEY.into(),
+        minute_limit: Some(LIMIT),
+        latency_ms: 40,
+        ..fast_sim()
+    })
+    .await
+    .unwrap();
+    let (signer, signing_text) = SigningSecret::generate();
+    let receiver = CallbackReceiver::start(signer).await.unwrap();
+    let ports: Vec<u16> = offsets.iter().map(|_| free_port()).collect();
+    let proxy = Proxy::start(ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect()).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("enrichd-replicas-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut replicas = Vec::new();
+    for (i, (port, offset)) in ports.iter().zip(offsets).enumerate() {
+        let mut env: Vec<(String, String)> = [
+            ("DATABASE_URL", db.url.as_str()),
+            ("BIND", &format!("127.0.0.1:{port}")),
+            ("APOLLO_API_KEY", APOLLO_KEY),
+            ("APOLLO_BASE_URL", sim.url()),
+            ("PUBLIC_BASE_URL", &proxy.url),
+            ("ENRICHD_API_KEYS", &format!("replicas={CLIENT_KEY}")),
+            ("CALLBACK_SIGNING_SECRET", &signing_text),
+            ("APOLLO_MINUTE", "1s"),
+            ("APOLLO_TIMEOUT", "2s"),
+            ("DISPATCH_CONCURRENCY", "4"),
+            ("APOLLO_RETRY_BASE", "100ms"),
+            ("DISPATCH_LEASE", "3s"),
+            ("RECONCILE_AFTER", "3s"),
+            ("RECONCILE_EVERY", "500ms"),
+            ("CALLBACK_ALLOW_HTTP", "true"),
+            ("CALLBACK_ALLOW_HOSTS", "127.0.0.1"),
+            ("CALLBACK_RETRY_SCHEDULE", "200ms,200ms,500ms,1s,1s,2s"),
+            ("RUST_LOG", "info,sqlx=warn,sea_orm=warn"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        if *offset != 0 {
+            env.push(("LD_PRELOAD".into(), faketime_library().display().to_string()));
+            env.push(("FAKETIME".into(), format!("{offset:+}s")));
+            // Only the wall clock is off, as on a host whose NTP failed; timers run true.
+            env.push(("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()));
+            env.push(("FAKETIME_DONT_RESET".into(), "1".into()));
+        }
+        let api = Api::new(format!("http://127.0.0.1:{port}"));
+        replicas.push(Service { bin: bin.clone(), env, log: dir.join(format!("replica-{i}.log")), child: None, api });
+    }
+    // Started together: migrations run once, under the advisory lock.
+    let mut set = tokio::task::JoinSet::new();
+    for mut r in replicas {
+        set.spawn(async move {
+            r.start().await;
+            r
+        });
+    }
+    let mut replicas = set.join_all().await;
+    replicas.sort_by(|a, b| a.log.cmp(&b.log));
+    Stand { db, sim, receiver, proxy, replicas, dir }
+}
+
+fn body(tag: &str, n: usize, receiver: &CallbackReceiver) -> Value {
+    json!({
+        "people": (0..n).map(|i| json!({"email": format!("{tag}{i}@replica-{}.io", i % 5)})).collect::<Vec<_>>(),
+        "reveal_phone_number": true,
+        "run_waterfall_email": true,
+        "callback_url": receiver.url(),
+    })
+}
+
+/// Submits one job to each replica in turn; returns the job ids.
+async fn submit_to_each(s: &Stand, jobs: usize) -> Vec<String> {
+    let mut ids = Vec::new();
+    for j in 0..jobs {
+        let api = &s.replicas[j % s.replicas.len()].api;
+        let resp = api.submit(&body(&format!("job{j}-"), PEOPLE_PER_JOB, &s.receiver)).await;
+        assert_eq!(resp.status(), 202);
+        ids.push(resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+/// Batches Apollo answered 200, with how often each was answered (a batch is named by its webhook URL).
+fn answered_batches(sim: &SimHandle) -> BTreeMap<String, u64> {
+    let mut answered = BTreeMap::new();
+    for call in sim.calls().iter().filter(|c| c.route.ends_with("bulk_match") && c.status == 200) {
+        let url = call.webhook_url.as_deref().expect("webhook url");
+        let batch = url.split('?').next().unwrap().rsplit('/').next().unwrap().to_string();
+        *answered.entry(batch).or_default() += 1;
+    }
+    answered
+}
+
+struct Checked {
+    calls: usize,
+    rate_limited: usize,
+    charged_twice: u64,
+    possible_double: u64,
+}
+
+/// What every run must show: jobs complete, records true, credits and callbacks right.
+async fn check_outcome(s: &Stand, ids: &[String]) -> Checked {
+    let lb = Api::new(s.proxy.url.clone());
+    let mut possible_double = 0;
+    let mut job_credits = apollo_client::Credits::default();
+    let store =
+        Store::connect_with(&s.db.url, StoreOptions { run_migrations: false, ..Default::default() }).await.unwrap();
+    for id in ids {
+        let job = lb.wait_done(id, Duration::from_secs(120)).await;
+        assert_eq!(job["status"], "completed", "{job:#}");
+        assert_eq!(job["counts"]["failed"], 0, "{job:#}");
+        assert_eq!(job["counts"]["partial"], 0, "{job:#}");
+        possible_double += job["possible_double_charges"].as_u64().unwrap();
+        job_credits += serde_json::from_value::<apollo_client::Credits>(job["credits_consumed"].clone()).unwrap();
+        let people = lb.all_people(id).await;
+        assert_eq!(people.len(), PEOPLE_PER_JOB);
+        assert_records_match(&store, &s.sim, &people).await;
+    }
+    let bulk: Vec<_> = s.sim.calls().into_iter().filter(|c| c.route.ends_with("bulk_match")).collect();
+    let rate_limited = bulk.iter().filter(|c| c.status == 429).count();
+    let answered = answered_batches(&s.sim);
+    let charged_twice: u64 = answered.values().map(|n| n - 1).sum();
+    let sent: usize = bulk.iter().filter(|c| c.status == 200).map(|c| c.details).sum();
+    assert!(charged_twice <= possible_double, "{charged_twice} batches charged twice, {possible_double} reported");
+    if possible_double == 0 {
+        assert_eq!(charged_twice, 0);
+        assert_eq!(sent, ids.len() * PEOPLE_PER_JOB, "every person sent exactly once");
+        assert_eq!(job_credits, s.sim.ledger().total, "the jobs' credits are the simulator's ledger");
+    } else {
+        assert!(job_credits <= s.sim.ledger().total, "never more than Apollo charged");
+    }
+    // One callback per job: one event id each, every attempt signed.
+    let got = s.receiver.wait_for(ids.len(), Duration::from_secs(30)).await;
+    let mut events: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in got.iter().filter(|r| r.answered < 300) {
+        assert!(r.verified, "an unsigned callback");
+        events.entry(r.json()["data"]["id"].as_str().unwrap().to_string()).or_default().insert(r.id.clone());
+    }
+    for id in ids {
+        assert_eq!(events.get(id).map(BTreeSet::len), Some(1), "one callback event for job {id}: {events:?}");
+    }
+    store.close().await.unwrap();
+    Checked { calls: bulk.len(), rate_limited, charged_twice, possible_double }
+}
+
+/// Calls per second after the first window, against the allowed rate; and submit → first call.
+fn print_rates(sim: &SimHandle, label: &str, submitted: SystemTime) {
+    let mut at: Vec<SystemTime> =
+        sim.calls().iter().filter(|c| c.route.ends_with("bulk_match") && c.status == 200).map(|c| c.at).collect();
+    at.sort();
+    let (first, last) = (at[0], *at.last().unwrap());
+    let window_end = first + Duration::from_secs(1);
+    let after_first = at.iter().filter(|t| **t >= window_end).count();
+    let span = last.duration_since(window_end).unwrap_or_default().as_secs_f64();
+    let rate = if span > 0.0 { after_first.saturating_sub(1) as f64 / span } else { 0.0 };
+    eprintln!(
+        "{label}: {} calls, {rate:.1} calls/s after the first window ({:.2} of the allowed {LIMIT}/s), \
+         first call {:?} after the first submit",
+        at.len(),
+        rate / f64::from(LIMIT),
+        first.duration_since(submitted).unwrap_or_default()
+    );
+}
+
+async fn stop(mut s: Stand) {
+    for r in &mut s.replicas {
+        r.kill().await;
+    }
+    s.proxy.stop().await;
+    s.receiver.stop().await;
+    s.sim.stop().await;
+    s.db.drop_db().await;
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_with_clocks_apart_share_one_key() {
+    // One replica's clock 15 s behind, one 15 s ahead: longer than a lease (3 s), so a replica
+    // that trusted its own clock would take live leases from the others, or keep dead ones.
+    let s = stand(&[-15, 0, 15]).await;
+    let submitted = SystemTime::now();
+    let ids = submit_to_each(&s, 3).await;
+    let c = check_outcome(&s, &ids).await;
+    print_rates(&s.sim, "3 replicas, clocks -15 s / 0 / +15 s", submitted);
+    eprintln!("429s: {} of {} calls", c.rate_limited, c.calls);
+    assert!(c.rate_limited * 100 <= c.calls, "{} of {} calls answered 429", c.rate_limited, c.calls);
+    assert_eq!(c.possible_double, 0, "no lease expired, so no call's outcome was ever unknown");
+    assert_eq!(c.charged_twice, 0, "no batch claimed twice");
+    stop(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_work_is_finished_by_the_others() {
+    let mut s = stand(&[0, 0, 0]).await;
+    let ids = submit_to_each(&s, 3).await;
+    // Mid-run: some of the first replica's calls are in flight or leased.
+    while s.sim.calls().iter().filter(|c| c.status == 200).count() < 15 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.replicas[0].kill().await;
+    let c = check_outcome(&s, &ids).await;
+    eprintln!(
+        "one of 3 replicas killed: {} calls, {} answered 429, {} possibly charged twice, {} really were",
+        c.calls, c.rate_limited, c.possible_double, c.charged_twice
+    );
+    assert!(c.possible_double <= 4, "at most the killed replica's calls in flight are unknown");
+    stop(s).await;
+}
