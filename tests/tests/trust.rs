@@ -1,7 +1,8 @@
 //! Money and data you can trust (issue 10), end to end through the simulator on SQLite and
 //! PostgreSQL: cancel stops spending even for people waiting for a retry, an Apollo that refuses
-//! every call pauses dispatch instead of failing everyone, and a skipped phone reveal never ends
-//! `complete` without the phone.
+//! every call pauses dispatch instead of failing everyone while one refused detail fails alone,
+//! a skipped phone reveal never ends `complete` without the phone, and calls whose answer was lost
+//! are retried, counted, and charged in full.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -112,5 +113,69 @@ async fn skipped_phone_is_never_complete(backend: Backend) {
         assert_eq!(p["missing_parts"], json!(["phone"]), "{p:#}");
         assert!(p["error"].as_str().unwrap_or_default().contains("skipped"), "{p:#}");
     }
+    t.stop().await;
+}
+
+/// Every call Apollo runs but whose answer never reaches us (charged, webhooks scheduled, the
+/// answer after our timeout) is retried; the job's credits still equal Apollo's ledger and each
+/// retry shows as a possible double charge.
+async fn lost_answers_are_charged_in_full(backend: Backend) {
+    let sim = SimConfig {
+        match_rate: 1.0,
+        mobile_rate: 1.0,
+        fault_charge_then_timeout: 0.4,
+        charge_then_timeout_ms: 1_500,
+        seed: 7,
+        ..fast_sim()
+    };
+    let t = TestApp::spawn(backend, sim, |c| {
+        c.apollo_timeout = Duration::from_millis(500);
+        c.retry_base = Duration::from_millis(50);
+        c.max_attempts = 8;
+        c.reconcile_after = Duration::from_secs(1);
+        c.reconcile_every = Duration::from_millis(300);
+    })
+    .await
+    .expect("test app");
+    let id = submit(&t, &json!({"people": people("lost", 60), "reveal_phone_number": true})).await;
+    let job = t.wait_done(&id, Duration::from_secs(90)).await;
+    assert_eq!(job["status"], "completed", "{job:#}");
+    assert_eq!(job["counts"]["failed"], 0, "{job:#}");
+    let lost = bulk_calls(&t).iter().filter(|c| c.fault.as_deref() == Some("charge_then_timeout")).count();
+    assert!(lost > 0, "the fault fired");
+    assert_eq!(job["possible_double_charges"], lost as i64, "each retry of a lost answer is counted: {job:#}");
+    // Once Apollo is quiet, every delivery of every call it ran is applied: the job's credits
+    // equal the ledger, the lost calls' charges included.
+    let job = wait_for(&t, &id, |j| {
+        t.sim.idle() && j["credits_consumed"] == serde_json::to_value(t.sim.ledger().total).unwrap()
+    })
+    .await;
+    assert_eq!(job["counts"]["complete"], 60, "{job:#}");
+    t.stop().await;
+}
+
+/// One person Apollo refuses among many jobs' people: only that person fails, with Apollo's
+/// message; everyone else of the shared calls is enriched.
+async fn one_refused_detail_fails_alone(backend: Backend) {
+    let sim = SimConfig { reject_marker: Some("refuse-me.example".into()), ..fast_sim() };
+    let t = TestApp::spawn(backend, sim, |_| {}).await.expect("test app");
+    let mut list = people("a", 14);
+    list[7] = json!({"email": "bad@refuse-me.example"});
+    let a = submit(&t, &json!({"people": list})).await;
+    let b = submit(&t, &json!({"people": people("b", 5)})).await;
+    let ja = t.wait_done(&a, Duration::from_secs(60)).await;
+    let jb = t.wait_done(&b, Duration::from_secs(60)).await;
+    assert_eq!(ja["counts"]["failed"], 1, "{ja:#}");
+    assert_eq!(jb["counts"]["failed"], 0, "{jb:#}");
+    let people = t.all_people(&a).await;
+    for (i, p) in people.iter().enumerate() {
+        if i == 7 {
+            assert_eq!(p["status"], "failed", "{p:#}");
+            assert!(p["error"].as_str().unwrap_or_default().contains("422"), "Apollo's message is kept: {p:#}");
+        } else {
+            assert_ne!(p["status"], "failed", "{p:#}");
+        }
+    }
+    assert_eq!(ja["pause_reason"], Value::Null);
     t.stop().await;
 }
