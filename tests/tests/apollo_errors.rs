@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use apollo_sim::SimConfig;
-use e2e_tests::{ADMIN_KEY, Backend, CLIENT_KEY, TestApp, fast_sim, on_both_backends};
+use e2e_tests::{ADMIN_KEY, Backend, TestApp, fast_sim, on_both_backends};
 use serde_json::{Value, json};
 
 on_both_backends!(
