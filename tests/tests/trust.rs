@@ -13,7 +13,9 @@ use serde_json::{Value, json};
 on_both_backends!(
     cancel_sends_nobody_after_it,
     refused_everywhere_pauses_and_fails_nobody,
-    skipped_phone_is_never_complete
+    skipped_phone_is_never_complete,
+    lost_answers_are_charged_in_full,
+    one_refused_detail_fails_alone,
 );
 
 fn people(prefix: &str, n: usize) -> Vec<Value> {
