@@ -32,6 +32,7 @@ pub fn page(title: &str, viewer: Option<&Viewer>, nav: Nav, body: Markup) -> Mar
                 meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false}"#;
                 title { (title) " · enrichd" }
                 link rel="stylesheet" href="/ui/assets/app.css";
+                link rel="icon" href="/ui/assets/icon.svg" type="image/svg+xml";
                 script src="/ui/assets/htmx.min.js" defer {}
             }
             body {
