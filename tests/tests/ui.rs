@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use e2e_tests::{Backend, CLIENT_KEY, OTHER_KEY, TestApp, enrichd_binary, fast_sim, on_both_backends};
+use e2e_tests::{ADMIN_KEY, Backend, CLIENT_KEY, OTHER_KEY, TestApp, enrichd_binary, fast_sim, on_both_backends};
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
 
@@ -247,8 +247,22 @@ async fn pages_auth_and_escaping(backend: Backend) {
     .await;
 
     // System is for admins; a client gets 403 and cannot resume.
+    t.app.state.store.set_pause(Some("credits <exhausted>".into())).await.unwrap();
     assert_eq!(me.get("/ui/system").await.status, 403);
     assert_eq!(me.post("/ui/system/resume", &[("csrf", &csrf)]).await.status, 403);
+    assert!(t.app.state.store.pause_reason().await.unwrap().is_some(), "a client cannot resume");
+    // An admin sees any job and the system page, and resumes with the token only.
+    let admin = Session::sign_in(&t, ADMIN_KEY).await;
+    assert_eq!(admin.get(&format!("/ui/jobs/{id}")).await.status, 200);
+    let system = admin.get("/ui/system").await;
+    assert_eq!(system.status, 200);
+    assert!(system.body.contains("Paused: credits &lt;exhausted&gt;"), "{}", system.body);
+    assert!(system.body.contains("id=\"resume\""));
+    assert_eq!(admin.post("/ui/system/resume", &[("csrf", "")]).await.status, 403);
+    let resumed = admin.post("/ui/system/resume", &[("csrf", &system.csrf())]).await;
+    assert_eq!((resumed.status, resumed.location()), (303, "/ui/system"));
+    assert_eq!(t.app.state.store.pause_reason().await.unwrap(), None);
+    assert!(admin.get("/ui/system").await.body.contains("Dispatch is running."));
     // Static files are served from the binary.
     let htmx = me.get("/ui/assets/htmx.min.js").await;
     assert_eq!(htmx.status, 200);

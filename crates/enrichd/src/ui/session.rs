@@ -34,17 +34,21 @@ pub struct Viewer {
     pub csrf: String,
 }
 
-/// Who a key signs in as: a client key, else an admin key. The one place that knows about key
-/// kinds (admin keys arrive with `ENRICHD_ADMIN_KEYS`; until then nobody is an admin).
+/// Who a key signs in as: a client key (`ENRICHD_API_KEYS`), else an admin key
+/// (`ENRICHD_ADMIN_KEYS`). The one place that knows about key kinds.
 pub fn identify(state: &AppState, key: &str) -> Option<(String, bool)> {
-    state.keys.client_for(key).map(|name| (name.to_string(), false))
+    if let Some(name) = state.keys.client_for(key) {
+        return Some((name.to_string(), false));
+    }
+    state.admin_keys.client_for(key).map(|name| (name.to_string(), true))
 }
 
 fn signing_key(state: &AppState) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"enrichd dashboard sessions v1\0");
-    if let Some(keys) = &state.config.api_keys {
+    for keys in [&state.config.api_keys, &state.config.admin_keys].into_iter().flatten() {
         h.update(keys.expose_secret().as_bytes());
+        h.update(b"\0");
     }
     h.finalize().into()
 }
