@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: starts PostgreSQL if needed, then runs every test of the workspace
 # (unit, store suites on SQLite and PostgreSQL, simulator and end-to-end tests), then checks the
-# running service against its OpenAPI document with schemathesis.
+# running service against its OpenAPI document with schemathesis, then the dashboard in chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export TEST_PG_URL=${TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -12,3 +12,4 @@ bash scripts/ensure-faketime.sh
 cargo build --quiet --workspace --bins
 cargo test --workspace "$@"
 bash scripts/schemathesis.sh
+bash scripts/browser-test.sh

@@ -11,5 +11,6 @@ pub mod logging;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod ui;
 pub mod v1;
 pub mod worker;

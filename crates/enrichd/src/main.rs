@@ -24,6 +24,9 @@ enum Command {
         /// People in the demo job.
         #[arg(long, default_value_t = 300)]
         people: usize,
+        /// Keep the service running after the summary, to look at the dashboard (Ctrl-C stops it).
+        #[arg(long)]
+        keep_running: bool,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -54,7 +57,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 _ = stop => tracing::info!("shutting down"),
             }
         }
-        Command::Demo { people } => enrichd::demo::run(people).await?,
+        Command::Demo { people, keep_running } => enrichd::demo::run(people, keep_running).await?,
         Command::Migrate { database_url } => {
             job_store::Store::connect(&database_url).await?;
             println!("migrations applied");

@@ -155,6 +155,7 @@ impl Application {
                         Ok(res)
                     }
                 })
+                .configure(crate::ui::routes)
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", doc))
                 .route("/docs", web::get().to(|| async { HttpResponse::Found().insert_header(("location", "/docs/")).finish() }))
                 .configure(|cfg| {

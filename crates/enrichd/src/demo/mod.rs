@@ -60,8 +60,9 @@ pub fn demo_config(database_url: String, apollo_url: String, api_key: &str, sign
     c
 }
 
-/// Runs the demo with `people` people and prints a summary.
-pub async fn run(people: usize) -> anyhow::Result<()> {
+/// Runs the demo with `people` people and prints a summary; with `keep_running`, then serves
+/// (the dashboard included) until Ctrl-C.
+pub async fn run(people: usize, keep_running: bool) -> anyhow::Result<()> {
     crate::startup::install_tls();
     let started = Instant::now();
     let dir = std::env::temp_dir().join(format!("enrichd-demo-{}", uuid::Uuid::new_v4().simple()));
@@ -161,6 +162,11 @@ pub async fn run(people: usize) -> anyhow::Result<()> {
     );
     println!("  elapsed           {:.1} s", started.elapsed().as_secs_f64());
     anyhow::ensure!(callback.verified, "the callback's signature did not verify");
+    if keep_running {
+        println!();
+        println!("dashboard: {}/ui/jobs/{id} (sign in with the key {DEMO_KEY}); Ctrl-C stops the demo", app.url());
+        tokio::signal::ctrl_c().await?;
+    }
     app.stop().await;
     receiver.stop().await;
     sim.stop().await;

@@ -1,0 +1,354 @@
+//! The dashboard through the real app on both databases: signing in (CSRF, cookie flags, the key
+//! never in the cookie), each page as HTML (status, key elements, escaping), another client's job
+//! as 404, forms refused without their CSRF token, a CSV upload that becomes a job, and the CSV
+//! download equal to the command-line export.
+
+use std::time::{Duration, Instant};
+
+use e2e_tests::{ADMIN_KEY, Backend, CLIENT_KEY, OTHER_KEY, TestApp, enrichd_binary, fast_sim, on_both_backends};
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use serde_json::{Value, json};
+
+/// A browser-like client: one session cookie, no redirects followed.
+struct Session {
+    base: String,
+    http: reqwest::Client,
+    cookie: String,
+}
+
+struct Page {
+    status: u16,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers.get(LOCATION).and_then(|v| v.to_str().ok()).unwrap_or_default()
+    }
+
+    /// The value of the first hidden `csrf` field.
+    fn csrf(&self) -> String {
+        let marker = r#"name="csrf" value=""#;
+        let at = self.body.find(marker).unwrap_or_else(|| panic!("no csrf field in {}", self.body)) + marker.len();
+        self.body[at..].split('"').next().unwrap().to_string()
+    }
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value (reqwest is built without forms).
+fn url_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn cookie_of(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(str::to_string)
+}
+
+fn cookie_value(set_cookie: &str) -> &str {
+    set_cookie.split(';').next().unwrap().split_once('=').unwrap().1
+}
+
+impl Session {
+    fn anonymous(t: &TestApp) -> Session {
+        let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        Session { base: t.url(), http, cookie: String::new() }
+    }
+
+    async fn page(&self, resp: reqwest::RequestBuilder) -> Page {
+        let resp = resp.header("cookie", &self.cookie).send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        Page { status, headers, body: resp.text().await.unwrap() }
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        self.page(self.http.get(format!("{}{path}", self.base))).await
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        let body: Vec<String> = form.iter().map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v))).collect();
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.join("&"));
+        self.page(req).await
+    }
+
+    async fn post_multipart(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+        let boundary = "----enrichd-ui-test-boundary";
+        let mut body = String::new();
+        for (name, value) in fields {
+            let filename = if *name == "file" { "; filename=\"people.csv\"" } else { "" };
+            body.push_str(&format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{filename}\r\n\r\n{value}\r\n"
+            ));
+        }
+        body.push_str(&format!("--{boundary}--\r\n"));
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(body);
+        self.page(req).await
+    }
+
+    /// Signs in through the form, as a browser does.
+    async fn sign_in(t: &TestApp, key: &str) -> Session {
+        let mut s = Session::anonymous(t);
+        let form = s.get("/ui/sign-in").await;
+        assert_eq!(form.status, 200);
+        let nonce = cookie_of(&form.headers, "enrichd_signin").expect("sign-in cookie");
+        s.cookie = format!("enrichd_signin={}", cookie_value(&nonce));
+        let done = s.post("/ui/sign-in", &[("key", key), ("csrf", &form.csrf())]).await;
+        assert_eq!(done.status, 303, "{}", done.body);
+        assert_eq!(done.location(), "/ui/jobs");
+        let session = cookie_of(&done.headers, "enrichd_session").expect("session cookie");
+        s.cookie = format!("enrichd_session={}", cookie_value(&session));
+        s
+    }
+}
+
+async fn wait_until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let started = Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+const HOSTILE: &str = "<script>alert(1)</script>";
+
+async fn pages_auth_and_escaping(backend: Backend) {
+    let t = TestApp::spawn(backend, fast_sim(), |_| {}).await.unwrap();
+    let anon = Session::anonymous(&t);
+
+    // Without a session every page sends the browser to the sign-in form.
+    for path in ["/ui/jobs", "/ui/new", "/ui/system", "/ui/jobs/00000000-0000-0000-0000-000000000000"] {
+        let p = anon.get(path).await;
+        assert_eq!((p.status, p.location()), (303, "/ui/sign-in"), "{path}");
+    }
+    // The sign-in form: a wrong key is refused; a form without its token is refused.
+    let form = anon.get("/ui/sign-in").await;
+    let csp = form.headers.get("content-security-policy").unwrap().to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    let nonce = cookie_of(&form.headers, "enrichd_signin").unwrap();
+    let with_nonce = Session { cookie: format!("enrichd_signin={}", cookie_value(&nonce)), ..Session::anonymous(&t) };
+    let wrong = with_nonce.post("/ui/sign-in", &[("key", "nope"), ("csrf", &form.csrf())]).await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("Unknown API key"));
+    assert!(cookie_of(&wrong.headers, "enrichd_session").is_none());
+    let no_token = with_nonce.post("/ui/sign-in", &[("key", CLIENT_KEY), ("csrf", "")]).await;
+    assert_eq!(no_token.status, 403);
+    let no_nonce = anon.post("/ui/sign-in", &[("key", CLIENT_KEY), ("csrf", &form.csrf())]).await;
+    assert_eq!(no_nonce.status, 403, "a token without its cookie is refused");
+
+    // The session cookie: HttpOnly, SameSite=Strict, and not the key.
+    let mut s = Session::anonymous(&t);
+    s.cookie = format!("enrichd_signin={}", cookie_value(&nonce));
+    let signed = s.post("/ui/sign-in", &[("key", CLIENT_KEY), ("csrf", &form.csrf())]).await;
+    let set = cookie_of(&signed.headers, "enrichd_session").unwrap();
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    assert!(!set.contains(CLIENT_KEY), "the key is not in the cookie: {set}");
+    // A tampered cookie is no session.
+    let forged = Session { cookie: format!("enrichd_session={}x", cookie_value(&set)), ..Session::anonymous(&t) };
+    assert_eq!(forged.get("/ui/jobs").await.status, 303);
+
+    let me = Session::sign_in(&t, CLIENT_KEY).await;
+    let other = Session::sign_in(&t, OTHER_KEY).await;
+    let resp = t
+        .submit(&json!({
+            "people": [
+                {"name": HOSTILE, "email": "person1@northwind-labs.com"},
+                {"email": "person2@kestrel-robotics.io"},
+            ],
+            "reveal_phone_number": true,
+            "callback_url": t.receiver.url(),
+        }))
+        .await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let job = t.wait_done(&id, Duration::from_secs(60)).await;
+    assert_eq!(job["status"], "completed", "{job:#}");
+    t.receiver.wait_for(1, Duration::from_secs(30)).await;
+
+    // Jobs: the job, its state, its credits; filtered out under another state; not the other client's.
+    let list = me.get("/ui/jobs").await;
+    assert_eq!(list.status, 200);
+    assert!(list.body.contains(&format!("/ui/jobs/{id}")), "{}", list.body);
+    assert!(list.body.contains("state-completed"));
+    let credits = job["credits_consumed"].as_f64().unwrap();
+    assert!(credits > 0.0);
+    assert!(list.body.contains(&format!("<td class=\"num\">{credits}</td>")), "credits shown: {}", list.body);
+    assert!(!list.body.contains("hx-trigger"), "a finished list does not refresh itself");
+    assert!(!me.get("/ui/jobs?state=running").await.body.contains(&format!("/ui/jobs/{id}")));
+    assert!(me.get("/ui/jobs?state=completed").await.body.contains(&format!("/ui/jobs/{id}")));
+    assert!(!other.get("/ui/jobs").await.body.contains(&id));
+
+    // Job: counters, flags, callback with its attempt, people; the hostile name as text.
+    let page = me.get(&format!("/ui/jobs/{id}")).await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<strong id=\"percent\">100 %</strong>"), "{}", page.body);
+    assert!(page.body.contains("id=\"callback-attempts\""));
+    assert!(page.body.contains("id=\"redeliver\""));
+    assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "escaped name shown");
+    assert!(!page.body.contains(HOSTILE), "no raw script tag");
+    let person_id = t.all_people(&id).await[0]["id"].as_str().unwrap().to_string();
+    assert!(page.body.contains(&format!("/ui/jobs/{id}/people/{person_id}")));
+    // Filter by outcome: nobody failed.
+    assert!(me.get(&format!("/ui/jobs/{id}?outcome=failed")).await.body.contains("Nobody here."));
+
+    // Person: the merged record, phone numbers and where emails came from.
+    let api_person = &t.all_people(&id).await[0];
+    let person = me.get(&format!("/ui/jobs/{id}/people/{person_id}")).await;
+    assert_eq!(person.status, 200);
+    assert!(!person.body.contains(HOSTILE));
+    for phone in api_person["record"]["phones"].as_array().unwrap() {
+        assert!(person.body.contains(phone["e164"].as_str().unwrap()), "phone shown: {}", person.body);
+    }
+    for email in api_person["record"]["emails"].as_array().unwrap() {
+        let sources: Vec<&str> = email["sources"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+        assert!(person.body.contains(&format!("<td>{}</td>", sources.join(", "))), "sources shown");
+    }
+
+    // Another client's job, person and download are not found.
+    for path in
+        [format!("/ui/jobs/{id}"), format!("/ui/jobs/{id}/people/{person_id}"), format!("/ui/jobs/{id}/export.csv")]
+    {
+        assert_eq!(other.get(&path).await.status, 404, "{path}");
+    }
+    let other_csrf = other.get("/ui/jobs").await.csrf();
+    assert_eq!(other.post(&format!("/ui/jobs/{id}/redeliver"), &[("csrf", &other_csrf)]).await.status, 404);
+
+    // Redeliver: refused without the token (or with another session's), then sent.
+    let csrf = page.csrf();
+    for bad in ["", other_csrf.as_str()] {
+        assert_eq!(me.post(&format!("/ui/jobs/{id}/redeliver"), &[("csrf", bad)]).await.status, 403);
+    }
+    let before = t.receiver.received().len();
+    let done = me.post(&format!("/ui/jobs/{id}/redeliver"), &[("csrf", &csrf)]).await;
+    assert_eq!((done.status, done.location()), (303, format!("/ui/jobs/{id}").as_str()));
+    t.receiver.wait_for(before + 1, Duration::from_secs(30)).await;
+    let manual = "<td>manual</td>";
+    let receiver = &t.receiver;
+    wait_until("the manual attempt on the page", || async {
+        receiver.received().len() > before && me.get(&format!("/ui/jobs/{id}")).await.body.contains(manual)
+    })
+    .await;
+
+    // System is for admins; a client gets 403 and cannot resume.
+    t.app.state.store.set_pause(Some("credits <exhausted>".into())).await.unwrap();
+    assert_eq!(me.get("/ui/system").await.status, 403);
+    assert_eq!(me.post("/ui/system/resume", &[("csrf", &csrf)]).await.status, 403);
+    assert!(t.app.state.store.pause_reason().await.unwrap().is_some(), "a client cannot resume");
+    // An admin sees any job and the system page, and resumes with the token only.
+    let admin = Session::sign_in(&t, ADMIN_KEY).await;
+    assert_eq!(admin.get(&format!("/ui/jobs/{id}")).await.status, 200);
+    let system = admin.get("/ui/system").await;
+    assert_eq!(system.status, 200);
+    assert!(system.body.contains("Paused: credits &lt;exhausted&gt;"), "{}", system.body);
+    assert!(system.body.contains("id=\"resume\""));
+    assert_eq!(admin.post("/ui/system/resume", &[("csrf", "")]).await.status, 403);
+    let resumed = admin.post("/ui/system/resume", &[("csrf", &system.csrf())]).await;
+    assert_eq!((resumed.status, resumed.location()), (303, "/ui/system"));
+    assert_eq!(t.app.state.store.pause_reason().await.unwrap(), None);
+    assert!(admin.get("/ui/system").await.body.contains("Dispatch is running."));
+    // Static files are served from the binary.
+    let htmx = me.get("/ui/assets/htmx.min.js").await;
+    assert_eq!(htmx.status, 200);
+    assert!(htmx.body.starts_with("var htmx="));
+    // Signing out needs the token, then clears the cookie.
+    assert_eq!(me.post("/ui/sign-out", &[("csrf", "")]).await.status, 403);
+    let out = me.post("/ui/sign-out", &[("csrf", &csrf)]).await;
+    assert!(cookie_of(&out.headers, "enrichd_session").unwrap().contains("Max-Age=0"));
+    t.stop().await;
+}
+
+const UPLOAD: &str = "First Name,Last Name,Email Address,Company Domain,Notes\r\n\
+    Dana,Smith,dana.smith@acme-corp.com,acme-corp.com,\"said \"\"hi\"\"\"\r\n\
+    Zoë,Ångström,zoe.angstrom@northwind-labs.com,northwind-labs.com,<b>bold</b>\r\n\
+    Renée,O'Brien,,kestrel-robotics.io,\r\n";
+
+async fn upload_submit_and_download(backend: Backend) {
+    let bin = enrichd_binary();
+    let t = TestApp::spawn(backend, fast_sim(), |_| {}).await.unwrap();
+    let me = Session::sign_in(&t, CLIENT_KEY).await;
+    let form = me.get("/ui/new").await;
+    assert_eq!(form.status, 200);
+    assert!(form.body.contains("enctype=\"multipart/form-data\""));
+    let csrf = form.csrf();
+
+    // Without the token nothing happens.
+    let refused = me.post_multipart("/ui/new", &[("file", UPLOAD), ("csrf", "")]).await;
+    assert_eq!(refused.status, 403);
+    // Preview: the mapping and the people as they will be sent; nothing submitted yet.
+    let preview =
+        me.post_multipart("/ui/new", &[("csrf", &csrf), ("file", UPLOAD), ("flag", "reveal_phone_number")]).await;
+    assert_eq!(preview.status, 200, "{}", preview.body);
+    for (column, field) in [("First Name", "first_name"), ("Email Address", "email"), ("Company Domain", "domain")] {
+        assert!(
+            preview.body.contains(&format!("<td>{column}</td><td><code>{field}</code></td>")),
+            "{column}: {}",
+            preview.body
+        );
+    }
+    assert!(preview.body.contains("<td>Notes</td><td><span class=\"muted\">kept in the export"));
+    assert!(preview.body.contains("&quot;email&quot;:&quot;zoe.angstrom@northwind-labs.com&quot;"), "{}", preview.body);
+    assert!(!preview.body.contains("<b>bold</b>"));
+    assert!(t.get_json("/v1/jobs").await["data"].as_array().unwrap().is_empty(), "a preview submits nothing");
+    // Submit, from the preview's own form (the file travels in its hidden field).
+    let hidden = {
+        let marker = r#"name="csv" value=""#;
+        let at = preview.body.find(marker).unwrap() + marker.len();
+        let raw = preview.body[at..].split('"').next().unwrap();
+        raw.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    };
+    assert_eq!(hidden.replace("\r\n", "\n"), UPLOAD.replace("\r\n", "\n"));
+    let submitted = me
+        .post_multipart(
+            "/ui/new",
+            &[("csrf", &csrf), ("csv", &hidden), ("step", "submit"), ("flag", "reveal_phone_number")],
+        )
+        .await;
+    assert_eq!(submitted.status, 303, "{}", submitted.body);
+    let id = submitted.location().strip_prefix("/ui/jobs/").unwrap().to_string();
+    let job = t.wait_done(&id, Duration::from_secs(60)).await;
+    assert_eq!(job["status"], "completed");
+    assert_eq!(job["total"], 3);
+    assert_eq!(job["options"]["reveal_phone_number"], true);
+    assert_eq!(
+        job["metadata"]["source_columns"],
+        json!(["First Name", "Last Name", "Email Address", "Company Domain", "Notes"])
+    );
+
+    // The download equals the command-line export with the input columns.
+    let download = me.get(&format!("/ui/jobs/{id}/export.csv")).await;
+    assert_eq!(download.status, 200);
+    assert!(download.headers.get("content-disposition").unwrap().to_str().unwrap().contains(&format!("job-{id}.csv")));
+    let out = std::env::temp_dir().join(format!("enrichd-ui-{}.csv", uuid::Uuid::new_v4().simple()));
+    let cli = std::process::Command::new(bin)
+        .args(["export", &id, "--format", "csv", "--with-input", "-o", out.to_str().unwrap()])
+        .env("ENRICHD_URL", t.url())
+        .env("ENRICHD_KEY", CLIENT_KEY)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert!(cli.status.success(), "{}", String::from_utf8_lossy(&cli.stderr));
+    let exported = std::fs::read_to_string(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    assert_eq!(download.body, exported);
+    assert!(download.body.contains("Zoë,Ångström,zoe.angstrom@northwind-labs.com"), "{}", download.body);
+    t.stop().await;
+}
+
+on_both_backends!(pages_auth_and_escaping, upload_submit_and_download);
