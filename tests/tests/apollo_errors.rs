@@ -58,8 +58,13 @@ async fn unauthorized_and_forbidden_pause_dispatch(backend: Backend) {
         let reason = paused["pause_reason"].as_str().unwrap_or_default();
         assert!(reason.contains(&status.to_string()), "{fault}: the reason says {status}: {reason}");
         assert_eq!(paused["counts"]["failed"], 0, "{fault}: nobody fails: {paused:#}");
+        // A paused replica stays in the balancer (Apollo's webhooks must still reach it): 200,
+        // with the pause and its reason in the body.
         let ready = t.http.get(format!("{}/readyz", t.url())).send().await.unwrap();
-        assert_eq!(ready.status(), 503, "{fault}: not ready while paused");
+        assert_eq!(ready.status(), 200, "{fault}: a paused replica is still ready");
+        let ready: serde_json::Value = ready.json().await.unwrap();
+        assert_eq!(ready["status"], "paused", "{fault}: {ready}");
+        assert!(ready.to_string().contains(&status.to_string()), "{fault}: the reason shows: {ready}");
         let refused = t.sim.calls().iter().filter(|c| c.status == status).count();
         assert!(refused >= 1, "{fault}: Apollo answered {status}");
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use apollo_client::Credits;
 use apollo_sim::SimConfig;
 use e2e_tests::truth::assert_records_match;
-use e2e_tests::{Backend, TestApp, fast_sim, on_both_backends};
+use e2e_tests::{ADMIN_KEY, Backend, TestApp, fast_sim, on_both_backends};
 use serde_json::{Value, json};
 
 on_both_backends!(cross_job_duplicates);
@@ -50,12 +50,17 @@ async fn cross_job_duplicates(backend: Backend) {
         "reveal_phone_number": true,
         "run_waterfall_email": true,
     }));
+    // The jobs arrive while dispatch is paused, so their people are packed into shared calls
+    // whatever the timing (a fast dispatcher would otherwise give each job its own call).
+    t.app.state.store.set_pause(Some("collecting the jobs".into())).await.unwrap();
     let mut ids = Vec::new();
     for body in &bodies {
         let resp = t.submit(body).await;
         assert_eq!(resp.status(), 202);
         ids.push(resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
     }
+    let resumed = t.http.post(format!("{}/v1/admin/resume", t.url())).bearer_auth(ADMIN_KEY).send().await.unwrap();
+    assert_eq!(resumed.status(), 200);
     let mut credits = Credits::ZERO;
     let mut checked = Vec::new();
     for id in &ids {

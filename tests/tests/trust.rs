@@ -143,9 +143,6 @@ async fn lost_answers_are_charged_in_full(backend: Backend) {
     let job = t.wait_done(&id, Duration::from_secs(90)).await;
     assert_eq!(job["status"], "completed", "{job:#}");
     assert_eq!(job["counts"]["failed"], 0, "{job:#}");
-    let lost = bulk_calls(&t).iter().filter(|c| c.fault.as_deref() == Some("charge_then_timeout")).count();
-    assert!(lost > 0, "the fault fired");
-    assert_eq!(job["possible_double_charges"], lost as i64, "each retry of a lost answer is counted: {job:#}");
     // Once Apollo is quiet, every delivery of every call it ran is applied: the job's credits
     // equal the ledger, the lost calls' charges included.
     let job = wait_for(&t, &id, |j| {
@@ -153,6 +150,16 @@ async fn lost_answers_are_charged_in_full(backend: Backend) {
     })
     .await;
     assert_eq!(job["counts"]["complete"], 60, "{job:#}");
+    // The simulator records a lost call when its late answer is sent: count them once it is quiet.
+    let lost = bulk_calls(&t).iter().filter(|c| c.fault.as_deref() == Some("charge_then_timeout")).count();
+    assert!(lost > 0, "the fault fired");
+    // Every call Apollo received and we never saw answered (the fault's, and any that outran our
+    // timeout on a busy machine) was retried and counted; a retry whose request timed out before
+    // Apollo read it is counted too (we cannot know), so the job may report more, never fewer.
+    let unseen = bulk_calls(&t).len() as i64 - job["apollo_calls"].as_i64().unwrap();
+    assert!(unseen >= lost as i64);
+    let double = job["possible_double_charges"].as_i64().unwrap();
+    assert!(double >= unseen, "each retry of a lost answer is counted: {double} < {unseen}: {job:#}");
     t.stop().await;
 }
 
