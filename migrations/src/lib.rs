@@ -11,6 +11,7 @@ mod m20250601_000002_erasure;
 mod m20251201_000003_callback_events;
 mod m20251201_000004_lifecycle;
 mod m20261130_000005_replicas;
+mod m20261130_000006_budget;
 
 /// Applies the enrichd migrations in order.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20251201_000003_callback_events::Migration),
             Box::new(m20251201_000004_lifecycle::Migration),
             Box::new(m20261130_000005_replicas::Migration),
+            Box::new(m20261130_000006_budget::Migration),
         ]
     }
 }

@@ -68,7 +68,7 @@ impl Credits {
     const SCALE: i64 = 1_000_000;
 
     /// Whole credits.
-    pub fn whole(n: i64) -> Self {
+    pub const fn whole(n: i64) -> Self {
         Credits(n * Self::SCALE)
     }
 

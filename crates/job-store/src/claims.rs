@@ -20,7 +20,7 @@ use crate::entities::{batch, batch_person, job, person};
 use crate::lifecycle::Event;
 use crate::people::move_primaries;
 use crate::{
-    BatchState, JobOptions, JobState, PersonState, Store, StoreError, StoreResult, dispatcher, hex, new_id, ts,
+    BatchState, JobOptions, JobState, PersonState, Store, StoreError, StoreResult, budget, dispatcher, hex, new_id, ts,
 };
 
 /// People per Apollo call (the `bulk_match` limit).
@@ -568,12 +568,18 @@ async fn reclaim_retry(
     }
 }
 
-/// Active jobs with queued people, in fairness order (never claimed first, then oldest claim).
-async fn candidate_jobs(txn: &DatabaseTransaction, flags: Option<i16>, limit: u64) -> StoreResult<Vec<(Uuid, i16)>> {
+/// Active jobs with queued people, in fairness order (never claimed first, then oldest claim),
+/// with whether each has a credit budget.
+async fn candidate_jobs(
+    txn: &DatabaseTransaction,
+    flags: Option<i16>,
+    limit: u64,
+) -> StoreResult<Vec<(Uuid, i16, bool)>> {
     let mut q = job::Entity::find()
         .select_only()
         .column(job::Column::Id)
         .column(job::Column::Flags)
+        .column_as(job::Column::MaxCreditsMicros.is_not_null(), "budgeted")
         .filter(job::Column::State.is_in([JobState::Queued.as_str(), JobState::Running.as_str()]))
         .filter(job::Column::NQueued.gt(0));
     if let Some(f) = flags {
@@ -600,19 +606,28 @@ async fn form_batch(
     let mut flags: Option<i16> = None;
     let mut picked: Vec<person::Model> = Vec::with_capacity(BATCH_SIZE);
     let mut visited: HashSet<Uuid> = HashSet::new();
+    // Budgeted jobs whose people are skipped here complete in this transaction.
+    let mut tally = Tally::default();
     // First pass over all flags; the first job that yields people fixes the flags. Second pass:
     // more jobs with those flags, if the batch is not full yet.
     for pass in 0..2 {
         if pass == 1 && (flags.is_none() || picked.len() == BATCH_SIZE) {
             break;
         }
-        for (job_id, job_flags) in candidate_jobs(txn, flags, CANDIDATE_JOBS).await? {
+        for (job_id, job_flags, budgeted) in candidate_jobs(txn, flags, CANDIDATE_JOBS).await? {
             if picked.len() == BATCH_SIZE {
                 break;
             }
             if flags.is_some_and(|f| f != job_flags) || !visited.insert(job_id) {
                 continue;
             }
+            let room = match budgeted {
+                false => BATCH_SIZE - picked.len(),
+                true => match budget::room(txn, &mut tally, job_id, now).await? {
+                    budget::Room::Take(n) => n.min(BATCH_SIZE - picked.len()),
+                    budget::Room::Wait => continue,
+                },
+            };
             // `state = 'queued'` is written as a literal, not a bound parameter, so that both
             // planners match the partial index `ix_people_claimable` (a generic PostgreSQL plan
             // or SQLite cannot prove `state = $1` implies the index predicate).
@@ -621,7 +636,7 @@ async fn form_batch(
                 .filter(Expr::col(person::Column::State).eq(Expr::cust("'queued'")))
                 .filter(person::Column::DupOf.is_null())
                 .order_by_asc(person::Column::Ordinal)
-                .limit((BATCH_SIZE - picked.len()) as u64)
+                .limit(room as u64)
                 .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
                 .all(txn)
                 .await?;
@@ -631,7 +646,10 @@ async fn form_batch(
             }
         }
     }
-    let Some(flags) = flags else { return Ok(None) };
+    let Some(flags) = flags else {
+        tally.flush(txn, now).await?;
+        return Ok(None);
+    };
 
     let batch_id = new_id();
     let secret = new_secret()?;
@@ -670,7 +688,6 @@ async fn form_batch(
     });
     batch_person::Entity::insert_many(members).exec_without_returning(txn).await?;
 
-    let mut tally = Tally::default();
     let refs: Vec<&person::Model> = picked.iter().collect();
     move_primaries(txn, &mut tally, &refs, Event::Claimed, Some(batch_id), None, now).await?;
     for p in &picked {

@@ -35,6 +35,9 @@ pub struct Counts {
     pub failed: i64,
     /// Cancelled.
     pub cancelled: i64,
+    /// Left unsent: the job's credit budget ran out.
+    #[serde(default)]
+    pub skipped_budget: i64,
 }
 
 impl Counts {
@@ -75,6 +78,7 @@ impl Counts {
             invalid: j.n_invalid,
             failed: j.n_failed,
             cancelled: j.n_cancelled,
+            skipped_budget: j.n_skipped_budget,
         }
     }
 
@@ -89,6 +93,7 @@ impl Counts {
             PersonState::Invalid => &self.invalid,
             PersonState::Failed => &self.failed,
             PersonState::Cancelled => &self.cancelled,
+            PersonState::SkippedBudget => &self.skipped_budget,
         }
     }
 
@@ -103,6 +108,7 @@ impl Counts {
             PersonState::Invalid => &mut self.invalid,
             PersonState::Failed => &mut self.failed,
             PersonState::Cancelled => &mut self.cancelled,
+            PersonState::SkippedBudget => &mut self.skipped_budget,
         }
     }
 }
@@ -119,6 +125,7 @@ pub(crate) fn column(state: PersonState) -> job::Column {
         PersonState::Invalid => job::Column::NInvalid,
         PersonState::Failed => job::Column::NFailed,
         PersonState::Cancelled => job::Column::NCancelled,
+        PersonState::SkippedBudget => job::Column::NSkippedBudget,
     }
 }
 

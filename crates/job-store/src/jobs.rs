@@ -54,6 +54,9 @@ pub struct NewJob {
     pub metadata: Option<Value>,
     /// Input people (JSON objects), in order.
     pub people: Vec<Value>,
+    /// Credit budget: dispatch stops before the worst case could pass it ([`crate::budget`]).
+    #[serde(default)]
+    pub max_credits: Option<Credits>,
 }
 
 impl NewJob {
@@ -78,12 +81,16 @@ impl NewJob {
             callback_url: &'a Option<String>,
             metadata: &'a Option<Value>,
             people: &'a [Value],
+            // Left out when absent, so requests without a budget hash as they always did.
+            #[serde(skip_serializing_if = "Option::is_none")]
+            max_credits: Option<i64>,
         }
         let body = Hashed {
             options: &self.options,
             callback_url: &self.callback_url,
             metadata: &self.metadata,
             people: &self.people,
+            max_credits: self.max_credits.map(|c| c.micros()),
         };
         let mut w = HashWriter(Sha256::new());
         // Writing JSON of plain values into a hasher cannot fail.
@@ -126,6 +133,12 @@ pub struct JobView {
     pub total: i64,
     /// Credits consumed.
     pub credits: Credits,
+    /// The credit budget, if any.
+    #[serde(default)]
+    pub max_credits: Option<Credits>,
+    /// Why the job ended before sending everyone (its budget ran out).
+    #[serde(default)]
+    pub end_reason: Option<String>,
     /// Apollo calls answered for this job.
     pub calls: i64,
     /// Leases that expired with a call possibly charged.
@@ -181,6 +194,8 @@ impl JobView {
             pause_reason: j.pause_reason,
             total: j.total,
             credits: Credits(j.credits_micros),
+            max_credits: j.max_credits_micros.map(Credits),
+            end_reason: j.end_reason,
             calls: j.calls,
             possible_double_charges: j.possible_double_charges,
             cancel_requested_at: j.cancel_requested_at,
@@ -446,6 +461,9 @@ impl Store {
             n_invalid: n as i64 - valid,
             n_failed: 0,
             n_cancelled: 0,
+            n_skipped_budget: 0,
+            max_credits_micros: new.max_credits.map(|c| c.micros()),
+            end_reason: None,
             total: n as i64,
             credits_micros: 0,
             calls: 0,

@@ -3,7 +3,7 @@
 //! touches the database, so every rule is unit- and property-tested on its own.
 //!
 //! A person: `queued → submitted → awaiting_async → complete | partial`, or `not_found`,
-//! `failed`, `cancelled` (`invalid` is decided at submission and never changes). An event that
+//! `failed`, `cancelled`, `skipped_budget` (`invalid` is decided at submission and never changes). An event that
 //! does not apply to the current state changes nothing, so events may repeat and arrive late.
 
 use apollo_client::DeliveryKind;
@@ -84,6 +84,8 @@ pub enum Event {
     Failed,
     /// The job was cancelled (or erased) while the person was not in an Apollo call.
     Cancelled,
+    /// The job's credit budget cannot cover this person's worst-case cost (nothing is in flight).
+    OverBudget,
 }
 
 impl Life {
@@ -148,6 +150,8 @@ pub fn step(life: Life, event: Event) -> Life {
         (S::AwaitingAsync, Event::Deadline) => next.state = S::Partial,
         (S::Submitted, Event::Failed) => next.state = S::Failed,
         (S::Queued | S::Submitted, Event::Cancelled) => next.state = S::Cancelled,
+        // Only a person never sent: one in a call already has its cost reserved.
+        (S::Queued, Event::OverBudget) => next.state = S::SkippedBudget,
         _ => {}
     }
     next
@@ -287,6 +291,20 @@ mod tests {
         for e in [Event::Claimed, Event::Failed, Event::Cancelled, Event::Deadline, answered(true, true)] {
             assert_eq!(step(invalid, e), invalid);
         }
+    }
+
+    #[test]
+    fn only_a_queued_person_is_skipped_for_budget() {
+        let skipped = step(Life::QUEUED, Event::OverBudget);
+        assert_eq!(skipped.state, S::SkippedBudget);
+        assert_eq!(step(submitted(), Event::OverBudget), submitted(), "a person in a call keeps going");
+        let waiting = step(submitted(), answered(true, false));
+        assert_eq!(step(waiting, Event::OverBudget), waiting);
+        for e in [Event::Claimed, Event::Failed, Event::Cancelled, Event::Deadline, answered(true, true)] {
+            assert_eq!(step(skipped, e), skipped, "{e:?} after skipped_budget");
+        }
+        let c = Counts { complete: 2, skipped_budget: 3, ..Counts::default() };
+        assert_eq!(job_outcome(&c, 5, false), Some(JobState::Completed));
     }
 
     #[test]

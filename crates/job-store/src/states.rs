@@ -83,6 +83,8 @@ string_enum!(
         Failed => "failed",
         /// The job was cancelled before the person was sent.
         Cancelled => "cancelled",
+        /// Never sent: the job's credit budget could not cover this person's worst-case cost.
+        SkippedBudget => "skipped_budget",
     }
 );
 

@@ -56,6 +56,10 @@ pub struct SubmitArgs {
     /// Where the service sends the signed `job.completed` callback.
     #[arg(long)]
     pub callback_url: Option<String>,
+    /// Credit budget of each job sent (decimal credits): the service stops sending a job's people
+    /// before its worst-case cost could pass this; the rest end `skipped_budget`.
+    #[arg(long, value_name = "CREDITS")]
+    pub max_credits: Option<f64>,
     /// `column=field` (or `column=-` to ignore a column); repeatable. Overrides the header aliases.
     #[arg(long = "map", value_name = "COLUMN=FIELD")]
     pub map: Vec<String>,

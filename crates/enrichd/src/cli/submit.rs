@@ -206,6 +206,7 @@ async fn send(
         run_waterfall_phone: Some(args.run_waterfall_phone),
         callback_url: args.callback_url.clone(),
         metadata: (!metadata.is_empty()).then(|| metadata.clone()),
+        max_credits: args.max_credits,
     };
     let key = if parts == 1 { key.to_string() } else { format!("{key}-{part}") };
     let created = api.submit(&job, Some(&key)).await?;

@@ -22,7 +22,7 @@ pub const PERSON_FIELDS: [&str; 10] = [
     "external_id",
 ];
 
-const JOB_FIELDS: [&str; 8] = [
+const JOB_FIELDS: [&str; 9] = [
     "people",
     "reveal_personal_emails",
     "reveal_phone_number",
@@ -31,6 +31,7 @@ const JOB_FIELDS: [&str; 8] = [
     "callback_url",
     "metadata",
     "webhook_url",
+    "max_credits",
 ];
 
 /// The person field holding a spreadsheet row as given (kept for exports, never sent to Apollo).
@@ -41,6 +42,8 @@ pub const MAX_SOURCE_CELLS: usize = 200;
 pub const MAX_FIELD_LEN: usize = 512;
 /// Longest accepted `callback_url`.
 pub const MAX_CALLBACK_URL: usize = 2048;
+/// Largest accepted `max_credits`, in credits.
+pub const MAX_BUDGET_CREDITS: i64 = 1_000_000_000;
 /// Largest accepted `metadata`, serialised.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Why U+0000 is refused: PostgreSQL `text` and `jsonb` cannot hold it, so the same job would be
@@ -64,6 +67,8 @@ pub struct ValidJob {
     pub callback_url: Option<String>,
     /// Client metadata, returned as given.
     pub metadata: Option<Value>,
+    /// The credit budget.
+    pub max_credits: Option<apollo_client::Credits>,
 }
 
 impl ValidJob {
@@ -81,6 +86,7 @@ impl ValidJob {
             callback_url: self.callback_url,
             metadata: self.metadata,
             people: self.people,
+            max_credits: self.max_credits,
         }
     }
 }
@@ -139,6 +145,15 @@ pub fn validate_job_owned(
         checked.map(|url| url.to_string()).map_err(|m| problems.push(problem("callback_url", None, m))).ok()
     });
     let metadata = take::<Map<String, Value>>(obj, "metadata", &mut problems).map(Value::Object);
+    let max_credits = take::<serde_json::Number>(obj, "max_credits", &mut problems).and_then(|n| {
+        let credits = apollo_client::Credits::parse_decimal(&n.to_string())
+            .filter(|c| c.micros() >= 0 && *c <= apollo_client::Credits::whole(MAX_BUDGET_CREDITS));
+        credits
+            .ok_or_else(|| {
+                problems.push(problem("max_credits", None, format!("must be between 0 and {MAX_BUDGET_CREDITS} credits")))
+            })
+            .ok()
+    });
     if let Some(m) = &metadata {
         if m.to_string().len() > MAX_METADATA_BYTES {
             problems.push(problem("metadata", None, format!("must be at most {MAX_METADATA_BYTES} bytes")));
@@ -178,6 +193,7 @@ pub fn validate_job_owned(
             run_waterfall_phone,
             callback_url,
             metadata,
+            max_credits,
         })
     } else {
         Err(problems)

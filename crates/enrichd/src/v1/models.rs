@@ -122,6 +122,11 @@ pub struct JobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Map<String, Value>>,
+    /// Credit budget (decimal credits, at least 0): no call is made whose worst-case cost could
+    /// take the job's credits past it; people left end `skipped_budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    pub max_credits: Option<f64>,
 }
 
 /// Apollo flags of a job.
@@ -198,6 +203,8 @@ pub enum PersonStatus {
     Failed,
     /// The job was cancelled before the person was sent.
     Cancelled,
+    /// Never sent: the job's `max_credits` could not cover this person's worst-case cost.
+    SkippedBudget,
 }
 
 impl From<job_store::PersonState> for PersonStatus {
@@ -213,6 +220,7 @@ impl From<job_store::PersonState> for PersonStatus {
             S::Invalid => PersonStatus::Invalid,
             S::Failed => PersonStatus::Failed,
             S::Cancelled => PersonStatus::Cancelled,
+            S::SkippedBudget => PersonStatus::SkippedBudget,
         }
     }
 }
@@ -238,6 +246,9 @@ pub struct PersonCounts {
     pub failed: i64,
     /// Cancelled.
     pub cancelled: i64,
+    /// Left unsent: the job's credit budget ran out.
+    #[serde(default)]
+    pub skipped_budget: i64,
 }
 
 impl From<job_store::Counts> for PersonCounts {
@@ -252,6 +263,7 @@ impl From<job_store::Counts> for PersonCounts {
             invalid: c.invalid,
             failed: c.failed,
             cancelled: c.cancelled,
+            skipped_budget: c.skipped_budget,
         }
     }
 }
@@ -392,6 +404,13 @@ pub struct Job {
     pub apollo_calls: i64,
     /// Calls whose outcome was unknown and that may have been charged twice.
     pub possible_double_charges: i64,
+    /// The job's credit budget, if it has one.
+    #[serde(default)]
+    #[schema(value_type = Option<f64>)]
+    pub max_credits: Option<apollo_client::Credits>,
+    /// Why the job ended before sending everyone (its budget ran out), if it did.
+    #[serde(default)]
+    pub end_reason: Option<String>,
     /// Apollo deliveries for this job that could not be applied (the most recent ones).
     pub failed_deliveries: Vec<FailedDelivery>,
     /// Where the final callback goes.
@@ -431,6 +450,8 @@ impl From<&JobView> for Job {
             credits_consumed: j.credits,
             apollo_calls: j.calls,
             possible_double_charges: j.possible_double_charges,
+            max_credits: j.max_credits,
+            end_reason: j.end_reason.clone(),
             failed_deliveries: j
                 .failed_deliveries
                 .iter()

@@ -52,6 +52,12 @@ pub struct Model {
     pub n_failed: i64,
     /// People cancelled.
     pub n_cancelled: i64,
+    /// People left unsent because the job's credit budget ran out.
+    pub n_skipped_budget: i64,
+    /// The job's credit budget (`max_credits`), in millionths of a credit; `None` = no budget.
+    pub max_credits_micros: Option<i64>,
+    /// Why the job ended before sending everyone (the budget ran out), if it did.
+    pub end_reason: Option<String>,
     /// Number of people.
     pub total: i64,
     /// Credits consumed, in millionths of a credit.

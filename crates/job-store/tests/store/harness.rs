@@ -158,6 +158,7 @@ pub fn job(client: &str, n: usize, options: JobOptions) -> NewJob {
         callback_url: Some("https://client.example/callback".into()),
         metadata: Some(json!({"team": "growth"})),
         people: (0..n).map(person).collect(),
+        max_credits: None,
     }
 }
 

@@ -3,6 +3,7 @@
 mod harness;
 
 mod callbacks;
+mod budget;
 mod claims;
 mod collisions;
 mod concurrency;
