@@ -126,6 +126,15 @@ pub struct Config {
     #[arg(long, env = "CALLBACK_ALLOW_HOSTS", value_delimiter = ',')]
     pub callback_allow_hosts: Vec<String>,
 
+    /// Credit budget of a job that gives no `max_credits` (decimal credits; unset = none).
+    #[arg(long, env = "DEFAULT_MAX_CREDITS")]
+    pub default_max_credits: Option<f64>,
+
+    /// Credits each client may commit per UTC day: every job gets a budget within what remains,
+    /// and a job submitted with nothing left is refused with 429 (unset = no cap).
+    #[arg(long, env = "CLIENT_DAILY_CREDITS")]
+    pub client_daily_credits: Option<f64>,
+
     /// Most people in one job.
     #[arg(long, env = "MAX_JOB_PEOPLE", default_value_t = 100_000)]
     pub max_job_people: usize,

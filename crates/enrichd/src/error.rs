@@ -31,6 +31,9 @@ pub enum ApiError {
     /// 413: the body is over the configured size.
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
+    /// 429: the client's daily credit cap is reached (`CLIENT_DAILY_CREDITS`).
+    #[error("{0}")]
+    CreditCap(String),
     /// 415: not JSON.
     #[error("content type must be application/json")]
     UnsupportedMediaType,
@@ -72,6 +75,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::CreditCap(_) => "daily_credit_cap_reached",
             ApiError::Unprocessable { .. } => "validation_failed",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -90,6 +94,7 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::CreditCap(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -130,6 +135,10 @@ impl From<job_store::StoreError> for ApiError {
             S::NotFound(_) => ApiError::NotFound("resource"),
             S::IdempotencyConflict { key, job_id } => ApiError::Conflict(format!(
                 "Idempotency-Key {key:?} was already used with a different request body (job {job_id})"
+            )),
+            S::DailyCapReached { cap } => ApiError::CreditCap(format!(
+                "the daily credit cap of {cap} credits is reached (budgets of running jobs count in full); \
+                 it resets at 00:00 UTC"
             )),
             // The store's own invariants: a bug of ours, never the client's fault.
             S::Invalid(m) => ApiError::Internal(m),

@@ -107,6 +107,50 @@ pub(crate) async fn room<C: ConnectionTrait>(
     Ok(Room::Wait)
 }
 
+/// What one of a client's jobs holds of its daily cap: what it spent once finished, else the
+/// larger of what it spent and its budget (the budget bounds what it can still spend).
+pub fn committed(spent: Credits, max_credits: Option<Credits>, finished: bool) -> Credits {
+    match max_credits {
+        Some(max) if !finished => spent.max(max),
+        _ => spent,
+    }
+}
+
+/// Room left today under a client's daily cap (`ENRICHD_CLIENT_DAILY_CREDITS`), in the create
+/// transaction: the cap less what the client's jobs created since `day_start` hold. On
+/// PostgreSQL a transaction-scoped advisory lock on the client serializes its submissions, so two
+/// jobs never both take the same room. Every job created under a cap gets a budget, so the jobs
+/// of one day together never pass it (at [`worst_case`] charges).
+pub(crate) async fn day_room<C: ConnectionTrait>(
+    db: &C,
+    client: &str,
+    cap: Credits,
+    day_start: DateTime<Utc>,
+) -> StoreResult<Credits> {
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        db.execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            [format!("enrichd-daily-cap:{client}").into()],
+        ))
+        .await?;
+    }
+    let rows: Vec<(i64, Option<i64>, Option<DateTime<Utc>>)> = job::Entity::find()
+        .select_only()
+        .column(job::Column::CreditsMicros)
+        .column(job::Column::MaxCreditsMicros)
+        .column(job::Column::CompletedAt)
+        .filter(job::Column::Client.eq(client))
+        .filter(job::Column::CreatedAt.gte(day_start))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let held = rows.into_iter().fold(Credits::ZERO, |sum, (spent, max, done)| {
+        sum + committed(Credits(spent), max.map(Credits), done.is_some())
+    });
+    Ok(Credits(cap.micros() - held.micros()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +171,15 @@ mod tests {
             run_waterfall_phone: true,
         };
         assert_eq!(worst_case(&all), Credits::whole(1 + 1 + 8 + 4 + 25));
+    }
+
+    #[test]
+    fn a_running_job_holds_its_budget_and_a_finished_one_what_it_spent() {
+        let c = Credits::whole;
+        assert_eq!(committed(c(3), Some(c(50)), false), c(50));
+        assert_eq!(committed(c(3), Some(c(50)), true), c(3));
+        assert_eq!(committed(c(60), Some(c(50)), false), c(60), "a double charge past the budget counts");
+        assert_eq!(committed(c(7), None, false), c(7));
     }
 
     #[test]

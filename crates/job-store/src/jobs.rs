@@ -57,6 +57,10 @@ pub struct NewJob {
     /// Credit budget: dispatch stops before the worst case could pass it ([`crate::budget`]).
     #[serde(default)]
     pub max_credits: Option<Credits>,
+    /// The client's daily cap (a server setting, not part of the request): the job's budget is
+    /// at most what remains of it today, and none remaining refuses the job.
+    #[serde(default)]
+    pub daily_cap: Option<Credits>,
 }
 
 impl NewJob {
@@ -436,6 +440,16 @@ impl Store {
         let valid = keys.iter().filter(|k| k.is_some()).count() as i64;
 
         let (txn, _gate) = self.write_txn().await?;
+        let mut max_credits = new.max_credits;
+        if let Some(cap) = new.daily_cap {
+            let day_start = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
+            let room = crate::budget::day_room(&txn, &new.client, cap, day_start).await?;
+            if room <= Credits::ZERO {
+                txn.rollback().await?;
+                return Err(StoreError::DailyCapReached { cap });
+            }
+            max_credits = Some(max_credits.map_or(room, |m| m.min(room)));
+        }
         let pause = dispatcher::pause_reason(&txn).await?;
         let options = new.options;
         let job_row = job::Model {
@@ -462,7 +476,7 @@ impl Store {
             n_failed: 0,
             n_cancelled: 0,
             n_skipped_budget: 0,
-            max_credits_micros: new.max_credits.map(|c| c.micros()),
+            max_credits_micros: max_credits.map(|c| c.micros()),
             end_reason: None,
             total: n as i64,
             credits_micros: 0,

@@ -72,6 +72,12 @@ pub enum StoreError {
         /// The job created by the first request.
         job_id: uuid::Uuid,
     },
+    /// The client's credits committed today reached its daily cap: no new job until tomorrow (UTC).
+    #[error("the daily credit cap of {cap} credits is reached")]
+    DailyCapReached {
+        /// The cap.
+        cap: apollo_client::Credits,
+    },
     /// The caller passed something inconsistent (for example a person not in the batch).
     #[error("invalid input: {0}")]
     Invalid(String),

@@ -87,6 +87,7 @@ impl ValidJob {
             metadata: self.metadata,
             people: self.people,
             max_credits: self.max_credits,
+            daily_cap: None,
         }
     }
 }
@@ -150,7 +151,11 @@ pub fn validate_job_owned(
             .filter(|c| c.micros() >= 0 && *c <= apollo_client::Credits::whole(MAX_BUDGET_CREDITS));
         credits
             .ok_or_else(|| {
-                problems.push(problem("max_credits", None, format!("must be between 0 and {MAX_BUDGET_CREDITS} credits")))
+                problems.push(problem(
+                    "max_credits",
+                    None,
+                    format!("must be between 0 and {MAX_BUDGET_CREDITS} credits"),
+                ))
             })
             .ok()
     });

@@ -3,20 +3,22 @@
 
 use apollo_client::Credits;
 use chrono::Utc;
-use job_store::{JobOptions, JobState, NewJob, PersonState, Store, SyncMatch};
+use job_store::{JobOptions, JobState, NewJob, PersonState, Store, StoreError, SyncMatch};
 use serde_json::json;
 
 use crate::harness::{LEASE, all_matched, assert_counters_match, claim, job, person, record};
 use crate::store_tests;
 
-store_tests!(claims_stop_at_the_budget_and_the_rest_are_skipped, a_job_without_budget_is_not_limited);
+store_tests!(
+    claims_stop_at_the_budget_and_the_rest_are_skipped,
+    a_job_without_budget_is_not_limited,
+    the_daily_cap_bounds_every_budget_of_the_day,
+);
 
 async fn claims_stop_at_the_budget_and_the_rest_are_skipped(store: Store) {
     // 25 distinct people and one duplicate of the last; worst case 1 credit each (no flags).
-    let mut new = NewJob {
-        max_credits: Some(Credits::parse_decimal("12.5").unwrap()),
-        ..job("acme", 25, JobOptions::default())
-    };
+    let mut new =
+        NewJob { max_credits: Some(Credits::parse_decimal("12.5").unwrap()), ..job("acme", 25, JobOptions::default()) };
     new.people.push(person(24));
     let id = store.create_job(new).await.unwrap().job.id;
 
@@ -79,4 +81,31 @@ async fn a_job_without_budget_is_not_limited(store: Store) {
     assert!(b2.people.iter().all(|p| p.job_id == free), "the capped job waits for its call");
     assert_eq!(b2.people.len(), 4);
     assert_counters_match(&store, &[capped, free]).await;
+}
+
+async fn the_daily_cap_bounds_every_budget_of_the_day(store: Store) {
+    let cap = Some(Credits::whole(20));
+    let capped = |client: &str, n: usize, max: Option<i64>| NewJob {
+        daily_cap: cap,
+        max_credits: max.map(Credits::whole),
+        ..job(client, n, JobOptions::default())
+    };
+    // A job without a budget takes what remains of the day as its budget.
+    let a = store.create_job(capped("acme", 3, None)).await.unwrap().job;
+    assert_eq!(a.max_credits, Some(Credits::whole(20)));
+    // While it runs, it holds all of it: the next job is refused.
+    match store.create_job(capped("acme", 1, Some(5))).await {
+        Err(StoreError::DailyCapReached { cap: c }) => assert_eq!(c, Credits::whole(20)),
+        other => panic!("expected DailyCapReached, got {other:?}"),
+    }
+    // Finished, it holds only what it spent (3): a new budget is cut to the 17 left.
+    let b = claim(&store).await;
+    assert!(b.people.iter().all(|p| p.job_id == a.id));
+    record(&store, all_matched(&b, false, false)).await;
+    assert_eq!(store.get_job(a.id).await.unwrap().unwrap().state, JobState::Completed);
+    let c = store.create_job(capped("acme", 1, Some(100))).await.unwrap().job;
+    assert_eq!(c.max_credits, Some(Credits::whole(17)));
+    let d = store.create_job(capped("acme", 1, None));
+    assert!(matches!(d.await, Err(StoreError::DailyCapReached { .. })), "17 held by the running job");
+    assert_eq!(store.create_job(capped("other", 1, None)).await.unwrap().job.max_credits, cap, "per client");
 }

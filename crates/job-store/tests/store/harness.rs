@@ -159,6 +159,7 @@ pub fn job(client: &str, n: usize, options: JobOptions) -> NewJob {
         metadata: Some(json!({"team": "growth"})),
         people: (0..n).map(person).collect(),
         max_credits: None,
+        daily_cap: None,
     }
 }
 

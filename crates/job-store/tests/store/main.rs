@@ -2,8 +2,8 @@
 
 mod harness;
 
-mod callbacks;
 mod budget;
+mod callbacks;
 mod claims;
 mod collisions;
 mod concurrency;

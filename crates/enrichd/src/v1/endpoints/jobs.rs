@@ -26,6 +26,7 @@ use crate::v1::models::{
         (status = 413, description = "body over the size limit (`MAX_BODY_BYTES`, 64 MiB by default)", body = ErrorBody),
         (status = 415, description = "not application/json", body = ErrorBody),
         (status = 422, description = "invalid people, options or Idempotency-Key; `details` names each one", body = ErrorBody),
+        (status = 429, description = "the client's daily credit cap (`CLIENT_DAILY_CREDITS`) is reached", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody),
     ))]
@@ -55,7 +56,10 @@ pub async fn create(
     // Consumes the decoded body: the people are held once, not twice.
     let job = validate_job_owned(value, state.config.max_job_people, &state.config.callback_policy())
         .map_err(ApiError::invalid)?;
-    let created = state.store.create_job(job.into_new_job(client.0, idempotency_key)).await?;
+    let mut new = job.into_new_job(client.0, idempotency_key);
+    new.max_credits = new.max_credits.or(state.config.default_max_credits.and_then(credits_setting));
+    new.daily_cap = state.config.client_daily_credits.and_then(credits_setting);
+    let created = state.store.create_job(new).await?;
     tracing::info!(job_id = %created.job.id, people = created.job.total, replayed = created.existing, "job accepted");
     state.wake.dispatch.notify_one();
     let mut resp = HttpResponse::Accepted();
@@ -63,6 +67,11 @@ pub async fn create(
         resp.insert_header(("idempotent-replayed", "true"));
     }
     Ok(resp.json(Job::from(&created.job)))
+}
+
+/// A credits setting (decimal) as micro-credits; negative or unreadable is no setting.
+fn credits_setting(v: f64) -> Option<apollo_client::Credits> {
+    apollo_client::Credits::parse_decimal(&v.to_string()).filter(|c| c.micros() >= 0)
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
