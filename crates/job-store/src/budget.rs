@@ -230,10 +230,10 @@ mod tests {
                 for _ in 0..rng.usize(0..=flight.len()) {
                     let i = rng.usize(..flight.len());
                     let part = rng.i64(0..=flight[i]);
-                    spent = spent + Credits(part);
+                    spent += Credits(part);
                     flight[i] -= part;
                     if flight[i] == 0 || rng.bool() {
-                        spent = spent + Credits(flight.swap_remove(i));
+                        spent += Credits(flight.swap_remove(i));
                     }
                 }
                 assert!(spent <= budget, "round {round}: spent {spent} over budget {budget} ({f:?})");
