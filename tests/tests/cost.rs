@@ -1,6 +1,6 @@
 //! Cost controls end to end, on SQLite and PostgreSQL: a job's `max_credits` stops spending
 //! before the worst case could pass it, checked against the simulator's ledger, and the final
-//! callback says why the job ended early.
+//! callback says why the job ended early; a dry run stores nothing and calls nothing.
 
 use std::time::Duration;
 
@@ -46,6 +46,7 @@ async fn budget_stops_spending(backend: Backend) {
         "stopped early: spent {ledger} of {budget}"
     );
     assert_eq!(job["max_credits"], 50.0);
+    eprintln!("{backend:?}: budget {budget}, ledger {ledger}, skipped {skipped}, counts {c}");
     let reason = job["end_reason"].as_str().expect("end_reason");
     assert!(reason.contains("budget reached"), "{reason}");
 
@@ -70,4 +71,36 @@ async fn budget_stops_spending_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn budget_stops_spending_postgres() {
     budget_stops_spending(Backend::Postgres).await;
+}
+
+async fn dry_run_stores_nothing_and_calls_nothing(backend: Backend) {
+    let t = TestApp::spawn(backend, fast_sim(), |c| c.rate_per_minute = Some(2)).await.expect("test app");
+    let mut people: Vec<Value> = (0..25).map(person).collect();
+    people.push(person(3));
+    let body = json!({"people": people, "reveal_phone_number": true, "dry_run": true});
+    let resp = t.submit(&body).await;
+    assert_eq!(resp.status(), 200);
+    let e = resp.json::<Value>().await.unwrap();
+    assert_eq!((e["people"].as_i64(), e["unique"].as_i64(), e["calls"].as_i64()), (Some(26), Some(25), Some(3)));
+    assert_eq!(e["worst_case_credits"]["phone_reveal"], 200.0);
+    assert_eq!(e["worst_case_credits"]["total"], 225.0);
+    assert_eq!(e["reusable"], 0);
+    // Three calls at two a minute (a test minute is short): the third waits one minute.
+    assert!(e["seconds_at_limit"].as_f64().unwrap() > 0.0, "{e}");
+    let jobs = t.get_json("/v1/jobs").await;
+    assert_eq!(jobs["data"], json!([]), "nothing stored");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(t.sim.calls().is_empty(), "no Apollo call");
+    assert_eq!(t.sim.ledger().total, Credits::ZERO);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_stores_nothing_and_calls_nothing_sqlite() {
+    dry_run_stores_nothing_and_calls_nothing(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_stores_nothing_and_calls_nothing_postgres() {
+    dry_run_stores_nothing_and_calls_nothing(Backend::Postgres).await;
 }

@@ -207,6 +207,7 @@ async fn send(
         callback_url: args.callback_url.clone(),
         metadata: (!metadata.is_empty()).then(|| metadata.clone()),
         max_credits: args.max_credits,
+        dry_run: None,
     };
     let key = if parts == 1 { key.to_string() } else { format!("{key}-{part}") };
     let created = api.submit(&job, Some(&key)).await?;

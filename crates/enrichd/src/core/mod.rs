@@ -2,6 +2,7 @@
 
 pub mod callback_url;
 pub mod csv_map;
+pub mod estimate;
 pub mod ratelimit;
 pub mod records;
 pub mod signing;

@@ -22,7 +22,7 @@ pub const PERSON_FIELDS: [&str; 10] = [
     "external_id",
 ];
 
-const JOB_FIELDS: [&str; 9] = [
+const JOB_FIELDS: [&str; 10] = [
     "people",
     "reveal_personal_emails",
     "reveal_phone_number",
@@ -32,6 +32,7 @@ const JOB_FIELDS: [&str; 9] = [
     "metadata",
     "webhook_url",
     "max_credits",
+    "dry_run",
 ];
 
 /// The person field holding a spreadsheet row as given (kept for exports, never sent to Apollo).
@@ -69,6 +70,8 @@ pub struct ValidJob {
     pub metadata: Option<Value>,
     /// The credit budget.
     pub max_credits: Option<apollo_client::Credits>,
+    /// Answer with an estimate; store nothing, call nothing.
+    pub dry_run: bool,
 }
 
 impl ValidJob {
@@ -146,6 +149,7 @@ pub fn validate_job_owned(
         checked.map(|url| url.to_string()).map_err(|m| problems.push(problem("callback_url", None, m))).ok()
     });
     let metadata = take::<Map<String, Value>>(obj, "metadata", &mut problems).map(Value::Object);
+    let dry_run = take::<bool>(obj, "dry_run", &mut problems).unwrap_or(false);
     let max_credits = take::<serde_json::Number>(obj, "max_credits", &mut problems).and_then(|n| {
         let credits = apollo_client::Credits::parse_decimal(&n.to_string())
             .filter(|c| c.micros() >= 0 && *c <= apollo_client::Credits::whole(MAX_BUDGET_CREDITS));
@@ -199,6 +203,7 @@ pub fn validate_job_owned(
             callback_url,
             metadata,
             max_credits,
+            dry_run,
         })
     } else {
         Err(problems)

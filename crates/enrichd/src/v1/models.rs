@@ -127,6 +127,51 @@ pub struct JobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub max_credits: Option<f64>,
+    /// Answer `200` with an [`Estimate`] instead of creating the job: nothing stored, no call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+}
+
+/// Worst-case credits of a job, per flag (per person: 1 match, 1 personal emails, 8 phone, 4
+/// waterfall email, 25 waterfall phone).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EstimateCredits {
+    /// The synchronous match.
+    #[schema(value_type = f64)]
+    pub sync_match: apollo_client::Credits,
+    /// `reveal_personal_emails`.
+    #[schema(value_type = f64)]
+    pub personal_emails: apollo_client::Credits,
+    /// `reveal_phone_number`.
+    #[schema(value_type = f64)]
+    pub phone_reveal: apollo_client::Credits,
+    /// `run_waterfall_email`.
+    #[schema(value_type = f64)]
+    pub waterfall_email: apollo_client::Credits,
+    /// `run_waterfall_phone`.
+    #[schema(value_type = f64)]
+    pub waterfall_phone: apollo_client::Credits,
+    /// The sum.
+    #[schema(value_type = f64)]
+    pub total: apollo_client::Credits,
+}
+
+/// The answer to a `dry_run` submission: what the job would take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Estimate {
+    /// People in the request.
+    pub people: i64,
+    /// People left after dedup: the ones that would be sent.
+    pub unique: i64,
+    /// People answerable from earlier lookups (always 0: reuse is not built yet).
+    pub reusable: i64,
+    /// Apollo calls (10 people each).
+    pub calls: i64,
+    /// Worst-case credits.
+    pub worst_case_credits: EstimateCredits,
+    /// Seconds the calls take at the configured per-minute limit (`APOLLO_RATE_PER_MINUTE`);
+    /// `null` when the limit is only learned from Apollo's headers.
+    pub seconds_at_limit: Option<f64>,
 }
 
 /// Apollo flags of a job.

@@ -3,14 +3,15 @@
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use uuid::Uuid;
 
+use crate::core::estimate::estimate;
 use crate::core::validate::validate_job_owned;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::v1::auth::Client;
 use crate::v1::endpoints::body::{decode_json, read_limited, require_json};
 use crate::v1::models::{
-    DEFAULT_PAGE, ErrorBody, Job, JobPage, JobPageQuery, JobRequest, MAX_IDEMPOTENCY_KEY, MAX_PAGE, Person, PersonPage,
-    PersonPageQuery, Queued,
+    DEFAULT_PAGE, ErrorBody, Estimate, Job, JobPage, JobPageQuery, JobRequest, MAX_IDEMPOTENCY_KEY, MAX_PAGE, Person,
+    PersonPage, PersonPageQuery, Queued,
 };
 
 /// Submit a job of people to enrich.
@@ -19,6 +20,7 @@ use crate::v1::models::{
     params(("Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1,
         description = "1 to 255 visible ASCII characters; the same key and body give the same job")),
     responses(
+        (status = 200, description = "`dry_run`: the estimate; nothing stored, no call", body = Estimate),
         (status = 202, description = "accepted (or replayed, with `Idempotent-Replayed: true`)", body = Job),
         (status = 400, description = "the body is not JSON", body = ErrorBody),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
@@ -56,6 +58,10 @@ pub async fn create(
     // Consumes the decoded body: the people are held once, not twice.
     let job = validate_job_owned(value, state.config.max_job_people, &state.config.callback_policy())
         .map_err(ApiError::invalid)?;
+    if job.dry_run {
+        let c = &state.config;
+        return Ok(HttpResponse::Ok().json(estimate(&job, c.rate_per_minute, c.rate_minute)));
+    }
     let mut new = job.into_new_job(client.0, idempotency_key);
     new.max_credits = new.max_credits.or(state.config.default_max_credits.and_then(credits_setting));
     new.daily_cap = state.config.client_daily_credits.and_then(credits_setting);
