@@ -108,12 +108,21 @@ async fn csv_round_trip(backend: Backend) {
     }
     assert!(t.get_json("/v1/jobs").await["data"].as_array().unwrap().is_empty(), "nothing submitted");
 
-    let submitted = cli.run(&["submit", file_arg, "--run-waterfall-email", "--skip-invalid"]);
+    // --dry-run prints the estimate and stores nothing.
+    let dry = cli.run(&["submit", file_arg, "--run-waterfall-email", "--skip-invalid", "--dry-run"]);
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let estimate: Value = serde_json::from_str(text(&dry.stdout).trim()).expect("the estimate as JSON");
+    assert_eq!(estimate["unique"], ROWS.len() - 1, "{estimate}");
+    assert_eq!(estimate["worst_case_credits"]["waterfall_email"], 4.0 * (ROWS.len() - 1) as f64);
+    assert!(t.get_json("/v1/jobs").await["data"].as_array().unwrap().is_empty(), "a dry run stores nothing");
+
+    let submitted = cli.run(&["submit", file_arg, "--run-waterfall-email", "--skip-invalid", "--max-credits", "500"]);
     assert!(submitted.status.success(), "{}", text(&submitted.stderr));
     let job_id = text(&submitted.stdout).trim().to_string();
     assert!(uuid::Uuid::parse_str(&job_id).is_ok(), "stdout is the job id: {job_id:?}");
+    assert_eq!(t.get_json(&format!("/v1/jobs/{job_id}")).await["max_credits"], 500.0, "--max-credits reaches the job");
     // The same file again is the same job (the default idempotency key is the file's hash).
-    let again = cli.run(&["submit", file_arg, "--run-waterfall-email", "--skip-invalid"]);
+    let again = cli.run(&["submit", file_arg, "--run-waterfall-email", "--skip-invalid", "--max-credits", "500"]);
     assert_eq!(text(&again.stdout).trim(), job_id, "{}", text(&again.stderr));
 
     let watched = cli.run(&["watch", &job_id, "--interval", "0.1"]);

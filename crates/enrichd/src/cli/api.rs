@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
 use crate::cli::Connection;
-use crate::v1::models::{ErrorBody, Job, JobPage, JobRequest, MAX_PAGE, PersonPage};
+use crate::v1::models::{ErrorBody, Estimate, Job, JobPage, JobRequest, MAX_PAGE, PersonPage};
 
 /// What a call to the service can end with besides success.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,11 @@ impl ApiClient {
             req = req.header("idempotency-key", k);
         }
         Self::read(req.send().await?).await
+    }
+
+    /// `POST /v1/jobs` with `dry_run`: the estimate, nothing stored.
+    pub async fn estimate(&self, job: &JobRequest) -> Result<Estimate, ClientError> {
+        Self::read(self.request(Method::POST, "/v1/jobs").json(job).send().await?).await
     }
 
     /// `GET /v1/jobs/{id}`.

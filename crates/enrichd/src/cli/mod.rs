@@ -60,6 +60,10 @@ pub struct SubmitArgs {
     /// before its worst-case cost could pass this; the rest end `skipped_budget`.
     #[arg(long, value_name = "CREDITS")]
     pub max_credits: Option<f64>,
+    /// Print what each job would take (people after dedup, calls, worst-case credits) as JSON
+    /// instead of submitting: nothing is stored, no Apollo call is made.
+    #[arg(long)]
+    pub dry_run: bool,
     /// `column=field` (or `column=-` to ignore a column); repeatable. Overrides the header aliases.
     #[arg(long = "map", value_name = "COLUMN=FIELD")]
     pub map: Vec<String>,

@@ -207,8 +207,14 @@ async fn send(
         callback_url: args.callback_url.clone(),
         metadata: (!metadata.is_empty()).then(|| metadata.clone()),
         max_credits: args.max_credits,
-        dry_run: None,
+        dry_run: args.dry_run.then_some(true),
     };
+    if args.dry_run {
+        let estimate = api.estimate(&job).await?;
+        eprintln!("part {part}/{parts}: {} people, {} calls", estimate.unique, estimate.calls);
+        println!("{}", serde_json::to_string(&estimate)?);
+        return Ok(());
+    }
     let key = if parts == 1 { key.to_string() } else { format!("{key}-{part}") };
     let created = api.submit(&job, Some(&key)).await?;
     eprintln!("part {part}/{parts}: job {} with {} people", created.id, created.total);
