@@ -104,3 +104,31 @@ async fn dry_run_stores_nothing_and_calls_nothing_sqlite() {
 async fn dry_run_stores_nothing_and_calls_nothing_postgres() {
     dry_run_stores_nothing_and_calls_nothing(Backend::Postgres).await;
 }
+
+async fn the_daily_cap_refuses_with_429(backend: Backend) {
+    let t = TestApp::spawn(backend, fast_sim(), |c| c.client_daily_credits = Some(3.0)).await.expect("test app");
+    let resp = t.submit(&json!({"people": (0..3).map(person).collect::<Vec<_>>(), "max_credits": 100})).await;
+    assert_eq!(resp.status(), 202);
+    let first = resp.json::<Value>().await.unwrap();
+    assert_eq!(first["max_credits"], 3.0, "the budget is cut to what remains of the day");
+    // Running, the job holds its whole budget; done, what it spent (all three match: 3 credits).
+    // Either way nothing remains today.
+    let done = t.wait_done(first["id"].as_str().unwrap(), Duration::from_secs(60)).await;
+    assert_eq!(done["credits_consumed"], 3.0, "{done:#}");
+    let resp = t.submit(&json!({"people": [person(11)]})).await;
+    assert_eq!(resp.status(), 429);
+    let err = resp.json::<Value>().await.unwrap();
+    assert_eq!(err["error"]["code"], "daily_credit_cap_reached", "{err}");
+    assert_eq!(t.get_json("/v1/jobs").await["data"].as_array().unwrap().len(), 1, "the refused job is not stored");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_cap_refuses_with_429_sqlite() {
+    the_daily_cap_refuses_with_429(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daily_cap_refuses_with_429_postgres() {
+    the_daily_cap_refuses_with_429(Backend::Postgres).await;
+}
