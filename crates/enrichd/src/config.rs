@@ -161,6 +161,20 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule(pub Vec<Duration>);
 
+/// A credits setting (decimal) as micro-credits; negative or unreadable is no setting.
+fn credits_setting(v: f64) -> Option<apollo_client::Credits> {
+    apollo_client::Credits::parse_decimal(&v.to_string()).filter(|c| c.micros() >= 0)
+}
+
+impl Config {
+    /// The server's credit settings on a job to store: `DEFAULT_MAX_CREDITS` when it gives no
+    /// budget, and the client's `CLIENT_DAILY_CREDITS`.
+    pub fn apply_credit_limits(&self, new: &mut job_store::NewJob) {
+        new.max_credits = new.max_credits.or(self.default_max_credits.and_then(credits_setting));
+        new.daily_cap = self.client_daily_credits.and_then(credits_setting);
+    }
+}
+
 impl Config {
     /// The configured limits.
     pub fn limits(&self) -> Limits {

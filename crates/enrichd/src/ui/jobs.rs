@@ -42,10 +42,20 @@ pub struct PeopleQuery {
 }
 
 const JOB_STATES: [&str; 6] = ["queued", "running", "paused", "completed", "failed", "cancelled"];
-const PERSON_STATES: [&str; 9] =
-    ["queued", "submitted", "awaiting_async", "complete", "partial", "not_found", "invalid", "failed", "cancelled"];
+const PERSON_STATES: [&str; 10] = [
+    "queued",
+    "submitted",
+    "awaiting_async",
+    "complete",
+    "partial",
+    "not_found",
+    "invalid",
+    "failed",
+    "cancelled",
+    "skipped_budget",
+];
 
-fn counts_of(c: &PersonCounts) -> [(&'static str, i64); 9] {
+fn counts_of(c: &PersonCounts) -> [(&'static str, i64); 10] {
     [
         ("queued", c.queued),
         ("submitted", c.submitted),
@@ -56,12 +66,13 @@ fn counts_of(c: &PersonCounts) -> [(&'static str, i64); 9] {
         ("invalid", c.invalid),
         ("failed", c.failed),
         ("cancelled", c.cancelled),
+        ("skipped_budget", c.skipped_budget),
     ]
 }
 
 /// People in a final state.
 fn finished(c: &PersonCounts) -> i64 {
-    c.complete + c.partial + c.not_found + c.invalid + c.failed + c.cancelled
+    c.complete + c.partial + c.not_found + c.invalid + c.failed + c.cancelled + c.skipped_budget
 }
 
 /// A filter value only if it names a known state (anything else shows everything).

@@ -178,6 +178,8 @@ pub async fn submit(viewer: Viewer, form: Multipart, state: web::Data<AppState>)
         run_waterfall_phone: flag("run_waterfall_phone"),
         callback_url: (!upload.callback_url.is_empty()).then(|| upload.callback_url.clone()),
         metadata: Some(metadata),
+        max_credits: None,
+        dry_run: None,
     };
     let value: Value = serde_json::to_value(&request).map_err(|e| UiError::Internal(e.to_string()))?;
     // The API's own validation: the dashboard cannot submit what the API would refuse.
@@ -194,7 +196,9 @@ pub async fn submit(viewer: Viewer, form: Multipart, state: web::Data<AppState>)
             return Ok(preview_page(&viewer, &upload, &parsed, StatusCode::UNPROCESSABLE_ENTITY, &lines));
         }
     };
-    let created = state.store.create_job(job.into_new_job(viewer.name.clone(), None)).await?;
+    let mut new = job.into_new_job(viewer.name.clone(), None);
+    state.config.apply_credit_limits(&mut new);
+    let created = state.store.create_job(new).await?;
     tracing::info!(job_id = %created.job.id, people = created.job.total, "job submitted from the dashboard");
     state.wake.dispatch.notify_one();
     Ok(HttpResponse::SeeOther().insert_header(("location", format!("/ui/jobs/{}", created.job.id))).finish())

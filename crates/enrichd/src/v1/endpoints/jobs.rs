@@ -63,8 +63,7 @@ pub async fn create(
         return Ok(HttpResponse::Ok().json(estimate(&job, c.rate_per_minute, c.rate_minute)));
     }
     let mut new = job.into_new_job(client.0, idempotency_key);
-    new.max_credits = new.max_credits.or(state.config.default_max_credits.and_then(credits_setting));
-    new.daily_cap = state.config.client_daily_credits.and_then(credits_setting);
+    state.config.apply_credit_limits(&mut new);
     let created = state.store.create_job(new).await?;
     tracing::info!(job_id = %created.job.id, people = created.job.total, replayed = created.existing, "job accepted");
     state.wake.dispatch.notify_one();
@@ -73,11 +72,6 @@ pub async fn create(
         resp.insert_header(("idempotent-replayed", "true"));
     }
     Ok(resp.json(Job::from(&created.job)))
-}
-
-/// A credits setting (decimal) as micro-credits; negative or unreadable is no setting.
-fn credits_setting(v: f64) -> Option<apollo_client::Credits> {
-    apollo_client::Credits::parse_decimal(&v.to_string()).filter(|c| c.micros() >= 0)
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
