@@ -88,12 +88,12 @@ pub async fn run(people: usize, keep_running: bool) -> anyhow::Result<()> {
     let (signer, signing_text) = SigningSecret::generate();
     let receiver = CallbackReceiver::start(signer).await?;
 
-    let mut config = demo_config(db_url, sim.url().to_string(), &sim_key, &signing_text, Duration::from_millis(1000));
-    let app = Application::build(config.clone()).await?;
+    let config = demo_config(db_url, sim.url().to_string(), &sim_key, &signing_text, Duration::from_millis(1000));
+    // One build: the SQLite file is held by one process (and one store) at a time.
+    let mut app = Application::build(config).await?;
     let port = app.port();
-    config.public_base_url = Some(format!("http://127.0.0.1:{port}"));
-    drop(app);
-    let app = Application::build(Config { bind: format!("127.0.0.1:{port}").parse()?, ..config }).await?.start()?;
+    app.set_public_base_url(format!("http://127.0.0.1:{port}"));
+    let app = app.start()?;
     println!("enrichd demo: service {} · Apollo simulator {} · database {}", app.url(), sim.url(), dir.display());
 
     let http = reqwest::Client::new();
