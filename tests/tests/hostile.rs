@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use apollo_sim::SimConfig;
 use e2e_tests::{Backend, TestApp, fast_sim};
+use job_store::DeliveryState;
 use job_store::entities::inbound_delivery;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
@@ -65,7 +66,7 @@ async fn a_delivery_only_touches_the_people_of_its_own_batch() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let rows = inbound_delivery::Entity::find().filter(inbound_delivery::Column::BatchId.eq(batch_a.id)).all(db);
-        if rows.await.unwrap().iter().all(|d| d.state != "pending") {
+        if rows.await.unwrap().iter().all(|d| d.state != DeliveryState::Pending) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "deliveries left pending");
@@ -78,9 +79,9 @@ async fn a_delivery_only_touches_the_people_of_its_own_batch() {
         .all(db)
         .await
         .unwrap();
-    let failed: Vec<_> = rows.iter().filter(|d| d.state == "failed").collect();
+    let failed: Vec<_> = rows.iter().filter(|d| d.state == DeliveryState::Failed).collect();
     assert_eq!(failed.len(), 2, "the two unusable bodies are kept with their errors");
     assert!(failed.iter().all(|d| d.parse_error.as_deref().is_some_and(|e| !e.is_empty())));
-    assert!(rows.iter().all(|d| d.state != "pending"), "nothing left pending");
+    assert!(rows.iter().all(|d| d.state != DeliveryState::Pending), "nothing left pending");
     t.stop().await;
 }

@@ -90,7 +90,7 @@ pub(crate) async fn room<C: ConnectionTrait>(
     );
     let queued = person::Entity::find()
         .filter(person::Column::JobId.eq(job_id))
-        .filter(person::Column::State.eq(crate::PersonState::Queued.as_str()))
+        .filter(person::Column::State.eq(crate::PersonState::Queued))
         .filter(person::Column::DupOf.is_null())
         .order_by_asc(person::Column::Id)
         .lock(LockType::Update)

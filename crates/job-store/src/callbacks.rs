@@ -167,10 +167,10 @@ pub(crate) async fn load_callbacks<C: ConnectionTrait>(
         };
         out.entry(r.job_id).or_default().push(CallbackView {
             id: r.id,
-            event: r.event_type.parse()?,
+            event: r.event_type,
             created_at: r.created_at,
             webhook_id: r.webhook_id,
-            state: r.state.parse()?,
+            state: r.state,
             attempts: r.attempts,
             next_attempt_at: r.next_attempt_at,
             last_status: r.last_status,
@@ -194,9 +194,9 @@ pub(crate) fn event_row(job_id: Uuid, event: CallbackEvent, now: DateTime<Utc>) 
         id: Set(id),
         job_id: Set(job_id),
         webhook_id: Set(webhook_id),
-        event_type: Set(event.as_str().to_owned()),
+        event_type: Set(event),
         body: Set(None),
-        state: Set(CallbackState::Pending.as_str().to_owned()),
+        state: Set(CallbackState::Pending),
         attempts: Set(0),
         next_attempt_at: Set(Some(now)),
         manual_requested: Set(false),
@@ -225,7 +225,7 @@ pub(crate) async fn record_job_updated<C: ConnectionTrait>(
     }
     let unfrozen = callback_delivery::Entity::find()
         .filter(callback_delivery::Column::JobId.eq(job_id))
-        .filter(callback_delivery::Column::State.eq(CallbackState::Pending.as_str()))
+        .filter(callback_delivery::Column::State.eq(CallbackState::Pending))
         .filter(callback_delivery::Column::Body.is_null())
         .count(db)
         .await?;
@@ -251,7 +251,7 @@ impl Store {
         let expires = ts(now + TimeDelta::from_std(lease).map_err(|e| StoreError::Invalid(e.to_string()))?);
         let (txn, _gate) = self.write_txn().await?;
         let rows = callback_delivery::Entity::find()
-            .filter(callback_delivery::Column::State.eq(CallbackState::Pending.as_str()))
+            .filter(callback_delivery::Column::State.eq(CallbackState::Pending))
             .filter(callback_delivery::Column::NextAttemptAt.lte(now))
             .filter(
                 callback_delivery::Column::LeaseExpiresAt
@@ -278,7 +278,7 @@ impl Store {
             due.push(DueCallback {
                 callback_id: r.id,
                 job_id: r.job_id,
-                event: r.event_type.parse()?,
+                event: r.event_type,
                 created_at: r.created_at,
                 webhook_id: r.webhook_id,
                 body: r.body,
@@ -329,7 +329,7 @@ impl Store {
         callback_delivery::Entity::update_many()
             .filter(callback_delivery::Column::Id.eq(callback_id))
             .col_expr(callback_delivery::Column::Attempts, Expr::col(callback_delivery::Column::Attempts).add(1))
-            .col_expr(callback_delivery::Column::State, Expr::value(state.as_str()))
+            .col_expr(callback_delivery::Column::State, Expr::value(state))
             .col_expr(callback_delivery::Column::NextAttemptAt, Expr::value(next_at))
             .col_expr(callback_delivery::Column::DeliveredAt, Expr::value(delivered_at.or(cb.delivered_at)))
             .col_expr(callback_delivery::Column::ManualRequested, Expr::value(false))
@@ -393,7 +393,7 @@ impl Store {
         };
         let res = callback_delivery::Entity::update_many()
             .filter(callback_delivery::Column::Id.eq(latest.id))
-            .col_expr(callback_delivery::Column::State, Expr::value(CallbackState::Pending.as_str()))
+            .col_expr(callback_delivery::Column::State, Expr::value(CallbackState::Pending))
             .col_expr(callback_delivery::Column::NextAttemptAt, Expr::value(now))
             .col_expr(callback_delivery::Column::ManualRequested, Expr::value(true))
             .col_expr(callback_delivery::Column::UpdatedAt, Expr::value(now))

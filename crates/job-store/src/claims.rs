@@ -208,8 +208,8 @@ impl Store {
             return Err(StoreError::NotFound(format!("batch {batch_id}")));
         };
         let people: Vec<person::Model> =
-            members(&txn, batch_id).await?.into_iter().filter(|p| p.state == PersonState::Submitted.as_str()).collect();
-        if b.state != BatchState::Submitting.as_str() || people.len() < 2 {
+            members(&txn, batch_id).await?.into_iter().filter(|p| p.state == PersonState::Submitted).collect();
+        if b.state != BatchState::Submitting || people.len() < 2 {
             return Ok(None);
         }
         let second = &people[people.len() / 2..];
@@ -217,7 +217,7 @@ impl Store {
         let row = batch::Model {
             id: new_batch,
             flags: b.flags,
-            state: BatchState::RetryWait.as_str().to_owned(),
+            state: BatchState::RetryWait,
             size: second.len() as i32,
             attempt: b.attempt,
             claims: b.claims,
@@ -278,8 +278,8 @@ async fn retry_in(
     let now = crate::now();
     let res = batch::Entity::update_many()
         .filter(batch::Column::Id.eq(batch_id))
-        .filter(batch::Column::State.eq(BatchState::Submitting.as_str()))
-        .col_expr(batch::Column::State, Expr::value(BatchState::RetryWait.as_str()))
+        .filter(batch::Column::State.eq(BatchState::Submitting))
+        .col_expr(batch::Column::State, Expr::value(BatchState::RetryWait))
         .col_expr(batch::Column::NextAttemptAt, Expr::value(ts(at)))
         .col_expr(batch::Column::CountNextAttempt, Expr::value(count_attempt))
         .col_expr(batch::Column::LeaseOwner, Expr::value(Option::<String>::None))
@@ -317,7 +317,7 @@ impl Store {
         let expired: Vec<Uuid> = batch::Entity::find()
             .select_only()
             .column(batch::Column::Id)
-            .filter(batch::Column::State.eq(BatchState::Submitting.as_str()))
+            .filter(batch::Column::State.eq(BatchState::Submitting))
             .filter(batch::Column::LeaseExpiresAt.lt(now))
             .order_by_asc(batch::Column::Id)
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
@@ -329,8 +329,8 @@ impl Store {
         for id in expired {
             let res = batch::Entity::update_many()
                 .filter(batch::Column::Id.eq(id))
-                .filter(batch::Column::State.eq(BatchState::Submitting.as_str()))
-                .col_expr(batch::Column::State, Expr::value(BatchState::RetryWait.as_str()))
+                .filter(batch::Column::State.eq(BatchState::Submitting))
+                .col_expr(batch::Column::State, Expr::value(BatchState::RetryWait))
                 .col_expr(batch::Column::NextAttemptAt, Expr::value(now))
                 .col_expr(batch::Column::CountNextAttempt, Expr::value(true))
                 .col_expr(batch::Column::LeaseOwner, Expr::value(Option::<String>::None))
@@ -361,12 +361,8 @@ impl Store {
         let (txn, _gate) = self.write_txn().await?;
         let res = batch::Entity::update_many()
             .filter(batch::Column::Id.eq(batch_id))
-            .filter(batch::Column::State.is_in([
-                BatchState::Queued.as_str(),
-                BatchState::Submitting.as_str(),
-                BatchState::RetryWait.as_str(),
-            ]))
-            .col_expr(batch::Column::State, Expr::value(BatchState::Failed.as_str()))
+            .filter(batch::Column::State.is_in([BatchState::Queued, BatchState::Submitting, BatchState::RetryWait]))
+            .col_expr(batch::Column::State, Expr::value(BatchState::Failed))
             .col_expr(batch::Column::LastError, Expr::value(reason.as_str()))
             .col_expr(batch::Column::LeaseOwner, Expr::value(Option::<String>::None))
             .col_expr(batch::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
@@ -381,8 +377,7 @@ impl Store {
             return Ok(false);
         }
         let people = crate::people::lock_batch_primaries(&txn, batch_id).await?;
-        let submitted: Vec<&person::Model> =
-            people.iter().filter(|p| p.state == PersonState::Submitted.as_str()).collect();
+        let submitted: Vec<&person::Model> = people.iter().filter(|p| p.state == PersonState::Submitted).collect();
         let mut tally = Tally::default();
         move_primaries(&txn, &mut tally, &submitted, Event::Failed, None, Some(&reason), now).await?;
         // Deliveries of its calls stay: they prove Apollo ran (and charged) a call whose answer
@@ -417,7 +412,7 @@ impl Store {
         Ok(Some(BatchView {
             id: b.id,
             options: crate::jobs::options_of(b.flags),
-            state: b.state.parse()?,
+            state: b.state,
             size: b.size,
             attempt: b.attempt,
             claims: b.claims,
@@ -489,7 +484,7 @@ async fn reclaim_retry(
 ) -> StoreResult<Option<ClaimedBatch>> {
     loop {
         let Some(b) = batch::Entity::find()
-            .filter(batch::Column::State.eq(BatchState::RetryWait.as_str()))
+            .filter(batch::Column::State.eq(BatchState::RetryWait))
             .filter(batch::Column::NextAttemptAt.lte(now))
             .order_by_asc(batch::Column::NextAttemptAt)
             .order_by_asc(batch::Column::Id)
@@ -501,7 +496,7 @@ async fn reclaim_retry(
             return Ok(None);
         };
         let waiting: Vec<person::Model> =
-            members(txn, b.id).await?.into_iter().filter(|p| p.state == PersonState::Submitted.as_str()).collect();
+            members(txn, b.id).await?.into_iter().filter(|p| p.state == PersonState::Submitted).collect();
         let stopped = stopped_jobs(txn, &waiting).await?;
         let (people, dropped): (Vec<person::Model>, Vec<person::Model>) =
             waiting.into_iter().partition(|p| !stopped.contains(&p.job_id));
@@ -527,7 +522,7 @@ async fn reclaim_retry(
         tally.flush(txn, now).await?;
         if people.is_empty() || give_up.is_some() {
             let mut am = b.into_active_model();
-            am.state = sea_orm::Set(BatchState::Failed.as_str().to_owned());
+            am.state = sea_orm::Set(BatchState::Failed);
             am.last_error =
                 sea_orm::Set(Some(give_up.unwrap_or_else(|| "no people left to send (cancelled or erased)".into())));
             am.next_attempt_at = sea_orm::Set(None);
@@ -538,8 +533,8 @@ async fn reclaim_retry(
         let claims = b.claims + 1;
         let res = batch::Entity::update_many()
             .filter(batch::Column::Id.eq(b.id))
-            .filter(batch::Column::State.eq(BatchState::RetryWait.as_str()))
-            .col_expr(batch::Column::State, Expr::value(BatchState::Submitting.as_str()))
+            .filter(batch::Column::State.eq(BatchState::RetryWait))
+            .col_expr(batch::Column::State, Expr::value(BatchState::Submitting))
             .col_expr(batch::Column::Attempt, Expr::value(attempt))
             .col_expr(batch::Column::Claims, Expr::value(claims))
             .col_expr(batch::Column::CountNextAttempt, Expr::value(true))
@@ -580,7 +575,7 @@ async fn candidate_jobs(
         .column(job::Column::Id)
         .column(job::Column::Flags)
         .column_as(job::Column::MaxCreditsMicros.is_not_null(), "budgeted")
-        .filter(job::Column::State.is_in([JobState::Queued.as_str(), JobState::Running.as_str()]))
+        .filter(job::Column::State.is_in([JobState::Queued, JobState::Running]))
         .filter(job::Column::NQueued.gt(0));
     if let Some(f) = flags {
         q = q.filter(job::Column::Flags.eq(f));
@@ -656,7 +651,7 @@ async fn form_batch(
     let row = batch::Model {
         id: batch_id,
         flags,
-        state: BatchState::Submitting.as_str().to_owned(),
+        state: BatchState::Submitting,
         size: picked.len() as i32,
         attempt: 1,
         claims: 1,

@@ -214,8 +214,8 @@ impl Tally {
             if d.claimed {
                 job::Entity::update_many()
                     .filter(job::Column::Id.eq(job_id))
-                    .filter(job::Column::State.eq(JobState::Queued.as_str()))
-                    .col_expr(job::Column::State, Expr::value(JobState::Running.as_str()))
+                    .filter(job::Column::State.eq(JobState::Queued))
+                    .col_expr(job::Column::State, Expr::value(JobState::Running))
                     .exec(db)
                     .await?;
             }
@@ -262,7 +262,7 @@ pub(crate) async fn finish_if_done<C: ConnectionTrait>(
     let done = job::Entity::update_many()
         .filter(job::Column::Id.eq(job_id))
         .filter(job::Column::CompletedAt.is_null())
-        .col_expr(job::Column::State, Expr::value(state.as_str()))
+        .col_expr(job::Column::State, Expr::value(state))
         .col_expr(job::Column::PauseReason, Expr::value(Option::<String>::None))
         .col_expr(job::Column::CompletedAt, Expr::value(now))
         .col_expr(job::Column::UpdatedAt, Expr::value(now))
@@ -283,7 +283,7 @@ pub(crate) async fn finish_if_done<C: ConnectionTrait>(
 
 /// Counts a job's people by state with a scan (for audits and tests; the API reads the row).
 pub(crate) async fn recount<C: ConnectionTrait>(db: &C, job_id: Uuid) -> StoreResult<Counts> {
-    let rows: Vec<(String, i64)> = person::Entity::find()
+    let rows: Vec<(PersonState, i64)> = person::Entity::find()
         .select_only()
         .column(person::Column::State)
         .column_as(person::Column::Id.count(), "n")
@@ -294,7 +294,7 @@ pub(crate) async fn recount<C: ConnectionTrait>(db: &C, job_id: Uuid) -> StoreRe
         .await?;
     let mut counts = Counts::default();
     for (state, n) in rows {
-        counts.add(state.parse()?, n);
+        counts.add(state, n);
     }
     Ok(counts)
 }

@@ -154,7 +154,7 @@ impl Store {
                     dedup_key,
                     body: item.body.to_vec(),
                     received_at,
-                    state: DeliveryState::Pending.as_str().to_owned(),
+                    state: DeliveryState::Pending,
                     kind: None,
                     credits_micros: 0,
                     parse_error: None,
@@ -239,12 +239,11 @@ impl Store {
                     .equals((inbound_delivery::Entity, inbound_delivery::Column::BatchId)),
             )
             .and_where(
-                Expr::col((batch::Entity, batch::Column::State))
-                    .is_in([BatchState::Submitted.as_str(), BatchState::Failed.as_str()]),
+                Expr::col((batch::Entity, batch::Column::State)).is_in([BatchState::Submitted, BatchState::Failed]),
             )
             .to_owned();
         let rows = inbound_delivery::Entity::find()
-            .filter(inbound_delivery::Column::State.eq(DeliveryState::Pending.as_str()))
+            .filter(inbound_delivery::Column::State.eq(DeliveryState::Pending))
             .filter(Expr::exists(batch_ready))
             .order_by_asc(inbound_delivery::Column::ReceivedAt)
             .order_by_asc(inbound_delivery::Column::Id)
@@ -282,19 +281,19 @@ impl Store {
         let Some(d) = inbound_delivery::Entity::find_by_id(delivery_id).lock(LockType::Update).one(&txn).await? else {
             return Err(StoreError::NotFound(format!("delivery {delivery_id}")));
         };
-        if d.state != DeliveryState::Pending.as_str() {
+        if d.state != DeliveryState::Pending {
             return Ok(ApplyOutcome::AlreadyProcessed);
         }
         let Some(b) = batch::Entity::find_by_id(d.batch_id).one(&txn).await? else {
             return Ok(ApplyOutcome::NotReady);
         };
-        let batch_state: BatchState = b.state.parse()?;
+        let batch_state = b.state;
         if !matches!(batch_state, BatchState::Submitted | BatchState::Failed) {
             return Ok(ApplyOutcome::NotReady);
         }
         let earlier: Vec<inbound_delivery::Model> = inbound_delivery::Entity::find()
             .filter(inbound_delivery::Column::BatchId.eq(d.batch_id))
-            .filter(inbound_delivery::Column::State.eq(DeliveryState::Processed.as_str()))
+            .filter(inbound_delivery::Column::State.eq(DeliveryState::Processed))
             .all(&txn)
             .await?;
         let same_request = |e: &inbound_delivery::Model| match (e.claim, d.claim) {
@@ -316,7 +315,7 @@ impl Store {
         let credits = part_credits + sync_credits;
         inbound_delivery::Entity::update_many()
             .filter(inbound_delivery::Column::Id.eq(delivery_id))
-            .col_expr(inbound_delivery::Column::State, Expr::value(DeliveryState::Processed.as_str()))
+            .col_expr(inbound_delivery::Column::State, Expr::value(DeliveryState::Processed))
             .col_expr(inbound_delivery::Column::Kind, Expr::value(parsed.kind.as_str()))
             .col_expr(inbound_delivery::Column::CreditsMicros, Expr::value(part_credits))
             .col_expr(inbound_delivery::Column::ProcessedAt, Expr::value(now))
@@ -375,7 +374,7 @@ impl Store {
             let _gate = self.write_gate().await;
             inbound_delivery::Entity::update_many()
                 .filter(inbound_delivery::Column::Id.eq(delivery_id))
-                .filter(inbound_delivery::Column::State.eq(DeliveryState::Pending.as_str()))
+                .filter(inbound_delivery::Column::State.eq(DeliveryState::Pending))
                 .col_expr(
                     inbound_delivery::Column::ApplyAttempts,
                     Expr::col(inbound_delivery::Column::ApplyAttempts).add(1),
@@ -432,8 +431,8 @@ impl Store {
         let _gate = self.write_gate().await;
         let res = inbound_delivery::Entity::update_many()
             .filter(inbound_delivery::Column::Id.eq(delivery_id))
-            .filter(inbound_delivery::Column::State.eq(DeliveryState::Pending.as_str()))
-            .col_expr(inbound_delivery::Column::State, Expr::value(DeliveryState::Failed.as_str()))
+            .filter(inbound_delivery::Column::State.eq(DeliveryState::Pending))
+            .col_expr(inbound_delivery::Column::State, Expr::value(DeliveryState::Failed))
             .col_expr(inbound_delivery::Column::ParseError, Expr::value(parse_error))
             .col_expr(inbound_delivery::Column::ProcessedAt, Expr::value(now()))
             .exec(&self.db)
@@ -504,7 +503,7 @@ impl Store {
         let (txn, _gate) = self.write_txn().await?;
         let mut q = person::Entity::find()
             .filter(person::Column::AwaitingSince.lt(ts(deadline)))
-            .filter(person::Column::State.eq(PersonState::AwaitingAsync.as_str()))
+            .filter(person::Column::State.eq(PersonState::AwaitingAsync))
             .filter(person::Column::DupOf.is_null());
         if self.backend() == DbBackend::Postgres {
             // Lock in id order (the lock order). SQLite has one writer and no row locks, and

@@ -207,11 +207,11 @@ impl Store {
                 .and_where(
                     Expr::col((batch::Entity, batch::Column::Id)).equals((person::Entity, person::Column::BatchId)),
                 )
-                .and_where(Expr::col((batch::Entity, batch::Column::State)).ne(BatchState::Submitting.as_str()))
+                .and_where(Expr::col((batch::Entity, batch::Column::State)).ne(BatchState::Submitting))
                 .to_owned();
             let waiting = person::Entity::find()
                 .filter(person::Column::JobId.eq(job_id))
-                .filter(person::Column::State.eq(PersonState::Submitted.as_str()))
+                .filter(person::Column::State.eq(PersonState::Submitted))
                 .filter(person::Column::DupOf.is_null())
                 .filter(Expr::exists(not_in_flight))
                 .order_by_asc(person::Column::Id)
@@ -246,8 +246,8 @@ impl Store {
         // Without its URL a pending callback cannot be sent: it ends here, visibly.
         callback_delivery::Entity::update_many()
             .filter(callback_delivery::Column::JobId.eq(job_id))
-            .filter(callback_delivery::Column::State.eq(CallbackState::Pending.as_str()))
-            .col_expr(callback_delivery::Column::State, Expr::value(CallbackState::Exhausted.as_str()))
+            .filter(callback_delivery::Column::State.eq(CallbackState::Pending))
+            .col_expr(callback_delivery::Column::State, Expr::value(CallbackState::Exhausted))
             .col_expr(callback_delivery::Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
             .col_expr(callback_delivery::Column::ManualRequested, Expr::value(false))
             .col_expr(callback_delivery::Column::LeaseOwner, Expr::value(Option::<String>::None))
@@ -327,11 +327,7 @@ impl Store {
             .column(job::Column::Id)
             .column(job::Column::Total)
             .filter(job::Column::CompletedAt.lt(older_than))
-            .filter(job::Column::State.is_in([
-                JobState::Completed.as_str(),
-                JobState::Failed.as_str(),
-                JobState::Cancelled.as_str(),
-            ]))
+            .filter(job::Column::State.is_in([JobState::Completed, JobState::Failed, JobState::Cancelled]))
             .filter(Expr::exists(callback_pending).not())
             .order_by_asc(job::Column::CompletedAt)
             .order_by_asc(job::Column::Id)

@@ -188,7 +188,7 @@ impl JobView {
         let callback = callback_events.iter().find(|c| c.event == CallbackEvent::JobCompleted).cloned();
         Ok(JobView {
             counts: Counts::of_job(&j),
-            state: j.state.parse()?,
+            state: j.state,
             options: options_of(j.flags),
             id: j.id,
             client: j.client,
@@ -260,7 +260,7 @@ pub struct PersonView {
 impl PersonView {
     fn from_row(p: person::Model) -> StoreResult<PersonView> {
         Ok(PersonView {
-            state: p.state.parse()?,
+            state: p.state,
             missing_parts: p.missing_parts.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default(),
             id: p.id,
             job_id: p.job_id,
@@ -300,7 +300,7 @@ pub(crate) async fn cancel_queued<C: ConnectionTrait>(
     let waiting_batches: Vec<Uuid> = batch::Entity::find()
         .select_only()
         .column(batch::Column::Id)
-        .filter(batch::Column::State.eq(BatchState::RetryWait.as_str()))
+        .filter(batch::Column::State.eq(BatchState::RetryWait))
         .filter(
             batch::Column::Id.in_subquery(
                 Query::select()
@@ -319,7 +319,7 @@ pub(crate) async fn cancel_queued<C: ConnectionTrait>(
         let waiting = person::Entity::find()
             .filter(person::Column::JobId.eq(job_id))
             .filter(person::Column::BatchId.is_in(waiting_batches))
-            .filter(person::Column::State.eq(PersonState::Submitted.as_str()))
+            .filter(person::Column::State.eq(PersonState::Submitted))
             .filter(person::Column::DupOf.is_null())
             .order_by_asc(person::Column::Id)
             .lock(LockType::Update)
@@ -334,9 +334,9 @@ pub(crate) async fn cancel_queued<C: ConnectionTrait>(
         let cond = if primaries { person::Column::DupOf.is_null() } else { person::Column::DupOf.is_not_null() };
         let moved = person::Entity::update_many()
             .filter(person::Column::JobId.eq(job_id))
-            .filter(person::Column::State.eq(PersonState::Queued.as_str()))
+            .filter(person::Column::State.eq(PersonState::Queued))
             .filter(cond)
-            .col_expr(person::Column::State, Expr::value(PersonState::Cancelled.as_str()))
+            .col_expr(person::Column::State, Expr::value(PersonState::Cancelled))
             .col_expr(person::Column::UpdatedAt, Expr::value(now))
             .exec(db)
             .await?
@@ -464,7 +464,7 @@ impl Store {
             run_waterfall_phone: options.run_waterfall_phone,
             callback_url: new.callback_url.clone(),
             metadata: new.metadata.clone(),
-            state: if pause.is_some() { JobState::Paused } else { JobState::Queued }.as_str().to_owned(),
+            state: if pause.is_some() { JobState::Paused } else { JobState::Queued },
             pause_reason: pause,
             n_queued: valid,
             n_submitted: 0,
@@ -572,7 +572,7 @@ impl Store {
         let job_id = j.id;
         let mut view = JobView::from_row(j, events)?;
         view.failed_deliveries = inbound_delivery::Entity::find()
-            .filter(inbound_delivery::Column::State.eq(DeliveryState::Failed.as_str()))
+            .filter(inbound_delivery::Column::State.eq(DeliveryState::Failed))
             .filter(
                 inbound_delivery::Column::BatchId.in_subquery(
                     Query::select()

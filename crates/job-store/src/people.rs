@@ -11,29 +11,24 @@ use crate::entities::person;
 use crate::lifecycle::{self, Event, Life};
 use crate::{PersonState, StoreError, StoreResult};
 
-/// The state column of a stored person.
-pub(crate) fn state_of(p: &person::Model) -> StoreResult<PersonState> {
-    p.state.parse()
-}
-
 /// The lifecycle columns of a stored person.
-pub(crate) fn life_of(p: &person::Model) -> StoreResult<Life> {
-    Ok(Life {
-        state: state_of(p)?,
+pub(crate) fn life_of(p: &person::Model) -> Life {
+    Life {
+        state: p.state,
         expect_phone: p.expect_phone,
         expect_waterfall: p.expect_waterfall,
         got_phone: p.got_phone,
         got_waterfall: p.got_waterfall,
         phone_elsewhere: p.phone_elsewhere,
-    })
+    }
 }
 
 /// Asks the lifecycle what `event` does to `p` and writes the answer into its columns, with
 /// what follows from the state: `awaiting_since` only while awaiting parts (so the deadline
 /// index stays small), `missing_parts` only when partial.
 pub(crate) fn apply_event(p: &mut person::Model, event: Event, now: DateTime<Utc>) -> StoreResult<()> {
-    let life = lifecycle::step(life_of(p)?, event);
-    p.state = life.state.as_str().to_owned();
+    let life = lifecycle::step(life_of(p), event);
+    p.state = life.state;
     p.expect_phone = life.expect_phone;
     p.expect_waterfall = life.expect_waterfall;
     p.got_phone = life.got_phone;
@@ -75,12 +70,12 @@ pub(crate) async fn update_person<C: ConnectionTrait>(
     new: &person::Model,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    let from = state_of(old)?;
-    let to = state_of(new)?;
+    let from = old.state;
+    let to = new.state;
     let res = person::Entity::update_many()
         .filter(person::Column::Id.eq(old.id))
-        .filter(person::Column::State.eq(from.as_str()))
-        .col_expr(person::Column::State, Expr::value(to.as_str()))
+        .filter(person::Column::State.eq(from))
+        .col_expr(person::Column::State, Expr::value(to))
         .col_expr(person::Column::ApolloId, Expr::value(new.apollo_id.clone()))
         .col_expr(person::Column::BatchId, Expr::value(new.batch_id))
         .col_expr(person::Column::Record, Expr::value(new.record.clone()))
@@ -121,16 +116,16 @@ async fn copy_to_duplicates<C: ConnectionTrait>(
         .lock(LockType::Update)
         .all(db)
         .await?;
-    let to = state_of(primary)?;
+    let to = primary.state;
     for d in &dups {
-        tally.moved(d.job_id, state_of(d)?, to, 1);
+        tally.moved(d.job_id, d.state, to, 1);
     }
     if dups.is_empty() {
         return Ok(());
     }
     person::Entity::update_many()
         .filter(person::Column::DupOf.eq(primary.id))
-        .col_expr(person::Column::State, Expr::value(to.as_str()))
+        .col_expr(person::Column::State, Expr::value(to))
         .col_expr(person::Column::ApolloId, Expr::value(primary.apollo_id.clone()))
         .col_expr(person::Column::Record, Expr::value(primary.record.clone()))
         .col_expr(person::Column::ExpectPhone, Expr::value(primary.expect_phone))
@@ -166,8 +161,8 @@ pub(crate) async fn move_primaries<C: ConnectionTrait>(
     let mut moving: Vec<&person::Model> = Vec::with_capacity(people.len());
     let mut target = None;
     for p in people {
-        let to = lifecycle::step(life_of(p)?, event).state;
-        if to == state_of(p)? {
+        let to = lifecycle::step(life_of(p), event).state;
+        if to == p.state {
             continue;
         }
         if target.replace(to).is_some_and(|t| t != to) {
@@ -179,7 +174,7 @@ pub(crate) async fn move_primaries<C: ConnectionTrait>(
     let people = &moving[..];
     let mut q = person::Entity::update_many()
         .filter(person::Column::Id.is_in(people.iter().map(|p| p.id)))
-        .col_expr(person::Column::State, Expr::value(to.as_str()))
+        .col_expr(person::Column::State, Expr::value(to))
         .col_expr(person::Column::UpdatedAt, Expr::value(now));
     if let Some(b) = batch_id {
         q = q.col_expr(person::Column::BatchId, Expr::value(b));
@@ -192,7 +187,7 @@ pub(crate) async fn move_primaries<C: ConnectionTrait>(
         return Err(StoreError::Invalid(format!("{} of {} people moved to {to}", moved, people.len())));
     }
     for p in people {
-        tally.moved(p.job_id, state_of(p)?, to, 1);
+        tally.moved(p.job_id, p.state, to, 1);
     }
     let with_dups: Vec<Uuid> = people.iter().filter(|p| p.has_dups).map(|p| p.id).collect();
     if with_dups.is_empty() {
@@ -205,11 +200,11 @@ pub(crate) async fn move_primaries<C: ConnectionTrait>(
         .all(db)
         .await?;
     for d in &dups {
-        tally.moved(d.job_id, state_of(d)?, to, 1);
+        tally.moved(d.job_id, d.state, to, 1);
     }
     let mut q = person::Entity::update_many()
         .filter(person::Column::Id.is_in(dups.iter().map(|d| d.id)))
-        .col_expr(person::Column::State, Expr::value(to.as_str()))
+        .col_expr(person::Column::State, Expr::value(to))
         .col_expr(person::Column::UpdatedAt, Expr::value(now));
     if let Some(e) = last_error {
         q = q.col_expr(person::Column::LastError, Expr::value(e));

@@ -1,17 +1,19 @@
-//! The state names stored in the database (as text, the same on SQLite and PostgreSQL).
+//! The states stored in the database: typed columns (sea-orm `DeriveActiveEnum`), stored as text so that
+//! SQLite and PostgreSQL hold the same names and raw SQL can name them with `as_str()`.
 
 use std::fmt;
-use std::str::FromStr;
-
-use crate::StoreError;
 
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
         $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+            sea_orm::EnumIter, sea_orm::DeriveActiveEnum,
+        )]
         #[serde(rename_all = "snake_case")]
+        #[sea_orm(rs_type = "String", db_type = "Text")]
         pub enum $name {
-            $($(#[$vmeta])* $variant,)+
+            $($(#[$vmeta])* #[sea_orm(string_value = $text)] $variant,)+
         }
 
         impl $name {
@@ -29,16 +31,6 @@ macro_rules! string_enum {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = StoreError;
-            fn from_str(s: &str) -> Result<Self, StoreError> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    other => Err(StoreError::Corrupt(format!("unknown {} {other:?}", stringify!($name)))),
-                }
             }
         }
     };
@@ -146,3 +138,33 @@ string_enum!(
         JobUpdated => "job.updated",
     }
 );
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::ActiveEnum;
+
+    use super::*;
+
+    /// The column value is the name raw SQL uses, and reading it back gives the same state.
+    fn round_trips<E: ActiveEnum<Value = String> + Copy + PartialEq + fmt::Debug>(
+        all: &[E],
+        name: fn(E) -> &'static str,
+    ) {
+        for &s in all {
+            assert_eq!(s.to_value(), name(s), "{s:?}");
+            assert_eq!(E::try_from_value(&name(s).to_owned()).unwrap(), s);
+        }
+        assert!(E::try_from_value(&"no_such_state".to_owned()).is_err());
+    }
+
+    #[test]
+    fn stored_names_round_trip() {
+        round_trips(JobState::ALL, JobState::as_str);
+        round_trips(PersonState::ALL, PersonState::as_str);
+        round_trips(BatchState::ALL, BatchState::as_str);
+        round_trips(DeliveryState::ALL, DeliveryState::as_str);
+        round_trips(CallbackState::ALL, CallbackState::as_str);
+        round_trips(CallbackEvent::ALL, CallbackEvent::as_str);
+        assert_eq!(CallbackEvent::JobCompleted.to_value(), "job.completed");
+    }
+}

@@ -137,7 +137,7 @@ impl Store {
         let Some(b) = batch::Entity::find_by_id(outcome.batch_id).lock(LockType::Update).one(&txn).await? else {
             return Err(StoreError::NotFound(format!("batch {}", outcome.batch_id)));
         };
-        match b.state.parse()? {
+        match b.state {
             BatchState::Submitted => return Ok(SyncRecorded::AlreadyRecorded),
             BatchState::Failed => return Ok(SyncRecorded::BatchFailed),
             BatchState::Queued | BatchState::Submitting | BatchState::RetryWait => {}
@@ -157,7 +157,7 @@ impl Store {
         };
         batch::Entity::update_many()
             .filter(batch::Column::Id.eq(b.id))
-            .col_expr(batch::Column::State, Expr::value(BatchState::Submitted.as_str()))
+            .col_expr(batch::Column::State, Expr::value(BatchState::Submitted))
             .col_expr(batch::Column::HttpStatus, Expr::value(outcome.http_status))
             .col_expr(batch::Column::RequestId, Expr::value(outcome.request_id))
             .col_expr(batch::Column::PhoneRequestId, Expr::value(storable_text(outcome.phone_request_id.clone())))
@@ -193,7 +193,7 @@ impl Store {
         let mut attributed = 0i64;
         let mut elsewhere: Vec<person::Model> = Vec::new();
         for p in &people {
-            if p.state != PersonState::Submitted.as_str() {
+            if p.state != PersonState::Submitted {
                 continue;
             }
             *per_job.entry(p.job_id).or_default() += 1;

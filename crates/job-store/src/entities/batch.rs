@@ -12,7 +12,7 @@ pub struct Model {
     /// The Apollo flags bitmask shared by every person of the batch.
     pub flags: i16,
     /// [`crate::BatchState`] name.
-    pub state: String,
+    pub state: crate::states::BatchState,
     /// Number of people.
     pub size: i32,
     /// Counted attempts (a 429 requeue is not counted).

@@ -15,11 +15,11 @@ pub struct Model {
     /// Standard Webhooks `webhook-id` (unique), the same for every retry.
     pub webhook_id: String,
     /// [`crate::CallbackEvent`] name.
-    pub event_type: String,
+    pub event_type: crate::states::CallbackEvent,
     /// The body, frozen at the first send: every retry and redelivery sends these bytes.
     pub body: Option<Vec<u8>>,
     /// [`crate::CallbackState`] name.
-    pub state: String,
+    pub state: crate::states::CallbackState,
     /// HTTP tries so far.
     pub attempts: i32,
     /// When the next try is due.

@@ -18,7 +18,7 @@ pub struct Model {
     /// Received.
     pub received_at: DateTimeUtc,
     /// [`crate::DeliveryState`] name.
-    pub state: String,
+    pub state: crate::states::DeliveryState,
     /// `phone` or `waterfall`, once parsed.
     pub kind: Option<String>,
     /// Credits the delivery reported, in millionths.

@@ -31,7 +31,7 @@ pub struct Model {
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub metadata: Option<Json>,
     /// [`crate::JobState`] name.
-    pub state: String,
+    pub state: crate::states::JobState,
     /// Why dispatch is paused, while it is.
     pub pause_reason: Option<String>,
     /// People queued.

@@ -23,7 +23,7 @@ pub struct Model {
     /// Whether other people of the job are duplicates of this one.
     pub has_dups: bool,
     /// [`crate::PersonState`] name.
-    pub state: String,
+    pub state: crate::states::PersonState,
     /// Apollo's person id, once matched.
     pub apollo_id: Option<String>,
     /// The batch currently holding the person.

@@ -101,7 +101,7 @@ async fn delivery_before_the_answer_is_held_then_applied(store: Store) {
     assert_eq!(phones[0]["sources"][0], "phone_webhook");
     assert!(people.iter().all(|p| p.got_phone));
     assert!(store.pending_deliveries(10).await.unwrap().is_empty());
-    assert_eq!(store.get_delivery(d).await.unwrap().unwrap().state, DeliveryState::Processed.as_str());
+    assert_eq!(store.get_delivery(d).await.unwrap().unwrap().state, DeliveryState::Processed);
 }
 
 async fn delivery_only_touches_its_own_batch(store: Store) {
@@ -213,7 +213,7 @@ async fn overdue_batches_and_failed_deliveries(store: Store) {
     assert!(store.fail_delivery(d, "delivery body is not JSON").await.unwrap());
     assert!(!store.fail_delivery(d, "again").await.unwrap());
     let row = store.get_delivery(d).await.unwrap().unwrap();
-    assert_eq!(row.state, DeliveryState::Failed.as_str());
+    assert_eq!(row.state, DeliveryState::Failed);
     assert_eq!(row.parse_error.as_deref(), Some("delivery body is not JSON"));
     assert!(store.pending_deliveries(10).await.unwrap().is_empty());
 }

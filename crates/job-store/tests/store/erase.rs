@@ -183,7 +183,7 @@ async fn erase_of_a_running_job_cancels_it_and_later_answers_bring_no_data(store
     assert_eq!(store.get_batch(b.batch_id).await.unwrap().unwrap().response, None);
     let rows = people_rows(&store, a).await;
     assert!(rows.iter().all(|p| p.record.is_none() && p.apollo_id.is_none() && p.input == json!({})));
-    assert_eq!(rows.iter().filter(|p| p.state == PersonState::AwaitingAsync.as_str()).count(), 10);
+    assert_eq!(rows.iter().filter(|p| p.state == PersonState::AwaitingAsync).count(), 10);
 
     // Deliveries for the batch: the parts count, nothing is written, the bodies are not kept.
     let ids: Vec<String> = b.people.iter().map(|p| apollo_id(p.person_id)).collect();

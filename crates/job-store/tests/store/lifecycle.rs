@@ -188,11 +188,11 @@ async fn a_delivery_that_keeps_failing_is_failed_at_the_cap(store: Store) {
     let d = store.store_delivery(b.batch_id, b"{\"people\": []}", Utc::now()).await.unwrap().id();
     for _ in 0..4 {
         assert!(!store.note_apply_failure(d, "deadlock detected", 5).await.unwrap());
-        assert_eq!(store.get_delivery(d).await.unwrap().unwrap().state, DeliveryState::Pending.as_str());
+        assert_eq!(store.get_delivery(d).await.unwrap().unwrap().state, DeliveryState::Pending);
     }
     assert!(store.note_apply_failure(d, "deadlock detected", 5).await.unwrap());
     let row = store.get_delivery(d).await.unwrap().unwrap();
-    assert_eq!(row.state, DeliveryState::Failed.as_str());
+    assert_eq!(row.state, DeliveryState::Failed);
     assert!(row.parse_error.unwrap().contains("deadlock detected"));
     assert!(store.pending_deliveries(10).await.unwrap().is_empty(), "ingest moves on");
     let jv = store.get_job(j).await.unwrap().unwrap();
