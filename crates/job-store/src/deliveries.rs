@@ -103,9 +103,10 @@ pub struct OverdueBatch {
     pub answered_claim: Option<i32>,
     /// How often it was polled before.
     pub polls: i32,
-    /// Some person still waits for the phone part.
+    /// The phone part is wanted: some person still waits for it, or the answered call's own
+    /// phone payload (which Apollo bills) never arrived although its people got a phone elsewhere.
     pub awaiting_phone: bool,
-    /// Some person still waits for the waterfall part.
+    /// The waterfall part is wanted, on the same terms.
     pub awaiting_waterfall: bool,
 }
 
@@ -452,20 +453,68 @@ impl Store {
         Ok(inbound_delivery::Entity::find_by_id(delivery_id).one(&self.db).await?)
     }
 
-    /// Submitted batches answered before `older_than` whose people still await parts and whose
-    /// poll back-off has passed, least recently polled first.
-    pub async fn overdue_batches(&self, older_than: DateTime<Utc>, limit: u64) -> StoreResult<Vec<OverdueBatch>> {
+    /// Submitted batches answered before `older_than` whose poll back-off has passed, least
+    /// recently polled first, that want a part: some person still awaits it, or — until
+    /// `unbilled_until` passes the answer — the answered call announced it (a person expects it
+    /// from this call) but no payload of that call arrived. The latter happens when a lost
+    /// answer's retry ran too and the people got their part from the other copy: Apollo bills
+    /// both copies, so the answered call's payload is still fetched for its credits.
+    pub async fn overdue_batches(
+        &self,
+        older_than: DateTime<Utc>,
+        unbilled_until: DateTime<Utc>,
+        limit: u64,
+    ) -> StoreResult<Vec<OverdueBatch>> {
         let awaiting = Query::select()
             .expr(Expr::val(1))
             .from(person::Entity)
             .and_where(Expr::col((person::Entity, person::Column::BatchId)).equals((batch::Entity, batch::Column::Id)))
-            .and_where(Expr::col((person::Entity, person::Column::State)).eq(PersonState::AwaitingAsync.as_str()))
+            .and_where(Expr::col((person::Entity, person::Column::State)).eq(PersonState::AwaitingAsync))
             .to_owned();
+        let unbilled = |part: Part| {
+            let expects = match part {
+                Part::Phone => Expr::col((person::Entity, person::Column::ExpectPhone))
+                    .eq(true)
+                    .and(Expr::col((person::Entity, person::Column::PhoneElsewhere)).eq(false)),
+                Part::Waterfall => Expr::col((person::Entity, person::Column::ExpectWaterfall)).eq(true),
+            };
+            let announced = Query::select()
+                .expr(Expr::val(1))
+                .from(person::Entity)
+                .and_where(
+                    Expr::col((person::Entity, person::Column::BatchId)).equals((batch::Entity, batch::Column::Id)),
+                )
+                .and_where(expects)
+                .to_owned();
+            let received = Query::select()
+                .expr(Expr::val(1))
+                .from(inbound_delivery::Entity)
+                .and_where(
+                    Expr::col((inbound_delivery::Entity, inbound_delivery::Column::BatchId))
+                        .equals((batch::Entity, batch::Column::Id)),
+                )
+                .and_where(
+                    Expr::col((inbound_delivery::Entity, inbound_delivery::Column::Claim))
+                        .equals((batch::Entity, batch::Column::AnsweredClaim)),
+                )
+                // A payload stored but not yet applied has no kind yet: it may be this part.
+                .and_where(
+                    Expr::col((inbound_delivery::Entity, inbound_delivery::Column::Kind))
+                        .eq(part.as_str())
+                        .or(Expr::col((inbound_delivery::Entity, inbound_delivery::Column::Kind)).is_null()),
+                )
+                .to_owned();
+            Expr::exists(announced).and(Expr::exists(received).not())
+        };
+        let within_billing = batch::Column::AnsweredClaim
+            .is_not_null()
+            .and(batch::Column::SubmittedAt.gt(ts(unbilled_until)))
+            .and(unbilled(Part::Phone).or(unbilled(Part::Waterfall)));
         let batches = batch::Entity::find()
-            .filter(batch::Column::State.eq(BatchState::Submitted.as_str()))
+            .filter(batch::Column::State.eq(BatchState::Submitted))
             .filter(batch::Column::SubmittedAt.lt(ts(older_than)))
             .filter(batch::Column::NextPollAt.is_null().or(batch::Column::NextPollAt.lte(now())))
-            .filter(Expr::exists(awaiting))
+            .filter(Expr::exists(awaiting).or(within_billing))
             // Least recently polled first (never polled before all), so a batch that stays
             // pending, polled again with back-off, cannot starve the others.
             .order_by(Expr::col(batch::Column::NextPollAt).is_null(), Order::Desc)
@@ -476,11 +525,23 @@ impl Store {
             .await?;
         let mut out = Vec::with_capacity(batches.len());
         for b in batches {
-            let waiting = person::Entity::find()
-                .filter(person::Column::BatchId.eq(b.id))
-                .filter(person::Column::State.eq(PersonState::AwaitingAsync.as_str()))
+            let people = person::Entity::find().filter(person::Column::BatchId.eq(b.id)).all(&self.db).await?;
+            let received: Vec<Option<String>> = inbound_delivery::Entity::find()
+                .select_only()
+                .column(inbound_delivery::Column::Kind)
+                .filter(inbound_delivery::Column::BatchId.eq(b.id))
+                .filter(inbound_delivery::Column::Claim.eq(b.answered_claim))
+                .into_tuple()
                 .all(&self.db)
                 .await?;
+            let unbilled = |part: Part| {
+                b.answered_claim.is_some()
+                    && b.submitted_at.is_some_and(|at| at > unbilled_until)
+                    && !received.iter().any(|k| k.is_none() || k.as_deref() == Some(part.as_str()))
+            };
+            let waiting = |p: &&person::Model| p.state == PersonState::AwaitingAsync;
+            // People whose reveal Apollo skipped wait for another request, not this one.
+            let phone_here = |p: &person::Model| p.expect_phone && !p.phone_elsewhere;
             out.push(OverdueBatch {
                 batch_id: b.id,
                 request_id: b.request_id,
@@ -488,9 +549,10 @@ impl Store {
                 submitted_at: b.submitted_at,
                 answered_claim: b.answered_claim,
                 polls: b.polls,
-                // People whose reveal Apollo skipped wait for another request, not this one.
-                awaiting_phone: waiting.iter().any(|p| p.expect_phone && !p.got_phone && !p.phone_elsewhere),
-                awaiting_waterfall: waiting.iter().any(|p| p.expect_waterfall && !p.got_waterfall),
+                awaiting_phone: people.iter().filter(waiting).any(|p| phone_here(p) && !p.got_phone)
+                    || (unbilled(Part::Phone) && people.iter().any(phone_here)),
+                awaiting_waterfall: people.iter().filter(waiting).any(|p| p.expect_waterfall && !p.got_waterfall)
+                    || (unbilled(Part::Waterfall) && people.iter().any(|p| p.expect_waterfall)),
             });
         }
         Ok(out)

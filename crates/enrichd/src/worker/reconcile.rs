@@ -42,7 +42,8 @@ pub async fn tick(state: &AppState) -> Result<(), job_store::StoreError> {
     }
     let now = state.store.clock_now().await?;
     let cutoff = now - chrono::TimeDelta::from_std(poll_after(state)).unwrap_or_default();
-    let overdue = state.store.overdue_batches(cutoff, 200).await?;
+    let deadline = now - chrono::TimeDelta::from_std(state.config.async_deadline).unwrap_or_default();
+    let overdue = state.store.overdue_batches(cutoff, deadline, 200).await?;
     let mut stored = 0;
     for batch in &overdue {
         stored += poll_batch(state, batch).await?;
@@ -50,7 +51,6 @@ pub async fn tick(state: &AppState) -> Result<(), job_store::StoreError> {
     if stored > 0 {
         state.wake.ingest.notify_one();
     }
-    let deadline = now - chrono::TimeDelta::from_std(state.config.async_deadline).unwrap_or_default();
     let expired = state.store.expire_parts(deadline).await?;
     if expired > 0 {
         tracing::warn!(people = expired, "asynchronous parts past the deadline: people marked partial");
@@ -59,7 +59,8 @@ pub async fn tick(state: &AppState) -> Result<(), job_store::StoreError> {
     Ok(())
 }
 
-/// Polls the ids a batch still waits on: the waterfall with the top-level request id, the phone
+/// Polls the ids a batch still wants (a part someone waits for, or one the answered call owes
+/// the job's credits): the waterfall with the top-level request id, the phone
 /// with the top-level request id first (Apollo's phone answer says so) and the phone job id as
 /// the fallback. A result counts only when Apollo says `success` (then it is stored as a
 /// delivery of the answered call); `in_progress` waits; `failed` ends the part with Apollo's

@@ -202,8 +202,8 @@ async fn overdue_batches_and_failed_deliveries(store: Store) {
     store.create_job(job("acme", 1, phone_and_waterfall())).await.unwrap();
     let b = claim(&store).await;
     record(&store, all_matched(&b, true, true)).await;
-    assert!(store.overdue_batches(Utc::now() - chrono::Duration::minutes(5), 10).await.unwrap().is_empty());
-    let overdue = store.overdue_batches(Utc::now() + chrono::Duration::seconds(1), 10).await.unwrap();
+    assert!(store.overdue_batches(Utc::now() - chrono::Duration::minutes(5), Utc::now(), 10).await.unwrap().is_empty());
+    let overdue = store.overdue_batches(Utc::now() + chrono::Duration::seconds(1), Utc::now(), 10).await.unwrap();
     assert_eq!(overdue.len(), 1);
     assert_eq!(overdue[0].batch_id, b.batch_id);
     assert!(overdue[0].awaiting_phone && overdue[0].awaiting_waterfall);
