@@ -18,6 +18,7 @@ use crate::store_tests;
 store_tests!(
     the_same_apollo_person_twice_in_one_call_both_get_the_delivery,
     a_retried_call_apollo_also_ran_is_charged_for_every_copy,
+    the_answered_copys_own_payload_is_fetched_for_its_credits,
     deliveries_of_a_failed_batch_still_count_their_credits,
     cancel_stops_people_waiting_for_a_retry,
     cancel_during_a_call_drops_its_people_from_the_retry,
@@ -109,6 +110,35 @@ async fn a_retried_call_apollo_also_ran_is_charged_for_every_copy(store: Store) 
     assert_eq!(jv.credits, Credits::whole(36));
     assert_eq!(jv.state, JobState::Completed);
     assert_eq!(jv.possible_double_charges, 1);
+    assert_counters_match(&store, &[j]).await;
+}
+
+/// The lost copy's payload completes the people; the answered copy's own payload (billed too)
+/// never came: the batch stays wanted for that part until it arrives, or until the billing
+/// window closes.
+async fn the_answered_copys_own_payload_is_fetched_for_its_credits(store: Store) {
+    let j = store.create_job(job("acme", 2, phone())).await.unwrap().job.id;
+    let first = claim(&store).await;
+    assert!(store.retry_unknown_outcome(first.batch_id, Utc::now(), "timeout: operation timed out").await.unwrap());
+    let second = claim(&store).await;
+    let ids: Vec<String> = second.people.iter().map(|p| apollo_id(p.person_id)).collect();
+    record(&store, all_matched(&second, true, false)).await;
+    let body = phone_body(&ids, 16.0);
+    assert!(matches!(deliver(&store, first.batch_id, Some(1), &body).await, ApplyOutcome::Applied { .. }));
+    assert_eq!(store.get_job(j).await.unwrap().unwrap().state, JobState::Completed, "nobody waits");
+    let later = Utc::now() + chrono::Duration::seconds(1);
+    let long_ago = Utc::now() - chrono::Duration::minutes(5);
+    let wanted = store.overdue_batches(later, long_ago, 10).await.unwrap();
+    assert_eq!(wanted.len(), 1, "the answered call's phone payload is still owed");
+    assert!(wanted[0].awaiting_phone && !wanted[0].awaiting_waterfall, "{wanted:?}");
+    assert_eq!(wanted[0].answered_claim, Some(2));
+    // Past the billing window: no longer polled.
+    assert!(store.overdue_batches(later, later, 10).await.unwrap().is_empty());
+    // Once the answered call's payload arrives (polled), its credits count and nothing is owed.
+    assert!(matches!(deliver(&store, first.batch_id, Some(2), &body).await, ApplyOutcome::Applied { .. }));
+    assert!(store.overdue_batches(later, long_ago, 10).await.unwrap().is_empty());
+    let jv = store.get_job(j).await.unwrap().unwrap();
+    assert_eq!(jv.credits, Credits::whole(2 + 2 + 16 + 16), "both copies billed: sync and phone each");
     assert_counters_match(&store, &[j]).await;
 }
 
