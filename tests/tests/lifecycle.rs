@@ -256,7 +256,13 @@ async fn pause_on_exhausted_credits_and_resume(backend: Backend) {
     // Calls already in flight when the pause was recorded still finish; none starts after them.
     let at_pause = bulk_calls(&t);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while t.sim.requests_in_progress() > 0 {
+    // In flight: claimed before the pause (a batch `submitting`, its request perhaps not yet at
+    // Apollo) or being answered.
+    let submitting = || async {
+        let counts = t.app.state.store.state_counts().await.unwrap();
+        counts.batches.iter().filter(|(s, _)| s == "submitting").map(|(_, n)| *n).sum::<i64>()
+    };
+    while t.sim.requests_in_progress() > 0 || submitting().await > 0 {
         assert!(Instant::now() < deadline, "Apollo calls still in flight");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
