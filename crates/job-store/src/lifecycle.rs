@@ -217,6 +217,13 @@ mod tests {
     }
 
     #[test]
+    fn parts_are_named_as_stored_and_listed_in_missing_parts() {
+        assert_eq!((Part::Phone.as_str(), Part::Waterfall.as_str()), ("phone", "waterfall"));
+        assert_eq!(Part::of(DeliveryKind::Phone), Part::Phone);
+        assert_eq!(Part::of(DeliveryKind::Waterfall), Part::Waterfall);
+    }
+
+    #[test]
     fn a_match_without_parts_is_complete_and_with_parts_waits() {
         assert_eq!(submitted().state, S::Submitted);
         assert_eq!(step(submitted(), answered(false, false)).state, S::Complete);
