@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 on_both_backends!(
     unauthorized_and_forbidden_pause_dispatch,
+    an_accepted_probe_lifts_the_pause,
     attempts_exhausted_fail_the_people,
     expired_results_leave_the_deadline_to_decide,
     callbacks_over_the_inline_limit_link_the_people,
@@ -42,6 +43,35 @@ async fn wait_until(t: &TestApp, id: &str, cond: impl Fn(&Value) -> bool) -> Val
 async fn resume(t: &TestApp) {
     let resp = t.http.post(format!("{}/v1/admin/resume", t.url())).bearer_auth(ADMIN_KEY).send().await.unwrap();
     assert_eq!(resp.status(), 200);
+}
+
+/// Credits run out: dispatch pauses. Topped up at Apollo's end, a probe (costing nothing) finds
+/// calls accepted again and dispatch resumes without an operator; the job completes.
+async fn an_accepted_probe_lifts_the_pause(backend: Backend) {
+    let sim = SimConfig { credit_balance: Some(apollo_client::Credits::whole(0)), ..fast_sim() };
+    let t = TestApp::spawn(backend, sim, |c| c.pause_probe_every = Duration::from_millis(300)).await.expect("test app");
+    let id = submit(&t, &json!({"people": people("probe", 12), "reveal_phone_number": true})).await;
+    let paused = wait_until(&t, &id, |j| j["status"] == "paused").await;
+    assert!(paused["pause_reason"].as_str().unwrap_or_default().contains("credit"), "{paused:#}");
+    // Still refused: probes are made, refused, and the pause stays.
+    let probes =
+        |t: &TestApp| t.sim.calls().iter().filter(|c| c.route.ends_with("bulk_match") && c.details == 1).count();
+    let started = Instant::now();
+    while probes(&t) < 2 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no probe made");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(t.get_json(&format!("/v1/jobs/{id}")).await["status"], "paused");
+    let charged_before = t.sim.ledger().total;
+    t.sim.update_config(|c| c.credit_balance = Some(apollo_client::Credits::whole(10_000)));
+    let job = t.wait_done(&id, Duration::from_secs(60)).await;
+    assert_eq!(job["status"], "completed", "resumed by the probe: {job:#}");
+    assert_eq!(job["pause_reason"], Value::Null);
+    assert_eq!(job["counts"]["failed"], 0, "{job:#}");
+    assert_eq!(charged_before, apollo_client::Credits::ZERO, "the refused probes cost nothing");
+    let credits: apollo_client::Credits = serde_json::from_value(job["credits_consumed"].clone()).unwrap();
+    assert_eq!(credits, t.sim.ledger().total, "the accepted probe cost nothing either");
+    t.stop().await;
 }
 
 async fn unauthorized_and_forbidden_pause_dispatch(backend: Backend) {

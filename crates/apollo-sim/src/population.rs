@@ -206,6 +206,10 @@ pub fn person_for(d: &PersonDetail, rates: &Rates) -> Option<SimPerson> {
     }
 
     let detail_email = d.email.as_deref().map(|e| e.trim().to_lowercase()).filter(|e| e.contains('@'));
+    // Nobody works under the `.invalid` top-level domain (RFC 6761): what a probe relies on.
+    if detail_email.as_deref().is_some_and(|e| e.ends_with(".invalid")) {
+        return None;
+    }
     let email_domain = detail_email.as_deref().and_then(|e| e.split_once('@')).map(|(_, dom)| dom.to_string());
     let work_domain = email_domain.filter(|dom| !FREE_MAIL.contains(&dom.as_str()));
 
@@ -633,6 +637,9 @@ mod tests {
         assert_eq!(person_for(&d, &rates(0.0)).unwrap().apollo_id, "6501a9f2c4dfae0001a1b2c3");
         assert_eq!(person_for(&detail(|d| d.id = Some("nope".into())), &rates(1.0)), None);
         assert_eq!(person_for(&detail(|d| d.name = Some("Ann Lee".into())), &rates(1.0)), None);
+        let probe = detail(|d| d.email = Some("enrichd-probe@example.invalid".into()));
+        assert_eq!(person_for(&probe, &rates(1.0)), None, "nobody works under .invalid");
+        assert!(person_for(&detail(|d| d.email = Some("ann@example.org".into())), &rates(1.0)).is_some());
     }
 
     #[test]

@@ -102,6 +102,11 @@ pub struct Config {
     #[arg(long, env = "RECONCILE_EVERY", default_value = "30s", value_parser = parse_duration)]
     pub reconcile_every: Duration,
 
+    /// While Apollo's refusal (a key rejected, credits exhausted) pauses dispatch, a call costing
+    /// nothing probes this often; an accepted probe resumes dispatch (0s: only an operator does).
+    #[arg(long, env = "PAUSE_PROBE_EVERY", default_value = "1m", value_parser = parse_duration)]
+    pub pause_probe_every: Duration,
+
     /// People whose asynchronous parts have not come after this become `partial`.
     #[arg(long, env = "ASYNC_DEADLINE", default_value = "2h", value_parser = parse_duration)]
     pub async_deadline: Duration,

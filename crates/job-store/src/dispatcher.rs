@@ -37,6 +37,16 @@ impl Store {
     /// every job created meanwhile) shows `paused` with the reason. On resume, jobs go back to
     /// `running`, or `queued` if nothing of them was ever claimed.
     pub async fn set_pause(&self, reason: Option<String>) -> StoreResult<()> {
+        self.change_pause(reason, None).await.map(|_| ())
+    }
+
+    /// Resumes dispatch if it is still paused for `reason` (a probe found Apollo accepting calls
+    /// again); a pause recorded since, for another reason, stays. Returns whether it resumed.
+    pub async fn lift_pause(&self, reason: &str) -> StoreResult<bool> {
+        self.change_pause(None, Some(reason)).await
+    }
+
+    async fn change_pause(&self, reason: Option<String>, only_if: Option<&str>) -> StoreResult<bool> {
         let now = now();
         let (txn, _gate) = self.write_txn().await?;
         // Lock the affected jobs in id order, the order every other writer uses for job rows.
@@ -53,6 +63,15 @@ impl Store {
             .into_tuple()
             .all(&txn)
             .await?;
+        if let Some(expected) = only_if {
+            // After the job rows: the lock order of every pause change.
+            let row =
+                dispatcher_state::Entity::find_by_id(PAUSE_KEY.to_owned()).lock(LockType::Update).one(&txn).await?;
+            let current = row.and_then(|r| r.value.get("reason").and_then(Value::as_str).map(str::to_owned));
+            if current.as_deref() != Some(expected) {
+                return Ok(false);
+            }
+        }
         match &reason {
             Some(r) => {
                 put(&txn, PAUSE_KEY, json!({ "reason": r, "since": now })).await?;
@@ -90,7 +109,7 @@ impl Store {
             }
         }
         txn.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// The pause reason, while dispatch is paused.

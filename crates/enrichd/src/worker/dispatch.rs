@@ -38,6 +38,8 @@ pub struct Dispatcher {
     /// When Apollo last accepted a call, per set of flags (a refusal after that is about the
     /// refused details, not about the flags or our webhook URL).
     last_accepted: Mutex<HashMap<u8, Instant>>,
+    /// When this process last probed a pause.
+    last_pause_probe: Mutex<Option<Instant>>,
 }
 
 /// The claim number of probe calls' webhook URLs (real claims count from 1).
@@ -58,6 +60,7 @@ impl Dispatcher {
             admission: Admission::for_state(state),
             stats: Mutex::new(DispatchStats::default()),
             last_accepted: Mutex::new(HashMap::new()),
+            last_pause_probe: Mutex::new(None),
         })
     }
 
@@ -108,6 +111,55 @@ impl Dispatcher {
     }
 }
 
+impl Dispatcher {
+    /// While dispatch is paused, asks Apollo at most every `PAUSE_PROBE_EVERY` (one replica at a
+    /// time) whether it accepts calls again: a call costing nothing — one detail matching nobody,
+    /// with the phone flag and a webhook URL like a real batch's when webhooks are on, so a
+    /// refused key, exhausted credits and a refused webhook URL all show. Accepted: dispatch
+    /// resumes, unless it was paused again meanwhile for another reason.
+    async fn probe_pause(&self, state: &AppState) -> Result<(), job_store::StoreError> {
+        let every = state.config.pause_probe_every;
+        {
+            let mut last = self.last_pause_probe.lock().expect("last pause probe");
+            if every.is_zero() || last.is_some_and(|t| t.elapsed() < every) {
+                return Ok(());
+            }
+            *last = Some(Instant::now());
+        }
+        let Some(reason) = state.store.pause_reason().await? else { return Ok(()) };
+        if !state.store.hold_task("pause-probe", &state.owner, every).await? {
+            return Ok(());
+        }
+        let (flags, hook) = match state.config.public_base_url.as_deref() {
+            Some(base) => {
+                // The phone flag carries the webhook URL and costs nothing without a match; a
+                // waterfall may search vendors even for an unmatched detail, so it is left out.
+                let flags = EnrichFlags { reveal_phone_number: true, ..EnrichFlags::default() };
+                let hook = format!(
+                    "{}/v1/webhooks/apollo/{}?token=probe&claim={PROBE_CLAIM}",
+                    base.trim_end_matches('/'),
+                    uuid::Uuid::nil()
+                );
+                (flags, Some(hook))
+            }
+            None => (EnrichFlags::default(), None),
+        };
+        self.admission.take_slot(state).await;
+        self.bump(|s| s.calls += 1);
+        match state.apollo.bulk_match(&[probe_detail()], &flags, hook.as_deref(), false).await {
+            Ok(outcome) => {
+                self.admission.observe(state, &outcome.limits).await;
+                if state.store.lift_pause(&reason).await? {
+                    tracing::info!(pause = %reason, "Apollo accepts calls again: dispatch resumed");
+                    state.wake.dispatch.notify_one();
+                }
+            }
+            Err(e) => tracing::info!(error = %e, "still paused: Apollo refused the probe"),
+        }
+        Ok(())
+    }
+}
+
 /// Runs the dispatch loop until the task is dropped.
 pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
     let permits = Arc::new(Semaphore::new(state.config.dispatch_concurrency.max(1)));
@@ -140,6 +192,9 @@ pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
             }
             Ok(Next::Idle) => {
                 drop(permit);
+                if let Err(e) = dispatcher.probe_pause(&state).await {
+                    tracing::warn!(error = %e, "could not probe the pause; database unavailable?");
+                }
                 nap(&state.wake.dispatch, Duration::from_millis(500)).await;
                 continue;
             }

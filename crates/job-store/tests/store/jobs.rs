@@ -171,7 +171,12 @@ async fn pause_blocks_claims_and_shows_on_jobs(store: Store) {
     assert_eq!(created_while_paused.state, JobState::Paused);
     assert!(store.claim_batch("t", LEASE, Utc::now()).await.unwrap().is_none());
 
-    store.set_pause(None).await.unwrap();
+    // A probe lifts only the pause it probed: one recorded since, for another reason, stays.
+    assert!(!store.lift_pause("key rejected (401)").await.unwrap());
+    assert_eq!(store.pause_reason().await.unwrap().as_deref(), Some("credits exhausted"));
+    assert_eq!(store.get_job(running.id).await.unwrap().unwrap().state, JobState::Paused);
+    assert!(store.lift_pause("credits exhausted").await.unwrap());
+    assert!(!store.lift_pause("credits exhausted").await.unwrap(), "already lifted");
     assert_eq!(store.pause_reason().await.unwrap(), None);
     let r = store.get_job(running.id).await.unwrap().unwrap();
     let q = store.get_job(queued.id).await.unwrap().unwrap();
