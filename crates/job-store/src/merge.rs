@@ -349,6 +349,81 @@ mod tests {
         PersonFacts { apollo_id: Some("p1".into()), status: None, emails, phones, raw: Value::Null }
     }
 
+    // Each test below pins a rule a mutation run found unpinned (scripts/mutants.sh merge).
+
+    #[test]
+    fn a_record_is_empty_until_something_is_merged() {
+        let mut r = Record::default();
+        assert!(r.is_empty());
+        r.merge_fields(&json!({"title": "CTO"}), "sync");
+        assert!(!r.is_empty());
+    }
+
+    #[test]
+    fn the_smallest_apollo_id_wins_whatever_the_order_and_a_blank_one_is_no_id() {
+        let with_id = |id: &str| PersonFacts { apollo_id: Some(id.into()), ..PersonFacts::default() };
+        let (mut ab, mut ba) = (Record::default(), Record::default());
+        ab.merge_facts(&with_id("aaa"));
+        ab.merge_facts(&with_id("bbb"));
+        ba.merge_facts(&with_id("bbb"));
+        ba.merge_facts(&with_id("aaa"));
+        assert_eq!((ab.apollo_id.as_deref(), ba.apollo_id.as_deref()), (Some("aaa"), Some("aaa")));
+        let mut blank = Record::default();
+        blank.merge_facts(&with_id("   "));
+        assert_eq!(blank.apollo_id, None);
+    }
+
+    #[test]
+    fn an_address_once_seen_as_personal_stays_personal() {
+        let mut r = Record::default();
+        let personal = EmailFact { personal: true, ..email("ann@gmail.com", None, FactSource::Sync, None) };
+        r.merge_facts(&facts(vec![personal], vec![]));
+        r.merge_facts(&facts(vec![email("ann@gmail.com", None, FactSource::Waterfall, None)], vec![]));
+        assert!(r.emails[0].personal);
+    }
+
+    #[test]
+    fn sources_rank_sync_then_waterfall_then_phone_webhook_then_unknown() {
+        // A higher-ranked source wins even with a lexically larger value.
+        for (low, high) in [("", "phone_webhook"), ("phone_webhook", "waterfall"), ("waterfall", "sync")] {
+            for order in [[low, high], [high, low]] {
+                let mut r = Record::default();
+                for source in order {
+                    let value = if source == high { "Zed" } else { "Abe" };
+                    r.merge_fields(&json!({"title": value}), source);
+                }
+                assert_eq!(r.fields["title"], "Zed", "{high} beats {low} ({order:?})");
+                assert_eq!(r.field_sources["title"], high);
+            }
+        }
+    }
+
+    #[test]
+    fn empty_values_carry_nothing() {
+        for v in [json!(null), json!(""), json!("  "), json!([]), json!({}), json!({"a": null, "b": ""})] {
+            assert!(is_empty_value(&v), "{v}");
+        }
+        for v in [json!("x"), json!([1]), json!({"a": 1, "b": null}), json!(0), json!(false)] {
+            assert!(!is_empty_value(&v), "{v}");
+        }
+    }
+
+    #[test]
+    fn u0000_is_replaced_everywhere_and_nothing_else_changes() {
+        let clean = json!({"a": ["x", {"b": "y"}], "c": 1});
+        assert!(!needs_sanitizing(&clean));
+        assert_eq!(storable(clean.clone()), clean);
+        for dirty in [json!("a\0b"), json!(["ok", "a\0b"]), json!({"k": {"n": "a\0b"}}), json!({"a\0": 1})] {
+            assert!(needs_sanitizing(&dirty), "{dirty}");
+            let fixed = storable(dirty.clone());
+            assert!(!needs_sanitizing(&fixed), "{fixed}");
+            assert!(fixed.to_string().contains('\u{fffd}'), "{fixed}");
+        }
+        let mut r = Record::default();
+        r.merge_fields(&json!({"title": "C\0O"}), "sync");
+        assert_eq!(r.to_json()["fields"]["title"], "C\u{fffd}O");
+    }
+
     #[test]
     fn same_facts_twice_change_nothing() {
         let f = facts(
