@@ -140,7 +140,7 @@ async fn send(state: &AppState, http: &reqwest::Client, cb: DueCallback) {
     let body = match frozen_body(state, &cb).await {
         Ok(b) => b,
         Err(e) => {
-            tracing::warn!(job = %cb.job_id, error = %e, "could not build the callback; will retry");
+            tracing::warn!(job_id = %cb.job_id, error = %e, "could not build the callback; will retry");
             return;
         }
     };
@@ -183,7 +183,7 @@ async fn send(state: &AppState, http: &reqwest::Client, cb: DueCallback) {
                 .increment(1);
             tracing::info!(job_id = %cb.job_id, event = %cb.event, attempt = cb.attempt_no, ?status, ?next, "callback attempt")
         }
-        Err(e) => tracing::error!(job = %cb.job_id, error = %e, "could not record a callback attempt"),
+        Err(e) => tracing::error!(job_id = %cb.job_id, error = %e, "could not record a callback attempt"),
     }
 }
 

@@ -233,7 +233,7 @@ async fn record_answer(state: &AppState, outcome: SyncOutcome) -> Result<SyncRec
         match state.store.record_sync(outcome.clone()).await {
             Ok(r) => return Ok(r),
             Err(e) => {
-                tracing::warn!(batch = %outcome.batch_id, error = %e, "could not record a sync answer; trying again");
+                tracing::warn!(batch_id = %outcome.batch_id, error = %e, "could not record a sync answer; trying again");
                 tokio::time::sleep(delay).await;
                 delay *= 4;
             }
@@ -278,9 +278,9 @@ async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch) {
                         state.wake.callbacks.notify_one();
                     }
                 }
-                Ok(other) => tracing::info!(batch = %batch.batch_id, ?other, "sync answer not recorded"),
+                Ok(other) => tracing::info!(batch_id = %batch.batch_id, ?other, "sync answer not recorded"),
                 // The lease will expire and the batch be retried: counted as a possible double charge.
-                Err(e) => tracing::error!(batch = %batch.batch_id, error = %e, "could not record a sync answer"),
+                Err(e) => tracing::error!(batch_id = %batch.batch_id, error = %e, "could not record a sync answer"),
             }
         }
         Err(e) => on_error(state, dispatcher, &batch, e).await,
@@ -298,11 +298,11 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
             let wait = retry_after.unwrap_or(state.config.rate_minute).min(state.config.max_retry_after);
             let heard = RateLimit { retry_after: Some(wait), ..**limits };
             dispatcher.admission.on_rate_limited(state, &heard).await;
-            tracing::info!(batch = %id, ?wait, "rate limited by Apollo; requeued without counting an attempt");
+            tracing::info!(batch_id = %id, ?wait, "rate limited by Apollo; requeued without counting an attempt");
             store.schedule_retry(id, db_after(state, wait).await, false, &message).await
         }
         e if e.blocks_dispatch() => {
-            tracing::error!(batch = %id, error = %message, "dispatch paused");
+            tracing::error!(batch_id = %id, error = %message, "dispatch paused");
             let paused = store.set_pause(Some(message.clone())).await;
             if let Err(pe) = paused {
                 tracing::error!(error = %pe, "could not record the pause");
@@ -317,23 +317,23 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
             let at = db_after(state, jittered(backoff)).await;
             if e.outcome_unknown() {
                 metrics::counter!("enrichd_possible_double_charges_total").increment(1);
-                tracing::warn!(batch = %id, attempt = batch.attempt, error = %message, "Apollo's answer was lost (it may have charged the call); retrying, counted as a possible double charge");
+                tracing::warn!(batch_id = %id, attempt = batch.attempt, error = %message, "Apollo's answer was lost (it may have charged the call); retrying, counted as a possible double charge");
                 store.retry_unknown_outcome(id, at, &message).await
             } else {
-                tracing::warn!(batch = %id, attempt = batch.attempt, error = %message, "transient Apollo failure; retrying");
+                tracing::warn!(batch_id = %id, attempt = batch.attempt, error = %message, "transient Apollo failure; retrying");
                 store.schedule_retry(id, at, true, &message).await
             }
         }
         ApolloError::InvalidRequest { .. } => on_rejection(state, dispatcher, batch, &message).await,
         _ => {
-            tracing::error!(batch = %id, attempt = batch.attempt, error = %message, "batch failed");
+            tracing::error!(batch_id = %id, attempt = batch.attempt, error = %message, "batch failed");
             let failed = store.fail_batch(id, &message).await;
             state.wake.callbacks.notify_one();
             failed
         }
     };
     if let Err(se) = outcome {
-        tracing::error!(batch = %id, error = %se, "could not record the failed call; the lease will expire");
+        tracing::error!(batch_id = %id, error = %se, "could not record the failed call; the lease will expire");
     }
     state.wake.dispatch.notify_one();
 }
@@ -358,17 +358,17 @@ async fn on_rejection(
             let reason = format!(
                 "Apollo refuses every call, even a plain one (check APOLLO_BASE_URL and the key's plan): {message}"
             );
-            tracing::error!(batch = %id, error = %reason, "dispatch paused");
+            tracing::error!(batch_id = %id, error = %reason, "dispatch paused");
             state.store.set_pause(Some(reason)).await?;
             state.store.schedule_retry(id, db_after(state, Duration::ZERO).await, false, message).await
         }
         Rejection::Split => {
             let half = state.store.split_batch(id, message).await?;
-            tracing::info!(batch = %id, new_batch = ?half, error = %message, "Apollo refused a detail; batch split to find it");
+            tracing::info!(batch_id = %id, new_batch = ?half, error = %message, "Apollo refused a detail; batch split to find it");
             Ok(half.is_some())
         }
         Rejection::FailPerson => {
-            tracing::warn!(batch = %id, error = %message, "Apollo refused this person's detail");
+            tracing::warn!(batch_id = %id, error = %message, "Apollo refused this person's detail");
             let failed = state.store.fail_batch(id, message).await;
             state.wake.callbacks.notify_one();
             failed

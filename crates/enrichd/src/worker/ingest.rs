@@ -41,7 +41,7 @@ pub async fn drain(state: &AppState) -> Result<usize, job_store::StoreError> {
                     // The database is down: end the pass, nothing counted against the delivery.
                     state.store.ping().await?;
                     // It answers, yet refused this delivery: count it, fail it at the cap, move on.
-                    tracing::warn!(delivery = %d.id, batch = %d.batch_id, error = %e, "could not apply a delivery");
+                    tracing::warn!(delivery = %d.id, batch_id = %d.batch_id, error = %e, "could not apply a delivery");
                     if state.store.note_apply_failure(d.id, &e.to_string(), APPLY_ATTEMPTS).await? {
                         handled += 1;
                     }
@@ -55,7 +55,7 @@ pub async fn drain(state: &AppState) -> Result<usize, job_store::StoreError> {
                     metrics::histogram!("enrichd_delivery_ingest_lag_seconds").record(lag);
                     if !unmatched.is_empty() {
                         // People of other batches are never touched; note it for the audit trail.
-                        tracing::warn!(delivery = %d.id, batch = %d.batch_id, count = unmatched.len(), "delivery named people outside its batch");
+                        tracing::warn!(delivery = %d.id, batch_id = %d.batch_id, count = unmatched.len(), "delivery named people outside its batch");
                     }
                     if !completed_jobs.is_empty() {
                         state.wake.callbacks.notify_one();
@@ -65,7 +65,7 @@ pub async fn drain(state: &AppState) -> Result<usize, job_store::StoreError> {
                 Ok(ApplyOutcome::NotReady) => {}
             },
             Err(e) => {
-                tracing::warn!(delivery = %d.id, batch = %d.batch_id, error = %e, "unusable delivery kept with its error");
+                tracing::warn!(delivery = %d.id, batch_id = %d.batch_id, error = %e, "unusable delivery kept with its error");
                 state.store.fail_delivery(d.id, &e.to_string()).await?;
                 handled += 1;
             }

@@ -102,7 +102,7 @@ async fn poll_batch(state: &AppState, batch: &OverdueBatch) -> Result<usize, job
                     ResultStatus::Failed => {
                         let reason = result.failure_reason.as_deref().unwrap_or("no reason given");
                         let n = state.store.fail_part(batch.batch_id, part, reason).await?;
-                        tracing::warn!(batch = %batch.batch_id, part = part.as_str(), people = n, reason, "Apollo reports the part failed");
+                        tracing::warn!(batch_id = %batch.batch_id, part = part.as_str(), people = n, reason, "Apollo reports the part failed");
                         if n > 0 {
                             state.wake.callbacks.notify_one();
                         }
@@ -111,9 +111,9 @@ async fn poll_batch(state: &AppState, batch: &OverdueBatch) -> Result<usize, job
             }
             Ok(WebhookResultPoll::Pending { .. }) => {}
             Ok(WebhookResultPoll::Gone { code }) => {
-                tracing::info!(batch = %batch.batch_id, %code, "no asynchronous result under this id; the deadline decides")
+                tracing::info!(batch_id = %batch.batch_id, %code, "no asynchronous result under this id; the deadline decides")
             }
-            Err(e) => tracing::warn!(batch = %batch.batch_id, error = %e, "webhook_result poll failed"),
+            Err(e) => tracing::warn!(batch_id = %batch.batch_id, error = %e, "webhook_result poll failed"),
         }
     }
     state.store.record_poll(batch.batch_id, after(poll_backoff(state.config.reconcile_every, batch.polls))).await?;
