@@ -292,26 +292,52 @@ impl Store {
         if !matches!(batch_state, BatchState::Submitted | BatchState::Failed) {
             return Ok(ApplyOutcome::NotReady);
         }
-        let earlier: Vec<inbound_delivery::Model> = inbound_delivery::Entity::find()
+        // What the charge rule reads of the batch's applied deliveries; bodies only where a claim
+        // is missing (deliveries from before claims were in the URL), to compare request ids.
+        let earlier: Vec<(Uuid, Option<i32>, Option<String>, i64)> = inbound_delivery::Entity::find()
+            .select_only()
+            .columns([
+                inbound_delivery::Column::Id,
+                inbound_delivery::Column::Claim,
+                inbound_delivery::Column::Kind,
+                inbound_delivery::Column::CreditsMicros,
+            ])
             .filter(inbound_delivery::Column::BatchId.eq(d.batch_id))
             .filter(inbound_delivery::Column::State.eq(DeliveryState::Processed))
+            .into_tuple()
             .all(&txn)
             .await?;
-        let same_request = |e: &inbound_delivery::Model| match (e.claim, d.claim) {
+        let unclaimed: Vec<Uuid> =
+            earlier.iter().filter(|(_, claim, _, _)| claim.is_none() || d.claim.is_none()).map(|e| e.0).collect();
+        let bodies: HashMap<Uuid, Vec<u8>> = if unclaimed.is_empty() {
+            HashMap::new()
+        } else {
+            inbound_delivery::Entity::find()
+                .select_only()
+                .columns([inbound_delivery::Column::Id, inbound_delivery::Column::Body])
+                .filter(inbound_delivery::Column::Id.is_in(unclaimed))
+                .into_tuple()
+                .all(&txn)
+                .await?
+                .into_iter()
+                .collect()
+        };
+        let same_request = |(id, claim, _, _): &(Uuid, Option<i32>, Option<String>, i64)| match (*claim, d.claim) {
             (Some(x), Some(y)) => x == y,
             // Without claims (older URLs): the request id decides. An emptied body (its job was
             // erased) no longer names its request: assume the same one, so erasure never makes a
             // part count twice.
-            _ => e.body.is_empty() || request_id_of(&e.body) == parsed.request_id,
+            _ => bodies.get(id).is_none_or(|body| body.is_empty() || request_id_of(body) == parsed.request_id),
         };
-        let part_charged = earlier
-            .iter()
-            .any(|e| e.kind.as_deref() == Some(parsed.kind.as_str()) && e.credits_micros != 0 && same_request(e));
+        let part_charged = earlier.iter().any(|e| {
+            let (_, _, kind, credits) = e;
+            kind.as_deref() == Some(parsed.kind.as_str()) && *credits != 0 && same_request(e)
+        });
         let part_credits = lifecycle::delivery_charge(parsed.credits.map(|c| c.micros()).unwrap_or(0), part_charged);
         // Proof that an unanswered claim ran: book its synchronous charge once.
         // (Claim 0 is the dispatcher's probe: one detail matching nobody, charged nothing.)
         let unanswered_claim_ran = matches!((d.claim, b.answered_claim), (Some(c), Some(a)) if c != a && c > 0)
-            && !earlier.iter().any(|e| e.claim == d.claim);
+            && !earlier.iter().any(|(_, claim, _, _)| *claim == d.claim);
         let sync_credits = if unanswered_claim_ran { b.sync_credits_micros } else { 0 };
         let credits = part_credits + sync_credits;
         inbound_delivery::Entity::update_many()
