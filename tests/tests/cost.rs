@@ -295,8 +295,8 @@ async fn usage_equals_the_ledger_per_client(backend: Backend) {
     let emails = |tag: &str, n: usize| (0..n).map(|i| json!({"email": format!("{tag}{i}@harbor-analytics.io")})).collect::<Vec<_>>();
     let a1 = submit_as(&t, CLIENT_KEY, &json!({"people": emails("ua", 6), "reveal_phone_number": true})).await;
     let a2 = submit_as(&t, CLIENT_KEY, &json!({"people": emails("ub", 4), "run_waterfall_email": true})).await;
-    let j1 = settle(&t, CLIENT_KEY, &a1).await;
-    let j2 = settle(&t, CLIENT_KEY, &a2).await;
+    settle(&t, CLIENT_KEY, &a1).await;
+    settle(&t, CLIENT_KEY, &a2).await;
     let [sync_a, phone_a, waterfall_a] = ledger_kinds(&t);
     let mine = wait_json(&t, CLIENT_KEY, "/v1/usage", |u| credits(&u["credits"]["total"]) == t.sim.ledger().total).await;
     assert_eq!(mine["jobs"], 2, "{mine:#}");
@@ -333,7 +333,6 @@ async fn usage_equals_the_ledger_per_client(backend: Backend) {
     let bad = t.http.get(format!("{}/v1/usage?from=yesterday", t.url())).bearer_auth(CLIENT_KEY).send().await.unwrap();
     assert_eq!(bad.status(), 422);
     assert_eq!(bad.json::<Value>().await.unwrap()["error"]["details"][0]["field"], "from");
-    let _ = (j1, j2);
     t.stop().await;
 }
 

@@ -114,12 +114,12 @@ pub async fn retry(
         )));
     }
     can_retry(&original).map_err(|e| ApiError::Conflict(e.to_string()))?;
-    let people = state.store.inputs_in_states(original.id, &states).await?;
-    if people.is_empty() {
+    let inputs = state.store.inputs_in_states(original.id, &states).await?;
+    if inputs.is_empty() {
         let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
         return Err(ApiError::invalid_field("states", format!("no person of the job is {}", names.join(" or "))));
     }
-    let mut new = retry_job(&original, people, key);
+    let mut new = retry_job(&original, inputs, key);
     state.config.apply_credit_limits(&mut new);
     let created = state.store.create_job(new).await?;
     tracing::info!(job_id = %created.job.id, retry_of = %original.id, people = created.job.total, "retry accepted");
