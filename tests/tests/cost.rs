@@ -292,13 +292,16 @@ fn ledger_kinds(t: &TestApp) -> [Credits; 3] {
 async fn usage_equals_the_ledger_per_client(backend: Backend) {
     let sim = SimConfig { match_rate: 1.0, mobile_rate: 1.0, waterfall_email_rate: 1.0, ..fast_sim() };
     let t = TestApp::spawn(backend, sim, |_| {}).await.expect("test app");
-    let emails = |tag: &str, n: usize| (0..n).map(|i| json!({"email": format!("{tag}{i}@harbor-analytics.io")})).collect::<Vec<_>>();
+    let emails = |tag: &str, n: usize| {
+        (0..n).map(|i| json!({"email": format!("{tag}{i}@harbor-analytics.io")})).collect::<Vec<_>>()
+    };
     let a1 = submit_as(&t, CLIENT_KEY, &json!({"people": emails("ua", 6), "reveal_phone_number": true})).await;
     let a2 = submit_as(&t, CLIENT_KEY, &json!({"people": emails("ub", 4), "run_waterfall_email": true})).await;
     settle(&t, CLIENT_KEY, &a1).await;
     settle(&t, CLIENT_KEY, &a2).await;
     let [sync_a, phone_a, waterfall_a] = ledger_kinds(&t);
-    let mine = wait_json(&t, CLIENT_KEY, "/v1/usage", |u| credits(&u["credits"]["total"]) == t.sim.ledger().total).await;
+    let mine =
+        wait_json(&t, CLIENT_KEY, "/v1/usage", |u| credits(&u["credits"]["total"]) == t.sim.ledger().total).await;
     assert_eq!(mine["jobs"], 2, "{mine:#}");
     assert_eq!(mine["people"], 10);
     assert_eq!(credits(&mine["credits"]["sync"]), sync_a, "{mine:#}");
@@ -307,7 +310,10 @@ async fn usage_equals_the_ledger_per_client(backend: Backend) {
     assert!(phone_a > Credits::ZERO && waterfall_a > Credits::ZERO && sync_a > Credits::ZERO);
     let j1 = t.get_json(&format!("/v1/jobs/{a1}")).await;
     let j2 = t.get_json(&format!("/v1/jobs/{a2}")).await;
-    assert_eq!(mine["calls"].as_i64(), Some(j1["apollo_calls"].as_i64().unwrap() + j2["apollo_calls"].as_i64().unwrap()));
+    assert_eq!(
+        mine["calls"].as_i64(),
+        Some(j1["apollo_calls"].as_i64().unwrap() + j2["apollo_calls"].as_i64().unwrap())
+    );
     assert_eq!(credits(&mine["credits"]["total"]), credits(&j1["credits_consumed"]) + credits(&j2["credits_consumed"]));
     assert_eq!(credits(&j1["credits_by_kind"]["phone"]) + credits(&j2["credits_by_kind"]["phone"]), phone_a);
     assert_eq!((mine["reuse_hits"].as_i64(), mine["possible_double_charges"].as_i64()), (Some(0), Some(0)));
@@ -317,7 +323,8 @@ async fn usage_equals_the_ledger_per_client(backend: Backend) {
     settle(&t, OTHER_KEY, &b).await;
     let [sync_all, phone_all, waterfall_all] = ledger_kinds(&t);
     let other = wait_json(&t, OTHER_KEY, "/v1/usage", |u| {
-        credits(&u["credits"]["total"]).micros() == t.sim.ledger().total.micros() - credits(&mine["credits"]["total"]).micros()
+        credits(&u["credits"]["total"]).micros()
+            == t.sim.ledger().total.micros() - credits(&mine["credits"]["total"]).micros()
     })
     .await;
     assert_eq!(other["jobs"], 1, "{other:#}");

@@ -773,6 +773,9 @@ enum Reuse {
     From(Box<person::Model>),
 }
 
+/// What the rules need of an earlier person's job: client, flags, completed and erased at.
+type EarlierJob = (String, i16, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
 /// How many earlier people with the same key a claim looks at (most recent first).
 const EARLIER_LOOKED_AT: u64 = 20;
 
@@ -795,10 +798,12 @@ async fn reuse_decision(
         .filter(person::Column::Id.ne(p.id))
         .filter(person::Column::DupOf.is_null())
         .filter(person::Column::ReusedFrom.is_null())
-        .filter(person::Column::State.is_in(
-            [PersonState::Complete, PersonState::Partial, PersonState::Submitted, PersonState::AwaitingAsync]
-                .map(PersonState::as_str),
-        ));
+        .filter(
+            person::Column::State.is_in(
+                [PersonState::Complete, PersonState::Partial, PersonState::Submitted, PersonState::AwaitingAsync]
+                    .map(PersonState::as_str),
+            ),
+        );
     if !policy.shared {
         q = q.filter(
             person::Column::JobId.in_subquery(
@@ -817,7 +822,7 @@ async fn reuse_decision(
     let mut job_ids: Vec<Uuid> = earlier.iter().map(|e| e.job_id).collect();
     job_ids.sort();
     job_ids.dedup();
-    let jobs: BTreeMap<Uuid, (String, i16, Option<DateTime<Utc>>, Option<DateTime<Utc>>)> = job::Entity::find()
+    let jobs: BTreeMap<Uuid, EarlierJob> = job::Entity::find()
         .select_only()
         .column(job::Column::Id)
         .column(job::Column::Client)
@@ -874,10 +879,7 @@ async fn claim_key(txn: &DatabaseTransaction, key: &str) -> StoreResult<Reuse> {
 /// The parts a stored person never got.
 fn missing_parts(p: &person::Model) -> Vec<Part> {
     let names: Vec<String> = p.missing_parts.clone().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
-    names
-        .iter()
-        .filter_map(|n| [Part::Phone, Part::Waterfall].into_iter().find(|part| part.as_str() == n))
-        .collect()
+    names.iter().filter_map(|n| [Part::Phone, Part::Waterfall].into_iter().find(|part| part.as_str() == n)).collect()
 }
 
 /// Answers a queued person (and its duplicates) from an earlier person's record: `complete`, no

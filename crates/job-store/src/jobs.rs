@@ -258,7 +258,9 @@ impl JobView {
                 phone: Credits(j.credits_phone_micros),
                 waterfall: Credits(j.credits_waterfall_micros),
             },
-            reuse: j.reuse_within_secs.map(|secs| crate::reuse::ReusePolicy { within_secs: secs, shared: j.reuse_shared }),
+            reuse: j
+                .reuse_within_secs
+                .map(|secs| crate::reuse::ReusePolicy { within_secs: secs, shared: j.reuse_shared }),
             reuse_hits: j.reuse_hits,
             credits_saved: Credits(j.credits_saved_micros),
         })

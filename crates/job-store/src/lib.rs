@@ -32,8 +32,8 @@ pub mod single_process;
 pub mod states;
 pub mod stats;
 pub mod sync;
-pub mod usage;
 pub mod task_leases;
+pub mod usage;
 pub mod wakeups;
 
 use std::sync::Arc;

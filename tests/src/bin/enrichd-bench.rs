@@ -1689,19 +1689,23 @@ impl Stack {
 }
 
 fn minus(a: Spend, b: Spend) -> Spend {
-    Spend { calls: a.calls - b.calls, details: a.details - b.details, credits: apollo_client::Credits(a.credits.micros() - b.credits.micros()) }
+    Spend {
+        calls: a.calls - b.calls,
+        details: a.details - b.details,
+        credits: apollo_client::Credits(a.credits.micros() - b.credits.micros()),
+    }
 }
 
 /// Runs both workloads on a fresh stack; the spend of each (and of the re-run alone).
 async fn credits_run(reuse: bool) -> anyhow::Result<(Spend, Spend, Spend)> {
-    let sim = SimConfig { delivery_delay_ms: 100, delivery_jitter_ms: 100, retry_backoff_ms: 50, ..SimConfig::default() };
+    let sim =
+        SimConfig { delivery_delay_ms: 100, delivery_jitter_ms: 100, retry_backoff_ms: 50, ..SimConfig::default() };
     let s = stack(Backend::Sqlite, sim, |c| {
         c.reuse_within = reuse.then(|| Duration::from_secs(30 * 86_400));
     })
     .await?;
-    let with = |people: Vec<Value>| {
-        serde_json::to_vec(&json!({"people": people, "reveal_phone_number": true})).expect("JSON")
-    };
+    let with =
+        |people: Vec<Value>| serde_json::to_vec(&json!({"people": people, "reveal_phone_number": true})).expect("JSON");
     // 40 jobs of the same five people, submitted together.
     let mut ids = Vec::new();
     let mut set = JoinSet::new();
@@ -1743,7 +1747,12 @@ async fn credits_saved() -> anyhow::Result<Section> {
         row(
             "7.2",
             "credits saved: 40 jobs of the same 5 people, credits off → on",
-            format!("{} → {} ({:.0} % saved)", off_overlap.credits, on_overlap.credits, saved(off_overlap, on_overlap) * 100.0),
+            format!(
+                "{} → {} ({:.0} % saved)",
+                off_overlap.credits,
+                on_overlap.credits,
+                saved(off_overlap, on_overlap) * 100.0
+            ),
             "≥ 95 % saved",
             Some(saved(off_overlap, on_overlap) >= 0.95),
         ),

@@ -94,7 +94,12 @@ impl ApiClient {
     }
 
     /// `POST /v1/jobs/{id}/retry`: the new job.
-    pub async fn retry(&self, id: &str, body: &RetryRequest, idempotency_key: Option<&str>) -> Result<Job, ClientError> {
+    pub async fn retry(
+        &self,
+        id: &str,
+        body: &RetryRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Job, ClientError> {
         let mut req = self.request(Method::POST, &format!("/v1/jobs/{id}/retry")).json(body);
         if let Some(k) = idempotency_key {
             req = req.header("idempotency-key", k);

@@ -205,7 +205,11 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Retry { conn, job, states, idempotency_key } => {
             let body = RetryRequest { states: (!states.is_empty()).then_some(states) };
             let job = ApiClient::new(&conn)?.retry(&job, &body, idempotency_key.as_deref()).await?;
-            eprintln!("{} people of job {} sent again", job.total, job.retry_of.map(|j| j.to_string()).unwrap_or_default());
+            eprintln!(
+                "{} people of job {} sent again",
+                job.total,
+                job.retry_of.map(|j| j.to_string()).unwrap_or_default()
+            );
             println!("{}", job.id);
             Ok(ExitCode::SUCCESS)
         }
