@@ -140,6 +140,17 @@ pub struct Config {
     #[arg(long, env = "CLIENT_DAILY_CREDITS")]
     pub client_daily_credits: Option<f64>,
 
+    /// Reuse window of jobs that give no `reuse_within` (e.g. `30d`): a person enriched this
+    /// recently, with the same or more flags, is answered from the store (no call, no credit).
+    /// Unset: off. Never longer than `RETENTION_DAYS`.
+    #[arg(long, env = "REUSE_WITHIN", value_parser = parse_duration)]
+    pub reuse_within: Option<Duration>,
+
+    /// Whose earlier lookups reuse may answer from: `client` (the job's own client's) or `shared`
+    /// (every client's).
+    #[arg(long, env = "REUSE_SCOPE", value_enum, default_value_t = ReuseScope::Client)]
+    pub reuse_scope: ReuseScope,
+
     /// Most people in one job.
     #[arg(long, env = "MAX_JOB_PEOPLE", default_value_t = 100_000)]
     pub max_job_people: usize,
@@ -162,6 +173,15 @@ pub struct Config {
     pub retention_every: Duration,
 }
 
+/// Whose earlier lookups a job's reuse window may answer from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReuseScope {
+    /// Only the job's own client's.
+    Client,
+    /// Every client's.
+    Shared,
+}
+
 /// A bounded list of retry delays.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule(pub Vec<Duration>);
@@ -177,6 +197,18 @@ impl Config {
     pub fn apply_credit_limits(&self, new: &mut job_store::NewJob) {
         new.max_credits = new.max_credits.or(self.default_max_credits.and_then(credits_setting));
         new.daily_cap = self.client_daily_credits.and_then(credits_setting);
+    }
+}
+
+impl Config {
+    /// The reuse window of a job to store: the one it asks for (`0s`: none), else `REUSE_WITHIN`,
+    /// cut to `RETENTION_DAYS` (a purged job cannot answer), with `REUSE_SCOPE`.
+    pub fn apply_reuse(&self, new: &mut job_store::NewJob, asked: Option<Duration>) {
+        let retention = self.retention_days.map(|d| Duration::from_secs(u64::from(d) * 86_400));
+        let within = asked.or(self.reuse_within).map(|w| retention.map_or(w, |r| w.min(r)));
+        new.reuse = within.map(|w| w.as_secs() as i64).filter(|s| *s > 0).map(|within_secs| {
+            job_store::reuse::ReusePolicy { within_secs, shared: self.reuse_scope == ReuseScope::Shared }
+        });
     }
 }
 

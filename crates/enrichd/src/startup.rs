@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::state::{AppState, Wakers};
 use crate::telemetry;
 use crate::v1::auth::KeySet;
-use crate::v1::endpoints::{admin, docs, health, jobs, webhooks};
+use crate::v1::endpoints::{admin, docs, health, jobs, usage, webhooks};
 use crate::worker::{self, dispatch::Dispatcher};
 
 /// Installs the process-wide TLS provider once (reqwest is built without one).
@@ -129,6 +129,8 @@ impl Application {
                 .service(jobs::cancel)
                 .service(jobs::erase)
                 .service(jobs::redeliver)
+                .service(jobs::retry)
+                .service(usage::usage)
                 .service(webhooks::apollo)
                 .service(health::healthz)
                 .service(health::readyz)

@@ -18,7 +18,9 @@ use uuid::Uuid;
 use crate::counters::Tally;
 use crate::entities::{batch, batch_person, job, person};
 use crate::lifecycle::Event;
-use crate::people::move_primaries;
+use crate::lifecycle::Part;
+use crate::people::{apply_event, move_primaries, update_person};
+use crate::reuse::{Earlier, ReusePolicy};
 use crate::{
     BatchState, JobOptions, JobState, PersonState, Store, StoreError, StoreResult, budget, dispatcher, hex, new_id, ts,
 };
@@ -446,9 +448,16 @@ pub(crate) async fn claim_in(
     if dispatcher::pause_reason(txn).await?.is_some() {
         return Ok(None);
     }
-    match reclaim_retry(txn, owner, expires, now).await? {
-        Some(b) => Ok(Some(b)),
-        None => form_batch(txn, owner, expires, now).await,
+    if let Some(b) = reclaim_retry(txn, owner, expires, now).await? {
+        return Ok(Some(b));
+    }
+    // People answered from earlier lookups leave the queue without a call: look again until a
+    // claim either forms a batch or answers nobody.
+    loop {
+        let (batch, reused) = form_batch(txn, owner, expires, now).await?;
+        if batch.is_some() || reused == 0 {
+            return Ok(batch);
+        }
     }
 }
 
@@ -563,44 +572,68 @@ async fn reclaim_retry(
     }
 }
 
+/// A job a claim may take people from.
+struct Candidate {
+    id: Uuid,
+    flags: i16,
+    budgeted: bool,
+    client: String,
+    reuse: Option<ReusePolicy>,
+}
+
 /// Active jobs with queued people, in fairness order (never claimed first, then oldest claim),
-/// with whether each has a credit budget.
-async fn candidate_jobs(
-    txn: &DatabaseTransaction,
-    flags: Option<i16>,
-    limit: u64,
-) -> StoreResult<Vec<(Uuid, i16, bool)>> {
+/// with whether each has a credit budget and its reuse setting.
+async fn candidate_jobs(txn: &DatabaseTransaction, flags: Option<i16>, limit: u64) -> StoreResult<Vec<Candidate>> {
     let mut q = job::Entity::find()
         .select_only()
         .column(job::Column::Id)
         .column(job::Column::Flags)
         .column_as(job::Column::MaxCreditsMicros.is_not_null(), "budgeted")
+        .column(job::Column::Client)
+        .column(job::Column::ReuseWithinSecs)
+        .column(job::Column::ReuseShared)
         .filter(job::Column::State.is_in([JobState::Queued, JobState::Running]))
         .filter(job::Column::NQueued.gt(0));
     if let Some(f) = flags {
         q = q.filter(job::Column::Flags.eq(f));
     }
     // `IS NULL` sorts never-claimed jobs first on both databases (their NULL ordering differs).
-    Ok(q.order_by(Expr::col(job::Column::LastClaimedAt).is_null(), Order::Desc)
+    let rows: Vec<(Uuid, i16, bool, String, Option<i64>, bool)> = q
+        .order_by(Expr::col(job::Column::LastClaimedAt).is_null(), Order::Desc)
         .order_by_asc(job::Column::LastClaimedAt)
         .order_by_asc(job::Column::Id)
         .limit(limit)
         .into_tuple()
         .all(txn)
-        .await?)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, flags, budgeted, client, within, shared)| Candidate {
+            id,
+            flags,
+            budgeted,
+            client,
+            reuse: within.filter(|w| *w > 0).map(|within_secs| ReusePolicy { within_secs, shared }),
+        })
+        .collect())
 }
 
 /// Forms a new batch from queued primaries (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent
-/// claimers take different people).
+/// claimers take different people). People of jobs with a reuse window are answered from an
+/// earlier lookup when one answers them, or left queued while one that will is in flight
+/// ([`crate::reuse`]). Returns the batch and how many people were answered from earlier lookups.
 async fn form_batch(
     txn: &DatabaseTransaction,
     owner: &str,
     expires: DateTime<Utc>,
     now: DateTime<Utc>,
-) -> StoreResult<Option<ClaimedBatch>> {
+) -> StoreResult<(Option<ClaimedBatch>, usize)> {
     let mut flags: Option<i16> = None;
     let mut picked: Vec<person::Model> = Vec::with_capacity(BATCH_SIZE);
     let mut visited: HashSet<Uuid> = HashSet::new();
+    // (client, person key) of everyone this batch sends: a later person of the same key waits.
+    let mut sending: Vec<(String, String)> = Vec::new();
+    let mut reused = 0;
     // Budgeted jobs whose people are skipped here complete in this transaction.
     let mut tally = Tally::default();
     // First pass over all flags; the first job that yields people fixes the flags. Second pass:
@@ -609,14 +642,15 @@ async fn form_batch(
         if pass == 1 && (flags.is_none() || picked.len() == BATCH_SIZE) {
             break;
         }
-        for (job_id, job_flags, budgeted) in candidate_jobs(txn, flags, CANDIDATE_JOBS).await? {
+        for cand in candidate_jobs(txn, flags, CANDIDATE_JOBS).await? {
+            let (job_id, job_flags) = (cand.id, cand.flags);
             if picked.len() == BATCH_SIZE {
                 break;
             }
             if flags.is_some_and(|f| f != job_flags) || !visited.insert(job_id) {
                 continue;
             }
-            let room = match budgeted {
+            let room = match cand.budgeted {
                 false => BATCH_SIZE - picked.len(),
                 true => match budget::room(txn, &mut tally, job_id, now).await? {
                     budget::Room::Take(n) => n.min(BATCH_SIZE - picked.len()),
@@ -635,15 +669,34 @@ async fn form_batch(
                 .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
                 .all(txn)
                 .await?;
+            let got = match &cand.reuse {
+                None => got,
+                Some(policy) => {
+                    let want = crate::jobs::options_of(job_flags);
+                    let mut send = Vec::with_capacity(got.len());
+                    for p in got {
+                        match reuse_decision(txn, policy, &cand.client, want, &p, &sending, now).await? {
+                            Reuse::Send => send.push(p),
+                            Reuse::Wait => {}
+                            Reuse::From(earlier) => {
+                                answer_from(txn, &mut tally, &p, &earlier, now).await?;
+                                reused += 1;
+                            }
+                        }
+                    }
+                    send
+                }
+            };
             if !got.is_empty() {
                 flags.get_or_insert(job_flags);
+                sending.extend(got.iter().filter_map(|p| Some((cand.client.clone(), p.person_key.clone()?))));
                 picked.extend(got);
             }
         }
     }
     let Some(flags) = flags else {
         tally.flush(txn, now).await?;
-        return Ok(None);
+        return Ok((None, reused));
     };
 
     let batch_id = new_id();
@@ -689,7 +742,7 @@ async fn form_batch(
         tally.claimed(p.job_id);
     }
     tally.flush(txn, now).await?;
-    Ok(Some(ClaimedBatch {
+    let batch = ClaimedBatch {
         batch_id,
         options: crate::jobs::options_of(flags),
         attempt: 1,
@@ -701,5 +754,152 @@ async fn form_batch(
             .into_iter()
             .map(|p| ClaimedPerson { person_id: p.id, job_id: p.job_id, input: p.input })
             .collect(),
-    }))
+    };
+    Ok((Some(batch), reused))
+}
+
+/// What a claim does with a queued person of a job with a reuse window.
+enum Reuse {
+    /// Nobody answers it: send it.
+    Send,
+    /// A lookup of the same person is in flight (or in this batch): leave it queued.
+    Wait,
+    /// Answer it from this earlier person.
+    From(Box<person::Model>),
+}
+
+/// What the rules need of an earlier person's job: client, flags, completed and erased at.
+type EarlierJob = (String, i16, Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// How many earlier people with the same key a claim looks at (most recent first).
+const EARLIER_LOOKED_AT: u64 = 20;
+
+/// Asks the rules ([`crate::reuse`]) about the earlier people with `p`'s person key.
+async fn reuse_decision(
+    txn: &DatabaseTransaction,
+    policy: &ReusePolicy,
+    client: &str,
+    want: JobOptions,
+    p: &person::Model,
+    sending: &[(String, String)],
+    now: DateTime<Utc>,
+) -> StoreResult<Reuse> {
+    let Some(key) = p.person_key.as_deref() else { return Ok(Reuse::Send) };
+    if sending.iter().any(|(c, k)| k == key && (policy.shared || c == client)) {
+        return Ok(Reuse::Wait);
+    }
+    let mut q = person::Entity::find()
+        .filter(person::Column::PersonKey.eq(key))
+        .filter(person::Column::Id.ne(p.id))
+        .filter(person::Column::DupOf.is_null())
+        .filter(person::Column::ReusedFrom.is_null())
+        .filter(
+            person::Column::State.is_in(
+                [PersonState::Complete, PersonState::Partial, PersonState::Submitted, PersonState::AwaitingAsync]
+                    .map(PersonState::as_str),
+            ),
+        );
+    if !policy.shared {
+        q = q.filter(
+            person::Column::JobId.in_subquery(
+                sea_orm::sea_query::Query::select()
+                    .column(job::Column::Id)
+                    .from(job::Entity)
+                    .and_where(job::Column::Client.eq(client))
+                    .to_owned(),
+            ),
+        );
+    }
+    let earlier = q.order_by_desc(person::Column::UpdatedAt).limit(EARLIER_LOOKED_AT).all(txn).await?;
+    if earlier.is_empty() {
+        return claim_key(txn, key).await;
+    }
+    let mut job_ids: Vec<Uuid> = earlier.iter().map(|e| e.job_id).collect();
+    job_ids.sort();
+    job_ids.dedup();
+    let jobs: BTreeMap<Uuid, EarlierJob> = job::Entity::find()
+        .select_only()
+        .column(job::Column::Id)
+        .column(job::Column::Client)
+        .column(job::Column::Flags)
+        .column(job::Column::CompletedAt)
+        .column(job::Column::ErasedAt)
+        .filter(job::Column::Id.is_in(job_ids))
+        .into_tuple::<(Uuid, String, i16, Option<DateTime<Utc>>, Option<DateTime<Utc>>)>()
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|(id, c, f, done, erased)| (id, (c, f, done, erased)))
+        .collect();
+    let mut wait = false;
+    for e in earlier {
+        let Some((c, f, done, erased)) = jobs.get(&e.job_id) else { continue };
+        let seen = Earlier {
+            client: c.clone(),
+            flags: crate::jobs::options_of(*f),
+            state: e.state,
+            missing: missing_parts(&e),
+            enriched_at: e.updated_at,
+            job_completed_at: *done,
+            job_erased: erased.is_some(),
+            has_record: e.record.is_some(),
+        };
+        if crate::reuse::answers(policy, client, want, now, &seen) {
+            return Ok(Reuse::From(Box::new(e)));
+        }
+        wait |= crate::reuse::will_answer(policy, client, want, &seen);
+    }
+    if wait { Ok(Reuse::Wait) } else { claim_key(txn, key).await }
+}
+
+/// PostgreSQL: a person key this claim sends is held until commit, so a concurrent claim (another
+/// replica) holding the same key leaves its person waiting rather than calling twice.
+async fn claim_key(txn: &DatabaseTransaction, key: &str) -> StoreResult<Reuse> {
+    if txn.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(Reuse::Send);
+    }
+    let got = txn
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_try_advisory_xact_lock(hashtext($1)) AS got",
+            [format!("enrichd-reuse:{key}").into()],
+        ))
+        .await?
+        .map(|r| r.try_get::<bool>("", "got"))
+        .transpose()?
+        .unwrap_or(true);
+    Ok(if got { Reuse::Send } else { Reuse::Wait })
+}
+
+/// The parts a stored person never got.
+fn missing_parts(p: &person::Model) -> Vec<Part> {
+    let names: Vec<String> = p.missing_parts.clone().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default();
+    names.iter().filter_map(|n| [Part::Phone, Part::Waterfall].into_iter().find(|part| part.as_str() == n)).collect()
+}
+
+/// Answers a queued person (and its duplicates) from an earlier person's record: `complete`, no
+/// call, no credit; the person says where the record came from and when it was made.
+async fn answer_from(
+    txn: &DatabaseTransaction,
+    tally: &mut Tally,
+    p: &person::Model,
+    earlier: &person::Model,
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    let mut new = p.clone();
+    new.record = earlier.record.clone();
+    new.apollo_id = earlier.apollo_id.clone();
+    new.last_error = None;
+    apply_event(&mut new, Event::Reused, now)?;
+    update_person(txn, tally, p, &new, now).await?;
+    person::Entity::update_many()
+        .filter(person::Column::Id.eq(p.id).or(person::Column::DupOf.eq(p.id)))
+        .col_expr(person::Column::ReusedFrom, Expr::value(earlier.id))
+        .col_expr(person::Column::ReusedFromJob, Expr::value(earlier.job_id))
+        .col_expr(person::Column::ReusedAt, Expr::value(earlier.updated_at))
+        .exec(txn)
+        .await?;
+    tally.reused(p.job_id, earlier.credits_micros);
+    tally.claimed(p.job_id);
+    Ok(())
 }

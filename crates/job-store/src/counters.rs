@@ -129,11 +129,37 @@ pub(crate) fn column(state: PersonState) -> job::Column {
     }
 }
 
+/// What Apollo charged credits for (the job keeps a total per kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CreditKind {
+    /// A synchronous answer.
+    Sync,
+    /// A phone-reveal delivery.
+    Phone,
+    /// A waterfall delivery.
+    Waterfall,
+}
+
+impl CreditKind {
+    /// The kind of a delivery's charge.
+    pub fn of(kind: apollo_client::DeliveryKind) -> CreditKind {
+        match kind {
+            apollo_client::DeliveryKind::Phone => CreditKind::Phone,
+            apollo_client::DeliveryKind::Waterfall => CreditKind::Waterfall,
+        }
+    }
+}
+
 /// Changes to one job, accumulated during a transaction.
 #[derive(Clone, Debug, Default)]
 struct JobDelta {
     counts: Counts,
     credits_micros: i64,
+    sync_micros: i64,
+    phone_micros: i64,
+    waterfall_micros: i64,
+    reuse_hits: i64,
+    saved_micros: i64,
     calls: i64,
     possible_double_charges: i64,
     claimed: bool,
@@ -159,9 +185,22 @@ impl Tally {
         }
     }
 
-    /// Credits consumed for `job`.
-    pub fn credits(&mut self, job: Uuid, micros: i64) {
-        self.jobs.entry(job).or_default().credits_micros += micros;
+    /// Credits consumed for `job`, charged for `kind`.
+    pub fn credits(&mut self, job: Uuid, kind: CreditKind, micros: i64) {
+        let d = self.jobs.entry(job).or_default();
+        d.credits_micros += micros;
+        match kind {
+            CreditKind::Sync => d.sync_micros += micros,
+            CreditKind::Phone => d.phone_micros += micros,
+            CreditKind::Waterfall => d.waterfall_micros += micros,
+        }
+    }
+
+    /// A person of `job` answered from an earlier lookup that cost `saved_micros`.
+    pub fn reused(&mut self, job: Uuid, saved_micros: i64) {
+        let d = self.jobs.entry(job).or_default();
+        d.reuse_hits += 1;
+        d.saved_micros += saved_micros;
     }
 
     /// One Apollo call answered for `job`.
@@ -200,6 +239,11 @@ impl Tally {
             }
             for (col, n) in [
                 (job::Column::CreditsMicros, d.credits_micros),
+                (job::Column::CreditsSyncMicros, d.sync_micros),
+                (job::Column::CreditsPhoneMicros, d.phone_micros),
+                (job::Column::CreditsWaterfallMicros, d.waterfall_micros),
+                (job::Column::ReuseHits, d.reuse_hits),
+                (job::Column::CreditsSavedMicros, d.saved_micros),
                 (job::Column::Calls, d.calls),
                 (job::Column::PossibleDoubleCharges, d.possible_double_charges),
             ] {

@@ -13,7 +13,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::counters::Tally;
+use crate::counters::{CreditKind, Tally};
 use crate::entities::{batch, inbound_delivery, person};
 use crate::erase::{empty_delivery_bodies, erased_jobs_in_batch};
 use crate::lifecycle::{self, Event, Part};
@@ -379,9 +379,15 @@ impl Store {
                 .into_tuple()
                 .all(&txn)
                 .await?;
-            for (job_id, share) in split_credits(credits, &members) {
-                tally.credits(job_id, share);
+            // Each kind split on its own, so the per-kind totals are exact too.
+            for (kind, amount) in [(CreditKind::of(parsed.kind), part_credits), (CreditKind::Sync, sync_credits)] {
+                for (job_id, share) in split_credits(amount, &members) {
+                    tally.credits(job_id, kind, share);
+                }
             }
+        }
+        if part_credits != 0 && batch_state == BatchState::Submitted && !probe {
+            charge_people(&txn, d.batch_id, parsed, part_credits).await?;
         }
         let completed_jobs = tally.flush(&txn, now).await?;
         let erased = erased_jobs_in_batch(&txn, d.batch_id).await?;
@@ -684,6 +690,37 @@ async fn merge_into_batch(
         deliver_phone_elsewhere(txn, tally, d.batch_id, &ids, parsed, now).await?;
     }
     Ok((matched, unmatched))
+}
+
+/// Books a delivery's charge on the people of the batch it names, evenly (exactly: the shares add
+/// up), so that a person's credits are what its lookup cost: what answering it again from the
+/// store saves ([`crate::reuse`]). The job's credits are booked apart, by [`Tally::credits`].
+async fn charge_people(txn: &DatabaseTransaction, batch_id: Uuid, parsed: &Delivery, micros: i64) -> StoreResult<()> {
+    let ids: Vec<&str> = parsed.people.iter().filter_map(|f| f.apollo_id.as_deref()).collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let named: Vec<Uuid> = person::Entity::find()
+        .select_only()
+        .column(person::Column::Id)
+        .filter(person::Column::BatchId.eq(batch_id))
+        .filter(person::Column::ApolloId.is_in(ids))
+        .filter(person::Column::DupOf.is_null())
+        .order_by_asc(person::Column::Id)
+        .into_tuple()
+        .all(txn)
+        .await?;
+    let weights: Vec<(Uuid, i64)> = named.into_iter().map(|id| (id, 1)).collect();
+    for (id, share) in split_credits(micros, &weights) {
+        if share != 0 {
+            person::Entity::update_many()
+                .filter(person::Column::Id.eq(id))
+                .col_expr(person::Column::CreditsMicros, Expr::col(person::Column::CreditsMicros).add(share))
+                .exec(txn)
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 /// People outside `batch_id` who wait for the phone of one of `apollo_ids` because Apollo skipped

@@ -61,6 +61,12 @@ pub struct NewJob {
     /// at most what remains of it today, and none remaining refuses the job.
     #[serde(default)]
     pub daily_cap: Option<Credits>,
+    /// The job this one retries.
+    #[serde(default)]
+    pub retry_of: Option<Uuid>,
+    /// Answer people from earlier lookups within this window ([`crate::reuse`]).
+    #[serde(default)]
+    pub reuse: Option<crate::reuse::ReusePolicy>,
 }
 
 impl NewJob {
@@ -88,6 +94,10 @@ impl NewJob {
             // Left out when absent, so requests without a budget hash as they always did.
             #[serde(skip_serializing_if = "Option::is_none")]
             max_credits: Option<i64>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            retry_of: Option<Uuid>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            reuse: Option<crate::reuse::ReusePolicy>,
         }
         let body = Hashed {
             options: &self.options,
@@ -95,6 +105,8 @@ impl NewJob {
             metadata: &self.metadata,
             people: &self.people,
             max_credits: self.max_credits.map(|c| c.micros()),
+            retry_of: self.retry_of,
+            reuse: self.reuse,
         };
         let mut w = HashWriter(Sha256::new());
         // Writing JSON of plain values into a hasher cannot fail.
@@ -165,6 +177,35 @@ pub struct JobView {
     /// [`FAILED_DELIVERIES_SHOWN`]; only `get_job` loads them).
     #[serde(default)]
     pub failed_deliveries: Vec<FailedDelivery>,
+    /// The job this one retries.
+    #[serde(default)]
+    pub retry_of: Option<Uuid>,
+    /// Jobs that retry this one, oldest first (only `get_job` loads them).
+    #[serde(default)]
+    pub retries: Vec<Uuid>,
+    /// Credits by kind (they add up to `credits`).
+    #[serde(default)]
+    pub credits_by_kind: CreditsByKind,
+    /// The reuse window and scope, if the job reuses earlier lookups.
+    #[serde(default)]
+    pub reuse: Option<crate::reuse::ReusePolicy>,
+    /// People answered from an earlier lookup (no call, no credit).
+    #[serde(default)]
+    pub reuse_hits: i64,
+    /// What those people cost when they were looked up.
+    #[serde(default)]
+    pub credits_saved: Credits,
+}
+
+/// A job's credits by what Apollo charged them for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreditsByKind {
+    /// Synchronous answers (the match, personal emails).
+    pub sync: Credits,
+    /// Phone-reveal deliveries.
+    pub phone: Credits,
+    /// Waterfall deliveries.
+    pub waterfall: Credits,
 }
 
 /// How many failed deliveries a job view lists.
@@ -210,6 +251,18 @@ impl JobView {
             callback,
             callback_events,
             failed_deliveries: Vec::new(),
+            retry_of: j.retry_of,
+            retries: Vec::new(),
+            credits_by_kind: CreditsByKind {
+                sync: Credits(j.credits_sync_micros),
+                phone: Credits(j.credits_phone_micros),
+                waterfall: Credits(j.credits_waterfall_micros),
+            },
+            reuse: j
+                .reuse_within_secs
+                .map(|secs| crate::reuse::ReusePolicy { within_secs: secs, shared: j.reuse_shared }),
+            reuse_hits: j.reuse_hits,
+            credits_saved: Credits(j.credits_saved_micros),
         })
     }
 }
@@ -255,6 +308,15 @@ pub struct PersonView {
     pub created_at: DateTime<Utc>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
+    /// The earlier person whose record answered this one (reuse window).
+    #[serde(default)]
+    pub reused_from: Option<Uuid>,
+    /// That person's job.
+    #[serde(default)]
+    pub reused_from_job: Option<Uuid>,
+    /// When that person was enriched.
+    #[serde(default)]
+    pub reused_at: Option<DateTime<Utc>>,
 }
 
 impl PersonView {
@@ -279,6 +341,9 @@ impl PersonView {
             last_error: p.last_error,
             created_at: p.created_at,
             updated_at: p.updated_at,
+            reused_from: p.reused_from,
+            reused_from_job: p.reused_from_job,
+            reused_at: p.reused_at,
         })
     }
 }
@@ -374,7 +439,7 @@ const NEW_PERSON_BOUND: [person::Column; 11] = [
 /// Columns every new person starts with the same value in, written as SQL literals: binding half
 /// the values makes a 100,000-person insert markedly cheaper (sea-query and sqlx spend more per
 /// bound value than SQLite does per row).
-const NEW_PERSON_LITERAL: [(person::Column, &str); 11] = [
+const NEW_PERSON_LITERAL: [(person::Column, &str); 14] = [
     (person::Column::ApolloId, "NULL"),
     (person::Column::BatchId, "NULL"),
     (person::Column::Record, "NULL"),
@@ -386,6 +451,9 @@ const NEW_PERSON_LITERAL: [(person::Column, &str); 11] = [
     (person::Column::CreditsMicros, "0"),
     (person::Column::AwaitingSince, "NULL"),
     (person::Column::PhoneElsewhere, "FALSE"),
+    (person::Column::ReusedFrom, "NULL"),
+    (person::Column::ReusedFromJob, "NULL"),
+    (person::Column::ReusedAt, "NULL"),
 ];
 
 /// Rows per multi-row insert: under SQLite's 32,766 bound parameters (PostgreSQL allows 65,535).
@@ -488,6 +556,14 @@ impl Store {
             updated_at: now,
             completed_at: None,
             erased_at: None,
+            retry_of: new.retry_of,
+            credits_sync_micros: 0,
+            credits_phone_micros: 0,
+            credits_waterfall_micros: 0,
+            reuse_within_secs: new.reuse.map(|r| r.within_secs),
+            reuse_shared: new.reuse.is_some_and(|r| r.shared),
+            reuse_hits: 0,
+            credits_saved_micros: 0,
         };
         let inserted = job::Entity::insert(job_row.into_active_model().reset_all())
             .on_conflict(
@@ -571,6 +647,14 @@ impl Store {
         let events = load_callbacks(db, &[j.id], true).await?.remove(&j.id).unwrap_or_default();
         let job_id = j.id;
         let mut view = JobView::from_row(j, events)?;
+        view.retries = job::Entity::find()
+            .select_only()
+            .column(job::Column::Id)
+            .filter(job::Column::RetryOf.eq(job_id))
+            .order_by_asc(job::Column::Id)
+            .into_tuple()
+            .all(db)
+            .await?;
         view.failed_deliveries = inbound_delivery::Entity::find()
             .filter(inbound_delivery::Column::State.eq(DeliveryState::Failed))
             .filter(
@@ -641,6 +725,32 @@ impl Store {
             .into_iter()
             .map(PersonView::from_row)
             .collect()
+    }
+
+    /// The inputs of a job's people in `states`, in input order (what a retry of them submits).
+    pub async fn inputs_in_states(&self, job_id: Uuid, states: &[PersonState]) -> StoreResult<Vec<Value>> {
+        Ok(person::Entity::find()
+            .select_only()
+            .column(person::Column::Input)
+            .filter(person::Column::JobId.eq(job_id))
+            .filter(person::Column::State.is_in(states.iter().map(|s| s.as_str())))
+            .order_by_asc(person::Column::Ordinal)
+            .into_tuple()
+            .all(&self.db)
+            .await?)
+    }
+
+    /// The job a client created with an idempotency key, if any.
+    pub async fn job_by_idempotency_key(&self, client: &str, key: &str) -> StoreResult<Option<JobView>> {
+        match job::Entity::find()
+            .filter(job::Column::Client.eq(client))
+            .filter(job::Column::IdempotencyKey.eq(key))
+            .one(&self.db)
+            .await?
+        {
+            Some(j) => Ok(Some(self.job_view(&self.db, j).await?)),
+            None => Ok(None),
+        }
     }
 
     /// One person.

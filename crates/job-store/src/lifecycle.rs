@@ -86,6 +86,8 @@ pub enum Event {
     Cancelled,
     /// The job's credit budget cannot cover this person's worst-case cost (nothing is in flight).
     OverBudget,
+    /// Answered from an earlier lookup of the same person (the reuse window): never sent.
+    Reused,
 }
 
 impl Life {
@@ -152,6 +154,8 @@ pub fn step(life: Life, event: Event) -> Life {
         (S::Queued | S::Submitted, Event::Cancelled) => next.state = S::Cancelled,
         // Only a person never sent: one in a call already has its cost reserved.
         (S::Queued, Event::OverBudget) => next.state = S::SkippedBudget,
+        // The earlier record holds every part the job asks for ([`crate::reuse`]): nothing to wait for.
+        (S::Queued, Event::Reused) => next = Life { state: S::Complete, ..Life::QUEUED },
         _ => {}
     }
     next
@@ -305,6 +309,8 @@ mod tests {
         let skipped = step(Life::QUEUED, Event::OverBudget);
         assert_eq!(skipped.state, S::SkippedBudget);
         assert_eq!(step(submitted(), Event::OverBudget), submitted(), "a person in a call keeps going");
+        assert_eq!(step(Life::QUEUED, Event::Reused).state, S::Complete);
+        assert_eq!(step(submitted(), Event::Reused), submitted(), "only a person never sent is reused");
         let waiting = step(submitted(), answered(true, false));
         assert_eq!(step(waiting, Event::OverBudget), waiting);
         for e in [Event::Claimed, Event::Failed, Event::Cancelled, Event::Deadline, answered(true, true)] {

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::counters::Tally;
+use crate::counters::{CreditKind, Tally};
 use crate::entities::{batch, person};
 use crate::lifecycle::{Answer, Event};
 use crate::merge::{Record, needs_sanitizing, storable};
@@ -227,7 +227,7 @@ impl Store {
             if let Some(a) = answer {
                 new.credits_micros += a.credits.micros();
                 attributed += a.credits.micros();
-                tally.credits(p.job_id, a.credits.micros());
+                tally.credits(p.job_id, CreditKind::Sync, a.credits.micros());
             }
             if new.phone_elsewhere && !new.got_phone {
                 elsewhere.push(new);
@@ -243,7 +243,7 @@ impl Store {
         }
         let weights: Vec<(Uuid, i64)> = per_job.into_iter().collect();
         for (job_id, share) in split_credits(outcome.credits.micros() - attributed, &weights) {
-            tally.credits(job_id, share);
+            tally.credits(job_id, CreditKind::Sync, share);
             tally.call(job_id);
         }
         let completed_jobs = tally.flush(&txn, now).await?;

@@ -10,7 +10,9 @@
 //! 5. size: submitting a 100,000-person job, peak and idle RSS, `GET /v1/jobs/{id}` while ten
 //!    jobs run;
 //! 6. replicas: 1, 2 and 3 replicas on one PostgreSQL database sharing one key (rate use, 429s,
-//!    submit → first call, overhead), beside a client that sends until refused.
+//!    submit → first call, overhead), beside a client that sends until refused;
+//! 7. credits saved (`credits`): 40 jobs of the same 5 people, and a re-run of a 5,000-person
+//!    list with 10 % new people, with the reuse window off and on.
 //!
 //! Run: `cargo run --release -p e2e-tests --bin enrichd-bench` (PostgreSQL at `TEST_PG_URL`,
 //! default `postgres://postgres@127.0.0.1:5432/postgres`). Each section runs in its own child
@@ -39,7 +41,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 /// The sections, in the order they run and appear.
-const SECTIONS: [&str; 9] = ["1", "1x2", "2", "3-sqlite", "3-postgres", "4", "5", "5-post", "replicas"];
+const SECTIONS: [&str; 10] = ["1", "1x2", "2", "3-sqlite", "3-postgres", "4", "5", "5-post", "replicas", "credits"];
 /// A child that runs longer than this is stopped and its section reported as failed.
 const SECTION_TIMEOUT: Duration = Duration::from_secs(240);
 /// How a child marks its result line on stdout.
@@ -64,6 +66,11 @@ const BIG_JOB: usize = 100_000;
 const OTHER_JOBS: usize = 9;
 const OTHER_JOB_PEOPLE: usize = 3_000;
 const POLL_SECONDS: u64 = 8;
+// Section 7 (credits saved).
+const OVERLAP_JOBS: usize = 40;
+const OVERLAP_PEOPLE: usize = 5;
+const RERUN_PEOPLE: usize = 5_000;
+const RERUN_NEW: usize = 500;
 // Section 6 (replicas): 150 calls of ten under the plan's limit, 5 windows after the first.
 const REPLICA_PEOPLE: usize = 1_500;
 const REPLICA_OVERHEAD_PEOPLE: usize = 3_000;
@@ -388,6 +395,7 @@ async fn run_section(key: &str) -> anyhow::Result<Section> {
         "5" => size().await,
         "5-post" => post_breakdown().await,
         "replicas" => replicas().await,
+        "credits" => credits_saved().await,
         other => anyhow::bail!("unknown section {other:?}; known: {SECTIONS:?}"),
     }
 }
@@ -1639,4 +1647,150 @@ async fn replicas() -> anyhow::Result<Section> {
         `x-minute-usage` headers to find that boundary (issue 11's \"use every window fully\") is not built yet."
         .to_string();
     Ok(Section { key: "replicas".into(), title: "6. Replicas".into(), rows, details, limits, ..Section::default() })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Credits saved by the reuse window.
+
+/// Calls, details sent and credits of one workload.
+#[derive(Clone, Copy, Debug, Default)]
+struct Spend {
+    calls: usize,
+    details: usize,
+    credits: apollo_client::Credits,
+}
+
+impl Stack {
+    /// Waits until every job is finished and the simulator is quiet with every charge booked.
+    async fn settle(&self, ids: &[String]) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        for id in ids {
+            loop {
+                let job = self.job(id).await?;
+                if matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+                    break;
+                }
+                anyhow::ensure!(Instant::now() < deadline, "job {id} not done: {job}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        while !self.sim.idle() {
+            anyhow::ensure!(Instant::now() < deadline, "the simulator never went quiet");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// What the simulator has done so far.
+    fn spend(&self) -> Spend {
+        let ok: Vec<CallRecord> = self.bulk_calls().into_iter().filter(|c| c.status == 200).collect();
+        Spend { calls: ok.len(), details: ok.iter().map(|c| c.details).sum(), credits: self.sim.ledger().total }
+    }
+}
+
+fn minus(a: Spend, b: Spend) -> Spend {
+    Spend {
+        calls: a.calls - b.calls,
+        details: a.details - b.details,
+        credits: apollo_client::Credits(a.credits.micros() - b.credits.micros()),
+    }
+}
+
+/// Runs both workloads on a fresh stack; the spend of each (and of the re-run alone).
+async fn credits_run(reuse: bool) -> anyhow::Result<(Spend, Spend, Spend)> {
+    let sim =
+        SimConfig { delivery_delay_ms: 100, delivery_jitter_ms: 100, retry_backoff_ms: 50, ..SimConfig::default() };
+    let s = stack(Backend::Sqlite, sim, |c| {
+        c.reuse_within = reuse.then(|| Duration::from_secs(30 * 86_400));
+    })
+    .await?;
+    let with =
+        |people: Vec<Value>| serde_json::to_vec(&json!({"people": people, "reveal_phone_number": true})).expect("JSON");
+    // 40 jobs of the same five people, submitted together.
+    let mut ids = Vec::new();
+    let mut set = JoinSet::new();
+    for _ in 0..OVERLAP_JOBS {
+        let body = with((0..OVERLAP_PEOPLE).map(|i| person("ov", i)).collect());
+        let (http, base) = (s.http.clone(), s.app.url());
+        set.spawn(async move { submit(&http, &base, body).await });
+    }
+    while let Some(r) = set.join_next().await {
+        ids.push(r??.0);
+    }
+    s.settle(&ids).await?;
+    let overlap = s.spend();
+    // A 5,000-person list, then the same list with 10 % of it replaced by new people.
+    let (first, _) = s.submit(with((0..RERUN_PEOPLE).map(|i| person("list", i)).collect())).await?;
+    s.settle(&[first]).await?;
+    let before = s.spend();
+    let rerun_people =
+        (0..RERUN_PEOPLE - RERUN_NEW).map(|i| person("list", i)).chain((0..RERUN_NEW).map(|i| person("new", i)));
+    let (second, _) = s.submit(with(rerun_people.collect())).await?;
+    s.settle(&[second]).await?;
+    let after = s.spend();
+    s.stop().await;
+    Ok((overlap, minus(after, overlap), minus(after, before)))
+}
+
+async fn credits_saved() -> anyhow::Result<Section> {
+    let (off_overlap, off_list, off_rerun) = credits_run(false).await?;
+    let (on_overlap, on_list, on_rerun) = credits_run(true).await?;
+    let saved = |off: Spend, on: Spend| 1.0 - on.credits.micros() as f64 / off.credits.micros().max(1) as f64;
+    let rows = vec![
+        row(
+            "7.1",
+            "credits saved: 40 jobs of the same 5 people, calls off → on",
+            format!("{} → {}", off_overlap.calls, on_overlap.calls),
+            "1 call with reuse",
+            Some(on_overlap.calls == 1),
+        ),
+        row(
+            "7.2",
+            "credits saved: 40 jobs of the same 5 people, credits off → on",
+            format!(
+                "{} → {} ({:.0} % saved)",
+                off_overlap.credits,
+                on_overlap.credits,
+                saved(off_overlap, on_overlap) * 100.0
+            ),
+            "≥ 95 % saved",
+            Some(saved(off_overlap, on_overlap) >= 0.95),
+        ),
+        row(
+            "7.3",
+            "credits saved: re-run of 5,000 with 10 % new, credits off → on",
+            format!("{} → {} ({:.0} % saved)", off_rerun.credits, on_rerun.credits, saved(off_rerun, on_rerun) * 100.0),
+            "≥ 85 % saved",
+            Some(saved(off_rerun, on_rerun) >= 0.85),
+        ),
+    ];
+    let line = |what: &str, off: Spend, on: Spend| {
+        format!(
+            "| {what} | {} | {} | {} | {} | {} | {} |\n",
+            off.calls, on.calls, off.details, on.details, off.credits, on.credits
+        )
+    };
+    let details = format!(
+        "Simulator defaults (85 % match, 70 % mobiles), deliveries 100–200 ms after each call, no rate limit; SQLite; \
+         every job with `reveal_phone_number`. Reuse off: no `REUSE_WITHIN`; on: `REUSE_WITHIN=30d` (scope `client`). \
+         The {OVERLAP_JOBS} jobs of the same {OVERLAP_PEOPLE} people are submitted together; the {RERUN_PEOPLE}-person \
+         list runs, then the same list with {RERUN_NEW} people replaced by new ones. Figures are the simulator's own \
+         (calls answered 200, details received, its ledger).\n\n\
+         | workload | calls off | calls on | details off | details on | credits off | credits on |\n\
+         |---|---|---|---|---|---|---|\n{}{}{}\n\
+         With reuse on, the first job's lookup is in flight when the other 39 jobs are claimed: their people wait for it \
+         and are then answered from its records. Not-found people are not reused (they cost nothing and a later \
+         lookup may find them), so the re-run sends them again.\n",
+        line("40 jobs × 5 same people", off_overlap, on_overlap),
+        line("5,000-person list (first run + re-run)", off_list, on_list),
+        line("re-run alone (10 % new)", off_rerun, on_rerun),
+    );
+    Ok(Section {
+        key: "credits".into(),
+        title: "7. Credits saved by the reuse window".into(),
+        rows,
+        details,
+        limits: "The re-run sends its new people and the earlier run's not-found people again.".into(),
+        ..Section::default()
+    })
 }

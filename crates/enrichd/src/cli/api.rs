@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
 use crate::cli::Connection;
-use crate::v1::models::{ErrorBody, Estimate, Job, JobPage, JobRequest, MAX_PAGE, PersonPage};
+use crate::v1::models::{ErrorBody, Estimate, Job, JobPage, JobRequest, MAX_PAGE, PersonPage, RetryRequest};
 
 /// What a call to the service can end with besides success.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +90,20 @@ impl ApiClient {
         let req = self
             .request(Method::GET, &format!("/v1/jobs/{id}/people"))
             .query(&[("limit", MAX_PAGE.to_string()), ("after", after.unwrap_or_default().to_string())]);
+        Self::read(req.send().await?).await
+    }
+
+    /// `POST /v1/jobs/{id}/retry`: the new job.
+    pub async fn retry(
+        &self,
+        id: &str,
+        body: &RetryRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Job, ClientError> {
+        let mut req = self.request(Method::POST, &format!("/v1/jobs/{id}/retry")).json(body);
+        if let Some(k) = idempotency_key {
+            req = req.header("idempotency-key", k);
+        }
         Self::read(req.send().await?).await
     }
 

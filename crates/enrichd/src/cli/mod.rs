@@ -1,4 +1,4 @@
-//! The command-line client: `submit`, `watch`, `export`, `jobs`, `show`, `cancel`, talking to a
+//! The command-line client: `submit`, `watch`, `export`, `jobs`, `show`, `cancel`, `retry`, talking to a
 //! running service over its HTTP API (`ENRICHD_URL`, `ENRICHD_KEY`) with the contract's types.
 
 mod api;
@@ -14,7 +14,7 @@ use secrecy::SecretString;
 
 pub use api::{ApiClient, ClientError};
 
-use crate::v1::models::{Job, JobStatus};
+use crate::v1::models::{Job, JobStatus, RetryRequest};
 
 /// Where the service is and the key to use.
 #[derive(Args, Debug, Clone)]
@@ -64,6 +64,10 @@ pub struct SubmitArgs {
     /// instead of submitting: nothing is stored, no Apollo call is made.
     #[arg(long)]
     pub dry_run: bool,
+    /// Answer people enriched this recently (`30d`, `12h`; `0s`: never) from the service's stored
+    /// records: no call, no credit (default: the service's `REUSE_WITHIN`).
+    #[arg(long, value_name = "DURATION")]
+    pub reuse_within: Option<String>,
     /// `column=field` (or `column=-` to ignore a column); repeatable. Overrides the header aliases.
     #[arg(long = "map", value_name = "COLUMN=FIELD")]
     pub map: Vec<String>,
@@ -144,6 +148,20 @@ pub enum ClientCommand {
         /// Job id.
         job: String,
     },
+    /// Send a finished job's failed (or partial, or not-found) people again as a new job; prints its id.
+    Retry {
+        /// The service.
+        #[command(flatten)]
+        conn: Connection,
+        /// Job id.
+        job: String,
+        /// The states to retry, comma-separated: failed, partial, not_found [default: failed,partial].
+        #[arg(long, value_delimiter = ',')]
+        states: Vec<String>,
+        /// The idempotency key: the same key gives the same new job.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
 }
 
 /// Runs one client command; the exit code says how it went.
@@ -182,6 +200,17 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
         ClientCommand::Cancel { conn, job } => {
             let job = ApiClient::new(&conn)?.cancel(&job).await?;
             println!("{} {}", job.id, status_name(job.status));
+            Ok(ExitCode::SUCCESS)
+        }
+        ClientCommand::Retry { conn, job, states, idempotency_key } => {
+            let body = RetryRequest { states: (!states.is_empty()).then_some(states) };
+            let job = ApiClient::new(&conn)?.retry(&job, &body, idempotency_key.as_deref()).await?;
+            eprintln!(
+                "{} people of job {} sent again",
+                job.total,
+                job.retry_of.map(|j| j.to_string()).unwrap_or_default()
+            );
+            println!("{}", job.id);
             Ok(ExitCode::SUCCESS)
         }
     }

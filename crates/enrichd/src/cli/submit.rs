@@ -208,6 +208,7 @@ async fn send(
         metadata: (!metadata.is_empty()).then(|| metadata.clone()),
         max_credits: args.max_credits,
         dry_run: args.dry_run.then_some(true),
+        reuse_within: args.reuse_within.clone(),
     };
     if args.dry_run {
         let estimate = api.estimate(&job).await?;

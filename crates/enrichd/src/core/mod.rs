@@ -5,5 +5,7 @@ pub mod csv_map;
 pub mod estimate;
 pub mod ratelimit;
 pub mod records;
+pub mod retry;
 pub mod signing;
+pub mod usage;
 pub mod validate;

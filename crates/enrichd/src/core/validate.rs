@@ -22,7 +22,7 @@ pub const PERSON_FIELDS: [&str; 10] = [
     "external_id",
 ];
 
-const JOB_FIELDS: [&str; 10] = [
+const JOB_FIELDS: [&str; 11] = [
     "people",
     "reveal_personal_emails",
     "reveal_phone_number",
@@ -33,6 +33,7 @@ const JOB_FIELDS: [&str; 10] = [
     "webhook_url",
     "max_credits",
     "dry_run",
+    "reuse_within",
 ];
 
 /// The person field holding a spreadsheet row as given (kept for exports, never sent to Apollo).
@@ -45,6 +46,8 @@ pub const MAX_FIELD_LEN: usize = 512;
 pub const MAX_CALLBACK_URL: usize = 2048;
 /// Largest accepted `max_credits`, in credits.
 pub const MAX_BUDGET_CREDITS: i64 = 1_000_000_000;
+/// Longest accepted `reuse_within`, in days.
+pub const MAX_REUSE_DAYS: u64 = 3650;
 /// Largest accepted `metadata`, serialised.
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Why U+0000 is refused: PostgreSQL `text` and `jsonb` cannot hold it, so the same job would be
@@ -72,6 +75,8 @@ pub struct ValidJob {
     pub max_credits: Option<apollo_client::Credits>,
     /// Answer with an estimate; store nothing, call nothing.
     pub dry_run: bool,
+    /// The reuse window asked for (`0s`: no reuse, whatever the server's default).
+    pub reuse_within: Option<std::time::Duration>,
 }
 
 impl ValidJob {
@@ -91,6 +96,8 @@ impl ValidJob {
             people: self.people,
             max_credits: self.max_credits,
             daily_cap: None,
+            retry_of: None,
+            reuse: None,
         }
     }
 }
@@ -150,6 +157,19 @@ pub fn validate_job_owned(
     });
     let metadata = take::<Map<String, Value>>(obj, "metadata", &mut problems).map(Value::Object);
     let dry_run = take::<bool>(obj, "dry_run", &mut problems).unwrap_or(false);
+    let reuse_within = take::<String>(obj, "reuse_within", &mut problems).and_then(|s| {
+        crate::config::parse_duration(&s)
+            .ok()
+            .filter(|d| d.as_secs() <= MAX_REUSE_DAYS * 86_400)
+            .ok_or_else(|| {
+                problems.push(problem(
+                    "reuse_within",
+                    None,
+                    format!("{s:?} is not a duration like 30d, 12h or 0s (at most {MAX_REUSE_DAYS}d)"),
+                ))
+            })
+            .ok()
+    });
     let max_credits = take::<serde_json::Number>(obj, "max_credits", &mut problems).and_then(|n| {
         let credits = apollo_client::Credits::parse_decimal(&n.to_string())
             .filter(|c| c.micros() >= 0 && *c <= apollo_client::Credits::whole(MAX_BUDGET_CREDITS));
@@ -204,6 +224,7 @@ pub fn validate_job_owned(
             metadata,
             max_credits,
             dry_run,
+            reuse_within,
         })
     } else {
         Err(problems)

@@ -180,6 +180,7 @@ pub async fn submit(viewer: Viewer, form: Multipart, state: web::Data<AppState>)
         metadata: Some(metadata),
         max_credits: None,
         dry_run: None,
+        reuse_within: None,
     };
     let value: Value = serde_json::to_value(&request).map_err(|e| UiError::Internal(e.to_string()))?;
     // The API's own validation: the dashboard cannot submit what the API would refuse.
@@ -196,8 +197,10 @@ pub async fn submit(viewer: Viewer, form: Multipart, state: web::Data<AppState>)
             return Ok(preview_page(&viewer, &upload, &parsed, StatusCode::UNPROCESSABLE_ENTITY, &lines));
         }
     };
+    let reuse_within = job.reuse_within;
     let mut new = job.into_new_job(viewer.name.clone(), None);
     state.config.apply_credit_limits(&mut new);
+    state.config.apply_reuse(&mut new, reuse_within);
     let created = state.store.create_job(new).await?;
     tracing::info!(job_id = %created.job.id, people = created.job.total, "job submitted from the dashboard");
     state.wake.dispatch.notify_one();

@@ -130,6 +130,34 @@ pub struct JobRequest {
     /// Answer `200` with an [`Estimate`] instead of creating the job: nothing stored, no call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dry_run: Option<bool>,
+    /// Answer people enriched this recently (`30d`, `12h`; `0s`: never) with the same or more
+    /// flags from the stored record: no call, no credit (default: the server's `REUSE_WITHIN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^\\s*[0-9]+(\\.[0-9]+)?\\s*(ms|s|m|h|d)?\\s*$", example = "30d")]
+    pub reuse_within: Option<String>,
+}
+
+/// A state whose people `POST /v1/jobs/{id}/retry` may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryState {
+    /// Failed (Apollo refused them, or the retries ran out).
+    Failed,
+    /// Matched, but some asynchronous parts never came.
+    Partial,
+    /// Apollo found no match.
+    NotFound,
+}
+
+/// The body of `POST /v1/jobs/{id}/retry` (may be empty: failed and partial people).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryRequest {
+    /// The states whose people to send again (default `["failed", "partial"]`); any other state
+    /// is a 422 naming it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<RetryState>>, min_items = 1)]
+    pub states: Option<Vec<String>>,
 }
 
 /// Worst-case credits of a job, per flag (per person: 1 match, 1 personal emails, 8 phone, 4
@@ -163,7 +191,7 @@ pub struct Estimate {
     pub people: i64,
     /// People left after dedup: the ones that would be sent.
     pub unique: i64,
-    /// People answerable from earlier lookups (always 0: reuse is not built yet).
+    /// People answerable from earlier lookups (always 0: a dry run does not look at the store).
     pub reusable: i64,
     /// Apollo calls (10 people each).
     pub calls: i64,
@@ -445,10 +473,25 @@ pub struct Job {
     /// Credits Apollo reported for this job's people.
     #[schema(value_type = f64)]
     pub credits_consumed: apollo_client::Credits,
+    /// The same credits by kind (sync, phone, waterfall).
+    pub credits_by_kind: UsageCredits,
     /// Apollo calls answered for this job.
     pub apollo_calls: i64,
     /// Calls whose outcome was unknown and that may have been charged twice.
     pub possible_double_charges: i64,
+    /// The reuse window in seconds (`reuse_within`), when the job reuses earlier lookups.
+    #[serde(default)]
+    pub reuse_within_seconds: Option<i64>,
+    /// Whose earlier lookups it reuses: `client` (its own client's) or `shared` (every client's).
+    #[serde(default)]
+    pub reuse_scope: Option<String>,
+    /// People answered from an earlier lookup: no call, no credit.
+    #[serde(default)]
+    pub reuse_hits: i64,
+    /// What those people cost when they were looked up.
+    #[serde(default)]
+    #[schema(value_type = f64)]
+    pub credits_saved: apollo_client::Credits,
     /// The job's credit budget, if it has one.
     #[serde(default)]
     #[schema(value_type = Option<f64>)]
@@ -458,6 +501,12 @@ pub struct Job {
     pub end_reason: Option<String>,
     /// Apollo deliveries for this job that could not be applied (the most recent ones).
     pub failed_deliveries: Vec<FailedDelivery>,
+    /// The job this one retries (`POST /v1/jobs/{id}/retry`).
+    #[serde(default)]
+    pub retry_of: Option<Uuid>,
+    /// The jobs that retry this one, oldest first (shown by `GET /v1/jobs/{id}`).
+    #[serde(default)]
+    pub retries: Vec<Uuid>,
     /// Where the final callback goes.
     pub callback_url: Option<String>,
     /// The `job.completed` callback, once the job finished with a callback URL.
@@ -493,8 +542,18 @@ impl From<&JobView> for Job {
             total: j.total,
             counts: j.counts.into(),
             credits_consumed: j.credits,
+            credits_by_kind: UsageCredits {
+                total: j.credits,
+                sync: j.credits_by_kind.sync,
+                phone: j.credits_by_kind.phone,
+                waterfall: j.credits_by_kind.waterfall,
+            },
             apollo_calls: j.calls,
             possible_double_charges: j.possible_double_charges,
+            reuse_within_seconds: j.reuse.map(|r| r.within_secs),
+            reuse_scope: j.reuse.map(|r| if r.shared { "shared" } else { "client" }.to_string()),
+            reuse_hits: j.reuse_hits,
+            credits_saved: j.credits_saved,
             max_credits: j.max_credits,
             end_reason: j.end_reason.clone(),
             failed_deliveries: j
@@ -507,6 +566,8 @@ impl From<&JobView> for Job {
                     received_at: d.received_at,
                 })
                 .collect(),
+            retry_of: j.retry_of,
+            retries: j.retries.clone(),
             callback_url: j.callback_url.clone(),
             callback: j.callback.as_ref().map(CallbackDelivery::from),
             callback_events: j.callback_events.iter().map(CallbackDelivery::from).collect(),
@@ -601,6 +662,12 @@ pub struct Person {
     pub credits_consumed: apollo_client::Credits,
     /// Why the person failed.
     pub error: Option<String>,
+    /// The job whose earlier lookup answered this person (reuse window; no call, no credit).
+    #[serde(default)]
+    pub reused_from: Option<Uuid>,
+    /// When that lookup was made (its record's last change).
+    #[serde(default)]
+    pub reused_at: Option<DateTime<Utc>>,
     /// Last changed.
     pub updated_at: DateTime<Utc>,
 }
@@ -619,6 +686,8 @@ impl From<&PersonView> for Person {
             missing_parts: p.missing_parts.clone(),
             credits_consumed: p.credits,
             error: p.last_error.clone(),
+            reused_from: p.reused_from_job,
+            reused_at: p.reused_at,
             updated_at: p.updated_at,
         }
     }
@@ -669,6 +738,78 @@ pub struct PersonPageQuery {
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<u64>,
+}
+
+/// The window of `GET /v1/usage`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct UsageQuery {
+    /// Start: an RFC 3339 instant or a date (its midnight, UTC); default the current UTC month's start.
+    pub from: Option<String>,
+    /// End (exclusive): an RFC 3339 instant, or a date (that whole day included); default the start of next month.
+    pub to: Option<String>,
+}
+
+/// Credits by what Apollo charged them for.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageCredits {
+    /// Everything.
+    #[schema(value_type = f64)]
+    pub total: apollo_client::Credits,
+    /// Synchronous answers (the match, personal emails).
+    #[schema(value_type = f64)]
+    pub sync: apollo_client::Credits,
+    /// Phone-reveal deliveries.
+    #[schema(value_type = f64)]
+    pub phone: apollo_client::Credits,
+    /// Waterfall deliveries (emails and phones).
+    #[schema(value_type = f64)]
+    pub waterfall: apollo_client::Credits,
+}
+
+/// The calling client's usage: sums over its jobs created in `[from, to)`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageReport {
+    /// Start of the window.
+    pub from: DateTime<Utc>,
+    /// End of the window (exclusive).
+    pub to: DateTime<Utc>,
+    /// Jobs created in the window.
+    pub jobs: i64,
+    /// Their people.
+    pub people: i64,
+    /// Apollo calls answered for them (a call shared by jobs counts once for each).
+    pub calls: i64,
+    /// Credits consumed, by kind.
+    pub credits: UsageCredits,
+    /// People answered from an earlier lookup (reuse window): no call, no credit.
+    pub reuse_hits: i64,
+    /// What those people cost when they were looked up.
+    #[schema(value_type = f64)]
+    pub credits_saved: apollo_client::Credits,
+    /// Calls whose outcome was unknown and that may have been charged twice.
+    pub possible_double_charges: i64,
+}
+
+impl UsageReport {
+    /// The report of `u` over `[from, to)`.
+    pub fn new(from: DateTime<Utc>, to: DateTime<Utc>, u: &job_store::usage::Usage) -> UsageReport {
+        UsageReport {
+            from,
+            to,
+            jobs: u.jobs,
+            people: u.people,
+            calls: u.calls,
+            credits: UsageCredits {
+                total: u.credits,
+                sync: u.credits_by_kind.sync,
+                phone: u.credits_by_kind.phone,
+                waterfall: u.credits_by_kind.waterfall,
+            },
+            reuse_hits: u.reuse_hits,
+            credits_saved: u.credits_saved,
+            possible_double_charges: u.possible_double_charges,
+        }
+    }
 }
 
 /// The answer of `POST /v1/admin/resume`.

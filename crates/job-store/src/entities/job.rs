@@ -78,6 +78,22 @@ pub struct Model {
     pub completed_at: Option<DateTimeUtc>,
     /// When the job's personal data was erased ([`crate::Store::erase_job`]).
     pub erased_at: Option<DateTimeUtc>,
+    /// The job this one retries (`POST /v1/jobs/{id}/retry`), if it is a retry.
+    pub retry_of: Option<Uuid>,
+    /// Of `credits_micros`: what synchronous answers charged.
+    pub credits_sync_micros: i64,
+    /// Of `credits_micros`: what phone-reveal deliveries charged.
+    pub credits_phone_micros: i64,
+    /// Of `credits_micros`: what waterfall deliveries charged.
+    pub credits_waterfall_micros: i64,
+    /// The reuse window in seconds: people enriched this recently are answered from the store.
+    pub reuse_within_secs: Option<i64>,
+    /// Reuse also takes earlier lookups of other clients (`REUSE_SCOPE=shared`).
+    pub reuse_shared: bool,
+    /// People answered from an earlier lookup.
+    pub reuse_hits: i64,
+    /// What those people cost when they were looked up, in millionths of a credit.
+    pub credits_saved_micros: i64,
 }
 
 /// No navigable relations: queries join explicitly.

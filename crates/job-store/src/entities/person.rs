@@ -54,6 +54,12 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// Apollo skipped this request's phone reveal: an earlier request delivers the phone.
     pub phone_elsewhere: bool,
+    /// The earlier person whose record answered this one (reuse window), if any.
+    pub reused_from: Option<Uuid>,
+    /// That person's job.
+    pub reused_from_job: Option<Uuid>,
+    /// When that person was enriched (its last change).
+    pub reused_at: Option<DateTimeUtc>,
 }
 
 /// No navigable relations: queries join explicitly.

@@ -160,6 +160,8 @@ pub fn job(client: &str, n: usize, options: JobOptions) -> NewJob {
         people: (0..n).map(person).collect(),
         max_credits: None,
         daily_cap: None,
+        retry_of: None,
+        reuse: None,
     }
 }
 

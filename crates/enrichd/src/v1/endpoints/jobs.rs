@@ -1,9 +1,10 @@
-//! `/v1/jobs`: submit, read, page people, list, cancel, erase, redeliver the callback.
+//! `/v1/jobs`: submit, read, page people, list, cancel, erase, redeliver the callback, retry.
 
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use uuid::Uuid;
 
 use crate::core::estimate::estimate;
+use crate::core::retry::{can_retry, retry_job, retry_states};
 use crate::core::validate::validate_job_owned;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -11,7 +12,7 @@ use crate::v1::auth::Client;
 use crate::v1::endpoints::body::{decode_json, read_limited, require_json};
 use crate::v1::models::{
     DEFAULT_PAGE, ErrorBody, Estimate, Job, JobPage, JobPageQuery, JobRequest, MAX_IDEMPOTENCY_KEY, MAX_PAGE, Person,
-    PersonPage, PersonPageQuery, Queued,
+    PersonPage, PersonPageQuery, Queued, RetryRequest,
 };
 
 /// Submit a job of people to enrich.
@@ -40,18 +41,7 @@ pub async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     require_json(&req)?;
-    let idempotency_key = req
-        .headers()
-        .get("idempotency-key")
-        .map(|v| v.to_str().map(str::trim).map(str::to_string))
-        .transpose()
-        .map_err(|_| ApiError::invalid_field("Idempotency-Key", "must be visible ASCII"))?;
-    if idempotency_key.as_ref().is_some_and(|k| k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY) {
-        return Err(ApiError::invalid_field(
-            "Idempotency-Key",
-            format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
-        ));
-    }
+    let idempotency_key = idempotency_key(&req)?;
     let body = read_limited(payload, state.config.max_body_bytes).await?;
     let value = decode_json(&body)?;
     drop(body);
@@ -62,16 +52,105 @@ pub async fn create(
         let c = &state.config;
         return Ok(HttpResponse::Ok().json(estimate(&job, c.rate_per_minute, c.rate_minute)));
     }
+    let reuse_within = job.reuse_within;
     let mut new = job.into_new_job(client.0, idempotency_key);
     state.config.apply_credit_limits(&mut new);
+    state.config.apply_reuse(&mut new, reuse_within);
     let created = state.store.create_job(new).await?;
     tracing::info!(job_id = %created.job.id, people = created.job.total, replayed = created.existing, "job accepted");
     state.wake.dispatch.notify_one();
+    Ok(accepted(&created.job, created.existing))
+}
+
+/// Largest accepted retry body.
+const MAX_RETRY_BODY: usize = 16 * 1024;
+
+/// Send a finished job's failed (or partial, or not-found) people again, as a new job.
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "the job to retry"),
+        ("Idempotency-Key" = Option<String>, Header, max_length = 255, min_length = 1,
+        description = "1 to 255 visible ASCII characters; the same key gives the same new job")),
+    request_body(content = Option<RetryRequest>, content_type = "application/json"),
+    responses(
+        (status = 202, description = "the new job: the original's flags and settings, only those people, `retry_of` the original (or the one an earlier request with the same key created, with `Idempotent-Replayed: true`)", body = Job),
+        (status = 400, description = "the body is not JSON", body = ErrorBody),
+        (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "the job is still running or was erased, or the Idempotency-Key was used for another request", body = ErrorBody),
+        (status = 413, description = "body over 16 KiB", body = ErrorBody),
+        (status = 415, description = "a body that is not application/json", body = ErrorBody),
+        (status = 422, description = "a state that cannot be retried, or no person in the states asked for; `details` names it", body = ErrorBody),
+        (status = 429, description = "the client's daily credit cap (`CLIENT_DAILY_CREDITS`) is reached", body = ErrorBody),
+        (status = 500, description = "a bug of ours", body = ErrorBody),
+        (status = 503, description = "the database is unreachable; retry", body = ErrorBody),
+    ))]
+#[post("/v1/jobs/{id}/retry")]
+pub async fn retry(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    client: Client,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let original = owned_job(&state, &client, &path).await?;
+    let key = idempotency_key(&req)?;
+    let body = read_limited(payload, MAX_RETRY_BODY).await?;
+    let asked: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryRequest::default()
+    } else {
+        require_json(&req)?;
+        serde_json::from_value(decode_json(&body)?).map_err(|e| ApiError::invalid_field("states", e.to_string()))?
+    };
+    let states = retry_states(asked.states.as_deref()).map_err(ApiError::invalid)?;
+    if let Some(k) = &key
+        && let Some(earlier) = state.store.job_by_idempotency_key(&client.0, k).await?
+    {
+        if earlier.retry_of == Some(original.id) {
+            return Ok(accepted(&earlier, true));
+        }
+        return Err(ApiError::Conflict(format!(
+            "Idempotency-Key {k:?} was already used for another request (job {})",
+            earlier.id
+        )));
+    }
+    can_retry(&original).map_err(|e| ApiError::Conflict(e.to_string()))?;
+    let inputs = state.store.inputs_in_states(original.id, &states).await?;
+    if inputs.is_empty() {
+        let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        return Err(ApiError::invalid_field("states", format!("no person of the job is {}", names.join(" or "))));
+    }
+    let mut new = retry_job(&original, inputs, key);
+    state.config.apply_credit_limits(&mut new);
+    let created = state.store.create_job(new).await?;
+    tracing::info!(job_id = %created.job.id, retry_of = %original.id, people = created.job.total, "retry accepted");
+    state.wake.dispatch.notify_one();
+    Ok(accepted(&created.job, created.existing))
+}
+
+/// The `Idempotency-Key` header, checked.
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().map(str::trim).map(str::to_string))
+        .transpose()
+        .map_err(|_| ApiError::invalid_field("Idempotency-Key", "must be visible ASCII"))?;
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY) {
+        return Err(ApiError::invalid_field(
+            "Idempotency-Key",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY} characters"),
+        ));
+    }
+    Ok(key)
+}
+
+/// A 202 with the job, marked when an earlier request created it.
+fn accepted(job: &job_store::JobView, replayed: bool) -> HttpResponse {
     let mut resp = HttpResponse::Accepted();
-    if created.existing {
+    if replayed {
         resp.insert_header(("idempotent-replayed", "true"));
     }
-    Ok(resp.json(Job::from(&created.job)))
+    resp.json(Job::from(job))
 }
 
 fn parse_id(raw: &str) -> Result<Uuid, ApiError> {

@@ -5,4 +5,5 @@ pub mod body;
 pub mod docs;
 pub mod health;
 pub mod jobs;
+pub mod usage;
 pub mod webhooks;
