@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Mutation testing of the pure rule modules against their fast unit tests (cargo-mutants, from
+# Mutation testing of the rule modules against the tests that pin them (cargo-mutants, from
 # crates.io: `cargo install cargo-mutants --locked`, checked with 27.1). One mutant at a time, each
 # bounded by MUTANTS_TIMEOUT seconds (default 120); results per module in mutants.out/<module>/
 # (outcomes.json, caught.txt, missed.txt, timeout.txt). Runs in place: run it in a checkout of its
@@ -9,34 +9,33 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 timeout=${MUTANTS_TIMEOUT:-120}
+# module -> package, file, and the tests that pin its rules (a filter selects the store suite's
+# scenarios for the modules whose rules run inside database functions; they need PostgreSQL at
+# TEST_PG_URL, as scripts/test.sh provides).
 declare -A modules=(
-  [merge]="job-store crates/job-store/src/merge.rs"
-  [person_key]="job-store crates/job-store/src/person_key.rs"
-  [lifecycle]="job-store crates/job-store/src/lifecycle.rs"
-  [budget]="job-store crates/job-store/src/budget.rs"
-  [limiter]="job-store crates/job-store/src/limiter.rs"
-  [ratelimit]="enrichd crates/enrichd/src/core/ratelimit.rs"
-  [signing]="enrichd crates/enrichd/src/core/signing.rs"
-  [validate]="enrichd crates/enrichd/src/core/validate.rs"
-  [delivery]="apollo-client crates/apollo-client/src/delivery.rs"
-  [facts]="apollo-client crates/apollo-client/src/facts.rs"
+  [merge]="job-store crates/job-store/src/merge.rs --lib"
+  [person_key]="job-store crates/job-store/src/person_key.rs --lib"
+  [lifecycle]="job-store crates/job-store/src/lifecycle.rs --lib"
+  [budget]="job-store crates/job-store/src/budget.rs --lib --test store budget"
+  [limiter]="job-store crates/job-store/src/limiter.rs --lib --test store limiter"
+  [ratelimit]="enrichd crates/enrichd/src/core/ratelimit.rs --lib"
+  [signing]="enrichd crates/enrichd/src/core/signing.rs --lib"
+  [validate]="enrichd crates/enrichd/src/core/validate.rs --lib"
+  [delivery]="apollo-client crates/apollo-client/src/delivery.rs --tests"
+  [facts]="apollo-client crates/apollo-client/src/facts.rs --tests"
 )
-# The shared limiter's file also holds its database statements; only its arithmetic is a rule.
-declare -A only=(
-  [limiter]='limiter.rs.*(key_fingerprint|effective_limit|next_slot|closed_until|learn)'
-)
+export TEST_PG_URL=${TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0} CARGO_PROFILE_TEST_DEBUG=${CARGO_PROFILE_TEST_DEBUG:-0}
 selected=("$@")
 [ ${#selected[@]} -eq 0 ] && selected=(merge person_key lifecycle budget limiter ratelimit signing validate delivery facts)
 for name in "${selected[@]}"; do
-  read -r package file <<<"${modules[$name]:?unknown module $name}"
+  read -r package file tests <<<"${modules[$name]:?unknown module $name}"
   echo "== $name ($file)"
   # Status 2 (survivors) and 3 (timeouts) are reported in the summary; anything else stops.
   status=0
-  filter=()
-  [ -n "${only[$name]:-}" ] && filter=(--re "${only[$name]}")
-  cargo mutants --in-place --timeout "$timeout" --package "$package" --file "$file" "${filter[@]}" \
-    --output "mutants.out/$name" -- --lib || status=$?
+  # shellcheck disable=SC2086 # the test arguments are words
+  cargo mutants --in-place --timeout "$timeout" --package "$package" --file "$file" \
+    --output "mutants.out/$name" -- $tests || status=$?
   case $status in 0 | 2 | 3) ;; *) exit "$status" ;; esac
 done
 for name in "${selected[@]}"; do
