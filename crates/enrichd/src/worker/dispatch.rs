@@ -38,8 +38,10 @@ pub struct Dispatcher {
     /// When Apollo last accepted a call, per set of flags (a refusal after that is about the
     /// refused details, not about the flags or our webhook URL).
     last_accepted: Mutex<HashMap<u8, Instant>>,
-    /// When this process last probed a pause.
-    last_pause_probe: Mutex<Option<Instant>>,
+    /// The pause this process last saw, and when it first saw it or last probed it.
+    pause_probe: Mutex<Option<(String, Instant)>>,
+    /// When this process last read the pause switch for probing.
+    pause_checked: Mutex<Option<Instant>>,
 }
 
 /// The claim number of probe calls' webhook URLs (real claims count from 1).
@@ -60,7 +62,8 @@ impl Dispatcher {
             admission: Admission::for_state(state),
             stats: Mutex::new(DispatchStats::default()),
             last_accepted: Mutex::new(HashMap::new()),
-            last_pause_probe: Mutex::new(None),
+            pause_probe: Mutex::new(None),
+            pause_checked: Mutex::new(None),
         })
     }
 
@@ -120,13 +123,33 @@ impl Dispatcher {
     async fn probe_pause(&self, state: &AppState) -> Result<(), job_store::StoreError> {
         let every = state.config.pause_probe_every;
         {
-            let mut last = self.last_pause_probe.lock().expect("last pause probe");
-            if every.is_zero() || last.is_some_and(|t| t.elapsed() < every) {
+            // The switch is read at most once a second while idle.
+            let mut checked = self.pause_checked.lock().expect("pause checked");
+            if every.is_zero() || checked.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
                 return Ok(());
             }
-            *last = Some(Instant::now());
+            *checked = Some(Instant::now());
         }
-        let Some(reason) = state.store.pause_reason().await? else { return Ok(()) };
+        let reason = state.store.pause_reason().await?;
+        {
+            let mut seen = self.pause_probe.lock().expect("pause probe");
+            match (&reason, seen.as_ref()) {
+                (None, _) => {
+                    *seen = None;
+                    return Ok(());
+                }
+                // The same pause, probed (or first seen) long enough ago: probe now.
+                (Some(r), Some((s, at))) if s == r && at.elapsed() >= every => {}
+                (Some(r), Some((s, _))) if s == r => return Ok(()),
+                // A new pause: first probe a whole interval later.
+                (Some(r), _) => {
+                    *seen = Some((r.clone(), Instant::now()));
+                    return Ok(());
+                }
+            }
+            *seen = reason.clone().map(|r| (r, Instant::now()));
+        }
+        let Some(reason) = reason else { return Ok(()) };
         if !state.store.hold_task("pause-probe", &state.owner, every).await? {
             return Ok(());
         }
