@@ -378,6 +378,19 @@ async fn reuse_answers_without_a_call(backend: Backend) {
     let (calls, ledger) = (bulk_calls(&t).len(), t.sim.ledger().total);
     let mut people = five("re");
     people.extend((0..2).map(|i| json!({"email": format!("fresh{i}@kestrel-robotics.io")})));
+    // Its dry run says so first, without a call: five reusable, one call for the two others.
+    let mut dry = body(people.clone());
+    dry["dry_run"] = json!(true);
+    let resp = t.http.post(format!("{}/v1/jobs", t.url())).bearer_auth(CLIENT_KEY).json(&dry).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let estimate: Value = resp.json().await.unwrap();
+    assert_eq!((estimate["unique"].as_i64(), estimate["reusable"].as_i64()), (Some(7), Some(5)), "{estimate:#}");
+    assert_eq!(estimate["calls"], 1, "{estimate:#}");
+    assert_eq!(bulk_calls(&t).len(), calls, "a dry run calls nobody");
+    // Without a reuse window nothing is reusable.
+    dry["reuse_within"] = json!("0s");
+    let resp = t.http.post(format!("{}/v1/jobs", t.url())).bearer_auth(CLIENT_KEY).json(&dry).send().await.unwrap();
+    assert_eq!(resp.json::<Value>().await.unwrap()["reusable"], 0);
     let c = submit_as(&t, CLIENT_KEY, &body(people)).await;
     let jc = settle(&t, CLIENT_KEY, &c).await;
     let sent: BTreeSet<String> = details_after(&t, calls).into_iter().collect();

@@ -204,11 +204,17 @@ impl Config {
     /// The reuse window of a job to store: the one it asks for (`0s`: none), else `REUSE_WITHIN`,
     /// cut to `RETENTION_DAYS` (a purged job cannot answer), with `REUSE_SCOPE`.
     pub fn apply_reuse(&self, new: &mut job_store::NewJob, asked: Option<Duration>) {
+        new.reuse = self.reuse_policy(asked);
+    }
+
+    /// The reuse policy of a job asking for `asked` (see [`Config::apply_reuse`]).
+    pub fn reuse_policy(&self, asked: Option<Duration>) -> Option<job_store::reuse::ReusePolicy> {
         let retention = self.retention_days.map(|d| Duration::from_secs(u64::from(d) * 86_400));
         let within = asked.or(self.reuse_within).map(|w| retention.map_or(w, |r| w.min(r)));
-        new.reuse = within.map(|w| w.as_secs() as i64).filter(|s| *s > 0).map(|within_secs| {
-            job_store::reuse::ReusePolicy { within_secs, shared: self.reuse_scope == ReuseScope::Shared }
-        });
+        within.map(|w| w.as_secs() as i64).filter(|s| *s > 0).map(|within_secs| job_store::reuse::ReusePolicy {
+            within_secs,
+            shared: self.reuse_scope == ReuseScope::Shared,
+        })
     }
 }
 

@@ -788,17 +788,62 @@ async fn reuse_decision(
     if sending.iter().any(|(c, k)| k == key && (policy.shared || c == client)) {
         return Ok(Reuse::Wait);
     }
+    let earlier = earlier_lookups(txn, policy, client, key, Some(p.id)).await?;
+    if earlier.is_empty() {
+        return claim_key(txn, key).await;
+    }
+    let mut wait = false;
+    for (e, seen) in earlier {
+        if crate::reuse::answers(policy, client, want, now, &seen) {
+            return Ok(Reuse::From(Box::new(e)));
+        }
+        wait |= crate::reuse::will_answer(policy, client, want, &seen);
+    }
+    if wait { Ok(Reuse::Wait) } else { claim_key(txn, key).await }
+}
+
+impl Store {
+    /// How many of `keys` (person keys, each counted once) an earlier lookup would answer now
+    /// under `policy` for `client` asking for `want`: what a dry run reports as reusable.
+    pub async fn reusable(
+        &self,
+        client: &str,
+        policy: &ReusePolicy,
+        want: JobOptions,
+        keys: &[String],
+        now: DateTime<Utc>,
+    ) -> StoreResult<usize> {
+        let mut n = 0;
+        for key in keys.iter().collect::<std::collections::BTreeSet<_>>() {
+            let earlier = earlier_lookups(&self.db, policy, client, key, None).await?;
+            n += usize::from(earlier.iter().any(|(_, seen)| crate::reuse::answers(policy, client, want, now, seen)));
+        }
+        Ok(n)
+    }
+}
+
+/// The most recent earlier people with person key `key` in `client`'s reuse scope (matched, or
+/// being looked up), each with what the rules need to know of it; `except` is the asking person.
+pub(crate) async fn earlier_lookups<C: ConnectionTrait>(
+    db: &C,
+    policy: &ReusePolicy,
+    client: &str,
+    key: &str,
+    except: Option<Uuid>,
+) -> StoreResult<Vec<(person::Model, Earlier)>> {
     let mut q = person::Entity::find()
         .filter(person::Column::PersonKey.eq(key))
-        .filter(person::Column::Id.ne(p.id))
         .filter(person::Column::DupOf.is_null())
         .filter(person::Column::ReusedFrom.is_null())
-        .filter(
-            person::Column::State.is_in(
-                [PersonState::Complete, PersonState::Partial, PersonState::Submitted, PersonState::AwaitingAsync]
-                    .map(PersonState::as_str),
-            ),
-        );
+        .filter(person::Column::State.is_in([
+            PersonState::Complete,
+            PersonState::Partial,
+            PersonState::Submitted,
+            PersonState::AwaitingAsync,
+        ]));
+    if let Some(id) = except {
+        q = q.filter(person::Column::Id.ne(id));
+    }
     if !policy.shared {
         q = q.filter(
             person::Column::JobId.in_subquery(
@@ -810,9 +855,9 @@ async fn reuse_decision(
             ),
         );
     }
-    let earlier = q.order_by_desc(person::Column::UpdatedAt).limit(EARLIER_LOOKED_AT).all(txn).await?;
+    let earlier = q.order_by_desc(person::Column::UpdatedAt).limit(EARLIER_LOOKED_AT).all(db).await?;
     if earlier.is_empty() {
-        return claim_key(txn, key).await;
+        return Ok(Vec::new());
     }
     let mut job_ids: Vec<Uuid> = earlier.iter().map(|e| e.job_id).collect();
     job_ids.sort();
@@ -826,30 +871,28 @@ async fn reuse_decision(
         .column(job::Column::ErasedAt)
         .filter(job::Column::Id.is_in(job_ids))
         .into_tuple::<(Uuid, String, i16, Option<DateTime<Utc>>, Option<DateTime<Utc>>)>()
-        .all(txn)
+        .all(db)
         .await?
         .into_iter()
         .map(|(id, c, f, done, erased)| (id, (c, f, done, erased)))
         .collect();
-    let mut wait = false;
-    for e in earlier {
-        let Some((c, f, done, erased)) = jobs.get(&e.job_id) else { continue };
-        let seen = Earlier {
-            client: c.clone(),
-            flags: crate::jobs::options_of(*f),
-            state: e.state,
-            missing: missing_parts(&e),
-            enriched_at: e.updated_at,
-            job_completed_at: *done,
-            job_erased: erased.is_some(),
-            has_record: e.record.is_some(),
-        };
-        if crate::reuse::answers(policy, client, want, now, &seen) {
-            return Ok(Reuse::From(Box::new(e)));
-        }
-        wait |= crate::reuse::will_answer(policy, client, want, &seen);
-    }
-    if wait { Ok(Reuse::Wait) } else { claim_key(txn, key).await }
+    Ok(earlier
+        .into_iter()
+        .filter_map(|e| {
+            let (c, f, done, erased) = jobs.get(&e.job_id)?;
+            let seen = Earlier {
+                client: c.clone(),
+                flags: crate::jobs::options_of(*f),
+                state: e.state,
+                missing: missing_parts(&e),
+                enriched_at: e.updated_at,
+                job_completed_at: *done,
+                job_erased: erased.is_some(),
+                has_record: e.record.is_some(),
+            };
+            Some((e, seen))
+        })
+        .collect())
 }
 
 /// PostgreSQL: a person key this claim sends is held until commit, so a concurrent claim (another

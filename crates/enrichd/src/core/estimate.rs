@@ -1,5 +1,6 @@
-//! `dry_run`: what a job would take, computed from the validated request alone (nothing stored,
-//! no call): people after dedup, calls, worst-case credits per flag, time at the configured limit.
+//! `dry_run`: what a job would take (nothing stored, no call): people after dedup, people an
+//! earlier lookup would answer (counted by the store), calls and worst-case credits for the rest,
+//! time at the configured limit.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -10,13 +11,20 @@ use job_store::budget;
 use crate::core::validate::ValidJob;
 use crate::v1::models::{Estimate, EstimateCredits};
 
-/// The estimate of `job`; `per_minute` is the configured call limit (`None`: learned from Apollo's
-/// headers only, so no time is promised).
-pub fn estimate(job: &ValidJob, per_minute: Option<u32>, minute: Duration) -> Estimate {
-    let keys: Vec<Option<String>> = job.people.iter().map(job_store::person_key).collect();
-    let unique = keys.iter().flatten().collect::<HashSet<_>>().len() as i64;
-    let calls = (unique + job_store::claims::BATCH_SIZE as i64 - 1) / job_store::claims::BATCH_SIZE as i64;
-    let each = |on: bool, c: Credits| if on { Credits(c.micros() * unique) } else { Credits::ZERO };
+/// The person keys of `job`'s people, each once.
+pub fn unique_keys(job: &ValidJob) -> Vec<String> {
+    let keys: HashSet<String> = job.people.iter().filter_map(job_store::person_key).collect();
+    keys.into_iter().collect()
+}
+
+/// The estimate of `job` of which `reusable` people an earlier lookup answers; `per_minute` is the
+/// configured call limit (`None`: learned from Apollo's headers only, so no time is promised).
+pub fn estimate(job: &ValidJob, reusable: usize, per_minute: Option<u32>, minute: Duration) -> Estimate {
+    let unique = unique_keys(job).len() as i64;
+    let reusable = (reusable as i64).min(unique);
+    let sent = unique - reusable;
+    let calls = (sent + job_store::claims::BATCH_SIZE as i64 - 1) / job_store::claims::BATCH_SIZE as i64;
+    let each = |on: bool, c: Credits| if on { Credits(c.micros() * sent) } else { Credits::ZERO };
     let credits = EstimateCredits {
         sync_match: each(true, budget::SYNC_MATCH),
         personal_emails: each(job.reveal_personal_emails, budget::PERSONAL_EMAILS),
@@ -37,7 +45,7 @@ pub fn estimate(job: &ValidJob, per_minute: Option<u32>, minute: Duration) -> Es
     Estimate {
         people: job.people.len() as i64,
         unique,
-        reusable: 0,
+        reusable,
         calls,
         worst_case_credits: EstimateCredits { total, ..credits },
         seconds_at_limit,
@@ -58,7 +66,7 @@ mod tests {
         people.push(json!({"email": "P3@X.com"}));
         let body = json!({"people": people, "reveal_phone_number": true, "run_waterfall_email": true});
         let job = validate_job(&body, 100, &CallbackPolicy::default()).unwrap();
-        let e = estimate(&job, Some(2), Duration::from_secs(60));
+        let e = estimate(&job, 0, Some(2), Duration::from_secs(60));
         assert_eq!((e.people, e.unique, e.calls), (26, 25, 3));
         let c = e.worst_case_credits;
         assert_eq!(c.sync_match, Credits::whole(25));
@@ -67,6 +75,10 @@ mod tests {
         assert_eq!((c.personal_emails, c.waterfall_phone), (Credits::ZERO, Credits::ZERO));
         assert_eq!(c.total, Credits::whole(325));
         assert_eq!(e.seconds_at_limit, Some(60.0), "3 calls at 2 a minute: the third waits one minute");
-        assert_eq!(estimate(&job, None, Duration::from_secs(60)).seconds_at_limit, None);
+        assert_eq!(estimate(&job, 0, None, Duration::from_secs(60)).seconds_at_limit, None);
+        // Five answered by earlier lookups: 20 sent, in 2 calls, worst case for 20.
+        let reused = estimate(&job, 5, Some(2), Duration::from_secs(60));
+        assert_eq!((reused.unique, reused.reusable, reused.calls), (25, 5, 2));
+        assert_eq!(reused.worst_case_credits.total, Credits::whole(260));
     }
 }

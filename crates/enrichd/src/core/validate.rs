@@ -80,17 +80,22 @@ pub struct ValidJob {
 }
 
 impl ValidJob {
+    /// The flags asked for.
+    pub fn options(&self) -> job_store::JobOptions {
+        job_store::JobOptions {
+            reveal_personal_emails: self.reveal_personal_emails,
+            reveal_phone_number: self.reveal_phone_number,
+            run_waterfall_email: self.run_waterfall_email,
+            run_waterfall_phone: self.run_waterfall_phone,
+        }
+    }
+
     /// The job to store for `client`, consuming the validated one.
     pub fn into_new_job(self, client: String, idempotency_key: Option<String>) -> job_store::NewJob {
         job_store::NewJob {
             client,
             idempotency_key,
-            options: job_store::JobOptions {
-                reveal_personal_emails: self.reveal_personal_emails,
-                reveal_phone_number: self.reveal_phone_number,
-                run_waterfall_email: self.run_waterfall_email,
-                run_waterfall_phone: self.run_waterfall_phone,
-            },
+            options: self.options(),
             callback_url: self.callback_url,
             metadata: self.metadata,
             people: self.people,

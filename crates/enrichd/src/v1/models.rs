@@ -191,7 +191,7 @@ pub struct Estimate {
     pub people: i64,
     /// People left after dedup: the ones that would be sent.
     pub unique: i64,
-    /// People answerable from earlier lookups (always 0: a dry run does not look at the store).
+    /// People an earlier lookup would answer now (the job's reuse window; 0 without one).
     pub reusable: i64,
     /// Apollo calls (10 people each).
     pub calls: i64,

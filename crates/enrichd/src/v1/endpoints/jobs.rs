@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use uuid::Uuid;
 
-use crate::core::estimate::estimate;
+use crate::core::estimate::{estimate, unique_keys};
 use crate::core::retry::{can_retry, retry_job, retry_states};
 use crate::core::validate::validate_job_owned;
 use crate::error::ApiError;
@@ -50,7 +50,15 @@ pub async fn create(
         .map_err(ApiError::invalid)?;
     if job.dry_run {
         let c = &state.config;
-        return Ok(HttpResponse::Ok().json(estimate(&job, c.rate_per_minute, c.rate_minute)));
+        let reusable = match c.reuse_policy(job.reuse_within) {
+            Some(policy) => {
+                let keys = unique_keys(&job);
+                let want = job.options();
+                state.store.reusable(&client.0, &policy, want, &keys, state.store.clock_now().await?).await?
+            }
+            None => 0,
+        };
+        return Ok(HttpResponse::Ok().json(estimate(&job, reusable, c.rate_per_minute, c.rate_minute)));
     }
     let reuse_within = job.reuse_within;
     let mut new = job.into_new_job(client.0, idempotency_key);
