@@ -89,11 +89,22 @@ mod tests {
     }
 
     #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"", b""));
+        assert!(constant_time_eq(b"v1,abc", b"v1,abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        // Two differences that would cancel out if they were xor-ed together, not or-ed.
+        assert!(!constant_time_eq(b"ab", b"ba"));
+    }
+
+    #[test]
     fn bad_secrets_are_refused_and_never_printed() {
         assert_eq!(SigningSecret::parse("whsec_!!!").unwrap_err(), SecretError::NotBase64);
         assert_eq!(SigningSecret::parse("whsec_c2hvcnQ=").unwrap_err(), SecretError::TooShort(5));
         let (s, text) = SigningSecret::generate();
         assert!(!format!("{s:?}").contains(&text[6..]));
+        assert_eq!(format!("{s:?}"), "SigningSecret([redacted])", "says what it hides");
         assert!(SigningSecret::parse(&text).is_ok());
     }
 }
