@@ -128,6 +128,14 @@ mod tests {
         assert_eq!(normalize_phone("+44 20 7946 0958").as_deref(), Some("+442079460958"));
         assert_eq!(normalize_phone("12345"), None);
         assert_eq!(normalize_phone(""), None);
+        // Eleven bare digits are North American only with the leading 1.
+        assert_eq!(normalize_phone("2 206 555 0117"), None);
+    }
+
+    #[test]
+    fn sources_have_stable_names() {
+        let names = [FactSource::Sync, FactSource::PhoneWebhook, FactSource::Waterfall].map(|s| s.as_str());
+        assert_eq!(names, ["sync", "phone_webhook", "waterfall"]);
     }
 
     #[test]
@@ -140,5 +148,11 @@ mod tests {
         assert!(is_placeholder_email("EMAIL_NOT_UNLOCKED@domain.com"));
         assert_eq!(normalize_email("not an email"), None);
         assert_eq!(normalize_email("a@b"), None);
+        // Either placeholder spelling is refused; each rule alone refuses an address.
+        assert!(is_placeholder_email("email_not_unlocked@other.io"));
+        assert!(!is_placeholder_email("dana@domain.com"));
+        assert_eq!(normalize_email("@northwind-labs.com"), None, "no local part");
+        assert_eq!(normalize_email("dana@northwind@labs.com"), None, "two @");
+        assert_eq!(normalize_email("da na@northwind-labs.com"), None, "a space");
     }
 }
