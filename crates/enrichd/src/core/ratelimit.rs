@@ -238,6 +238,21 @@ mod tests {
         l.observe(t0, &h);
         let hour = MINUTE * 60 + Duration::from_millis(10);
         assert_eq!(l.next_slot(t0 + Duration::from_millis(1)), Some(t0 + hour));
+        assert_eq!(l.next_slot(t0 + hour), None, "open again at that instant");
+        // Used up by another client before any call of ours: closed for a whole window from now.
+        let mut fresh = Limiter::new(Limits { per_minute: None, per_hour: None, per_day: None }, MINUTE);
+        fresh.observe(t0, &h);
+        assert_eq!(fresh.next_slot(t0), Some(t0 + hour));
+        // Closed from our oldest call still in the window, not from one that aged out.
+        let mut l2 = Limiter::new(Limits { per_minute: None, per_hour: None, per_day: None }, MINUTE);
+        let minute_used = RateLimit {
+            minute: Window { limit: WindowLimit::Max(5), used: Some(5), left: Some(0) },
+            ..Default::default()
+        };
+        l2.try_acquire(t0).unwrap();
+        l2.try_acquire(t0 + Duration::from_millis(1500)).unwrap();
+        l2.observe(t0 + Duration::from_millis(1600), &minute_used);
+        assert_eq!(l2.next_slot(t0 + Duration::from_millis(1600)), Some(t0 + Duration::from_millis(2510)));
 
         let mut l = limiter(100);
         let h = RateLimit { retry_after: Some(Duration::from_secs(17)), ..Default::default() };
@@ -258,6 +273,7 @@ mod tests {
         );
         let window = MINUTE + Duration::from_millis(10);
         assert_eq!(l.next_slot(t0 + Duration::from_millis(1)), Some(t0 + window));
+        assert_eq!(l.next_slot(t0 + window), None, "free at the instant the call ages out");
         assert_eq!(l.next_slot(t0 + window * 2), None, "without pruning first, the slot is free, not in the past");
     }
 }
