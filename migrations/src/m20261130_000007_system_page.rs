@@ -93,7 +93,9 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_index(Index::drop().name("ix_jobs_client_state_id").table(Jobs::Table).if_exists().to_owned()).await?;
+        manager
+            .drop_index(Index::drop().name("ix_jobs_client_state_id").table(Jobs::Table).if_exists().to_owned())
+            .await?;
         for t in [Replicas::Table.into_iden(), ApolloErrors::Table.into_iden()] {
             manager.drop_table(Table::drop().table(t).if_exists().to_owned()).await?;
         }

@@ -443,8 +443,7 @@ async fn admin_list_and_filters_across_pages(backend: Backend) {
     let admin = Session::sign_in(&t, ADMIN_KEY).await;
 
     // One job of 200 people, about half of whom Apollo does not find.
-    let people: Vec<Value> =
-        (0..200).map(|i| json!({"email": format!("someone{i}@kestrel-robotics.io")})).collect();
+    let people: Vec<Value> = (0..200).map(|i| json!({"email": format!("someone{i}@kestrel-robotics.io")})).collect();
     let resp = t.submit(&json!({ "people": people })).await;
     let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
     assert_eq!(t.wait_done(&id, Duration::from_secs(120)).await["status"], "completed");

@@ -97,7 +97,8 @@ impl Store {
     /// Forgets failed calls recorded before `older_than` (retention); returns how many.
     pub async fn purge_apollo_errors(&self, older_than: DateTime<Utc>) -> StoreResult<u64> {
         let _gate = self.write_gate().await;
-        let res = apollo_error::Entity::delete_many().filter(apollo_error::Column::At.lt(older_than)).exec(&self.db).await?;
+        let res =
+            apollo_error::Entity::delete_many().filter(apollo_error::Column::At.lt(older_than)).exec(&self.db).await?;
         Ok(res.rows_affected)
     }
 

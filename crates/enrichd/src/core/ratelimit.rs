@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use apollo_client::{RateLimit, Window, WindowLimit};
 use chrono::{DateTime, TimeDelta, Utc};
-use job_store::limiter::window_allowance;
 use job_store::Allowance;
+use job_store::limiter::window_allowance;
 
 /// One window's state.
 #[derive(Debug, Clone)]
@@ -171,9 +171,8 @@ impl Limiter {
             window_allowance(w.len, w.configured, w.learned.map(i64::from), used)
         });
         let blocked = self.windows.iter().filter_map(|w| w.closed_until).chain(self.blocked_until).max();
-        let blocked_until = blocked
-            .filter(|t| *t > now)
-            .map(|t| wall_now + TimeDelta::from_std(t - now).unwrap_or(TimeDelta::MAX));
+        let blocked_until =
+            blocked.filter(|t| *t > now).map(|t| wall_now + TimeDelta::from_std(t - now).unwrap_or(TimeDelta::MAX));
         Allowance { windows, blocked_until, rate_limited: i64::try_from(self.rate_limited).unwrap_or(i64::MAX) }
     }
 

@@ -3,9 +3,9 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
 use chrono::Utc;
+use job_store::{JobFilter, JobState, JobView, PersonState};
 use maud::{Markup, html};
 use serde::Deserialize;
-use job_store::{JobFilter, JobState, JobView, PersonState};
 use serde_json::Value;
 use uuid::Uuid;
 
