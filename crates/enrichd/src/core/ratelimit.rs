@@ -234,8 +234,8 @@ mod tests {
         let mut l = Limiter::new(Limits { per_minute: Some(3), per_hour: None, per_day: Some(100) }, MINUTE);
         l.try_acquire(t0).unwrap();
         l.try_acquire(t0 + Duration::from_millis(500)).unwrap();
-        // A second later the first call has left the minute but not the day.
-        let a = l.allowance(t0 + Duration::from_millis(1005), wall);
+        // Past the minute (1 s and its 10 ms margin) the first call has left it, not the day.
+        let a = l.allowance(t0 + Duration::from_millis(1015), wall);
         assert_eq!((a.windows[0].used, a.windows[0].left), (1, Some(2)));
         assert_eq!((a.windows[1].used, a.windows[1].left), (2, None));
         assert_eq!((a.windows[2].used, a.windows[2].left), (2, Some(98)));
