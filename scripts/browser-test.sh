@@ -24,6 +24,7 @@ SIM_PORT=$(free_port)
 API_PORT=$(free_port)
 RECV_PORT=$(free_port)
 KEY="ui-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
+ADMIN_KEY="ops-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"
 
 "$TARGET/debug/apollo-sim" --bind "127.0.0.1:$SIM_PORT" --minute-ms 1000 --delivery-delay-ms 300 >"$WORK/sim.log" 2>&1 &
 PIDS+=($!)
@@ -40,7 +41,7 @@ PIDS+=($!)
 BASE="http://127.0.0.1:$API_PORT"
 DATABASE_URL="sqlite://$WORK/enrichd.db?mode=rwc" BIND="127.0.0.1:$API_PORT" PUBLIC_BASE_URL="$BASE" \
   APOLLO_API_KEY=sim-key APOLLO_BASE_URL="http://127.0.0.1:$SIM_PORT" \
-  ENRICHD_API_KEYS="browser=$KEY" CALLBACK_SIGNING_SECRET="whsec_$(head -c 24 /dev/urandom | base64)" \
+  ENRICHD_API_KEYS="browser=$KEY" ENRICHD_ADMIN_KEYS="ops=$ADMIN_KEY" CALLBACK_SIGNING_SECRET="whsec_$(head -c 24 /dev/urandom | base64)" \
   CALLBACK_ALLOW_HTTP=true CALLBACK_ALLOW_HOSTS=127.0.0.1 \
   RUST_LOG=warn "$TARGET/debug/enrichd" serve >"$WORK/enrichd.log" 2>&1 &
 PIDS+=($!)
@@ -57,4 +58,4 @@ Zoë,Ångström,zoe.angstrom@northwind-labs.com,northwind-labs.com,<script>alert
 Li,Wei,li.wei@harbor-analytics.io,harbor-analytics.io,
 CSV
 "$VENV/bin/python" scripts/browser_test.py "$BASE" "$KEY" "$WORK/people.csv" "$SHOTS" "$TARGET/debug/enrichd" \
-  "http://127.0.0.1:$RECV_PORT/callback" || { tail -50 "$WORK/enrichd.log"; exit 1; }
+  "http://127.0.0.1:$RECV_PORT/callback" "$ADMIN_KEY" || { tail -50 "$WORK/enrichd.log"; exit 1; }

@@ -1,7 +1,8 @@
 """The dashboard in a real browser (Debian's chromium, driven by Playwright; never a downloaded
 browser): sign in, upload a CSV, submit, watch progress reach 100 % while the simulator runs,
 open a person and see the phone number, redeliver the callback, download the CSV and compare it
-with `enrichd export --with-input`. Screenshots of each page go to $SHOTS."""
+with `enrichd export --with-input`; then, as an operator, the system page (Apollo's allowance, this
+replica live). Screenshots of each page go to $SHOTS."""
 
 import os
 import subprocess
@@ -9,7 +10,7 @@ import sys
 
 from playwright.sync_api import expect, sync_playwright
 
-BASE, KEY, CSV, SHOTS, ENRICHD, CALLBACK = sys.argv[1:7]
+BASE, KEY, CSV, SHOTS, ENRICHD, CALLBACK, ADMIN_KEY = sys.argv[1:8]
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -71,6 +72,19 @@ with sync_playwright() as p:
                               capture_output=True, text=True,
                               env={**os.environ, "ENRICHD_URL": BASE, "ENRICHD_KEY": KEY}).stdout
     assert downloaded == exported, f"download differs from the export:\n{downloaded}\n---\n{exported}"
+
+    # The operator's view, in its own browser context (its own session cookie).
+    ops = browser.new_page(viewport={"width": 1280, "height": 900})
+    ops.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    ops.goto(f"{BASE}/ui/sign-in")
+    ops.fill("#key", ADMIN_KEY)
+    ops.click("button[type=submit]")
+    expect(ops).to_have_url(f"{BASE}/ui/jobs")
+    expect(ops.locator("#jobs")).to_contain_text(job_id)
+    ops.goto(f"{BASE}/ui/system")
+    expect(ops.locator("#allowance")).to_contain_text("minute")
+    expect(ops.locator("#replicas")).to_contain_text("live")
+    ops.screenshot(path=f"{SHOTS}/system.png", full_page=True)
     assert not errors, f"console errors (CSP?): {errors}"
     browser.close()
     print(f"browser test passed: job {job_id}, screenshots in {SHOTS}")

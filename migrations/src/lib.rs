@@ -12,6 +12,7 @@ mod m20251201_000003_callback_events;
 mod m20251201_000004_lifecycle;
 mod m20261130_000005_replicas;
 mod m20261130_000006_budget;
+mod m20261130_000007_system_page;
 mod m20261130_000008_cost;
 
 /// Applies the enrichd migrations in order.
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20251201_000004_lifecycle::Migration),
             Box::new(m20261130_000005_replicas::Migration),
             Box::new(m20261130_000006_budget::Migration),
+            Box::new(m20261130_000007_system_page::Migration),
             Box::new(m20261130_000008_cost::Migration),
         ]
     }

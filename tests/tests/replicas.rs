@@ -254,6 +254,7 @@ async fn a_killed_replicas_work_is_finished_by_the_others() {
     while s.sim.calls().iter().filter(|c| c.status == 200).count() < 15 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let killed = s.replicas[0].child.as_ref().and_then(|c| c.id()).expect("running");
     s.replicas[0].kill().await;
     let c = check_outcome(&s, &ids).await;
     eprintln!(
@@ -261,5 +262,22 @@ async fn a_killed_replicas_work_is_finished_by_the_others() {
         c.calls, c.rate_limited, c.possible_double, c.charged_twice
     );
     assert!(c.possible_double <= 4, "at most the killed replica's calls in flight are unknown");
+    // The replicas seen (the system page's list): the survivors beat on, the killed one goes stale.
+    let store =
+        Store::connect_with(&s.db.url, StoreOptions { run_migrations: false, ..Default::default() }).await.unwrap();
+    let every = Duration::from_millis(500);
+    let started = std::time::Instant::now();
+    loop {
+        let (now, seen) = store.replicas().await.unwrap();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        let live: Vec<bool> = seen.iter().map(|r| job_store::system::is_live(r.last_seen_at, now, every)).collect();
+        let dead = seen.iter().position(|r| r.label.ends_with(&format!("pid {killed}"))).expect("the killed one");
+        if live.iter().enumerate().all(|(i, l)| *l == (i != dead)) {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "live/stale not as expected: {seen:?} at {now}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    store.close().await.unwrap();
     stop(s).await;
 }

@@ -351,4 +351,173 @@ async fn upload_submit_and_download(backend: Backend) {
     t.stop().await;
 }
 
-on_both_backends!(pages_auth_and_escaping, upload_submit_and_download);
+/// The `/ui/jobs/…` job ids linked from the jobs list's rows.
+fn listed_jobs(body: &str) -> Vec<String> {
+    let rows = body.split("id=\"job-rows\"").nth(1).expect("job rows").split("</tbody>").next().unwrap();
+    rows.split("href=\"/ui/jobs/").skip(1).map(|s| s[..36].to_string()).collect()
+}
+
+/// The person indexes (first column) of the job page's people table.
+fn listed_people(body: &str) -> Vec<i64> {
+    let table = body.split("id=\"people-table\"").nth(1).expect("people table").split("</table>").next().unwrap();
+    table.split("/people/").skip(1).filter_map(|s| s[38..].split('<').next().unwrap().parse().ok()).collect()
+}
+
+/// The "Next page" link, if any.
+fn next_page(body: &str) -> Option<String> {
+    let at = body.find("rel=\"next\" href=\"")? + "rel=\"next\" href=\"".len();
+    Some(body[at..].split('"').next().unwrap().replace("&amp;", "&"))
+}
+
+/// Every page of a paged list, following "Next page" from `path`.
+async fn all_pages(s: &Session, path: &str) -> Vec<Page> {
+    let mut pages = vec![s.get(path).await];
+    while let Some(next) = next_page(&pages.last().unwrap().body) {
+        assert!(pages.len() < 10, "paging does not end");
+        pages.push(s.get(&next).await);
+    }
+    pages
+}
+
+/// The system page: the limit in force (configured 500 a minute, tightened to the 300 Apollo's
+/// headers state), the calls used in the window equal to the calls the simulator received, a
+/// 5xx the simulator injects listed with its batch, and this process among the replicas.
+async fn system_page_allowance_errors_and_replicas(backend: Backend) {
+    // A real minute, so every call of the test stays inside the minute window.
+    let sim = apollo_sim::SimConfig { minute_ms: 60_000, minute_limit: Some(300), ..fast_sim() };
+    let t = TestApp::spawn(backend, sim, |c| c.rate_per_minute = Some(500)).await.unwrap();
+    let admin = Session::sign_in(&t, ADMIN_KEY).await;
+    let people: Vec<Value> = (0..25).map(|i| json!({"email": format!("person{i}@northwind-labs.com")})).collect();
+    let resp = t.submit(&json!({ "people": people })).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    assert_eq!(t.wait_done(&id, Duration::from_secs(60)).await["status"], "completed");
+    let calls = t.sim.calls().iter().filter(|c| c.route.ends_with("bulk_match")).count();
+    assert_eq!(calls, 3, "25 people in calls of at most 10");
+
+    let page = admin.get("/ui/system").await;
+    assert_eq!(page.status, 200);
+    let body = &page.body;
+    assert!(body.contains("<td class=\"num\">500</td><td class=\"num\">300</td>"), "configured, learned: {body}");
+    assert!(body.contains("<td class=\"num\" id=\"limit-minute\">300</td>"), "{body}");
+    assert!(body.contains(&format!("<td class=\"num\" id=\"used-minute\">{calls}</td>")), "{body}");
+    assert!(body.contains(&format!("<td class=\"num\" id=\"left-minute\">{}</td>", 300 - calls)), "{body}");
+    assert!(body.contains("<td class=\"num\" id=\"limit-hour\">no limit</td>"), "{body}");
+    assert!(!body.contains("id=\"blocked-until\""), "nothing blocks: {body}");
+    assert!(body.contains("None recorded."), "no Apollo error yet: {body}");
+    // This process, alive.
+    let owner = &t.app.state.owner;
+    assert!(body.contains(&format!("{owner} (this one)")), "{body}");
+    assert!(body.contains(&format!("pid {}", std::process::id())), "{body}");
+    assert!(body.contains("state-live") && !body.contains("state-stale"), "{body}");
+
+    // Every call fails with a 5xx until the fault is lifted: the failure is listed with its batch.
+    t.sim.update_config(|c| c.fault_5xx = 1.0);
+    let resp = t.submit(&json!({ "people": [{"email": "dana@acme-corp.com"}], "reveal_phone_number": true })).await;
+    assert_eq!(resp.status(), 202);
+    let failing = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    wait_until("the 5xx on the system page", || async {
+        admin.get("/ui/system").await.body.contains("<td class=\"kind\">transient</td>")
+    })
+    .await;
+    let page = admin.get("/ui/system").await;
+    t.sim.update_config(|c| c.fault_5xx = 0.0);
+    let faulted = t.sim.calls().into_iter().find(|c| c.fault.is_some()).expect("a faulted call");
+    let batch = faulted.webhook_url.as_deref().unwrap().split("/v1/webhooks/apollo/").nth(1).unwrap()[..36].to_string();
+    let errors = page.body.split("id=\"apollo-errors\"").nth(1).unwrap().split("</table>").next().unwrap();
+    assert!(errors.contains(&format!("<td class=\"num\">{}</td>", faulted.status)), "{errors}");
+    assert!(errors.contains(&batch), "the batch {batch}: {errors}");
+    assert!(errors.contains(&format!("transient Apollo failure ({})", faulted.status)), "{errors}");
+    assert!(!page.body.contains(&t.sim.config().api_key), "no Apollo key on the page");
+    assert_eq!(t.wait_done(&failing, Duration::from_secs(60)).await["status"], "completed");
+    t.stop().await;
+}
+
+/// An admin's list holds every client's jobs (with the client) and opens any; a client's does
+/// not. The state and outcome filters are the database's: each page holds only matching rows,
+/// and following "Next page" gives every match exactly once.
+async fn admin_list_and_filters_across_pages(backend: Backend) {
+    let sim = apollo_sim::SimConfig { match_rate: 0.5, ..fast_sim() };
+    let t = TestApp::spawn(backend, sim, |_| {}).await.unwrap();
+    let me = Session::sign_in(&t, CLIENT_KEY).await;
+    let admin = Session::sign_in(&t, ADMIN_KEY).await;
+
+    // One job of 200 people, about half of whom Apollo does not find.
+    let people: Vec<Value> = (0..200).map(|i| json!({"email": format!("someone{i}@kestrel-robotics.io")})).collect();
+    let resp = t.submit(&json!({ "people": people })).await;
+    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    assert_eq!(t.wait_done(&id, Duration::from_secs(120)).await["status"], "completed");
+    let all = t.all_people(&id).await;
+    let not_found: Vec<i64> =
+        all.iter().filter(|p| p["status"] == "not_found").map(|p| p["index"].as_i64().unwrap()).collect();
+    assert!(not_found.len() > 50 && not_found.len() < 200, "more than a page of each: {}", not_found.len());
+    let pages = all_pages(&me, &format!("/ui/jobs/{id}?outcome=not_found")).await;
+    assert!(pages.len() >= 2, "more than one page");
+    let mut shown = Vec::new();
+    for p in &pages {
+        assert_eq!(p.status, 200);
+        let table = p.body.split("id=\"people-table\"").nth(1).unwrap();
+        let rows = listed_people(&p.body);
+        assert!(!rows.is_empty() && rows.len() <= 50, "{}", rows.len());
+        assert_eq!(table.matches("state state-").count(), rows.len(), "every row not found");
+        assert_eq!(table.matches("state state-not_found").count(), rows.len(), "every row not found");
+        shown.extend(rows);
+    }
+    assert_eq!(shown, not_found, "every match once, in input order");
+
+    // Another client's job: in the admin's list with its client, openable by the admin only.
+    let other = t
+        .http
+        .post(format!("{}/v1/jobs", t.url()))
+        .bearer_auth(OTHER_KEY)
+        .json(&json!({"people": [{"email": "renee@acme-corp.com"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 202);
+    let theirs = other.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let store = &t.app.state.store;
+    let their_id = uuid::Uuid::parse_str(&theirs).unwrap();
+    wait_until("the other client's job to finish", || async {
+        store.get_job(their_id).await.unwrap().unwrap().completed_at.is_some()
+    })
+    .await;
+    let listed = admin.get("/ui/jobs").await;
+    assert_eq!(listed_jobs(&listed.body), vec![theirs.clone(), id.clone()], "{}", listed.body);
+    assert!(listed.body.contains("<td class=\"client\">other</td>"), "{}", listed.body);
+    assert!(listed.body.contains("<td class=\"client\">e2e</td>"));
+    assert_eq!(admin.get(&format!("/ui/jobs/{theirs}")).await.status, 200);
+    assert_eq!(listed_jobs(&me.get("/ui/jobs").await.body), vec![id.clone()]);
+    assert!(!me.get("/ui/jobs").await.body.contains("<th>Client</th>"), "a client sees no client column");
+    assert_eq!(me.get(&format!("/ui/jobs/{theirs}")).await.status, 404);
+
+    // More than a page of paused jobs (dispatch is paused, so they stay so) besides the completed one.
+    t.app.state.store.set_pause(Some("maintenance".into())).await.unwrap();
+    let mut paused = Vec::new();
+    for i in 0..53 {
+        let resp = t.submit(&json!({ "people": [{"email": format!("p{i}@acme-corp.com")}] })).await;
+        assert_eq!(resp.status(), 202);
+        paused.push(resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
+    }
+    paused.reverse();
+    let pages = all_pages(&me, "/ui/jobs?state=paused").await;
+    assert_eq!(pages.len(), 2);
+    let mut shown = Vec::new();
+    for p in &pages {
+        let rows = p.body.split("id=\"job-rows\"").nth(1).unwrap().split("</tbody>").next().unwrap();
+        assert_eq!(rows.matches("state state-paused").count(), listed_jobs(&p.body).len());
+        assert!(!rows.contains("state-completed"));
+        shown.extend(listed_jobs(&p.body));
+    }
+    assert_eq!(shown, paused, "every paused job once, newest first");
+    assert_eq!(listed_jobs(&me.get("/ui/jobs?state=completed").await.body), vec![id.clone()]);
+    assert_eq!(listed_jobs(&admin.get("/ui/jobs?state=completed").await.body), vec![theirs, id]);
+    t.stop().await;
+}
+
+on_both_backends!(
+    pages_auth_and_escaping,
+    upload_submit_and_download,
+    system_page_allowance_errors_and_replicas,
+    admin_list_and_filters_across_pages
+);

@@ -186,6 +186,36 @@ impl ApolloError {
         )
     }
 
+    /// A short name of the failure, for records and dashboards.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApolloError::TooManyDetails { .. } | ApolloError::NoDetails | ApolloError::WebhookWithPollOnly => {
+                "not_sent"
+            }
+            ApolloError::RateLimited { .. } => "rate_limited",
+            ApolloError::CreditsExhausted { .. } => "credits_exhausted",
+            ApolloError::Unauthorized { .. } => "unauthorized",
+            ApolloError::Forbidden { .. } => "forbidden",
+            ApolloError::InvalidRequest { .. } => "invalid_request",
+            ApolloError::Transient { status: None, .. } => "transport",
+            ApolloError::Transient { .. } => "transient",
+            ApolloError::Undecodable { .. } => "undecodable",
+        }
+    }
+
+    /// The HTTP status Apollo answered with, when an answer came.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ApolloError::TooManyDetails { .. } | ApolloError::NoDetails | ApolloError::WebhookWithPollOnly => None,
+            ApolloError::RateLimited { .. } => Some(429),
+            ApolloError::CreditsExhausted { .. } => Some(422),
+            ApolloError::Unauthorized { .. } => Some(401),
+            ApolloError::Forbidden { .. } => Some(403),
+            ApolloError::InvalidRequest { status, .. } | ApolloError::Undecodable { status, .. } => Some(*status),
+            ApolloError::Transient { status, .. } => *status,
+        }
+    }
+
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
         matches!(self, ApolloError::RateLimited { .. } | ApolloError::Transient { .. })
@@ -258,6 +288,11 @@ mod tests {
         }
         let e = ApolloError::from_response(503, none, "<html>bad gateway</html>");
         assert!(matches!(e, ApolloError::Transient { status: Some(503), .. }) && e.is_retryable());
+        assert_eq!((e.kind(), e.status()), ("transient", Some(503)));
+        let e = ApolloError::from_response(429, none, &example("error_429.json"));
+        assert_eq!((e.kind(), e.status()), ("rate_limited", Some(429)));
+        let e = ApolloError::Transient { status: None, message: "timeout: operation timed out".into() };
+        assert_eq!((e.kind(), e.status()), ("transport", None));
         let e = ApolloError::from_response(422, none, r#"{"error":"details[0] is malformed"}"#);
         assert!(
             matches!(&e, ApolloError::InvalidRequest { status: 422, body } if body.message == "details[0] is malformed")

@@ -101,6 +101,9 @@ impl Application {
         let port = self.port();
         let state = self.state;
         let data = web::Data::new(state.clone());
+        // The system page reads the dispatcher's limiter.
+        let dispatcher = Dispatcher::new(&state);
+        let dispatcher_data = web::Data::from(dispatcher.clone());
         telemetry::handle();
         telemetry::describe();
         let separate_metrics = state.config.metrics_bind.is_some();
@@ -137,6 +140,7 @@ impl Application {
                 .service(admin::resume)
                 .split_for_parts();
             app.app_data(data.clone())
+                .app_data(dispatcher_data.clone())
                 .app_data(web::Data::new(docs::PathMethods::from_doc(&doc)))
                 .app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::invalid_field("query", e.to_string()).into()))
                 .app_data(web::PathConfig::default().error_handler(|_, _| ApiError::NotFound("route").into()))
@@ -173,7 +177,6 @@ impl Application {
         let server_handle = server.handle();
         let server_task = tokio::spawn(server);
         let metrics_server = metrics_server.map(|m| (m.handle(), tokio::spawn(m)));
-        let dispatcher = Dispatcher::new(&state);
         let mut workers = vec![
             tokio::spawn(worker::dispatch::run(state.clone(), dispatcher.clone())),
             tokio::spawn(worker::ingest::run(state.clone())),

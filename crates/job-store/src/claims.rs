@@ -21,6 +21,7 @@ use crate::lifecycle::Event;
 use crate::lifecycle::Part;
 use crate::people::{apply_event, move_primaries, update_person};
 use crate::reuse::{Earlier, ReusePolicy};
+use crate::system::{CallError, record_call_error};
 use crate::{
     BatchState, JobOptions, JobState, PersonState, Store, StoreError, StoreResult, budget, dispatcher, hex, new_id, ts,
 };
@@ -167,15 +168,20 @@ impl Store {
     /// Puts a `submitting` batch back to wait until `at` (5xx, timeout, 429). With
     /// `count_attempt = false` (a 429) the next claim does not count as an attempt. Returns
     /// `false` if the batch was not `submitting` (already recorded, failed or released).
-    pub async fn schedule_retry(
+    /// The failure is recorded for the system page in the same transaction.
+    pub async fn schedule_retry<'e>(
         &self,
         batch_id: Uuid,
         at: DateTime<Utc>,
         count_attempt: bool,
-        error: &str,
+        error: impl Into<CallError<'e>>,
     ) -> StoreResult<bool> {
+        let error = error.into();
         let (txn, _gate) = self.write_txn().await?;
-        let retried = retry_in(&txn, batch_id, at, count_attempt, error).await?;
+        let retried = retry_in(&txn, batch_id, at, count_attempt, error.message).await?;
+        if retried {
+            record_call_error(&txn, batch_id, &error, crate::now()).await?;
+        }
         txn.commit().await?;
         Ok(retried)
     }
@@ -184,10 +190,16 @@ impl Store {
     /// timeout after sending, a 502/504, an unreadable 200: Apollo may have charged it and may
     /// still deliver for it, so every job with people in it gets `possible_double_charges + 1`
     /// in the same transaction. Returns `false` if the batch was not `submitting`.
-    pub async fn retry_unknown_outcome(&self, batch_id: Uuid, at: DateTime<Utc>, error: &str) -> StoreResult<bool> {
+    pub async fn retry_unknown_outcome<'e>(
+        &self,
+        batch_id: Uuid,
+        at: DateTime<Utc>,
+        error: impl Into<CallError<'e>>,
+    ) -> StoreResult<bool> {
+        let error = error.into();
         let now = crate::now();
         let (txn, _gate) = self.write_txn().await?;
-        if !retry_in(&txn, batch_id, at, true, error).await? {
+        if !retry_in(&txn, batch_id, at, true, error.message).await? {
             return Ok(false);
         }
         let mut tally = Tally::default();
@@ -195,6 +207,7 @@ impl Store {
             tally.possible_double_charge(j);
         }
         tally.flush(&txn, now).await?;
+        record_call_error(&txn, batch_id, &error, now).await?;
         txn.commit().await?;
         Ok(true)
     }
@@ -203,7 +216,9 @@ impl Store {
     /// due now without counting an attempt, so the refused detail ends alone and only its person
     /// fails. The first half keeps the batch; the second gets a new one. Returns the new batch's
     /// id, or `None` if the batch was not `submitting` or holds fewer than two people.
-    pub async fn split_batch(&self, batch_id: Uuid, error: &str) -> StoreResult<Option<Uuid>> {
+    pub async fn split_batch<'e>(&self, batch_id: Uuid, error: impl Into<CallError<'e>>) -> StoreResult<Option<Uuid>> {
+        let call_error = error.into();
+        let error = call_error.message;
         let now = crate::now();
         let (txn, _gate) = self.write_txn().await?;
         let Some(b) = batch::Entity::find_by_id(batch_id).lock(LockType::Update).one(&txn).await? else {
@@ -264,6 +279,7 @@ impl Store {
             .exec(&txn)
             .await?;
         retry_in(&txn, batch_id, now, false, error).await?;
+        record_call_error(&txn, batch_id, &call_error, now).await?;
         txn.commit().await?;
         Ok(Some(new_batch))
     }
@@ -357,9 +373,11 @@ impl Store {
     /// Gives up on a batch: its people become `failed` with `reason`, counters and job completion
     /// follow; deliveries for it are kept (their credits still count). Returns `false` if the
     /// batch already has its answer or already failed.
-    pub async fn fail_batch(&self, batch_id: Uuid, reason: &str) -> StoreResult<bool> {
+    /// The failure is recorded for the system page in the same transaction.
+    pub async fn fail_batch<'e>(&self, batch_id: Uuid, reason: impl Into<CallError<'e>>) -> StoreResult<bool> {
+        let error = reason.into();
         let now = crate::now();
-        let reason = crate::sync::storable_text(Some(reason.to_owned())).unwrap_or_default();
+        let reason = crate::sync::storable_text(Some(error.message.to_owned())).unwrap_or_default();
         let (txn, _gate) = self.write_txn().await?;
         let res = batch::Entity::update_many()
             .filter(batch::Column::Id.eq(batch_id))
@@ -385,6 +403,7 @@ impl Store {
         // Deliveries of its calls stay: they prove Apollo ran (and charged) a call whose answer
         // never came, and ingest books their credits.
         tally.flush(&txn, now).await?;
+        record_call_error(&txn, batch_id, &error, now).await?;
         txn.commit().await?;
         Ok(true)
     }

@@ -208,6 +208,22 @@ pub struct CreditsByKind {
     pub waterfall: Credits,
 }
 
+/// Which jobs [`Store::list_jobs`] returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobFilter<'a> {
+    /// Only this client's jobs; `None`: every client's (operators).
+    pub client: Option<&'a str>,
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+}
+
+/// Every job of one client.
+impl<'a> From<&'a str> for JobFilter<'a> {
+    fn from(client: &'a str) -> JobFilter<'a> {
+        JobFilter { client: Some(client), state: None }
+    }
+}
+
 /// How many failed deliveries a job view lists.
 pub const FAILED_DELIVERIES_SHOWN: u64 = 20;
 
@@ -689,10 +705,23 @@ impl Store {
         }
     }
 
-    /// A client's jobs, newest first; `after` is the last id of the previous page.
+    /// Jobs newest first, as `filter` narrows them; `after` is the last id of the previous page
+    /// (keyset paging: the filter is the query's `WHERE`, never a scan of pages).
     /// Callback state is included, the attempt log is not.
-    pub async fn list_jobs(&self, client: &str, after: Option<Uuid>, limit: u64) -> StoreResult<Vec<JobView>> {
-        let mut q = job::Entity::find().filter(job::Column::Client.eq(client));
+    pub async fn list_jobs<'f>(
+        &self,
+        filter: impl Into<JobFilter<'f>>,
+        after: Option<Uuid>,
+        limit: u64,
+    ) -> StoreResult<Vec<JobView>> {
+        let filter = filter.into();
+        let mut q = job::Entity::find();
+        if let Some(client) = filter.client {
+            q = q.filter(job::Column::Client.eq(client));
+        }
+        if let Some(state) = filter.state {
+            q = q.filter(job::Column::State.eq(state.as_str()));
+        }
         if let Some(after) = after {
             q = q.filter(job::Column::Id.lt(after));
         }
@@ -714,7 +743,22 @@ impl Store {
         after_ordinal: Option<i64>,
         limit: u64,
     ) -> StoreResult<Vec<PersonView>> {
+        self.list_people_in(job_id, None, after_ordinal, limit).await
+    }
+
+    /// [`Store::list_people`] of one state only, when given: a `WHERE` on the
+    /// `(job_id, state, ordinal)` index, paged by ordinal.
+    pub async fn list_people_in(
+        &self,
+        job_id: Uuid,
+        state: Option<PersonState>,
+        after_ordinal: Option<i64>,
+        limit: u64,
+    ) -> StoreResult<Vec<PersonView>> {
         let mut q = person::Entity::find().filter(person::Column::JobId.eq(job_id));
+        if let Some(state) = state {
+            q = q.filter(person::Column::State.eq(state.as_str()));
+        }
         if let Some(after) = after_ordinal {
             q = q.filter(person::Column::Ordinal.gt(after));
         }

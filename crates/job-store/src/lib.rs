@@ -32,6 +32,7 @@ pub mod single_process;
 pub mod states;
 pub mod stats;
 pub mod sync;
+pub mod system;
 pub mod task_leases;
 pub mod usage;
 pub mod wakeups;
@@ -53,12 +54,13 @@ pub use claims::{BatchView, ClaimedBatch, ClaimedPerson};
 pub use counters::Counts;
 pub use deliveries::{ApplyOutcome, InboundDelivery, OverdueBatch, PendingDelivery, StoredDelivery};
 pub use erase::Erased;
-pub use jobs::{CreatedJob, CreditsByKind, FailedDelivery, JobOptions, JobView, NewJob, PersonView};
-pub use limiter::{Admitted, RateRules, WindowRule};
+pub use jobs::{CreatedJob, CreditsByKind, FailedDelivery, JobFilter, JobOptions, JobView, NewJob, PersonView};
+pub use limiter::{Admitted, Allowance, RateRules, WindowAllowance, WindowRule};
 pub use person_key::person_key;
 pub use states::{BatchState, CallbackEvent, CallbackState, DeliveryState, JobState, PersonState};
 pub use stats::StateCounts;
 pub use sync::{SyncMatch, SyncOutcome, SyncPerson, SyncRecorded};
+pub use system::CallError;
 
 /// What can go wrong in the store.
 #[derive(Debug, thiserror::Error)]

@@ -69,6 +69,41 @@ pub fn effective_limit(configured: Option<u32>, learned: Option<i64>) -> Option<
     }
 }
 
+/// One window's allowance as the system page shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WindowAllowance {
+    /// The window's length (margin included).
+    pub len: Duration,
+    /// The configured limit.
+    pub configured: Option<u32>,
+    /// The limit Apollo's headers stated.
+    pub learned: Option<i64>,
+    /// The limit in force ([`effective_limit`]); `None`: no limit.
+    pub limit: Option<u32>,
+    /// Calls admitted in the last `len` (the shared log keeps calls only as long as the longest
+    /// limited window, so a longer window without a limit counts only those).
+    pub used: u64,
+    /// Calls still allowed now (0 when over a limit lowered since); `None`: no limit.
+    pub left: Option<u64>,
+}
+
+/// A window's allowance from its limits and the calls counted in it.
+pub fn window_allowance(len: Duration, configured: Option<u32>, learned: Option<i64>, used: u64) -> WindowAllowance {
+    let limit = effective_limit(configured, learned);
+    WindowAllowance { len, configured, learned, limit, used, left: limit.map(|l| u64::from(l).saturating_sub(used)) }
+}
+
+/// The limiter's state for operators: each window's allowance, and until when no call may go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allowance {
+    /// Minute, hour and day.
+    pub windows: [WindowAllowance; 3],
+    /// No call before this (a 429's retry-after, a window Apollo said is used up), if later than now.
+    pub blocked_until: Option<DateTime<Utc>>,
+    /// 429s drawn.
+    pub rate_limited: i64,
+}
+
 /// When the next call may go, or `None` for now. `windows` holds, per limited window, its length
 /// and the `limit`-th newest admitted call inside it (the call whose ageing out frees a slot),
 /// `None` while the window has fewer calls than its limit.
@@ -252,6 +287,43 @@ impl Store {
         self.update_limiter(rules, headers, Some(wait)).await
     }
 
+    /// The shared limiter's allowance for `rules.key` now, on the database's clock: the calls of
+    /// each window counted by one query over the call log.
+    pub async fn allowance(&self, rules: &RateRules) -> StoreResult<Allowance> {
+        let now = db_clock(&self.db).await?;
+        let backend = self.db.get_database_backend();
+        let sql = match backend {
+            DbBackend::Postgres => {
+                "SELECT COUNT(CASE WHEN at > $1 THEN 1 END) AS minute, COUNT(CASE WHEN at > $2 THEN 1 END) AS hour, \
+                 COUNT(CASE WHEN at > $3 THEN 1 END) AS day FROM rate_limit_calls WHERE key = $4"
+            }
+            _ => {
+                "SELECT COUNT(CASE WHEN at > ? THEN 1 END) AS minute, COUNT(CASE WHEN at > ? THEN 1 END) AS hour, \
+                 COUNT(CASE WHEN at > ? THEN 1 END) AS day FROM rate_limit_calls WHERE key = ?"
+            }
+        };
+        let [m, h, d] = rules.windows.map(|w| now - delta(w.len));
+        let values = [m.into(), h.into(), d.into(), rules.key.as_str().into()];
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+            .ok_or_else(|| crate::StoreError::Corrupt("a count returned no row".into()))?;
+        let mut used = [0u64; 3];
+        for (u, col) in used.iter_mut().zip(["minute", "hour", "day"]) {
+            *u = u64::try_from(row.try_get::<i64>("", col)?).unwrap_or(0);
+        }
+        let row = self.rate_limiter(&rules.key).await?;
+        let stated = row.as_ref().map(learned).unwrap_or_default();
+        let windows =
+            [0, 1, 2].map(|i| window_allowance(rules.windows[i].len, rules.windows[i].limit, stated[i], used[i]));
+        Ok(Allowance {
+            windows,
+            blocked_until: row.as_ref().and_then(|r| r.blocked_until).filter(|t| *t > now),
+            rate_limited: row.map_or(0, |r| r.rate_limited),
+        })
+    }
+
     /// The shared limiter's row for a key (tests and operators).
     pub async fn rate_limiter(&self, key: &str) -> StoreResult<Option<rate_limiter::Model>> {
         Ok(rate_limiter::Entity::find_by_id(key.to_owned()).one(&self.db).await?)
@@ -327,6 +399,21 @@ mod tests {
         // The latest of all constraints wins, a block included; a past block is ignored.
         assert_eq!(next_slot(at(500), Some(at(9000)), &[(SEC, Some(at(200)))]), Some(at(9000)));
         assert_eq!(next_slot(at(500), Some(at(400)), &[(SEC, Some(at(200)))]), Some(at(1200)));
+    }
+
+    #[test]
+    fn allowance_is_the_limit_in_force_less_the_calls_used() {
+        let w = window_allowance(SEC, Some(40), Some(20), 7);
+        assert_eq!((w.limit, w.used, w.left), (Some(20), 7, Some(13)));
+        // Configured only, and used up exactly.
+        assert_eq!(window_allowance(SEC, Some(5), None, 5).left, Some(0));
+        // More used than a limit learned since: none left, never negative.
+        assert_eq!(window_allowance(SEC, None, Some(3), 9).left, Some(0));
+        // No limit at all: nothing to run out of.
+        let free = window_allowance(SEC, None, None, 12);
+        assert_eq!((free.limit, free.used, free.left), (None, 12, None));
+        // A negative stated limit counts as zero.
+        assert_eq!(window_allowance(SEC, None, Some(-1), 0).left, Some(0));
     }
 
     #[test]

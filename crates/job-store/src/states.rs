@@ -33,6 +33,16 @@ macro_rules! string_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        impl std::str::FromStr for $name {
+            type Err = crate::StoreError;
+            fn from_str(s: &str) -> Result<Self, crate::StoreError> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(crate::StoreError::Invalid(format!("unknown {} {other:?}", stringify!($name)))),
+                }
+            }
+        }
     };
 }
 
@@ -166,5 +176,8 @@ mod tests {
         round_trips(CallbackState::ALL, CallbackState::as_str);
         round_trips(CallbackEvent::ALL, CallbackEvent::as_str);
         assert_eq!(CallbackEvent::JobCompleted.to_value(), "job.completed");
+        // Names from a request (the dashboard's filters) parse the same way; others are refused.
+        assert_eq!("awaiting_async".parse::<PersonState>().unwrap(), PersonState::AwaitingAsync);
+        assert!("awaiting".parse::<PersonState>().is_err());
     }
 }

@@ -9,6 +9,9 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use apollo_client::{RateLimit, Window, WindowLimit};
+use chrono::{DateTime, TimeDelta, Utc};
+use job_store::Allowance;
+use job_store::limiter::window_allowance;
 
 /// One window's state.
 #[derive(Debug, Clone)]
@@ -159,6 +162,20 @@ impl Limiter {
         self.rate_limited
     }
 
+    /// The allowance at `now` for the system page: per window the limits and the calls of the
+    /// log still inside it (the same sliding windows [`Limiter::try_acquire`] decides with), and
+    /// until when no call may go, as the wall-clock instant `wall_now` + the wait.
+    pub fn allowance(&self, now: Instant, wall_now: DateTime<Utc>) -> Allowance {
+        let windows = self.windows.each_ref().map(|w| {
+            let used = w.log.iter().filter(|t| now.saturating_duration_since(**t) < w.len).count() as u64;
+            window_allowance(w.len, w.configured, w.learned.map(i64::from), used)
+        });
+        let blocked = self.windows.iter().filter_map(|w| w.closed_until).chain(self.blocked_until).max();
+        let blocked_until =
+            blocked.filter(|t| *t > now).map(|t| wall_now + TimeDelta::from_std(t - now).unwrap_or(TimeDelta::MAX));
+        Allowance { windows, blocked_until, rate_limited: i64::try_from(self.rate_limited).unwrap_or(i64::MAX) }
+    }
+
     /// The limits in force now (configured, tightened by headers).
     pub fn effective(&self) -> Limits {
         Limits {
@@ -208,6 +225,26 @@ mod tests {
         let at = l.try_acquire(t0 + Duration::from_millis(200)).unwrap_err();
         assert_eq!(at, t0 + Duration::from_millis(1010));
         assert!(l.try_acquire(at).is_ok());
+    }
+
+    #[test]
+    fn the_allowance_counts_the_calls_inside_each_window() {
+        let t0 = Instant::now();
+        let wall = Utc::now();
+        let mut l = Limiter::new(Limits { per_minute: Some(3), per_hour: None, per_day: Some(100) }, MINUTE);
+        l.try_acquire(t0).unwrap();
+        l.try_acquire(t0 + Duration::from_millis(500)).unwrap();
+        // Past the minute (1 s and its 10 ms margin) the first call has left it, not the day.
+        let a = l.allowance(t0 + Duration::from_millis(1015), wall);
+        assert_eq!((a.windows[0].used, a.windows[0].left), (1, Some(2)));
+        assert_eq!((a.windows[1].used, a.windows[1].left), (2, None));
+        assert_eq!((a.windows[2].used, a.windows[2].left), (2, Some(98)));
+        assert_eq!(a.blocked_until, None);
+        // A 429 blocks until its retry-after, shown on the wall clock.
+        l.on_rate_limited(t0, &RateLimit { retry_after: Some(Duration::from_secs(17)), ..Default::default() });
+        let a = l.allowance(t0 + Duration::from_secs(2), wall);
+        assert_eq!(a.blocked_until, Some(wall + TimeDelta::seconds(15)));
+        assert_eq!(a.rate_limited, 1);
     }
 
     #[test]

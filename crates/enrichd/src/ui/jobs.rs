@@ -3,6 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
 use chrono::Utc;
+use job_store::{JobFilter, JobState, JobView, PersonState};
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::Value;
@@ -16,20 +17,20 @@ use crate::ui::session::Viewer;
 use crate::ui::sign_in::CsrfForm;
 use crate::v1::models::{Job, Person, PersonCounts};
 
-/// Jobs shown on the list page at most.
-const JOBS_SHOWN: usize = 50;
+/// Jobs per page of the list.
+pub const JOBS_SHOWN: u64 = 50;
 /// People per page of the job page.
-const PEOPLE_SHOWN: usize = 50;
-/// Rows read per store call while filtering (the store pages by cursor only).
-const SCAN_PAGE: u64 = 500;
-/// Store pages read at most for one filtered page, so a rare filter cannot scan forever.
-const SCAN_PAGES: usize = 20;
+pub const PEOPLE_SHOWN: u64 = 50;
+/// People read per store call for the CSV download.
+const EXPORT_PAGE: u64 = 500;
 
-/// The jobs list's filter.
+/// The jobs list's filter and cursor (the last job id of the previous page).
 #[derive(Deserialize)]
 pub struct ListQuery {
     #[serde(default)]
     state: Option<String>,
+    #[serde(default)]
+    after: Option<String>,
 }
 
 /// The job page's people filter and cursor.
@@ -40,20 +41,6 @@ pub struct PeopleQuery {
     #[serde(default)]
     after: Option<i64>,
 }
-
-const JOB_STATES: [&str; 6] = ["queued", "running", "paused", "completed", "failed", "cancelled"];
-const PERSON_STATES: [&str; 10] = [
-    "queued",
-    "submitted",
-    "awaiting_async",
-    "complete",
-    "partial",
-    "not_found",
-    "invalid",
-    "failed",
-    "cancelled",
-    "skipped_budget",
-];
 
 fn counts_of(c: &PersonCounts) -> [(&'static str, i64); 10] {
     [
@@ -76,40 +63,44 @@ fn finished(c: &PersonCounts) -> i64 {
 }
 
 /// A filter value only if it names a known state (anything else shows everything).
-fn known<'a>(value: Option<&'a str>, states: &[&str]) -> Option<&'a str> {
-    value.filter(|v| states.contains(v))
+fn known<T: std::str::FromStr>(value: Option<&str>) -> Option<T> {
+    value.and_then(|v| v.parse().ok())
 }
 
-/// The viewer's jobs, newest first, of one state if asked.
-async fn load_jobs(state: &AppState, viewer: &Viewer, filter: Option<&str>) -> Result<Vec<Job>, UiError> {
-    let mut out = Vec::new();
-    let mut after = None;
-    for _ in 0..SCAN_PAGES {
-        let page = state.store.list_jobs(&viewer.name, after, SCAN_PAGE).await?;
-        let full = page.len() as u64 == SCAN_PAGE;
-        after = page.last().map(|j| j.id);
-        out.extend(page.iter().map(Job::from).filter(|j| filter.is_none_or(|f| wire_name(&j.status) == f)));
-        if out.len() >= JOBS_SHOWN || !full {
-            break;
-        }
-    }
-    out.truncate(JOBS_SHOWN);
-    Ok(out)
+/// One page of the jobs the viewer may see (an admin: every client's), newest first, of one
+/// state if asked — filtered and paged by the database — and the cursor to the next page.
+async fn load_jobs(
+    state: &AppState,
+    viewer: &Viewer,
+    filter: Option<JobState>,
+    after: Option<&str>,
+) -> Result<(Vec<JobView>, Option<Uuid>), UiError> {
+    let after = after.and_then(|a| Uuid::parse_str(a).ok());
+    let scope = JobFilter { client: (!viewer.admin).then_some(viewer.name.as_str()), state: filter };
+    // One more than a page says whether there is a next one.
+    let mut jobs = state.store.list_jobs(scope, after, JOBS_SHOWN + 1).await?;
+    let next = (jobs.len() as u64 > JOBS_SHOWN).then(|| {
+        jobs.truncate(JOBS_SHOWN as usize);
+        jobs.last().map(|j| j.id)
+    });
+    Ok((jobs, next.flatten()))
 }
 
-fn rows_markup(jobs: &[Job], filter: Option<&str>) -> Markup {
+fn rows_markup(views: &[JobView], filter: Option<JobState>, after: Option<&str>, with_client: bool) -> Markup {
     let now = Utc::now();
+    let jobs: Vec<Job> = views.iter().map(Job::from).collect();
     let live = jobs.iter().any(|j| !j.status.is_final());
-    let url = format!("/ui/jobs/rows?state={}", filter.unwrap_or(""));
+    let url = format!("/ui/jobs/rows?state={}&after={}", filter.map_or("", JobState::as_str), after.unwrap_or(""));
     html! {
         tbody #job-rows hx-get=[live.then_some(&url)] hx-trigger=[live.then_some("every 2s")] hx-swap=[live.then_some("outerHTML")] {
             @if jobs.is_empty() {
-                tr { td colspan="7" .muted { "No jobs yet." } }
+                tr { td colspan="8" .muted { "No jobs yet." } }
             }
-            @for j in jobs {
+            @for (j, view) in jobs.iter().zip(views) {
                 @let done = finished(&j.counts);
                 tr {
                     td { a.mono href={ "/ui/jobs/" (j.id) } { (j.id) } }
+                    @if with_client { td.client { (view.client) } }
                     td { (badge(&wire_name(&j.status))) }
                     td {
                         progress max="100" value=(percent(done, j.total)) { (percent(done, j.total)) "%" }
@@ -131,29 +122,33 @@ fn rows_markup(jobs: &[Job], filter: Option<&str>) -> Markup {
     }
 }
 
-/// The jobs list, newest first.
+/// The jobs list, newest first (an admin sees every client's, with a client column).
 #[get("/jobs")]
 pub async fn list(
     viewer: Viewer,
     q: web::Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, UiError> {
-    let filter = known(q.state.as_deref(), &JOB_STATES);
-    let jobs = load_jobs(&state, &viewer, filter).await?;
+    let filter = known::<JobState>(q.state.as_deref());
+    let (jobs, next) = load_jobs(&state, &viewer, filter, q.after.as_deref()).await?;
+    let keep = filter.map(|s| format!("state={s}&")).unwrap_or_default();
     let body = html! {
         h1 { "Jobs" }
         nav.filters aria-label="Filter by state" {
             a href="/ui/jobs" class=[filter.is_none().then_some("on")] { "all" }
-            @for s in JOB_STATES {
-                a href={ "/ui/jobs?state=" (s) } class=[(filter == Some(s)).then_some("on")] { (s) }
+            @for s in JobState::ALL {
+                a href={ "/ui/jobs?state=" (s) } class=[(filter == Some(*s)).then_some("on")] { (s) }
             }
         }
         table #jobs {
             thead { tr {
-                th { "Job" } th { "State" } th { "Progress" } th.num { "People done" } th { "Outcomes" }
-                th.num { "Credits" } th.num { "Age" }
+                th { "Job" } @if viewer.admin { th { "Client" } } th { "State" } th { "Progress" } th.num { "People done" }
+                th { "Outcomes" } th.num { "Credits" } th.num { "Age" }
             } }
-            (rows_markup(&jobs, filter))
+            (rows_markup(&jobs, filter, q.after.as_deref(), viewer.admin))
+        }
+        @if let Some(n) = next {
+            p { a.button.secondary rel="next" href={ "/ui/jobs?" (keep) "after=" (n) } { "Next page" } }
         }
     };
     Ok(layout::html(StatusCode::OK, layout::page("Jobs", Some(&viewer), Nav::Jobs, body)))
@@ -166,9 +161,9 @@ pub async fn rows(
     q: web::Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, UiError> {
-    let filter = known(q.state.as_deref(), &JOB_STATES);
-    let jobs = load_jobs(&state, &viewer, filter).await?;
-    Ok(layout::html(StatusCode::OK, rows_markup(&jobs, filter)))
+    let filter = known::<JobState>(q.state.as_deref());
+    let (jobs, _) = load_jobs(&state, &viewer, filter, q.after.as_deref()).await?;
+    Ok(layout::html(StatusCode::OK, rows_markup(&jobs, filter, q.after.as_deref(), viewer.admin)))
 }
 
 /// The job if it exists and the viewer may see it (another client's job is not found).
@@ -257,32 +252,21 @@ fn callback_markup(job: &Job, viewer: &Viewer) -> Markup {
     }
 }
 
-/// One page of people, of one outcome if asked: the page and the cursor to the next one.
+/// One page of people, of one outcome if asked (filtered and paged by the database): the page
+/// and the cursor to the next one.
 async fn people_page(
     state: &AppState,
     job: Uuid,
-    outcome: Option<&str>,
-    mut after: Option<i64>,
+    outcome: Option<PersonState>,
+    after: Option<i64>,
 ) -> Result<(Vec<Person>, Option<i64>), UiError> {
-    let mut out = Vec::new();
-    for _ in 0..SCAN_PAGES {
-        let page = state.store.list_people(job, after, SCAN_PAGE).await?;
-        let full = page.len() as u64 == SCAN_PAGE;
-        for p in &page {
-            let p = Person::from(p);
-            after = Some(p.index);
-            if outcome.is_none_or(|o| wire_name(&p.status) == o) {
-                out.push(p);
-                if out.len() == PEOPLE_SHOWN {
-                    return Ok((out, after));
-                }
-            }
-        }
-        if !full {
-            return Ok((out, None));
-        }
-    }
-    Ok((out, after))
+    // One more than a page says whether there is a next one.
+    let mut page = state.store.list_people_in(job, outcome, after, PEOPLE_SHOWN + 1).await?;
+    let next = (page.len() as u64 > PEOPLE_SHOWN).then(|| {
+        page.truncate(PEOPLE_SHOWN as usize);
+        page.last().map(|p| p.ordinal)
+    });
+    Ok((page.iter().map(Person::from).collect(), next.flatten()))
 }
 
 fn text(v: Option<&Value>) -> String {
@@ -303,15 +287,15 @@ fn input_summary(p: &Person) -> String {
         .join(" · ")
 }
 
-fn people_markup(job: &Job, people: &[Person], outcome: Option<&str>, next: Option<i64>) -> Markup {
+fn people_markup(job: &Job, people: &[Person], outcome: Option<PersonState>, next: Option<i64>) -> Markup {
     let base = format!("/ui/jobs/{}", job.id);
     let keep = outcome.map(|o| format!("outcome={o}&")).unwrap_or_default();
     html! {
         h2 #people { "People" }
         nav.filters aria-label="Filter by outcome" {
             a href={ (base) "#people" } class=[outcome.is_none().then_some("on")] { "all" }
-            @for s in PERSON_STATES {
-                a href={ (base) "?outcome=" (s) "#people" } class=[(outcome == Some(s)).then_some("on")] { (s.replace('_', " ")) }
+            @for s in PersonState::ALL {
+                a href={ (base) "?outcome=" (s) "#people" } class=[(outcome == Some(*s)).then_some("on")] { (s.as_str().replace('_', " ")) }
             }
         }
         table #people-table {
@@ -354,7 +338,7 @@ pub async fn show(
 ) -> Result<HttpResponse, UiError> {
     let view = visible_job(&state, &viewer, &path).await?;
     let job = Job::from(&view);
-    let outcome = known(q.outcome.as_deref(), &PERSON_STATES);
+    let outcome = known::<PersonState>(q.outcome.as_deref());
     let (people, next) = people_page(&state, job.id, outcome, q.after).await?;
     let body = html! {
         h1 { "Job " span.mono { (job.id) } }
@@ -505,9 +489,9 @@ pub async fn export_csv(
     let mut people = Vec::new();
     let mut after = None;
     loop {
-        let page = state.store.list_people(job.id, after, SCAN_PAGE).await?;
+        let page = state.store.list_people(job.id, after, EXPORT_PAGE).await?;
         after = page.last().map(|p| p.ordinal);
-        let full = page.len() as u64 == SCAN_PAGE;
+        let full = page.len() as u64 == EXPORT_PAGE;
         people.extend(page.iter().map(Person::from));
         if !full {
             break;

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use apollo_client::RateLimit;
-use job_store::{Admitted, ClaimedBatch, RateRules, StoreResult, WindowRule};
+use job_store::{Admitted, Allowance, ClaimedBatch, RateRules, StoreResult, WindowRule};
 use secrecy::ExposeSecret;
 
 use crate::core::ratelimit::{Limiter, Limits, window_margin};
@@ -108,6 +108,17 @@ impl Admission {
                 None => return,
                 Some(d) => tokio::time::sleep(d).await,
             }
+        }
+    }
+
+    /// The allowance now, for operators: the local limiter's, or the shared one's counted in the
+    /// database on its clock.
+    pub async fn allowance(&self, state: &AppState) -> StoreResult<Allowance> {
+        match self {
+            Admission::Local(limiter) => {
+                Ok(limiter.lock().expect("limiter").allowance(Instant::now(), chrono::Utc::now()))
+            }
+            Admission::Shared(rules) => state.store.allowance(rules).await,
         }
     }
 

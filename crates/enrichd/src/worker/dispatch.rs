@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use apollo_client::{ApolloError, EnrichFlags, PersonDetail, RateLimit};
 use job_store::lifecycle::{self, Rejection};
-use job_store::{ClaimedBatch, SyncOutcome, SyncRecorded};
+use job_store::{CallError, ClaimedBatch, SyncOutcome, SyncRecorded};
 use tokio::sync::Semaphore;
 
 use crate::core::records::{detail_of, sync_people};
@@ -70,6 +70,11 @@ impl Dispatcher {
     /// A snapshot of the counters.
     pub fn stats(&self) -> DispatchStats {
         *self.stats.lock().expect("dispatch stats")
+    }
+
+    /// Apollo's allowance as this dispatcher's limiter sees it (the system page).
+    pub async fn allowance(&self, state: &AppState) -> job_store::StoreResult<job_store::Allowance> {
+        self.admission.allowance(state).await
     }
 
     fn bump(&self, f: impl FnOnce(&mut DispatchStats)) {
@@ -313,6 +318,8 @@ async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch) {
 async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatch, e: ApolloError) {
     let id = batch.batch_id;
     let message = e.to_string();
+    // Recorded with the batch's outcome, for the system page.
+    let failure = CallError { kind: e.kind(), status: e.status(), message: &message };
     let store = &state.store;
     let outcome = match &e {
         ApolloError::RateLimited { retry_after, limits, .. } => {
@@ -322,7 +329,7 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
             let heard = RateLimit { retry_after: Some(wait), ..**limits };
             dispatcher.admission.on_rate_limited(state, &heard).await;
             tracing::info!(batch_id = %id, ?wait, "rate limited by Apollo; requeued without counting an attempt");
-            store.schedule_retry(id, db_after(state, wait).await, false, &message).await
+            store.schedule_retry(id, db_after(state, wait).await, false, failure).await
         }
         e if e.blocks_dispatch() => {
             tracing::error!(batch_id = %id, error = %message, "dispatch paused");
@@ -330,7 +337,7 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
             if let Err(pe) = paused {
                 tracing::error!(error = %pe, "could not record the pause");
             }
-            store.schedule_retry(id, db_after(state, Duration::ZERO).await, false, &message).await
+            store.schedule_retry(id, db_after(state, Duration::ZERO).await, false, failure).await
         }
         ApolloError::Transient { .. } | ApolloError::Undecodable { .. }
             if (batch.attempt as u32) < state.config.max_attempts =>
@@ -341,16 +348,16 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
             if e.outcome_unknown() {
                 metrics::counter!("enrichd_possible_double_charges_total").increment(1);
                 tracing::warn!(batch_id = %id, attempt = batch.attempt, error = %message, "Apollo's answer was lost (it may have charged the call); retrying, counted as a possible double charge");
-                store.retry_unknown_outcome(id, at, &message).await
+                store.retry_unknown_outcome(id, at, failure).await
             } else {
                 tracing::warn!(batch_id = %id, attempt = batch.attempt, error = %message, "transient Apollo failure; retrying");
-                store.schedule_retry(id, at, true, &message).await
+                store.schedule_retry(id, at, true, failure).await
             }
         }
-        ApolloError::InvalidRequest { .. } => on_rejection(state, dispatcher, batch, &message).await,
+        ApolloError::InvalidRequest { .. } => on_rejection(state, dispatcher, batch, failure).await,
         _ => {
             tracing::error!(batch_id = %id, attempt = batch.attempt, error = %message, "batch failed");
-            let failed = store.fail_batch(id, &message).await;
+            let failed = store.fail_batch(id, failure).await;
             state.wake.callbacks.notify_one();
             failed
         }
@@ -368,13 +375,14 @@ async fn on_rejection(
     state: &AppState,
     dispatcher: &Dispatcher,
     batch: &ClaimedBatch,
-    message: &str,
+    failure: CallError<'_>,
 ) -> Result<bool, job_store::StoreError> {
     let id = batch.batch_id;
+    let message = failure.message;
     let Some(accepts) = dispatcher.apollo_accepts_calls(state, batch).await else {
         // The probe could not tell (429, 5xx): ask again a little later.
         let at = db_after(state, jittered(Duration::from_secs(5))).await;
-        return state.store.schedule_retry(id, at, false, message).await;
+        return state.store.schedule_retry(id, at, false, failure).await;
     };
     match lifecycle::on_rejection(batch.people.len(), accepts) {
         Rejection::Pause => {
@@ -383,16 +391,16 @@ async fn on_rejection(
             );
             tracing::error!(batch_id = %id, error = %reason, "dispatch paused");
             state.store.set_pause(Some(reason)).await?;
-            state.store.schedule_retry(id, db_after(state, Duration::ZERO).await, false, message).await
+            state.store.schedule_retry(id, db_after(state, Duration::ZERO).await, false, failure).await
         }
         Rejection::Split => {
-            let half = state.store.split_batch(id, message).await?;
+            let half = state.store.split_batch(id, failure).await?;
             tracing::info!(batch_id = %id, new_batch = ?half, error = %message, "Apollo refused a detail; batch split to find it");
             Ok(half.is_some())
         }
         Rejection::FailPerson => {
             tracing::warn!(batch_id = %id, error = %message, "Apollo refused this person's detail");
-            let failed = state.store.fail_batch(id, message).await;
+            let failed = state.store.fail_batch(id, failure).await;
             state.wake.callbacks.notify_one();
             failed
         }

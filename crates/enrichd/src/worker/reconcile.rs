@@ -33,9 +33,22 @@ pub async fn run(state: AppState) {
     }
 }
 
-/// One pass: poll late batches, then expire parts past the deadline. With several replicas one
-/// of them does it, under the task's lease (the others would only poll the same batches again).
+/// How the system page names this process: host and process id.
+pub fn replica_label() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{host} pid {}", std::process::id())
+}
+
+/// One pass: a heartbeat (every replica, so the system page lists it), then poll late batches
+/// and expire parts past the deadline. With several replicas one of them does the latter, under
+/// the task's lease (the others would only poll the same batches again).
 pub async fn tick(state: &AppState) -> Result<(), job_store::StoreError> {
+    state.store.heartbeat(&state.owner, &replica_label()).await?;
     let lease = (state.config.reconcile_every * 3).max(Duration::from_secs(5));
     if !state.store.hold_task("reconcile", &state.owner, lease).await? {
         return Ok(());

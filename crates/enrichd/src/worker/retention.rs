@@ -1,6 +1,7 @@
 //! Retention: finished jobs older than `RETENTION_DAYS` are purged with all their data (people,
-//! records, raw payloads, callbacks), every `RETENTION_EVERY`. Without `RETENTION_DAYS` this worker
-//! is not started and jobs are kept forever.
+//! records, raw payloads, callbacks), and recorded Apollo errors of that age, every
+//! `RETENTION_EVERY`. Without `RETENTION_DAYS` this worker is not started and jobs are kept
+//! forever (the recorded Apollo errors are capped at the newest thousand anyway).
 
 use std::time::Duration;
 
@@ -31,9 +32,15 @@ pub async fn tick(state: &AppState, days: u32) -> Result<u64, job_store::StoreEr
     if !state.store.hold_task("retention", &state.owner, lease).await? {
         return Ok(0);
     }
-    let purged = state.store.purge_finished_jobs(cutoff(state.store.clock_now().await?, days)).await?;
+    let cutoff = cutoff(state.store.clock_now().await?, days);
+    let purged = state.store.purge_finished_jobs(cutoff).await?;
     if purged > 0 {
         tracing::info!(jobs = purged, retention_days = days, "purged finished jobs past retention");
+    }
+    // Error messages may quote a refused detail: they go with the jobs' data.
+    let errors = state.store.purge_apollo_errors(cutoff).await?;
+    if errors > 0 {
+        tracing::info!(errors, retention_days = days, "purged recorded Apollo errors past retention");
     }
     Ok(purged)
 }

@@ -4,6 +4,7 @@
 //! text on SQLite; instants are `timestamp with time zone`.
 
 pub mod api_key;
+pub mod apollo_error;
 pub mod batch;
 pub mod batch_person;
 pub mod callback_attempt;
@@ -14,4 +15,5 @@ pub mod job;
 pub mod person;
 pub mod rate_limit_call;
 pub mod rate_limiter;
+pub mod replica;
 pub mod task_lease;

@@ -245,7 +245,7 @@ pub async fn list(
         None | Some("") => None,
         Some(a) => Some(Uuid::parse_str(a).map_err(|_| ApiError::invalid_field("after", "must be a job id"))?),
     };
-    let jobs = state.store.list_jobs(&client.0, after, limit).await?;
+    let jobs = state.store.list_jobs(client.0.as_str(), after, limit).await?;
     let next_after = (jobs.len() as u64 == limit).then(|| jobs.last().map(|j| j.id.to_string())).flatten();
     Ok(HttpResponse::Ok().json(JobPage { data: jobs.iter().map(Job::from).collect(), next_after }))
 }
