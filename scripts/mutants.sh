@@ -20,7 +20,7 @@ declare -A modules=(
   [limiter]="job-store crates/job-store/src/limiter.rs --lib --test store limiter"
   [ratelimit]="enrichd crates/enrichd/src/core/ratelimit.rs --lib"
   [signing]="enrichd crates/enrichd/src/core/signing.rs --lib"
-  [validate]="enrichd crates/enrichd/src/core/validate.rs --lib"
+  [validate]="enrichd crates/enrichd/src/core/validate.rs --lib --test fuzz_validate"
   [delivery]="apollo-client crates/apollo-client/src/delivery.rs --tests"
   [facts]="apollo-client crates/apollo-client/src/facts.rs --tests"
 )

@@ -455,4 +455,68 @@ mod tests {
         let indexes: Vec<_> = problems.iter().map(|p| (p.index, p.field.as_str())).collect();
         assert_eq!(indexes, vec![(Some(0), "people[0].id"), (Some(1), "people[1].id"), (Some(2), "people[2].id")]);
     }
+
+    /// Every size limit holds exactly at its bound and refuses one past it (each pinned by a
+    /// mutation run: `scripts/mutants.sh validate`).
+    #[test]
+    fn limits_hold_at_their_bound_and_refuse_one_past_it() {
+        let with = |extra: Value| {
+            let mut body = json!({"people": [{"email": "a@b.io"}]});
+            body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            check(body)
+        };
+        let person = |p: Value| check(json!({"people": [p]}));
+        let field = |n: usize| json!({"email": "a@b.io", "first_name": "t".repeat(n)});
+        assert!(person(field(MAX_FIELD_LEN)).is_ok());
+        assert!(person(field(MAX_FIELD_LEN + 1)).unwrap_err()[0].message.contains("longer than"));
+        let row = |cells: usize, len: usize| json!({"email": "a@b.io", "source_row": vec!["c".repeat(len); cells]});
+        assert!(person(row(MAX_SOURCE_CELLS, MAX_FIELD_LEN)).is_ok());
+        assert_eq!(person(row(MAX_SOURCE_CELLS + 1, 1)).unwrap_err()[0].field, "people[0].source_row");
+        assert_eq!(person(row(2, MAX_FIELD_LEN + 1)).unwrap_err()[0].field, "people[0].source_row[0]");
+        let budget = |n: Value| with(json!({"max_credits": n}));
+        assert!(budget(json!(0)).is_ok() && budget(json!(MAX_BUDGET_CREDITS)).is_ok());
+        assert!(budget(json!(-1)).is_err() && budget(json!(MAX_BUDGET_CREDITS + 1)).is_err());
+        // Metadata of exactly the limit (serialised), then one byte more.
+        let meta = |n: usize| with(json!({"metadata": {"k": "m".repeat(n - r#"{"k":""}"#.len())}}));
+        assert_eq!(MAX_METADATA_BYTES, 16_384);
+        assert!(meta(MAX_METADATA_BYTES).is_ok());
+        assert_eq!(meta(MAX_METADATA_BYTES + 1).unwrap_err()[0].field, "metadata");
+        let policy = CallbackPolicy { allow_http: true, allow_hosts: vec!["h.io".into()] };
+        let url = |n: usize| format!("http://h.io/{}", "p".repeat(n - "http://h.io/".len()));
+        let callback =
+            |n: usize| validate_job(&json!({"people": [{"email": "a@b.io"}], "callback_url": url(n)}), 5, &policy);
+        assert!(callback(MAX_CALLBACK_URL).is_ok(), "{:?}", callback(MAX_CALLBACK_URL).err());
+        assert!(callback(MAX_CALLBACK_URL + 1).unwrap_err()[0].message.contains("at most"));
+    }
+
+    #[test]
+    fn identifier_formats() {
+        let one = |p: Value| check(json!({"people": [p]}));
+        assert!(one(json!({"hashed_email": "a".repeat(32)})).is_ok());
+        assert!(one(json!({"hashed_email": "b".repeat(64)})).is_ok());
+        for bad in ["a".repeat(40), "z".repeat(32)] {
+            assert_eq!(one(json!({"hashed_email": bad})).unwrap_err()[0].field, "people[0].hashed_email");
+        }
+        assert!(one(json!({"linkedin_url": "https://www.LinkedIn.com/in/dana"})).is_ok());
+        assert_eq!(
+            one(json!({"linkedin_url": "https://example.com/in/dana"})).unwrap_err()[0].field,
+            "people[0].linkedin_url"
+        );
+        // A wrongly typed field says what it wanted.
+        let wrong = one(json!({"email": 5})).unwrap_err();
+        assert!(wrong[0].message.contains("string"), "{wrong:?}");
+    }
+
+    #[test]
+    fn the_stored_job_keeps_what_was_validated() {
+        let body = json!({"people": [{"email": "a@b.io"}], "reveal_phone_number": true, "run_waterfall_email": true,
+            "metadata": {"crm": 1}, "max_credits": 12});
+        let new = check(body).unwrap().into_new_job("acme".into(), Some("k-1".into()));
+        assert_eq!((new.client.as_str(), new.idempotency_key.as_deref()), ("acme", Some("k-1")));
+        assert!(new.options.reveal_phone_number && new.options.run_waterfall_email);
+        assert!(!new.options.reveal_personal_emails && !new.options.run_waterfall_phone);
+        assert_eq!(new.people, vec![json!({"email": "a@b.io"})]);
+        assert_eq!(new.metadata, Some(json!({"crm": 1})));
+        assert_eq!(new.max_credits, Some(apollo_client::Credits::whole(12)));
+    }
 }
