@@ -744,8 +744,14 @@ pub struct PersonPageQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct UsageQuery {
     /// Start: an RFC 3339 instant or a date (its midnight, UTC); default the current UTC month's start.
+    #[param(
+        pattern = r"^([0-9]{4}-[0-9]{2}-[0-9]{2}([Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?)?$"
+    )]
     pub from: Option<String>,
     /// End (exclusive): an RFC 3339 instant, or a date (that whole day included); default the start of next month.
+    #[param(
+        pattern = r"^([0-9]{4}-[0-9]{2}-[0-9]{2}([Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?)?$"
+    )]
     pub to: Option<String>,
 }
 
