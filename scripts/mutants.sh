@@ -28,6 +28,7 @@ export TEST_PG_URL=${TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0} CARGO_PROFILE_TEST_DEBUG=${CARGO_PROFILE_TEST_DEBUG:-0}
 selected=("$@")
 [ ${#selected[@]} -eq 0 ] && selected=(merge person_key lifecycle budget limiter ratelimit signing validate delivery facts)
+mkdir -p mutants.out
 for name in "${selected[@]}"; do
   read -r package file tests <<<"${modules[$name]:?unknown module $name}"
   echo "== $name ($file)"
