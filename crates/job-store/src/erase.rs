@@ -38,7 +38,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::counters::{Counts, Tally};
-use crate::entities::{batch, batch_person, callback_attempt, callback_delivery, inbound_delivery, job, person};
+use crate::entities::{
+    apollo_error, batch, batch_person, callback_attempt, callback_delivery, inbound_delivery, job, person,
+};
 use crate::jobs::cancel_queued;
 use crate::lifecycle::Event;
 use crate::people::move_primaries;
@@ -168,9 +170,16 @@ impl Store {
                     .all(&txn)
                     .await?;
             }
+            // Apollo's answer (parsed, or kept byte for byte) and its error texts may quote a detail.
             batch::Entity::update_many()
                 .filter(batch::Column::Id.is_in(chunk.iter().copied()))
                 .col_expr(batch::Column::Response, Expr::value(Option::<Value>::None))
+                .col_expr(batch::Column::ResponseBody, Expr::value(Option::<Vec<u8>>::None))
+                .col_expr(batch::Column::LastError, Expr::value(Option::<String>::None))
+                .exec(&txn)
+                .await?;
+            apollo_error::Entity::delete_many()
+                .filter(apollo_error::Column::BatchId.is_in(chunk.iter().copied()))
                 .exec(&txn)
                 .await?;
             let shared: Vec<Uuid> = batch_person::Entity::find()

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use apollo_client::{Credits, parse_delivery};
 use chrono::Utc;
-use job_store::entities::{batch, batch_person, callback_delivery, inbound_delivery, job as job_row, person};
+use job_store::entities::{
+    apollo_error, batch, batch_person, callback_delivery, inbound_delivery, job as job_row, person,
+};
 use job_store::{
     ApplyOutcome, BatchState, CallbackAttemptRecord, CallbackNext, CallbackState, JobOptions, JobState, NewJob,
     PersonState, Store, StoreError,
@@ -99,6 +101,26 @@ async fn erase_clears_personal_data_and_raw_payloads_and_keeps_counters(store: S
     let later = Utc::now() + chrono::Duration::hours(1);
     store.record_callback_attempt(cb_a.callback_id, attempt, CallbackNext::RetryAt(later)).await.unwrap();
 
+    // Apollo's answer kept byte for byte (when a JSON column could not hold it), an error text
+    // and an error row of the system page can quote a detail: they go too.
+    let db = store.connection();
+    batch::Entity::update_many()
+        .filter(batch::Column::Id.eq(b.batch_id))
+        .col_expr(batch::Column::ResponseBody, sea_orm::sea_query::Expr::value(b"p0@example.com \0".to_vec()))
+        .col_expr(batch::Column::LastError, sea_orm::sea_query::Expr::value("422: p0@example.com refused"))
+        .exec(db)
+        .await
+        .unwrap();
+    let error_row = apollo_error::ActiveModel {
+        at: sea_orm::Set(Utc::now()),
+        batch_id: sea_orm::Set(Some(b.batch_id)),
+        kind: sea_orm::Set("invalid_request".into()),
+        status: sea_orm::Set(Some(422)),
+        message: sea_orm::Set("p0@example.com is not accepted".into()),
+        ..Default::default()
+    };
+    apollo_error::Entity::insert(error_row).exec(db).await.unwrap();
+
     let job_before = store.get_job(a).await.unwrap().unwrap();
     assert_eq!(job_before.state, JobState::Completed);
     let a_before = people_rows(&store, a).await;
@@ -141,6 +163,9 @@ async fn erase_clears_personal_data_and_raw_payloads_and_keeps_counters(store: S
     // The raw payloads: the batch's response and every delivery body.
     let bv = store.get_batch(b.batch_id).await.unwrap().unwrap();
     assert_eq!(bv.response, None);
+    let row = batch::Entity::find_by_id(b.batch_id).one(db).await.unwrap().unwrap();
+    assert_eq!((row.response_body, row.last_error), (None, None));
+    assert_eq!(apollo_error::Entity::find().count(db).await.unwrap(), 0, "the batch's error rows");
     assert_eq!(bv.state, BatchState::Submitted);
     assert_eq!(bv.credits, Credits::whole(5 + 40 + 5), "the batch keeps its credits");
     for (before, after) in deliveries_before.iter().zip(deliveries_of(&store, b.batch_id).await.iter()) {
