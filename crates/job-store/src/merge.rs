@@ -384,15 +384,15 @@ mod tests {
 
     #[test]
     fn sources_rank_sync_then_waterfall_then_phone_webhook_then_unknown() {
-        // A higher-ranked source wins even with a lexically larger value.
+        // A higher-ranked source wins even with a lexically smaller value (which would win a tie).
         for (low, high) in [("", "phone_webhook"), ("phone_webhook", "waterfall"), ("waterfall", "sync")] {
             for order in [[low, high], [high, low]] {
                 let mut r = Record::default();
                 for source in order {
-                    let value = if source == high { "Zed" } else { "Abe" };
+                    let value = if source == high { "Abe" } else { "Zed" };
                     r.merge_fields(&json!({"title": value}), source);
                 }
-                assert_eq!(r.fields["title"], "Zed", "{high} beats {low} ({order:?})");
+                assert_eq!(r.fields["title"], "Abe", "{high} beats {low} ({order:?})");
                 assert_eq!(r.field_sources["title"], high);
             }
         }
