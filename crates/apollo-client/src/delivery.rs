@@ -178,3 +178,37 @@ fn vendor_for(trail: Option<&Value>, field: &str, matches: impl Fn(&Value) -> bo
         .find(|vendor| vendor.get(field).and_then(Value::as_array).is_some_and(|vals| vals.iter().any(&matches)))
         .and_then(|vendor| vendor.get("name").and_then(value_to_string))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn kinds_have_stable_names() {
+        assert_eq!((DeliveryKind::Phone.as_str(), DeliveryKind::Waterfall.as_str()), ("phone", "waterfall"));
+    }
+
+    #[test]
+    fn an_emails_list_alone_makes_a_waterfall_delivery() {
+        let d = parse_delivery_value(&json!({"people": [{"id": "a", "emails": [{"email": "x@y.io"}]}]})).unwrap();
+        assert_eq!(d.kind, DeliveryKind::Waterfall);
+        let d = parse_delivery_value(&json!({"people": [{"id": "a", "phone_numbers": []}]})).unwrap();
+        assert_eq!(d.kind, DeliveryKind::Phone);
+    }
+
+    #[test]
+    fn a_single_email_already_listed_counts_once_and_bare_phone_strings_are_read() {
+        let v = json!({"people": [{
+            "id": "a",
+            "emails": [{"email": "x@y.io"}],
+            "email": "X@y.io",
+            "phone_numbers": ["+1 512-555-0142"],
+        }]});
+        let p = &parse_delivery_value(&v).unwrap().people[0];
+        assert_eq!(p.emails.iter().map(|e| e.address.as_str()).collect::<Vec<_>>(), ["x@y.io"]);
+        assert_eq!(p.phones.iter().map(|f| f.e164.as_str()).collect::<Vec<_>>(), ["+15125550142"]);
+        assert_eq!(p.phones[0].raw.as_deref(), Some("+1 512-555-0142"));
+    }
+}
