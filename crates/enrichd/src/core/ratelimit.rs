@@ -245,6 +245,13 @@ mod tests {
         let a = l.allowance(t0 + Duration::from_secs(2), wall);
         assert_eq!(a.blocked_until, Some(wall + TimeDelta::seconds(15)));
         assert_eq!(a.rate_limited, 1);
+        // At the instant the block ends nothing is blocked; a call exactly one window old has left.
+        assert_eq!(l.allowance(t0 + Duration::from_secs(17), wall).blocked_until, None);
+        let minute = MINUTE + Duration::from_millis(10);
+        let at_edge = l.allowance(t0 + Duration::from_millis(500) + minute, wall);
+        assert_eq!(at_edge.windows[0].used, 0);
+        l.on_rate_limited(t0, &RateLimit::default());
+        assert_eq!((l.rate_limited_count(), l.allowance(t0, wall).rate_limited), (2, 2));
     }
 
     #[test]
