@@ -487,6 +487,10 @@ mod tests {
             |n: usize| validate_job(&json!({"people": [{"email": "a@b.io"}], "callback_url": url(n)}), 5, &policy);
         assert!(callback(MAX_CALLBACK_URL).is_ok(), "{:?}", callback(MAX_CALLBACK_URL).err());
         assert!(callback(MAX_CALLBACK_URL + 1).unwrap_err()[0].message.contains("at most"));
+        let reuse = |d: String| with(json!({"reuse_within": d}));
+        assert_eq!(reuse("30d".into()).unwrap().reuse_within, Some(std::time::Duration::from_secs(30 * 86_400)));
+        assert!(reuse(format!("{MAX_REUSE_DAYS}d")).is_ok());
+        assert_eq!(reuse(format!("{}d", MAX_REUSE_DAYS + 1)).unwrap_err()[0].field, "reuse_within");
     }
 
     #[test]
