@@ -31,6 +31,10 @@ const APOLLO_KEY: &str = "apollo-replicas-key-77c1e0";
 const MINUTE: Duration = Duration::from_secs(2);
 /// Calls per minute the simulator allows the key (20 a second).
 const LIMIT: u32 = 40;
+/// The two stands run one after the other: each picks free ports by binding port 0 and letting go,
+/// and a replica killed and restarted leaves its port free meanwhile, so two stands at once could
+/// take each other's ports (seen once: a job submitted to the other stand, a callback signed by it).
+static ONE_STAND_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// Three jobs of 400: 120 calls, so that the "at most 1 % answered 429" bound is not one call.
 const PEOPLE_PER_JOB: usize = 400;
 
@@ -240,6 +244,7 @@ async fn stop(mut s: Stand) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_with_clocks_apart_share_one_key() {
+    let _alone = ONE_STAND_AT_A_TIME.lock().await;
     // One replica's clock 15 s behind, one 15 s ahead: longer than a lease (3 s), so a replica
     // that trusted its own clock would take live leases from the others, or keep dead ones.
     let s = stand(&[-15, 0, 15]).await;
@@ -256,6 +261,7 @@ async fn three_replicas_with_clocks_apart_share_one_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replicas_work_is_finished_by_the_others() {
+    let _alone = ONE_STAND_AT_A_TIME.lock().await;
     let mut s = stand(&[0, 0, 0]).await;
     let ids = submit_to_each(&s, 3).await;
     // Mid-run: some of the first replica's calls are in flight or leased.
