@@ -123,8 +123,9 @@ impl Dispatcher {
     /// While dispatch is paused, asks Apollo at most every `PAUSE_PROBE_EVERY` (one replica at a
     /// time) whether it accepts calls again: a call costing nothing — one detail matching nobody,
     /// with the phone flag and a webhook URL like a real batch's when webhooks are on, so a
-    /// refused key, exhausted credits and a refused webhook URL all show. Accepted: dispatch
-    /// resumes, unless it was paused again meanwhile for another reason.
+    /// refused key or webhook URL shows (exhausted credits a free call cannot prove back: the
+    /// next real call decides). Accepted: dispatch resumes, unless it was paused again meanwhile
+    /// for another reason.
     async fn probe_pause(&self, state: &AppState) -> Result<(), job_store::StoreError> {
         let every = state.config.pause_probe_every;
         {
@@ -135,26 +136,25 @@ impl Dispatcher {
             }
             *checked = Some(Instant::now());
         }
-        let reason = state.store.pause_reason().await?;
+        let Some(reason) = state.store.pause_reason().await? else {
+            *self.pause_probe.lock().expect("pause probe") = None;
+            return Ok(());
+        };
         {
             let mut seen = self.pause_probe.lock().expect("pause probe");
-            match (&reason, seen.as_ref()) {
-                (None, _) => {
-                    *seen = None;
-                    return Ok(());
-                }
-                // The same pause, probed (or first seen) long enough ago: probe now.
-                (Some(r), Some((s, at))) if s == r && at.elapsed() >= every => {}
-                (Some(r), Some((s, _))) if s == r => return Ok(()),
+            match seen.as_ref() {
+                // The same pause, probed (or first seen) less than an interval ago: not yet.
+                Some((s, at)) if *s == reason && at.elapsed() < every => return Ok(()),
+                // The same pause, long enough: probe now.
+                Some((s, _)) if *s == reason => {}
                 // A new pause: first probe a whole interval later.
-                (Some(r), _) => {
-                    *seen = Some((r.clone(), Instant::now()));
+                _ => {
+                    *seen = Some((reason.clone(), Instant::now()));
                     return Ok(());
                 }
             }
-            *seen = reason.clone().map(|r| (r, Instant::now()));
+            *seen = Some((reason.clone(), Instant::now()));
         }
-        let Some(reason) = reason else { return Ok(()) };
         if !state.store.hold_task("pause-probe", &state.owner, every).await? {
             return Ok(());
         }
