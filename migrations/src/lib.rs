@@ -14,6 +14,7 @@ mod m20261130_000005_replicas;
 mod m20261130_000006_budget;
 mod m20261130_000007_system_page;
 mod m20261130_000008_cost;
+mod m20261130_000009_window_restarts;
 
 /// Applies the enrichd migrations in order.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000006_budget::Migration),
             Box::new(m20261130_000007_system_page::Migration),
             Box::new(m20261130_000008_cost::Migration),
+            Box::new(m20261130_000009_window_restarts::Migration),
         ]
     }
 }

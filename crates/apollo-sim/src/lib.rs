@@ -192,6 +192,12 @@ impl SimHandle {
         self.shared.idle()
     }
 
+    /// Milliseconds on the simulator's clock, the one its rate-limit windows count on: each
+    /// window restarts at the multiples of its length.
+    pub fn clock_ms(&self) -> u64 {
+        self.shared.now_ms()
+    }
+
     /// HTTP requests being answered right now (each is in [`SimHandle::calls`] once answered).
     pub fn requests_in_progress(&self) -> usize {
         self.shared.requests_in_progress()

@@ -276,7 +276,7 @@ pub(crate) fn ts(t: DateTime<Utc>) -> DateTime<Utc> {
 /// skew last measured against PostgreSQL ([`limiter::db_clock`]), so the instants a replica
 /// writes (outbox due times, submission times the reconciler compares) agree with every other
 /// replica's even when this host's clock is off.
-pub(crate) fn now() -> DateTime<Utc> {
+pub fn now() -> DateTime<Utc> {
     ts(Utc::now() - TimeDelta::microseconds(CLOCK_SKEW_MICROS.load(Ordering::Relaxed)))
 }
 

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use apollo_client::RateLimit;
+use job_store::limiter::{RestartFinder, UsageReading, reading_ms, usable};
 use job_store::{Admitted, Allowance, ClaimedBatch, RateRules, StoreResult, WindowRule};
 use secrecy::ExposeSecret;
 
@@ -18,8 +19,8 @@ use crate::state::AppState;
 /// What the dispatch loop does next.
 #[derive(Debug)]
 pub enum Next {
-    /// Call Apollo with this batch now (its rate slot is taken).
-    Call(ClaimedBatch),
+    /// Call Apollo with these batches now (at least one; their rate slots are taken).
+    Call(Vec<ClaimedBatch>),
     /// No slot before this instant.
     WaitUntil(Instant),
     /// Nothing to send (or dispatch paused).
@@ -30,9 +31,33 @@ pub enum Next {
 #[derive(Debug)]
 pub enum Admission {
     /// This process's own limiter (SQLite).
-    Local(Mutex<Limiter>),
-    /// The limiter shared in PostgreSQL by every replica with the same key.
-    Shared(RateRules),
+    Local(Box<Mutex<Limiter>>),
+    /// The limiter shared in PostgreSQL by every replica with the same key, and this replica's
+    /// usage readings, from which it finds where Apollo's windows restart for all of them.
+    Shared(RateRules, Box<Mutex<Readings>>),
+}
+
+/// One replica's usage readings, timed on the database's clock.
+#[derive(Debug, Default)]
+pub struct Readings {
+    finders: [RestartFinder; 3],
+    /// An instant of this process and the database's clock then (microseconds): readings are
+    /// timed from it with this process's monotonic clock, so a host whose wall clock is off (by
+    /// less than the skew correction notices) cannot misplace Apollo's restarts.
+    anchor: Option<(Instant, i64)>,
+}
+
+/// How long one reading of the database's clock times readings (monotonic clocks drift by
+/// millionths).
+const ANCHOR_FOR: Duration = Duration::from_secs(30);
+
+/// Microseconds between two instants, negative when `t` is before `from`.
+fn signed_us(from: Instant, t: Instant) -> i64 {
+    let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+    match t.checked_duration_since(from) {
+        Some(d) => us(d),
+        None => -us(from.duration_since(t)),
+    }
 }
 
 /// The shared limiter's rules: the configured limits over windows as long as the in-process
@@ -43,12 +68,14 @@ pub fn shared_rules(api_key: &str, limits: Limits, minute: Duration) -> RateRule
     RateRules {
         key: job_store::limiter::key_fingerprint(api_key),
         windows: [w(minute, limits.per_minute), w(minute * 60, limits.per_hour), w(minute * 60 * 24, limits.per_day)],
+        margin,
     }
 }
 
-/// A little jitter on a shared wait, so replicas refused together do not all wake in lockstep.
+/// A little jitter on a shared wait, so replicas refused together do not all wake in lockstep;
+/// little enough that a window Apollo restarts is used within milliseconds.
 pub fn spread(wait: Duration) -> Duration {
-    wait + Duration::from_micros(fastrand::u64(0..=5_000)) + wait.mul_f64(fastrand::f64() * 0.01)
+    wait + Duration::from_micros(fastrand::u64(0..=5_000)) + wait.mul_f64(fastrand::f64() * 0.001)
 }
 
 impl Admission {
@@ -56,13 +83,17 @@ impl Admission {
     pub fn for_state(state: &AppState) -> Admission {
         let (limits, minute) = (state.config.limits(), state.config.rate_minute);
         match (state.store.is_shared(), state.config.apollo_api_key.as_ref()) {
-            (true, Some(key)) => Admission::Shared(shared_rules(key.expose_secret(), limits, minute)),
-            _ => Admission::Local(Mutex::new(Limiter::new(limits, minute))),
+            (true, Some(key)) => Admission::Shared(
+                shared_rules(key.expose_secret(), limits, minute),
+                Box::new(Mutex::new(Readings::default())),
+            ),
+            _ => Admission::Local(Box::new(Mutex::new(Limiter::new(limits, minute)))),
         }
     }
 
-    /// Waits for nothing: decides now whether a call may go and claims its batch.
-    pub async fn next(&self, state: &AppState) -> StoreResult<Next> {
+    /// Waits for nothing: decides now whether calls may go and claims their batches, up to `max`
+    /// (the shared limiter claims as many as have room in one transaction; the local one, one).
+    pub async fn next(&self, state: &AppState, max: usize) -> StoreResult<Next> {
         match self {
             Admission::Local(limiter) => {
                 if let Some(at) = limiter.lock().expect("limiter").next_slot(Instant::now()) {
@@ -75,11 +106,11 @@ impl Admission {
                 };
                 // One dispatch loop per process takes slots, so the slot seen free is still free.
                 let _ = limiter.lock().expect("limiter").try_acquire(Instant::now());
-                Ok(Next::Call(batch))
+                Ok(Next::Call(vec![batch]))
             }
-            Admission::Shared(rules) => {
-                Ok(match state.store.claim_admitted(&state.owner, state.config.lease, rules).await? {
-                    Admitted::Claimed(batch) => Next::Call(batch),
+            Admission::Shared(rules, _) => {
+                Ok(match state.store.claim_admitted(&state.owner, state.config.lease, rules, max).await? {
+                    Admitted::Claimed(batches) => Next::Call(batches),
                     Admitted::Wait(d) => Next::WaitUntil(Instant::now() + spread(d)),
                     Admitted::Idle => Next::Idle,
                 })
@@ -96,7 +127,7 @@ impl Admission {
                     let now = Instant::now();
                     limiter.try_acquire(now).err().map(|at| at.saturating_duration_since(now))
                 }
-                Admission::Shared(rules) => match state.store.take_rate_slot(rules).await {
+                Admission::Shared(rules, _) => match state.store.take_rate_slot(rules).await {
                     Ok(wait) => wait.map(spread),
                     Err(e) => {
                         tracing::warn!(error = %e, "could not take a rate slot; database unavailable?");
@@ -118,15 +149,20 @@ impl Admission {
             Admission::Local(limiter) => {
                 Ok(limiter.lock().expect("limiter").allowance(Instant::now(), chrono::Utc::now()))
             }
-            Admission::Shared(rules) => state.store.allowance(rules).await,
+            Admission::Shared(rules, _) => state.store.allowance(rules).await,
         }
     }
 
-    /// Learns from an answer's rate-limit headers.
-    pub async fn observe(&self, state: &AppState, headers: &RateLimit) {
+    /// Learns from the rate-limit headers of a call sent at `sent` and answered just now
+    /// (`counted`: Apollo counted it, i.e. it was not a 429).
+    pub async fn observe(&self, state: &AppState, sent: Instant, headers: &RateLimit, counted: bool) {
         match self {
-            Admission::Local(limiter) => limiter.lock().expect("limiter").observe(Instant::now(), headers),
-            Admission::Shared(rules) => {
+            Admission::Local(limiter) => {
+                limiter.lock().expect("limiter").observe(sent, Instant::now(), headers, counted)
+            }
+            Admission::Shared(rules, _) => {
+                let used = [&headers.minute, &headers.hour, &headers.day].map(|w| w.used);
+                self.learn_restarts(state, sent, used, counted).await;
                 if let Err(e) = state.store.observe_rate_headers(rules, headers).await {
                     tracing::warn!(error = %e, "could not store the rate-limit headers");
                 }
@@ -134,14 +170,82 @@ impl Admission {
         }
     }
 
-    /// A 429: no call (from any replica, when shared) before its `retry-after`.
-    pub async fn on_rate_limited(&self, state: &AppState, headers: &RateLimit) {
+    /// Learns from the usage-stats endpoint's counts (minute, hour, day), asked at `sent`.
+    pub async fn observe_usage(&self, state: &AppState, sent: Instant, used: [Option<u64>; 3]) {
         match self {
-            Admission::Local(limiter) => limiter.lock().expect("limiter").on_rate_limited(Instant::now(), headers),
-            Admission::Shared(rules) => {
+            Admission::Local(limiter) => limiter.lock().expect("limiter").observe_usage(sent, Instant::now(), used),
+            Admission::Shared(..) => self.learn_restarts(state, sent, used, false).await,
+        }
+    }
+
+    /// Shared: adds this replica's readings, on the database's clock, and stores any restart they
+    /// prove.
+    async fn learn_restarts(&self, state: &AppState, sent: Instant, used: [Option<u64>; 3], counted: bool) {
+        let Admission::Shared(rules, readings) = self else { return };
+        let answered = Instant::now();
+        let stale = readings.lock().expect("readings").anchor.is_none_or(|(at, _)| at.elapsed() > ANCHOR_FOR);
+        if stale {
+            let before = Instant::now();
+            match state.store.clock_now().await {
+                Ok(db) => {
+                    let mid = before + before.elapsed() / 2;
+                    // Readings timed from another anchor may be off by its round trip: pairs
+                    // across anchors could look ordered when they were not, so start afresh.
+                    let mut r = readings.lock().expect("readings");
+                    *r = Readings { anchor: Some((mid, db.timestamp_micros())), ..Readings::default() };
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not read the database's clock");
+                    return;
+                }
+            }
+        }
+        let found = {
+            let mut r = readings.lock().expect("readings");
+            let Some((at, db)) = r.anchor else { return };
+            let sent = reading_ms(db + signed_us(at, sent), false);
+            let answered = reading_ms(db + signed_us(at, answered), true);
+            let mut found = [None; 3];
+            for ((f, used), out) in r.finders.iter_mut().zip(used).zip(&mut found) {
+                if let Some(used) = used {
+                    let reading = if counted {
+                        UsageReading::of_call(sent, answered, used)
+                    } else {
+                        UsageReading::of_probe(sent, answered, used)
+                    };
+                    *out = f.add(reading);
+                }
+            }
+            found
+        };
+        if let Err(e) = state.store.learn_restarts(rules, found).await {
+            tracing::warn!(error = %e, "could not store where Apollo's window restarts");
+        }
+    }
+
+    /// Whether the minute window's restart is known precisely enough to count by it.
+    pub async fn restart_known(&self, state: &AppState) -> StoreResult<bool> {
+        match self {
+            Admission::Local(limiter) => Ok(limiter.lock().expect("limiter").restart_known()),
+            Admission::Shared(rules, _) => {
+                let period = i64::try_from(state.config.rate_minute.as_millis()).unwrap_or(i64::MAX);
+                Ok(state.store.window_restarts(&rules.key).await?[0].is_some_and(|r| usable(r, period)))
+            }
+        }
+    }
+
+    /// A 429 sent at `sent`: no call (from any replica, when shared) before its `retry-after`.
+    pub async fn on_rate_limited(&self, state: &AppState, sent: Instant, headers: &RateLimit) {
+        match self {
+            Admission::Local(limiter) => {
+                limiter.lock().expect("limiter").on_rate_limited(sent, Instant::now(), headers)
+            }
+            Admission::Shared(rules, _) => {
                 if let Err(e) = state.store.record_rate_limited(rules, headers).await {
                     tracing::warn!(error = %e, "could not share a 429's retry-after");
                 }
+                let used = [&headers.minute, &headers.hour, &headers.day].map(|w| w.used);
+                self.learn_restarts(state, sent, used, false).await;
             }
         }
     }
@@ -158,6 +262,7 @@ mod tests {
         assert_eq!(r.windows[0], WindowRule { len: Duration::from_millis(60_600), limit: Some(20) });
         assert_eq!(r.windows[1].len, Duration::from_millis(3_600_600));
         assert_eq!(r.windows[2].limit, Some(600));
+        assert_eq!(r.margin, Duration::from_millis(600));
         assert!(!r.key.contains("k-123"));
     }
 
@@ -165,7 +270,7 @@ mod tests {
     fn spread_adds_at_most_a_little() {
         for _ in 0..100 {
             let w = spread(Duration::from_secs(1));
-            assert!(w >= Duration::from_secs(1) && w <= Duration::from_millis(1015), "{w:?}");
+            assert!(w >= Duration::from_secs(1) && w <= Duration::from_millis(1006), "{w:?}");
         }
     }
 }

@@ -6,13 +6,14 @@
 //! claim, before the HTTP request, so a crash mid-call is found later by lease expiry.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apollo_client::{ApolloError, EnrichFlags, PersonDetail, RateLimit};
 use job_store::lifecycle::{self, Rejection};
 use job_store::{CallError, ClaimedBatch, SyncOutcome, SyncRecorded};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::core::records::{detail_of, sync_people};
 use crate::state::AppState;
@@ -42,6 +43,9 @@ pub struct Dispatcher {
     pause_probe: Mutex<Option<(String, Instant)>>,
     /// When this process last read the pause switch for probing.
     pause_checked: Mutex<Option<Instant>>,
+    /// Apollo refused the usage-stats endpoint to this key (it may need a master key): window
+    /// restarts are then learned from the calls' own headers only.
+    usage_stats_refused: AtomicBool,
 }
 
 /// The claim number of probe calls' webhook URLs (real claims count from 1).
@@ -64,6 +68,7 @@ impl Dispatcher {
             last_accepted: Mutex::new(HashMap::new()),
             pause_probe: Mutex::new(None),
             pause_checked: Mutex::new(None),
+            usage_stats_refused: AtomicBool::new(false),
         })
     }
 
@@ -106,9 +111,10 @@ impl Dispatcher {
         let poll_only = flags.has_async() && hook.is_none();
         self.admission.take_slot(state).await;
         self.bump(|s| s.calls += 1);
+        let sent = Instant::now();
         match state.apollo.bulk_match(&[probe_detail()], &flags, hook.as_deref(), poll_only).await {
             Ok(outcome) => {
-                self.admission.observe(state, &outcome.limits).await;
+                self.admission.observe(state, sent, &outcome.limits, true).await;
                 self.accepted(flags, Instant::now());
                 Some(true)
             }
@@ -174,9 +180,10 @@ impl Dispatcher {
         };
         self.admission.take_slot(state).await;
         self.bump(|s| s.calls += 1);
+        let sent = Instant::now();
         match state.apollo.bulk_match(&[probe_detail()], &flags, hook.as_deref(), false).await {
             Ok(outcome) => {
-                self.admission.observe(state, &outcome.limits).await;
+                self.admission.observe(state, sent, &outcome.limits, true).await;
                 if state.store.lift_pause(&reason).await? {
                     tracing::info!(pause = %reason, "Apollo accepts calls again: dispatch resumed");
                     state.wake.dispatch.notify_one();
@@ -185,6 +192,56 @@ impl Dispatcher {
             Err(e) => tracing::info!(error = %e, "still paused: Apollo refused the probe"),
         }
         Ok(())
+    }
+}
+
+impl Dispatcher {
+    /// While waiting for a slot until `until` without knowing where Apollo's minute window
+    /// restarts, reads Apollo's usage-stats endpoint (it counts no call) every 1/200 of a minute
+    /// until its minute count drops: the window restarted between two readings, and from then on
+    /// every window's allowance is taken as soon as Apollo grants it (see
+    /// [`crate::core::ratelimit`]). One replica at a time. Returns whether the restart is known.
+    async fn find_restart(&self, state: &AppState, until: Instant) -> bool {
+        let minute = state.config.rate_minute;
+        let every = (minute / 200).max(Duration::from_millis(5));
+        let wait = until.saturating_duration_since(Instant::now());
+        // Waits for an hour's or a day's window, or for a long retry-after, are not worth it.
+        if self.usage_stats_refused.load(Ordering::Relaxed) || wait < every * 3 || wait > minute * 2 {
+            return false;
+        }
+        if !matches!(self.admission.restart_known(state).await, Ok(false)) {
+            return false;
+        }
+        if state.store.is_shared()
+            && !matches!(state.store.hold_task("usage-probe", &state.owner, minute).await, Ok(true))
+        {
+            return false;
+        }
+        while Instant::now() + every < until {
+            let sent = Instant::now();
+            let stats = state.apollo.api_usage_stats().await;
+            let windows = match &stats {
+                Ok(stats) => apollo_client::route_usage(stats, "api/v1/people", "bulk_match"),
+                Err(e) if !matches!(e.status(), Some(401 | 403 | 404)) => {
+                    tracing::debug!(error = %e, "usage stats failed; trying again at the next wait");
+                    return false;
+                }
+                Err(_) => None,
+            };
+            let Some(windows) = windows else {
+                self.usage_stats_refused.store(true, Ordering::Relaxed);
+                let error = stats.err().map(|e| e.to_string()).unwrap_or_else(|| "no bulk_match entry".into());
+                tracing::info!(%error, "Apollo's usage stats are not available to this key: window restarts are learned from call headers only");
+                return false;
+            };
+            let used = windows.map(|(_, consumed, _)| u64::try_from(consumed).ok());
+            self.admission.observe_usage(state, sent, used).await;
+            if matches!(self.admission.restart_known(state).await, Ok(true)) {
+                return true;
+            }
+            tokio::time::sleep(every).await;
+        }
+        false
     }
 }
 
@@ -208,14 +265,17 @@ pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
                 Err(e) => tracing::warn!(error = %e, "could not release expired leases"),
             }
         }
-        // A permit first: a claimed batch is called at once, never left on its lease.
+        // A permit first: a claimed batch is called at once, never left on its lease. Only this
+        // loop takes permits, so those free now stay free for the batches claimed with them.
         let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
-        let batch = match dispatcher.admission.next(&state).await {
-            Ok(Next::Call(batch)) => batch,
+        let batches = match dispatcher.admission.next(&state, 1 + permits.available_permits()).await {
+            Ok(Next::Call(batches)) => batches,
             Ok(Next::WaitUntil(at)) => {
                 drop(permit);
                 metrics::histogram!("enrichd_limiter_wait_seconds").record((at - Instant::now()).as_secs_f64());
-                tokio::time::sleep_until(at.into()).await;
+                if !dispatcher.find_restart(&state, at).await {
+                    tokio::time::sleep_until(at.into()).await;
+                }
                 continue;
             }
             Ok(Next::Idle) => {
@@ -233,11 +293,15 @@ pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
                 continue;
             }
         };
-        let (state, dispatcher) = (state.clone(), dispatcher.clone());
-        tokio::spawn(async move {
-            call(&state, &dispatcher, batch).await;
-            drop(permit);
-        });
+        let mut permit = Some(permit);
+        for batch in batches {
+            let permit = match permit.take() {
+                Some(p) => p,
+                None => permits.clone().acquire_owned().await.expect("semaphore never closes"),
+            };
+            let (state, dispatcher) = (state.clone(), dispatcher.clone());
+            tokio::spawn(async move { call(&state, &dispatcher, batch, permit).await });
+        }
     }
 }
 
@@ -273,17 +337,21 @@ async fn record_answer(state: &AppState, outcome: SyncOutcome) -> Result<SyncRec
 /// Attempts to record one answer.
 const RECORD_TRIES: u32 = 3;
 
-async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch) {
+/// Calls Apollo with a batch and records the outcome. `permit` counts the call in flight: it is
+/// let go when Apollo has answered, so recording answers never holds back the next calls.
+async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch, permit: OwnedSemaphorePermit) {
     let flags: EnrichFlags = batch.options;
     let details: Vec<PersonDetail> = batch.people.iter().map(|p| detail_of(&p.input)).collect();
     let hook = state.config.public_base_url.as_deref().filter(|_| flags.has_async()).map(|b| webhook_url(b, &batch));
     let poll_only = flags.has_async() && hook.is_none();
     dispatcher.bump(|s| s.calls += 1);
+    let sent = Instant::now();
     let result = state.apollo.bulk_match(&details, &flags, hook.as_deref(), poll_only).await;
+    drop(permit);
     match result {
         Ok(outcome) => {
             dispatcher.accepted(flags, Instant::now());
-            dispatcher.admission.observe(state, &outcome.limits).await;
+            dispatcher.admission.observe(state, sent, &outcome.limits, true).await;
             let people = sync_people(&batch.people, &details, &outcome.response, &flags);
             let answer = SyncOutcome {
                 batch_id: batch.batch_id,
@@ -311,11 +379,12 @@ async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch) {
                 Err(e) => tracing::error!(batch_id = %batch.batch_id, error = %e, "could not record a sync answer"),
             }
         }
-        Err(e) => on_error(state, dispatcher, &batch, e).await,
+        Err(e) => on_error(state, dispatcher, &batch, e, sent).await,
     }
 }
 
-async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatch, e: ApolloError) {
+/// A failed call sent at `sent`.
+async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatch, e: ApolloError, sent: Instant) {
     let id = batch.batch_id;
     let message = e.to_string();
     // Recorded with the batch's outcome, for the system page.
@@ -327,7 +396,7 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
             // Whatever Apollo asked for, never longer than the configured maximum.
             let wait = retry_after.unwrap_or(state.config.rate_minute).min(state.config.max_retry_after);
             let heard = RateLimit { retry_after: Some(wait), ..**limits };
-            dispatcher.admission.on_rate_limited(state, &heard).await;
+            dispatcher.admission.on_rate_limited(state, sent, &heard).await;
             tracing::info!(batch_id = %id, ?wait, "rate limited by Apollo; requeued without counting an attempt");
             store.schedule_retry(id, db_after(state, wait).await, false, failure).await
         }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use apollo_client::{RateLimit, Window, WindowLimit};
-use job_store::limiter::key_fingerprint;
+use job_store::limiter::{Restart, key_fingerprint};
 use job_store::{Admitted, JobOptions, RateRules, Store, StoreError, StoreOptions, WindowRule};
 
 use crate::harness::{LEASE, job};
@@ -16,6 +16,7 @@ store_tests!(
     stated_limits_tighten_the_configured_ones,
     no_slot_is_taken_without_a_batch,
     a_task_lease_has_one_holder_until_it_runs_out,
+    a_known_restart_frees_the_window_when_apollos_restarts,
 );
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -25,6 +26,7 @@ fn rules(per_minute: Option<u32>) -> RateRules {
     RateRules {
         key: key_fingerprint("store-test-key"),
         windows: [w(MINUTE, per_minute), w(MINUTE * 60, None), w(MINUTE * 60 * 24, None)],
+        margin: Duration::ZERO,
     }
 }
 
@@ -49,10 +51,10 @@ fn wait_of(a: &Admitted) -> Duration {
 async fn a_whole_window_is_usable_at_once_then_the_wait_is_told(store: Store) {
     store.create_job(job("acme", 50, JobOptions::default())).await.unwrap();
     let r = rules(Some(3));
-    for _ in 0..3 {
-        assert!(matches!(store.claim_admitted("a", LEASE, &r).await.unwrap(), Admitted::Claimed(_)));
-    }
-    let wait = wait_of(&store.claim_admitted("b", LEASE, &r).await.unwrap());
+    assert!(matches!(store.claim_admitted("a", LEASE, &r, 1).await.unwrap(), Admitted::Claimed(b) if b.len() == 1));
+    // Asking for five at once: the two slots left, one transaction.
+    assert!(matches!(store.claim_admitted("a", LEASE, &r, 5).await.unwrap(), Admitted::Claimed(b) if b.len() == 2));
+    let wait = wait_of(&store.claim_admitted("b", LEASE, &r, 1).await.unwrap());
     // The first of the three calls ages out a window after it was made (this test takes seconds).
     assert!(wait > MINUTE - Duration::from_secs(10) && wait <= MINUTE, "{wait:?}");
     assert_eq!(calls_logged(&store).await, 3);
@@ -67,8 +69,10 @@ async fn concurrent_claimers_never_exceed_the_limit_together(store: Store) {
         tasks.spawn(async move {
             let mut claimed = 0;
             for _ in 0..10 {
-                if let Admitted::Claimed(_) = store.claim_admitted(&format!("replica-{w}"), LEASE, &r).await.unwrap() {
-                    claimed += 1;
+                // Each asks for up to three at once: the limit holds for all of them together.
+                if let Admitted::Claimed(b) = store.claim_admitted(&format!("replica-{w}"), LEASE, &r, 3).await.unwrap()
+                {
+                    claimed += b.len();
                 }
             }
             claimed
@@ -82,23 +86,23 @@ async fn concurrent_claimers_never_exceed_the_limit_together(store: Store) {
 async fn a_429_or_a_used_up_window_blocks_every_claimer(store: Store) {
     store.create_job(job("acme", 50, JobOptions::default())).await.unwrap();
     let r = rules(Some(100));
-    assert!(matches!(store.claim_admitted("a", LEASE, &r).await.unwrap(), Admitted::Claimed(_)));
+    assert!(matches!(store.claim_admitted("a", LEASE, &r, 1).await.unwrap(), Admitted::Claimed(_)));
     let h = RateLimit { retry_after: Some(Duration::from_secs(17)), ..Default::default() };
     store.record_rate_limited(&r, &h).await.unwrap();
-    let wait = wait_of(&store.claim_admitted("b", LEASE, &r).await.unwrap());
+    let wait = wait_of(&store.claim_admitted("b", LEASE, &r, 1).await.unwrap());
     assert!(wait > Duration::from_secs(10) && wait <= Duration::from_secs(17), "{wait:?}");
     let row = store.rate_limiter(&r.key).await.unwrap().unwrap();
     assert_eq!(row.rate_limited, 1);
 
     // A fresh key: the headers say the hour has none left; closed until our call in it ages out.
     let r2 = RateRules { key: key_fingerprint("another-key"), ..rules(None) };
-    assert!(matches!(store.claim_admitted("a", LEASE, &r2).await.unwrap(), Admitted::Claimed(_)));
+    assert!(matches!(store.claim_admitted("a", LEASE, &r2, 1).await.unwrap(), Admitted::Claimed(_)));
     let h = RateLimit {
         hour: Window { limit: WindowLimit::Max(100), used: Some(100), left: Some(0) },
         ..Default::default()
     };
     store.observe_rate_headers(&r2, &h).await.unwrap();
-    let wait = wait_of(&store.claim_admitted("c", LEASE, &r2).await.unwrap());
+    let wait = wait_of(&store.claim_admitted("c", LEASE, &r2, 1).await.unwrap());
     assert!(wait > MINUTE * 59 && wait <= MINUTE * 60, "{wait:?}");
 }
 
@@ -116,21 +120,21 @@ async fn stated_limits_tighten_the_configured_ones(store: Store) {
     let row = store.rate_limiter(&r.key).await.unwrap().unwrap();
     assert_eq!((row.learned_minute, row.learned_hour), (Some(2), None));
     for _ in 0..2 {
-        assert!(matches!(store.claim_admitted("a", LEASE, &r).await.unwrap(), Admitted::Claimed(_)));
+        assert!(matches!(store.claim_admitted("a", LEASE, &r, 1).await.unwrap(), Admitted::Claimed(_)));
     }
-    wait_of(&store.claim_admitted("a", LEASE, &r).await.unwrap());
+    wait_of(&store.claim_admitted("a", LEASE, &r, 1).await.unwrap());
 }
 
 async fn no_slot_is_taken_without_a_batch(store: Store) {
     let r = rules(Some(1));
-    assert_eq!(store.claim_admitted("a", LEASE, &r).await.unwrap(), Admitted::Idle);
+    assert_eq!(store.claim_admitted("a", LEASE, &r, 1).await.unwrap(), Admitted::Idle);
     store.set_pause(Some("credits exhausted".into())).await.unwrap();
     store.create_job(job("acme", 5, JobOptions::default())).await.unwrap();
-    assert_eq!(store.claim_admitted("a", LEASE, &r).await.unwrap(), Admitted::Idle, "paused");
+    assert_eq!(store.claim_admitted("a", LEASE, &r, 1).await.unwrap(), Admitted::Idle, "paused");
     assert_eq!(calls_logged(&store).await, 0);
     store.set_pause(None).await.unwrap();
-    assert!(matches!(store.claim_admitted("a", LEASE, &r).await.unwrap(), Admitted::Claimed(_)));
-    wait_of(&store.claim_admitted("a", LEASE, &r).await.unwrap());
+    assert!(matches!(store.claim_admitted("a", LEASE, &r, 1).await.unwrap(), Admitted::Claimed(_)));
+    wait_of(&store.claim_admitted("a", LEASE, &r, 1).await.unwrap());
 }
 
 async fn a_task_lease_has_one_holder_until_it_runs_out(store: Store) {
@@ -144,6 +148,43 @@ async fn a_task_lease_has_one_holder_until_it_runs_out(store: Store) {
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert!(store.hold_task("reconcile", "b", long).await.unwrap(), "an expired lease is taken over");
     assert!(!store.hold_task("reconcile", "a", long).await.unwrap());
+}
+
+async fn a_known_restart_frees_the_window_when_apollos_restarts(store: Store) {
+    store.create_job(job("acme", 100, JobOptions::default())).await.unwrap();
+    let r = rules(Some(3));
+    for _ in 0..3 {
+        assert!(matches!(store.claim_admitted("a", LEASE, &r, 1).await.unwrap(), Admitted::Claimed(_)));
+    }
+    // The sliding log alone: a minute after our first call.
+    assert!(wait_of(&store.claim_admitted("b", LEASE, &r, 1).await.unwrap()) > MINUTE - Duration::from_secs(10));
+    // A replica read that Apollo's window restarted a minute less 800 ms ago, to within 20 ms.
+    let now = job_store::now().timestamp_millis();
+    let seen = Restart { lo: now + 780 - 60_000, hi: now + 800 - 60_000 };
+    store.learn_restarts(&r, [Some(seen), None, None]).await.unwrap();
+    assert_eq!(store.window_restarts(&r.key).await.unwrap(), [Some(seen), None, None]);
+    // Our three calls count in Apollo's current window, which ends at the next restart.
+    let wait = wait_of(&store.claim_admitted("b", LEASE, &r, 1).await.unwrap());
+    assert!(wait > Duration::from_millis(500) && wait <= Duration::from_millis(800), "{wait:?}");
+    tokio::time::sleep(wait).await;
+    for _ in 0..3 {
+        assert!(matches!(store.claim_admitted("b", LEASE, &r, 1).await.unwrap(), Admitted::Claimed(_)));
+    }
+    // That window is full in turn: the next restart, a minute on.
+    let wait = wait_of(&store.claim_admitted("c", LEASE, &r, 1).await.unwrap());
+    assert!(wait > MINUTE - Duration::from_secs(10) && wait <= MINUTE, "{wait:?}");
+    // Another replica's narrower reading, one window later, narrows what all know.
+    let later = Restart { lo: seen.lo + 60_010, hi: seen.hi + 60_005 };
+    store.learn_restarts(&r, [Some(later), None, None]).await.unwrap();
+    let both = Restart { lo: later.lo, hi: seen.hi + 60_000 };
+    assert_eq!(store.window_restarts(&r.key).await.unwrap()[0], Some(both));
+    // A 429 says the count was wrong: the restart is forgotten, the sliding log rules again.
+    store
+        .record_rate_limited(&r, &RateLimit { retry_after: Some(Duration::from_millis(1)), ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(store.window_restarts(&r.key).await.unwrap(), [None; 3]);
+    assert_eq!(calls_logged(&store).await, 6);
 }
 
 #[tokio::test]
