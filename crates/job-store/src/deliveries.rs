@@ -18,7 +18,7 @@ use crate::entities::{batch, inbound_delivery, person};
 use crate::erase::{empty_delivery_bodies, erased_jobs_in_batch};
 use crate::lifecycle::{self, Event, Part};
 use crate::merge::Record;
-use crate::people::{apply_event, lock_batch_primaries, update_person};
+use crate::people::{Assign, apply_event, lock_batch_primaries, update_from_rows, update_people};
 use crate::sync::{split_credits, storable_text};
 use crate::{BatchState, DeliveryState, PersonState, Store, StoreError, StoreResult, new_id, now, sha256_hex, ts};
 
@@ -431,19 +431,20 @@ impl Store {
         let (txn, _gate) = self.write_txn().await?;
         let people = lock_batch_primaries(&txn, batch_id).await?;
         let mut tally = Tally::default();
-        let mut changed = 0;
+        let mut changes = Vec::new();
         for p in &people {
             let mut new = p.clone();
             apply_event(&mut new, Event::PartFailed(part), now)?;
             if new.state != p.state {
                 new.last_error = storable_text(Some(format!("{} failed at Apollo: {reason}", part.as_str())));
-                update_person(&txn, &mut tally, p, &new, now).await?;
-                changed += 1;
+                changes.push((p, new));
             }
         }
+        let pairs: Vec<(&person::Model, &person::Model)> = changes.iter().map(|(old, new)| (*old, new)).collect();
+        update_people(&txn, &mut tally, &pairs, now).await?;
         tally.flush(&txn, now).await?;
         txn.commit().await?;
-        Ok(changed)
+        Ok(changes.len() as u64)
     }
 
     /// Records a reconcile poll of a batch: it is polled again at `next_at` at the earliest.
@@ -607,14 +608,17 @@ impl Store {
         }
         let people = q.lock(LockType::Update).all(&txn).await?;
         let mut tally = Tally::default();
+        let mut changes = Vec::with_capacity(people.len());
         for p in &people {
             let mut new = p.clone();
             apply_event(&mut new, Event::Deadline, now)?;
             if new.phone_elsewhere && !new.got_phone {
                 new.last_error = Some(PHONE_SKIPPED.into());
             }
-            update_person(&txn, &mut tally, p, &new, now).await?;
+            changes.push((p, new));
         }
+        let pairs: Vec<(&person::Model, &person::Model)> = changes.iter().map(|(old, new)| (*old, new)).collect();
+        update_people(&txn, &mut tally, &pairs, now).await?;
         tally.flush(&txn, now).await?;
         txn.commit().await?;
         Ok(people.len() as u64)
@@ -658,6 +662,7 @@ async fn merge_into_batch(
         }
     }
     let part = Part::of(parsed.kind);
+    let mut changes = Vec::with_capacity(people.len());
     for (i, p) in people.iter().enumerate() {
         let mut new = p.clone();
         let facts = facts_of.get(&i);
@@ -677,9 +682,12 @@ async fn merge_into_batch(
             apply_event(&mut new, Event::PartArrived(part), now)?;
         }
         if new != *p {
-            update_person(txn, tally, p, &new, now).await?;
+            changes.push((p, new));
         }
     }
+    // The delivery's people in one statement.
+    let pairs: Vec<(&person::Model, &person::Model)> = changes.iter().map(|(old, new)| (*old, new)).collect();
+    update_people(txn, tally, &pairs, now).await?;
     if part == Part::Phone {
         let ids: Vec<&str> = parsed
             .people
@@ -711,15 +719,14 @@ async fn charge_people(txn: &DatabaseTransaction, batch_id: Uuid, parsed: &Deliv
         .all(txn)
         .await?;
     let weights: Vec<(Uuid, i64)> = named.into_iter().map(|id| (id, 1)).collect();
-    for (id, share) in split_credits(micros, &weights) {
-        if share != 0 {
-            person::Entity::update_many()
-                .filter(person::Column::Id.eq(id))
-                .col_expr(person::Column::CreditsMicros, Expr::col(person::Column::CreditsMicros).add(share))
-                .exec(txn)
-                .await?;
-        }
-    }
+    let rows: Vec<Vec<sea_orm::Value>> = split_credits(micros, &weights)
+        .into_iter()
+        .filter(|(_, share)| *share != 0)
+        .map(|(id, share)| vec![id.into(), share.into()])
+        .collect();
+    // One statement for everyone named.
+    let set = [(person::Column::CreditsMicros, Assign::Add)];
+    update_from_rows(txn, person::Column::Id, false, &set, rows, None).await?;
     Ok(())
 }
 
@@ -746,6 +753,7 @@ async fn deliver_phone_elsewhere(
         .lock(LockType::Update)
         .all(txn)
         .await?;
+    let mut changes = Vec::with_capacity(waiting.len());
     for p in &waiting {
         let mut new = p.clone();
         let mut record = Record::from_json(p.record.as_ref());
@@ -761,10 +769,11 @@ async fn deliver_phone_elsewhere(
         }
         apply_event(&mut new, Event::PartArrived(Part::Phone), now)?;
         if new != *p {
-            update_person(txn, tally, p, &new, now).await?;
+            changes.push((p, new));
         }
     }
-    Ok(())
+    let pairs: Vec<(&person::Model, &person::Model)> = changes.iter().map(|(old, new)| (*old, new)).collect();
+    update_people(txn, tally, &pairs, now).await
 }
 
 /// A person whose phone reveal Apollo skipped, just answered: if a phone delivery of an earlier
