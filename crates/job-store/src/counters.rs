@@ -296,7 +296,7 @@ pub(crate) async fn finish_if_done<C: ConnectionTrait>(
     job_id: Uuid,
     now: DateTime<Utc>,
 ) -> StoreResult<Completion> {
-    let Some(j) = job::Entity::find_by_id(job_id).one(db).await? else { return Ok(Completion::Open) };
+    let Some(j) = crate::sql::by_key(db, job::Entity::find_by_id(job_id)).await? else { return Ok(Completion::Open) };
     if j.completed_at.is_some() {
         return Ok(Completion::CompletedBefore);
     }

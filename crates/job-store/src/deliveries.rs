@@ -19,6 +19,7 @@ use crate::erase::{empty_delivery_bodies, erased_jobs_in_batch};
 use crate::lifecycle::{self, Event, Part};
 use crate::merge::Record;
 use crate::people::{Assign, apply_event, lock_batch_primaries, update_from_rows, update_people};
+use crate::sql::{self, by_key};
 use crate::sync::{split_credits, storable_text};
 use crate::{BatchState, DeliveryState, PersonState, Store, StoreError, StoreResult, new_id, now, sha256_hex, ts};
 
@@ -243,14 +244,13 @@ impl Store {
                 Expr::col((batch::Entity, batch::Column::State)).is_in([BatchState::Submitted, BatchState::Failed]),
             )
             .to_owned();
-        let rows = inbound_delivery::Entity::find()
+        let pending = inbound_delivery::Entity::find()
             .filter(inbound_delivery::Column::State.eq(DeliveryState::Pending))
             .filter(Expr::exists(batch_ready))
             .order_by_asc(inbound_delivery::Column::ReceivedAt)
             .order_by_asc(inbound_delivery::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await?;
+            .limit(limit);
+        let rows = sql::rows(&self.db, pending).await?;
         Ok(rows
             .into_iter()
             .map(|d| PendingDelivery { id: d.id, batch_id: d.batch_id, body: d.body, received_at: d.received_at })
@@ -279,13 +279,14 @@ impl Store {
     pub async fn apply_delivery(&self, delivery_id: Uuid, parsed: &Delivery) -> StoreResult<ApplyOutcome> {
         let now = now();
         let (txn, _gate) = self.write_txn().await?;
-        let Some(d) = inbound_delivery::Entity::find_by_id(delivery_id).lock(LockType::Update).one(&txn).await? else {
+        let Some(d) = by_key(&txn, inbound_delivery::Entity::find_by_id(delivery_id).lock(LockType::Update)).await?
+        else {
             return Err(StoreError::NotFound(format!("delivery {delivery_id}")));
         };
         if d.state != DeliveryState::Pending {
             return Ok(ApplyOutcome::AlreadyProcessed);
         }
-        let Some(b) = batch::Entity::find_by_id(d.batch_id).one(&txn).await? else {
+        let Some(b) = by_key(&txn, batch::Entity::find_by_id(d.batch_id)).await? else {
             return Ok(ApplyOutcome::NotReady);
         };
         let batch_state = b.state;

@@ -15,6 +15,7 @@ use crate::entities::{batch, person};
 use crate::lifecycle::{Answer, Event};
 use crate::merge::{Record, needs_sanitizing, storable};
 use crate::people::{apply_event, lock_batch_primaries, update_people};
+use crate::sql::by_key;
 use crate::{BatchState, PersonState, Store, StoreError, StoreResult, now};
 
 /// Whether Apollo matched a person.
@@ -134,7 +135,7 @@ impl Store {
     pub async fn record_sync(&self, outcome: SyncOutcome) -> StoreResult<SyncRecorded> {
         let now = now();
         let (txn, _gate) = self.write_txn().await?;
-        let Some(b) = batch::Entity::find_by_id(outcome.batch_id).lock(LockType::Update).one(&txn).await? else {
+        let Some(b) = by_key(&txn, batch::Entity::find_by_id(outcome.batch_id).lock(LockType::Update)).await? else {
             return Err(StoreError::NotFound(format!("batch {}", outcome.batch_id)));
         };
         match b.state {
