@@ -277,127 +277,24 @@ impl Store {
     /// Applying a delivery twice is a no-op. People of an erased job get no data (their parts
     /// still count), and a delivery naming them is not kept: its body is emptied once applied.
     pub async fn apply_delivery(&self, delivery_id: Uuid, parsed: &Delivery) -> StoreResult<ApplyOutcome> {
-        let now = now();
         let (txn, _gate) = self.write_txn().await?;
-        let Some(d) = by_key(&txn, inbound_delivery::Entity::find_by_id(delivery_id).lock(LockType::Update)).await?
-        else {
-            return Err(StoreError::NotFound(format!("delivery {delivery_id}")));
-        };
-        if d.state != DeliveryState::Pending {
-            return Ok(ApplyOutcome::AlreadyProcessed);
-        }
-        let Some(b) = by_key(&txn, batch::Entity::find_by_id(d.batch_id)).await? else {
-            return Ok(ApplyOutcome::NotReady);
-        };
-        let batch_state = b.state;
-        if !matches!(batch_state, BatchState::Submitted | BatchState::Failed) {
-            return Ok(ApplyOutcome::NotReady);
-        }
-        // What the charge rule reads of the batch's applied deliveries; bodies only where a claim
-        // is missing (deliveries from before claims were in the URL), to compare request ids.
-        let earlier: Vec<(Uuid, Option<i32>, Option<String>, i64)> = inbound_delivery::Entity::find()
-            .select_only()
-            .columns([
-                inbound_delivery::Column::Id,
-                inbound_delivery::Column::Claim,
-                inbound_delivery::Column::Kind,
-                inbound_delivery::Column::CreditsMicros,
-            ])
-            .filter(inbound_delivery::Column::BatchId.eq(d.batch_id))
-            .filter(inbound_delivery::Column::State.eq(DeliveryState::Processed))
-            .into_tuple()
-            .all(&txn)
-            .await?;
-        let unclaimed: Vec<Uuid> =
-            earlier.iter().filter(|(_, claim, _, _)| claim.is_none() || d.claim.is_none()).map(|e| e.0).collect();
-        let bodies: HashMap<Uuid, Vec<u8>> = if unclaimed.is_empty() {
-            HashMap::new()
-        } else {
-            inbound_delivery::Entity::find()
-                .select_only()
-                .columns([inbound_delivery::Column::Id, inbound_delivery::Column::Body])
-                .filter(inbound_delivery::Column::Id.is_in(unclaimed))
-                .into_tuple()
-                .all(&txn)
-                .await?
-                .into_iter()
-                .collect()
-        };
-        let same_request = |(id, claim, _, _): &(Uuid, Option<i32>, Option<String>, i64)| match (*claim, d.claim) {
-            (Some(x), Some(y)) => x == y,
-            // Without claims (older URLs): the request id decides. An emptied body (its job was
-            // erased) no longer names its request: assume the same one, so erasure never makes a
-            // part count twice.
-            _ => bodies.get(id).is_none_or(|body| body.is_empty() || request_id_of(body) == parsed.request_id),
-        };
-        let part_charged = earlier.iter().any(|e| {
-            let (_, _, kind, credits) = e;
-            kind.as_deref() == Some(parsed.kind.as_str()) && *credits != 0 && same_request(e)
-        });
-        let part_credits = lifecycle::delivery_charge(parsed.credits.map(|c| c.micros()).unwrap_or(0), part_charged);
-        // Proof that an unanswered claim ran: book its synchronous charge once.
-        // (Claim 0 is the dispatcher's probe: one detail matching nobody, charged nothing.)
-        let unanswered_claim_ran = matches!((d.claim, b.answered_claim), (Some(c), Some(a)) if c != a && c > 0)
-            && !earlier.iter().any(|(_, claim, _, _)| *claim == d.claim);
-        let sync_credits = if unanswered_claim_ran { b.sync_credits_micros } else { 0 };
-        let credits = part_credits + sync_credits;
-        inbound_delivery::Entity::update_many()
-            .filter(inbound_delivery::Column::Id.eq(delivery_id))
-            .col_expr(inbound_delivery::Column::State, Expr::value(DeliveryState::Processed))
-            .col_expr(inbound_delivery::Column::Kind, Expr::value(parsed.kind.as_str()))
-            .col_expr(inbound_delivery::Column::CreditsMicros, Expr::value(part_credits))
-            .col_expr(inbound_delivery::Column::ProcessedAt, Expr::value(now))
-            .exec(&txn)
-            .await?;
+        let outcome = apply_in(&txn, delivery_id, parsed, now()).await?;
+        txn.commit().await?;
+        Ok(outcome)
+    }
 
-        if credits != 0 {
-            // The batch row before people: the lock order.
-            batch::Entity::update_many()
-                .filter(batch::Column::Id.eq(d.batch_id))
-                .col_expr(batch::Column::CreditsMicros, Expr::col(batch::Column::CreditsMicros).add(credits))
-                .exec(&txn)
-                .await?;
-        }
-        let mut tally = Tally::default();
-        let probe = d.claim.is_some_and(|c| c <= 0);
-        let (matched, unmatched) = if batch_state == BatchState::Submitted && !probe {
-            // The answered call's payload speaks for everyone in it; another call's (a retry
-            // Apollo ran too) only for the people it names.
-            let whole_request = d.claim.is_none() || d.claim == b.answered_claim;
-            merge_into_batch(&txn, &mut tally, &d, parsed, whole_request, now).await?
-        } else {
-            (0, parsed.people.iter().map(|f| f.apollo_id.clone().unwrap_or_default()).collect())
-        };
-        if credits != 0 {
-            // Split over the jobs of the people in the call (by their number in it).
-            let members: Vec<(Uuid, i64)> = person::Entity::find()
-                .select_only()
-                .column(person::Column::JobId)
-                .column_as(person::Column::Id.count(), "n")
-                .filter(person::Column::BatchId.eq(d.batch_id))
-                .group_by(person::Column::JobId)
-                .order_by_asc(person::Column::JobId)
-                .into_tuple()
-                .all(&txn)
-                .await?;
-            // Each kind split on its own, so the per-kind totals are exact too.
-            for (kind, amount) in [(CreditKind::of(parsed.kind), part_credits), (CreditKind::Sync, sync_credits)] {
-                for (job_id, share) in split_credits(amount, &members) {
-                    tally.credits(job_id, kind, share);
-                }
-            }
-        }
-        if part_credits != 0 && batch_state == BatchState::Submitted && !probe {
-            charge_people(&txn, d.batch_id, parsed, part_credits).await?;
-        }
-        let completed_jobs = tally.flush(&txn, now).await?;
-        let erased = erased_jobs_in_batch(&txn, d.batch_id).await?;
-        if !erased.is_empty() {
-            // The raw payload names erased people: merged (for the others), it is not kept.
-            empty_delivery_bodies(&txn, &[delivery_id]).await?;
+    /// [`Store::apply_delivery`] for several deliveries, in order, in one transaction (one commit
+    /// for a burst of webhooks): each is applied exactly as on its own, its job counters and
+    /// completion included, so the outcomes are those of applying them one after another. On
+    /// an error nothing is applied: the caller applies them one at a time to find the culprit.
+    pub async fn apply_deliveries(&self, items: &[(Uuid, &Delivery)]) -> StoreResult<Vec<ApplyOutcome>> {
+        let (txn, _gate) = self.write_txn().await?;
+        let mut outcomes = Vec::with_capacity(items.len());
+        for (delivery_id, parsed) in items {
+            outcomes.push(apply_in(&txn, *delivery_id, parsed, now()).await?);
         }
         txn.commit().await?;
-        Ok(ApplyOutcome::Applied { matched, unmatched, completed_jobs })
+        Ok(outcomes)
     }
 
     /// Counts a failed attempt to apply a delivery (the database refused the write, not because
@@ -624,6 +521,132 @@ impl Store {
         txn.commit().await?;
         Ok(people.len() as u64)
     }
+}
+
+/// [`Store::apply_delivery`] in the caller's transaction.
+async fn apply_in(
+    txn: &DatabaseTransaction,
+    delivery_id: Uuid,
+    parsed: &Delivery,
+    now: DateTime<Utc>,
+) -> StoreResult<ApplyOutcome> {
+    let Some(d) = by_key(txn, inbound_delivery::Entity::find_by_id(delivery_id).lock(LockType::Update)).await? else {
+        return Err(StoreError::NotFound(format!("delivery {delivery_id}")));
+    };
+    if d.state != DeliveryState::Pending {
+        return Ok(ApplyOutcome::AlreadyProcessed);
+    }
+    let Some(b) = by_key(txn, batch::Entity::find_by_id(d.batch_id)).await? else {
+        return Ok(ApplyOutcome::NotReady);
+    };
+    let batch_state = b.state;
+    if !matches!(batch_state, BatchState::Submitted | BatchState::Failed) {
+        return Ok(ApplyOutcome::NotReady);
+    }
+    // What the charge rule reads of the batch's applied deliveries; bodies only where a claim
+    // is missing (deliveries from before claims were in the URL), to compare request ids.
+    let earlier: Vec<(Uuid, Option<i32>, Option<String>, i64)> = inbound_delivery::Entity::find()
+        .select_only()
+        .columns([
+            inbound_delivery::Column::Id,
+            inbound_delivery::Column::Claim,
+            inbound_delivery::Column::Kind,
+            inbound_delivery::Column::CreditsMicros,
+        ])
+        .filter(inbound_delivery::Column::BatchId.eq(d.batch_id))
+        .filter(inbound_delivery::Column::State.eq(DeliveryState::Processed))
+        .into_tuple()
+        .all(txn)
+        .await?;
+    let unclaimed: Vec<Uuid> =
+        earlier.iter().filter(|(_, claim, _, _)| claim.is_none() || d.claim.is_none()).map(|e| e.0).collect();
+    let bodies: HashMap<Uuid, Vec<u8>> = if unclaimed.is_empty() {
+        HashMap::new()
+    } else {
+        inbound_delivery::Entity::find()
+            .select_only()
+            .columns([inbound_delivery::Column::Id, inbound_delivery::Column::Body])
+            .filter(inbound_delivery::Column::Id.is_in(unclaimed))
+            .into_tuple()
+            .all(txn)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let same_request = |(id, claim, _, _): &(Uuid, Option<i32>, Option<String>, i64)| match (*claim, d.claim) {
+        (Some(x), Some(y)) => x == y,
+        // Without claims (older URLs): the request id decides. An emptied body (its job was
+        // erased) no longer names its request: assume the same one, so erasure never makes a
+        // part count twice.
+        _ => bodies.get(id).is_none_or(|body| body.is_empty() || request_id_of(body) == parsed.request_id),
+    };
+    let part_charged = earlier.iter().any(|e| {
+        let (_, _, kind, credits) = e;
+        kind.as_deref() == Some(parsed.kind.as_str()) && *credits != 0 && same_request(e)
+    });
+    let part_credits = lifecycle::delivery_charge(parsed.credits.map(|c| c.micros()).unwrap_or(0), part_charged);
+    // Proof that an unanswered claim ran: book its synchronous charge once.
+    // (Claim 0 is the dispatcher's probe: one detail matching nobody, charged nothing.)
+    let unanswered_claim_ran = matches!((d.claim, b.answered_claim), (Some(c), Some(a)) if c != a && c > 0)
+        && !earlier.iter().any(|(_, claim, _, _)| *claim == d.claim);
+    let sync_credits = if unanswered_claim_ran { b.sync_credits_micros } else { 0 };
+    let credits = part_credits + sync_credits;
+    inbound_delivery::Entity::update_many()
+        .filter(inbound_delivery::Column::Id.eq(delivery_id))
+        .col_expr(inbound_delivery::Column::State, Expr::value(DeliveryState::Processed))
+        .col_expr(inbound_delivery::Column::Kind, Expr::value(parsed.kind.as_str()))
+        .col_expr(inbound_delivery::Column::CreditsMicros, Expr::value(part_credits))
+        .col_expr(inbound_delivery::Column::ProcessedAt, Expr::value(now))
+        .exec(txn)
+        .await?;
+
+    if credits != 0 {
+        // The batch row before people: the lock order.
+        batch::Entity::update_many()
+            .filter(batch::Column::Id.eq(d.batch_id))
+            .col_expr(batch::Column::CreditsMicros, Expr::col(batch::Column::CreditsMicros).add(credits))
+            .exec(txn)
+            .await?;
+    }
+    let mut tally = Tally::default();
+    let probe = d.claim.is_some_and(|c| c <= 0);
+    let (matched, unmatched) = if batch_state == BatchState::Submitted && !probe {
+        // The answered call's payload speaks for everyone in it; another call's (a retry
+        // Apollo ran too) only for the people it names.
+        let whole_request = d.claim.is_none() || d.claim == b.answered_claim;
+        merge_into_batch(txn, &mut tally, &d, parsed, whole_request, now).await?
+    } else {
+        (0, parsed.people.iter().map(|f| f.apollo_id.clone().unwrap_or_default()).collect())
+    };
+    if credits != 0 {
+        // Split over the jobs of the people in the call (by their number in it).
+        let members: Vec<(Uuid, i64)> = person::Entity::find()
+            .select_only()
+            .column(person::Column::JobId)
+            .column_as(person::Column::Id.count(), "n")
+            .filter(person::Column::BatchId.eq(d.batch_id))
+            .group_by(person::Column::JobId)
+            .order_by_asc(person::Column::JobId)
+            .into_tuple()
+            .all(txn)
+            .await?;
+        // Each kind split on its own, so the per-kind totals are exact too.
+        for (kind, amount) in [(CreditKind::of(parsed.kind), part_credits), (CreditKind::Sync, sync_credits)] {
+            for (job_id, share) in split_credits(amount, &members) {
+                tally.credits(job_id, kind, share);
+            }
+        }
+    }
+    if part_credits != 0 && batch_state == BatchState::Submitted && !probe {
+        charge_people(txn, d.batch_id, parsed, part_credits).await?;
+    }
+    let completed_jobs = tally.flush(txn, now).await?;
+    let erased = erased_jobs_in_batch(txn, d.batch_id).await?;
+    if !erased.is_empty() {
+        // The raw payload names erased people: merged (for the others), it is not kept.
+        empty_delivery_bodies(txn, &[delivery_id]).await?;
+    }
+    Ok(ApplyOutcome::Applied { matched, unmatched, completed_jobs })
 }
 
 /// Merges a delivery into the people of its (answered) batch: every person with an Apollo id the
