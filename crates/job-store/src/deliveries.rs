@@ -277,21 +277,39 @@ impl Store {
     /// Applying a delivery twice is a no-op. People of an erased job get no data (their parts
     /// still count), and a delivery naming them is not kept: its body is emptied once applied.
     pub async fn apply_delivery(&self, delivery_id: Uuid, parsed: &Delivery) -> StoreResult<ApplyOutcome> {
+        let now = now();
         let (txn, _gate) = self.write_txn().await?;
-        let outcome = apply_in(&txn, delivery_id, parsed, now()).await?;
+        let mut tally = Tally::default();
+        let mut outcome = apply_in(&txn, &mut tally, delivery_id, parsed, now).await?;
+        let completed = tally.flush(&txn, now).await?;
+        if let ApplyOutcome::Applied { completed_jobs, .. } = &mut outcome {
+            *completed_jobs = completed;
+        }
         txn.commit().await?;
         Ok(outcome)
     }
 
     /// [`Store::apply_delivery`] for several deliveries, in order, in one transaction (one commit
-    /// for a burst of webhooks): each is applied exactly as on its own, its job counters and
-    /// completion included, so the outcomes are those of applying them one after another. On
-    /// an error nothing is applied: the caller applies them one at a time to find the culprit.
+    /// for a burst of webhooks). The people and deliveries end as if each had been applied on its
+    /// own; the job counters are written once, at the end, so job rows (which claims and answers
+    /// update too) stay locked only for the commit, and jobs the group completes are listed on
+    /// its last applied delivery (their `job.completed` event covers every change of the group).
+    /// On an error nothing is applied: the caller applies them one at a time to find the culprit.
     pub async fn apply_deliveries(&self, items: &[(Uuid, &Delivery)]) -> StoreResult<Vec<ApplyOutcome>> {
+        let now = now();
         let (txn, _gate) = self.write_txn().await?;
+        let mut tally = Tally::default();
         let mut outcomes = Vec::with_capacity(items.len());
         for (delivery_id, parsed) in items {
-            outcomes.push(apply_in(&txn, *delivery_id, parsed, now()).await?);
+            outcomes.push(apply_in(&txn, &mut tally, *delivery_id, parsed, now).await?);
+        }
+        let completed = tally.flush(&txn, now).await?;
+        let last = outcomes.iter_mut().rev().find_map(|o| match o {
+            ApplyOutcome::Applied { completed_jobs, .. } => Some(completed_jobs),
+            _ => None,
+        });
+        if let Some(completed_jobs) = last {
+            *completed_jobs = completed;
         }
         txn.commit().await?;
         Ok(outcomes)
@@ -523,9 +541,11 @@ impl Store {
     }
 }
 
-/// [`Store::apply_delivery`] in the caller's transaction.
+/// [`Store::apply_delivery`] in the caller's transaction, its job changes added to `tally` (the
+/// caller flushes it; `completed_jobs` is left empty).
 async fn apply_in(
     txn: &DatabaseTransaction,
+    tally: &mut Tally,
     delivery_id: Uuid,
     parsed: &Delivery,
     now: DateTime<Utc>,
@@ -608,13 +628,12 @@ async fn apply_in(
             .exec(txn)
             .await?;
     }
-    let mut tally = Tally::default();
     let probe = d.claim.is_some_and(|c| c <= 0);
     let (matched, unmatched) = if batch_state == BatchState::Submitted && !probe {
         // The answered call's payload speaks for everyone in it; another call's (a retry
         // Apollo ran too) only for the people it names.
         let whole_request = d.claim.is_none() || d.claim == b.answered_claim;
-        merge_into_batch(txn, &mut tally, &d, parsed, whole_request, now).await?
+        merge_into_batch(txn, tally, &d, parsed, whole_request, now).await?
     } else {
         (0, parsed.people.iter().map(|f| f.apollo_id.clone().unwrap_or_default()).collect())
     };
@@ -640,13 +659,12 @@ async fn apply_in(
     if part_credits != 0 && batch_state == BatchState::Submitted && !probe {
         charge_people(txn, d.batch_id, parsed, part_credits).await?;
     }
-    let completed_jobs = tally.flush(txn, now).await?;
     let erased = erased_jobs_in_batch(txn, d.batch_id).await?;
     if !erased.is_empty() {
         // The raw payload names erased people: merged (for the others), it is not kept.
         empty_delivery_bodies(txn, &[delivery_id]).await?;
     }
-    Ok(ApplyOutcome::Applied { matched, unmatched, completed_jobs })
+    Ok(ApplyOutcome::Applied { matched, unmatched, completed_jobs: Vec::new() })
 }
 
 /// Merges a delivery into the people of its (answered) batch: every person with an Apollo id the
