@@ -629,26 +629,39 @@ async fn apply_in(
             .await?;
     }
     let probe = d.claim.is_some_and(|c| c <= 0);
-    let (matched, unmatched) = if batch_state == BatchState::Submitted && !probe {
+    // The batch's people and its erased jobs, when the merge read them (reused below).
+    let (matched, unmatched, merged) = if batch_state == BatchState::Submitted && !probe {
         // The answered call's payload speaks for everyone in it; another call's (a retry
         // Apollo ran too) only for the people it names.
         let whole_request = d.claim.is_none() || d.claim == b.answered_claim;
-        merge_into_batch(txn, tally, &d, parsed, whole_request, now).await?
+        let m = merge_into_batch(txn, tally, &d, parsed, whole_request, now).await?;
+        (m.matched, m.unmatched, Some((m.people, m.erased)))
     } else {
-        (0, parsed.people.iter().map(|f| f.apollo_id.clone().unwrap_or_default()).collect())
+        (0, parsed.people.iter().map(|f| f.apollo_id.clone().unwrap_or_default()).collect(), None)
     };
     if credits != 0 {
         // Split over the jobs of the people in the call (by their number in it).
-        let members: Vec<(Uuid, i64)> = person::Entity::find()
-            .select_only()
-            .column(person::Column::JobId)
-            .column_as(person::Column::Id.count(), "n")
-            .filter(person::Column::BatchId.eq(d.batch_id))
-            .group_by(person::Column::JobId)
-            .order_by_asc(person::Column::JobId)
-            .into_tuple()
-            .all(txn)
-            .await?;
+        let members: Vec<(Uuid, i64)> = match &merged {
+            Some((people, _)) => {
+                let mut by_job: BTreeMap<Uuid, i64> = BTreeMap::new();
+                for p in people {
+                    *by_job.entry(p.job_id).or_default() += 1;
+                }
+                by_job.into_iter().collect()
+            }
+            None => {
+                person::Entity::find()
+                    .select_only()
+                    .column(person::Column::JobId)
+                    .column_as(person::Column::Id.count(), "n")
+                    .filter(person::Column::BatchId.eq(d.batch_id))
+                    .group_by(person::Column::JobId)
+                    .order_by_asc(person::Column::JobId)
+                    .into_tuple()
+                    .all(txn)
+                    .await?
+            }
+        };
         // Each kind split on its own, so the per-kind totals are exact too.
         for (kind, amount) in [(CreditKind::of(parsed.kind), part_credits), (CreditKind::Sync, sync_credits)] {
             for (job_id, share) in split_credits(amount, &members) {
@@ -656,10 +669,15 @@ async fn apply_in(
             }
         }
     }
-    if part_credits != 0 && batch_state == BatchState::Submitted && !probe {
-        charge_people(txn, d.batch_id, parsed, part_credits).await?;
-    }
-    let erased = erased_jobs_in_batch(txn, d.batch_id).await?;
+    let erased = match merged {
+        Some((people, erased)) => {
+            if part_credits != 0 {
+                charge_people(txn, &people, parsed, part_credits).await?;
+            }
+            erased
+        }
+        None => erased_jobs_in_batch(txn, d.batch_id).await?,
+    };
     if !erased.is_empty() {
         // The raw payload names erased people: merged (for the others), it is not kept.
         empty_delivery_bodies(txn, &[delivery_id]).await?;
@@ -670,8 +688,7 @@ async fn apply_in(
 /// Merges a delivery into the people of its (answered) batch: every person with an Apollo id the
 /// delivery names gets its facts; every person expecting the part gets it (only those it names,
 /// unless it answers the recorded call: `whole_request`); for a phone delivery,
-/// people of other calls waiting for the same Apollo person's phone get it too. Returns how many
-/// entries matched someone in the batch, and the ids that matched nobody.
+/// people of other calls waiting for the same Apollo person's phone get it too.
 async fn merge_into_batch(
     txn: &DatabaseTransaction,
     tally: &mut Tally,
@@ -679,7 +696,7 @@ async fn merge_into_batch(
     parsed: &Delivery,
     whole_request: bool,
     now: DateTime<Utc>,
-) -> StoreResult<(usize, Vec<String>)> {
+) -> StoreResult<Merged> {
     let people = lock_batch_primaries(txn, d.batch_id).await?;
     // People of erased jobs get no data back (their parts still count as arrived).
     let erased = erased_jobs_in_batch(txn, d.batch_id).await?;
@@ -739,28 +756,38 @@ async fn merge_into_batch(
             .collect();
         deliver_phone_elsewhere(txn, tally, d.batch_id, &ids, parsed, now).await?;
     }
-    Ok((matched, unmatched))
+    Ok(Merged { matched, unmatched, people, erased })
+}
+
+/// What [`merge_into_batch`] did, and what it read that the rest of the merge needs again.
+struct Merged {
+    /// Delivery entries that matched someone in the batch.
+    matched: usize,
+    /// Apollo ids that matched nobody.
+    unmatched: Vec<String>,
+    /// The batch's people as read before the merge (their ids, jobs and Apollo ids stay).
+    people: Vec<person::Model>,
+    /// The batch's erased jobs.
+    erased: HashSet<Uuid>,
 }
 
 /// Books a delivery's charge on the people of the batch it names, evenly (exactly: the shares add
 /// up), so that a person's credits are what its lookup cost: what answering it again from the
 /// store saves ([`crate::reuse`]). The job's credits are booked apart, by [`Tally::credits`].
-async fn charge_people(txn: &DatabaseTransaction, batch_id: Uuid, parsed: &Delivery, micros: i64) -> StoreResult<()> {
-    let ids: Vec<&str> = parsed.people.iter().filter_map(|f| f.apollo_id.as_deref()).collect();
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let named: Vec<Uuid> = person::Entity::find()
-        .select_only()
-        .column(person::Column::Id)
-        .filter(person::Column::BatchId.eq(batch_id))
-        .filter(person::Column::ApolloId.is_in(ids))
-        .filter(person::Column::DupOf.is_null())
-        .order_by_asc(person::Column::Id)
-        .into_tuple()
-        .all(txn)
-        .await?;
-    let weights: Vec<(Uuid, i64)> = named.into_iter().map(|id| (id, 1)).collect();
+///
+/// `people` are the batch's people (primaries, in id order) as the merge read them.
+async fn charge_people(
+    txn: &DatabaseTransaction,
+    people: &[person::Model],
+    parsed: &Delivery,
+    micros: i64,
+) -> StoreResult<()> {
+    let ids: HashSet<&str> = parsed.people.iter().filter_map(|f| f.apollo_id.as_deref()).collect();
+    let weights: Vec<(Uuid, i64)> = people
+        .iter()
+        .filter(|p| p.dup_of.is_none() && p.apollo_id.as_deref().is_some_and(|a| ids.contains(a)))
+        .map(|p| (p.id, 1))
+        .collect();
     let rows: Vec<Vec<sea_orm::Value>> = split_credits(micros, &weights)
         .into_iter()
         .filter(|(_, share)| *share != 0)
