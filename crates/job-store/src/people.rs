@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, LockType};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IdenStatic, QueryFilter, QueryOrder, QuerySelect, Statement,
-    Value,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IdenStatic, Iterable, QueryFilter, QueryOrder, QuerySelect,
+    Statement, Value,
 };
 use uuid::Uuid;
 
@@ -53,12 +53,21 @@ pub(crate) fn apply_event(p: &mut person::Model, event: Event, now: DateTime<Utc
 }
 
 /// The people of a batch (primaries only: duplicates never get a batch id), locked (PostgreSQL)
-/// in id order.
+/// in id order. Their `input` is not read (it is JSON `null` here): answers, merges and failures
+/// never need the client's input, and reading it would cost a JSON decoding per person.
 pub(crate) async fn lock_batch_primaries<C: ConnectionTrait>(
     db: &C,
     batch_id: Uuid,
 ) -> StoreResult<Vec<person::Model>> {
-    Ok(person::Entity::find()
+    let null_json = match db.get_database_backend() {
+        DbBackend::Postgres => "'null'::jsonb",
+        _ => "'null'",
+    };
+    let mut q = person::Entity::find().select_only();
+    for column in person::Column::iter().filter(|c| !matches!(c, person::Column::Input)) {
+        q = q.column(column);
+    }
+    Ok(q.column_as(Expr::cust(null_json), person::Column::Input.as_str())
         .filter(person::Column::BatchId.eq(batch_id))
         .order_by_asc(person::Column::Id)
         .lock(LockType::Update)
