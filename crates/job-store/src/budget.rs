@@ -67,8 +67,11 @@ pub(crate) async fn room<C: ConnectionTrait>(
     job_id: Uuid,
     now: DateTime<Utc>,
 ) -> StoreResult<Room> {
-    let Some(j) =
-        job::Entity::find_by_id(job_id).lock_with_behavior(LockType::Update, LockBehavior::SkipLocked).one(db).await?
+    let Some(j) = crate::sql::by_key(
+        db,
+        job::Entity::find_by_id(job_id).lock_with_behavior(LockType::Update, LockBehavior::SkipLocked),
+    )
+    .await?
     else {
         return Ok(Room::Wait);
     };

@@ -21,6 +21,7 @@ use crate::lifecycle::Event;
 use crate::lifecycle::Part;
 use crate::people::{apply_event, move_primaries, update_person};
 use crate::reuse::{Earlier, ReusePolicy};
+use crate::sql;
 use crate::system::{CallError, record_call_error};
 use crate::{
     BatchState, JobOptions, JobState, PersonState, Store, StoreError, StoreResult, budget, dispatcher, hex, new_id, ts,
@@ -221,7 +222,7 @@ impl Store {
         let error = call_error.message;
         let now = crate::now();
         let (txn, _gate) = self.write_txn().await?;
-        let Some(b) = batch::Entity::find_by_id(batch_id).lock(LockType::Update).one(&txn).await? else {
+        let Some(b) = sql::by_key(&txn, batch::Entity::find_by_id(batch_id).lock(LockType::Update)).await? else {
             return Err(StoreError::NotFound(format!("batch {batch_id}")));
         };
         let people: Vec<person::Model> =
@@ -511,16 +512,14 @@ async fn reclaim_retry(
     now: DateTime<Utc>,
 ) -> StoreResult<Option<ClaimedBatch>> {
     loop {
-        let Some(b) = batch::Entity::find()
+        let due = batch::Entity::find()
             .filter(batch::Column::State.eq(BatchState::RetryWait))
             .filter(batch::Column::NextAttemptAt.lte(now))
             .order_by_asc(batch::Column::NextAttemptAt)
             .order_by_asc(batch::Column::Id)
             .limit(1)
-            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-            .one(txn)
-            .await?
-        else {
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        let Some(b) = sql::rows(txn, due).await?.pop() else {
             return Ok(None);
         };
         let waiting: Vec<person::Model> =
@@ -617,14 +616,12 @@ async fn candidate_jobs(txn: &DatabaseTransaction, flags: Option<i16>, limit: u6
         q = q.filter(job::Column::Flags.eq(f));
     }
     // `IS NULL` sorts never-claimed jobs first on both databases (their NULL ordering differs).
-    let rows: Vec<(Uuid, i16, bool, String, Option<i64>, bool)> = q
+    let q = q
         .order_by(Expr::col(job::Column::LastClaimedAt).is_null(), Order::Desc)
         .order_by_asc(job::Column::LastClaimedAt)
         .order_by_asc(job::Column::Id)
-        .limit(limit)
-        .into_tuple()
-        .all(txn)
-        .await?;
+        .limit(limit);
+    let rows: Vec<(Uuid, i16, bool, String, Option<i64>, bool)> = sql::tuples(txn, q).await?;
     Ok(rows
         .into_iter()
         .map(|(id, flags, budgeted, client, within, shared)| Candidate {
@@ -679,15 +676,14 @@ async fn form_batch(
             // `state = 'queued'` is written as a literal, not a bound parameter, so that both
             // planners match the partial index `ix_people_claimable` (a generic PostgreSQL plan
             // or SQLite cannot prove `state = $1` implies the index predicate).
-            let got = person::Entity::find()
+            let queued = person::Entity::find()
                 .filter(person::Column::JobId.eq(job_id))
                 .filter(Expr::col(person::Column::State).eq(Expr::cust("'queued'")))
                 .filter(person::Column::DupOf.is_null())
                 .order_by_asc(person::Column::Ordinal)
                 .limit(room as u64)
-                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-                .all(txn)
-                .await?;
+                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+            let got = sql::rows(txn, queued).await?;
             let got = match &cand.reuse {
                 None => got,
                 Some(policy) => {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, OnConflict};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -252,17 +252,15 @@ impl Tally {
                 }
             }
             if d.claimed {
-                update = update.col_expr(job::Column::LastClaimedAt, Expr::value(now));
+                // `queued` → `running` in the same statement.
+                let running = CaseStatement::new()
+                    .case(job::Column::State.eq(JobState::Queued), Expr::value(JobState::Running))
+                    .finally(Expr::col(job::Column::State));
+                update = update
+                    .col_expr(job::Column::LastClaimedAt, Expr::value(now))
+                    .col_expr(job::Column::State, running.into());
             }
             update.exec(db).await?;
-            if d.claimed {
-                job::Entity::update_many()
-                    .filter(job::Column::Id.eq(job_id))
-                    .filter(job::Column::State.eq(JobState::Queued))
-                    .col_expr(job::Column::State, Expr::value(JobState::Running))
-                    .exec(db)
-                    .await?;
-            }
             match finish_if_done(db, job_id, now).await? {
                 Completion::CompletedNow => completed.push(job_id),
                 // A finished job changed (e.g. a late part merged): a `job.updated` callback.
@@ -296,7 +294,7 @@ pub(crate) async fn finish_if_done<C: ConnectionTrait>(
     job_id: Uuid,
     now: DateTime<Utc>,
 ) -> StoreResult<Completion> {
-    let Some(j) = job::Entity::find_by_id(job_id).one(db).await? else { return Ok(Completion::Open) };
+    let Some(j) = crate::sql::by_key(db, job::Entity::find_by_id(job_id)).await? else { return Ok(Completion::Open) };
     if j.completed_at.is_some() {
         return Ok(Completion::CompletedBefore);
     }

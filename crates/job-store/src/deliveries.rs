@@ -18,7 +18,8 @@ use crate::entities::{batch, inbound_delivery, person};
 use crate::erase::{empty_delivery_bodies, erased_jobs_in_batch};
 use crate::lifecycle::{self, Event, Part};
 use crate::merge::Record;
-use crate::people::{apply_event, lock_batch_primaries, update_person};
+use crate::people::{Assign, apply_event, lock_batch_primaries, update_from_rows, update_people};
+use crate::sql::{self, by_key};
 use crate::sync::{split_credits, storable_text};
 use crate::{BatchState, DeliveryState, PersonState, Store, StoreError, StoreResult, new_id, now, sha256_hex, ts};
 
@@ -243,14 +244,13 @@ impl Store {
                 Expr::col((batch::Entity, batch::Column::State)).is_in([BatchState::Submitted, BatchState::Failed]),
             )
             .to_owned();
-        let rows = inbound_delivery::Entity::find()
+        let pending = inbound_delivery::Entity::find()
             .filter(inbound_delivery::Column::State.eq(DeliveryState::Pending))
             .filter(Expr::exists(batch_ready))
             .order_by_asc(inbound_delivery::Column::ReceivedAt)
             .order_by_asc(inbound_delivery::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await?;
+            .limit(limit);
+        let rows = sql::rows(&self.db, pending).await?;
         Ok(rows
             .into_iter()
             .map(|d| PendingDelivery { id: d.id, batch_id: d.batch_id, body: d.body, received_at: d.received_at })
@@ -279,124 +279,40 @@ impl Store {
     pub async fn apply_delivery(&self, delivery_id: Uuid, parsed: &Delivery) -> StoreResult<ApplyOutcome> {
         let now = now();
         let (txn, _gate) = self.write_txn().await?;
-        let Some(d) = inbound_delivery::Entity::find_by_id(delivery_id).lock(LockType::Update).one(&txn).await? else {
-            return Err(StoreError::NotFound(format!("delivery {delivery_id}")));
-        };
-        if d.state != DeliveryState::Pending {
-            return Ok(ApplyOutcome::AlreadyProcessed);
-        }
-        let Some(b) = batch::Entity::find_by_id(d.batch_id).one(&txn).await? else {
-            return Ok(ApplyOutcome::NotReady);
-        };
-        let batch_state = b.state;
-        if !matches!(batch_state, BatchState::Submitted | BatchState::Failed) {
-            return Ok(ApplyOutcome::NotReady);
-        }
-        // What the charge rule reads of the batch's applied deliveries; bodies only where a claim
-        // is missing (deliveries from before claims were in the URL), to compare request ids.
-        let earlier: Vec<(Uuid, Option<i32>, Option<String>, i64)> = inbound_delivery::Entity::find()
-            .select_only()
-            .columns([
-                inbound_delivery::Column::Id,
-                inbound_delivery::Column::Claim,
-                inbound_delivery::Column::Kind,
-                inbound_delivery::Column::CreditsMicros,
-            ])
-            .filter(inbound_delivery::Column::BatchId.eq(d.batch_id))
-            .filter(inbound_delivery::Column::State.eq(DeliveryState::Processed))
-            .into_tuple()
-            .all(&txn)
-            .await?;
-        let unclaimed: Vec<Uuid> =
-            earlier.iter().filter(|(_, claim, _, _)| claim.is_none() || d.claim.is_none()).map(|e| e.0).collect();
-        let bodies: HashMap<Uuid, Vec<u8>> = if unclaimed.is_empty() {
-            HashMap::new()
-        } else {
-            inbound_delivery::Entity::find()
-                .select_only()
-                .columns([inbound_delivery::Column::Id, inbound_delivery::Column::Body])
-                .filter(inbound_delivery::Column::Id.is_in(unclaimed))
-                .into_tuple()
-                .all(&txn)
-                .await?
-                .into_iter()
-                .collect()
-        };
-        let same_request = |(id, claim, _, _): &(Uuid, Option<i32>, Option<String>, i64)| match (*claim, d.claim) {
-            (Some(x), Some(y)) => x == y,
-            // Without claims (older URLs): the request id decides. An emptied body (its job was
-            // erased) no longer names its request: assume the same one, so erasure never makes a
-            // part count twice.
-            _ => bodies.get(id).is_none_or(|body| body.is_empty() || request_id_of(body) == parsed.request_id),
-        };
-        let part_charged = earlier.iter().any(|e| {
-            let (_, _, kind, credits) = e;
-            kind.as_deref() == Some(parsed.kind.as_str()) && *credits != 0 && same_request(e)
-        });
-        let part_credits = lifecycle::delivery_charge(parsed.credits.map(|c| c.micros()).unwrap_or(0), part_charged);
-        // Proof that an unanswered claim ran: book its synchronous charge once.
-        // (Claim 0 is the dispatcher's probe: one detail matching nobody, charged nothing.)
-        let unanswered_claim_ran = matches!((d.claim, b.answered_claim), (Some(c), Some(a)) if c != a && c > 0)
-            && !earlier.iter().any(|(_, claim, _, _)| *claim == d.claim);
-        let sync_credits = if unanswered_claim_ran { b.sync_credits_micros } else { 0 };
-        let credits = part_credits + sync_credits;
-        inbound_delivery::Entity::update_many()
-            .filter(inbound_delivery::Column::Id.eq(delivery_id))
-            .col_expr(inbound_delivery::Column::State, Expr::value(DeliveryState::Processed))
-            .col_expr(inbound_delivery::Column::Kind, Expr::value(parsed.kind.as_str()))
-            .col_expr(inbound_delivery::Column::CreditsMicros, Expr::value(part_credits))
-            .col_expr(inbound_delivery::Column::ProcessedAt, Expr::value(now))
-            .exec(&txn)
-            .await?;
-
-        if credits != 0 {
-            // The batch row before people: the lock order.
-            batch::Entity::update_many()
-                .filter(batch::Column::Id.eq(d.batch_id))
-                .col_expr(batch::Column::CreditsMicros, Expr::col(batch::Column::CreditsMicros).add(credits))
-                .exec(&txn)
-                .await?;
-        }
         let mut tally = Tally::default();
-        let probe = d.claim.is_some_and(|c| c <= 0);
-        let (matched, unmatched) = if batch_state == BatchState::Submitted && !probe {
-            // The answered call's payload speaks for everyone in it; another call's (a retry
-            // Apollo ran too) only for the people it names.
-            let whole_request = d.claim.is_none() || d.claim == b.answered_claim;
-            merge_into_batch(&txn, &mut tally, &d, parsed, whole_request, now).await?
-        } else {
-            (0, parsed.people.iter().map(|f| f.apollo_id.clone().unwrap_or_default()).collect())
-        };
-        if credits != 0 {
-            // Split over the jobs of the people in the call (by their number in it).
-            let members: Vec<(Uuid, i64)> = person::Entity::find()
-                .select_only()
-                .column(person::Column::JobId)
-                .column_as(person::Column::Id.count(), "n")
-                .filter(person::Column::BatchId.eq(d.batch_id))
-                .group_by(person::Column::JobId)
-                .order_by_asc(person::Column::JobId)
-                .into_tuple()
-                .all(&txn)
-                .await?;
-            // Each kind split on its own, so the per-kind totals are exact too.
-            for (kind, amount) in [(CreditKind::of(parsed.kind), part_credits), (CreditKind::Sync, sync_credits)] {
-                for (job_id, share) in split_credits(amount, &members) {
-                    tally.credits(job_id, kind, share);
-                }
-            }
-        }
-        if part_credits != 0 && batch_state == BatchState::Submitted && !probe {
-            charge_people(&txn, d.batch_id, parsed, part_credits).await?;
-        }
-        let completed_jobs = tally.flush(&txn, now).await?;
-        let erased = erased_jobs_in_batch(&txn, d.batch_id).await?;
-        if !erased.is_empty() {
-            // The raw payload names erased people: merged (for the others), it is not kept.
-            empty_delivery_bodies(&txn, &[delivery_id]).await?;
+        let mut outcome = apply_in(&txn, &mut tally, delivery_id, parsed, now).await?;
+        let completed = tally.flush(&txn, now).await?;
+        if let ApplyOutcome::Applied { completed_jobs, .. } = &mut outcome {
+            *completed_jobs = completed;
         }
         txn.commit().await?;
-        Ok(ApplyOutcome::Applied { matched, unmatched, completed_jobs })
+        Ok(outcome)
+    }
+
+    /// [`Store::apply_delivery`] for several deliveries, in order, in one transaction (one commit
+    /// for a burst of webhooks). The people and deliveries end as if each had been applied on its
+    /// own; the job counters are written once, at the end, so job rows (which claims and answers
+    /// update too) stay locked only for the commit, and jobs the group completes are listed on
+    /// its last applied delivery (their `job.completed` event covers every change of the group).
+    /// On an error nothing is applied: the caller applies them one at a time to find the culprit.
+    pub async fn apply_deliveries(&self, items: &[(Uuid, &Delivery)]) -> StoreResult<Vec<ApplyOutcome>> {
+        let now = now();
+        let (txn, _gate) = self.write_txn().await?;
+        let mut tally = Tally::default();
+        let mut outcomes = Vec::with_capacity(items.len());
+        for (delivery_id, parsed) in items {
+            outcomes.push(apply_in(&txn, &mut tally, *delivery_id, parsed, now).await?);
+        }
+        let completed = tally.flush(&txn, now).await?;
+        let last = outcomes.iter_mut().rev().find_map(|o| match o {
+            ApplyOutcome::Applied { completed_jobs, .. } => Some(completed_jobs),
+            _ => None,
+        });
+        if let Some(completed_jobs) = last {
+            *completed_jobs = completed;
+        }
+        txn.commit().await?;
+        Ok(outcomes)
     }
 
     /// Counts a failed attempt to apply a delivery (the database refused the write, not because
@@ -431,19 +347,20 @@ impl Store {
         let (txn, _gate) = self.write_txn().await?;
         let people = lock_batch_primaries(&txn, batch_id).await?;
         let mut tally = Tally::default();
-        let mut changed = 0;
+        let mut changes = Vec::new();
         for p in &people {
             let mut new = p.clone();
             apply_event(&mut new, Event::PartFailed(part), now)?;
             if new.state != p.state {
                 new.last_error = storable_text(Some(format!("{} failed at Apollo: {reason}", part.as_str())));
-                update_person(&txn, &mut tally, p, &new, now).await?;
-                changed += 1;
+                changes.push((p, new));
             }
         }
+        let pairs: Vec<(&person::Model, &person::Model)> = changes.iter().map(|(old, new)| (*old, new)).collect();
+        update_people(&txn, &mut tally, &pairs, now).await?;
         tally.flush(&txn, now).await?;
         txn.commit().await?;
-        Ok(changed)
+        Ok(changes.len() as u64)
     }
 
     /// Records a reconcile poll of a batch: it is polled again at `next_at` at the earliest.
@@ -607,25 +524,171 @@ impl Store {
         }
         let people = q.lock(LockType::Update).all(&txn).await?;
         let mut tally = Tally::default();
+        let mut changes = Vec::with_capacity(people.len());
         for p in &people {
             let mut new = p.clone();
             apply_event(&mut new, Event::Deadline, now)?;
             if new.phone_elsewhere && !new.got_phone {
                 new.last_error = Some(PHONE_SKIPPED.into());
             }
-            update_person(&txn, &mut tally, p, &new, now).await?;
+            changes.push((p, new));
         }
+        let pairs: Vec<(&person::Model, &person::Model)> = changes.iter().map(|(old, new)| (*old, new)).collect();
+        update_people(&txn, &mut tally, &pairs, now).await?;
         tally.flush(&txn, now).await?;
         txn.commit().await?;
         Ok(people.len() as u64)
     }
 }
 
+/// [`Store::apply_delivery`] in the caller's transaction, its job changes added to `tally` (the
+/// caller flushes it; `completed_jobs` is left empty).
+async fn apply_in(
+    txn: &DatabaseTransaction,
+    tally: &mut Tally,
+    delivery_id: Uuid,
+    parsed: &Delivery,
+    now: DateTime<Utc>,
+) -> StoreResult<ApplyOutcome> {
+    let Some(d) = by_key(txn, inbound_delivery::Entity::find_by_id(delivery_id).lock(LockType::Update)).await? else {
+        return Err(StoreError::NotFound(format!("delivery {delivery_id}")));
+    };
+    if d.state != DeliveryState::Pending {
+        return Ok(ApplyOutcome::AlreadyProcessed);
+    }
+    let Some(b) = by_key(txn, batch::Entity::find_by_id(d.batch_id)).await? else {
+        return Ok(ApplyOutcome::NotReady);
+    };
+    let batch_state = b.state;
+    if !matches!(batch_state, BatchState::Submitted | BatchState::Failed) {
+        return Ok(ApplyOutcome::NotReady);
+    }
+    // What the charge rule reads of the batch's applied deliveries; bodies only where a claim
+    // is missing (deliveries from before claims were in the URL), to compare request ids.
+    let earlier: Vec<(Uuid, Option<i32>, Option<String>, i64)> = inbound_delivery::Entity::find()
+        .select_only()
+        .columns([
+            inbound_delivery::Column::Id,
+            inbound_delivery::Column::Claim,
+            inbound_delivery::Column::Kind,
+            inbound_delivery::Column::CreditsMicros,
+        ])
+        .filter(inbound_delivery::Column::BatchId.eq(d.batch_id))
+        .filter(inbound_delivery::Column::State.eq(DeliveryState::Processed))
+        .into_tuple()
+        .all(txn)
+        .await?;
+    let unclaimed: Vec<Uuid> =
+        earlier.iter().filter(|(_, claim, _, _)| claim.is_none() || d.claim.is_none()).map(|e| e.0).collect();
+    let bodies: HashMap<Uuid, Vec<u8>> = if unclaimed.is_empty() {
+        HashMap::new()
+    } else {
+        inbound_delivery::Entity::find()
+            .select_only()
+            .columns([inbound_delivery::Column::Id, inbound_delivery::Column::Body])
+            .filter(inbound_delivery::Column::Id.is_in(unclaimed))
+            .into_tuple()
+            .all(txn)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    let same_request = |(id, claim, _, _): &(Uuid, Option<i32>, Option<String>, i64)| match (*claim, d.claim) {
+        (Some(x), Some(y)) => x == y,
+        // Without claims (older URLs): the request id decides. An emptied body (its job was
+        // erased) no longer names its request: assume the same one, so erasure never makes a
+        // part count twice.
+        _ => bodies.get(id).is_none_or(|body| body.is_empty() || request_id_of(body) == parsed.request_id),
+    };
+    let part_charged = earlier.iter().any(|e| {
+        let (_, _, kind, credits) = e;
+        kind.as_deref() == Some(parsed.kind.as_str()) && *credits != 0 && same_request(e)
+    });
+    let part_credits = lifecycle::delivery_charge(parsed.credits.map(|c| c.micros()).unwrap_or(0), part_charged);
+    // Proof that an unanswered claim ran: book its synchronous charge once.
+    // (Claim 0 is the dispatcher's probe: one detail matching nobody, charged nothing.)
+    let unanswered_claim_ran = matches!((d.claim, b.answered_claim), (Some(c), Some(a)) if c != a && c > 0)
+        && !earlier.iter().any(|(_, claim, _, _)| *claim == d.claim);
+    let sync_credits = if unanswered_claim_ran { b.sync_credits_micros } else { 0 };
+    let credits = part_credits + sync_credits;
+    inbound_delivery::Entity::update_many()
+        .filter(inbound_delivery::Column::Id.eq(delivery_id))
+        .col_expr(inbound_delivery::Column::State, Expr::value(DeliveryState::Processed))
+        .col_expr(inbound_delivery::Column::Kind, Expr::value(parsed.kind.as_str()))
+        .col_expr(inbound_delivery::Column::CreditsMicros, Expr::value(part_credits))
+        .col_expr(inbound_delivery::Column::ProcessedAt, Expr::value(now))
+        .exec(txn)
+        .await?;
+
+    if credits != 0 {
+        // The batch row before people: the lock order.
+        batch::Entity::update_many()
+            .filter(batch::Column::Id.eq(d.batch_id))
+            .col_expr(batch::Column::CreditsMicros, Expr::col(batch::Column::CreditsMicros).add(credits))
+            .exec(txn)
+            .await?;
+    }
+    let probe = d.claim.is_some_and(|c| c <= 0);
+    // The batch's people and its erased jobs, when the merge read them (reused below).
+    let (matched, unmatched, merged) = if batch_state == BatchState::Submitted && !probe {
+        // The answered call's payload speaks for everyone in it; another call's (a retry
+        // Apollo ran too) only for the people it names.
+        let whole_request = d.claim.is_none() || d.claim == b.answered_claim;
+        let m = merge_into_batch(txn, tally, &d, parsed, whole_request, now).await?;
+        (m.matched, m.unmatched, Some((m.people, m.erased)))
+    } else {
+        (0, parsed.people.iter().map(|f| f.apollo_id.clone().unwrap_or_default()).collect(), None)
+    };
+    if credits != 0 {
+        // Split over the jobs of the people in the call (by their number in it).
+        let members: Vec<(Uuid, i64)> = match &merged {
+            Some((people, _)) => {
+                let mut by_job: BTreeMap<Uuid, i64> = BTreeMap::new();
+                for p in people {
+                    *by_job.entry(p.job_id).or_default() += 1;
+                }
+                by_job.into_iter().collect()
+            }
+            None => {
+                person::Entity::find()
+                    .select_only()
+                    .column(person::Column::JobId)
+                    .column_as(person::Column::Id.count(), "n")
+                    .filter(person::Column::BatchId.eq(d.batch_id))
+                    .group_by(person::Column::JobId)
+                    .order_by_asc(person::Column::JobId)
+                    .into_tuple()
+                    .all(txn)
+                    .await?
+            }
+        };
+        // Each kind split on its own, so the per-kind totals are exact too.
+        for (kind, amount) in [(CreditKind::of(parsed.kind), part_credits), (CreditKind::Sync, sync_credits)] {
+            for (job_id, share) in split_credits(amount, &members) {
+                tally.credits(job_id, kind, share);
+            }
+        }
+    }
+    let erased = match merged {
+        Some((people, erased)) => {
+            if part_credits != 0 {
+                charge_people(txn, &people, parsed, part_credits).await?;
+            }
+            erased
+        }
+        None => erased_jobs_in_batch(txn, d.batch_id).await?,
+    };
+    if !erased.is_empty() {
+        // The raw payload names erased people: merged (for the others), it is not kept.
+        empty_delivery_bodies(txn, &[delivery_id]).await?;
+    }
+    Ok(ApplyOutcome::Applied { matched, unmatched, completed_jobs: Vec::new() })
+}
+
 /// Merges a delivery into the people of its (answered) batch: every person with an Apollo id the
 /// delivery names gets its facts; every person expecting the part gets it (only those it names,
 /// unless it answers the recorded call: `whole_request`); for a phone delivery,
-/// people of other calls waiting for the same Apollo person's phone get it too. Returns how many
-/// entries matched someone in the batch, and the ids that matched nobody.
+/// people of other calls waiting for the same Apollo person's phone get it too.
 async fn merge_into_batch(
     txn: &DatabaseTransaction,
     tally: &mut Tally,
@@ -633,7 +696,7 @@ async fn merge_into_batch(
     parsed: &Delivery,
     whole_request: bool,
     now: DateTime<Utc>,
-) -> StoreResult<(usize, Vec<String>)> {
+) -> StoreResult<Merged> {
     let people = lock_batch_primaries(txn, d.batch_id).await?;
     // People of erased jobs get no data back (their parts still count as arrived).
     let erased = erased_jobs_in_batch(txn, d.batch_id).await?;
@@ -658,6 +721,7 @@ async fn merge_into_batch(
         }
     }
     let part = Part::of(parsed.kind);
+    let mut changes = Vec::with_capacity(people.len());
     for (i, p) in people.iter().enumerate() {
         let mut new = p.clone();
         let facts = facts_of.get(&i);
@@ -677,9 +741,12 @@ async fn merge_into_batch(
             apply_event(&mut new, Event::PartArrived(part), now)?;
         }
         if new != *p {
-            update_person(txn, tally, p, &new, now).await?;
+            changes.push((p, new));
         }
     }
+    // The delivery's people in one statement.
+    let pairs: Vec<(&person::Model, &person::Model)> = changes.iter().map(|(old, new)| (*old, new)).collect();
+    update_people(txn, tally, &pairs, now).await?;
     if part == Part::Phone {
         let ids: Vec<&str> = parsed
             .people
@@ -689,37 +756,46 @@ async fn merge_into_batch(
             .collect();
         deliver_phone_elsewhere(txn, tally, d.batch_id, &ids, parsed, now).await?;
     }
-    Ok((matched, unmatched))
+    Ok(Merged { matched, unmatched, people, erased })
+}
+
+/// What [`merge_into_batch`] did, and what it read that the rest of the merge needs again.
+struct Merged {
+    /// Delivery entries that matched someone in the batch.
+    matched: usize,
+    /// Apollo ids that matched nobody.
+    unmatched: Vec<String>,
+    /// The batch's people as read before the merge (their ids, jobs and Apollo ids stay).
+    people: Vec<person::Model>,
+    /// The batch's erased jobs.
+    erased: HashSet<Uuid>,
 }
 
 /// Books a delivery's charge on the people of the batch it names, evenly (exactly: the shares add
 /// up), so that a person's credits are what its lookup cost: what answering it again from the
 /// store saves ([`crate::reuse`]). The job's credits are booked apart, by [`Tally::credits`].
-async fn charge_people(txn: &DatabaseTransaction, batch_id: Uuid, parsed: &Delivery, micros: i64) -> StoreResult<()> {
-    let ids: Vec<&str> = parsed.people.iter().filter_map(|f| f.apollo_id.as_deref()).collect();
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let named: Vec<Uuid> = person::Entity::find()
-        .select_only()
-        .column(person::Column::Id)
-        .filter(person::Column::BatchId.eq(batch_id))
-        .filter(person::Column::ApolloId.is_in(ids))
-        .filter(person::Column::DupOf.is_null())
-        .order_by_asc(person::Column::Id)
-        .into_tuple()
-        .all(txn)
-        .await?;
-    let weights: Vec<(Uuid, i64)> = named.into_iter().map(|id| (id, 1)).collect();
-    for (id, share) in split_credits(micros, &weights) {
-        if share != 0 {
-            person::Entity::update_many()
-                .filter(person::Column::Id.eq(id))
-                .col_expr(person::Column::CreditsMicros, Expr::col(person::Column::CreditsMicros).add(share))
-                .exec(txn)
-                .await?;
-        }
-    }
+///
+/// `people` are the batch's people (primaries, in id order) as the merge read them.
+async fn charge_people(
+    txn: &DatabaseTransaction,
+    people: &[person::Model],
+    parsed: &Delivery,
+    micros: i64,
+) -> StoreResult<()> {
+    let ids: HashSet<&str> = parsed.people.iter().filter_map(|f| f.apollo_id.as_deref()).collect();
+    let weights: Vec<(Uuid, i64)> = people
+        .iter()
+        .filter(|p| p.dup_of.is_none() && p.apollo_id.as_deref().is_some_and(|a| ids.contains(a)))
+        .map(|p| (p.id, 1))
+        .collect();
+    let rows: Vec<Vec<sea_orm::Value>> = split_credits(micros, &weights)
+        .into_iter()
+        .filter(|(_, share)| *share != 0)
+        .map(|(id, share)| vec![id.into(), share.into()])
+        .collect();
+    // One statement for everyone named.
+    let set = [(person::Column::CreditsMicros, Assign::Add)];
+    update_from_rows(txn, person::Column::Id, false, &set, rows, None).await?;
     Ok(())
 }
 
@@ -746,6 +822,7 @@ async fn deliver_phone_elsewhere(
         .lock(LockType::Update)
         .all(txn)
         .await?;
+    let mut changes = Vec::with_capacity(waiting.len());
     for p in &waiting {
         let mut new = p.clone();
         let mut record = Record::from_json(p.record.as_ref());
@@ -761,10 +838,11 @@ async fn deliver_phone_elsewhere(
         }
         apply_event(&mut new, Event::PartArrived(Part::Phone), now)?;
         if new != *p {
-            update_person(txn, tally, p, &new, now).await?;
+            changes.push((p, new));
         }
     }
-    Ok(())
+    let pairs: Vec<(&person::Model, &person::Model)> = changes.iter().map(|(old, new)| (*old, new)).collect();
+    update_people(txn, tally, &pairs, now).await
 }
 
 /// A person whose phone reveal Apollo skipped, just answered: if a phone delivery of an earlier

@@ -13,7 +13,7 @@ pub const PAUSE_KEY: &str = "pause";
 
 /// The current pause reason, read inside a transaction.
 pub(crate) async fn pause_reason<C: ConnectionTrait>(db: &C) -> StoreResult<Option<String>> {
-    let row = dispatcher_state::Entity::find_by_id(PAUSE_KEY.to_owned()).one(db).await?;
+    let row = crate::sql::by_key(db, dispatcher_state::Entity::find_by_id(PAUSE_KEY.to_owned())).await?;
     Ok(row.and_then(|r| r.value.get("reason").and_then(Value::as_str).map(str::to_owned)))
 }
 

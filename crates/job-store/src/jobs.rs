@@ -3,10 +3,11 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::fmt::Write as _;
 
 use apollo_client::Credits;
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, InsertStatement, LockType, OnConflict, Query};
+use sea_orm::sea_query::{Expr, LockType, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect, TransactionTrait,
@@ -437,20 +438,28 @@ pub(crate) async fn cancel_queued<C: ConnectionTrait>(
 /// Jobs at least this large refresh PostgreSQL's planner statistics after they are inserted.
 const ANALYZE_AFTER: usize = 10_000;
 
-/// Columns of a new person that differ between people: bound as parameters, in this order.
+/// Columns of a new person that are not the same literal for everyone, in the order the insert
+/// names them: the first [`BOUND_PER_PERSON`] are bound for each person; then the job and the
+/// creation time, bound once per statement; then the state and error, derived from the key.
 const NEW_PERSON_BOUND: [person::Column; 11] = [
     person::Column::Id,
-    person::Column::JobId,
     person::Column::Ordinal,
     person::Column::Input,
     person::Column::PersonKey,
     person::Column::DupOf,
     person::Column::HasDups,
-    person::Column::State,
-    person::Column::LastError,
+    person::Column::JobId,
     person::Column::CreatedAt,
     person::Column::UpdatedAt,
+    person::Column::State,
+    person::Column::LastError,
 ];
+
+/// Parameters bound for each new person: id, ordinal, input (JSON text), key, dup_of, has_dups.
+const BOUND_PER_PERSON: usize = 6;
+
+/// Parameters every row of one insert shares: the job id, `created_at` and `updated_at`.
+const SHARED_BOUND: usize = 3;
 
 /// Columns every new person starts with the same value in, written as SQL literals: binding half
 /// the values makes a 100,000-person insert markedly cheaper (sea-query and sqlx spend more per
@@ -472,15 +481,74 @@ const NEW_PERSON_LITERAL: [(person::Column, &str); 14] = [
     (person::Column::ReusedAt, "NULL"),
 ];
 
-/// Rows per multi-row insert: under SQLite's 32,766 bound parameters (PostgreSQL allows 65,535).
-const ROWS_PER_INSERT: usize = 32_000 / NEW_PERSON_BOUND.len();
+/// The most parameters one statement may bind: SQLite's `SQLITE_MAX_VARIABLE_NUMBER` (32,766 in
+/// the bundled build), PostgreSQL's protocol limit (65,535).
+fn bind_limit(backend: DbBackend) -> usize {
+    match backend {
+        DbBackend::Postgres => 65_535,
+        _ => 32_766,
+    }
+}
 
-/// A multi-row insert of new people, ready for their values.
-fn new_people_insert() -> InsertStatement {
-    let mut stmt = Query::insert();
-    stmt.into_table(person::Entity)
-        .columns(NEW_PERSON_BOUND.into_iter().chain(NEW_PERSON_LITERAL.iter().map(|(c, _)| *c)));
-    stmt
+/// People in the next insert when `remaining` are left: as many as the bind limit allows; the
+/// rest in power-of-two pieces, so that the statements (each prepared once and kept in sqlx's
+/// statement cache) come in a handful of sizes whatever the job's size.
+fn rows_per_insert(backend: DbBackend, remaining: usize) -> usize {
+    let most = (bind_limit(backend) - SHARED_BOUND) / BOUND_PER_PERSON;
+    if remaining >= most { most } else { 1 << remaining.max(1).ilog2() }
+}
+
+/// A multi-row insert of `rows` new people: `INSERT … SELECT … FROM (VALUES …)`, so each row binds
+/// only what differs between people; the job id and times are the first parameters, shared by all.
+fn new_people_sql(backend: DbBackend, rows: usize) -> String {
+    // SQLite gets anonymous `?` (numbered in order of appearance): with numbered `?NNN` ones,
+    // every bind looks its parameter's name up in a linear list (measured: 0.4 s per statement
+    // of 32,000 parameters, against 6 ms).
+    let p = |n: usize| match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    };
+    // The input is bound as JSON text (a deep copy of each person's JSON is what binding a JSON
+    // value would cost); PostgreSQL casts it to the column's jsonb.
+    let input = match backend {
+        DbBackend::Postgres => "CAST(v.column3 AS jsonb)",
+        _ => "v.column3",
+    };
+    let exprs: [String; 11] = [
+        "v.column1".into(),
+        "v.column2".into(),
+        input.into(),
+        "v.column4".into(),
+        "v.column5".into(),
+        "v.column6".into(),
+        p(1),
+        p(2),
+        p(3),
+        "CASE WHEN v.column4 IS NULL THEN 'invalid' ELSE 'queued' END".into(),
+        "CASE WHEN v.column4 IS NULL THEN 'no usable identifier' END".into(),
+    ];
+    let columns: Vec<&str> = NEW_PERSON_BOUND
+        .iter()
+        .chain(NEW_PERSON_LITERAL.iter().map(|(c, _)| c))
+        .map(|c| sea_orm::IdenStatic::as_str(c))
+        .collect();
+    let values: Vec<&str> =
+        exprs.iter().map(String::as_str).chain(NEW_PERSON_LITERAL.iter().map(|(_, l)| *l)).collect();
+    let mut sql = String::with_capacity(600 + rows * 48);
+    let _ = write!(sql, "INSERT INTO people ({}) SELECT {} FROM (VALUES ", columns.join(", "), values.join(", "));
+    for r in 0..rows {
+        let first = SHARED_BOUND + 1 + r * BOUND_PER_PERSON;
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for k in 0..BOUND_PER_PERSON {
+            if k > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&p(first + k));
+        }
+        sql.push(')');
+    }
+    sql.push_str(") AS v");
+    sql
 }
 
 impl Store {
@@ -501,14 +569,15 @@ impl Store {
         let job_id = new_id();
         let n = new.people.len();
         let ids: Vec<Uuid> = (0..n).map(|_| new_id()).collect();
-        let mut keys: Vec<Option<String>> = Vec::with_capacity(n);
+        let mut keys: Vec<Option<String>> = new.people.iter().map(person_key).collect();
         let mut dup_of: Vec<Option<Uuid>> = vec![None; n];
         let mut has_dups = vec![false; n];
-        let mut first_by_key: HashMap<String, usize> = HashMap::with_capacity(n);
-        for (i, input) in new.people.iter().enumerate() {
-            let key = person_key(input);
-            if let Some(k) = &key {
-                match first_by_key.entry(k.clone()) {
+        {
+            // Borrows the keys: the map adds no copy of them.
+            let mut first_by_key: HashMap<&str, usize> = HashMap::with_capacity(n);
+            for (i, key) in keys.iter().enumerate() {
+                let Some(k) = key.as_deref() else { continue };
+                match first_by_key.entry(k) {
                     Entry::Occupied(e) => {
                         dup_of[i] = Some(ids[*e.get()]);
                         has_dups[*e.get()] = true;
@@ -518,9 +587,7 @@ impl Store {
                     }
                 }
             }
-            keys.push(key);
         }
-        drop(first_by_key);
         let valid = keys.iter().filter(|k| k.is_some()).count() as i64;
 
         let (txn, _gate) = self.write_txn().await?;
@@ -597,34 +664,32 @@ impl Store {
                 .ok_or_else(|| StoreError::NotFound(format!("job for idempotency key {key:?}")));
         }
 
-        let mut insert = new_people_insert();
-        let mut rows = 0;
-        for (i, input) in new.people.into_iter().enumerate() {
-            let state = if keys[i].is_some() { PersonState::Queued } else { PersonState::Invalid };
-            let last_error = (state == PersonState::Invalid).then(|| "no usable identifier".to_owned());
-            // In the order of NEW_PERSON_BOUND, then the literals.
-            let bound: [Expr; 11] = [
-                ids[i].into(),
-                job_id.into(),
-                (i as i64).into(),
-                input.into(),
-                keys[i].take().into(),
-                dup_of[i].into(),
-                has_dups[i].into(),
-                state.as_str().into(),
-                last_error.into(),
-                now.into(),
-                now.into(),
-            ];
-            insert.values_panic(bound.into_iter().chain(NEW_PERSON_LITERAL.iter().map(|(_, lit)| Expr::cust(*lit))));
-            rows += 1;
-            if rows == ROWS_PER_INSERT {
-                txn.execute(&std::mem::replace(&mut insert, new_people_insert())).await?;
-                rows = 0;
+        // Chunk by chunk in the one transaction: each person's input becomes JSON text as its
+        // chunk is built and is dropped once the chunk is written, so the job is never held twice.
+        let backend = txn.get_database_backend();
+        let mut people = new.people.into_iter().enumerate().peekable();
+        while people.peek().is_some() {
+            let rows = rows_per_insert(backend, n - people.peek().map_or(n, |(i, _)| *i));
+            let mut values: Vec<sea_orm::Value> = Vec::with_capacity(SHARED_BOUND + rows * BOUND_PER_PERSON);
+            values.extend([job_id.into(), now.into(), now.into()]);
+            for (i, input) in people.by_ref().take(rows) {
+                // Serializing a `Value` cannot fail.
+                let text = serde_json::to_string(&input).unwrap_or_default();
+                drop(input);
+                values.extend([
+                    ids[i].into(),
+                    (i as i64).into(),
+                    text.into(),
+                    keys[i].take().into(),
+                    dup_of[i].into(),
+                    has_dups[i].into(),
+                ]);
             }
-        }
-        if rows > 0 {
-            txn.execute(&insert).await?;
+            let stmt = sea_orm::Statement::from_sql_and_values(backend, new_people_sql(backend, rows), values);
+            let written = txn.execute_raw(stmt).await?.rows_affected();
+            if written != rows as u64 {
+                return Err(StoreError::Invalid(format!("{written} of {rows} new people written")));
+            }
         }
         if valid == 0 {
             finish_if_done(&txn, job_id, now).await?;
@@ -844,5 +909,29 @@ mod tests {
         named.sort_unstable();
         all.sort_unstable();
         assert_eq!(named, all);
+    }
+
+    #[test]
+    fn inserts_fill_the_bind_limit_then_come_in_powers_of_two() {
+        assert_eq!(rows_per_insert(DbBackend::Sqlite, 100_000), 5_460);
+        assert_eq!(rows_per_insert(DbBackend::Postgres, 100_000), 10_922);
+        assert_eq!(rows_per_insert(DbBackend::Sqlite, 5_460), 5_460);
+        assert_eq!(rows_per_insert(DbBackend::Sqlite, 5_459), 4_096);
+        assert_eq!(rows_per_insert(DbBackend::Postgres, 3), 2);
+        assert_eq!(rows_per_insert(DbBackend::Sqlite, 1), 1);
+        for backend in [DbBackend::Sqlite, DbBackend::Postgres] {
+            let rows = rows_per_insert(backend, usize::MAX);
+            assert!(SHARED_BOUND + rows * BOUND_PER_PERSON <= bind_limit(backend));
+            let sql = new_people_sql(backend, rows);
+            let params = match backend {
+                DbBackend::Postgres => sql.matches('$').count(),
+                _ => sql.matches('?').count(),
+            };
+            assert_eq!(params, SHARED_BOUND + rows * BOUND_PER_PERSON);
+        }
+        assert!(
+            new_people_sql(DbBackend::Postgres, 2)
+                .ends_with("FROM (VALUES ($4,$5,$6,$7,$8,$9), ($10,$11,$12,$13,$14,$15)) AS v")
+        );
     }
 }

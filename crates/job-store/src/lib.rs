@@ -29,6 +29,7 @@ mod people;
 pub mod person_key;
 pub mod reuse;
 pub mod single_process;
+mod sql;
 pub mod states;
 pub mod stats;
 pub mod sync;

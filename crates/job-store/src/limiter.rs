@@ -328,9 +328,7 @@ async fn lock_row<C: ConnectionTrait>(db: &C, key: &str) -> StoreResult<rate_lim
         .on_conflict(OnConflict::column(rate_limiter::Column::Key).do_nothing().to_owned())
         .exec_without_returning(db)
         .await?;
-    rate_limiter::Entity::find_by_id(key.to_owned())
-        .lock(LockType::Update)
-        .one(db)
+    crate::sql::by_key(db, rate_limiter::Entity::find_by_id(key.to_owned()).lock(LockType::Update))
         .await?
         .ok_or_else(|| crate::StoreError::Corrupt(format!("rate limiter row {key} vanished")))
 }
@@ -379,17 +377,15 @@ async fn nth_newest<C: ConnectionTrait>(
     since: DateTime<Utc>,
     n: u32,
 ) -> StoreResult<Option<DateTime<Utc>>> {
-    Ok(rate_limit_call::Entity::find()
+    let q = rate_limit_call::Entity::find()
         .select_only()
         .column(rate_limit_call::Column::At)
         .filter(rate_limit_call::Column::Key.eq(key))
         .filter(rate_limit_call::Column::At.gt(since))
         .order_by_desc(rate_limit_call::Column::At)
         .offset(u64::from(n.max(1) - 1))
-        .limit(1)
-        .into_tuple()
-        .one(db)
-        .await?)
+        .limit(1);
+    Ok(crate::sql::tuples::<DateTime<Utc>, _, _>(db, q).await?.pop())
 }
 
 /// A slot decision, under the key's row lock.

@@ -1,9 +1,14 @@
 //! Writing person rows: every state change goes through here, so it is tallied on the job and
 //! mirrored onto the person's duplicates (which are never sent and always show the primary's result).
 
+use std::fmt::Write as _;
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, LockType};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IdenStatic, Iterable, QueryFilter, QueryOrder, QuerySelect,
+    Statement, Value,
+};
 use uuid::Uuid;
 
 use crate::counters::Tally;
@@ -48,12 +53,21 @@ pub(crate) fn apply_event(p: &mut person::Model, event: Event, now: DateTime<Utc
 }
 
 /// The people of a batch (primaries only: duplicates never get a batch id), locked (PostgreSQL)
-/// in id order.
+/// in id order. Their `input` is not read (it is JSON `null` here): answers, merges and failures
+/// never need the client's input, and reading it would cost a JSON decoding per person.
 pub(crate) async fn lock_batch_primaries<C: ConnectionTrait>(
     db: &C,
     batch_id: Uuid,
 ) -> StoreResult<Vec<person::Model>> {
-    Ok(person::Entity::find()
+    let null_json = match db.get_database_backend() {
+        DbBackend::Postgres => "'null'::jsonb",
+        _ => "'null'",
+    };
+    let mut q = person::Entity::find().select_only();
+    for column in person::Column::iter().filter(|c| !matches!(c, person::Column::Input)) {
+        q = q.column(column);
+    }
+    Ok(q.column_as(Expr::cust(null_json), person::Column::Input.as_str())
         .filter(person::Column::BatchId.eq(batch_id))
         .order_by_asc(person::Column::Id)
         .lock(LockType::Update)
@@ -70,75 +84,270 @@ pub(crate) async fn update_person<C: ConnectionTrait>(
     new: &person::Model,
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    let from = old.state;
-    let to = new.state;
-    let res = person::Entity::update_many()
-        .filter(person::Column::Id.eq(old.id))
-        .filter(person::Column::State.eq(from))
-        .col_expr(person::Column::State, Expr::value(to))
-        .col_expr(person::Column::ApolloId, Expr::value(new.apollo_id.clone()))
-        .col_expr(person::Column::BatchId, Expr::value(new.batch_id))
-        .col_expr(person::Column::Record, Expr::value(new.record.clone()))
-        .col_expr(person::Column::ExpectPhone, Expr::value(new.expect_phone))
-        .col_expr(person::Column::ExpectWaterfall, Expr::value(new.expect_waterfall))
-        .col_expr(person::Column::GotPhone, Expr::value(new.got_phone))
-        .col_expr(person::Column::GotWaterfall, Expr::value(new.got_waterfall))
-        .col_expr(person::Column::MissingParts, Expr::value(new.missing_parts.clone()))
-        .col_expr(person::Column::CreditsMicros, Expr::value(new.credits_micros))
-        .col_expr(person::Column::LastError, Expr::value(new.last_error.clone()))
-        .col_expr(person::Column::AwaitingSince, Expr::value(new.awaiting_since))
-        .col_expr(person::Column::PhoneElsewhere, Expr::value(new.phone_elsewhere))
-        .col_expr(person::Column::UpdatedAt, Expr::value(now))
-        .exec(db)
-        .await?;
-    if res.rows_affected != 1 {
-        // Rows are locked (PostgreSQL) or the writer is alone (SQLite): this means a bug upstream.
-        return Err(StoreError::Invalid(format!("person {} changed concurrently (expected state {from})", old.id)));
+    update_people(db, tally, &[(old, new)], now).await
+}
+
+/// [`update_person`] for many people at once, in a constant number of statements: one multi-row
+/// `UPDATE … FROM (VALUES …)` per [`ROWS_PER_UPDATE`] people, and, when some have duplicates,
+/// one read and one update for all their duplicates. Each pair is (`old`, `new`) of one primary;
+/// a row is written only if it is still in `old`'s state.
+pub(crate) async fn update_people<C: ConnectionTrait>(
+    db: &C,
+    tally: &mut Tally,
+    changes: &[(&person::Model, &person::Model)],
+    now: DateTime<Utc>,
+) -> StoreResult<()> {
+    for chunk in changes.chunks(ROWS_PER_UPDATE) {
+        let rows: Vec<Vec<Value>> = chunk
+            .iter()
+            .map(|(old, new)| {
+                let mut row = vec![old.id.into(), old.state.as_str().into()];
+                row.extend(written(new));
+                row
+            })
+            .collect();
+        let set: Vec<(person::Column, Assign)> = WRITTEN.iter().map(|c| (*c, Assign::of(*c))).collect();
+        let changed = update_from_rows(db, person::Column::Id, true, &set, rows, Some(now)).await?;
+        if changed != chunk.len() as u64 {
+            // Rows are locked (PostgreSQL) or the writer is alone (SQLite): this means a bug upstream.
+            return Err(StoreError::Invalid(format!(
+                "{changed} of {} people updated: changed concurrently (expected states {:?})",
+                chunk.len(),
+                chunk.iter().map(|(old, _)| (old.id, old.state)).collect::<Vec<_>>()
+            )));
+        }
     }
-    tally.moved(old.job_id, from, to, 1);
-    if old.has_dups {
-        copy_to_duplicates(db, tally, new, now).await?;
+    for (old, new) in changes {
+        tally.moved(old.job_id, old.state, new.state, 1);
+    }
+    let with_dups: Vec<&person::Model> = changes.iter().filter(|(old, _)| old.has_dups).map(|(_, new)| *new).collect();
+    if !with_dups.is_empty() {
+        copy_to_duplicates(db, tally, &with_dups, now).await?;
     }
     Ok(())
 }
 
-/// Gives every duplicate of `primary` the primary's state and result (credits stay on the primary,
-/// the only one sent; duplicates are never in a batch).
+/// People per multi-row update: a call's ten in one statement, and few statement sizes to prepare.
+const ROWS_PER_UPDATE: usize = 64;
+
+/// The columns a person's change writes ([`update_people`]), in the order of [`written`].
+const WRITTEN: [person::Column; 13] = [
+    person::Column::State,
+    person::Column::ApolloId,
+    person::Column::BatchId,
+    person::Column::Record,
+    person::Column::ExpectPhone,
+    person::Column::ExpectWaterfall,
+    person::Column::GotPhone,
+    person::Column::GotWaterfall,
+    person::Column::MissingParts,
+    person::Column::CreditsMicros,
+    person::Column::LastError,
+    person::Column::AwaitingSince,
+    person::Column::PhoneElsewhere,
+];
+
+/// The values of [`WRITTEN`] for `p`.
+fn written(p: &person::Model) -> [Value; 13] {
+    [
+        p.state.as_str().into(),
+        p.apollo_id.clone().into(),
+        p.batch_id.into(),
+        json_text(p.record.as_ref()),
+        p.expect_phone.into(),
+        p.expect_waterfall.into(),
+        p.got_phone.into(),
+        p.got_waterfall.into(),
+        json_text(p.missing_parts.as_ref()),
+        p.credits_micros.into(),
+        p.last_error.clone().into(),
+        p.awaiting_since.into(),
+        p.phone_elsewhere.into(),
+    ]
+}
+
+/// The columns duplicates take from their primary, in the order of [`mirrored`] (credits and
+/// batch stay on the primary, the only one sent).
+const MIRRORED: [person::Column; 11] = [
+    person::Column::State,
+    person::Column::ApolloId,
+    person::Column::Record,
+    person::Column::ExpectPhone,
+    person::Column::ExpectWaterfall,
+    person::Column::GotPhone,
+    person::Column::GotWaterfall,
+    person::Column::MissingParts,
+    person::Column::LastError,
+    person::Column::AwaitingSince,
+    person::Column::PhoneElsewhere,
+];
+
+/// The values of [`MIRRORED`] for a primary.
+fn mirrored(p: &person::Model) -> [Value; 11] {
+    [
+        p.state.as_str().into(),
+        p.apollo_id.clone().into(),
+        json_text(p.record.as_ref()),
+        p.expect_phone.into(),
+        p.expect_waterfall.into(),
+        p.got_phone.into(),
+        p.got_waterfall.into(),
+        json_text(p.missing_parts.as_ref()),
+        p.last_error.clone().into(),
+        p.awaiting_since.into(),
+        p.phone_elsewhere.into(),
+    ]
+}
+
+/// A JSON column's value bound as text: binding the JSON value itself costs a deep copy of it
+/// (sea-orm clones every bound value) and encodes it to the same text on SQLite.
+fn json_text(v: Option<&serde_json::Value>) -> Value {
+    // Serializing a `Value` cannot fail.
+    v.map(|v| serde_json::to_string(v).unwrap_or_default()).into()
+}
+
+/// How [`update_from_rows`] sets a column from its bound value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Assign {
+    /// To the value.
+    Value,
+    /// To the value, JSON bound as text.
+    Json,
+    /// To the column plus the value.
+    Add,
+}
+
+impl Assign {
+    /// Plain or JSON, as the column holds.
+    fn of(c: person::Column) -> Assign {
+        match c {
+            person::Column::Record | person::Column::MissingParts | person::Column::Input => Assign::Json,
+            _ => Assign::Value,
+        }
+    }
+}
+
+/// `UPDATE people SET … FROM (VALUES …) AS v WHERE people.<key> = v.column1 [AND people.state =
+/// v.column2]`, in statements of at most [`ROWS_PER_UPDATE`] rows. Each row binds the key, the
+/// state it must still be in (with `guard`), then one value per column of `set`; `updated_at`
+/// becomes `now` when given. Returns how many rows changed.
+pub(crate) async fn update_from_rows<C: ConnectionTrait>(
+    db: &C,
+    key: person::Column,
+    guard: bool,
+    set: &[(person::Column, Assign)],
+    rows: Vec<Vec<Value>>,
+    now: Option<DateTime<Utc>>,
+) -> StoreResult<u64> {
+    let backend = db.get_database_backend();
+    let mut changed = 0;
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let chunk: Vec<Vec<Value>> = rows.by_ref().take(ROWS_PER_UPDATE).collect();
+        let sql = update_from_rows_sql(backend, key, guard, set, now.is_some(), chunk.len());
+        let mut values: Vec<Value> = Vec::with_capacity(1 + chunk.len() * (set.len() + 2));
+        values.extend(now.map(Value::from));
+        values.extend(chunk.into_iter().flatten());
+        changed += db.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await?.rows_affected();
+    }
+    Ok(changed)
+}
+
+/// The SQL of [`update_from_rows`] for `rows` rows: parameter 1 is `updated_at` (if `stamp`),
+/// then the rows'.
+fn update_from_rows_sql(
+    backend: DbBackend,
+    key: person::Column,
+    guard: bool,
+    set: &[(person::Column, Assign)],
+    stamp: bool,
+    rows: usize,
+) -> String {
+    // SQLite gets anonymous `?` (numbered in order of appearance), which bind without the
+    // linear name lookup numbered ones cost.
+    let mut n = 0;
+    let mut param = || {
+        n += 1;
+        match backend {
+            DbBackend::Postgres => format!("${n}"),
+            _ => "?".to_owned(),
+        }
+    };
+    let first = usize::from(guard) + 2;
+    let mut assignments: Vec<String> = set
+        .iter()
+        .enumerate()
+        .map(|(i, (column, assign))| {
+            let name = column.as_str();
+            let v = format!("v.column{}", first + i);
+            match (assign, backend) {
+                (Assign::Json, DbBackend::Postgres) => format!("{name} = CAST({v} AS jsonb)"),
+                (Assign::Add, _) => format!("{name} = {name} + {v}"),
+                _ => format!("{name} = {v}"),
+            }
+        })
+        .collect();
+    if stamp {
+        assignments.push(format!("updated_at = {}", param()));
+    }
+    let mut sql = format!("UPDATE people SET {} FROM (VALUES ", assignments.join(", "));
+    let per_row = set.len() + first - 1;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for k in 0..per_row {
+            if k > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&param());
+        }
+        sql.push(')');
+    }
+    let _ = write!(sql, ") AS v WHERE people.{} = v.column1", key.as_str());
+    if guard {
+        sql.push_str(" AND people.state = v.column2");
+    }
+    sql
+}
+
+/// Gives every duplicate of `primaries` its primary's state and result, in one read and one
+/// update (credits stay on the primary, the only one sent; duplicates are never in a batch).
 async fn copy_to_duplicates<C: ConnectionTrait>(
     db: &C,
     tally: &mut Tally,
-    primary: &person::Model,
+    primaries: &[&person::Model],
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    let dups = person::Entity::find()
-        .filter(person::Column::DupOf.eq(primary.id))
-        .order_by_asc(person::Column::Id)
-        .lock(LockType::Update)
-        .all(db)
-        .await?;
-    let to = primary.state;
-    for d in &dups {
-        tally.moved(d.job_id, d.state, to, 1);
+    let mut dups: Vec<(Uuid, Uuid, PersonState, Option<Uuid>)> = Vec::new();
+    for chunk in primaries.chunks(ROWS_PER_UPDATE) {
+        dups.extend(
+            person::Entity::find()
+                .select_only()
+                .columns([person::Column::Id, person::Column::JobId, person::Column::State, person::Column::DupOf])
+                .filter(person::Column::DupOf.is_in(chunk.iter().map(|p| p.id)))
+                .order_by_asc(person::Column::Id)
+                .lock(LockType::Update)
+                .into_tuple::<(Uuid, Uuid, PersonState, Option<Uuid>)>()
+                .all(db)
+                .await?,
+        );
     }
     if dups.is_empty() {
         return Ok(());
     }
-    person::Entity::update_many()
-        .filter(person::Column::DupOf.eq(primary.id))
-        .col_expr(person::Column::State, Expr::value(to))
-        .col_expr(person::Column::ApolloId, Expr::value(primary.apollo_id.clone()))
-        .col_expr(person::Column::Record, Expr::value(primary.record.clone()))
-        .col_expr(person::Column::ExpectPhone, Expr::value(primary.expect_phone))
-        .col_expr(person::Column::ExpectWaterfall, Expr::value(primary.expect_waterfall))
-        .col_expr(person::Column::GotPhone, Expr::value(primary.got_phone))
-        .col_expr(person::Column::GotWaterfall, Expr::value(primary.got_waterfall))
-        .col_expr(person::Column::MissingParts, Expr::value(primary.missing_parts.clone()))
-        .col_expr(person::Column::LastError, Expr::value(primary.last_error.clone()))
-        .col_expr(person::Column::AwaitingSince, Expr::value(primary.awaiting_since))
-        .col_expr(person::Column::PhoneElsewhere, Expr::value(primary.phone_elsewhere))
-        .col_expr(person::Column::UpdatedAt, Expr::value(now))
-        .exec(db)
-        .await?;
+    for (_, job_id, state, dup_of) in &dups {
+        let to = primaries.iter().find(|p| Some(p.id) == *dup_of).map_or(*state, |p| p.state);
+        tally.moved(*job_id, *state, to, 1);
+    }
+    let rows: Vec<Vec<Value>> = primaries
+        .iter()
+        .map(|p| {
+            let mut row = vec![p.id.into()];
+            row.extend(mirrored(p));
+            row
+        })
+        .collect();
+    let set: Vec<(person::Column, Assign)> = MIRRORED.iter().map(|c| (*c, Assign::of(*c))).collect();
+    update_from_rows(db, person::Column::DupOf, false, &set, rows, Some(now)).await?;
     Ok(())
 }
 
@@ -211,4 +420,30 @@ pub(crate) async fn move_primaries<C: ConnectionTrait>(
     }
     q.exec(db).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_from_rows_binds_each_row_once_and_updated_at_first() {
+        let set = [(person::Column::State, Assign::Value), (person::Column::Record, Assign::Json)];
+        assert_eq!(
+            update_from_rows_sql(DbBackend::Postgres, person::Column::Id, true, &set, true, 2),
+            "UPDATE people SET state = v.column3, record = CAST(v.column4 AS jsonb), updated_at = $1 \
+             FROM (VALUES ($2,$3,$4,$5), ($6,$7,$8,$9)) AS v WHERE people.id = v.column1 AND people.state = v.column2"
+        );
+        let add = [(person::Column::CreditsMicros, Assign::Add)];
+        assert_eq!(
+            update_from_rows_sql(DbBackend::Sqlite, person::Column::Id, false, &add, false, 2),
+            "UPDATE people SET credits_micros = credits_micros + v.column2 FROM (VALUES (?,?), (?,?)) AS v \
+             WHERE people.id = v.column1"
+        );
+        assert_eq!(
+            update_from_rows_sql(DbBackend::Sqlite, person::Column::DupOf, false, &set, true, 1),
+            "UPDATE people SET state = v.column2, record = v.column3, updated_at = ? FROM (VALUES (?,?,?)) AS v \
+             WHERE people.dup_of = v.column1"
+        );
+    }
 }

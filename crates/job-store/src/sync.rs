@@ -14,7 +14,8 @@ use crate::counters::{CreditKind, Tally};
 use crate::entities::{batch, person};
 use crate::lifecycle::{Answer, Event};
 use crate::merge::{Record, needs_sanitizing, storable};
-use crate::people::{apply_event, lock_batch_primaries, update_person};
+use crate::people::{apply_event, lock_batch_primaries, update_people};
+use crate::sql::by_key;
 use crate::{BatchState, PersonState, Store, StoreError, StoreResult, now};
 
 /// Whether Apollo matched a person.
@@ -134,7 +135,7 @@ impl Store {
     pub async fn record_sync(&self, outcome: SyncOutcome) -> StoreResult<SyncRecorded> {
         let now = now();
         let (txn, _gate) = self.write_txn().await?;
-        let Some(b) = batch::Entity::find_by_id(outcome.batch_id).lock(LockType::Update).one(&txn).await? else {
+        let Some(b) = by_key(&txn, batch::Entity::find_by_id(outcome.batch_id).lock(LockType::Update)).await? else {
             return Err(StoreError::NotFound(format!("batch {}", outcome.batch_id)));
         };
         match b.state {
@@ -191,7 +192,9 @@ impl Store {
         let mut tally = Tally::default();
         let mut per_job: BTreeMap<Uuid, i64> = BTreeMap::new();
         let mut attributed = 0i64;
-        let mut elsewhere: Vec<person::Model> = Vec::new();
+        // Every answered person's row, written together below (one statement for the call).
+        let mut changes: Vec<(&person::Model, person::Model)> = Vec::with_capacity(people.len());
+        let mut elsewhere: Vec<(&person::Model, person::Model)> = Vec::new();
         for p in &people {
             if p.state != PersonState::Submitted {
                 continue;
@@ -230,17 +233,21 @@ impl Store {
                 tally.credits(p.job_id, CreditKind::Sync, a.credits.micros());
             }
             if new.phone_elsewhere && !new.got_phone {
-                elsewhere.push(new);
-                continue;
+                elsewhere.push((p, new));
+            } else {
+                changes.push((p, new));
             }
-            update_person(&txn, &mut tally, p, &new, now).await?;
         }
+        let pairs: Vec<(&person::Model, &person::Model)> = changes.iter().map(|(old, new)| (*old, new)).collect();
+        update_people(&txn, &mut tally, &pairs, now).await?;
         // A skipped phone reveal: the phone may already have come with an earlier request.
-        for new in elsewhere {
-            let old = people.iter().find(|p| p.id == new.id).expect("a person of this batch");
+        let mut later = Vec::with_capacity(elsewhere.len());
+        for (old, new) in elsewhere {
             let new = crate::deliveries::phone_from_elsewhere(&txn, new, !erased.contains(&old.job_id), now).await?;
-            update_person(&txn, &mut tally, old, &new, now).await?;
+            later.push((old, new));
         }
+        let pairs: Vec<(&person::Model, &person::Model)> = later.iter().map(|(old, new)| (*old, new)).collect();
+        update_people(&txn, &mut tally, &pairs, now).await?;
         let weights: Vec<(Uuid, i64)> = per_job.into_iter().collect();
         for (job_id, share) in split_credits(outcome.credits.micros() - attributed, &weights) {
             tally.credits(job_id, CreditKind::Sync, share);

@@ -968,7 +968,7 @@ async fn overhead(backend: Backend) -> anyhow::Result<Section> {
     let details = if backend == Backend::Postgres {
         format!(
             "{details}\nOn PostgreSQL the merges are what lag: the callback came {merge_lag:.1} s after the simulator's \
-             last delivery. The ingest worker applies one delivery at a time, each a transaction of about fifteen \
+             last delivery. The ingest worker applies up to 32 deliveries per transaction, each about ten \
              statements, every one a round trip to the server; the server's backends, the service and the \
              simulator share the two cores. (Applying the deliveries of different batches concurrently, tried \
              with 8 at a time, gained under 10 % here: the cores are the limit.)\n"
@@ -990,10 +990,10 @@ async fn overhead(backend: Backend) -> anyhow::Result<Section> {
          expires the statement), and sea-orm binds every limit, so each `.one()` lookup of a batch, job or delivery \
          is parsed and planned again: about 1.5 re-preparations per person and 7 % of all CPU samples; \
          (b) JSON columns decoded and re-encoded on every merge (the people's merged records, the batch's raw \
-         answer), with glibc malloc/free at about a quarter of all samples. Reaching 2,000 people/s needs fewer, \
-         cheaper statements per call inside the gate: one statement for a delivery's ten people, several \
-         deliveries per transaction, only the needed columns read, literal limits (or SQLite's \
-         `SQLITE_DBCONFIG_ENABLE_QPSG`, which sqlx does not expose). These are store changes beyond this issue.",
+         answer), with glibc malloc/free at about a quarter of all samples. (The statement counts and profile \
+         are from before issue 15, which since wrote a call's and a delivery's people in one statement each, \
+         grouped merges up to 32 deliveries per transaction, wrote the hot paths' limits as literals and stopped \
+         reading the people's input in answers and merges; the figures above are from that state.)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         people as f64 / (last_call - first_call).max(1e-3),
     );
@@ -1400,15 +1400,15 @@ async fn size() -> anyhow::Result<Section> {
     );
     let limits = format!(
         "Of the POST's {:.2} s, reading, decoding and validating the 18.8 MB body take {:.2} s (the 422 row above); \
-         the rest is `create_job`: 100,000 rows of 21 columns in one transaction, 2.1 million values bound through \
-         sea-orm and sqlx (section 5b times it alone). Profiling that step, SQLite's own execution is about a tenth \
-         of it; building the multi-row statements and converting the values (sea-query, sqlx) and glibc \
-         malloc/free (about a third of the samples) take the rest; the insert chunk size (50 to 1,500 rows) \
-         makes no difference. Binding only the eleven columns that differ between new people (the other ten are \
-         SQL literals) took the step from 17 to 14–15 times the time of decoding the body (section 5b, measured \
-         on this machine in both states). What remains is per bound value and per row in sea-query and sqlx; \
-         under 2 s on this machine needs a leaner path for the one big insert (a prepared single-row statement \
-         executed per person in the transaction, or SQLite's carray/JSON table functions), not tried yet.",
+         the rest is `create_job`: 100,000 rows of 25 columns in one transaction, as `INSERT … SELECT … FROM \
+         (VALUES …)` statements sized to SQLite's bind limit (5,460 people each), six values bound per person \
+         (0.6 million in all: the job id and times once per statement, the state derived from the key, the rest \
+         literals), the inputs bound as JSON text. A profile of that step (section 5b times it alone) is flat: \
+         copies and malloc/free (sea-orm clones every bound value), JSON encoding of the inputs, SQLite's inserts \
+         into the table and its indexes, a random source per UUID. Memory: decoding the body into \
+         `serde_json::Value`s is the peak (section 5b: about 1 KiB per person, five times the body); `create_job` \
+         adds the keys and ids (about 20 MiB for 100,000 people); less than 100 MB of growth needs the people \
+         decoded into a compact form rather than `Value`s.",
         post.as_secs_f64(),
         refused_in.as_secs_f64(),
     );

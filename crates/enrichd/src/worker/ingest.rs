@@ -30,40 +30,21 @@ pub async fn run(state: AppState) {
     }
 }
 
+/// Deliveries merged per transaction: one commit for a burst, while the single writer (SQLite)
+/// is held for a bounded time.
+pub const APPLY_GROUP: usize = 32;
+
 /// Processes one page of pending deliveries; returns how many it handled.
+///
+/// Parsed deliveries are applied in groups of [`APPLY_GROUP`], one transaction each; a group
+/// the database refuses is applied again one delivery at a time, so only the culprit is counted.
 pub async fn drain(state: &AppState) -> Result<usize, job_store::StoreError> {
     let pending = state.store.pending_deliveries(100).await?;
     let mut handled = 0;
+    let mut parsed = Vec::with_capacity(pending.len());
     for d in pending {
         match parse_delivery(&d.body) {
-            Ok(parsed) => match state.store.apply_delivery(d.id, &parsed).await {
-                Err(e) => {
-                    // The database is down: end the pass, nothing counted against the delivery.
-                    state.store.ping().await?;
-                    // It answers, yet refused this delivery: count it, fail it at the cap, move on.
-                    tracing::warn!(delivery = %d.id, batch_id = %d.batch_id, error = %e, "could not apply a delivery");
-                    if state.store.note_apply_failure(d.id, &e.to_string(), APPLY_ATTEMPTS).await? {
-                        handled += 1;
-                    }
-                }
-                Ok(ApplyOutcome::Applied { unmatched, completed_jobs, .. }) => {
-                    handled += 1;
-                    let credits = parsed.credits.unwrap_or_default().micros().max(0) as u64;
-                    metrics::counter!("enrichd_credits_consumed_micros_total", "kind" => parsed.kind.as_str())
-                        .increment(credits);
-                    let lag = (chrono::Utc::now() - d.received_at).as_seconds_f64();
-                    metrics::histogram!("enrichd_delivery_ingest_lag_seconds").record(lag);
-                    if !unmatched.is_empty() {
-                        // People of other batches are never touched; note it for the audit trail.
-                        tracing::warn!(delivery = %d.id, batch_id = %d.batch_id, count = unmatched.len(), "delivery named people outside its batch");
-                    }
-                    if !completed_jobs.is_empty() {
-                        state.wake.callbacks.notify_one();
-                    }
-                }
-                Ok(ApplyOutcome::AlreadyProcessed) => handled += 1,
-                Ok(ApplyOutcome::NotReady) => {}
-            },
+            Ok(p) => parsed.push((d, p)),
             Err(e) => {
                 tracing::warn!(delivery = %d.id, batch_id = %d.batch_id, error = %e, "unusable delivery kept with its error");
                 state.store.fail_delivery(d.id, &e.to_string()).await?;
@@ -71,5 +52,66 @@ pub async fn drain(state: &AppState) -> Result<usize, job_store::StoreError> {
             }
         }
     }
+    for group in parsed.chunks(APPLY_GROUP) {
+        let items: Vec<_> = group.iter().map(|(d, p)| (d.id, p)).collect();
+        match state.store.apply_deliveries(&items).await {
+            Ok(outcomes) => {
+                for ((d, p), outcome) in group.iter().zip(outcomes) {
+                    handled += usize::from(counted(state, d, p, outcome));
+                }
+            }
+            Err(_) => {
+                for (d, p) in group {
+                    handled += usize::from(apply_one(state, d, p).await?);
+                }
+            }
+        }
+    }
     Ok(handled)
+}
+
+/// Applies one delivery on its own; whether it was handled.
+async fn apply_one(
+    state: &AppState,
+    d: &job_store::PendingDelivery,
+    parsed: &apollo_client::Delivery,
+) -> Result<bool, job_store::StoreError> {
+    match state.store.apply_delivery(d.id, parsed).await {
+        Err(e) => {
+            // The database is down: end the pass, nothing counted against the delivery.
+            state.store.ping().await?;
+            // It answers, yet refused this delivery: count it, fail it at the cap, move on.
+            tracing::warn!(delivery = %d.id, batch_id = %d.batch_id, error = %e, "could not apply a delivery");
+            state.store.note_apply_failure(d.id, &e.to_string(), APPLY_ATTEMPTS).await
+        }
+        Ok(outcome) => Ok(counted(state, d, parsed, outcome)),
+    }
+}
+
+/// Metrics, logs and wake-ups for an applied delivery; whether it counts as handled.
+fn counted(
+    state: &AppState,
+    d: &job_store::PendingDelivery,
+    parsed: &apollo_client::Delivery,
+    outcome: ApplyOutcome,
+) -> bool {
+    match outcome {
+        ApplyOutcome::Applied { unmatched, completed_jobs, .. } => {
+            let credits = parsed.credits.unwrap_or_default().micros().max(0) as u64;
+            metrics::counter!("enrichd_credits_consumed_micros_total", "kind" => parsed.kind.as_str())
+                .increment(credits);
+            let lag = (chrono::Utc::now() - d.received_at).as_seconds_f64();
+            metrics::histogram!("enrichd_delivery_ingest_lag_seconds").record(lag);
+            if !unmatched.is_empty() {
+                // People of other batches are never touched; note it for the audit trail.
+                tracing::warn!(delivery = %d.id, batch_id = %d.batch_id, count = unmatched.len(), "delivery named people outside its batch");
+            }
+            if !completed_jobs.is_empty() {
+                state.wake.callbacks.notify_one();
+            }
+            true
+        }
+        ApplyOutcome::AlreadyProcessed => true,
+        ApplyOutcome::NotReady => false,
+    }
 }

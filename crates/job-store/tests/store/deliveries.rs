@@ -21,6 +21,7 @@ store_tests!(
     deliveries_in_either_order_give_the_same_record,
     missing_parts_expire_to_partial_and_a_late_part_completes,
     overdue_batches_and_failed_deliveries,
+    a_group_of_merges_is_one_transaction_with_each_outcome,
 );
 
 fn apply_ok(outcome: ApplyOutcome) -> (usize, Vec<String>) {
@@ -216,4 +217,75 @@ async fn overdue_batches_and_failed_deliveries(store: Store) {
     assert_eq!(row.state, DeliveryState::Failed);
     assert_eq!(row.parse_error.as_deref(), Some("delivery body is not JSON"));
     assert!(store.pending_deliveries(10).await.unwrap().is_empty());
+}
+
+async fn a_group_of_merges_is_one_transaction_with_each_outcome(store: Store) {
+    // Two jobs, two calls, four deliveries applied as one group, plus one already applied and
+    // one whose call has no answer yet: people, deliveries and jobs end as applying them in turn.
+    let a = store.create_job(job("acme", 10, phone_and_waterfall())).await.unwrap().job.id;
+    let b1 = claim(&store).await;
+    let c = store.create_job(job("globex", 2, phone_and_waterfall())).await.unwrap().job.id;
+    let b2 = claim(&store).await;
+    let b3_job = store.create_job(job("initech", 1, phone_and_waterfall())).await.unwrap().job.id;
+    let b3 = claim(&store).await;
+    record(&store, all_matched(&b1, true, true)).await;
+    record(&store, all_matched(&b2, true, true)).await;
+    let ids = |b: &job_store::ClaimedBatch| b.people.iter().map(|p| apollo_id(p.person_id)).collect::<Vec<_>>();
+    let stored = |batch_id, body: Vec<u8>| {
+        let store = store.clone();
+        async move { store.store_delivery(batch_id, &body, Utc::now()).await.unwrap().id() }
+    };
+    let p1 = stored(b1.batch_id, phone_body(&ids(&b1), 10.0)).await;
+    let w1 = stored(b1.batch_id, waterfall_body(&ids(&b1), 5.0)).await;
+    let p2 = stored(b2.batch_id, phone_body(&ids(&b2), 2.0)).await;
+    let w2 = stored(b2.batch_id, waterfall_body(&ids(&b2), 1.0)).await;
+    let early = stored(b3.batch_id, phone_body(&ids(&b3), 1.0)).await;
+    let parse = |id: Uuid| {
+        let store = store.clone();
+        async move { parse_delivery(&store.get_delivery(id).await.unwrap().unwrap().body).unwrap() }
+    };
+    let (dp1, dw1, dp2, dw2, dearly) =
+        (parse(p1).await, parse(w1).await, parse(p2).await, parse(w2).await, parse(early).await);
+    apply_ok(store.apply_delivery(p2, &dp2).await.unwrap());
+
+    let group = [(p1, &dp1), (w1, &dw1), (p2, &dp2), (w2, &dw2), (early, &dearly)];
+    let outcomes = store.apply_deliveries(&group).await.unwrap();
+    assert_eq!(outcomes.len(), 5);
+    assert!(
+        matches!(&outcomes[0], ApplyOutcome::Applied { matched: 10, completed_jobs, .. } if completed_jobs.is_empty())
+    );
+    assert!(
+        matches!(&outcomes[1], ApplyOutcome::Applied { matched: 10, completed_jobs, .. } if completed_jobs.is_empty())
+    );
+    assert_eq!(outcomes[2], ApplyOutcome::AlreadyProcessed);
+    // The jobs the group completed, on its last applied delivery.
+    assert!(
+        matches!(&outcomes[3], ApplyOutcome::Applied { matched: 2, completed_jobs, .. } if *completed_jobs == [a, c])
+    );
+    assert_eq!(outcomes[4], ApplyOutcome::NotReady);
+
+    let ja = store.get_job(a).await.unwrap().unwrap();
+    assert_eq!((ja.state, ja.counts.complete), (JobState::Completed, 10));
+    assert_eq!(ja.credits_by_kind.phone, Credits::whole(10));
+    assert_eq!(ja.credits_by_kind.waterfall, Credits::whole(5));
+    let jc = store.get_job(c).await.unwrap().unwrap();
+    assert_eq!(
+        (jc.state, jc.credits_by_kind.phone, jc.credits_by_kind.waterfall),
+        (JobState::Completed, Credits::whole(2), Credits::whole(1))
+    );
+    let people = store.list_people(a, None, 10).await.unwrap();
+    assert!(people.iter().all(|p| p.got_phone && p.got_waterfall && p.state == PersonState::Complete));
+    assert_eq!(people[3].record.as_ref().unwrap()["phones"][0]["e164"], "+15125550103");
+    assert_eq!(people[0].credits.micros(), 1_000_000 + 1_000_000 + 500_000, "sync, phone and waterfall shares");
+    let held = store.get_delivery(early).await.unwrap().unwrap();
+    assert_eq!(held.state, DeliveryState::Pending, "held until its call is answered");
+    assert_counters_match(&store, &[a, c, b3_job]).await;
+
+    // A group with a delivery that does not exist changes nothing.
+    let again = [(early, &dearly), (Uuid::now_v7(), &dp1)];
+    record(&store, all_matched(&b3, true, true)).await;
+    assert!(matches!(store.apply_deliveries(&again).await, Err(job_store::StoreError::NotFound(_))));
+    assert_eq!(store.get_delivery(early).await.unwrap().unwrap().state, DeliveryState::Pending);
+    apply_ok(store.apply_delivery(early, &dearly).await.unwrap());
+    assert!(store.list_people(b3_job, None, 1).await.unwrap()[0].got_phone);
 }

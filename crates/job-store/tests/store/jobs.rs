@@ -17,6 +17,7 @@ store_tests!(
     pause_blocks_claims_and_shows_on_jobs,
     api_keys_are_verified_by_hash,
     large_job_is_inserted_in_chunks,
+    job_past_one_statements_bind_limit_keeps_every_row,
 );
 
 async fn create_stores_people_in_order_with_keys_and_counters(store: Store) {
@@ -202,6 +203,42 @@ async fn large_job_is_inserted_in_chunks(store: Store) {
     assert_eq!((j.total, j.counts.queued), (4_000, 4_000));
     let last = store.list_people(j.id, Some(3_997), 10).await.unwrap();
     assert_eq!(last.iter().map(|p| p.ordinal).collect::<Vec<_>>(), [3_998, 3_999]);
+    assert_counters_match(&store, &[j.id]).await;
+}
+
+async fn job_past_one_statements_bind_limit_keeps_every_row(store: Store) {
+    // 11,000 people: more than one statement binds on either database (5,460 a statement on
+    // SQLite, 10,922 on PostgreSQL), then a remainder in smaller statements. Invalid people and
+    // duplicates sit on both sides of the statement boundaries.
+    let n = 11_000;
+    let mut new = job("acme", n, JobOptions::default());
+    for i in [0, 5_458, 5_459, 10_921, 10_922, 10_999] {
+        new.people[i] = json!({"name": format!("no identifier {i}"), "external_id": i});
+    }
+    new.people[5_460] = json!({"email": "P1@example.com", "external_id": "dup of 1"});
+    new.people[10_923] = json!({"email": "p10920@EXAMPLE.com"});
+    let inputs = new.people.clone();
+    let j = store.create_job(new).await.unwrap().job;
+    assert_eq!((j.total, j.counts.queued, j.counts.invalid), (11_000, 10_994, 6));
+    let mut people = Vec::new();
+    while people.len() < n {
+        let after = people.last().map(|p: &job_store::PersonView| p.ordinal);
+        people.extend(store.list_people(j.id, after, 5_000).await.unwrap());
+    }
+    assert_eq!(people.iter().map(|p| p.ordinal).collect::<Vec<_>>(), (0..n as i64).collect::<Vec<_>>());
+    assert!(people.iter().zip(&inputs).all(|(p, input)| p.input == *input), "inputs stored as given");
+    for i in [0, 5_458, 5_459, 10_921, 10_922, 10_999] {
+        assert_eq!(people[i].state, PersonState::Invalid, "person {i}");
+        assert_eq!(people[i].person_key, None);
+        assert_eq!(people[i].last_error.as_deref(), Some("no usable identifier"));
+    }
+    assert_eq!(people[5_460].dup_of, Some(people[1].id));
+    assert_eq!(people[10_923].dup_of, Some(people[10_920].id));
+    assert_eq!(people[10_923].person_key.as_deref(), Some("email:p10920@example.com"));
+    assert_eq!(people.iter().filter(|p| p.dup_of.is_some()).count(), 2);
+    assert!(people.iter().all(|p| p.job_id == j.id && p.created_at == j.created_at && p.record.is_none()));
+    assert_eq!(people[7].state, PersonState::Queued);
+    assert_eq!(people[7].last_error, None);
     assert_counters_match(&store, &[j.id]).await;
 }
 

@@ -11,6 +11,7 @@ store_tests!(
     sync_answer_sets_each_person_state_and_credits,
     recording_twice_changes_nothing,
     completion_creates_exactly_one_callback_row,
+    one_answer_writes_every_primary_and_each_ones_duplicates,
 );
 
 async fn sync_answer_sets_each_person_state_and_credits(store: Store) {
@@ -87,4 +88,43 @@ async fn completion_creates_exactly_one_callback_row(store: Store) {
         .await
         .unwrap();
     assert_eq!(rows, 1);
+}
+
+async fn one_answer_writes_every_primary_and_each_ones_duplicates(store: Store) {
+    // Ten primaries in one call, three of them with duplicates (one has two): the answer's people
+    // are written together, and every duplicate mirrors its own primary, not another's.
+    let mut new = job("acme", 10, phone_and_waterfall());
+    new.people.push(serde_json::json!({"email": "P1@example.com", "external_id": "dup-1"}));
+    new.people.push(serde_json::json!({"email": "p4@EXAMPLE.com"}));
+    new.people.push(serde_json::json!({"email": "p4@example.com ", "external_id": "dup-4b"}));
+    new.people.push(serde_json::json!({"email": "p7@example.com"}));
+    let j = store.create_job(new).await.unwrap().job.id;
+    let b = claim(&store).await;
+    assert_eq!(b.people.len(), 10);
+    let mut outcome = all_matched(&b, true, false);
+    outcome.people[4].outcome = SyncMatch::NotFound;
+    outcome.people[7].expect_phone = false;
+    record(&store, outcome).await;
+
+    let people = store.list_people(j, None, 20).await.unwrap();
+    let state = |i: usize| people[i].state;
+    assert_eq!(state(1), PersonState::AwaitingAsync);
+    assert_eq!(state(4), PersonState::NotFound);
+    assert_eq!(state(7), PersonState::Complete);
+    for (dup, primary) in [(10, 1), (11, 4), (12, 4), (13, 7)] {
+        assert_eq!(people[dup].dup_of, Some(people[primary].id), "person {dup}");
+        assert_eq!(state(dup), state(primary), "person {dup}");
+        assert_eq!(people[dup].record, people[primary].record, "person {dup}");
+        assert_eq!(people[dup].apollo_id, people[primary].apollo_id, "person {dup}");
+        assert_eq!(people[dup].expect_phone, people[primary].expect_phone, "person {dup}");
+        assert_eq!(people[dup].credits.micros(), 0, "credits stay on the person sent");
+        assert_eq!(people[dup].batch_id, None, "duplicates are never in a batch");
+    }
+    assert_eq!(people[1].record.as_ref().unwrap()["emails"][0]["address"], "p1@example.com");
+    assert_eq!(people[7].record.as_ref().unwrap()["emails"][0]["address"], "p7@example.com");
+    assert_eq!(people[4].record, None);
+    assert!(people[..10].iter().all(|p| p.credits.micros() == 1_000_000 && p.batch_id == Some(b.batch_id)));
+    let job = store.get_job(j).await.unwrap().unwrap();
+    assert_eq!((job.counts.awaiting_async, job.counts.not_found, job.counts.complete), (9, 3, 2));
+    assert_counters_match(&store, &[j]).await;
 }
