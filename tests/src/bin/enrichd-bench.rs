@@ -1013,7 +1013,7 @@ async fn overhead(backend: Backend) -> anyhow::Result<Section> {
     } else {
         details
     };
-    let limits = format!(
+    let sqlite_limits = format!(
         "The run is not CPU-bound: the whole process used {cores:.2} of the {} cores. It is serialized by SQLite's single \
          writer. Every state change is a write transaction, and the store queues this process's writers on one gate \
          held for the whole transaction (`Store::write_txn`). One Apollo call of ten people costs six of them (the \
@@ -1029,11 +1029,24 @@ async fn overhead(backend: Backend) -> anyhow::Result<Section> {
          (b) JSON columns decoded and re-encoded on every merge (the people's merged records, the batch's raw \
          answer), with glibc malloc/free at about a quarter of all samples. (The statement counts and profile \
          are from before issue 15, which since wrote a call's and a delivery's people in one statement each, \
-         grouped merges up to 32 deliveries per transaction, wrote the hot paths' limits as literals and stopped \
+         grouped merges on PostgreSQL (32 deliveries a transaction; one on SQLite, where a group would hold the \
+         writer webhook deliveries need), wrote the hot paths' limits as literals and stopped \
          reading the people's input in answers and merges; the figures above are from that state.)",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         people as f64 / (last_call - first_call).max(1e-3),
     );
+    let limits = if backend == Backend::Postgres {
+        format!(
+            "The service process used {cores:.2} of the {} cores and the PostgreSQL server processes {pg_cores:.2}: \
+             every statement is a round trip to the server (about ten per merged delivery), and the server, the \
+             service and the simulator share the cores. Dispatch alone ran at {:.0} people/s; the merges finished \
+             {merge_lag:.1} s after the last delivery.",
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            people as f64 / (last_call - first_call).max(1e-3),
+        )
+    } else {
+        sqlite_limits
+    };
     let key = if backend == Backend::Sqlite { "3-sqlite" } else { "3-postgres" };
     Ok(Section { key: key.into(), title: format!("3. Overhead, {name}"), rows, details, limits, ..Section::default() })
 }
