@@ -277,16 +277,8 @@ impl Store {
     /// Applying a delivery twice is a no-op. People of an erased job get no data (their parts
     /// still count), and a delivery naming them is not kept: its body is emptied once applied.
     pub async fn apply_delivery(&self, delivery_id: Uuid, parsed: &Delivery) -> StoreResult<ApplyOutcome> {
-        let now = now();
-        let (txn, _gate) = self.write_txn().await?;
-        let mut tally = Tally::default();
-        let mut outcome = apply_in(&txn, &mut tally, delivery_id, parsed, now).await?;
-        let completed = tally.flush(&txn, now).await?;
-        if let ApplyOutcome::Applied { completed_jobs, .. } = &mut outcome {
-            *completed_jobs = completed;
-        }
-        txn.commit().await?;
-        Ok(outcome)
+        let mut outcomes = self.apply_deliveries(&[(delivery_id, parsed)]).await?;
+        outcomes.pop().ok_or_else(|| StoreError::Corrupt(format!("no outcome for delivery {delivery_id}")))
     }
 
     /// [`Store::apply_delivery`] for several deliveries, in order, in one transaction (one commit
@@ -356,8 +348,7 @@ impl Store {
                 changes.push((p, new));
             }
         }
-        let pairs: Vec<(&person::Model, &person::Model)> = changes.iter().map(|(old, new)| (*old, new)).collect();
-        update_people(&txn, &mut tally, &pairs, now).await?;
+        update_people(&txn, &mut tally, &changes, now).await?;
         tally.flush(&txn, now).await?;
         txn.commit().await?;
         Ok(changes.len() as u64)
@@ -533,8 +524,7 @@ impl Store {
             }
             changes.push((p, new));
         }
-        let pairs: Vec<(&person::Model, &person::Model)> = changes.iter().map(|(old, new)| (*old, new)).collect();
-        update_people(&txn, &mut tally, &pairs, now).await?;
+        update_people(&txn, &mut tally, &changes, now).await?;
         tally.flush(&txn, now).await?;
         txn.commit().await?;
         Ok(people.len() as u64)
@@ -745,8 +735,7 @@ async fn merge_into_batch(
         }
     }
     // The delivery's people in one statement.
-    let pairs: Vec<(&person::Model, &person::Model)> = changes.iter().map(|(old, new)| (*old, new)).collect();
-    update_people(txn, tally, &pairs, now).await?;
+    update_people(txn, tally, &changes, now).await?;
     if part == Part::Phone {
         let ids: Vec<&str> = parsed
             .people
@@ -841,8 +830,7 @@ async fn deliver_phone_elsewhere(
             changes.push((p, new));
         }
     }
-    let pairs: Vec<(&person::Model, &person::Model)> = changes.iter().map(|(old, new)| (*old, new)).collect();
-    update_people(txn, tally, &pairs, now).await
+    update_people(txn, tally, &changes, now).await
 }
 
 /// A person whose phone reveal Apollo skipped, just answered: if a phone delivery of an earlier

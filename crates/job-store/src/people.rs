@@ -1,6 +1,7 @@
 //! Writing person rows: every state change goes through here, so it is tallied on the job and
 //! mirrored onto the person's duplicates (which are never sent and always show the primary's result).
 
+use std::borrow::Borrow;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
@@ -91,36 +92,38 @@ pub(crate) async fn update_person<C: ConnectionTrait>(
 /// `UPDATE … FROM (VALUES …)` per [`ROWS_PER_UPDATE`] people, and, when some have duplicates,
 /// one read and one update for all their duplicates. Each pair is (`old`, `new`) of one primary;
 /// a row is written only if it is still in `old`'s state.
-pub(crate) async fn update_people<C: ConnectionTrait>(
+pub(crate) async fn update_people<C: ConnectionTrait, N: Borrow<person::Model>>(
     db: &C,
     tally: &mut Tally,
-    changes: &[(&person::Model, &person::Model)],
+    changes: &[(&person::Model, N)],
     now: DateTime<Utc>,
 ) -> StoreResult<()> {
-    for chunk in changes.chunks(ROWS_PER_UPDATE) {
-        let rows: Vec<Vec<Value>> = chunk
-            .iter()
-            .map(|(old, new)| {
-                let mut row = vec![old.id.into(), old.state.as_str().into()];
-                row.extend(written(new));
-                row
-            })
-            .collect();
-        let set: Vec<(person::Column, Assign)> = WRITTEN.iter().map(|c| (*c, Assign::of(*c))).collect();
-        let changed = update_from_rows(db, person::Column::Id, true, &set, rows, Some(now)).await?;
-        if changed != chunk.len() as u64 {
-            // Rows are locked (PostgreSQL) or the writer is alone (SQLite): this means a bug upstream.
-            return Err(StoreError::Invalid(format!(
-                "{changed} of {} people updated: changed concurrently (expected states {:?})",
-                chunk.len(),
-                chunk.iter().map(|(old, _)| (old.id, old.state)).collect::<Vec<_>>()
-            )));
-        }
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let rows: Vec<Vec<Value>> = changes
+        .iter()
+        .map(|(old, new)| {
+            let mut row = vec![old.id.into(), old.state.as_str().into()];
+            row.extend(WRITTEN.iter().map(|c| column_value(new.borrow(), *c)));
+            row
+        })
+        .collect();
+    let set: Vec<(person::Column, Assign)> = WRITTEN.iter().map(|c| (*c, Assign::of(*c))).collect();
+    let changed = update_from_rows(db, person::Column::Id, true, &set, rows, Some(now)).await?;
+    if changed != changes.len() as u64 {
+        // Rows are locked (PostgreSQL) or the writer is alone (SQLite): this means a bug upstream.
+        return Err(StoreError::Invalid(format!(
+            "{changed} of {} people updated: changed concurrently (expected states {:?})",
+            changes.len(),
+            changes.iter().map(|(old, _)| (old.id, old.state)).collect::<Vec<_>>()
+        )));
     }
     for (old, new) in changes {
-        tally.moved(old.job_id, old.state, new.state, 1);
+        tally.moved(old.job_id, old.state, new.borrow().state, 1);
     }
-    let with_dups: Vec<&person::Model> = changes.iter().filter(|(old, _)| old.has_dups).map(|(_, new)| *new).collect();
+    let with_dups: Vec<&person::Model> =
+        changes.iter().filter(|(old, _)| old.has_dups).map(|(_, new)| new.borrow()).collect();
     if !with_dups.is_empty() {
         copy_to_duplicates(db, tally, &with_dups, now).await?;
     }
@@ -130,7 +133,7 @@ pub(crate) async fn update_people<C: ConnectionTrait>(
 /// People per multi-row update: a call's ten in one statement, and few statement sizes to prepare.
 const ROWS_PER_UPDATE: usize = 64;
 
-/// The columns a person's change writes ([`update_people`]), in the order of [`written`].
+/// The columns a person's change writes ([`update_people`]).
 const WRITTEN: [person::Column; 13] = [
     person::Column::State,
     person::Column::ApolloId,
@@ -147,27 +150,8 @@ const WRITTEN: [person::Column; 13] = [
     person::Column::PhoneElsewhere,
 ];
 
-/// The values of [`WRITTEN`] for `p`.
-fn written(p: &person::Model) -> [Value; 13] {
-    [
-        p.state.as_str().into(),
-        p.apollo_id.clone().into(),
-        p.batch_id.into(),
-        json_text(p.record.as_ref()),
-        p.expect_phone.into(),
-        p.expect_waterfall.into(),
-        p.got_phone.into(),
-        p.got_waterfall.into(),
-        json_text(p.missing_parts.as_ref()),
-        p.credits_micros.into(),
-        p.last_error.clone().into(),
-        p.awaiting_since.into(),
-        p.phone_elsewhere.into(),
-    ]
-}
-
-/// The columns duplicates take from their primary, in the order of [`mirrored`] (credits and
-/// batch stay on the primary, the only one sent).
+/// The columns duplicates take from their primary: [`WRITTEN`] but credits and batch, which stay
+/// on the primary, the only one sent.
 const MIRRORED: [person::Column; 11] = [
     person::Column::State,
     person::Column::ApolloId,
@@ -182,21 +166,25 @@ const MIRRORED: [person::Column; 11] = [
     person::Column::PhoneElsewhere,
 ];
 
-/// The values of [`MIRRORED`] for a primary.
-fn mirrored(p: &person::Model) -> [Value; 11] {
-    [
-        p.state.as_str().into(),
-        p.apollo_id.clone().into(),
-        json_text(p.record.as_ref()),
-        p.expect_phone.into(),
-        p.expect_waterfall.into(),
-        p.got_phone.into(),
-        p.got_waterfall.into(),
-        json_text(p.missing_parts.as_ref()),
-        p.last_error.clone().into(),
-        p.awaiting_since.into(),
-        p.phone_elsewhere.into(),
-    ]
+/// The value `p` binds for one of the [`WRITTEN`] columns (JSON as text).
+fn column_value(p: &person::Model, c: person::Column) -> Value {
+    use person::Column as C;
+    match c {
+        C::State => p.state.as_str().into(),
+        C::ApolloId => p.apollo_id.clone().into(),
+        C::BatchId => p.batch_id.into(),
+        C::Record => json_text(p.record.as_ref()),
+        C::ExpectPhone => p.expect_phone.into(),
+        C::ExpectWaterfall => p.expect_waterfall.into(),
+        C::GotPhone => p.got_phone.into(),
+        C::GotWaterfall => p.got_waterfall.into(),
+        C::MissingParts => json_text(p.missing_parts.as_ref()),
+        C::CreditsMicros => p.credits_micros.into(),
+        C::LastError => p.last_error.clone().into(),
+        C::AwaitingSince => p.awaiting_since.into(),
+        C::PhoneElsewhere => p.phone_elsewhere.into(),
+        other => unreachable!("{other:?} is not a column a person's change writes"),
+    }
 }
 
 /// A JSON column's value bound as text: binding the JSON value itself costs a deep copy of it
@@ -342,7 +330,7 @@ async fn copy_to_duplicates<C: ConnectionTrait>(
         .iter()
         .map(|p| {
             let mut row = vec![p.id.into()];
-            row.extend(mirrored(p));
+            row.extend(MIRRORED.iter().map(|c| column_value(p, *c)));
             row
         })
         .collect();

@@ -238,16 +238,14 @@ impl Store {
                 changes.push((p, new));
             }
         }
-        let pairs: Vec<(&person::Model, &person::Model)> = changes.iter().map(|(old, new)| (*old, new)).collect();
-        update_people(&txn, &mut tally, &pairs, now).await?;
+        update_people(&txn, &mut tally, &changes, now).await?;
         // A skipped phone reveal: the phone may already have come with an earlier request.
         let mut later = Vec::with_capacity(elsewhere.len());
         for (old, new) in elsewhere {
             let new = crate::deliveries::phone_from_elsewhere(&txn, new, !erased.contains(&old.job_id), now).await?;
             later.push((old, new));
         }
-        let pairs: Vec<(&person::Model, &person::Model)> = later.iter().map(|(old, new)| (*old, new)).collect();
-        update_people(&txn, &mut tally, &pairs, now).await?;
+        update_people(&txn, &mut tally, &later, now).await?;
         let weights: Vec<(Uuid, i64)> = per_job.into_iter().collect();
         for (job_id, share) in split_credits(outcome.credits.micros() - attributed, &weights) {
             tally.credits(job_id, CreditKind::Sync, share);
