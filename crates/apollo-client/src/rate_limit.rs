@@ -94,9 +94,14 @@ impl RateLimit {
         }
     }
 
+    /// The minute, hour and day windows, in that order.
+    pub fn windows(&self) -> [&Window; 3] {
+        [&self.minute, &self.hour, &self.day]
+    }
+
     /// Whether any limit header was present at all.
     pub fn is_known(&self) -> bool {
-        [self.minute, self.hour, self.day].iter().any(|w| w.limit != WindowLimit::Unknown)
+        self.windows().iter().any(|w| w.limit != WindowLimit::Unknown)
     }
 }
 

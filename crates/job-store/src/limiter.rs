@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use apollo_client::{RateLimit, Window, WindowLimit};
+use apollo_client::{RateLimit, WindowLimit};
 use chrono::{DateTime, TimeDelta, Utc};
 use sea_orm::sea_query::{LockType, OnConflict};
 use sea_orm::{
@@ -206,6 +206,11 @@ impl UsageReading {
     /// A request that counted nothing (a 429, the usage-stats endpoint).
     pub fn of_probe(sent: i64, answered: i64, used: u64) -> UsageReading {
         UsageReading { sent, answered, before: used, after: used }
+    }
+
+    /// [`UsageReading::of_call`] when Apollo `counted` the request, else [`UsageReading::of_probe`].
+    pub fn of(sent: i64, answered: i64, used: u64, counted: bool) -> UsageReading {
+        if counted { UsageReading::of_call(sent, answered, used) } else { UsageReading::of_probe(sent, answered, used) }
     }
 }
 
@@ -588,7 +593,7 @@ impl Store {
     async fn update_limiter(&self, rules: &RateRules, h: &RateLimit, blocked_for: Option<Duration>) -> StoreResult<()> {
         // Most answers change nothing (the same limit stated, calls left): skip the row lock then,
         // so answers do not queue behind claims.
-        let stated: [&Window; 3] = [&h.minute, &h.hour, &h.day];
+        let stated = h.windows();
         if blocked_for.is_none() && stated.iter().all(|w| w.left != Some(0)) {
             let known = self.rate_limiter(&rules.key).await?;
             if known.is_some_and(|row| learned(&row).iter().zip(stated).all(|(l, w)| learn(*l, w.limit) == *l)) {
@@ -601,44 +606,43 @@ impl Store {
         let mut blocked = row.blocked_until.filter(|t| *t > now);
         let mut later = |t: DateTime<Utc>| blocked = Some(blocked.map_or(t, |b| b.max(t)));
         let mut known = restarts(&row);
+        let prev = learned(&row);
         for (i, (rule, w)) in rules.windows.iter().zip(stated).enumerate() {
-            let limit = effective_limit(rule.limit, learn(learned(&row)[i], w.limit));
+            if w.left != Some(0) {
+                continue;
+            }
             // None left though our own calls leave room: another client uses the key. (When our
             // calls fill the window, the limit already holds them back, until a restart learned
             // later frees it.)
-            let ours_fill = match limit {
-                Some(limit) => calls_since(&txn, &rules.key, now - delta(rule.len)).await? >= u64::from(limit),
-                None => false,
-            };
-            if w.left == Some(0) && !ours_fill {
-                let oldest = rate_limit_call::Entity::find()
-                    .select_only()
-                    .column(rate_limit_call::Column::At)
-                    .filter(rate_limit_call::Column::Key.eq(&rules.key))
-                    .filter(rate_limit_call::Column::At.gt(now - delta(rule.len)))
-                    .order_by_asc(rate_limit_call::Column::At)
-                    .limit(1)
-                    .into_tuple()
-                    .one(&txn)
-                    .await?;
-                let mut until = closed_until(now, rule.len, oldest);
-                let (period, margin) = rules.period_ms(i);
-                if let Some(restart) = known[i].filter(|r| usable(*r, period)) {
-                    // Apollo's next restart after now is never earlier than its reset of the
-                    // window this answer was counted in.
-                    until = until.min(at_ms(fixed_window(restart, period, margin, now.timestamp_millis()).1));
-                }
-                later(until);
+            if let Some(limit) = effective_limit(rule.limit, learn(prev[i], w.limit))
+                && calls_since(&txn, &rules.key, now - delta(rule.len)).await? >= u64::from(limit)
+            {
+                continue;
             }
-        }
-        if blocked_for.is_some() {
-            // A 429 says our count of Apollo's window was wrong: forget where it restarts.
-            known = [None; 3];
+            let oldest = rate_limit_call::Entity::find()
+                .select_only()
+                .column(rate_limit_call::Column::At)
+                .filter(rate_limit_call::Column::Key.eq(&rules.key))
+                .filter(rate_limit_call::Column::At.gt(now - delta(rule.len)))
+                .order_by_asc(rate_limit_call::Column::At)
+                .limit(1)
+                .into_tuple()
+                .one(&txn)
+                .await?;
+            let mut until = closed_until(now, rule.len, oldest);
+            let (period, margin) = rules.period_ms(i);
+            if let Some(restart) = known[i].filter(|r| usable(*r, period)) {
+                // Apollo's next restart after now is never earlier than its reset of the window
+                // this answer was counted in.
+                until = until.min(at_ms(fixed_window(restart, period, margin, now.timestamp_millis()).1));
+            }
+            later(until);
         }
         if let Some(wait) = blocked_for {
             later(now + delta(wait));
+            // A 429 says our count of Apollo's window was wrong: forget where it restarts.
+            known = [None; 3];
         }
-        let prev = learned(&row);
         let mut update = rate_limiter::ActiveModel {
             key: Set(row.key),
             learned_minute: Set(learn(prev[0], h.minute.limit)),

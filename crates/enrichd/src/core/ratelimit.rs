@@ -105,8 +105,7 @@ impl WindowState {
         }
         if let Some(used) = w.used {
             let (s, a) = clock.reading(sent, answered);
-            let reading = if counted { UsageReading::of_call(s, a, used) } else { UsageReading::of_probe(s, a, used) };
-            self.learn(reading);
+            self.learn(UsageReading::of(s, a, used, counted));
         }
         let ours = self.log.iter().filter(|t| answered.saturating_duration_since(**t) < self.len).count();
         // None left though our own calls leave room: another client uses the key. (When our
@@ -132,19 +131,33 @@ impl WindowState {
     }
 }
 
-/// The limiter's millisecond clock for the pure rules: milliseconds since it was made.
+/// The millisecond clock the restart rules count on: an instant of this process and its time
+/// then in microseconds (0 for the local limiter; the database's clock for the shared one), from
+/// which other instants are timed with this process's monotonic clock.
 #[derive(Debug, Clone, Copy)]
-struct Clock {
+pub struct Clock {
     origin: Instant,
+    origin_micros: i64,
 }
 
 impl Clock {
+    /// A clock on which `origin` is `origin_micros`.
+    pub fn new(origin: Instant, origin_micros: i64) -> Clock {
+        Clock { origin, origin_micros }
+    }
+
+    /// How long ago its origin was.
+    pub fn age(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
     fn micros(&self, t: Instant) -> i64 {
         let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-        match t.checked_duration_since(self.origin) {
+        let since = match t.checked_duration_since(self.origin) {
             Some(d) => us(d),
             None => -us(self.origin.duration_since(t)),
-        }
+        };
+        self.origin_micros.saturating_add(since)
     }
 
     fn ms(&self, t: Instant) -> i64 {
@@ -152,13 +165,14 @@ impl Clock {
     }
 
     /// A reading's sending and answer, rounded outwards ([`reading_ms`]).
-    fn reading(&self, sent: Instant, answered: Instant) -> (i64, i64) {
+    pub fn reading(&self, sent: Instant, answered: Instant) -> (i64, i64) {
         (reading_ms(self.micros(sent), false), reading_ms(self.micros(answered), true))
     }
 
     /// The instant of a millisecond; before the origin it is the origin (only ever a past slot).
     fn instant(&self, ms: i64) -> Instant {
-        self.origin + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+        let after = ms.saturating_mul(1000).saturating_sub(self.origin_micros);
+        self.origin + Duration::from_micros(u64::try_from(after).unwrap_or(0))
     }
 }
 
@@ -209,7 +223,7 @@ impl Limiter {
             finder: RestartFinder::default(),
         };
         Limiter {
-            clock: Clock { origin },
+            clock: Clock::new(origin, 0),
             windows: [
                 w(minute, limits.per_minute),
                 w(minute * 60, limits.per_hour),
@@ -244,7 +258,7 @@ impl Limiter {
     /// at `answered` (`counted`: Apollo counted it, i.e. it was not refused with a 429).
     pub fn observe(&mut self, sent: Instant, answered: Instant, headers: &RateLimit, counted: bool) {
         let clock = self.clock;
-        for (w, stated) in self.windows.iter_mut().zip([&headers.minute, &headers.hour, &headers.day]) {
+        for (w, stated) in self.windows.iter_mut().zip(headers.windows()) {
             w.observe(&clock, sent, answered, stated, counted);
         }
     }

@@ -9,11 +9,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use apollo_client::RateLimit;
-use job_store::limiter::{RestartFinder, UsageReading, reading_ms, usable};
+use job_store::limiter::{RestartFinder, UsageReading, usable};
 use job_store::{Admitted, Allowance, ClaimedBatch, RateRules, StoreResult, WindowRule};
 use secrecy::ExposeSecret;
 
-use crate::core::ratelimit::{Limiter, Limits, window_margin};
+use crate::core::ratelimit::{Clock, Limiter, Limits, window_margin};
 use crate::state::AppState;
 
 /// What the dispatch loop does next.
@@ -41,24 +41,15 @@ pub enum Admission {
 #[derive(Debug, Default)]
 pub struct Readings {
     finders: [RestartFinder; 3],
-    /// An instant of this process and the database's clock then (microseconds): readings are
-    /// timed from it with this process's monotonic clock, so a host whose wall clock is off (by
-    /// less than the skew correction notices) cannot misplace Apollo's restarts.
-    anchor: Option<(Instant, i64)>,
+    /// The database's clock at an instant of this process: readings are timed from it with this
+    /// process's monotonic clock, so a host whose wall clock is off (by less than the skew
+    /// correction notices) cannot misplace Apollo's restarts.
+    anchor: Option<Clock>,
 }
 
 /// How long one reading of the database's clock times readings (monotonic clocks drift by
 /// millionths).
 const ANCHOR_FOR: Duration = Duration::from_secs(30);
-
-/// Microseconds between two instants, negative when `t` is before `from`.
-fn signed_us(from: Instant, t: Instant) -> i64 {
-    let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-    match t.checked_duration_since(from) {
-        Some(d) => us(d),
-        None => -us(from.duration_since(t)),
-    }
-}
 
 /// The shared limiter's rules: the configured limits over windows as long as the in-process
 /// limiter's (margin included), under the key's fingerprint.
@@ -161,7 +152,7 @@ impl Admission {
                 limiter.lock().expect("limiter").observe(sent, Instant::now(), headers, counted)
             }
             Admission::Shared(rules, _) => {
-                let used = [&headers.minute, &headers.hour, &headers.day].map(|w| w.used);
+                let used = headers.windows().map(|w| w.used);
                 self.learn_restarts(state, sent, used, counted).await;
                 if let Err(e) = state.store.observe_rate_headers(rules, headers).await {
                     tracing::warn!(error = %e, "could not store the rate-limit headers");
@@ -183,7 +174,7 @@ impl Admission {
     async fn learn_restarts(&self, state: &AppState, sent: Instant, used: [Option<u64>; 3], counted: bool) {
         let Admission::Shared(rules, readings) = self else { return };
         let answered = Instant::now();
-        let stale = readings.lock().expect("readings").anchor.is_none_or(|(at, _)| at.elapsed() > ANCHOR_FOR);
+        let stale = readings.lock().expect("readings").anchor.is_none_or(|c| c.age() > ANCHOR_FOR);
         if stale {
             let before = Instant::now();
             match state.store.clock_now().await {
@@ -192,7 +183,7 @@ impl Admission {
                     // Readings timed from another anchor may be off by its round trip: pairs
                     // across anchors could look ordered when they were not, so start afresh.
                     let mut r = readings.lock().expect("readings");
-                    *r = Readings { anchor: Some((mid, db.timestamp_micros())), ..Readings::default() };
+                    *r = Readings { anchor: Some(Clock::new(mid, db.timestamp_micros())), ..Readings::default() };
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not read the database's clock");
@@ -202,18 +193,12 @@ impl Admission {
         }
         let found = {
             let mut r = readings.lock().expect("readings");
-            let Some((at, db)) = r.anchor else { return };
-            let sent = reading_ms(db + signed_us(at, sent), false);
-            let answered = reading_ms(db + signed_us(at, answered), true);
+            let Some(clock) = r.anchor else { return };
+            let (sent, answered) = clock.reading(sent, answered);
             let mut found = [None; 3];
             for ((f, used), out) in r.finders.iter_mut().zip(used).zip(&mut found) {
                 if let Some(used) = used {
-                    let reading = if counted {
-                        UsageReading::of_call(sent, answered, used)
-                    } else {
-                        UsageReading::of_probe(sent, answered, used)
-                    };
-                    *out = f.add(reading);
+                    *out = f.add(UsageReading::of(sent, answered, used, counted));
                 }
             }
             found
@@ -244,7 +229,7 @@ impl Admission {
                 if let Err(e) = state.store.record_rate_limited(rules, headers).await {
                     tracing::warn!(error = %e, "could not share a 429's retry-after");
                 }
-                let used = [&headers.minute, &headers.hour, &headers.day].map(|w| w.used);
+                let used = headers.windows().map(|w| w.used);
                 self.learn_restarts(state, sent, used, false).await;
             }
         }
