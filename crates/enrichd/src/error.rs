@@ -4,7 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
 use crate::core::validate::Problem;
-use crate::delivery_writer::WriteError;
+use crate::group_commit::WriteError;
 use crate::v1::models::{ErrorBody, ErrorDetail};
 
 /// Everything a handler can answer with besides success.
@@ -144,6 +144,7 @@ impl From<job_store::StoreError> for ApiError {
             S::Invalid(m) => ApiError::Internal(m),
             S::Corrupt(m) => ApiError::Internal(m),
             S::InUse(m) => ApiError::Unavailable(m),
+            S::Stopping => ApiError::Unavailable("the service is stopping; retry shortly".into()),
             // Whatever the database said, the request may succeed later: tell the caller to retry.
             S::Db(db) => {
                 tracing::warn!(error = %db, "database error");

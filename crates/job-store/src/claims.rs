@@ -160,8 +160,26 @@ impl Store {
         lease: Duration,
         now: DateTime<Utc>,
     ) -> StoreResult<Option<ClaimedBatch>> {
+        Ok(self.claim_batches(owner, lease, now, 1).await?.pop())
+    }
+
+    /// Up to `max` claims of [`Store::claim_batch`] in one transaction (one commit for the calls
+    /// that may go together); fewer when the work runs out.
+    pub async fn claim_batches(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+        max: usize,
+    ) -> StoreResult<Vec<ClaimedBatch>> {
         let (txn, _gate) = self.write_txn().await?;
-        let claimed = claim_in(&txn, owner, lease, ts(now)).await?;
+        let mut claimed = Vec::with_capacity(max);
+        while claimed.len() < max {
+            match claim_in(&txn, owner, lease, ts(now)).await? {
+                Some(batch) => claimed.push(batch),
+                None => break,
+            }
+        }
         txn.commit().await?;
         Ok(claimed)
     }

@@ -58,6 +58,20 @@ pub struct InboundDelivery<'a> {
     pub body: &'a [u8],
 }
 
+impl InboundDelivery<'_> {
+    /// Its deduplication key: the same content for the same batch and claim is one delivery,
+    /// whatever its key order or spacing. CPU work (the body is canonicalised and hashed), so
+    /// callers with many threads compute it before queuing for the store's one writer.
+    pub fn dedup_key(&self) -> String {
+        let canonical = canonical_json(self.body);
+        let content = canonical.as_deref().unwrap_or(self.body);
+        match self.claim.map(i32::to_be_bytes) {
+            Some(c) => sha256_hex(&[self.batch_id.as_bytes(), &c, content]),
+            None => sha256_hex(&[self.batch_id.as_bytes(), content]),
+        }
+    }
+}
+
 /// A stored delivery ready to be parsed and applied.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingDelivery {
@@ -137,19 +151,22 @@ impl Store {
         items: &[InboundDelivery<'_>],
         received_at: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<StoredDelivery>>> {
+        let keyed: Vec<(InboundDelivery<'_>, String)> = items.iter().map(|i| (*i, i.dedup_key())).collect();
+        self.store_keyed_deliveries(&keyed, received_at).await
+    }
+
+    /// [`Store::store_deliveries`] with each delivery's [`InboundDelivery::dedup_key`] computed
+    /// by the caller (off the writer's task).
+    pub async fn store_keyed_deliveries(
+        &self,
+        items: &[(InboundDelivery<'_>, String)],
+        received_at: DateTime<Utc>,
+    ) -> StoreResult<Vec<StoreResult<StoredDelivery>>> {
         let received_at = ts(received_at);
-        // Keys and rows before taking the writer: canonicalising and hashing bodies is CPU work
-        // that need not hold SQLite's single writer.
         let rows: Vec<inbound_delivery::Model> = items
             .iter()
-            .map(|item| {
-                let canonical = canonical_json(item.body);
-                let content = canonical.as_deref().unwrap_or(item.body);
-                let claim = item.claim.map(i32::to_be_bytes);
-                let dedup_key = match &claim {
-                    Some(c) => sha256_hex(&[item.batch_id.as_bytes(), c, content]),
-                    None => sha256_hex(&[item.batch_id.as_bytes(), content]),
-                };
+            .map(|(item, dedup_key)| {
+                let dedup_key = dedup_key.clone();
                 inbound_delivery::Model {
                     id: new_id(),
                     batch_id: item.batch_id,
@@ -166,7 +183,7 @@ impl Store {
                 }
             })
             .collect();
-        let mut batch_ids: Vec<Uuid> = items.iter().map(|i| i.batch_id).collect();
+        let mut batch_ids: Vec<Uuid> = items.iter().map(|(i, _)| i.batch_id).collect();
         batch_ids.sort();
         batch_ids.dedup();
 
@@ -286,13 +303,22 @@ impl Store {
     /// own; the job counters are written once, at the end, so job rows (which claims and answers
     /// update too) stay locked only for the commit, and jobs the group completes are listed on
     /// its last applied delivery (their `job.completed` event covers every change of the group).
-    /// On an error nothing is applied: the caller applies them one at a time to find the culprit.
+    /// Merging is background work: on SQLite it waits while foreground writers queue for the one
+    /// writer, and stops after the first delivery that finds one waiting, so the outcomes (one per
+    /// applied delivery, in order) may cover only the first items: the caller applies the rest
+    /// next. On an error nothing is applied: the caller applies them one at a time to find the
+    /// culprit.
     pub async fn apply_deliveries(&self, items: &[(Uuid, &Delivery)]) -> StoreResult<Vec<ApplyOutcome>> {
         let now = now();
-        let (txn, _gate) = self.write_txn().await?;
+        let (txn, _gate) = self.background_txn().await?;
         let mut tally = Tally::default();
         let mut outcomes = Vec::with_capacity(items.len());
         for (delivery_id, parsed) in items {
+            // SQLite's one writer is wanted for something that cannot wait (storing what Apollo
+            // sends, recording a paid answer): commit what is merged and let it go.
+            if !outcomes.is_empty() && self.writer_wanted() {
+                break;
+            }
             outcomes.push(apply_in(&txn, &mut tally, *delivery_id, parsed, now).await?);
         }
         let completed = tally.flush(&txn, now).await?;

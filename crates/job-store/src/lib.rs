@@ -39,7 +39,7 @@ pub mod usage;
 pub mod wakeups;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
@@ -92,6 +92,9 @@ pub enum StoreError {
     /// Another process holds the SQLite database (SQLite serves one process).
     #[error("{0}")]
     InUse(String),
+    /// This process is stopping: the task that writes for it is gone.
+    #[error("the store is stopping in this process")]
+    Stopping,
     /// A database error.
     #[error(transparent)]
     Db(#[from] DbErr),
@@ -145,15 +148,119 @@ impl Default for StoreOptions {
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
-    /// SQLite only: writers of this process queue here, first come first served, instead of
-    /// polling SQLite's busy handler (which sleeps and lets one busy writer starve the others).
-    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// SQLite only: writers of this process queue here instead of polling SQLite's busy handler
+    /// (which sleeps and lets one busy writer starve the others).
+    write_gate: Option<Arc<Gate>>,
     /// SQLite with [`StoreOptions::single_process`]: the held lock file.
     _process_lock: Option<Arc<std::fs::File>>,
 }
 
 /// Held while a write runs (SQLite); nothing on PostgreSQL.
-pub(crate) type WriteGate = Option<tokio::sync::OwnedMutexGuard<()>>;
+pub(crate) type WriteGate = Option<GateGuard>;
+
+/// SQLite's one writer, as this process's writers share it: first come first served, except that
+/// background writers (merging stored deliveries) stand aside while foreground writers (storing
+/// what Apollo sends, recording paid answers, claiming) wait or have just written, for at most
+/// [`BACKGROUND_YIELD`] per turn so merges still progress under a flood.
+#[derive(Debug)]
+pub(crate) struct Gate {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    /// Foreground writers waiting for `lock`.
+    foreground_waiting: AtomicUsize,
+    /// When a foreground writer last let go, in µs since `origin`.
+    foreground_done: AtomicU64,
+    origin: tokio::time::Instant,
+    /// Signalled when no foreground writer is left waiting.
+    clear: tokio::sync::Notify,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            lock: Arc::default(),
+            foreground_waiting: AtomicUsize::new(0),
+            foreground_done: AtomicU64::new(0),
+            origin: tokio::time::Instant::now(),
+            clear: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+/// Longest a background writer stands aside for foreground writers before it queues with them.
+const BACKGROUND_YIELD: Duration = Duration::from_millis(50);
+
+/// How long the writer must have been free of foreground writes before a background writer
+/// takes it: the next webhook group is usually on its way already.
+const FOREGROUND_QUIET: Duration = Duration::from_millis(2);
+
+/// Counts a foreground writer as waiting until dropped (also when its future is cancelled).
+struct Waiting<'a>(&'a Gate);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if self.0.foreground_waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.clear.notify_waiters();
+        }
+    }
+}
+
+/// Holds SQLite's writer for this process; a foreground holder notes when it lets go.
+pub(crate) struct GateGuard {
+    _lock: tokio::sync::OwnedMutexGuard<()>,
+    foreground: Option<Arc<Gate>>,
+}
+
+impl Drop for GateGuard {
+    fn drop(&mut self) {
+        if let Some(gate) = &self.foreground {
+            gate.foreground_done.store(gate.micros(tokio::time::Instant::now()), Ordering::Release);
+        }
+    }
+}
+
+impl Gate {
+    fn micros(&self, t: tokio::time::Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.origin).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    async fn foreground(self: &Arc<Self>) -> GateGuard {
+        self.foreground_waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(self);
+        let lock = self.lock.clone().lock_owned().await;
+        GateGuard { _lock: lock, foreground: Some(self.clone()) }
+    }
+
+    async fn background(&self) -> GateGuard {
+        let until = tokio::time::Instant::now() + BACKGROUND_YIELD;
+        loop {
+            let clear = self.clear.notified();
+            tokio::pin!(clear);
+            clear.as_mut().enable();
+            let now = tokio::time::Instant::now();
+            if now >= until {
+                break;
+            }
+            if self.wanted() {
+                if tokio::time::timeout_at(until, clear).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            let quiet_from =
+                self.origin + Duration::from_micros(self.foreground_done.load(Ordering::Acquire)) + FOREGROUND_QUIET;
+            if quiet_from <= now {
+                break;
+            }
+            tokio::time::sleep_until(quiet_from.min(until)).await;
+        }
+        GateGuard { _lock: self.lock.clone().lock_owned().await, foreground: None }
+    }
+
+    /// Whether a foreground writer is waiting.
+    fn wanted(&self) -> bool {
+        self.foreground_waiting.load(Ordering::Acquire) > 0
+    }
+}
 
 impl Store {
     /// Connects to `sqlite://path?mode=rwc`, `sqlite::memory:` or `postgres://…`, and migrates.
@@ -246,16 +353,36 @@ impl Store {
 
     /// Waits for this process's turn to write (SQLite); keep the guard until the write is done.
     pub(crate) async fn write_gate(&self) -> WriteGate {
+        self.gate_as(false).await
+    }
+
+    async fn gate_as(&self, background: bool) -> WriteGate {
         match &self.write_gate {
-            Some(gate) => Some(gate.clone().lock_owned().await),
+            Some(gate) if background => Some(gate.background().await),
+            Some(gate) => Some(gate.foreground().await),
             None => None,
         }
+    }
+
+    /// Whether a foreground writer of this process waits for SQLite's writer (never on
+    /// PostgreSQL): background work holding it should commit and let it go.
+    pub(crate) fn writer_wanted(&self) -> bool {
+        self.write_gate.as_ref().is_some_and(|g| g.wanted())
     }
 
     /// Starts a write transaction (`BEGIN IMMEDIATE` on SQLite: take the write lock up front).
     /// Keep the returned gate alive until the transaction ends.
     pub(crate) async fn write_txn(&self) -> StoreResult<(DatabaseTransaction, WriteGate)> {
-        let gate = self.write_gate().await;
+        self.txn_as(false).await
+    }
+
+    /// [`Store::write_txn`] for background work, which lets foreground writers go first.
+    pub(crate) async fn background_txn(&self) -> StoreResult<(DatabaseTransaction, WriteGate)> {
+        self.txn_as(true).await
+    }
+
+    async fn txn_as(&self, background: bool) -> StoreResult<(DatabaseTransaction, WriteGate)> {
+        let gate = self.gate_as(background).await;
         let options = TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..Default::default()

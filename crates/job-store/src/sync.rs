@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use apollo_client::{Credits, PersonFacts};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, LockType};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -133,128 +133,152 @@ impl Store {
     ///
     /// Idempotent: a second call for the same batch changes nothing.
     pub async fn record_sync(&self, outcome: SyncOutcome) -> StoreResult<SyncRecorded> {
+        let mut recorded = self.record_syncs(std::slice::from_ref(&outcome)).await?;
+        recorded.pop().ok_or_else(|| StoreError::Corrupt(format!("no outcome for batch {}", outcome.batch_id)))
+    }
+
+    /// [`Store::record_sync`] for several answers, in order, in one transaction (one commit for
+    /// the answers that arrived together): each ends as if recorded on its own; the job counters
+    /// are written once, at the end, and the jobs the group completes are listed on its last
+    /// `Recorded`. On an error nothing is recorded: the caller records them one at a time.
+    pub async fn record_syncs(&self, outcomes: &[SyncOutcome]) -> StoreResult<Vec<SyncRecorded>> {
         let now = now();
         let (txn, _gate) = self.write_txn().await?;
-        let Some(b) = by_key(&txn, batch::Entity::find_by_id(outcome.batch_id).lock(LockType::Update)).await? else {
-            return Err(StoreError::NotFound(format!("batch {}", outcome.batch_id)));
-        };
-        match b.state {
-            BatchState::Submitted => return Ok(SyncRecorded::AlreadyRecorded),
-            BatchState::Failed => return Ok(SyncRecorded::BatchFailed),
-            BatchState::Queued | BatchState::Submitting | BatchState::RetryWait => {}
-        }
-        // People of jobs erased while the call was in flight: states and credits, no data, and
-        // the raw response (which names them) is not kept.
-        let erased = crate::erase::erased_jobs_in_batch(&txn, b.id).await?;
-        // Apollo's answer is kept whatever it holds: what the JSON column cannot hold (U+0000 on
-        // PostgreSQL) is kept byte for byte beside a sanitized copy, so the write never fails.
-        let (response, response_body) = match erased.is_empty() {
-            false => (None, None),
-            true if needs_sanitizing(&outcome.response) => (
-                Some(storable(outcome.response.clone())),
-                Some(serde_json::to_vec(&outcome.response).unwrap_or_default()),
-            ),
-            true => (Some(outcome.response.clone()), None),
-        };
-        batch::Entity::update_many()
-            .filter(batch::Column::Id.eq(b.id))
-            .col_expr(batch::Column::State, Expr::value(BatchState::Submitted))
-            .col_expr(batch::Column::HttpStatus, Expr::value(outcome.http_status))
-            .col_expr(batch::Column::RequestId, Expr::value(outcome.request_id))
-            .col_expr(batch::Column::PhoneRequestId, Expr::value(storable_text(outcome.phone_request_id.clone())))
-            .col_expr(batch::Column::Response, Expr::value(response))
-            .col_expr(batch::Column::ResponseBody, Expr::value(response_body))
-            .col_expr(batch::Column::AnsweredClaim, Expr::value(outcome.claim))
-            .col_expr(batch::Column::SyncCreditsMicros, Expr::value(outcome.credits.micros()))
-            .col_expr(
-                batch::Column::CreditsMicros,
-                Expr::col(batch::Column::CreditsMicros).add(outcome.credits.micros()),
-            )
-            .col_expr(batch::Column::LeaseOwner, Expr::value(Option::<String>::None))
-            .col_expr(batch::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
-            .col_expr(batch::Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
-            .col_expr(batch::Column::SubmittedAt, Expr::value(now))
-            .col_expr(batch::Column::UpdatedAt, Expr::value(now))
-            .exec(&txn)
-            .await?;
-
-        let people = lock_batch_primaries(&txn, b.id).await?;
-        let mut answers: HashMap<Uuid, &SyncPerson> = HashMap::with_capacity(outcome.people.len());
-        for a in &outcome.people {
-            if !people.iter().any(|p| p.id == a.person_id) {
-                return Err(StoreError::Invalid(format!("person {} is not in batch {}", a.person_id, b.id)));
-            }
-            if answers.insert(a.person_id, a).is_some() {
-                return Err(StoreError::Invalid(format!("person {} answered twice", a.person_id)));
-            }
-        }
-
         let mut tally = Tally::default();
-        let mut per_job: BTreeMap<Uuid, i64> = BTreeMap::new();
-        let mut attributed = 0i64;
-        // Every answered person's row, written together below (one statement for the call).
-        let mut changes: Vec<(&person::Model, person::Model)> = Vec::with_capacity(people.len());
-        let mut elsewhere: Vec<(&person::Model, person::Model)> = Vec::new();
-        for p in &people {
-            if p.state != PersonState::Submitted {
-                continue;
-            }
-            *per_job.entry(p.job_id).or_default() += 1;
-            let mut new = p.clone();
-            new.last_error = None;
-            let erased_person = erased.contains(&p.job_id);
-            let answer = answers.get(&p.id);
-            let matched = answer.filter(|a| a.outcome == SyncMatch::Matched);
-            if let Some(a) = matched
-                && !erased_person
-            {
-                let mut record = Record::from_json(p.record.as_ref());
-                record.merge_facts(&a.facts);
-                record.merge_fields(&a.fields, "sync");
-                new.apollo_id = a.apollo_id.clone().or_else(|| a.facts.apollo_id.clone()).or(new.apollo_id);
-                new.record = Some(record.to_json());
-            }
-            apply_event(
-                &mut new,
-                Event::Answered(Answer {
-                    matched: matched.is_some(),
-                    expect_phone: matched.is_some_and(|a| a.expect_phone),
-                    expect_waterfall: matched.is_some_and(|a| a.expect_waterfall),
-                    phone_elsewhere: matched.is_some_and(|a| a.phone_elsewhere),
-                }),
-                now,
-            )?;
-            if answer.is_none() && !erased_person {
-                new.last_error = Some("no answer for this person in the response".into());
-            }
-            if let Some(a) = answer {
-                new.credits_micros += a.credits.micros();
-                attributed += a.credits.micros();
-                tally.credits(p.job_id, CreditKind::Sync, a.credits.micros());
-            }
-            if new.phone_elsewhere && !new.got_phone {
-                elsewhere.push((p, new));
-            } else {
-                changes.push((p, new));
-            }
+        let mut recorded = Vec::with_capacity(outcomes.len());
+        for outcome in outcomes {
+            recorded.push(record_in(&txn, &mut tally, outcome, now).await?);
         }
-        update_people(&txn, &mut tally, &changes, now).await?;
-        // A skipped phone reveal: the phone may already have come with an earlier request.
-        let mut later = Vec::with_capacity(elsewhere.len());
-        for (old, new) in elsewhere {
-            let new = crate::deliveries::phone_from_elsewhere(&txn, new, !erased.contains(&old.job_id), now).await?;
-            later.push((old, new));
+        let completed = tally.flush(&txn, now).await?;
+        if let Some(SyncRecorded::Recorded { completed_jobs }) =
+            recorded.iter_mut().rev().find(|r| matches!(r, SyncRecorded::Recorded { .. }))
+        {
+            *completed_jobs = completed;
         }
-        update_people(&txn, &mut tally, &later, now).await?;
-        let weights: Vec<(Uuid, i64)> = per_job.into_iter().collect();
-        for (job_id, share) in split_credits(outcome.credits.micros() - attributed, &weights) {
-            tally.credits(job_id, CreditKind::Sync, share);
-            tally.call(job_id);
-        }
-        let completed_jobs = tally.flush(&txn, now).await?;
         txn.commit().await?;
-        Ok(SyncRecorded::Recorded { completed_jobs })
+        Ok(recorded)
     }
+}
+
+/// [`Store::record_sync`] in the caller's transaction, its job changes added to `tally` (the
+/// caller flushes it; `completed_jobs` is left empty).
+async fn record_in(
+    txn: &DatabaseTransaction,
+    tally: &mut Tally,
+    outcome: &SyncOutcome,
+    now: DateTime<Utc>,
+) -> StoreResult<SyncRecorded> {
+    let Some(b) = by_key(txn, batch::Entity::find_by_id(outcome.batch_id).lock(LockType::Update)).await? else {
+        return Err(StoreError::NotFound(format!("batch {}", outcome.batch_id)));
+    };
+    match b.state {
+        BatchState::Submitted => return Ok(SyncRecorded::AlreadyRecorded),
+        BatchState::Failed => return Ok(SyncRecorded::BatchFailed),
+        BatchState::Queued | BatchState::Submitting | BatchState::RetryWait => {}
+    }
+    // People of jobs erased while the call was in flight: states and credits, no data, and
+    // the raw response (which names them) is not kept.
+    let erased = crate::erase::erased_jobs_in_batch(txn, b.id).await?;
+    // Apollo's answer is kept whatever it holds: what the JSON column cannot hold (U+0000 on
+    // PostgreSQL) is kept byte for byte beside a sanitized copy, so the write never fails.
+    let (response, response_body) = match erased.is_empty() {
+        false => (None, None),
+        true if needs_sanitizing(&outcome.response) => {
+            (Some(storable(outcome.response.clone())), Some(serde_json::to_vec(&outcome.response).unwrap_or_default()))
+        }
+        true => (Some(outcome.response.clone()), None),
+    };
+    batch::Entity::update_many()
+        .filter(batch::Column::Id.eq(b.id))
+        .col_expr(batch::Column::State, Expr::value(BatchState::Submitted))
+        .col_expr(batch::Column::HttpStatus, Expr::value(outcome.http_status))
+        .col_expr(batch::Column::RequestId, Expr::value(outcome.request_id))
+        .col_expr(batch::Column::PhoneRequestId, Expr::value(storable_text(outcome.phone_request_id.clone())))
+        .col_expr(batch::Column::Response, Expr::value(response))
+        .col_expr(batch::Column::ResponseBody, Expr::value(response_body))
+        .col_expr(batch::Column::AnsweredClaim, Expr::value(outcome.claim))
+        .col_expr(batch::Column::SyncCreditsMicros, Expr::value(outcome.credits.micros()))
+        .col_expr(batch::Column::CreditsMicros, Expr::col(batch::Column::CreditsMicros).add(outcome.credits.micros()))
+        .col_expr(batch::Column::LeaseOwner, Expr::value(Option::<String>::None))
+        .col_expr(batch::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(batch::Column::NextAttemptAt, Expr::value(Option::<DateTime<Utc>>::None))
+        .col_expr(batch::Column::SubmittedAt, Expr::value(now))
+        .col_expr(batch::Column::UpdatedAt, Expr::value(now))
+        .exec(txn)
+        .await?;
+    let people = lock_batch_primaries(txn, b.id).await?;
+    let mut answers: HashMap<Uuid, &SyncPerson> = HashMap::with_capacity(outcome.people.len());
+    for a in &outcome.people {
+        if !people.iter().any(|p| p.id == a.person_id) {
+            return Err(StoreError::Invalid(format!("person {} is not in batch {}", a.person_id, b.id)));
+        }
+        if answers.insert(a.person_id, a).is_some() {
+            return Err(StoreError::Invalid(format!("person {} answered twice", a.person_id)));
+        }
+    }
+
+    let mut per_job: BTreeMap<Uuid, i64> = BTreeMap::new();
+    let mut attributed = 0i64;
+    // Every answered person's row, written together below (one statement for the call).
+    let mut changes: Vec<(&person::Model, person::Model)> = Vec::with_capacity(people.len());
+    let mut elsewhere: Vec<(&person::Model, person::Model)> = Vec::new();
+    for p in &people {
+        if p.state != PersonState::Submitted {
+            continue;
+        }
+        *per_job.entry(p.job_id).or_default() += 1;
+        let mut new = p.clone();
+        new.last_error = None;
+        let erased_person = erased.contains(&p.job_id);
+        let answer = answers.get(&p.id);
+        let matched = answer.filter(|a| a.outcome == SyncMatch::Matched);
+        if let Some(a) = matched
+            && !erased_person
+        {
+            let mut record = Record::from_json(p.record.as_ref());
+            record.merge_facts(&a.facts);
+            record.merge_fields(&a.fields, "sync");
+            new.apollo_id = a.apollo_id.clone().or_else(|| a.facts.apollo_id.clone()).or(new.apollo_id);
+            new.record = Some(record.to_json());
+        }
+        apply_event(
+            &mut new,
+            Event::Answered(Answer {
+                matched: matched.is_some(),
+                expect_phone: matched.is_some_and(|a| a.expect_phone),
+                expect_waterfall: matched.is_some_and(|a| a.expect_waterfall),
+                phone_elsewhere: matched.is_some_and(|a| a.phone_elsewhere),
+            }),
+            now,
+        )?;
+        if answer.is_none() && !erased_person {
+            new.last_error = Some("no answer for this person in the response".into());
+        }
+        if let Some(a) = answer {
+            new.credits_micros += a.credits.micros();
+            attributed += a.credits.micros();
+            tally.credits(p.job_id, CreditKind::Sync, a.credits.micros());
+        }
+        if new.phone_elsewhere && !new.got_phone {
+            elsewhere.push((p, new));
+        } else {
+            changes.push((p, new));
+        }
+    }
+    update_people(txn, tally, &changes, now).await?;
+    // A skipped phone reveal: the phone may already have come with an earlier request.
+    let mut later = Vec::with_capacity(elsewhere.len());
+    for (old, new) in elsewhere {
+        let new = crate::deliveries::phone_from_elsewhere(txn, new, !erased.contains(&old.job_id), now).await?;
+        later.push((old, new));
+    }
+    update_people(txn, tally, &later, now).await?;
+    let weights: Vec<(Uuid, i64)> = per_job.into_iter().collect();
+    for (job_id, share) in split_credits(outcome.credits.micros() - attributed, &weights) {
+        tally.credits(job_id, CreditKind::Sync, share);
+        tally.call(job_id);
+    }
+    Ok(SyncRecorded::Recorded { completed_jobs: Vec::new() })
 }
 
 #[cfg(test)]
