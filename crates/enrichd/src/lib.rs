@@ -4,9 +4,9 @@
 pub mod cli;
 pub mod config;
 pub mod core;
-pub mod delivery_writer;
 pub mod demo;
 pub mod error;
+pub mod group_commit;
 pub mod logging;
 pub mod startup;
 pub mod state;
@@ -14,3 +14,4 @@ pub mod telemetry;
 pub mod ui;
 pub mod v1;
 pub mod worker;
+pub mod writer_thread;

@@ -19,11 +19,13 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Config;
 use crate::core::signing::SigningSecret;
 use crate::error::ApiError;
+use crate::group_commit::{AnswerWriter, DeliveryWriter};
 use crate::state::{AppState, Wakers};
 use crate::telemetry;
 use crate::v1::auth::KeySet;
 use crate::v1::endpoints::{admin, docs, health, jobs, usage, webhooks};
 use crate::worker::{self, dispatch::Dispatcher};
+use crate::writer_thread::WriterThread;
 
 /// Installs the process-wide TLS provider once (reqwest is built without one).
 pub fn install_tls() {
@@ -72,8 +74,12 @@ impl Application {
             tracing::warn!(%reason, "dispatch is paused; POST /v1/admin/resume lifts the pause");
         }
         let listener = TcpListener::bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
+        let writer = Arc::new(WriterThread::start(&store).context("starting the writer thread")?);
         let state = AppState {
-            deliveries: crate::delivery_writer::DeliveryWriter::start(store.clone()),
+            deliveries: DeliveryWriter::start(store.clone(), &writer),
+            answers: AnswerWriter::start(store.clone(), &writer),
+            writer,
+            webhook_secrets: Arc::default(),
             store,
             config: Arc::new(config),
             apollo,

@@ -41,5 +41,44 @@ pub struct AppState {
     /// This process's name in leases.
     pub owner: String,
     /// Group-commit writer of webhook deliveries.
-    pub deliveries: crate::delivery_writer::DeliveryWriter,
+    pub deliveries: crate::group_commit::DeliveryWriter,
+    /// Group-commit writer of the calls' synchronous answers.
+    pub answers: crate::group_commit::AnswerWriter,
+    /// Where the tasks that hold SQLite's writer run.
+    pub writer: Arc<crate::writer_thread::WriterThread>,
+    /// Batches' webhook secrets already read (a webhook burst reads each a few times).
+    pub webhook_secrets: Arc<SecretCache>,
+}
+
+/// Batch id → webhook secret, as read from the store. A batch's secret never changes, so a hit is
+/// as good as a read; a batch deleted since is still refused when its delivery is stored.
+#[derive(Default)]
+pub struct SecretCache(std::sync::Mutex<std::collections::HashMap<uuid::Uuid, Arc<str>>>);
+
+/// Most secrets kept; past that the cache starts over (a burst is about recent batches).
+const SECRETS_KEPT: usize = 10_000;
+
+impl SecretCache {
+    /// The secret of `batch_id`: cached, or read from the store (`None`: no such batch).
+    pub async fn get(&self, store: &Store, batch_id: uuid::Uuid) -> job_store::StoreResult<Option<Arc<str>>> {
+        if let Some(s) = self.0.lock().expect("secret cache").get(&batch_id) {
+            return Ok(Some(s.clone()));
+        }
+        let Some(secret) = store.batch_webhook_secret(batch_id).await? else { return Ok(None) };
+        let secret: Arc<str> = secret.into();
+        let mut cache = self.0.lock().expect("secret cache");
+        if cache.len() >= SECRETS_KEPT {
+            cache.clear();
+        }
+        cache.insert(batch_id, secret.clone());
+        Ok(Some(secret))
+    }
+}
+
+impl std::fmt::Debug for SecretCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secrets themselves.
+        let n = self.0.lock().map(|c| c.len()).unwrap_or(0);
+        f.debug_struct("SecretCache").field("batches", &n).finish()
+    }
 }

@@ -87,17 +87,28 @@ impl Admission {
     pub async fn next(&self, state: &AppState, max: usize) -> StoreResult<Next> {
         match self {
             Admission::Local(limiter) => {
-                if let Some(at) = limiter.lock().expect("limiter").next_slot(Instant::now()) {
-                    return Ok(Next::WaitUntil(at));
-                }
-                let Some(batch) =
-                    state.store.claim_batch(&state.owner, state.config.lease, state.store.clock_now().await?).await?
-                else {
-                    return Ok(Next::Idle);
+                let free = {
+                    let limiter = limiter.lock().expect("limiter");
+                    let now = Instant::now();
+                    if let Some(at) = limiter.next_slot(now) {
+                        return Ok(Next::WaitUntil(at));
+                    }
+                    // How many slots are free now, counted on a copy.
+                    let mut copy = limiter.clone();
+                    (0..max.max(1)).take_while(|_| copy.try_acquire(now).is_ok()).count()
                 };
-                // One dispatch loop per process takes slots, so the slot seen free is still free.
-                let _ = limiter.lock().expect("limiter").try_acquire(Instant::now());
-                Ok(Next::Call(vec![batch]))
+                let (store, owner, lease) = (state.store.clone(), state.owner.clone(), state.config.lease);
+                let claim = async move { store.claim_batches(&owner, lease, store.clock_now().await?, free).await };
+                let batches = state.writer.write(claim).await?;
+                if batches.is_empty() {
+                    return Ok(Next::Idle);
+                }
+                // One dispatch loop per process takes slots, so the slots seen free are still free.
+                let mut limiter = limiter.lock().expect("limiter");
+                for _ in &batches {
+                    let _ = limiter.try_acquire(Instant::now());
+                }
+                Ok(Next::Call(batches))
             }
             Admission::Shared(rules, _) => {
                 Ok(match state.store.claim_admitted(&state.owner, state.config.lease, rules, max).await? {

@@ -16,6 +16,7 @@ use job_store::{CallError, ClaimedBatch, SyncOutcome, SyncRecorded};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::core::records::{detail_of, sync_people};
+use crate::group_commit::WriteError;
 use crate::state::AppState;
 use crate::worker::admission::{Admission, Next};
 use crate::worker::{db_after, jittered, nap};
@@ -319,10 +320,10 @@ pub fn webhook_url(public_base_url: &str, batch: &ClaimedBatch) -> String {
 
 /// Tries to record an answer a few times: it was paid for, so a passing database hiccup must not
 /// send the call again. Past that, the lease expires and the retry counts a possible double charge.
-async fn record_answer(state: &AppState, outcome: SyncOutcome) -> Result<SyncRecorded, job_store::StoreError> {
+async fn record_answer(state: &AppState, outcome: SyncOutcome) -> Result<SyncRecorded, WriteError> {
     let mut delay = Duration::from_millis(200);
     for _ in 1..RECORD_TRIES {
-        match state.store.record_sync(outcome.clone()).await {
+        match state.answers.record(outcome.clone()).await {
             Ok(r) => return Ok(r),
             Err(e) => {
                 tracing::warn!(batch_id = %outcome.batch_id, error = %e, "could not record a sync answer; trying again");
@@ -331,7 +332,7 @@ async fn record_answer(state: &AppState, outcome: SyncOutcome) -> Result<SyncRec
             }
         }
     }
-    state.store.record_sync(outcome).await
+    state.answers.record(outcome).await
 }
 
 /// Attempts to record one answer.

@@ -1,9 +1,10 @@
 //! Ingest: the worker that parses stored deliveries and merges them into people.
 //!
-//! The webhook route only stores and answers ([`crate::delivery_writer`]); parsing and
+//! The webhook route only stores and answers ([`crate::group_commit`]); parsing and
 //! merging happen here, so Apollo never waits on a merge, and a delivery that came before its
 //! batch's synchronous answer simply stays pending until the answer is recorded.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use apollo_client::parse_delivery;
@@ -30,19 +31,14 @@ pub async fn run(state: AppState) {
     }
 }
 
-/// Deliveries merged per transaction. On PostgreSQL a group of 32 is one commit for a burst (end
-/// to end 556 → 777 people/s in the overhead benchmark). On SQLite a group holds the one writer
-/// that Apollo's webhook deliveries must also take to be stored, so there each merge commits
-/// alone: measured in one sitting, groups of 32 / 8 / 4 / 1 took webhook acceptance to 803 /
-/// 1,092 / 1,914 / 2,980 deliveries/s (p99 63 / 49 / 31 / 23 ms), while lifting merges from 859
-/// to 1,093 people/s: storing what Apollo sends comes first.
-pub fn apply_group(store: &job_store::Store) -> usize {
-    if store.is_shared() { 32 } else { 1 }
-}
+/// Most deliveries merged per transaction (one commit for a burst). On SQLite the store ends a
+/// group early when another writer queues for the one writer (merging is background work there:
+/// storing what Apollo sends and recording paid answers go first).
+pub const APPLY_GROUP: usize = 32;
 
 /// Processes one page of pending deliveries; returns how many it handled.
 ///
-/// Parsed deliveries are applied in groups of [`apply_group`], one transaction each; a group
+/// Parsed deliveries are applied in groups of up to [`APPLY_GROUP`], one transaction each; a group
 /// the database refuses is applied again one delivery at a time, so only the culprit is counted.
 pub async fn drain(state: &AppState) -> Result<usize, job_store::StoreError> {
     let pending = state.store.pending_deliveries(100).await?;
@@ -58,10 +54,22 @@ pub async fn drain(state: &AppState) -> Result<usize, job_store::StoreError> {
             }
         }
     }
-    for group in parsed.chunks(apply_group(&state.store)) {
-        let items: Vec<_> = group.iter().map(|(d, p)| (d.id, p)).collect();
-        match state.store.apply_deliveries(&items).await {
+    // Parsed here, merged on the writer thread: parsing a page is CPU work that must not hold
+    // up the writes queued there.
+    let parsed = Arc::new(parsed);
+    let mut next = 0;
+    while next < parsed.len() {
+        let end = parsed.len().min(next + APPLY_GROUP);
+        let (store, page) = (state.store.clone(), parsed.clone());
+        let merge = async move {
+            let items: Vec<_> = page[next..end].iter().map(|(d, p)| (d.id, p)).collect();
+            store.apply_deliveries(&items).await
+        };
+        let group = &parsed[next..end];
+        match state.writer.write(merge).await {
             Ok(outcomes) => {
+                // The store may have applied only the first ones (the writer was wanted).
+                next += outcomes.len().clamp(1, group.len());
                 for ((d, p), outcome) in group.iter().zip(outcomes) {
                     handled += usize::from(counted(state, d, p, outcome));
                 }
@@ -70,6 +78,7 @@ pub async fn drain(state: &AppState) -> Result<usize, job_store::StoreError> {
                 for (d, p) in group {
                     handled += usize::from(apply_one(state, d, p).await?);
                 }
+                next = end;
             }
         }
     }

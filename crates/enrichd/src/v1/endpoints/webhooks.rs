@@ -47,9 +47,9 @@ pub async fn apollo(
 ) -> Result<HttpResponse, ApiError> {
     let batch_id = Uuid::parse_str(&path).map_err(|_| ApiError::NotFound("batch"))?;
     let token = query.token.as_deref().ok_or(ApiError::Unauthorized("missing webhook token"))?;
-    // The secret alone: loading the whole batch (its stored response, its people) on every delivery
-    // cost 30 % of the route's throughput (BENCHMARKS.md, section 4).
-    let secret = state.store.batch_webhook_secret(batch_id).await?.ok_or(ApiError::NotFound("batch"))?;
+    // The secret alone, and once per batch: loading the whole batch on every delivery cost 30 % of
+    // the route's throughput, and a read per delivery more (BENCHMARKS.md, section 4).
+    let secret = state.webhook_secrets.get(&state.store, batch_id).await?.ok_or(ApiError::NotFound("batch"))?;
     if !constant_time_eq(token.as_bytes(), secret.as_bytes()) {
         metrics::counter!("enrichd_webhook_deliveries_total", "result" => "bad_token").increment(1);
         return Err(ApiError::Unauthorized("bad webhook token"));
