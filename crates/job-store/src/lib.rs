@@ -454,3 +454,83 @@ pub(crate) fn sha256_hex(parts: &[&[u8]]) -> String {
     }
     hex(&h.finalize())
 }
+
+#[cfg(test)]
+mod gate_tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::{BACKGROUND_YIELD, Gate};
+
+    /// Takes the gate as `who` (background or not), notes the order, holds it for `hold`.
+    fn take(
+        gate: &Arc<Gate>,
+        order: &Arc<Mutex<Vec<&'static str>>>,
+        who: &'static str,
+        background: bool,
+        hold: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let (gate, order) = (gate.clone(), order.clone());
+        tokio::spawn(async move {
+            let _g = if background { gate.background().await } else { gate.foreground().await };
+            order.lock().unwrap().push(who);
+            tokio::time::sleep(hold).await;
+        })
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    #[tokio::test]
+    async fn foreground_writers_go_before_a_waiting_background_writer() {
+        let (gate, order) = (Arc::new(Gate::default()), Arc::new(Mutex::new(Vec::new())));
+        let f1 = take(&gate, &order, "f1", false, Duration::from_millis(20));
+        settle().await;
+        let f2 = take(&gate, &order, "f2", false, Duration::from_millis(5));
+        settle().await;
+        assert!(gate.wanted());
+        let b = take(&gate, &order, "b", true, Duration::ZERO);
+        settle().await;
+        // Queued after the background writer, still before it: it stands aside.
+        let f3 = take(&gate, &order, "f3", false, Duration::ZERO);
+        for t in [f1, f2, b, f3] {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["f1", "f2", "f3", "b"]);
+        assert!(!gate.wanted());
+    }
+
+    #[tokio::test]
+    async fn a_background_writer_stands_aside_for_a_bounded_time() {
+        let (gate, order) = (Arc::new(Gate::default()), Arc::new(Mutex::new(Vec::new())));
+        // Foreground writers waiting all along.
+        let f1 = take(&gate, &order, "f1", false, BACKGROUND_YIELD * 4);
+        settle().await;
+        let f2 = take(&gate, &order, "f2", false, Duration::ZERO);
+        settle().await;
+        let b = take(&gate, &order, "b", true, Duration::ZERO);
+        // Long after the background writer's turn came: it queued before this one.
+        tokio::time::sleep(BACKGROUND_YIELD * 2).await;
+        let f3 = take(&gate, &order, "f3", false, Duration::ZERO);
+        for t in [f1, f2, b, f3] {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["f1", "f2", "b", "f3"]);
+    }
+
+    #[tokio::test]
+    async fn a_foreground_writer_that_gives_up_stops_counting_as_waiting() {
+        let (gate, order) = (Arc::new(Gate::default()), Arc::new(Mutex::new(Vec::new())));
+        let f1 = take(&gate, &order, "f1", false, Duration::from_millis(50));
+        settle().await;
+        let f2 = take(&gate, &order, "f2", false, Duration::ZERO);
+        settle().await;
+        assert!(gate.wanted());
+        f2.abort();
+        settle().await;
+        assert!(!gate.wanted());
+        f1.await.unwrap();
+        assert_eq!(*order.lock().unwrap(), ["f1"]);
+    }
+}

@@ -15,6 +15,7 @@ store_tests!(
     retry_keeps_the_batch_and_counts_attempts_as_asked,
     crash_between_submitting_and_result_is_recovered_by_lease_expiry,
     failed_batch_fails_its_people_and_the_job,
+    several_claims_in_one_transaction,
 );
 
 async fn batches_share_flags_across_jobs(store: Store) {
@@ -133,5 +134,24 @@ async fn failed_batch_fails_its_people_and_the_job(store: Store) {
     let people = store.list_people(j, None, 10).await.unwrap();
     assert!(people.iter().all(|p| p.state == PersonState::Failed && p.last_error.as_deref() == Some("422: malformed")));
     assert_eq!(store.get_batch(b.batch_id).await.unwrap().unwrap().state, BatchState::Failed);
+    assert_counters_match(&store, &[j]).await;
+}
+
+async fn several_claims_in_one_transaction(store: Store) {
+    let j = store.create_job(job("acme", 25, JobOptions::default())).await.unwrap().job.id;
+    let batches = store.claim_batches("test", LEASE, Utc::now(), 5).await.unwrap();
+    // As many as there is work for, each a claim of its own: 10 + 10 + 5 people, no one twice.
+    assert_eq!(batches.iter().map(|b| b.people.len()).collect::<Vec<_>>(), vec![10, 10, 5]);
+    let people: HashSet<_> = batches.iter().flat_map(|b| b.people.iter().map(|p| p.person_id)).collect();
+    assert_eq!(people.len(), 25);
+    for b in &batches {
+        assert_eq!(store.get_batch(b.batch_id).await.unwrap().unwrap().state, BatchState::Submitting);
+    }
+    let view = store.get_job(j).await.unwrap().unwrap();
+    assert_eq!((view.state, view.counts.submitted, view.counts.queued), (JobState::Running, 25, 0));
+    assert!(store.claim_batches("test", LEASE, Utc::now(), 5).await.unwrap().is_empty());
+    // A limit of one claims one.
+    store.create_job(job("acme", 25, JobOptions::default())).await.unwrap();
+    assert_eq!(store.claim_batches("test", LEASE, Utc::now(), 1).await.unwrap().len(), 1);
     assert_counters_match(&store, &[j]).await;
 }

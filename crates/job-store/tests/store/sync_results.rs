@@ -12,6 +12,8 @@ store_tests!(
     recording_twice_changes_nothing,
     completion_creates_exactly_one_callback_row,
     one_answer_writes_every_primary_and_each_ones_duplicates,
+    answers_recorded_together_end_as_recorded_one_by_one,
+    a_group_with_an_answer_the_store_refuses_records_nothing,
 );
 
 async fn sync_answer_sets_each_person_state_and_credits(store: Store) {
@@ -126,5 +128,44 @@ async fn one_answer_writes_every_primary_and_each_ones_duplicates(store: Store) 
     assert!(people[..10].iter().all(|p| p.credits.micros() == 1_000_000 && p.batch_id == Some(b.batch_id)));
     let job = store.get_job(j).await.unwrap().unwrap();
     assert_eq!((job.counts.awaiting_async, job.counts.not_found, job.counts.complete), (9, 3, 2));
+    assert_counters_match(&store, &[j]).await;
+}
+
+async fn answers_recorded_together_end_as_recorded_one_by_one(store: Store) {
+    // Two jobs in two calls, one answered as found-and-done, one expecting parts: one group.
+    let done = store.create_job(job("acme", 3, JobOptions::default())).await.unwrap().job.id;
+    let b1 = claim(&store).await;
+    let open = store.create_job(job("globex", 2, phone_and_waterfall())).await.unwrap().job.id;
+    let b2 = claim(&store).await;
+    let (o1, o2) = (all_matched(&b1, false, false), all_matched(&b2, true, true));
+    let recorded = store.record_syncs(&[o1.clone(), o2]).await.unwrap();
+    // The jobs the group completed are listed once, on its last recorded answer.
+    assert_eq!(
+        recorded,
+        vec![SyncRecorded::Recorded { completed_jobs: vec![] }, SyncRecorded::Recorded { completed_jobs: vec![done] }]
+    );
+    let jd = store.get_job(done).await.unwrap().unwrap();
+    assert_eq!((jd.state, jd.counts.complete, jd.credits), (JobState::Completed, 3, Credits::whole(3)));
+    let jo = store.get_job(open).await.unwrap().unwrap();
+    assert_eq!((jo.state, jo.counts.awaiting_async, jo.credits), (JobState::Running, 2, Credits::whole(2)));
+    for b in [&b1, &b2] {
+        assert_eq!(store.get_batch(b.batch_id).await.unwrap().unwrap().state, BatchState::Submitted);
+    }
+    assert_counters_match(&store, &[done, open]).await;
+    // Recording either again changes nothing.
+    assert_eq!(store.record_syncs(&[o1]).await.unwrap(), vec![SyncRecorded::AlreadyRecorded]);
+}
+
+async fn a_group_with_an_answer_the_store_refuses_records_nothing(store: Store) {
+    let j = store.create_job(job("acme", 2, JobOptions::default())).await.unwrap().job.id;
+    let b = claim(&store).await;
+    let good = all_matched(&b, false, false);
+    let mut twice = good.clone();
+    twice.batch_id = uuid::Uuid::now_v7(); // no such batch
+    assert!(matches!(store.record_syncs(&[good.clone(), twice]).await, Err(job_store::StoreError::NotFound(_))));
+    assert_eq!(store.get_batch(b.batch_id).await.unwrap().unwrap().state, BatchState::Submitting);
+    assert_eq!(store.get_job(j).await.unwrap().unwrap().counts.submitted, 2, "nothing recorded");
+    // Alone, the good one is recorded.
+    assert_eq!(record(&store, good).await, vec![j]);
     assert_counters_match(&store, &[j]).await;
 }
