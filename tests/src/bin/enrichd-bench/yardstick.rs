@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use actix_web::dev::ServerHandle;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use e2e_tests::{Backend, TestDb};
 use serde_json::json;
@@ -33,22 +34,53 @@ pub async fn committed_inserts_per_s(backend: Backend) -> anyhow::Result<f64> {
     db.drop_db().await;
     Ok(rate)
 }
-/// A bare actix-web server: the webhook route, answered without reading the body further; its port.
-pub async fn bare_server() -> std::io::Result<(u16, actix_web::dev::ServerHandle)> {
-    let server = HttpServer::new(|| {
-        App::new().route(
-            "/v1/webhooks/apollo/{batch_id}",
-            web::post().to(|body: web::Bytes| async move {
-                let _ = body.len();
-                HttpResponse::Ok().json(json!({"status": "received", "duplicate": false}))
-            }),
-        )
-    })
-    .disable_signals()
-    .bind(("127.0.0.1", 0))?;
-    let port = server.addrs()[0].port();
-    let server = server.run();
-    let handle = server.handle();
-    tokio::spawn(server);
-    Ok((port, handle))
+
+/// A bare actix-web server on loopback answering the service's webhook and job routes with canned
+/// bodies (same actix-web, same worker count): the HTTP floor of this machine, so a latency or
+/// throughput of the service divided by its own under the same load shows the service's cost.
+pub struct BareHandler {
+    port: u16,
+    handle: ServerHandle,
+}
+
+impl BareHandler {
+    /// Starts it; `GET /v1/jobs/{id}` answers `job` as JSON (pass a real job's, so the bytes match).
+    pub async fn start(job: String) -> std::io::Result<BareHandler> {
+        let job = web::Bytes::from(job);
+        let server = HttpServer::new(move || {
+            let job = job.clone();
+            App::new()
+                .route(
+                    "/v1/webhooks/apollo/{batch_id}",
+                    web::post().to(|body: web::Bytes| async move {
+                        let _ = body.len();
+                        HttpResponse::Ok().json(json!({"status": "received", "duplicate": false}))
+                    }),
+                )
+                .route(
+                    "/v1/jobs/{id}",
+                    web::get().to(move || {
+                        let job = job.clone();
+                        async move { HttpResponse::Ok().content_type("application/json").body(job) }
+                    }),
+                )
+        })
+        .disable_signals()
+        .bind(("127.0.0.1", 0))?;
+        let port = server.addrs()[0].port();
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(BareHandler { port, handle })
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops it, letting requests in flight finish.
+    pub async fn stop(self) {
+        self.handle.stop(true).await;
+    }
 }
