@@ -104,7 +104,10 @@ pub async fn run(twice_too_high: bool) -> anyhow::Result<Section> {
              pace is therefore the time N consecutive calls take (call k − N to call k), averaged over every k from \
              the first call to the last; a client using every slot takes exactly one window. The limiter waits one \
              window plus a 1 % margin (minimum 5 ms) per slot, which is where the last percent goes; the simulator's \
-             fixed windows strictly inside the span show whether any allowance was left unused.\n",
+             fixed windows strictly inside the span show whether any allowance was left unused.\n\n\
+             No yardstick row: these figures are already ratios to Apollo's allowance (calls/s ÷ allowed, people \
+             per call of at most ten) or counts of 429s, which a faster or slower machine does not change while it \
+             keeps up.\n",
             stats.rate_limited,
             span.as_secs_f64(),
             lower / allowed,
@@ -143,7 +146,8 @@ pub async fn run(twice_too_high: bool) -> anyhow::Result<Section> {
              | people per call | {per_call:.2} |\n\
              | sustained calls/s ÷ allowed (as in section 1) | {steady:.2} ÷ {allowed:.1} = {ratio:.3} |\n\
              | simulator windows inside the span that were full | {full} of {} |\n\
-             | job wall time, submit → callback | {:.1} s |\n",
+             | job wall time, submit → callback | {:.1} s |\n\n\
+             No yardstick row: as in section 1, the figures are already ratios to Apollo's allowance.\n",
             calls.len(),
             share * 100.0,
             interior.len(),

@@ -126,7 +126,11 @@ pub fn render(
     let _ = writeln!(
         d,
         "\n\"previous run\" is the result the file held before this run (same machine unless the machine table \
-         changed): the run-to-run variance.\n"
+         changed): the run-to-run variance. A row whose `#` ends in `y` states a figure over a yardstick from the \
+         same run: a bare actix-web handler under the same load, single-row inserts committed one by one on a fresh \
+         database of the same kind, or (2.2y) the wait the plan's rate limit alone imposes; so runs on different \
+         machines compare. Figures stated against Apollo's allowance, a peer client or each other are ratios \
+         already.\n"
     );
     for s in sections {
         let _ = writeln!(d, "## {}\n", s.title);

@@ -208,6 +208,10 @@ pub async fn run() -> anyhow::Result<Section> {
         );
     }
     let _ = writeln!(details, "| peer (send until refused) | | {peer_refused} | | {peer_secs:.2} s | |");
+    details.push_str(
+        "\nNo yardstick row: rate use is already a ratio to the allowance, and the list's time is stated against \
+         the send-until-refused client, measured in the same process and run: that client is the yardstick.\n",
+    );
     let limits = "The shared limiter admits a call when its sliding log has room or, once the usage counts of \
         Apollo's answers and usage-stats endpoint have shown where Apollo's fixed window restarts (to within 1/200 \
         of a minute here, read while the first full window is waited out), when Apollo's window has room: each \
