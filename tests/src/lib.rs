@@ -154,13 +154,19 @@ impl Api {
 
     /// `POST /v1/jobs` with the test key.
     pub async fn submit(&self, body: &Value) -> reqwest::Response {
+        self.submit_bytes(serde_json::to_vec(body).expect("JSON")).await.expect("submit")
+    }
+
+    /// `POST /v1/jobs` of a body already serialised as JSON, with the test key: for bodies too big
+    /// to build as a `Value`, or deliberately malformed.
+    pub async fn submit_bytes(&self, body: Vec<u8>) -> reqwest::Result<reqwest::Response> {
         self.http
             .post(format!("{}/v1/jobs", self.base))
             .bearer_auth(CLIENT_KEY)
-            .json(body)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
             .send()
             .await
-            .expect("submit")
     }
 
     /// `GET` a path with the test key, as JSON.
@@ -180,15 +186,20 @@ impl Api {
 
     /// Polls the job until it is completed, failed or cancelled (riding out restarts).
     pub async fn wait_done(&self, id: &str, timeout: Duration) -> Value {
+        self.try_wait_done(id, timeout).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Api::wait_done`], but an error instead of a panic when the job is not done in time.
+    pub async fn try_wait_done(&self, id: &str, timeout: Duration) -> anyhow::Result<Value> {
         let started = Instant::now();
         loop {
             let job = self.try_get_json(&format!("/v1/jobs/{id}")).await;
             if let Some(job) = &job
                 && matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled"))
             {
-                return job.clone();
+                return Ok(job.clone());
             }
-            assert!(started.elapsed() < timeout, "job {id} not done after {timeout:?}: {job:#?}");
+            anyhow::ensure!(started.elapsed() < timeout, "job {id} not done after {timeout:?}: {job:#?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -221,6 +232,46 @@ pub struct TestApp {
     db: TestDb,
 }
 
+/// A test app before its service is built: a fresh database, the simulator, the callback receiver
+/// and the service's configuration pointed at them. [`TestApp::spawn_with`] and the benchmark
+/// runner both start from here, each setting its own keys and timings in `config` before
+/// [`TestSetup::start`].
+pub struct TestSetup {
+    /// The simulator, running.
+    pub sim: SimHandle,
+    /// The callback receiver, running.
+    pub receiver: CallbackReceiver,
+    /// The service's configuration: `demo_config` for this database, simulator and receiver.
+    pub config: Config,
+    db: TestDb,
+}
+
+impl TestSetup {
+    /// Creates the database and starts the simulator and the callback receiver.
+    pub async fn create(backend: Backend, sim: SimConfig) -> anyhow::Result<TestSetup> {
+        enrichd::startup::install_tls();
+        let db = TestDb::create(backend).await?;
+        let minute = Duration::from_millis(sim.minute_ms);
+        let sim = apollo_sim::spawn(sim).await?;
+        let (signer, signing_text) = SigningSecret::generate();
+        let receiver = CallbackReceiver::start(signer).await?;
+        let config = demo_config(db.url.clone(), sim.url().to_string(), &sim.config().api_key, &signing_text, minute);
+        Ok(TestSetup { sim, receiver, config, db })
+    }
+
+    /// Builds and starts the service with `config`; with `webhooks`, Apollo's deliveries come to it
+    /// (`PUBLIC_BASE_URL` is its own address), without, results are polled.
+    pub async fn start(self, webhooks: bool) -> anyhow::Result<TestApp> {
+        let TestSetup { sim, receiver, config, db } = self;
+        let mut app = Application::build(config).await?;
+        if webhooks {
+            app.set_public_base_url(format!("http://127.0.0.1:{}", app.port()));
+        }
+        let app = app.start()?;
+        Ok(TestApp { app, sim, receiver, http: reqwest::Client::new(), db })
+    }
+}
+
 /// Simulator settings for fast tests: a 1-second "minute", short delivery delays.
 pub fn fast_sim() -> SimConfig {
     SimConfig {
@@ -245,24 +296,13 @@ impl TestApp {
         webhooks: bool,
         tweak: impl FnOnce(&mut Config),
     ) -> anyhow::Result<TestApp> {
-        enrichd::startup::install_tls();
-        let db = TestDb::create(backend).await?;
-        let minute = Duration::from_millis(sim.minute_ms);
-        let sim = apollo_sim::spawn(sim).await?;
-        let (signer, signing_text) = SigningSecret::generate();
-        let receiver = CallbackReceiver::start(signer).await?;
-        let mut config =
-            demo_config(db.url.clone(), sim.url().to_string(), &sim.config().api_key, &signing_text, minute);
+        let mut setup = TestSetup::create(backend, sim).await?;
+        let config = &mut setup.config;
         config.api_keys = Some(enrichd::startup::secret(&format!("e2e={CLIENT_KEY},other={OTHER_KEY}")));
         config.admin_keys = Some(enrichd::startup::secret(&format!("ops={ADMIN_KEY}")));
         config.callback_schedule = enrichd::config::Schedule(vec![Duration::from_millis(100); 4]);
-        tweak(&mut config);
-        let mut app = Application::build(config).await?;
-        if webhooks {
-            app.set_public_base_url(format!("http://127.0.0.1:{}", app.port()));
-        }
-        let app = app.start()?;
-        Ok(TestApp { app, sim, receiver, http: reqwest::Client::new(), db })
+        tweak(config);
+        setup.start(webhooks).await
     }
 
     /// The service's URL.

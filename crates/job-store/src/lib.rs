@@ -5,8 +5,9 @@
 //! its job's counters in that same transaction ([`counters`]), so a job is read from its row alone.
 //! Work is claimed under leases: PostgreSQL locks people with `FOR UPDATE SKIP LOCKED`; SQLite has
 //! one writer: write transactions start with `BEGIN IMMEDIATE` (no read-to-write upgrade
-//! deadlocks), and the writers of one process queue on an in-process FIFO gate rather than on
-//! SQLite's sleeping busy handler (which let one busy writer starve the others).
+//! deadlocks), and the writers of one process queue on an in-process gate rather than on
+//! SQLite's sleeping busy handler (which let one busy writer starve the others): first come first
+//! served, except that merges stand aside for the writes that cannot wait ([`Store::background_txn`]).
 //!
 //! Lock order (PostgreSQL), followed by every write path so transactions cannot deadlock: the
 //! shared rate limiter's row ([`limiter`]), a delivery row, then a batch row, then people in id
@@ -153,6 +154,15 @@ pub struct Store {
     write_gate: Option<Arc<Gate>>,
     /// SQLite with [`StoreOptions::single_process`]: the held lock file.
     _process_lock: Option<Arc<std::fs::File>>,
+    /// What [`Store::statements`] and [`Store::transactions`] read, shared by every clone.
+    counts: Arc<StatementCounts>,
+}
+
+/// Statements and transactions sent through one [`Store`] and its clones (a relaxed atomic add each).
+#[derive(Debug, Default)]
+struct StatementCounts {
+    statements: AtomicU64,
+    transactions: AtomicU64,
 }
 
 /// Held while a write runs (SQLite); nothing on PostgreSQL.
@@ -304,18 +314,55 @@ impl Store {
         Ok(store)
     }
 
-    /// Wraps an existing connection (migrations are not run).
-    pub fn from_connection(db: DatabaseConnection) -> Store {
+    /// Wraps an existing connection (migrations are not run), replacing its metric callback with
+    /// the statement counter ([`Store::statements`]).
+    pub fn from_connection(mut db: DatabaseConnection) -> Store {
         let write_gate = (db.get_database_backend() == DbBackend::Sqlite).then(Default::default);
-        Store { db, write_gate, _process_lock: None }
+        let counts = Arc::new(StatementCounts::default());
+        let seen = Arc::clone(&counts);
+        // sea-orm calls this after every statement it runs through `execute_raw`, `query_one_raw`
+        // or `query_all_raw` (so every query builder and entity call), on the pool and inside
+        // transactions, failed ones too. It counts only: the statement and its values are never read.
+        db.set_metric_callback(move |_| {
+            seen.statements.fetch_add(1, Ordering::Relaxed);
+        });
+        Store { db, write_gate, _process_lock: None, counts }
+    }
+
+    /// Statements this store has sent to the database, a transaction's BEGIN and its COMMIT or
+    /// ROLLBACK included; not counted: raw SQL that migrations run (`execute_unprepared`), the
+    /// PostgreSQL LISTEN connection ([`wakeups`]), and statements sent on [`Store::connection`]
+    /// with `begin` or `execute_unprepared` from outside the store.
+    pub fn statements(&self) -> u64 {
+        self.counts.statements.load(Ordering::Relaxed)
+    }
+
+    /// Transactions this store has begun (each counts two of [`Store::statements`]).
+    pub fn transactions(&self) -> u64 {
+        self.counts.transactions.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` statements that sea-orm's metric callback does not see (`execute_unprepared`, ping).
+    fn count_unseen(&self, n: u64) {
+        self.counts.statements.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Begins a transaction and counts it, its BEGIN and its COMMIT or ROLLBACK (whichever ends
+    /// it, explicitly or on drop) in [`Store::statements`].
+    async fn begin(&self, options: TransactionOptions) -> StoreResult<DatabaseTransaction> {
+        let txn = self.db.begin_with_options(options).await?;
+        self.counts.transactions.fetch_add(1, Ordering::Relaxed);
+        self.count_unseen(2);
+        Ok(txn)
     }
 
     /// Applies pending migrations. On PostgreSQL under an advisory lock, so replicas started
     /// together migrate once: the others wait, then find nothing left to do.
     pub async fn migrate(&self) -> StoreResult<()> {
         if self.backend() == DbBackend::Postgres {
-            let txn = self.db.begin().await?;
+            let txn = self.begin(TransactionOptions::default()).await?;
             txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")).await?;
+            self.count_unseen(1);
             Migrator::up(&txn, None).await?;
             txn.commit().await?;
             return Ok(());
@@ -341,6 +388,7 @@ impl Store {
 
     /// Whether the database answers (for readiness checks).
     pub async fn ping(&self) -> StoreResult<()> {
+        self.count_unseen(1);
         self.db.ping().await?;
         Ok(())
     }
@@ -387,7 +435,7 @@ impl Store {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..Default::default()
         };
-        Ok((self.db.begin_with_options(options).await?, gate))
+        Ok((self.begin(options).await?, gate))
     }
 }
 
@@ -532,5 +580,55 @@ mod gate_tests {
         assert!(!gate.wanted());
         f1.await.unwrap();
         assert_eq!(*order.lock().unwrap(), ["f1"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{EntityTrait, Statement};
+
+    use super::*;
+
+    /// Counts a known sequence of statements exactly: raw statements, entity queries, statements
+    /// inside transactions, BEGIN and COMMIT or ROLLBACK, and the ping.
+    #[tokio::test]
+    async fn counts_every_statement_sent() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let db = store.connection();
+        let select = || Statement::from_string(DbBackend::Sqlite, "SELECT 1");
+        let (s0, t0) = (store.statements(), store.transactions());
+        assert!(s0 > 0, "connecting measured the clock and migrated");
+
+        db.query_one_raw(select()).await.unwrap();
+        db.query_all_raw(select()).await.unwrap();
+        db.execute_raw(select()).await.unwrap();
+        entities::job::Entity::find().one(db).await.unwrap();
+        assert_eq!(store.statements(), s0 + 4);
+        // A failed statement was still sent.
+        assert!(db.query_one_raw(Statement::from_string(DbBackend::Sqlite, "SELECT nope")).await.is_err());
+        assert_eq!(store.statements(), s0 + 5);
+
+        // BEGIN IMMEDIATE, two statements, COMMIT.
+        let (txn, gate) = store.write_txn().await.unwrap();
+        txn.query_one_raw(select()).await.unwrap();
+        entities::job::Entity::find().all(&txn).await.unwrap();
+        txn.commit().await.unwrap();
+        drop(gate);
+        assert_eq!(store.statements(), s0 + 9);
+        // BEGIN, one statement, ROLLBACK on drop.
+        let (txn, gate) = store.write_txn().await.unwrap();
+        txn.execute_raw(select()).await.unwrap();
+        drop((txn, gate));
+        assert_eq!(store.statements(), s0 + 12);
+        assert_eq!(store.transactions(), t0 + 2);
+
+        store.ping().await.unwrap();
+        assert_eq!(store.statements(), s0 + 13);
+        // sea-orm's callback does not see `execute_unprepared`: the store counts its own uses.
+        db.execute_unprepared("SELECT 1").await.unwrap();
+        assert_eq!(store.statements(), s0 + 13);
+        // Every clone shares the count.
+        store.clone().ping().await.unwrap();
+        assert_eq!(store.statements(), s0 + 14);
     }
 }
