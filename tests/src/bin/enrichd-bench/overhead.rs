@@ -43,10 +43,14 @@ pub async fn run(backend: Backend) -> anyhow::Result<Section> {
     })
     .await?;
     let body = job_body((0..people).map(|i| person("o", i)).collect(), s.receiver.url());
+    let store = &s.app.state.store;
     let (cpu0, pg0) = (cpu_seconds(false), cpu_seconds(true));
+    let (statements0, transactions0) = (store.statements(), store.transactions());
     let (t0, t0_wall) = (Instant::now(), SystemTime::now());
     let (id, post) = stack::submit(&s.api(), body).await?;
     let done = callback_of(&s.receiver, &id, Duration::from_secs(200)).await?;
+    let statements = store.statements() - statements0;
+    let transactions = store.transactions() - transactions0;
     let wall = done - t0;
     let cores = (cpu_seconds(false) - cpu0) / wall.as_secs_f64();
     let pg_cores = (cpu_seconds(true) - pg0) / wall.as_secs_f64();
@@ -66,6 +70,7 @@ pub async fn run(backend: Backend) -> anyhow::Result<Section> {
         Backend::Sqlite => "SQLite",
         Backend::Postgres => "PostgreSQL",
     };
+    let per_call = |n: u64| n as f64 / calls.len().max(1) as f64;
     let (id_row, target, met) = match backend {
         Backend::Sqlite => ("3.1", "≥ 2,000", Some(rate >= 2000.0)),
         Backend::Postgres => ("3.2", "≥ 1,500", Some(rate >= 1500.0)),
@@ -87,13 +92,29 @@ pub async fn run(backend: Backend) -> anyhow::Result<Section> {
             "— (compares machines)",
             None,
         ),
+        row(
+            &format!("{id_row}s"),
+            &format!("statements per call (per person), {name}"),
+            format!(
+                "{:.1} ({:.2} per person; {} statements for {} calls)",
+                per_call(statements),
+                statements as f64 / people as f64,
+                thousands(statements as usize),
+                thousands(calls.len()),
+            ),
+            "— (counts the store's work)",
+            None,
+        ),
     ];
     let details = format!(
         "Simulator with no limit and no delay (`delivery_delay_ms` 0, jitter 0, `latency_ms` 0); one job of \
          {people} distinct people with `reveal_phone_number` and `run_waterfall_email`; \
          `DISPATCH_CONCURRENCY={concurrency}` (8, the default, 16 and 32 measured alike within the noise: the \
          writer is the limit, not the calls in flight); {name}. End to end = `POST /v1/jobs` sent → every call → both \
-         deliveries of every call stored and merged → job completed → signed callback received.\n\n\
+         deliveries of every call stored and merged → job completed → signed callback received. Statements are \
+         counted by the store itself (`Store::statements`: sea-orm's per-statement callback, plus BEGIN and COMMIT \
+         or ROLLBACK for each transaction), every one the service ran in that span, its background loops' \
+         included; the simulator and the receiver have no database.\n\n\
          | | |\n|---|---|\n\
          | people/s end to end | **{rate:.0}** ({:.1} s) |\n\
          | yardstick: single-row inserts committed one by one, fresh {name} database, 1 s | {yardstick:.0}/s |\n\
@@ -103,6 +124,7 @@ pub async fn run(backend: Backend) -> anyhow::Result<Section> {
          | callback received | {:.2} s |\n\
          | job | {} · {} complete, {} not found, {} partial, {} failed |\n\
          | dispatcher | {} calls, {} 429s, {} transient failures |\n\
+         | database statements, submit → callback | {} ({:.1} per call, {:.2} per person), BEGIN and COMMIT included: {} transactions ({:.1} per call) |\n\
          | CPU, submit → callback | this process (service, simulator, receiver): {cores:.2} cores of {}{} |\n",
         wall.as_secs_f64(),
         post.as_secs_f64(),
@@ -118,6 +140,11 @@ pub async fn run(backend: Backend) -> anyhow::Result<Section> {
         stats.calls,
         stats.rate_limited,
         stats.transient,
+        thousands(statements as usize),
+        per_call(statements),
+        statements as f64 / people as f64,
+        thousands(transactions as usize),
+        per_call(transactions),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         if backend == Backend::Postgres {
             format!("; PostgreSQL server processes: {pg_cores:.2} cores")
@@ -151,7 +178,8 @@ pub async fn run(backend: Backend) -> anyhow::Result<Section> {
          is parsed and planned again: about 1.5 re-preparations per person and 7 % of all CPU samples; \
          (b) JSON columns decoded and re-encoded on every merge (the people's merged records, the batch's raw \
          answer), with glibc malloc/free at about a quarter of all samples. (The statement counts and profile \
-         are from before issue 15, which since wrote a call's and a delivery's people in one statement each, \
+         are from before issue 15 (row 3.1s counts this run's statements), which since wrote a call's and a \
+         delivery's people in one statement each, \
          grouped merges on PostgreSQL (32 deliveries a transaction; one on SQLite, where a group would hold the \
          writer webhook deliveries need), wrote the hot paths' limits as literals and stopped \
          reading the people's input in answers and merges; the figures above are from that state.)",
