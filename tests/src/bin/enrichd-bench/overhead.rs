@@ -157,41 +157,34 @@ pub async fn run(backend: Backend) -> anyhow::Result<Section> {
             "{details}\nOn PostgreSQL the merges are what lag: the callback came {merge_lag:.1} s after the simulator's \
              last delivery. The ingest worker applies up to 32 deliveries per transaction, each about ten \
              statements, every one a round trip to the server; the server's backends, the service and the \
-             simulator share the two cores. (Applying the deliveries of different batches concurrently, tried \
-             with 8 at a time, gained under 10 % here: the cores are the limit.)\n"
+             simulator share the two cores. (Tried this round and not kept: merges in four lanes by batch ended the \
+             merge lag sooner but slowed dispatch as much, 1,043 → 1,100 people/s within the noise; a pool of 24 \
+             connections instead of 8 measured 944 people/s against 1,060.)\n"
         )
     } else {
         details
     };
     let sqlite_limits = format!(
-        "The run is not CPU-bound: the whole process used {cores:.2} of the {} cores. It is serialized by SQLite's single \
-         writer. Every state change is a write transaction, and the store queues this process's writers on one gate \
-         held for the whole transaction (`Store::write_txn`). One Apollo call of ten people costs six of them (the \
-         claim, the recorded answer, two stored deliveries, two merges), about 75 SQL statements (counted with a \
-         uprobe on `sqlite3_step`; 27 of them single-person updates), each a round trip from the async task to \
-         sqlx's SQLite worker thread while the gate is held. Dispatch alone ran at \
-         {:.0} people/s and the merges finished {merge_lag:.1} s after the last delivery. Profiling a run (`perf` \
-         with call graphs, and a uprobe on `sqlite3Reprepare`) found, inside that serialized time: \
-         (a) statements recompiled on every execution: SQLite 3.51 (bundled by libsqlite3-sys 0.37) treats a bound \
-         `LIMIT ?` as an input of the query plan (`sqlite3ExprIsInteger` marks the parameter, so rebinding it \
-         expires the statement), and sea-orm binds every limit, so each `.one()` lookup of a batch, job or delivery \
-         is parsed and planned again: about 1.5 re-preparations per person and 7 % of all CPU samples; \
-         (b) JSON columns decoded and re-encoded on every merge (the people's merged records, the batch's raw \
-         answer), with glibc malloc/free at about a quarter of all samples. (The statement counts and profile \
-         are from before issue 15 (row 3.1s counts this run's statements), which since wrote a call's and a \
-         delivery's people in one statement each, \
-         grouped merges on PostgreSQL (32 deliveries a transaction; one on SQLite, where a group would hold the \
-         writer webhook deliveries need), wrote the hot paths' limits as literals and stopped \
-         reading the people's input in answers and merges; the figures above are from that state.)",
+        "The whole process used {cores:.2} of the {} cores: the run is serialized by SQLite's single writer, not by CPU. \
+         Every state change is a write transaction, held on one gate for the whole transaction, and every statement \
+         in it is a round trip to sqlx's SQLite thread (row 3.1s counts them). The writers that hold the gate run on \
+         a thread of their own (`writer_thread`), so those round trips no longer wait behind HTTP work; claims, \
+         answers, stored deliveries and merges are each grouped several to a transaction; merges stand aside while \
+         the others wait. What is left is the statements themselves: a merge still reads and writes per delivery \
+         (its delivery, batch, earlier deliveries, people, erased jobs, then the people's update, about ten \
+         statements), so a group of merges costs ten statements per delivery rather than ten per group. Merging a \
+         group set-wise (each of those statements once for every delivery in it) is the next step. Dispatch alone \
+         ran at {:.0} people/s and the merges finished {merge_lag:.1} s after the last delivery.",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         people as f64 / (last_call - first_call).max(1e-3),
     );
     let limits = if backend == Backend::Postgres {
         format!(
             "The service process used {cores:.2} of the {} cores and the PostgreSQL server processes {pg_cores:.2}: \
-             every statement is a round trip to the server (about ten per merged delivery), and the server, the \
-             service and the simulator share the cores. Dispatch alone ran at {:.0} people/s; the merges finished \
-             {merge_lag:.1} s after the last delivery.",
+             every statement is a round trip to the server (about ten per merged delivery, applied one group at a \
+             time), and the server, the service and the simulator share the cores. Dispatch alone ran at {:.0} \
+             people/s; the merges finished {merge_lag:.1} s after the last delivery. Merging a group set-wise (each \
+             statement once per group instead of once per delivery) is what would cut the round trips.",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             people as f64 / (last_call - first_call).max(1e-3),
         )
