@@ -55,9 +55,11 @@ pub use claims::{BatchView, ClaimedBatch, ClaimedPerson};
 pub use counters::Counts;
 pub use deliveries::{ApplyOutcome, InboundDelivery, OverdueBatch, PendingDelivery, StoredDelivery};
 pub use erase::Erased;
-pub use jobs::{CreatedJob, CreditsByKind, FailedDelivery, JobFilter, JobOptions, JobView, NewJob, PersonView};
+pub use jobs::{
+    CreatedJob, CreditsByKind, FailedDelivery, JobFilter, JobOptions, JobView, NewJob, NewPerson, PersonView,
+};
 pub use limiter::{Admitted, Allowance, RateRules, WindowAllowance, WindowRule};
-pub use person_key::person_key;
+pub use person_key::{person_key, person_key_of};
 pub use states::{BatchState, CallbackEvent, CallbackState, DeliveryState, JobState, PersonState};
 pub use stats::StateCounts;
 pub use sync::{SyncMatch, SyncOutcome, SyncPerson, SyncRecorded};

@@ -98,7 +98,8 @@ impl ValidJob {
             options: self.options(),
             callback_url: self.callback_url,
             metadata: self.metadata,
-            people: self.people,
+            // Each person's key and JSON text once, its `Value` dropped as it goes.
+            people: self.people.into_iter().map(job_store::NewPerson::from).collect(),
             max_credits: self.max_credits,
             daily_cap: None,
             retry_of: None,
