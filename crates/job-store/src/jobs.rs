@@ -24,7 +24,7 @@ use crate::lifecycle::Event;
 use crate::people::move_primaries;
 use crate::{
     BatchState, CallbackEvent, DeliveryState, JobState, PersonState, Store, StoreError, StoreResult, dispatcher,
-    new_id, now, person_key,
+    new_id, new_ids, now, person_key,
 };
 
 /// The four Apollo flags of a job; people are only batched with people of the same flags. Stored
@@ -658,7 +658,7 @@ impl Store {
         let now = now();
         let job_id = new_id();
         let n = new.people.len();
-        let ids: Vec<Uuid> = (0..n).map(|_| new_id()).collect();
+        let ids = new_ids(n);
         let mut dup_of: Vec<Option<Uuid>> = vec![None; n];
         let mut has_dups = vec![false; n];
         {
