@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use enrichd::core::callback_url::CallbackPolicy;
-use enrichd::core::validate::{PERSON_FIELDS, Problem, validate_job};
+use enrichd::core::validate::{PERSON_FIELDS, Problem, ValidJob, validate_job, validate_job_bytes};
 use serde_json::{Map, Value, json};
 
 const MAX_PEOPLE: usize = 8;
@@ -333,4 +333,34 @@ fn generated_jobs_keep_every_fact_and_name_every_problem() {
 
 fn hex(rng: &mut fastrand::Rng) -> char {
     char::from_digit(rng.u32(..16), 16).expect("a hex digit")
+}
+
+/// The byte reader the API tries first ([`validate_job_bytes`]) answers exactly what the decoded
+/// body's validation does, wherever it answers; and it answers for accepted generated jobs.
+#[test]
+fn the_byte_reader_agrees_on_generated_jobs() {
+    let mut rng = fastrand::Rng::with_seed(CI_SEEDS[0]);
+    let policy = CallbackPolicy::default();
+    let (mut answered, mut accepted) = (0, 0);
+    let mut agree = |body: &Value| {
+        let bytes = serde_json::to_vec(body).expect("JSON");
+        let reference = validate_job(body, MAX_PEOPLE, &policy).map(ValidJob::into_stored);
+        if let Some(fast) = validate_job_bytes(&bytes, MAX_PEOPLE, &policy) {
+            assert_eq!(fast, reference, "{body:#}");
+            answered += 1;
+        } else {
+            assert!(reference.is_err(), "a valid job left to the decoded body: {body:#}");
+        }
+        accepted += u64::from(reference.is_ok());
+    };
+    for _ in 0..CI_CASES {
+        let mut body = case(&mut rng).body;
+        agree(&body);
+        for _ in 0..rng.usize(1..4) {
+            mutate(&mut rng, &mut body);
+        }
+        agree(&body);
+    }
+    eprintln!("{answered} answered by the byte reader, {accepted} accepted");
+    assert!(accepted > 10 && answered > accepted, "the generator must reach both");
 }

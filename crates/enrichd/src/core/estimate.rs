@@ -8,18 +8,23 @@ use std::time::Duration;
 use apollo_client::Credits;
 use job_store::budget;
 
-use crate::core::validate::ValidJob;
+use crate::core::validate::{PersonKey, ValidJob};
 use crate::v1::models::{Estimate, EstimateCredits};
 
 /// The person keys of `job`'s people, each once.
-pub fn unique_keys(job: &ValidJob) -> Vec<String> {
-    let keys: HashSet<String> = job.people.iter().filter_map(job_store::person_key).collect();
-    keys.into_iter().collect()
+pub fn unique_keys<P: PersonKey>(job: &ValidJob<P>) -> Vec<String> {
+    let keys: HashSet<_> = job.people.iter().filter_map(PersonKey::person_key).collect();
+    keys.into_iter().map(|k| k.into_owned()).collect()
 }
 
 /// The estimate of `job` of which `reusable` people an earlier lookup answers; `per_minute` is the
 /// configured call limit (`None`: learned from Apollo's headers only, so no time is promised).
-pub fn estimate(job: &ValidJob, reusable: usize, per_minute: Option<u32>, minute: Duration) -> Estimate {
+pub fn estimate<P: PersonKey>(
+    job: &ValidJob<P>,
+    reusable: usize,
+    per_minute: Option<u32>,
+    minute: Duration,
+) -> Estimate {
     let unique = unique_keys(job).len() as i64;
     let reusable = (reusable as i64).min(unique);
     let sent = unique - reusable;

@@ -69,7 +69,7 @@ pub fn retry_job(original: &JobView, people: Vec<Value>, idempotency_key: Option
         options: original.options,
         callback_url: original.callback_url.clone(),
         metadata: original.metadata.clone(),
-        people,
+        people: people.into_iter().map(Into::into).collect(),
         max_credits: original.max_credits,
         daily_cap: None,
         retry_of: Some(original.id),

@@ -19,7 +19,7 @@ async fn claims_stop_at_the_budget_and_the_rest_are_skipped(store: Store) {
     // 25 distinct people and one duplicate of the last; worst case 1 credit each (no flags).
     let mut new =
         NewJob { max_credits: Some(Credits::parse_decimal("12.5").unwrap()), ..job("acme", 25, JobOptions::default()) };
-    new.people.push(person(24));
+    new.people.push(person(24).into());
     let id = store.create_job(new).await.unwrap().job.id;
 
     let b1 = claim(&store).await;

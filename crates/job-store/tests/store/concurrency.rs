@@ -27,7 +27,7 @@ async fn eight_concurrent_claimers_never_share_a_person_or_batch(store: Store) {
     // A job with duplicates: 20 people, 10 distinct keys.
     let dups = NewJob {
         client: "dups".into(),
-        people: (0..20).map(|i| person(i % 10)).chain([json!({"name": "invalid"})]).collect(),
+        people: (0..20).map(|i| person(i % 10)).chain([json!({"name": "invalid"})]).map(Into::into).collect(),
         ..NewJob::default()
     };
     jobs.push(store.create_job(dups).await.unwrap().job.id);

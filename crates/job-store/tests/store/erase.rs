@@ -77,7 +77,7 @@ async fn erase_clears_personal_data_and_raw_payloads_and_keeps_counters(store: S
     // Two jobs whose people share one batch (one Apollo call), both with phone and waterfall.
     let a = store.create_job(job("acme", 3, phone_and_waterfall())).await.unwrap().job.id;
     let mut other = job("globex", 2, phone_and_waterfall());
-    other.people = vec![json!({"email": "x1@globex.example"}), json!({"email": "x2@globex.example"})];
+    other.people = vec![json!({"email": "x1@globex.example"}).into(), json!({"email": "x2@globex.example"}).into()];
     let b_job = store.create_job(other).await.unwrap().job.id;
     let b = claim(&store).await;
     assert_eq!(b.people.len(), 5, "one batch across both jobs");
@@ -321,7 +321,7 @@ async fn purge_removes_old_finished_jobs_and_keeps_recent_running_and_shared(sto
     tokio::time::sleep(Duration::from_millis(20)).await;
     // `recent` finishes after the cutoff (no usable identifier: done at once).
     let mut recent = no_callback(job("acme", 1, JobOptions::default()));
-    recent.people = vec![json!({"first_name": "Nobody"})];
+    recent.people = vec![json!({"first_name": "Nobody"}).into()];
     let recent = store.create_job(recent).await.unwrap().job.id;
     assert_eq!(store.get_job(recent).await.unwrap().unwrap().state, JobState::Completed);
 
@@ -368,7 +368,7 @@ async fn purge_works_in_chunks(store: Store) {
     // More jobs than one purge transaction takes (they finish at once: no usable identifier).
     for i in 0..230 {
         let mut j = no_callback(job("acme", 1, JobOptions::default()));
-        j.people = vec![json!({"first_name": format!("Nobody{i}")})];
+        j.people = vec![json!({"first_name": format!("Nobody{i}")}).into()];
         store.create_job(j).await.unwrap();
     }
     let kept = store.create_job(no_callback(job("acme", 1, JobOptions::default()))).await.unwrap().job.id;

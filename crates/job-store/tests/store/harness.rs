@@ -157,7 +157,7 @@ pub fn job(client: &str, n: usize, options: JobOptions) -> NewJob {
         options,
         callback_url: Some("https://client.example/callback".into()),
         metadata: Some(json!({"team": "growth"})),
-        people: (0..n).map(person).collect(),
+        people: (0..n).map(|i| person(i).into()).collect(),
         max_credits: None,
         daily_cap: None,
         retry_of: None,

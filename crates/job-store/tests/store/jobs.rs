@@ -28,7 +28,10 @@ async fn create_stores_people_in_order_with_keys_and_counters(store: Store) {
             json!({"first_name": "No", "last_name": "Domain"}),
             json!({"linkedin_url": "https://www.linkedin.com/in/dana/"}),
             json!({"email": "a@X.com", "external_id": "crm-9"}),
-        ],
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
         ..NewJob::default()
     };
     let created = store.create_job(new).await.unwrap();
@@ -82,7 +85,7 @@ async fn job_without_valid_people_completes_at_once(store: Store) {
     let new = NewJob {
         client: "acme".into(),
         callback_url: Some("https://client.example/cb".into()),
-        people: vec![json!({"name": "Only A Name"}), json!({})],
+        people: vec![json!({"name": "Only A Name"}).into(), json!({}).into()],
         ..NewJob::default()
     };
     let j = store.create_job(new).await.unwrap().job;
@@ -112,7 +115,9 @@ async fn duplicates_get_the_primary_result(store: Store) {
     let new = NewJob {
         client: "acme".into(),
         options: crate::harness::phone_and_waterfall(),
-        people: vec![json!({"email": "dana@x.com"}), json!({"email": "other@x.com"}), json!({"email": "DANA@x.com"})],
+        people: [json!({"email": "dana@x.com"}), json!({"email": "other@x.com"}), json!({"email": "DANA@x.com"})]
+            .map(Into::into)
+            .into(),
         ..NewJob::default()
     };
     let j = store.create_job(new).await.unwrap().job;
@@ -213,10 +218,10 @@ async fn job_past_one_statements_bind_limit_keeps_every_row(store: Store) {
     let n = 11_000;
     let mut new = job("acme", n, JobOptions::default());
     for i in [0, 5_458, 5_459, 10_921, 10_922, 10_999] {
-        new.people[i] = json!({"name": format!("no identifier {i}"), "external_id": i});
+        new.people[i] = json!({"name": format!("no identifier {i}"), "external_id": i}).into();
     }
-    new.people[5_460] = json!({"email": "P1@example.com", "external_id": "dup of 1"});
-    new.people[10_923] = json!({"email": "p10920@EXAMPLE.com"});
+    new.people[5_460] = json!({"email": "P1@example.com", "external_id": "dup of 1"}).into();
+    new.people[10_923] = json!({"email": "p10920@EXAMPLE.com"}).into();
     let inputs = new.people.clone();
     let j = store.create_job(new).await.unwrap().job;
     assert_eq!((j.total, j.counts.queued, j.counts.invalid), (11_000, 10_994, 6));

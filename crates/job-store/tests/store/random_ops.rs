@@ -65,7 +65,7 @@ impl World {
             client: format!("client-{}", self.rng.u8(..3)),
             callback_url: self.rng.bool().then(|| "https://client.example/cb".to_owned()),
             options,
-            people,
+            people: people.into_iter().map(Into::into).collect(),
             ..NewJob::default()
         }
     }

@@ -96,10 +96,10 @@ async fn one_answer_writes_every_primary_and_each_ones_duplicates(store: Store) 
     // Ten primaries in one call, three of them with duplicates (one has two): the answer's people
     // are written together, and every duplicate mirrors its own primary, not another's.
     let mut new = job("acme", 10, phone_and_waterfall());
-    new.people.push(serde_json::json!({"email": "P1@example.com", "external_id": "dup-1"}));
-    new.people.push(serde_json::json!({"email": "p4@EXAMPLE.com"}));
-    new.people.push(serde_json::json!({"email": "p4@example.com ", "external_id": "dup-4b"}));
-    new.people.push(serde_json::json!({"email": "p7@example.com"}));
+    new.people.push(serde_json::json!({"email": "P1@example.com", "external_id": "dup-1"}).into());
+    new.people.push(serde_json::json!({"email": "p4@EXAMPLE.com"}).into());
+    new.people.push(serde_json::json!({"email": "p4@example.com ", "external_id": "dup-4b"}).into());
+    new.people.push(serde_json::json!({"email": "p7@example.com"}).into());
     let j = store.create_job(new).await.unwrap().job.id;
     let b = claim(&store).await;
     assert_eq!(b.people.len(), 10);

@@ -255,12 +255,12 @@ pub async fn run() -> anyhow::Result<Section> {
          the rest is `create_job`: 100,000 rows of 25 columns in one transaction, as `INSERT … SELECT … FROM \
          (VALUES …)` statements sized to SQLite's bind limit (5,460 people each), six values bound per person \
          (0.6 million in all: the job id and times once per statement, the state derived from the key, the rest \
-         literals), the inputs bound as JSON text. A profile of that step (section 5b times it alone) is flat: \
-         copies and malloc/free (sea-orm clones every bound value), JSON encoding of the inputs, SQLite's inserts \
-         into the table and its indexes, a random source per UUID. Memory: decoding the body into \
-         `serde_json::Value`s is the peak (section 5b: about 1 KiB per person, five times the body); `create_job` \
-         adds the keys and ids (about 20 MiB for 100,000 people); less than 100 MB of growth needs the people \
-         decoded into a compact form rather than `Value`s.",
+         literals), the inputs bound as the JSON text validation wrote. A profile of that step (section 5b times it \
+         alone) is flat: copies and malloc/free (sea-orm clones every bound value), SQLite's inserts into the table \
+         and its indexes, and SQLite's automatic checkpoint inside the commit. Memory: the peak is the body with its \
+         people read into their stored form beside it (section 5b: about 300 bytes a person, the JSON text the row \
+         keeps and its key); the body is dropped before `create_job`, which adds the ids and the map of keys that \
+         finds duplicates.",
         post.as_secs_f64(),
         refused_in.as_secs_f64(),
     );

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::core::estimate::{estimate, unique_keys};
 use crate::core::retry::{can_retry, retry_job, retry_states};
-use crate::core::validate::validate_job_owned;
+use crate::core::validate::{validate_job_bytes, validate_job_owned};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::v1::auth::Client;
@@ -43,11 +43,22 @@ pub async fn create(
     require_json(&req)?;
     let idempotency_key = idempotency_key(&req)?;
     let body = read_limited(payload, state.config.max_body_bytes).await?;
-    let value = decode_json(&body)?;
-    drop(body);
-    // Consumes the decoded body: the people are held once, not twice.
-    let job = validate_job_owned(value, state.config.max_job_people, &state.config.callback_policy())
-        .map_err(ApiError::invalid)?;
+    let (max_people, policy) = (state.config.max_job_people, state.config.callback_policy());
+    // A body of valid people is read straight into their stored form; any other is decoded and
+    // validated as a whole, which names every problem. The body is dropped before the insert.
+    let checked = match validate_job_bytes(&body, max_people, &policy) {
+        Some(checked) => {
+            drop(body);
+            checked
+        }
+        None => {
+            let value = decode_json(&body)?;
+            drop(body);
+            // Consumes the decoded body: the people are held once, not twice.
+            validate_job_owned(value, max_people, &policy).map(|job| job.into_stored())
+        }
+    };
+    let job = checked.map_err(ApiError::invalid)?;
     if job.dry_run {
         let c = &state.config;
         let reusable = match c.reuse_policy(job.reuse_within) {
