@@ -474,44 +474,25 @@ impl AsRef<str> for Text<'_> {
     }
 }
 
-struct TextVisitor;
+/// Reads a JSON string; with `numbers`, a number too, as the text [`ExternalId::into_text`] makes.
+struct TextVisitor {
+    numbers: bool,
+}
+
+impl TextVisitor {
+    fn number<E: de::Error>(&self, n: serde_json::Number, seen: de::Unexpected) -> Result<Cow<'static, str>, E> {
+        match self.numbers {
+            true => Ok(Cow::Owned(ExternalId::Number(n).into_text())),
+            false => Err(E::invalid_type(seen, self)),
+        }
+    }
+}
 
 impl<'de> Visitor<'de> for TextVisitor {
     type Value = Cow<'de, str>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(s))
-    }
-
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(s.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(s))
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor).map(Text)
-    }
-}
-
-/// `external_id`: a string, or a number as the text [`ExternalId::into_text`] makes of it.
-struct IdText<'a>(Cow<'a, str>);
-
-struct IdVisitor;
-
-impl<'de> Visitor<'de> for IdVisitor {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a string or a number")
+        f.write_str(if self.numbers { "a string or a number" } else { "a string" })
     }
 
     fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
@@ -527,22 +508,31 @@ impl<'de> Visitor<'de> for IdVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(ExternalId::Number(n.into()).into_text()))
+        self.number(n.into(), de::Unexpected::Unsigned(n))
     }
 
     fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(ExternalId::Number(n.into()).into_text()))
+        self.number(n.into(), de::Unexpected::Signed(n))
     }
 
     fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
-        let n = serde_json::Number::from_f64(n).ok_or_else(|| E::custom("not a finite number"))?;
-        Ok(Cow::Owned(ExternalId::Number(n).into_text()))
+        let number = serde_json::Number::from_f64(n).ok_or_else(|| E::custom("not a finite number"))?;
+        self.number(number, de::Unexpected::Float(n))
     }
 }
 
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(TextVisitor { numbers: false }).map(Text)
+    }
+}
+
+/// `external_id`: a string, or a number as the text [`ExternalId::into_text`] makes of it.
+struct IdText<'a>(Cow<'a, str>);
+
 impl<'de: 'a, 'a> Deserialize<'de> for IdText<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(IdVisitor).map(IdText)
+        d.deserialize_any(TextVisitor { numbers: true }).map(IdText)
     }
 }
 
