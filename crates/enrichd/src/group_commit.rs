@@ -92,10 +92,10 @@ impl DeliveryWriter {
         DeliveryWriter(GroupCommit::start(writer, DELIVERY_GROUP, move |group: Vec<Delivery>| {
             let store = store.clone();
             async move {
-                let items: Vec<(InboundDelivery<'_>, String)> = group
+                let items: Vec<(InboundDelivery<'_>, &str)> = group
                     .iter()
                     .map(|(batch_id, claim, body, key)| {
-                        (InboundDelivery { batch_id: *batch_id, claim: *claim, body }, key.clone())
+                        (InboundDelivery { batch_id: *batch_id, claim: *claim, body }, key.as_str())
                     })
                     .collect();
                 match store.store_keyed_deliveries(&items, chrono::Utc::now()).await {

@@ -176,15 +176,8 @@ impl Store {
         max: usize,
     ) -> StoreResult<Vec<ClaimedBatch>> {
         let (txn, _gate) = self.write_txn().await?;
-        let mut claimed = Vec::with_capacity(max);
-        while claimed.len() < max {
-            if claimed.is_empty() {
-                match claim_in(&txn, owner, lease, ts(now)).await? {
-                    Some(batch) => claimed.push(batch),
-                    None => break,
-                }
-                continue;
-            }
+        let mut claimed: Vec<ClaimedBatch> = claim_in(&txn, owner, lease, ts(now)).await?.into_iter().collect();
+        while !claimed.is_empty() && claimed.len() < max {
             // A savepoint, so a short batch can be given back whole (SAVEPOINT and its end counted).
             let attempt = txn.begin().await?;
             self.count_unseen(2);

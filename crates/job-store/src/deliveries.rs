@@ -151,7 +151,9 @@ impl Store {
         items: &[InboundDelivery<'_>],
         received_at: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<StoredDelivery>>> {
-        let keyed: Vec<(InboundDelivery<'_>, String)> = items.iter().map(|i| (*i, i.dedup_key())).collect();
+        let keys: Vec<String> = items.iter().map(InboundDelivery::dedup_key).collect();
+        let keyed: Vec<(InboundDelivery<'_>, &str)> =
+            items.iter().copied().zip(keys.iter().map(String::as_str)).collect();
         self.store_keyed_deliveries(&keyed, received_at).await
     }
 
@@ -159,14 +161,14 @@ impl Store {
     /// by the caller (off the writer's task).
     pub async fn store_keyed_deliveries(
         &self,
-        items: &[(InboundDelivery<'_>, String)],
+        items: &[(InboundDelivery<'_>, &str)],
         received_at: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<StoredDelivery>>> {
         let received_at = ts(received_at);
         let rows: Vec<inbound_delivery::Model> = items
             .iter()
             .map(|(item, dedup_key)| {
-                let dedup_key = dedup_key.clone();
+                let dedup_key = (*dedup_key).to_owned();
                 inbound_delivery::Model {
                     id: new_id(),
                     batch_id: item.batch_id,

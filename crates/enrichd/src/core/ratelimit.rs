@@ -254,6 +254,16 @@ impl Limiter {
         Ok(())
     }
 
+    /// How many of up to `max` calls could go together now: counted by taking their slots and
+    /// giving them back, so the count follows [`Limiter::try_acquire`]'s rules exactly.
+    pub fn free_slots(&mut self, now: Instant, max: usize) -> usize {
+        let free = (0..max).take_while(|_| self.try_acquire(now).is_ok()).count();
+        for w in &mut self.windows {
+            w.log.truncate(w.log.len() - free);
+        }
+        free
+    }
+
     /// Corrects the windows from the rate-limit headers of a call sent at `sent` and answered
     /// at `answered` (`counted`: Apollo counted it, i.e. it was not refused with a 429).
     pub fn observe(&mut self, sent: Instant, answered: Instant, headers: &RateLimit, counted: bool) {
@@ -360,6 +370,21 @@ mod tests {
         let at = l.try_acquire(t0 + Duration::from_millis(200)).unwrap_err();
         assert_eq!(at, t0 + Duration::from_millis(1010));
         assert!(l.try_acquire(at).is_ok());
+    }
+
+    #[test]
+    fn free_slots_counts_without_taking() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(Limits { per_minute: Some(4), per_hour: None, per_day: Some(3) }, MINUTE);
+        l.try_acquire(t0).unwrap();
+        let now = t0 + Duration::from_millis(100);
+        // The day's limit is the tighter one; and asking for fewer gives fewer.
+        assert_eq!(l.free_slots(now, 10), 2);
+        assert_eq!(l.free_slots(now, 1), 1);
+        // Nothing was taken: both slots are still there, then none.
+        assert!(l.try_acquire(now).is_ok() && l.try_acquire(now).is_ok());
+        assert!(l.try_acquire(now).is_err());
+        assert_eq!(l.free_slots(now, 10), 0);
     }
 
     #[test]

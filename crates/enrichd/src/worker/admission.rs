@@ -83,19 +83,17 @@ impl Admission {
     }
 
     /// Waits for nothing: decides now whether calls may go and claims their batches, up to `max`
-    /// (the shared limiter claims as many as have room in one transaction; the local one, one).
+    /// and as many as have room, in one transaction.
     pub async fn next(&self, state: &AppState, max: usize) -> StoreResult<Next> {
         match self {
             Admission::Local(limiter) => {
                 let free = {
-                    let limiter = limiter.lock().expect("limiter");
+                    let mut limiter = limiter.lock().expect("limiter");
                     let now = Instant::now();
                     if let Some(at) = limiter.next_slot(now) {
                         return Ok(Next::WaitUntil(at));
                     }
-                    // How many slots are free now, counted on a copy.
-                    let mut copy = limiter.clone();
-                    (0..max.max(1)).take_while(|_| copy.try_acquire(now).is_ok()).count()
+                    limiter.free_slots(now, max.max(1))
                 };
                 let (store, owner, lease) = (state.store.clone(), state.owner.clone(), state.config.lease);
                 let claim = async move { store.claim_batches(&owner, lease, store.clock_now().await?, free).await };
