@@ -1,7 +1,7 @@
 //! Group commit: writes that arrive together go to the database together, one transaction per
 //! group, so durability costs one commit per group instead of one per write. Two writers use it:
-//! Apollo's webhook deliveries (stored before the 200) and the synchronous answers of calls
-//! (recorded before the next claim of their permit's slot matters).
+//! Apollo's webhook deliveries (stored before the 200) and, on SQLite, the calls' synchronous
+//! answers.
 
 use std::future::Future;
 
@@ -120,34 +120,47 @@ impl DeliveryWriter {
 /// Most answers recorded in one transaction (more calls than this are seldom in flight).
 const ANSWER_GROUP: usize = 32;
 
-/// The dispatcher's writer of synchronous answers.
+/// The dispatcher's writer of synchronous answers: grouped on SQLite, whose one writer records
+/// them one after another anyway; on PostgreSQL each is recorded at once, in parallel with the
+/// others (a queue there would only leave answers unrecorded longer, and a replica killed
+/// meanwhile loses them).
 #[derive(Clone, Debug)]
-pub struct AnswerWriter(GroupCommit<SyncOutcome, SyncRecorded>);
+pub struct AnswerWriter {
+    store: Store,
+    group: Option<GroupCommit<SyncOutcome, SyncRecorded>>,
+}
 
 impl AnswerWriter {
-    /// Starts the writer task on the writer thread.
+    /// Starts the writer task on the writer thread (SQLite).
     pub fn start(store: Store, writer: &WriterThread) -> AnswerWriter {
-        AnswerWriter(GroupCommit::start(writer, ANSWER_GROUP, move |group: Vec<SyncOutcome>| {
+        let group = (!store.is_shared()).then(|| {
             let store = store.clone();
-            async move {
-                match store.record_syncs(&group).await {
-                    Ok(recorded) => recorded.into_iter().map(Ok).collect(),
-                    // One answer the store refuses must not cost the others theirs: one by one.
-                    Err(_) if group.len() > 1 => {
-                        let mut out = Vec::with_capacity(group.len());
-                        for outcome in group {
-                            out.push(store.record_sync(outcome).await.map_err(WriteError::from));
+            GroupCommit::start(writer, ANSWER_GROUP, move |group: Vec<SyncOutcome>| {
+                let store = store.clone();
+                async move {
+                    match store.record_syncs(&group).await {
+                        Ok(recorded) => recorded.into_iter().map(Ok).collect(),
+                        // One answer the store refuses must not cost the others theirs: one by one.
+                        Err(_) if group.len() > 1 => {
+                            let mut out = Vec::with_capacity(group.len());
+                            for outcome in group {
+                                out.push(store.record_sync(outcome).await.map_err(WriteError::from));
+                            }
+                            out
                         }
-                        out
+                        Err(e) => vec![Err(WriteError::from(e))],
                     }
-                    Err(e) => vec![Err(WriteError::from(e))],
                 }
-            }
-        }))
+            })
+        });
+        AnswerWriter { store, group }
     }
 
-    /// Records one answer; returns once its group is committed.
+    /// Records one answer; returns once it (and its group) is committed.
     pub async fn record(&self, outcome: SyncOutcome) -> Result<SyncRecorded, WriteError> {
-        self.0.write(outcome).await
+        match &self.group {
+            Some(group) => group.write(outcome).await,
+            None => Ok(self.store.record_sync(outcome).await?),
+        }
     }
 }
