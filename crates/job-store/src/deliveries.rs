@@ -1,9 +1,9 @@
 //! Inbound Apollo deliveries: stored raw and deduplicated at once, merged later by the ingest
 //! worker into the people of their batch; plus the reconcile and deadline queries.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
-use apollo_client::{Delivery, FactSource, PersonFacts};
+use apollo_client::{Delivery, FactSource};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, LockType, OnConflict, Order, Query};
 use sea_orm::{
@@ -13,14 +13,15 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::counters::{CreditKind, Tally};
+use crate::apply::Group;
+use crate::counters::Tally;
 use crate::entities::{batch, inbound_delivery, person};
 use crate::erase::{empty_delivery_bodies, erased_jobs_in_batch};
-use crate::lifecycle::{self, Event, Part};
+use crate::lifecycle::{Event, Part};
 use crate::merge::Record;
-use crate::people::{Assign, apply_event, lock_batch_primaries, update_from_rows, update_people};
-use crate::sql::{self, by_key};
-use crate::sync::{split_credits, storable_text};
+use crate::people::{apply_event, lock_batch_primaries, update_people};
+use crate::sql;
+use crate::sync::storable_text;
 use crate::{BatchState, DeliveryState, PersonState, Store, StoreError, StoreResult, new_id, now, sha256_hex, ts};
 
 /// The outcome of [`Store::store_delivery`].
@@ -301,8 +302,8 @@ impl Store {
     }
 
     /// [`Store::apply_delivery`] for several deliveries, in order, in one transaction (one commit
-    /// for a burst of webhooks). The people and deliveries end as if each had been applied on its
-    /// own; the job counters are written once, at the end, so job rows (which claims and answers
+    /// for a burst of webhooks), set-wise: a few statements for the whole group ([`crate::apply`]).
+    /// The people and deliveries end as if each had been applied on its own; the job counters are written once, at the end, so job rows (which claims and answers
     /// update too) stay locked only for the commit, and jobs the group completes are listed on
     /// its last applied delivery (their `job.completed` event covers every change of the group).
     /// Merging is background work: on SQLite it waits while foreground writers queue for the one
@@ -313,16 +314,18 @@ impl Store {
     pub async fn apply_deliveries(&self, items: &[(Uuid, &Delivery)]) -> StoreResult<Vec<ApplyOutcome>> {
         let now = now();
         let (txn, _gate) = self.background_txn().await?;
+        let mut group = Group::load(&txn, items).await?;
         let mut tally = Tally::default();
         let mut outcomes = Vec::with_capacity(items.len());
         for (delivery_id, parsed) in items {
             // SQLite's one writer is wanted for something that cannot wait (storing what Apollo
-            // sends, recording a paid answer): commit what is merged and let it go.
+            // sends, recording a paid answer): write what is merged and let it go.
             if !outcomes.is_empty() && self.writer_wanted() {
                 break;
             }
-            outcomes.push(apply_in(&txn, &mut tally, *delivery_id, parsed, now).await?);
+            outcomes.push(group.apply(&txn, &mut tally, *delivery_id, parsed, now).await?);
         }
+        group.write(&txn, &mut tally, now).await?;
         let completed = tally.flush(&txn, now).await?;
         let last = outcomes.iter_mut().rev().find_map(|o| match o {
             ApplyOutcome::Applied { completed_jobs, .. } => Some(completed_jobs),
@@ -559,308 +562,6 @@ impl Store {
     }
 }
 
-/// [`Store::apply_delivery`] in the caller's transaction, its job changes added to `tally` (the
-/// caller flushes it; `completed_jobs` is left empty).
-async fn apply_in(
-    txn: &DatabaseTransaction,
-    tally: &mut Tally,
-    delivery_id: Uuid,
-    parsed: &Delivery,
-    now: DateTime<Utc>,
-) -> StoreResult<ApplyOutcome> {
-    let Some(d) = by_key(txn, inbound_delivery::Entity::find_by_id(delivery_id).lock(LockType::Update)).await? else {
-        return Err(StoreError::NotFound(format!("delivery {delivery_id}")));
-    };
-    if d.state != DeliveryState::Pending {
-        return Ok(ApplyOutcome::AlreadyProcessed);
-    }
-    let Some(b) = by_key(txn, batch::Entity::find_by_id(d.batch_id)).await? else {
-        return Ok(ApplyOutcome::NotReady);
-    };
-    let batch_state = b.state;
-    if !matches!(batch_state, BatchState::Submitted | BatchState::Failed) {
-        return Ok(ApplyOutcome::NotReady);
-    }
-    // What the charge rule reads of the batch's applied deliveries; bodies only where a claim
-    // is missing (deliveries from before claims were in the URL), to compare request ids.
-    let earlier: Vec<(Uuid, Option<i32>, Option<String>, i64)> = inbound_delivery::Entity::find()
-        .select_only()
-        .columns([
-            inbound_delivery::Column::Id,
-            inbound_delivery::Column::Claim,
-            inbound_delivery::Column::Kind,
-            inbound_delivery::Column::CreditsMicros,
-        ])
-        .filter(inbound_delivery::Column::BatchId.eq(d.batch_id))
-        .filter(inbound_delivery::Column::State.eq(DeliveryState::Processed))
-        .into_tuple()
-        .all(txn)
-        .await?;
-    let unclaimed: Vec<Uuid> =
-        earlier.iter().filter(|(_, claim, _, _)| claim.is_none() || d.claim.is_none()).map(|e| e.0).collect();
-    let bodies: HashMap<Uuid, Vec<u8>> = if unclaimed.is_empty() {
-        HashMap::new()
-    } else {
-        inbound_delivery::Entity::find()
-            .select_only()
-            .columns([inbound_delivery::Column::Id, inbound_delivery::Column::Body])
-            .filter(inbound_delivery::Column::Id.is_in(unclaimed))
-            .into_tuple()
-            .all(txn)
-            .await?
-            .into_iter()
-            .collect()
-    };
-    let same_request = |(id, claim, _, _): &(Uuid, Option<i32>, Option<String>, i64)| match (*claim, d.claim) {
-        (Some(x), Some(y)) => x == y,
-        // Without claims (older URLs): the request id decides. An emptied body (its job was
-        // erased) no longer names its request: assume the same one, so erasure never makes a
-        // part count twice.
-        _ => bodies.get(id).is_none_or(|body| body.is_empty() || request_id_of(body) == parsed.request_id),
-    };
-    let part_charged = earlier.iter().any(|e| {
-        let (_, _, kind, credits) = e;
-        kind.as_deref() == Some(parsed.kind.as_str()) && *credits != 0 && same_request(e)
-    });
-    let part_credits = lifecycle::delivery_charge(parsed.credits.map(|c| c.micros()).unwrap_or(0), part_charged);
-    // Proof that an unanswered claim ran: book its synchronous charge once.
-    // (Claim 0 is the dispatcher's probe: one detail matching nobody, charged nothing.)
-    let unanswered_claim_ran = matches!((d.claim, b.answered_claim), (Some(c), Some(a)) if c != a && c > 0)
-        && !earlier.iter().any(|(_, claim, _, _)| *claim == d.claim);
-    let sync_credits = if unanswered_claim_ran { b.sync_credits_micros } else { 0 };
-    let credits = part_credits + sync_credits;
-    inbound_delivery::Entity::update_many()
-        .filter(inbound_delivery::Column::Id.eq(delivery_id))
-        .col_expr(inbound_delivery::Column::State, Expr::value(DeliveryState::Processed))
-        .col_expr(inbound_delivery::Column::Kind, Expr::value(parsed.kind.as_str()))
-        .col_expr(inbound_delivery::Column::CreditsMicros, Expr::value(part_credits))
-        .col_expr(inbound_delivery::Column::ProcessedAt, Expr::value(now))
-        .exec(txn)
-        .await?;
-
-    if credits != 0 {
-        // The batch row before people: the lock order.
-        batch::Entity::update_many()
-            .filter(batch::Column::Id.eq(d.batch_id))
-            .col_expr(batch::Column::CreditsMicros, Expr::col(batch::Column::CreditsMicros).add(credits))
-            .exec(txn)
-            .await?;
-    }
-    let probe = d.claim.is_some_and(|c| c <= 0);
-    // The batch's people and its erased jobs, when the merge read them (reused below).
-    let (matched, unmatched, merged) = if batch_state == BatchState::Submitted && !probe {
-        // The answered call's payload speaks for everyone in it; another call's (a retry
-        // Apollo ran too) only for the people it names.
-        let whole_request = d.claim.is_none() || d.claim == b.answered_claim;
-        let m = merge_into_batch(txn, tally, &d, parsed, whole_request, now).await?;
-        (m.matched, m.unmatched, Some((m.people, m.erased)))
-    } else {
-        (0, parsed.people.iter().map(|f| f.apollo_id.clone().unwrap_or_default()).collect(), None)
-    };
-    if credits != 0 {
-        // Split over the jobs of the people in the call (by their number in it).
-        let members: Vec<(Uuid, i64)> = match &merged {
-            Some((people, _)) => {
-                let mut by_job: BTreeMap<Uuid, i64> = BTreeMap::new();
-                for p in people {
-                    *by_job.entry(p.job_id).or_default() += 1;
-                }
-                by_job.into_iter().collect()
-            }
-            None => {
-                person::Entity::find()
-                    .select_only()
-                    .column(person::Column::JobId)
-                    .column_as(person::Column::Id.count(), "n")
-                    .filter(person::Column::BatchId.eq(d.batch_id))
-                    .group_by(person::Column::JobId)
-                    .order_by_asc(person::Column::JobId)
-                    .into_tuple()
-                    .all(txn)
-                    .await?
-            }
-        };
-        // Each kind split on its own, so the per-kind totals are exact too.
-        for (kind, amount) in [(CreditKind::of(parsed.kind), part_credits), (CreditKind::Sync, sync_credits)] {
-            for (job_id, share) in split_credits(amount, &members) {
-                tally.credits(job_id, kind, share);
-            }
-        }
-    }
-    let erased = match merged {
-        Some((people, erased)) => {
-            if part_credits != 0 {
-                charge_people(txn, &people, parsed, part_credits).await?;
-            }
-            erased
-        }
-        None => erased_jobs_in_batch(txn, d.batch_id).await?,
-    };
-    if !erased.is_empty() {
-        // The raw payload names erased people: merged (for the others), it is not kept.
-        empty_delivery_bodies(txn, &[delivery_id]).await?;
-    }
-    Ok(ApplyOutcome::Applied { matched, unmatched, completed_jobs: Vec::new() })
-}
-
-/// Merges a delivery into the people of its (answered) batch: every person with an Apollo id the
-/// delivery names gets its facts; every person expecting the part gets it (only those it names,
-/// unless it answers the recorded call: `whole_request`); for a phone delivery,
-/// people of other calls waiting for the same Apollo person's phone get it too.
-async fn merge_into_batch(
-    txn: &DatabaseTransaction,
-    tally: &mut Tally,
-    d: &inbound_delivery::Model,
-    parsed: &Delivery,
-    whole_request: bool,
-    now: DateTime<Utc>,
-) -> StoreResult<Merged> {
-    let people = lock_batch_primaries(txn, d.batch_id).await?;
-    // People of erased jobs get no data back (their parts still count as arrived).
-    let erased = erased_jobs_in_batch(txn, d.batch_id).await?;
-    let mut by_apollo_id: HashMap<&str, Vec<usize>> = HashMap::new();
-    for (i, p) in people.iter().enumerate() {
-        if let Some(a) = p.apollo_id.as_deref() {
-            by_apollo_id.entry(a).or_default().push(i);
-        }
-    }
-    let mut facts_of: BTreeMap<usize, Vec<&PersonFacts>> = BTreeMap::new();
-    let mut unmatched = Vec::new();
-    let mut matched = 0;
-    for f in &parsed.people {
-        match f.apollo_id.as_deref().and_then(|a| by_apollo_id.get(a)) {
-            Some(all) => {
-                matched += 1;
-                for &i in all {
-                    facts_of.entry(i).or_default().push(f);
-                }
-            }
-            None => unmatched.push(f.apollo_id.clone().unwrap_or_default()),
-        }
-    }
-    let part = Part::of(parsed.kind);
-    let mut changes = Vec::with_capacity(people.len());
-    for (i, p) in people.iter().enumerate() {
-        let mut new = p.clone();
-        let facts = facts_of.get(&i);
-        if let Some(facts) = facts
-            && !erased.contains(&p.job_id)
-        {
-            let mut record = Record::from_json(p.record.as_ref());
-            for f in facts {
-                record.merge_facts(f);
-            }
-            new.record = Some(record.to_json());
-        }
-        // A person whose phone Apollo skipped gets it only from a delivery that names it, and so
-        // does everyone when the delivery answers another call than the recorded one.
-        let speaks_for = whole_request && !(part == Part::Phone && p.phone_elsewhere);
-        if speaks_for || facts.is_some() {
-            apply_event(&mut new, Event::PartArrived(part), now)?;
-        }
-        if new != *p {
-            changes.push((p, new));
-        }
-    }
-    // The delivery's people in one statement.
-    update_people(txn, tally, &changes, now).await?;
-    if part == Part::Phone {
-        let ids: Vec<&str> = parsed
-            .people
-            .iter()
-            .filter_map(|f| f.apollo_id.as_deref())
-            .filter(|a| by_apollo_id.contains_key(a))
-            .collect();
-        deliver_phone_elsewhere(txn, tally, d.batch_id, &ids, parsed, now).await?;
-    }
-    Ok(Merged { matched, unmatched, people, erased })
-}
-
-/// What [`merge_into_batch`] did, and what it read that the rest of the merge needs again.
-struct Merged {
-    /// Delivery entries that matched someone in the batch.
-    matched: usize,
-    /// Apollo ids that matched nobody.
-    unmatched: Vec<String>,
-    /// The batch's people as read before the merge (their ids, jobs and Apollo ids stay).
-    people: Vec<person::Model>,
-    /// The batch's erased jobs.
-    erased: HashSet<Uuid>,
-}
-
-/// Books a delivery's charge on the people of the batch it names, evenly (exactly: the shares add
-/// up), so that a person's credits are what its lookup cost: what answering it again from the
-/// store saves ([`crate::reuse`]). The job's credits are booked apart, by [`Tally::credits`].
-///
-/// `people` are the batch's people (primaries, in id order) as the merge read them.
-async fn charge_people(
-    txn: &DatabaseTransaction,
-    people: &[person::Model],
-    parsed: &Delivery,
-    micros: i64,
-) -> StoreResult<()> {
-    let ids: HashSet<&str> = parsed.people.iter().filter_map(|f| f.apollo_id.as_deref()).collect();
-    let weights: Vec<(Uuid, i64)> = people
-        .iter()
-        .filter(|p| p.dup_of.is_none() && p.apollo_id.as_deref().is_some_and(|a| ids.contains(a)))
-        .map(|p| (p.id, 1))
-        .collect();
-    let rows: Vec<Vec<sea_orm::Value>> = split_credits(micros, &weights)
-        .into_iter()
-        .filter(|(_, share)| *share != 0)
-        .map(|(id, share)| vec![id.into(), share.into()])
-        .collect();
-    // One statement for everyone named.
-    let set = [(person::Column::CreditsMicros, Assign::Add)];
-    update_from_rows(txn, person::Column::Id, false, &set, rows, None).await?;
-    Ok(())
-}
-
-/// People outside `batch_id` who wait for the phone of one of `apollo_ids` because Apollo skipped
-/// their own request's reveal: they get the phone facts the delivery holds for them.
-async fn deliver_phone_elsewhere(
-    txn: &DatabaseTransaction,
-    tally: &mut Tally,
-    batch_id: Uuid,
-    apollo_ids: &[&str],
-    parsed: &Delivery,
-    now: DateTime<Utc>,
-) -> StoreResult<()> {
-    if apollo_ids.is_empty() {
-        return Ok(());
-    }
-    let waiting = person::Entity::find()
-        .filter(person::Column::ApolloId.is_in(apollo_ids.iter().copied()))
-        .filter(person::Column::PhoneElsewhere.eq(true))
-        .filter(person::Column::GotPhone.eq(false))
-        .filter(person::Column::BatchId.ne(batch_id))
-        .filter(person::Column::DupOf.is_null())
-        .order_by_asc(person::Column::Id)
-        .lock(LockType::Update)
-        .all(txn)
-        .await?;
-    let mut changes = Vec::with_capacity(waiting.len());
-    for p in &waiting {
-        let mut new = p.clone();
-        let mut record = Record::from_json(p.record.as_ref());
-        for f in parsed.people.iter().filter(|f| f.apollo_id == p.apollo_id) {
-            record.merge_facts(f);
-        }
-        let erased = match p.batch_id {
-            Some(b) => erased_jobs_in_batch(txn, b).await?.contains(&p.job_id),
-            None => false,
-        };
-        if !erased {
-            new.record = Some(record.to_json());
-        }
-        apply_event(&mut new, Event::PartArrived(Part::Phone), now)?;
-        if new != *p {
-            changes.push((p, new));
-        }
-    }
-    update_people(txn, tally, &changes, now).await
-}
-
 /// A person whose phone reveal Apollo skipped, just answered: if a phone delivery of an earlier
 /// request already brought this Apollo person's phone to someone else, it is copied now (the
 /// delivery will not come again). `with_data = false` (an erased job): the part, not the data.
@@ -933,7 +634,7 @@ fn canonical_json(body: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// The `request_id` a stored delivery body names, if any.
-fn request_id_of(body: &[u8]) -> Option<apollo_client::RequestId> {
+pub(crate) fn request_id_of(body: &[u8]) -> Option<apollo_client::RequestId> {
     apollo_client::parse_delivery(body).ok().and_then(|d| d.request_id)
 }
 

@@ -28,7 +28,7 @@
 //!
 //! **Purging** deletes finished jobs with all their rows, in bounded transactions.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, LockType, Query};
@@ -79,20 +79,36 @@ pub struct Erased {
 
 /// The erased jobs among those with people in batch `batch_id` (membership history).
 pub(crate) async fn erased_jobs_in_batch<C: ConnectionTrait>(db: &C, batch_id: Uuid) -> StoreResult<HashSet<Uuid>> {
-    let members = Query::select()
-        .column(batch_person::Column::JobId)
-        .from(batch_person::Entity)
-        .and_where(Expr::col((batch_person::Entity, batch_person::Column::BatchId)).eq(batch_id))
-        .to_owned();
-    let ids: Vec<Uuid> = job::Entity::find()
-        .select_only()
-        .column(job::Column::Id)
-        .filter(job::Column::ErasedAt.is_not_null())
-        .filter(job::Column::Id.in_subquery(members))
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(ids.into_iter().collect())
+    Ok(erased_jobs_in_batches(db, &[batch_id]).await?.remove(&batch_id).unwrap_or_default())
+}
+
+/// [`erased_jobs_in_batch`] for several batches in one statement per [`IN_LIST`] of them; a
+/// batch without erased jobs is absent.
+pub(crate) async fn erased_jobs_in_batches<C: ConnectionTrait>(
+    db: &C,
+    batch_ids: &[Uuid],
+) -> StoreResult<HashMap<Uuid, HashSet<Uuid>>> {
+    let mut out: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
+    for chunk in batch_ids.chunks(IN_LIST) {
+        let erased = Query::select()
+            .column(job::Column::Id)
+            .from(job::Entity)
+            .and_where(Expr::col(job::Column::ErasedAt).is_not_null())
+            .to_owned();
+        let pairs: Vec<(Uuid, Uuid)> = batch_person::Entity::find()
+            .select_only()
+            .columns([batch_person::Column::BatchId, batch_person::Column::JobId])
+            .distinct()
+            .filter(batch_person::Column::BatchId.is_in(chunk.iter().copied()))
+            .filter(batch_person::Column::JobId.in_subquery(erased))
+            .into_tuple()
+            .all(db)
+            .await?;
+        for (batch_id, job_id) in pairs {
+            out.entry(batch_id).or_default().insert(job_id);
+        }
+    }
+    Ok(out)
 }
 
 /// Empties a delivery's body (and its parse error, which may quote it); everything else stays.

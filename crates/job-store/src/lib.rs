@@ -14,6 +14,7 @@
 //! order (a duplicate only after its primary), then job rows in id order. Erasure and purging ([`erase`]) follow it too.
 
 pub mod api_keys;
+mod apply;
 pub mod budget;
 pub mod callbacks;
 pub mod claims;

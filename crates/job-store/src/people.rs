@@ -5,7 +5,7 @@ use std::borrow::Borrow;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, LockType};
+use sea_orm::sea_query::{Expr, IntoCondition, LockType};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IdenStatic, Iterable, QueryFilter, QueryOrder, QuerySelect,
     Statement, Value,
@@ -60,6 +60,15 @@ pub(crate) async fn lock_batch_primaries<C: ConnectionTrait>(
     db: &C,
     batch_id: Uuid,
 ) -> StoreResult<Vec<person::Model>> {
+    lock_people_where(db, person::Column::BatchId.eq(batch_id)).await
+}
+
+/// The people `condition` picks, locked (PostgreSQL) in id order, without their `input` (JSON
+/// `null` here), as [`lock_batch_primaries`] reads them.
+pub(crate) async fn lock_people_where<C: ConnectionTrait>(
+    db: &C,
+    condition: impl IntoCondition,
+) -> StoreResult<Vec<person::Model>> {
     let null_json = match db.get_database_backend() {
         DbBackend::Postgres => "'null'::jsonb",
         _ => "'null'",
@@ -69,7 +78,7 @@ pub(crate) async fn lock_batch_primaries<C: ConnectionTrait>(
         q = q.column(column);
     }
     Ok(q.column_as(Expr::cust(null_json), person::Column::Input.as_str())
-        .filter(person::Column::BatchId.eq(batch_id))
+        .filter(condition)
         .order_by_asc(person::Column::Id)
         .lock(LockType::Update)
         .all(db)
@@ -110,7 +119,7 @@ pub(crate) async fn update_people<C: ConnectionTrait, N: Borrow<person::Model>>(
         })
         .collect();
     let set: Vec<(person::Column, Assign)> = WRITTEN.iter().map(|c| (*c, Assign::of(*c))).collect();
-    let changed = update_from_rows(db, person::Column::Id, true, &set, rows, Some(now)).await?;
+    let changed = update_from_rows::<person::Entity, _>(db, person::Column::Id, true, &set, rows, Some(now)).await?;
     if changed != changes.len() as u64 {
         // Rows are locked (PostgreSQL) or the writer is alone (SQLite): this means a bug upstream.
         return Err(StoreError::Invalid(format!(
@@ -215,24 +224,27 @@ impl Assign {
     }
 }
 
-/// `UPDATE people SET … FROM (VALUES …) AS v WHERE people.<key> = v.column1 [AND people.state =
+/// `UPDATE <table> SET … FROM (VALUES …) AS v WHERE <table>.<key> = v.column1 [AND <table>.state =
 /// v.column2]`, in statements of at most [`ROWS_PER_UPDATE`] rows. Each row binds the key, the
 /// state it must still be in (with `guard`), then one value per column of `set`; `updated_at`
 /// becomes `now` when given. Returns how many rows changed.
-pub(crate) async fn update_from_rows<C: ConnectionTrait>(
+pub(crate) async fn update_from_rows<E: EntityTrait, C: ConnectionTrait>(
     db: &C,
-    key: person::Column,
+    key: E::Column,
     guard: bool,
-    set: &[(person::Column, Assign)],
+    set: &[(E::Column, Assign)],
     rows: Vec<Vec<Value>>,
     now: Option<DateTime<Utc>>,
 ) -> StoreResult<u64> {
     let backend = db.get_database_backend();
+    let table = E::default().table_name();
+    let key = key.as_str();
+    let set: Vec<(&str, Assign)> = set.iter().map(|(c, a)| (c.as_str(), *a)).collect();
     let mut changed = 0;
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         let chunk: Vec<Vec<Value>> = rows.by_ref().take(ROWS_PER_UPDATE).collect();
-        let sql = update_from_rows_sql(backend, key, guard, set, now.is_some(), chunk.len());
+        let sql = update_from_rows_sql(backend, table, key, guard, &set, now.is_some(), chunk.len());
         let mut values: Vec<Value> = Vec::with_capacity(1 + chunk.len() * (set.len() + 2));
         values.extend(now.map(Value::from));
         values.extend(chunk.into_iter().flatten());
@@ -245,9 +257,10 @@ pub(crate) async fn update_from_rows<C: ConnectionTrait>(
 /// then the rows'.
 fn update_from_rows_sql(
     backend: DbBackend,
-    key: person::Column,
+    table: &str,
+    key: &str,
     guard: bool,
-    set: &[(person::Column, Assign)],
+    set: &[(&str, Assign)],
     stamp: bool,
     rows: usize,
 ) -> String {
@@ -265,8 +278,7 @@ fn update_from_rows_sql(
     let mut assignments: Vec<String> = set
         .iter()
         .enumerate()
-        .map(|(i, (column, assign))| {
-            let name = column.as_str();
+        .map(|(i, (name, assign))| {
             let v = format!("v.column{}", first + i);
             match (assign, backend) {
                 (Assign::Json, DbBackend::Postgres) => format!("{name} = CAST({v} AS jsonb)"),
@@ -278,7 +290,7 @@ fn update_from_rows_sql(
     if stamp {
         assignments.push(format!("updated_at = {}", param()));
     }
-    let mut sql = format!("UPDATE people SET {} FROM (VALUES ", assignments.join(", "));
+    let mut sql = format!("UPDATE {table} SET {} FROM (VALUES ", assignments.join(", "));
     let per_row = set.len() + first - 1;
     for r in 0..rows {
         sql.push_str(if r == 0 { "(" } else { ", (" });
@@ -290,9 +302,9 @@ fn update_from_rows_sql(
         }
         sql.push(')');
     }
-    let _ = write!(sql, ") AS v WHERE people.{} = v.column1", key.as_str());
+    let _ = write!(sql, ") AS v WHERE {table}.{key} = v.column1");
     if guard {
-        sql.push_str(" AND people.state = v.column2");
+        let _ = write!(sql, " AND {table}.state = v.column2");
     }
     sql
 }
@@ -335,7 +347,7 @@ async fn copy_to_duplicates<C: ConnectionTrait>(
         })
         .collect();
     let set: Vec<(person::Column, Assign)> = MIRRORED.iter().map(|c| (*c, Assign::of(*c))).collect();
-    update_from_rows(db, person::Column::DupOf, false, &set, rows, Some(now)).await?;
+    update_from_rows::<person::Entity, _>(db, person::Column::DupOf, false, &set, rows, Some(now)).await?;
     Ok(())
 }
 
@@ -416,20 +428,20 @@ mod tests {
 
     #[test]
     fn update_from_rows_binds_each_row_once_and_updated_at_first() {
-        let set = [(person::Column::State, Assign::Value), (person::Column::Record, Assign::Json)];
+        let set = [("state", Assign::Value), ("record", Assign::Json)];
         assert_eq!(
-            update_from_rows_sql(DbBackend::Postgres, person::Column::Id, true, &set, true, 2),
+            update_from_rows_sql(DbBackend::Postgres, "people", "id", true, &set, true, 2),
             "UPDATE people SET state = v.column3, record = CAST(v.column4 AS jsonb), updated_at = $1 \
              FROM (VALUES ($2,$3,$4,$5), ($6,$7,$8,$9)) AS v WHERE people.id = v.column1 AND people.state = v.column2"
         );
-        let add = [(person::Column::CreditsMicros, Assign::Add)];
+        let add = [("credits_micros", Assign::Add)];
         assert_eq!(
-            update_from_rows_sql(DbBackend::Sqlite, person::Column::Id, false, &add, false, 2),
-            "UPDATE people SET credits_micros = credits_micros + v.column2 FROM (VALUES (?,?), (?,?)) AS v \
-             WHERE people.id = v.column1"
+            update_from_rows_sql(DbBackend::Sqlite, "batches", "id", false, &add, false, 2),
+            "UPDATE batches SET credits_micros = credits_micros + v.column2 FROM (VALUES (?,?), (?,?)) AS v \
+             WHERE batches.id = v.column1"
         );
         assert_eq!(
-            update_from_rows_sql(DbBackend::Sqlite, person::Column::DupOf, false, &set, true, 1),
+            update_from_rows_sql(DbBackend::Sqlite, "people", "dup_of", false, &set, true, 1),
             "UPDATE people SET state = v.column2, record = v.column3, updated_at = ? FROM (VALUES (?,?,?)) AS v \
              WHERE people.dup_of = v.column1"
         );

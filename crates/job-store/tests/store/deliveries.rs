@@ -8,7 +8,8 @@ use job_store::{
 use uuid::Uuid;
 
 use crate::harness::{
-    all_matched, apollo_id, assert_counters_match, claim, job, phone_and_waterfall, phone_body, record, waterfall_body,
+    Backend, TestDb, all_matched, apollo_id, assert_counters_match, claim, job, phone_and_waterfall, phone_body,
+    record, waterfall_body,
 };
 use crate::store_tests;
 
@@ -22,6 +23,7 @@ store_tests!(
     missing_parts_expire_to_partial_and_a_late_part_completes,
     overdue_batches_and_failed_deliveries,
     a_group_of_merges_is_one_transaction_with_each_outcome,
+    a_group_ends_as_its_deliveries_applied_in_turn,
 );
 
 fn apply_ok(outcome: ApplyOutcome) -> (usize, Vec<String>) {
@@ -288,4 +290,133 @@ async fn a_group_of_merges_is_one_transaction_with_each_outcome(store: Store) {
     assert_eq!(store.get_delivery(early).await.unwrap().unwrap().state, DeliveryState::Pending);
     apply_ok(store.apply_delivery(early, &dearly).await.unwrap());
     assert!(store.list_people(b3_job, None, 1).await.unwrap()[0].got_phone);
+}
+
+/// Jobs, batches and stored deliveries for [`a_group_ends_as_its_deliveries_applied_in_turn`],
+/// the same on every store (Apollo ids by position, not by person id): two batches spanning three
+/// jobs, one Apollo person twice in a call and once more in the other call waiting for a phone
+/// Apollo skipped, one job erased before its deliveries, parts charged once per request.
+async fn group_scenario(store: &Store) -> (Vec<Uuid>, Vec<(Uuid, apollo_client::Delivery)>) {
+    let a = store.create_job(job("acme", 4, phone_and_waterfall())).await.unwrap().job.id;
+    let b = store.create_job(job("globex", 3, phone_and_waterfall())).await.unwrap().job.id;
+    let b1 = claim(store).await;
+    let mut answer = all_matched(&b1, true, true);
+    for (k, p) in answer.people.iter_mut().enumerate() {
+        let id = format!("ap_{}", if k == 4 { 0 } else { k });
+        p.apollo_id = Some(id.clone());
+        p.facts.apollo_id = Some(id);
+    }
+    record(store, answer).await;
+    let c =
+        store.create_job(job("initech", 2, JobOptions { reveal_phone_number: true, ..JobOptions::default() })).await;
+    let c = c.unwrap().job.id;
+    let b2 = claim(store).await;
+    let mut answer = all_matched(&b2, true, false);
+    for (k, p) in answer.people.iter_mut().enumerate() {
+        let id = format!("ap_c{k}");
+        p.apollo_id = Some(if k == 0 { "ap_0".to_owned() } else { id.clone() });
+        p.facts.apollo_id = p.apollo_id.clone();
+        p.phone_elsewhere = k == 0;
+    }
+    record(store, answer).await;
+    store.erase_job(b).await.unwrap();
+
+    let ids = |n: std::ops::Range<usize>| n.map(|k| format!("ap_{k}")).collect::<Vec<_>>();
+    let bodies = [
+        (b1.batch_id, waterfall_body(&ids(0..3), 2.5)),
+        (b1.batch_id, phone_body(&ids(0..6), 6.0)),
+        (b2.batch_id, phone_body(&["ap_c1".to_owned()], 1.0)),
+        // A second phone delivery of the same request: merged, not charged again.
+        (b1.batch_id, phone_body(&ids(4..6), 2.0)),
+        (b1.batch_id, waterfall_body(&ids(3..6), 1.5)),
+    ];
+    let mut deliveries = Vec::new();
+    for (batch_id, body) in bodies {
+        let id = store.store_delivery(batch_id, &body, Utc::now()).await.unwrap().id();
+        deliveries.push((id, parse_delivery(&body).unwrap()));
+    }
+    (vec![a, b, c], deliveries)
+}
+
+/// What a store holds after [`group_scenario`], without ids and times.
+async fn group_scenario_result(store: &Store, jobs: &[Uuid], deliveries: &[Uuid]) -> Vec<String> {
+    let mut out = Vec::new();
+    for j in jobs {
+        let v = store.get_job(*j).await.unwrap().unwrap();
+        out.push(format!(
+            "job {:?} {:?} {:?} {:?} {} events",
+            v.state,
+            v.counts,
+            v.credits,
+            v.credits_by_kind,
+            v.callback_events.len()
+        ));
+        for p in store.list_people(*j, None, 100).await.unwrap() {
+            out.push(format!(
+                "person {} {:?} {:?} {} {} {:?} {:?} {}",
+                p.ordinal,
+                p.state,
+                p.apollo_id,
+                p.got_phone,
+                p.got_waterfall,
+                p.missing_parts,
+                p.credits,
+                p.record.map(|r| r.to_string()).unwrap_or_default()
+            ));
+        }
+    }
+    for d in deliveries {
+        let d = store.get_delivery(*d).await.unwrap().unwrap();
+        out.push(format!("delivery {:?} {:?} {} {}", d.state, d.kind, d.credits_micros, d.body.len()));
+    }
+    out
+}
+
+async fn a_group_ends_as_its_deliveries_applied_in_turn(store: Store) {
+    // The oracle: the same scenario on a second, fresh database, its deliveries applied one by one.
+    let backend = if store.is_shared() { Backend::Pg } else { Backend::Sqlite };
+    let other = TestDb::create(backend).await;
+    let (jobs_one, one) = group_scenario(&other.store).await;
+    let mut completed_one = Vec::new();
+    for (id, parsed) in &one {
+        match other.store.apply_delivery(*id, parsed).await.unwrap() {
+            ApplyOutcome::Applied { completed_jobs, .. } => completed_one.extend(completed_jobs),
+            o => panic!("{o:?}"),
+        }
+    }
+    let ids_one: Vec<Uuid> = one.iter().map(|(id, _)| *id).collect();
+    let in_turn = group_scenario_result(&other.store, &jobs_one, &ids_one).await;
+    other.destroy().await;
+
+    let (jobs, group) = group_scenario(&store).await;
+    let items: Vec<_> = group.iter().map(|(id, parsed)| (*id, parsed)).collect();
+    let outcomes = store.apply_deliveries(&items).await.unwrap();
+    assert_eq!(outcomes.len(), items.len());
+    let ids: Vec<Uuid> = group.iter().map(|(id, _)| *id).collect();
+    let grouped = group_scenario_result(&store, &jobs, &ids).await;
+    assert_eq!(grouped, in_turn);
+    assert_counters_match(&store, &jobs).await;
+
+    // The scenario does what it says: the erased job's people got parts but no data, the
+    // delivery naming them lost its body, the waiting person got the phone, the second phone
+    // delivery was free, and the same jobs completed.
+    let position =
+        |job: usize| completed_one.iter().filter_map(|j| jobs_one.iter().position(|x| x == j)).any(|p| p == job);
+    let completed = match outcomes.last() {
+        Some(ApplyOutcome::Applied { completed_jobs, .. }) => completed_jobs.clone(),
+        o => panic!("{o:?}"),
+    };
+    for (k, j) in jobs.iter().enumerate() {
+        assert_eq!(completed.contains(j), position(k), "job {k} completes alike");
+    }
+    let deliveries: Vec<&String> = grouped.iter().filter(|l| l.starts_with("delivery")).collect();
+    assert_eq!(deliveries.len(), 5);
+    assert_eq!(deliveries[3], "delivery Processed Some(\"phone\") 0 0", "the second phone delivery is free");
+    assert!(deliveries[1].starts_with("delivery Processed Some(\"phone\") 6000000 "));
+    let emptied: Vec<bool> = deliveries.iter().map(|l| l.ends_with(" 0")).collect();
+    assert_eq!(emptied, [true, true, false, true, true], "bodies naming the erased job's people go");
+    let c_first = store.list_people(jobs[2], None, 1).await.unwrap().remove(0);
+    assert!(c_first.got_phone && c_first.record.unwrap()["phones"].as_array().is_some_and(|p| !p.is_empty()));
+    let erased = store.list_people(jobs[1], None, 10).await.unwrap();
+    assert!(erased.iter().all(|p| p.record.is_none() && p.got_phone), "{erased:#?}");
 }

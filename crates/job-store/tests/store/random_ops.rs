@@ -160,8 +160,12 @@ async fn counters_equal_a_recount_after_random_operations(store: Store) {
                 w.deliveries.push((stored.id(), body));
             }
             75..=84 => {
-                for d in store.pending_deliveries(w.rng.u64(1..6)).await.unwrap() {
+                // Applied one by one, or (as the ingest worker does) as one group.
+                let grouped = w.rng.bool();
+                let mut group = Vec::new();
+                for d in store.pending_deliveries(w.rng.u64(1..9)).await.unwrap() {
                     match parse_delivery(&d.body) {
+                        Ok(parsed) if grouped => group.push((d.id, parsed)),
                         Ok(parsed) => {
                             let out = store.apply_delivery(d.id, &parsed).await.unwrap();
                             assert!(matches!(out, ApplyOutcome::Applied { .. }), "{out:?}");
@@ -169,6 +173,13 @@ async fn counters_equal_a_recount_after_random_operations(store: Store) {
                         }
                         Err(e) => assert!(store.fail_delivery(d.id, &e.to_string()).await.unwrap()),
                     }
+                }
+                if !group.is_empty() {
+                    let items: Vec<_> = group.iter().map(|(id, parsed)| (*id, parsed)).collect();
+                    let outs = store.apply_deliveries(&items).await.unwrap();
+                    assert_eq!(outs.len(), items.len(), "nothing waits for the writer here");
+                    assert!(outs.iter().all(|o| matches!(o, ApplyOutcome::Applied { .. })), "{outs:?}");
+                    w.count(if items.len() > 1 { "apply_deliveries" } else { "apply_delivery" });
                 }
             }
             85..=86 if !w.deliveries.is_empty() => {
@@ -223,7 +234,17 @@ async fn counters_equal_a_recount_after_random_operations(store: Store) {
     }
     eprintln!("{} jobs, {finished} finished; operations: {:?}", jobs.len(), w.stats);
     assert!(finished > 0, "the run should finish some jobs");
-    for what in ["claim", "reclaim", "record_sync", "apply_delivery", "fail_batch", "released", "expired", "cancel"] {
+    for what in [
+        "claim",
+        "reclaim",
+        "record_sync",
+        "apply_delivery",
+        "apply_deliveries",
+        "fail_batch",
+        "released",
+        "expired",
+        "cancel",
+    ] {
         assert!(w.stats.get(what).copied().unwrap_or(0) > 0, "the run never did {what}");
     }
 }
