@@ -38,6 +38,9 @@ struct Stored {
     claim: Option<i32>,
 }
 
+/// An applied delivery's columns as read: id, batch, claim, kind, credits.
+type AppliedRow = (Uuid, Uuid, Option<i32>, Option<String>, i64);
+
 /// A delivery of a batch applied before (or earlier in the group), as the charge rule reads it.
 struct Applied {
     id: Uuid,
@@ -140,7 +143,7 @@ impl Group {
         let mut people = BTreeMap::new();
         let mut members: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
         for chunk in ready.chunks(IN_LIST) {
-            let rows: Vec<(Uuid, Uuid, Option<i32>, Option<String>, i64)> = inbound_delivery::Entity::find()
+            let rows: Vec<AppliedRow> = inbound_delivery::Entity::find()
                 .select_only()
                 .columns([
                     inbound_delivery::Column::Id,

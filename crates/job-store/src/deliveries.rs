@@ -24,6 +24,10 @@ use crate::sql;
 use crate::sync::storable_text;
 use crate::{BatchState, DeliveryState, PersonState, Store, StoreError, StoreResult, new_id, now, sha256_hex, ts};
 
+/// Most deliveries a merge group takes on SQLite: a group holds the one writer from its first
+/// read to its commit, and storing what Apollo sends must not wait long behind it.
+const SQLITE_GROUP: usize = 8;
+
 /// The outcome of [`Store::store_delivery`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoredDelivery {
@@ -303,17 +307,27 @@ impl Store {
 
     /// [`Store::apply_delivery`] for several deliveries, in order, in one transaction (one commit
     /// for a burst of webhooks), set-wise: a few statements for the whole group ([`crate::apply`]).
-    /// The people and deliveries end as if each had been applied on its own; the job counters are written once, at the end, so job rows (which claims and answers
+    /// The people and deliveries end as if each had been applied on its own; the job counters
+    /// are written once, at the end, so job rows (which claims and answers
     /// update too) stay locked only for the commit, and jobs the group completes are listed on
     /// its last applied delivery (their `job.completed` event covers every change of the group).
     /// Merging is background work: on SQLite it waits while foreground writers queue for the one
-    /// writer, and stops after the first delivery that finds one waiting, so the outcomes (one per
-    /// applied delivery, in order) may cover only the first items: the caller applies the rest
-    /// next. On an error nothing is applied: the caller applies them one at a time to find the
+    /// writer, takes at most [`SQLITE_GROUP`] deliveries (one when a writer waits already), and
+    /// stops after the first delivery that finds one waiting, so the outcomes (one per applied
+    /// delivery, in order) may cover only the first items: the caller applies the rest next. On an error nothing is applied: the caller applies them one at a time to find the
     /// culprit.
     pub async fn apply_deliveries(&self, items: &[(Uuid, &Delivery)]) -> StoreResult<Vec<ApplyOutcome>> {
         let now = now();
         let (txn, _gate) = self.background_txn().await?;
+        // On SQLite a group holds the one writer for all its reads and writes: a few deliveries
+        // at a time, and one alone when a foreground writer is waiting already (as when each
+        // delivery was merged on its own, so ingest waits no longer than it did then).
+        let most = match (self.is_shared(), self.writer_wanted()) {
+            (true, _) => items.len(),
+            (false, false) => SQLITE_GROUP,
+            (false, true) => 1,
+        };
+        let items = &items[..items.len().min(most)];
         let mut group = Group::load(&txn, items).await?;
         let mut tally = Tally::default();
         let mut outcomes = Vec::with_capacity(items.len());
