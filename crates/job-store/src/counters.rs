@@ -260,8 +260,15 @@ impl Tally {
                     .col_expr(job::Column::LastClaimedAt, Expr::value(now))
                     .col_expr(job::Column::State, running.into());
             }
-            update.exec(db).await?;
-            match finish_if_done(db, job_id, now).await? {
+            // The row comes back with the update where the database can (one round trip less
+            // while this hot row is locked: every answer and merge of the job queues on it).
+            let row = if db.support_returning() {
+                update.exec_with_returning(db).await?.into_iter().next()
+            } else {
+                update.exec(db).await?;
+                crate::sql::by_key(db, job::Entity::find_by_id(job_id)).await?
+            };
+            match finish_read(db, row, now).await? {
                 Completion::CompletedNow => completed.push(job_id),
                 // A finished job changed (e.g. a late part merged): a `job.updated` callback.
                 Completion::CompletedBefore if d.people_changed => {
@@ -294,7 +301,18 @@ pub(crate) async fn finish_if_done<C: ConnectionTrait>(
     job_id: Uuid,
     now: DateTime<Utc>,
 ) -> StoreResult<Completion> {
-    let Some(j) = crate::sql::by_key(db, job::Entity::find_by_id(job_id)).await? else { return Ok(Completion::Open) };
+    let row = crate::sql::by_key(db, job::Entity::find_by_id(job_id)).await?;
+    finish_read(db, row, now).await
+}
+
+/// [`finish_if_done`] on the job row as just read (`None`: no such job).
+async fn finish_read<C: ConnectionTrait>(
+    db: &C,
+    row: Option<job::Model>,
+    now: DateTime<Utc>,
+) -> StoreResult<Completion> {
+    let Some(j) = row else { return Ok(Completion::Open) };
+    let job_id = j.id;
     if j.completed_at.is_some() {
         return Ok(Completion::CompletedBefore);
     }
