@@ -155,9 +155,9 @@ pub async fn run(backend: Backend) -> anyhow::Result<Section> {
     let details = if backend == Backend::Postgres {
         format!(
             "{details}\nOn PostgreSQL the merges are what lag: the callback came {merge_lag:.1} s after the simulator's \
-             last delivery. The ingest worker applies up to 32 deliveries per transaction, each about ten \
-             statements, every one a round trip to the server; the server's backends, the service and the \
-             simulator share the two cores. (Tried this round and not kept: merges in four lanes by batch ended the \
+             last delivery. The ingest worker applies up to 32 deliveries per transaction, set-wise (a few \
+             statements for the whole group, each a round trip to the server); the server's backends, the service \
+             and the simulator share the two cores. (Tried this round and not kept: merges in four lanes by batch ended the \
              merge lag sooner but slowed dispatch as much, 1,043 → 1,100 people/s within the noise; a pool of 24 \
              connections instead of 8 measured 944 people/s against 1,060.)\n"
         )
@@ -169,22 +169,26 @@ pub async fn run(backend: Backend) -> anyhow::Result<Section> {
          Every state change is a write transaction, held on one gate for the whole transaction, and every statement \
          in it is a round trip to sqlx's SQLite thread (row 3.1s counts them). The writers that hold the gate run on \
          a thread of their own (`writer_thread`), so those round trips no longer wait behind HTTP work; claims, \
-         answers, stored deliveries and merges are each grouped several to a transaction; merges stand aside while \
-         the others wait. What is left is the statements themselves: a merge still reads and writes per delivery \
-         (its delivery, batch, earlier deliveries, people, erased jobs, then the people's update, about ten \
-         statements), so a group of merges costs ten statements per delivery rather than ten per group. Merging a \
-         group set-wise (each of those statements once for every delivery in it) is the next step. Dispatch alone \
-         ran at {:.0} people/s and the merges finished {merge_lag:.1} s after the last delivery.",
+         answers, stored deliveries and merges are each grouped several to a transaction, and a group of merges \
+         reads and writes its rows set-wise, in a few multi-row statements whatever its size. Merges stand aside \
+         while the others wait and take at most 8 deliveries (one when a writer waits already), so storing what \
+         Apollo sends never waits long behind them; that is also why most of them come after the burst. What is \
+         left is the hand-offs: every statement is a round trip between the writer thread and sqlx's, and neither \
+         is busy for long. Dispatch alone ran at {:.0} people/s and the merges finished {merge_lag:.1} s after \
+         the last delivery.",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         people as f64 / (last_call - first_call).max(1e-3),
     );
     let limits = if backend == Backend::Postgres {
         format!(
             "The service process used {cores:.2} of the {} cores and the PostgreSQL server processes {pg_cores:.2}: \
-             every statement is a round trip to the server (about ten per merged delivery, applied one group at a \
-             time), and the server, the service and the simulator share the cores. Dispatch alone ran at {:.0} \
-             people/s; the merges finished {merge_lag:.1} s after the last delivery. Merging a group set-wise (each \
-             statement once per group instead of once per delivery) is what would cut the round trips.",
+             neither is the limit. Every transaction that moves people (an answer, a claim, a group of merges) \
+             ends by updating its job's counters and holds that row until its commit, so with one large job they \
+             all queue on one row: PostgreSQL's statement log (`log_min_duration_statement = 0`, one run of this \
+             section on 2026-12-01) showed that update waiting 25.7 s in all, four times any other statement (the \
+             next, a page of pending deliveries read with their bodies, 6.1 s). Dispatch alone ran at {:.0} people/s; the \
+             merges finished {merge_lag:.1} s after the last delivery. Counter changes appended beside the job \
+             and folded into its row later would end that queue.",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             people as f64 / (last_call - first_call).max(1e-3),
         )
