@@ -186,4 +186,10 @@ const CHANGES: &str = "## Changes made from these measurements\n\n\
   (4.1, 4.2); PostgreSQL 1,043 → 1,065 people/s (3.2, unchanged: its merges are round trips, not the writer).\n\
 - Issue 15, the 100,000-person POST: the people are read from the body straight into their stored form (no \
   `serde_json::Value`), and the body is dropped before `create_job`: 0.93–1.04 s → 0.63 s, peak growth \
-  +124 → +47 MiB (5.1, 5.2).";
+  +124 → +47 MiB (5.1, 5.2).\n\
+- Issue 15, merges set-wise (a group of deliveries reads and writes its rows in a few multi-row statements; \
+  SQLite groups capped at 8, one when a writer waits) and the job-counter update returning the row: A/B on the \
+  slower machine above, f77b899 → this state, two runs each. Statements per call 38.4 → 21.8 on SQLite and \
+  42.2 → 22.2 on PostgreSQL (3.1s, 3.2s); PostgreSQL 596–624 → 655–706 people/s (3.2); SQLite 1,218–1,336 → \
+  1,079–1,277 (3.1, within the noise: statements were not its limit); ingest 2,948–3,054 → 2,833–2,905 \
+  deliveries/s (4.1, within the noise; uncapped groups held SQLite's writer and cost ingest about a third).";
