@@ -469,14 +469,7 @@ impl Group {
         update_from_rows::<inbound_delivery::Entity, _>(txn, inbound_delivery::Column::Id, false, &set, rows, None)
             .await?;
 
-        let rows: Vec<Vec<Value>> = self
-            .batch_credits
-            .iter()
-            .filter(|(_, c)| **c != 0)
-            .map(|(id, c)| vec![(*id).into(), (*c).into()])
-            .collect();
-        let set = [(batch::Column::CreditsMicros, Assign::Add)];
-        update_from_rows::<batch::Entity, _>(txn, batch::Column::Id, false, &set, rows, None).await?;
+        add_credits::<batch::Entity>(txn, batch::Column::Id, batch::Column::CreditsMicros, &self.batch_credits).await?;
 
         for slot in self.people.values_mut() {
             if let Some(record) = slot.record.take() {
@@ -487,15 +480,21 @@ impl Group {
             self.people.values().filter(|s| s.new != s.old).map(|s| (&s.old, &s.new)).collect();
         update_people(txn, tally, &changes, now).await?;
         // Credits are added apart: they are not a change of the person's state or data.
-        let rows: Vec<Vec<Value>> = self
-            .person_credits
-            .iter()
-            .filter(|(_, c)| **c != 0)
-            .map(|(id, c)| vec![(*id).into(), (*c).into()])
-            .collect();
-        let set = [(person::Column::CreditsMicros, Assign::Add)];
-        update_from_rows::<person::Entity, _>(txn, person::Column::Id, false, &set, rows, None).await?;
+        add_credits::<person::Entity>(txn, person::Column::Id, person::Column::CreditsMicros, &self.person_credits)
+            .await?;
 
         empty_delivery_bodies(txn, &self.emptied).await
     }
+}
+
+/// Adds each row's credits (by id; zeros skipped) in one multi-row statement.
+async fn add_credits<E: EntityTrait>(
+    txn: &DatabaseTransaction,
+    key: E::Column,
+    credits: E::Column,
+    by_id: &BTreeMap<Uuid, i64>,
+) -> StoreResult<u64> {
+    let rows: Vec<Vec<Value>> =
+        by_id.iter().filter(|(_, c)| **c != 0).map(|(id, c)| vec![(*id).into(), (*c).into()]).collect();
+    update_from_rows::<E, _>(txn, key, false, &[(credits, Assign::Add)], rows, None).await
 }
