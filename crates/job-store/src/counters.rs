@@ -260,14 +260,9 @@ impl Tally {
                     .col_expr(job::Column::LastClaimedAt, Expr::value(now))
                     .col_expr(job::Column::State, running.into());
             }
-            // The row comes back with the update where the database can (one round trip less
-            // while this hot row is locked: every answer and merge of the job queues on it).
-            let row = if db.support_returning() {
-                update.exec_with_returning(db).await?.into_iter().next()
-            } else {
-                update.exec(db).await?;
-                crate::sql::by_key(db, job::Entity::find_by_id(job_id)).await?
-            };
+            // The row comes back with the update (one round trip less while this hot row is
+            // locked: every answer and merge of the job queues on it).
+            let row = update.exec_with_returning(db).await?.into_iter().next();
             match finish_read(db, row, now).await? {
                 Completion::CompletedNow => completed.push(job_id),
                 // A finished job changed (e.g. a late part merged): a `job.updated` callback.

@@ -308,14 +308,14 @@ impl Store {
     /// [`Store::apply_delivery`] for several deliveries, in order, in one transaction (one commit
     /// for a burst of webhooks), set-wise: a few statements for the whole group ([`crate::apply`]).
     /// The people and deliveries end as if each had been applied on its own; the job counters
-    /// are written once, at the end, so job rows (which claims and answers
-    /// update too) stay locked only for the commit, and jobs the group completes are listed on
-    /// its last applied delivery (their `job.completed` event covers every change of the group).
+    /// are written once, at the end, so job rows (which claims and answers update too) stay
+    /// locked only for the commit, and jobs the group completes are listed on its last applied
+    /// delivery (their `job.completed` event covers every change of the group).
     /// Merging is background work: on SQLite it waits while foreground writers queue for the one
     /// writer, takes at most [`SQLITE_GROUP`] deliveries (one when a writer waits already), and
     /// stops after the first delivery that finds one waiting, so the outcomes (one per applied
-    /// delivery, in order) may cover only the first items: the caller applies the rest next. On an error nothing is applied: the caller applies them one at a time to find the
-    /// culprit.
+    /// delivery, in order) may cover only the first items: the caller applies the rest next.
+    /// On an error nothing is applied: the caller applies them one at a time to find the culprit.
     pub async fn apply_deliveries(&self, items: &[(Uuid, &Delivery)]) -> StoreResult<Vec<ApplyOutcome>> {
         let now = now();
         let (txn, _gate) = self.background_txn().await?;
