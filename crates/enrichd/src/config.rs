@@ -78,7 +78,8 @@ pub struct Config {
     #[arg(long, env = "DISPATCH_CONCURRENCY", default_value_t = 8)]
     pub dispatch_concurrency: usize,
 
-    /// Attempts per batch on 5xx and timeouts before its people fail (429s do not count).
+    /// Calls per batch that Apollo fails (5xx, timeouts) before its people fail; 429s and
+    /// restarts of this service do not count.
     #[arg(long, env = "APOLLO_MAX_ATTEMPTS", default_value_t = 6)]
     pub max_attempts: u32,
 

@@ -47,6 +47,9 @@ pub struct ClaimedBatch {
     pub attempt: i32,
     /// Claims including this one (every call, counted or not).
     pub claims: i32,
+    /// Apollo's failed answers (5xx, timeouts) to earlier calls of this batch; leases that ran out
+    /// are not among them, so restarts do not use up the retries an Apollo outage gets.
+    pub failures: i32,
     /// Whether this is a retry of an earlier claim.
     pub retry: bool,
     /// The lease runs out then; record the outcome before.
@@ -269,6 +272,7 @@ impl Store {
             size: second.len() as i32,
             attempt: b.attempt,
             claims: b.claims,
+            failures: b.failures,
             count_next_attempt: false,
             next_attempt_at: Some(now),
             lease_owner: None,
@@ -331,6 +335,8 @@ async fn retry_in(
         .col_expr(batch::Column::State, Expr::value(BatchState::RetryWait))
         .col_expr(batch::Column::NextAttemptAt, Expr::value(ts(at)))
         .col_expr(batch::Column::CountNextAttempt, Expr::value(count_attempt))
+        // Every counted retry answers an Apollo failure (429s, pauses and splits are not counted).
+        .col_expr(batch::Column::Failures, Expr::col(batch::Column::Failures).add(i32::from(count_attempt)))
         .col_expr(batch::Column::LeaseOwner, Expr::value(Option::<String>::None))
         .col_expr(batch::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
         .col_expr(batch::Column::LastError, Expr::value(crate::sync::storable_text(Some(error.to_owned()))))
@@ -609,6 +615,7 @@ async fn reclaim_retry(
             options: crate::jobs::options_of(b.flags),
             attempt,
             claims,
+            failures: b.failures,
             retry: true,
             lease_expires_at: expires,
             webhook_secret: b.webhook_secret,
@@ -753,6 +760,7 @@ async fn form_batch(
         size: picked.len() as i32,
         attempt: 1,
         claims: 1,
+        failures: 0,
         count_next_attempt: true,
         next_attempt_at: None,
         lease_owner: Some(owner.to_owned()),
@@ -792,6 +800,7 @@ async fn form_batch(
         options: crate::jobs::options_of(flags),
         attempt: 1,
         claims: 1,
+        failures: 0,
         retry: false,
         lease_expires_at: expires,
         webhook_secret: secret,

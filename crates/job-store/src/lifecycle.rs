@@ -207,6 +207,14 @@ pub fn on_rejection(size: usize, apollo_accepts_others: bool) -> Rejection {
     }
 }
 
+/// Whether a batch whose call Apollo just failed (5xx, timeout) is sent again: its `failures`
+/// before this one, plus this one, stay under `max_attempts`. Leases that ran out because this
+/// service died are not failures: restarts never use up the retries an Apollo outage gets (the
+/// claim store's own backstop bounds attempts of every kind).
+pub fn retry_after_failure(failures: i32, max_attempts: u32) -> bool {
+    u32::try_from(failures).is_ok_and(|f| f.saturating_add(1) < max_attempts)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +358,16 @@ mod tests {
         assert_eq!(on_rejection(1, true), Rejection::FailPerson);
         assert_eq!(on_rejection(1, false), Rejection::Pause);
         assert_eq!(on_rejection(10, false), Rejection::Pause);
+    }
+
+    #[test]
+    fn a_failed_call_is_retried_until_max_attempts_calls_failed() {
+        // Six attempts allowed: the first five failures are retried, the sixth is final.
+        assert!(retry_after_failure(0, 6));
+        assert!(retry_after_failure(4, 6));
+        assert!(!retry_after_failure(5, 6));
+        assert!(!retry_after_failure(0, 1), "one attempt allowed: no retry");
+        assert!(!retry_after_failure(-1, 6), "a corrupt count does not retry forever");
     }
     /// One batch's events, applied the way the store applies them: deliveries that come before
     /// the answer wait for it; a part is charged once per (request, part).

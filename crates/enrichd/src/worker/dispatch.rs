@@ -410,10 +410,10 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
             store.schedule_retry(id, db_after(state, Duration::ZERO).await, false, failure).await
         }
         ApolloError::Transient { .. } | ApolloError::Undecodable { .. }
-            if (batch.attempt as u32) < state.config.max_attempts =>
+            if lifecycle::retry_after_failure(batch.failures, state.config.max_attempts) =>
         {
             dispatcher.bump(|s| s.transient += 1);
-            let backoff = state.config.retry_base.saturating_mul(1 << (batch.attempt.clamp(1, 16) - 1));
+            let backoff = state.config.retry_base.saturating_mul(1 << batch.failures.clamp(0, 15));
             let at = db_after(state, jittered(backoff)).await;
             if e.outcome_unknown() {
                 metrics::counter!("enrichd_possible_double_charges_total").increment(1);
@@ -426,7 +426,7 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
         }
         ApolloError::InvalidRequest { .. } => on_rejection(state, dispatcher, batch, failure).await,
         _ => {
-            tracing::error!(batch_id = %id, attempt = batch.attempt, error = %message, "batch failed");
+            tracing::error!(batch_id = %id, attempt = batch.attempt, failures = batch.failures + 1, error = %message, "batch failed");
             let failed = store.fail_batch(id, failure).await;
             state.wake.callbacks.notify_one();
             failed

@@ -19,6 +19,8 @@ pub struct Model {
     pub attempt: i32,
     /// Times claimed (every HTTP call, counted or not).
     pub claims: i32,
+    /// Apollo's failed answers so far (5xx, timeouts); an expired lease is an attempt, not one.
+    pub failures: i32,
     /// Whether the next claim counts as an attempt.
     pub count_next_attempt: bool,
     /// When a `retry_wait` batch may be claimed again.

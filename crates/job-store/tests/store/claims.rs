@@ -77,13 +77,13 @@ async fn retry_keeps_the_batch_and_counts_attempts_as_asked(store: Store) {
     let again = store.claim_batch("t", LEASE, later).await.unwrap().unwrap();
     assert_eq!(again.batch_id, b.batch_id);
     assert!(again.retry);
-    assert_eq!((again.attempt, again.claims), (1, 2));
+    assert_eq!((again.attempt, again.claims, again.failures), (1, 2, 0));
     assert_eq!(again.people, b.people);
     assert_eq!(again.webhook_secret, b.webhook_secret);
     // A 503: counted.
     assert!(store.schedule_retry(b.batch_id, later, true, "503").await.unwrap());
     let third = store.claim_batch("t", LEASE, later).await.unwrap().unwrap();
-    assert_eq!((third.attempt, third.claims), (2, 3));
+    assert_eq!((third.attempt, third.claims, third.failures), (2, 3, 1));
     let view = store.get_batch(b.batch_id).await.unwrap().unwrap();
     assert_eq!(view.last_error.as_deref(), Some("503"));
     // Not submitting any more once recorded: a late retry request is refused.
@@ -112,7 +112,7 @@ async fn crash_between_submitting_and_result_is_recovered_by_lease_expiry(store:
 
     let retry = store.claim_batch("replica-b", lease, after).await.unwrap().unwrap();
     assert_eq!(retry.batch_id, b.batch_id);
-    assert_eq!(retry.attempt, 2);
+    assert_eq!((retry.attempt, retry.failures), (2, 0), "a lost lease is an attempt, not a failure of Apollo's");
     record(&store, all_matched(&retry, false, false)).await;
     let jv = store.get_job(j).await.unwrap().unwrap();
     assert_eq!(jv.state, JobState::Completed);
