@@ -344,6 +344,22 @@ impl Store {
         Ok(())
     }
 
+    /// Gives back a leased event untried, due again at `at` (its body could not be rendered yet,
+    /// say while the job kept changing): no attempt is counted and no replica waits out the lease.
+    pub async fn postpone_callback(&self, callback_id: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+        let _gate = self.write_gate().await;
+        callback_delivery::Entity::update_many()
+            .filter(callback_delivery::Column::Id.eq(callback_id))
+            .filter(callback_delivery::Column::State.eq(CallbackState::Pending))
+            .col_expr(callback_delivery::Column::NextAttemptAt, Expr::value(Some(ts(at))))
+            .col_expr(callback_delivery::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(callback_delivery::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(callback_delivery::Column::UpdatedAt, Expr::value(now()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     /// Freezes an event's body: stores `body` unless one is stored already, and returns the
     /// stored bytes — or `None` when the job changed after `job_updated_at` (the version the body
     /// was rendered from), so that the caller renders it again and no change goes unannounced.

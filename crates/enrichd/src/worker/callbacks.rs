@@ -116,8 +116,12 @@ pub async fn callback_body(
     Ok((body, job.updated_at))
 }
 
-/// Most renders of one body while the job keeps changing under it; then the next pass tries again.
+/// Most renders of one body while the job keeps changing under it; then it is tried again after
+/// [`RENDER_RETRY`].
 const MAX_RENDERS: usize = 3;
+
+/// How long an event whose body could not be rendered waits before the next try.
+const RENDER_RETRY: Duration = Duration::from_millis(500);
 
 /// The event's frozen body: the stored one, or rendered now and frozen.
 async fn frozen_body(state: &AppState, cb: &DueCallback) -> Result<Vec<u8>, String> {
@@ -140,7 +144,11 @@ async fn send(state: &AppState, http: &reqwest::Client, cb: DueCallback) {
     let body = match frozen_body(state, &cb).await {
         Ok(b) => b,
         Err(e) => {
+            // Given back at once: holding the lease would delay the event by a whole lease.
             tracing::warn!(job_id = %cb.job_id, error = %e, "could not build the callback; will retry");
+            if let Err(e) = state.store.postpone_callback(cb.callback_id, after(jittered(RENDER_RETRY))).await {
+                tracing::warn!(job_id = %cb.job_id, error = %e, "could not give the callback back; its lease will expire");
+            }
             return;
         }
     };

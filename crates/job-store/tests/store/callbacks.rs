@@ -101,6 +101,14 @@ async fn a_body_is_frozen_once_and_resent_byte_for_byte(store: Store) {
     let again = store.freeze_callback_body(cb.callback_id, b"{\"n\":2}".to_vec(), v).await.unwrap();
     assert_eq!(again, first, "a frozen body never changes");
 
+    // An event given back untried (its body could not be rendered) is due at the time asked,
+    // to any replica, without an attempt counted.
+    let at = soon() + chrono::Duration::seconds(5);
+    store.postpone_callback(cb.callback_id, at).await.unwrap();
+    assert!(store.due_callbacks("b", lease, soon(), 10).await.unwrap().is_empty(), "not due before");
+    let back = store.due_callbacks("b", lease, at, 10).await.unwrap();
+    assert_eq!((back.len(), back[0].attempt_no), (1, 1));
+
     // Every retry and the redelivery get the same bytes under the same webhook id.
     let failed = CallbackAttemptRecord { status_code: Some(503), ..Default::default() };
     store.record_callback_attempt(cb.callback_id, failed, CallbackNext::RetryAt(Utc::now())).await.unwrap();
