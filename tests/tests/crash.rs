@@ -150,8 +150,9 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
     assert!(checked.mobiles > 0 && checked.waterfall_emails > 0, "{checked:?}");
 
     // Calls Apollo really charged twice: a batch (named by its webhook URL) answered 200 more than once.
+    let calls = sim.calls();
     let mut answered: std::collections::HashMap<String, u64> = Default::default();
-    for call in sim.calls().iter().filter(|c| c.route.ends_with("bulk_match") && c.status == 200) {
+    for call in calls.iter().filter(|c| c.route.ends_with("bulk_match") && c.status == 200) {
         let url = call.webhook_url.as_deref().expect("webhook url");
         let batch = url.split('?').next().unwrap().rsplit('/').next().unwrap().to_string();
         *answered.entry(batch).or_default() += 1;
@@ -160,9 +161,11 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
     let double = job["possible_double_charges"].as_u64().unwrap();
     eprintln!("kills {kills}: {double} calls reported as possibly charged twice, {charged_twice} really were");
     assert!(charged_twice <= double, "the job under-reports: {charged_twice} charged twice, {double} reported");
+    // Besides the kills, the simulator's own 502s (a gateway lost the answer) are unknown outcomes.
+    let lost = calls.iter().filter(|c| c.route.ends_with("bulk_match") && matches!(c.status, 502 | 504)).count() as u64;
     assert!(
-        double <= kills as u64 * CONCURRENCY,
-        "{double} possible double charges from {kills} kills of at most {CONCURRENCY} calls in flight"
+        double <= kills as u64 * CONCURRENCY + lost,
+        "{double} possible double charges from {kills} kills of at most {CONCURRENCY} calls in flight and {lost} lost answers"
     );
     let job_credits: apollo_client::Credits = serde_json::from_value(job["credits_consumed"].clone()).unwrap();
     let ledger = sim.ledger().total;
