@@ -7,8 +7,8 @@ use apollo_client::{Delivery, FactSource};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, LockType, OnConflict, Order, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -213,18 +213,27 @@ impl Store {
             .map(|r| r.into_active_model().reset_all())
             .collect();
         // Multi-row inserts; a key already stored (or earlier in this group) keeps its first row.
+        // The rows inserted come back (id and key), so only the keys stored before are looked up.
+        let mut stored: HashMap<String, Uuid> = HashMap::with_capacity(known.len());
         while !known.is_empty() {
             let chunk = known.drain(..known.len().min(1000));
-            inbound_delivery::Entity::insert_many(chunk)
+            let mut insert = inbound_delivery::Entity::insert_many(chunk)
                 .on_conflict(OnConflict::column(inbound_delivery::Column::DedupKey).do_nothing().to_owned())
-                .exec_without_returning(&txn)
-                .await?;
+                .into_query();
+            insert.returning(
+                Query::returning().columns([inbound_delivery::Column::Id, inbound_delivery::Column::DedupKey]),
+            );
+            for row in txn.query_all(&insert).await? {
+                stored.insert(row.try_get_by_index(1)?, row.try_get_by_index(0)?);
+            }
         }
-        let mut keys: Vec<&str> =
-            identities.iter().filter(|(_, b, _)| existing.contains(b)).map(|(_, _, k)| k.as_str()).collect();
+        let mut keys: Vec<&str> = identities
+            .iter()
+            .filter(|(_, b, k)| existing.contains(b) && !stored.contains_key(k))
+            .map(|(_, _, k)| k.as_str())
+            .collect();
         keys.sort_unstable();
         keys.dedup();
-        let mut stored: HashMap<String, Uuid> = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(1000) {
             let found: Vec<(Uuid, String)> = inbound_delivery::Entity::find()
                 .select_only()
