@@ -16,6 +16,7 @@ mod m20261130_000007_system_page;
 mod m20261130_000008_cost;
 mod m20261130_000009_window_restarts;
 mod m20261201_000010_batch_failures;
+mod m20261201_000011_pending_deliveries;
 
 /// Applies the enrichd migrations in order.
 pub struct Migrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000008_cost::Migration),
             Box::new(m20261130_000009_window_restarts::Migration),
             Box::new(m20261201_000010_batch_failures::Migration),
+            Box::new(m20261201_000011_pending_deliveries::Migration),
         ]
     }
 }

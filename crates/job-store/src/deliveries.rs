@@ -266,20 +266,21 @@ impl Store {
     /// their credits count), oldest first. A delivery that arrived before the answer waits here
     /// until the answer is recorded.
     pub async fn pending_deliveries(&self, limit: u64) -> StoreResult<Vec<PendingDelivery>> {
-        let batch_ready = Query::select()
-            .expr(Expr::val(1))
-            .from(batch::Entity)
-            .and_where(
-                Expr::col((batch::Entity, batch::Column::Id))
-                    .equals((inbound_delivery::Entity, inbound_delivery::Column::BatchId)),
-            )
-            .and_where(
-                Expr::col((batch::Entity, batch::Column::State)).is_in([BatchState::Submitted, BatchState::Failed]),
-            )
-            .to_owned();
+        // The batch's state is read per delivery (a scalar subquery, which the planner cannot turn
+        // into a join driven by batches), and `state = 'pending'` is a literal: so the only plan is
+        // the partial index of pending deliveries, in this order, stopping at the limit. As a
+        // semi-join, PostgreSQL with a young table's statistics walked every answered batch and
+        // sorted their deliveries (40-130 ms a page, most of the merges' lag in section 3.2).
+        let batch_ready = format!(
+            "(SELECT {b}.state FROM {b} WHERE {b}.id = {d}.batch_id) IN ('{}', '{}')",
+            BatchState::Submitted.as_str(),
+            BatchState::Failed.as_str(),
+            b = sea_orm::EntityName::table_name(&batch::Entity),
+            d = sea_orm::EntityName::table_name(&inbound_delivery::Entity),
+        );
         let pending = inbound_delivery::Entity::find()
-            .filter(inbound_delivery::Column::State.eq(DeliveryState::Pending))
-            .filter(Expr::exists(batch_ready))
+            .filter(Expr::col(inbound_delivery::Column::State).eq(Expr::cust("'pending'")))
+            .filter(Expr::cust(batch_ready))
             .order_by_asc(inbound_delivery::Column::ReceivedAt)
             .order_by_asc(inbound_delivery::Column::Id)
             .limit(limit);
