@@ -77,8 +77,9 @@ pub(crate) async fn room<C: ConnectionTrait>(
     };
     let Some(max) = j.max_credits_micros.map(Credits) else { return Ok(Room::Take(usize::MAX)) };
     let worst = worst_case(&crate::jobs::options_of(j.flags));
-    let in_flight = Counts::of_job(&j).in_flight();
-    let spent = Credits(j.credits_micros);
+    // What this transaction did to the job already counts (its tally is flushed at the end).
+    let in_flight = Counts::of_job(&j).in_flight() + tally.pending_counts(job_id).in_flight();
+    let spent = Credits(j.credits_micros + tally.pending_credits(job_id));
     let n = affordable(max, spent, in_flight, worst);
     if n > 0 {
         return Ok(Room::Take(usize::try_from(n).unwrap_or(usize::MAX)));
@@ -89,7 +90,7 @@ pub(crate) async fn room<C: ConnectionTrait>(
     let reason = format!(
         "budget reached: max_credits {max}, spent {spent}; one more person could cost {worst} \
          ({} people left unsent)",
-        j.n_queued
+        j.n_queued + tally.pending_counts(job_id).queued
     );
     let queued = person::Entity::find()
         .filter(person::Column::JobId.eq(job_id))

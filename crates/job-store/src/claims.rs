@@ -178,15 +178,20 @@ impl Store {
         now: DateTime<Utc>,
         max: usize,
     ) -> StoreResult<Vec<ClaimedBatch>> {
+        let now = ts(now);
         let (txn, _gate) = self.write_txn().await?;
-        let mut claimed: Vec<ClaimedBatch> = claim_in(&txn, owner, lease, ts(now)).await?.into_iter().collect();
+        let mut tally = Tally::default();
+        let mut claimed: Vec<ClaimedBatch> = claim_in(&txn, &mut tally, owner, lease, now).await?.into_iter().collect();
         while !claimed.is_empty() && claimed.len() < max {
-            // A savepoint, so a short batch can be given back whole (SAVEPOINT and its end counted).
+            // A savepoint, so a short batch can be given back whole (SAVEPOINT and its end counted),
+            // its counter changes with it.
             let attempt = txn.begin().await?;
             self.count_unseen(2);
-            match claim_in(&attempt, owner, lease, ts(now)).await? {
+            let mut trial = tally.clone();
+            match claim_in(&attempt, &mut trial, owner, lease, now).await? {
                 Some(batch) if batch.people.len() >= BATCH_SIZE => {
                     attempt.commit().await?;
+                    tally = trial;
                     claimed.push(batch);
                 }
                 _ => {
@@ -195,6 +200,7 @@ impl Store {
                 }
             }
         }
+        tally.flush(&txn, now).await?;
         txn.commit().await?;
         Ok(claimed)
     }
@@ -496,6 +502,7 @@ impl Store {
 /// its row lock).
 pub(crate) async fn claim_in(
     txn: &DatabaseTransaction,
+    tally: &mut Tally,
     owner: &str,
     lease: Duration,
     now: DateTime<Utc>,
@@ -504,13 +511,13 @@ pub(crate) async fn claim_in(
     if dispatcher::pause_reason(txn).await?.is_some() {
         return Ok(None);
     }
-    if let Some(b) = reclaim_retry(txn, owner, expires, now).await? {
+    if let Some(b) = reclaim_retry(txn, tally, owner, expires, now).await? {
         return Ok(Some(b));
     }
     // People answered from earlier lookups leave the queue without a call: look again until a
     // claim either forms a batch or answers nobody.
     loop {
-        let (batch, reused) = form_batch(txn, owner, expires, now).await?;
+        let (batch, reused) = form_batch(txn, tally, owner, expires, now).await?;
         if batch.is_some() || reused == 0 {
             return Ok(batch);
         }
@@ -543,6 +550,7 @@ async fn stopped_jobs(txn: &DatabaseTransaction, people: &[person::Model]) -> St
 /// recorded), each of which may have been charged.
 async fn reclaim_retry(
     txn: &DatabaseTransaction,
+    tally: &mut Tally,
     owner: &str,
     expires: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -563,12 +571,11 @@ async fn reclaim_retry(
         let stopped = stopped_jobs(txn, &waiting).await?;
         let (people, dropped): (Vec<person::Model>, Vec<person::Model>) =
             waiting.into_iter().partition(|p| !stopped.contains(&p.job_id));
-        let mut tally = Tally::default();
         if !dropped.is_empty() {
             // People of a job cancelled or erased while their call waited for a retry: no later
             // call may contain them (nor spend on them); they are cancelled.
             let refs: Vec<&person::Model> = dropped.iter().collect();
-            move_primaries(txn, &mut tally, &refs, Event::Cancelled, None, None, now).await?;
+            move_primaries(txn, tally, &refs, Event::Cancelled, None, None, now).await?;
         }
         let attempt = b.attempt + i32::from(b.count_next_attempt);
         let give_up = (attempt > MAX_ATTEMPTS).then(|| {
@@ -580,9 +587,8 @@ async fn reclaim_retry(
         });
         if let Some(reason) = &give_up {
             let refs: Vec<&person::Model> = people.iter().collect();
-            move_primaries(txn, &mut tally, &refs, Event::Failed, None, Some(reason), now).await?;
+            move_primaries(txn, tally, &refs, Event::Failed, None, Some(reason), now).await?;
         }
-        tally.flush(txn, now).await?;
         if people.is_empty() || give_up.is_some() {
             let mut am = b.into_active_model();
             am.state = sea_orm::Set(BatchState::Failed);
@@ -636,9 +642,15 @@ struct Candidate {
     reuse: Option<ReusePolicy>,
 }
 
-/// Active jobs with queued people, in fairness order (never claimed first, then oldest claim),
+/// Active jobs with queued people, in fairness order (never claimed first, then oldest claim;
+/// jobs claimed earlier in this transaction last, as their unflushed `last_claimed_at` is now),
 /// with whether each has a credit budget and its reuse setting.
-async fn candidate_jobs(txn: &DatabaseTransaction, flags: Option<i16>, limit: u64) -> StoreResult<Vec<Candidate>> {
+async fn candidate_jobs(
+    txn: &DatabaseTransaction,
+    tally: &Tally,
+    flags: Option<i16>,
+    limit: u64,
+) -> StoreResult<Vec<Candidate>> {
     let mut q = job::Entity::find()
         .select_only()
         .column(job::Column::Id)
@@ -659,7 +671,7 @@ async fn candidate_jobs(txn: &DatabaseTransaction, flags: Option<i16>, limit: u6
         .order_by_asc(job::Column::Id)
         .limit(limit);
     let rows: Vec<(Uuid, i16, bool, String, Option<i64>, bool)> = sql::tuples(txn, q).await?;
-    Ok(rows
+    let (mut list, mut claimed_here): (Vec<Candidate>, Vec<Candidate>) = rows
         .into_iter()
         .map(|(id, flags, budgeted, client, within, shared)| Candidate {
             id,
@@ -668,7 +680,11 @@ async fn candidate_jobs(txn: &DatabaseTransaction, flags: Option<i16>, limit: u6
             client,
             reuse: within.filter(|w| *w > 0).map(|within_secs| ReusePolicy { within_secs, shared }),
         })
-        .collect())
+        .partition(|c| !tally.claimed_here(c.id));
+    // Claimed at the same instant: by id, as the database orders equal times.
+    claimed_here.sort_by_key(|c| c.id);
+    list.append(&mut claimed_here);
+    Ok(list)
 }
 
 /// Forms a new batch from queued primaries (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so concurrent
@@ -677,6 +693,7 @@ async fn candidate_jobs(txn: &DatabaseTransaction, flags: Option<i16>, limit: u6
 /// ([`crate::reuse`]). Returns the batch and how many people were answered from earlier lookups.
 async fn form_batch(
     txn: &DatabaseTransaction,
+    tally: &mut Tally,
     owner: &str,
     expires: DateTime<Utc>,
     now: DateTime<Utc>,
@@ -687,15 +704,13 @@ async fn form_batch(
     // (client, person key) of everyone this batch sends: a later person of the same key waits.
     let mut sending: Vec<(String, String)> = Vec::new();
     let mut reused = 0;
-    // Budgeted jobs whose people are skipped here complete in this transaction.
-    let mut tally = Tally::default();
     // First pass over all flags; the first job that yields people fixes the flags. Second pass:
     // more jobs with those flags, if the batch is not full yet.
     for pass in 0..2 {
         if pass == 1 && (flags.is_none() || picked.len() == BATCH_SIZE) {
             break;
         }
-        for cand in candidate_jobs(txn, flags, CANDIDATE_JOBS).await? {
+        for cand in candidate_jobs(txn, tally, flags, CANDIDATE_JOBS).await? {
             let (job_id, job_flags) = (cand.id, cand.flags);
             if picked.len() == BATCH_SIZE {
                 break;
@@ -705,7 +720,7 @@ async fn form_batch(
             }
             let room = match cand.budgeted {
                 false => BATCH_SIZE - picked.len(),
-                true => match budget::room(txn, &mut tally, job_id, now).await? {
+                true => match budget::room(txn, tally, job_id, now).await? {
                     budget::Room::Take(n) => n.min(BATCH_SIZE - picked.len()),
                     budget::Room::Wait => continue,
                 },
@@ -731,7 +746,7 @@ async fn form_batch(
                             Reuse::Send => send.push(p),
                             Reuse::Wait => {}
                             Reuse::From(earlier) => {
-                                answer_from(txn, &mut tally, &p, &earlier, now).await?;
+                                answer_from(txn, tally, &p, &earlier, now).await?;
                                 reused += 1;
                             }
                         }
@@ -747,7 +762,6 @@ async fn form_batch(
         }
     }
     let Some(flags) = flags else {
-        tally.flush(txn, now).await?;
         return Ok((None, reused));
     };
 
@@ -790,11 +804,10 @@ async fn form_batch(
     batch_person::Entity::insert_many(members).exec_without_returning(txn).await?;
 
     let refs: Vec<&person::Model> = picked.iter().collect();
-    move_primaries(txn, &mut tally, &refs, Event::Claimed, Some(batch_id), None, now).await?;
+    move_primaries(txn, tally, &refs, Event::Claimed, Some(batch_id), None, now).await?;
     for p in &picked {
         tally.claimed(p.job_id);
     }
-    tally.flush(txn, now).await?;
     let batch = ClaimedBatch {
         batch_id,
         options: crate::jobs::options_of(flags),

@@ -168,8 +168,10 @@ struct JobDelta {
 }
 
 /// Everything a transaction changes on job rows. Created at the start of a write, fed by every
-/// person transition, and flushed once before commit: the only way job counters change.
-#[derive(Debug, Default)]
+/// person transition, and flushed once before commit: the only way job counters change. Flushing
+/// locks the job rows until the commit, so a transaction flushes last (readers of a job's counters
+/// before then add [`Tally::pending_counts`] and [`Tally::pending_credits`]).
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Tally {
     jobs: BTreeMap<Uuid, JobDelta>,
 }
@@ -221,6 +223,21 @@ impl Tally {
     /// Make sure `job` gets the completion check even if nothing else changed.
     pub fn touch(&mut self, job: Uuid) {
         self.jobs.entry(job).or_default();
+    }
+
+    /// The counter changes of `job` not yet flushed.
+    pub fn pending_counts(&self, job: Uuid) -> Counts {
+        self.jobs.get(&job).map(|d| d.counts).unwrap_or_default()
+    }
+
+    /// The credits of `job` not yet flushed, in micro-credits.
+    pub fn pending_credits(&self, job: Uuid) -> i64 {
+        self.jobs.get(&job).map_or(0, |d| d.credits_micros)
+    }
+
+    /// Whether a batch took people of `job` in this transaction (its `last_claimed_at` is now).
+    pub fn claimed_here(&self, job: Uuid) -> bool {
+        self.jobs.get(&job).is_some_and(|d| d.claimed)
     }
 
     /// Applies the deltas (jobs in id order, the lock order) and completes every job that has no

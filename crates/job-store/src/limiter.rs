@@ -22,6 +22,7 @@ use sea_orm::{
     QuerySelect, Statement,
 };
 
+use crate::counters::Tally;
 use crate::entities::{rate_limit_call, rate_limiter};
 use crate::{ClaimedBatch, Store, StoreResult, sha256_hex, ts};
 
@@ -482,18 +483,23 @@ impl Store {
         }
         let n = usize::try_from(slot.room).unwrap_or(usize::MAX).min(max.max(1));
         let mut batches = Vec::with_capacity(n);
+        // The job counters of every claim are written once, last: the job rows stay locked only
+        // for the commit, not while the other batches are formed (answers and merges wait on them).
+        let mut tally = Tally::default();
         while batches.len() < n {
-            match crate::claims::claim_in(&txn, owner, lease, slot.now).await? {
+            match crate::claims::claim_in(&txn, &mut tally, owner, lease, slot.now).await? {
                 Some(batch) => batches.push(batch),
                 None => break,
             }
         }
         if batches.is_empty() {
             // Keep what the claim tidied (a retry with nobody left failed, erased people cancelled).
+            tally.flush(&txn, slot.now).await?;
             txn.commit().await?;
             return Ok(Admitted::Idle);
         }
         log_calls(&txn, rules, &slot, batches.len()).await?;
+        tally.flush(&txn, slot.now).await?;
         txn.commit().await?;
         Ok(Admitted::Claimed(batches))
     }

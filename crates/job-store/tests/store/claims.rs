@@ -3,8 +3,9 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use apollo_client::Credits;
 use chrono::Utc;
-use job_store::{BatchState, JobOptions, JobState, PersonState, Store};
+use job_store::{BatchState, JobOptions, JobState, NewJob, PersonState, Store};
 
 use crate::harness::{LEASE, all_matched, assert_counters_match, claim, job, record};
 use crate::store_tests;
@@ -16,6 +17,8 @@ store_tests!(
     crash_between_submitting_and_result_is_recovered_by_lease_expiry,
     failed_batch_fails_its_people_and_the_job,
     several_claims_in_one_transaction,
+    claims_in_one_transaction_take_turns_between_jobs,
+    claims_in_one_transaction_keep_to_the_budget,
 );
 
 async fn batches_share_flags_across_jobs(store: Store) {
@@ -156,5 +159,37 @@ async fn several_claims_in_one_transaction(store: Store) {
     // A limit of one claims one.
     store.create_job(job("acme", 25, JobOptions::default())).await.unwrap();
     assert_eq!(store.claim_batches("test", LEASE, Utc::now(), 1).await.unwrap().len(), 1);
+    assert_counters_match(&store, &[j]).await;
+}
+
+async fn claims_in_one_transaction_take_turns_between_jobs(store: Store) {
+    // The job counters are written at the end of the transaction; the second claim still sees
+    // the first job as just served and goes to the other one.
+    let a = store.create_job(job("acme", 20, JobOptions::default())).await.unwrap().job.id;
+    let b = store.create_job(job("globex", 20, JobOptions::default())).await.unwrap().job.id;
+    let got = store.claim_batches("test", LEASE, Utc::now(), 2).await.unwrap();
+    let jobs: Vec<_> = got.iter().map(|c| c.people[0].job_id).collect();
+    assert_eq!(jobs, vec![a, b], "one full batch each, the older job first");
+    assert!(got.iter().all(|c| c.people.len() == 10 && c.people.iter().all(|p| p.job_id == c.people[0].job_id)));
+    for id in [a, b] {
+        let view = store.get_job(id).await.unwrap().unwrap();
+        assert_eq!((view.state, view.counts.submitted, view.counts.queued), (JobState::Running, 10, 10));
+    }
+    assert_counters_match(&store, &[a, b]).await;
+}
+
+async fn claims_in_one_transaction_keep_to_the_budget(store: Store) {
+    // At worst a credit a person (no flags): 25 credits cover 25 people in flight, so after two
+    // full batches only five fit, a short batch that waits; a third full one would pass the budget.
+    let new = NewJob { max_credits: Some(Credits::whole(25)), ..job("acme", 40, JobOptions::default()) };
+    let j = store.create_job(new).await.unwrap().job.id;
+    let got = store.claim_batches("test", LEASE, Utc::now(), 4).await.unwrap();
+    assert_eq!(got.iter().map(|b| b.people.len()).collect::<Vec<_>>(), vec![10, 10]);
+    let view = store.get_job(j).await.unwrap().unwrap();
+    assert_eq!((view.counts.submitted, view.counts.queued), (20, 20));
+    // Claimed first, the five that fit go; then nothing while they are in flight.
+    let rest = store.claim_batches("test", LEASE, Utc::now(), 4).await.unwrap();
+    assert_eq!(rest.iter().map(|b| b.people.len()).collect::<Vec<_>>(), vec![5]);
+    assert!(store.claim_batches("test", LEASE, Utc::now(), 4).await.unwrap().is_empty());
     assert_counters_match(&store, &[j]).await;
 }
