@@ -97,6 +97,14 @@ impl Group {
     /// Reads (and on PostgreSQL locks) what applying `items` needs. A delivery that does not
     /// exist is an error: nothing is applied.
     pub(crate) async fn load(txn: &DatabaseTransaction, items: &[(Uuid, &Delivery)]) -> StoreResult<Group> {
+        // First, before any row lock: the Apollo people whose phone comes, so that an answer
+        // recorded meanwhile that waits for one of these phones is ordered with this group.
+        let phones: Vec<&str> = items
+            .iter()
+            .filter(|(_, d)| Part::of(d.kind) == Part::Phone)
+            .flat_map(|(_, d)| d.people.iter().filter_map(|f| f.apollo_id.as_deref()))
+            .collect();
+        crate::sql::lock_apollo_people(txn, &phones).await?;
         let ids: Vec<Uuid> = items.iter().map(|(id, _)| *id).collect::<BTreeSet<_>>().into_iter().collect();
         let mut stored = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(IN_LIST) {

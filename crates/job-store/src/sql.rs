@@ -58,6 +58,42 @@ pub(crate) fn literal_limits(mut stmt: Statement) -> Statement {
     stmt
 }
 
+/// Advisory-lock class of Apollo people ("enr" in ASCII), apart from the migration lock.
+const APOLLO_PERSON_LOCK: i32 = 0x0065_6e72;
+
+/// On PostgreSQL, takes this transaction's advisory locks on the Apollo people named, in one
+/// order for every caller (so two takers never deadlock). Recording an answer whose phone Apollo
+/// skipped looks for that phone among merged deliveries, and merging a phone delivery looks for
+/// people waiting for it: under READ COMMITTED the two, run at once, each miss the other's
+/// uncommitted work and the person waits for a phone that came. Taken first in both, the lock
+/// orders them. SQLite has one writer: nothing to do.
+pub(crate) async fn lock_apollo_people<C: ConnectionTrait>(db: &C, apollo_ids: &[&str]) -> StoreResult<()> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let mut keys: Vec<i32> = apollo_ids
+        .iter()
+        .map(|id| {
+            // The first 32 bits of the id's SHA-256: an int4 key (a shared key only waits more).
+            let digest = crate::sha256_hex(&[id.as_bytes()]);
+            u32::from_str_radix(&digest[..8], 16).map_or(0, |v| v as i32)
+        })
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    keys.sort_unstable();
+    keys.dedup();
+    let values: Vec<String> = keys.iter().map(|k| format!("({k})")).collect();
+    // Volatile functions in the select list are evaluated after the sort: in key order.
+    let sql = format!(
+        "SELECT pg_advisory_xact_lock({APOLLO_PERSON_LOCK}, k) FROM (VALUES {}) AS t(k) ORDER BY k",
+        values.join(", ")
+    );
+    db.query_all_raw(Statement::from_string(DbBackend::Postgres, sql)).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use sea_orm::sea_query::{LockBehavior, LockType};

@@ -144,6 +144,14 @@ impl Store {
     pub async fn record_syncs(&self, outcomes: &[SyncOutcome]) -> StoreResult<Vec<SyncRecorded>> {
         let now = now();
         let (txn, _gate) = self.write_txn().await?;
+        // First, before any row lock: the Apollo people whose phone Apollo skipped here, so that
+        // a group merging one of their phones meanwhile is ordered with this answer.
+        let skipped: Vec<&str> = outcomes
+            .iter()
+            .flat_map(|o| o.people.iter().filter(|p| p.phone_elsewhere))
+            .filter_map(|p| p.apollo_id.as_deref().or(p.facts.apollo_id.as_deref()))
+            .collect();
+        crate::sql::lock_apollo_people(&txn, &skipped).await?;
         let mut tally = Tally::default();
         let mut recorded = Vec::with_capacity(outcomes.len());
         for outcome in outcomes {
