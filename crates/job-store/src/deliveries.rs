@@ -5,10 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use apollo_client::{Delivery, FactSource};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, LockType, OnConflict, Order, Query};
+use sea_orm::sea_query::{Expr, ExprTrait, LockType, Order, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, IntoActiveModel,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -164,102 +163,77 @@ impl Store {
 
     /// [`Store::store_deliveries`] with each delivery's [`InboundDelivery::dedup_key`] computed
     /// by the caller (off the writer's task).
+    ///
+    /// One statement for the whole group (a statement is atomic and, outside a transaction, its
+    /// own commit): the rows of known batches are inserted unless their key is stored already, and
+    /// come back with their ids; only keys stored before, or of unknown batches, are looked up
+    /// after. On SQLite every statement is a hand-off to sqlx's thread and back, and a group took
+    /// five (BEGIN, the batches, the insert, the keys, COMMIT).
     pub async fn store_keyed_deliveries(
         &self,
         items: &[(InboundDelivery<'_>, &str)],
         received_at: DateTime<Utc>,
     ) -> StoreResult<Vec<StoreResult<StoredDelivery>>> {
         let received_at = ts(received_at);
-        let rows: Vec<inbound_delivery::Model> = items
+        let backend = self.backend();
+        let ids: Vec<Uuid> = items.iter().map(|_| new_id()).collect();
+        // A key stored before keeps its row; within the group the first item of a key is the
+        // one inserted (a statement's rows are not written in a promised order), the others
+        // are its duplicates.
+        let mut seen: HashSet<&str> = HashSet::with_capacity(items.len());
+        let firsts: Vec<(&InboundDelivery<'_>, &str, Uuid)> = items
             .iter()
-            .map(|(item, dedup_key)| {
-                let dedup_key = (*dedup_key).to_owned();
-                inbound_delivery::Model {
-                    id: new_id(),
-                    batch_id: item.batch_id,
-                    dedup_key,
-                    body: item.body.to_vec(),
-                    received_at,
-                    state: DeliveryState::Pending,
-                    kind: None,
-                    credits_micros: 0,
-                    parse_error: None,
-                    processed_at: None,
-                    claim: item.claim,
-                    apply_attempts: 0,
+            .zip(&ids)
+            .filter(|((_, key), _)| seen.insert(key))
+            .map(|((item, key), id)| (item, *key, *id))
+            .collect();
+        let mut stored: HashMap<String, Uuid> = HashMap::with_capacity(items.len());
+        {
+            let _gate = self.write_gate().await;
+            let per_statement = (crate::jobs::bind_limit(backend) - 1) / DELIVERY_BOUND;
+            for chunk in firsts.chunks(per_statement) {
+                let mut values: Vec<sea_orm::Value> = Vec::with_capacity(1 + chunk.len() * DELIVERY_BOUND);
+                values.push(received_at.into());
+                for (item, key, id) in chunk {
+                    values.extend([
+                        (*id).into(),
+                        item.batch_id.into(),
+                        (*key).to_owned().into(),
+                        item.body.to_vec().into(),
+                        item.claim.into(),
+                    ]);
                 }
-            })
-            .collect();
-        let mut batch_ids: Vec<Uuid> = items.iter().map(|(i, _)| i.batch_id).collect();
-        batch_ids.sort();
-        batch_ids.dedup();
-
-        let (txn, _gate) = self.write_txn().await?;
-        let existing: HashSet<Uuid> = batch::Entity::find()
-            .select_only()
-            .column(batch::Column::Id)
-            .filter(batch::Column::Id.is_in(batch_ids))
-            .into_tuple::<Uuid>()
-            .all(&txn)
-            .await?
-            .into_iter()
-            .collect();
-        // What each result needs; the rows themselves (bodies included) move into the insert.
-        let identities: Vec<(Uuid, Uuid, String)> =
-            rows.iter().map(|r| (r.id, r.batch_id, r.dedup_key.clone())).collect();
-        let mut known: Vec<inbound_delivery::ActiveModel> = rows
-            .into_iter()
-            .filter(|r| existing.contains(&r.batch_id))
-            .map(|r| r.into_active_model().reset_all())
-            .collect();
-        // Multi-row inserts; a key already stored (or earlier in this group) keeps its first row.
-        // The rows inserted come back (id and key), so only the keys stored before are looked up.
-        let mut stored: HashMap<String, Uuid> = HashMap::with_capacity(known.len());
-        while !known.is_empty() {
-            let chunk = known.drain(..known.len().min(1000));
-            let mut insert = inbound_delivery::Entity::insert_many(chunk)
-                .on_conflict(OnConflict::column(inbound_delivery::Column::DedupKey).do_nothing().to_owned())
-                .into_query();
-            insert.returning(
-                Query::returning().columns([inbound_delivery::Column::Id, inbound_delivery::Column::DedupKey]),
-            );
-            for row in txn.query_all(&insert).await? {
-                stored.insert(row.try_get_by_index(1)?, row.try_get_by_index(0)?);
+                let stmt =
+                    sea_orm::Statement::from_sql_and_values(backend, new_deliveries_sql(backend, chunk.len()), values);
+                for row in self.db.query_all_raw(stmt).await? {
+                    stored.insert(row.try_get_by_index(1)?, row.try_get_by_index(0)?);
+                }
             }
         }
-        let mut keys: Vec<&str> = identities
-            .iter()
-            .filter(|(_, b, k)| existing.contains(b) && !stored.contains_key(k))
-            .map(|(_, _, k)| k.as_str())
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        for chunk in keys.chunks(1000) {
+        let mut missing: Vec<&str> = items.iter().map(|(_, k)| *k).filter(|k| !stored.contains_key(*k)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        for chunk in missing.chunks(1000) {
             let found: Vec<(Uuid, String)> = inbound_delivery::Entity::find()
                 .select_only()
                 .column(inbound_delivery::Column::Id)
                 .column(inbound_delivery::Column::DedupKey)
                 .filter(inbound_delivery::Column::DedupKey.is_in(chunk.iter().copied()))
                 .into_tuple()
-                .all(&txn)
+                .all(&self.db)
                 .await?;
             stored.extend(found.into_iter().map(|(id, key)| (key, id)));
         }
-        let out = identities
+        Ok(items
             .iter()
-            .map(|(row_id, batch_id, key)| {
-                if !existing.contains(batch_id) {
-                    return Err(StoreError::NotFound(format!("batch {batch_id}")));
-                }
-                match stored.get(key) {
-                    Some(&id) if id == *row_id => Ok(StoredDelivery::Stored { id }),
-                    Some(&id) => Ok(StoredDelivery::Duplicate { id }),
-                    None => Err(StoreError::NotFound("duplicate delivery vanished".into())),
-                }
+            .zip(&ids)
+            .map(|((item, key), row_id)| match stored.get(*key) {
+                Some(&id) if id == *row_id => Ok(StoredDelivery::Stored { id }),
+                Some(&id) => Ok(StoredDelivery::Duplicate { id }),
+                // Neither inserted nor stored before: its batch is unknown (the insert skips those).
+                None => Err(StoreError::NotFound(format!("batch {}", item.batch_id))),
             })
-            .collect();
-        txn.commit().await?;
-        Ok(out)
+            .collect())
     }
 
     /// Pending deliveries whose batch has its synchronous answer recorded (or failed: then only
@@ -660,6 +634,44 @@ fn canonical_json(body: &[u8]) -> Option<Vec<u8>> {
 /// The `request_id` a stored delivery body names, if any.
 pub(crate) fn request_id_of(body: &[u8]) -> Option<apollo_client::RequestId> {
     apollo_client::parse_delivery(body).ok().and_then(|d| d.request_id)
+}
+
+/// Values bound per stored delivery: id, batch, key, body, claim.
+const DELIVERY_BOUND: usize = 5;
+
+/// `INSERT … SELECT … FROM (VALUES …)` of `rows` deliveries received at `$1`, of known batches
+/// only, keeping the first row of a key, returning the inserted rows' ids and keys.
+fn new_deliveries_sql(backend: DbBackend, rows: usize) -> String {
+    use std::fmt::Write;
+    let p = |n: usize| match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    };
+    let mut sql = String::with_capacity(400 + rows * 32);
+    let _ = write!(
+        sql,
+        "INSERT INTO inbound_deliveries (id, batch_id, dedup_key, body, claim, received_at, state, kind, \
+         credits_micros, parse_error, processed_at, apply_attempts) \
+         SELECT v.column1, v.column2, v.column3, v.column4, v.column5, {}, '{}', NULL, 0, NULL, NULL, 0 FROM (VALUES ",
+        p(1),
+        DeliveryState::Pending.as_str(),
+    );
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for k in 0..DELIVERY_BOUND {
+            if k > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&p(2 + r * DELIVERY_BOUND + k));
+        }
+        sql.push(')');
+    }
+    // The WHERE also tells SQLite's parser that ON CONFLICT belongs to the INSERT.
+    sql.push_str(
+        ") AS v WHERE EXISTS (SELECT 1 FROM batches WHERE batches.id = v.column2) \
+         ON CONFLICT (dedup_key) DO NOTHING RETURNING id, dedup_key",
+    );
+    sql
 }
 
 #[cfg(test)]

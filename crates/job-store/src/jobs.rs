@@ -573,7 +573,7 @@ const NEW_PERSON_LITERAL: [(person::Column, &str); 14] = [
 
 /// The most parameters one statement may bind: SQLite's `SQLITE_MAX_VARIABLE_NUMBER` (32,766 in
 /// the bundled build), PostgreSQL's protocol limit (65,535).
-fn bind_limit(backend: DbBackend) -> usize {
+pub(crate) fn bind_limit(backend: DbBackend) -> usize {
     match backend {
         DbBackend::Postgres => 65_535,
         _ => 32_766,
