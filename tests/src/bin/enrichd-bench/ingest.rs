@@ -221,10 +221,11 @@ pub async fn run() -> anyhow::Result<Section> {
         "A delivery is durable because it is committed before the 200. The route checks the token against a cache \
          of batch secrets (a read only for a batch's first delivery), canonicalises and hashes the body on its own \
          worker thread, then hands it to one writer task (`group_commit::DeliveryWriter`, on the thread SQLite's \
-         writers run on) that commits every delivery waiting at that moment in one transaction (one multi-row \
-         insert, one lookup of the keys) and answers each request after that commit. Merges are background writes: \
-         they stand aside while webhook groups wait or have just committed (see the pending counts: almost nothing \
-         is merged during the burst, and the backlog drains after it). The process used {cores:.2} cores, so the \
+         writers run on) that stores every delivery waiting at that moment with one statement, its own commit (an \
+         insert of the rows of known batches that returns those it stored), and answers each request after that \
+         commit. Merges are background writes: they stand aside while webhook groups wait and until the writer has \
+         been free of them for 8 ms, or for at most 50 ms a turn (see the pending counts: almost nothing is merged \
+         during the burst, and the backlog drains after it). The process used {cores:.2} cores, so the \
          limit is the one writer's turn-around, not CPU: with {INGEST_CONNECTIONS} requests in flight and one group \
          committed at a time, the latency is that queue (p50 ≈ connections ÷ throughput = {:.1} ms); each group \
          writes its bodies (about 4.6 KB each) through SQLite's WAL in statements that are each a round trip to \

@@ -154,12 +154,12 @@ pub async fn run(backend: Backend) -> anyhow::Result<Section> {
     );
     let details = if backend == Backend::Postgres {
         format!(
-            "{details}\nOn PostgreSQL the merges are what lag: the callback came {merge_lag:.1} s after the simulator's \
-             last delivery. The ingest worker applies up to 32 deliveries per transaction, set-wise (a few \
-             statements for the whole group, each a round trip to the server); the server's backends, the service \
-             and the simulator share the two cores. (Tried this round and not kept: merges in four lanes by batch ended the \
-             merge lag sooner but slowed dispatch as much, 1,043 → 1,100 people/s within the noise; a pool of 24 \
-             connections instead of 8 measured 944 people/s against 1,060.)\n"
+            "{details}\nOn PostgreSQL the callback came {merge_lag:.1} s after the simulator's last delivery. The \
+             ingest worker applies a page of up to 100 deliveries per transaction, set-wise (a few statements for the \
+             whole group, each a round trip to the server); the server's backends, the service and the simulator \
+             share the two cores. (Tried and not kept: merges in four lanes by batch ended the merge lag sooner but \
+             slowed dispatch as much, 1,043 → 1,100 people/s within the noise; a pool of 24 connections instead of 8 \
+             measured 944 people/s against 1,060.)\n"
         )
     } else {
         details
@@ -183,12 +183,15 @@ pub async fn run(backend: Backend) -> anyhow::Result<Section> {
         format!(
             "The service process used {cores:.2} of the {} cores and the PostgreSQL server processes {pg_cores:.2}: \
              neither is the limit. Every transaction that moves people (an answer, a claim, a group of merges) \
-             ends by updating its job's counters and holds that row until its commit, so with one large job they \
-             all queue on one row: PostgreSQL's statement log (`log_min_duration_statement = 0`, one run of this \
-             section on 2026-12-01) showed that update waiting 25.7 s in all, four times any other statement (the \
-             next, a page of pending deliveries read with their bodies, 6.1 s). Dispatch alone ran at {:.0} people/s; the \
-             merges finished {merge_lag:.1} s after the last delivery. Counter changes appended beside the job \
-             and folded into its row later would end that queue.",
+             ends by updating its job's counters and holds that row until its commit (and its WAL flush), so with \
+             one large job they queue on one row, one commit at a time. What made that queue long is gone (found \
+             with `auto_explain` on one run of this section, 2026-12-01): a claim transaction locked the row after \
+             its first batch while it formed the others (its counters are now written once, last), merges came in \
+             groups of 32 that each queued there (now a page of 100), and the page of pending deliveries was read \
+             by a plan that walked every answered batch, 40-230 ms a page (now a partial index of pending rows). \
+             Dispatch alone ran at {:.0} people/s; the merges finished {merge_lag:.1} s after the last delivery. \
+             Answers are one transaction each on PostgreSQL (replicas record theirs in parallel): counter changes \
+             appended beside the job and folded into its row later would end the queue they still form.",
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             people as f64 / (last_call - first_call).max(1e-3),
         )
