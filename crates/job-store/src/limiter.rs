@@ -492,16 +492,14 @@ impl Store {
                 None => break,
             }
         }
-        if batches.is_empty() {
-            // Keep what the claim tidied (a retry with nobody left failed, erased people cancelled).
-            tally.flush(&txn, slot.now).await?;
-            txn.commit().await?;
-            return Ok(Admitted::Idle);
+        if !batches.is_empty() {
+            log_calls(&txn, rules, &slot, batches.len()).await?;
         }
-        log_calls(&txn, rules, &slot, batches.len()).await?;
+        // Also with no batch: keep what the claim tidied (a retry with nobody left failed, erased
+        // people cancelled).
         tally.flush(&txn, slot.now).await?;
         txn.commit().await?;
-        Ok(Admitted::Claimed(batches))
+        Ok(if batches.is_empty() { Admitted::Idle } else { Admitted::Claimed(batches) })
     }
 
     /// Takes a rate slot for a call outside the claim loop (a probe), or says how long to wait.
