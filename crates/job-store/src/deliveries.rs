@@ -643,29 +643,16 @@ const DELIVERY_BOUND: usize = 5;
 /// only, keeping the first row of a key, returning the inserted rows' ids and keys.
 fn new_deliveries_sql(backend: DbBackend, rows: usize) -> String {
     use std::fmt::Write;
-    let p = |n: usize| match backend {
-        DbBackend::Postgres => format!("${n}"),
-        _ => "?".to_owned(),
-    };
     let mut sql = String::with_capacity(400 + rows * 32);
     let _ = write!(
         sql,
         "INSERT INTO inbound_deliveries (id, batch_id, dedup_key, body, claim, received_at, state, kind, \
          credits_micros, parse_error, processed_at, apply_attempts) \
          SELECT v.column1, v.column2, v.column3, v.column4, v.column5, {}, '{}', NULL, 0, NULL, NULL, 0 FROM (VALUES ",
-        p(1),
+        sql::param(backend, 1),
         DeliveryState::Pending.as_str(),
     );
-    for r in 0..rows {
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for k in 0..DELIVERY_BOUND {
-            if k > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&p(2 + r * DELIVERY_BOUND + k));
-        }
-        sql.push(')');
-    }
+    sql::push_values(&mut sql, backend, 2, rows, DELIVERY_BOUND);
     // The WHERE also tells SQLite's parser that ON CONFLICT belongs to the INSERT.
     sql.push_str(
         ") AS v WHERE EXISTS (SELECT 1 FROM batches WHERE batches.id = v.column2) \

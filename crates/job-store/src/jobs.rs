@@ -591,13 +591,7 @@ fn rows_per_insert(backend: DbBackend, remaining: usize) -> usize {
 /// A multi-row insert of `rows` new people: `INSERT … SELECT … FROM (VALUES …)`, so each row binds
 /// only what differs between people; the job id and times are the first parameters, shared by all.
 fn new_people_sql(backend: DbBackend, rows: usize) -> String {
-    // SQLite gets anonymous `?` (numbered in order of appearance): with numbered `?NNN` ones,
-    // every bind looks its parameter's name up in a linear list (measured: 0.4 s per statement
-    // of 32,000 parameters, against 6 ms).
-    let p = |n: usize| match backend {
-        DbBackend::Postgres => format!("${n}"),
-        _ => "?".to_owned(),
-    };
+    let p = |n: usize| crate::sql::param(backend, n);
     // The input is bound as JSON text (a deep copy of each person's JSON is what binding a JSON
     // value would cost); PostgreSQL casts it to the column's jsonb.
     let input = match backend {
@@ -626,17 +620,7 @@ fn new_people_sql(backend: DbBackend, rows: usize) -> String {
         exprs.iter().map(String::as_str).chain(NEW_PERSON_LITERAL.iter().map(|(_, l)| *l)).collect();
     let mut sql = String::with_capacity(600 + rows * 48);
     let _ = write!(sql, "INSERT INTO people ({}) SELECT {} FROM (VALUES ", columns.join(", "), values.join(", "));
-    for r in 0..rows {
-        let first = SHARED_BOUND + 1 + r * BOUND_PER_PERSON;
-        sql.push_str(if r == 0 { "(" } else { ", (" });
-        for k in 0..BOUND_PER_PERSON {
-            if k > 0 {
-                sql.push(',');
-            }
-            sql.push_str(&p(first + k));
-        }
-        sql.push(')');
-    }
+    crate::sql::push_values(&mut sql, backend, SHARED_BOUND + 1, rows, BOUND_PER_PERSON);
     sql.push_str(") AS v");
     sql
 }

@@ -58,6 +58,31 @@ pub(crate) fn literal_limits(mut stmt: Statement) -> Statement {
     stmt
 }
 
+/// The `n`th (1-based) bind parameter: `$n` on PostgreSQL, an anonymous `?` on SQLite (numbered
+/// in order of appearance: with numbered `?NNN` ones, every bind looks its parameter's name up in
+/// a linear list; measured 0.4 s per statement of 32,000 parameters, against 6 ms).
+pub(crate) fn param(backend: DbBackend, n: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    }
+}
+
+/// Appends the rows of a `VALUES` list: `rows` parenthesized rows of `per_row` parameters each,
+/// numbered from `first`.
+pub(crate) fn push_values(sql: &mut String, backend: DbBackend, first: usize, rows: usize, per_row: usize) {
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for k in 0..per_row {
+            if k > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&param(backend, first + r * per_row + k));
+        }
+        sql.push(')');
+    }
+}
+
 /// Advisory-lock class of Apollo people ("enr" in ASCII), apart from the migration lock.
 const APOLLO_PERSON_LOCK: i32 = 0x0065_6e72;
 
