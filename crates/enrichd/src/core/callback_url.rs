@@ -46,7 +46,8 @@ impl CallbackPolicy {
             return Err(CallbackUrlError::Credentials);
         }
         let host = url.host_str().ok_or(CallbackUrlError::Invalid)?.to_ascii_lowercase();
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        // `localhost.` is `localhost`: a fully qualified name ends with a dot.
+        let bare = host.trim_start_matches('[').trim_end_matches(']').trim_end_matches('.');
         if self.allowed(bare) {
             return Ok(url);
         }
@@ -67,6 +68,7 @@ impl CallbackPolicy {
 
     /// Checks an address a host name resolved to at send time (guards DNS rebinding).
     pub fn check_resolved(&self, host: &str, ip: IpAddr) -> Result<(), CallbackUrlError> {
+        let host = host.trim_end_matches('.');
         if is_internal(ip) && !self.allowed(host) && !self.allowed(&ip.to_string()) {
             return Err(CallbackUrlError::Internal(ip.to_string()));
         }
@@ -83,18 +85,36 @@ pub fn is_internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => is_internal_v4(v4),
         IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
+            if let Some(v4) = embedded_v4(v6) {
                 return is_internal_v4(v4);
             }
-            let seg0 = v6.segments()[0];
+            let s = v6.segments();
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (seg0 & 0xfe00) == 0xfc00 // unique local
-                || (seg0 & 0xffc0) == 0xfe80 // link-local
-                || v6 == Ipv6Addr::UNSPECIFIED
+                || (s[0] & 0xfe00) == 0xfc00 // unique local
+                || (s[0] & 0xffc0) == 0xfe80 // link-local
+                || (s[0], s[1], s[2]) == (0x64, 0xff9b, 1) // local-use NAT64 (64:ff9b:1::/48)
+                || (s[0], s[1]) == (0x2001, 0) // Teredo: the IPv4 inside is obfuscated
+                || (s[0], s[1], s[2], s[3]) == (0x100, 0, 0, 0) // discard-only
+                || s[..6] == [0; 6] // IPv4-compatible (::a.b.c.d), deprecated
         }
     }
+}
+
+/// The IPv4 address an IPv6 one carries to the IPv4 internet: IPv4-mapped (`::ffff:a.b.c.d`),
+/// NAT64 (`64:ff9b::a.b.c.d`) and 6to4 (`2002:AABB:CCDD::/48`) reach that IPv4 address, so they
+/// are as internal as it is.
+fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = v6.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    if let Some(v4) = v6.to_ipv4_mapped() {
+        return Some(v4);
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        return Some(v4(s[6], s[7]));
+    }
+    (s[0] == 0x2002).then(|| v4(s[1], s[2]))
 }
 
 fn is_internal_v4(ip: Ipv4Addr) -> bool {
@@ -133,6 +153,16 @@ mod tests {
             "https://0.0.0.0/cb",
             "https://100.64.0.1/cb",
             "https://metadata/cb",
+            "https://localhost./cb",
+            "https://api.localhost./cb",
+            "https://[64:ff9b::7f00:1]/cb",
+            "https://[64:ff9b::a00:1]/cb",
+            "https://[64:ff9b:1::1]/cb",
+            "https://[2002:7f00:1::1]/cb",
+            "https://[2002:c0a8:1::]/cb",
+            "https://[::127.0.0.1]/cb",
+            "https://[::8.8.8.8]/cb",
+            "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/cb",
         ] {
             assert!(matches!(p.check(bad), Err(CallbackUrlError::Internal(_))), "{bad}");
         }
@@ -141,6 +171,11 @@ mod tests {
         assert_eq!(p.check("https://u:p@hooks.example.com/cb").unwrap_err(), CallbackUrlError::Credentials);
         assert_eq!(p.check("not a url").unwrap_err(), CallbackUrlError::Invalid);
         assert!(p.check("https://hooks.example.com/cb?x=1").is_ok());
+        // The same families around public IPv4 addresses are the public internet.
+        assert!(p.check("https://[64:ff9b::5db8:d822]/cb").is_ok(), "NAT64 of 93.184.216.34");
+        assert!(p.check("https://[2002:5db8:d822::1]/cb").is_ok(), "6to4 of 93.184.216.34");
+        assert!(p.check("https://[2606:4700::1111]/cb").is_ok());
+        assert!(p.check_resolved("localhost.", "127.0.0.1".parse().unwrap()).is_err());
         assert!(p.check_resolved("evil.example.com", "10.0.0.1".parse().unwrap()).is_err());
         assert!(p.check_resolved("good.example.com", "93.184.216.34".parse().unwrap()).is_ok());
     }
