@@ -51,6 +51,28 @@ impl Service {
         }
     }
 
+    /// Sends SIGTERM (as a deploy does) without waiting.
+    pub fn signal_term(&self) {
+        let pid = self.child.as_ref().and_then(|c| c.id()).expect("enrichd is running");
+        let sent = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+        assert!(sent.success(), "kill -TERM {pid}");
+    }
+
+    /// SIGTERM, then waits up to `limit` for the process to exit: its exit status and how long
+    /// it took. Panics if it is still running then.
+    pub async fn terminate(&mut self, limit: Duration) -> (std::process::ExitStatus, Duration) {
+        let started = Instant::now();
+        self.signal_term();
+        let mut child = self.child.take().expect("enrichd is running");
+        match tokio::time::timeout(limit, child.wait()).await {
+            Ok(status) => (status.expect("wait for enrichd"), started.elapsed()),
+            Err(_) => {
+                let _ = child.kill().await;
+                panic!("enrichd still running {limit:?} after SIGTERM; see {}", self.log.display());
+            }
+        }
+    }
+
     /// SIGKILL: no shutdown code runs, as in a crash.
     pub async fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -87,8 +87,10 @@ pub struct SimConfig {
     #[arg(long, default_value_t = 10_000)]
     pub delivery_timeout_ms: u64,
 
-    /// Extra delay of every synchronous bulk_match answer, in ms.
-    #[arg(long, default_value_t = 0)]
+    /// Delay of every synchronous bulk_match answer, in ms. The call is charged (and its
+    /// deliveries scheduled) before the wait, so a caller that hangs up meanwhile still pays, as
+    /// with Apollo.
+    #[arg(long, visible_alias = "answer-delay", default_value_t = 0)]
     pub latency_ms: u64,
 
     /// Delay of a bulk_match answer hit by the `slow` fault, in ms.

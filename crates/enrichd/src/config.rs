@@ -91,9 +91,16 @@ pub struct Config {
     #[arg(long, env = "APOLLO_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub apollo_timeout: Duration,
 
-    /// Lease on a claimed batch; must exceed the Apollo timeout. An expired lease means an unknown outcome.
-    #[arg(long, env = "DISPATCH_LEASE", default_value = "90s", value_parser = parse_duration)]
+    /// Lease on claimed work (a batch in its call, a callback being sent, a one-replica task),
+    /// renewed every third of it while the work runs: a replica that dies loses its work to the
+    /// others this long after its last renewal. A batch's lease that runs out means an unknown outcome.
+    #[arg(long, env = "DISPATCH_LEASE", default_value = "10s", value_parser = parse_duration, verbatim_doc_comment)]
     pub lease: Duration,
+
+    /// On SIGTERM or SIGINT, how long calls already sent may take to be answered and recorded
+    /// before the process exits anyway (inside Kubernetes' default 30 s grace).
+    #[arg(long, env = "SHUTDOWN_GRACE", default_value = "25s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
 
     /// Poll `webhook_result` for batches whose deliveries are this late.
     #[arg(long, env = "RECONCILE_AFTER", default_value = "10m", value_parser = parse_duration)]

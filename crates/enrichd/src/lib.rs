@@ -8,6 +8,7 @@ pub mod demo;
 pub mod error;
 pub mod group_commit;
 pub mod logging;
+pub mod shutdown;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

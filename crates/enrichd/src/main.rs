@@ -51,11 +51,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Serve(config) => {
             let app = Application::build(*config).await?.start()?;
             tracing::info!(url = %app.url(), "enrichd serving");
-            let stop = tokio::signal::ctrl_c();
-            tokio::select! {
-                r = app.wait() => r?,
-                _ = stop => tracing::info!("shutting down"),
-            }
+            app.serve_until_signalled().await?;
         }
         Command::Demo { people, keep_running } => enrichd::demo::run(people, keep_running).await?,
         Command::Migrate { database_url } => {

@@ -2,7 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::core::signing::SigningSecret;
 use crate::error::ApiError;
 use crate::group_commit::{AnswerWriter, DeliveryWriter};
+use crate::shutdown::{self, Drain};
 use crate::state::{AppState, Wakers};
 use crate::telemetry;
 use crate::v1::auth::KeySet;
@@ -49,6 +50,10 @@ pub struct Running {
     server: ServerHandle,
     server_task: JoinHandle<std::io::Result<()>>,
     workers: Vec<JoinHandle<()>>,
+    /// Runs until the process exits: calls answering during a drain keep their leases.
+    heartbeat: JoinHandle<()>,
+    /// PostgreSQL: wakes this replica's dispatcher when another one takes work.
+    listener: Option<JoinHandle<()>>,
     metrics_server: Option<(ServerHandle, JoinHandle<std::io::Result<()>>)>,
 }
 
@@ -73,6 +78,15 @@ impl Application {
         if let Some(reason) = store.pause_reason().await? {
             tracing::warn!(%reason, "dispatch is paused; POST /v1/admin/resume lifts the pause");
         }
+        if store.holds_process_lock() {
+            // Nobody else can hold a lease on this store: the last process's are dead now, not
+            // a lease later.
+            let released = store.release_orphans(store.clock_now().await?).await?;
+            if released > 0 {
+                metrics::counter!("enrichd_possible_double_charges_total").increment(released);
+                tracing::warn!(batches = released, "calls the last process left unanswered: outcome unknown, retrying");
+            }
+        }
         let listener = TcpListener::bind(config.bind).with_context(|| format!("binding {}", config.bind))?;
         let writer = Arc::new(WriterThread::start(&store).context("starting the writer thread")?);
         let state = AppState {
@@ -87,6 +101,8 @@ impl Application {
             admin_keys: Arc::new(admin_keys),
             signer,
             wake: Arc::new(Wakers::default()),
+            drain: Drain::default(),
+            held: Arc::default(),
             owner: format!("enrichd-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
         };
         Ok(Application { listener, state })
@@ -178,6 +194,8 @@ impl Application {
                 .default_service(web::to(docs::unrouted))
         })
         .disable_signals()
+        // Requests still running when the drain ends get this long to finish.
+        .shutdown_timeout(2)
         .listen(self.listener)?
         .run();
         let server_handle = server.handle();
@@ -189,15 +207,26 @@ impl Application {
             tokio::spawn(worker::reconcile::run(state.clone())),
             tokio::spawn(worker::callbacks::run(state.clone())),
         ];
-        if state.store.is_shared() {
-            // Work submitted to another replica wakes this one's dispatcher at once.
+        // Work submitted to another replica wakes this one's dispatcher at once.
+        let listener = state.store.is_shared().then(|| {
             let s = state.clone();
-            workers.push(tokio::spawn(async move { s.store.listen_for_work(|| s.wake.dispatch.notify_one()).await }));
-        }
+            tokio::spawn(async move { s.store.listen_for_work(|| s.wake.dispatch.notify_one()).await })
+        });
         if state.config.retention_days.is_some() {
             workers.push(tokio::spawn(worker::retention::run(state.clone())));
         }
-        Ok(Running { port, state, dispatcher, server: server_handle, server_task, workers, metrics_server })
+        let heartbeat = tokio::spawn(worker::heartbeat::run(state.clone()));
+        Ok(Running {
+            port,
+            state,
+            dispatcher,
+            server: server_handle,
+            server_task,
+            workers,
+            heartbeat,
+            listener,
+            metrics_server,
+        })
     }
 }
 
@@ -209,22 +238,90 @@ impl Running {
 
     /// Whether every worker task is still running (none panicked or returned).
     pub fn workers_alive(&self) -> bool {
-        self.workers.iter().all(|w| !w.is_finished()) && !self.server_task.is_finished()
+        self.workers.iter().chain(&self.listener).all(|w| !w.is_finished())
+            && !self.heartbeat.is_finished()
+            && !self.server_task.is_finished()
     }
 
-    /// Waits until the server stops (a signal handled by the caller, or an error).
-    pub async fn wait(self) -> anyhow::Result<()> {
-        let result = self.server_task.await;
-        for w in &self.workers {
-            w.abort();
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully ([`Running::shutdown`] within
+    /// `SHUTDOWN_GRACE`); a second signal exits at once. Returns early if the server fails.
+    pub async fn serve_until_signalled(mut self) -> anyhow::Result<()> {
+        let signal = tokio::select! {
+            result = &mut self.server_task => {
+                for w in self.workers.iter().chain([&self.heartbeat]).chain(&self.listener) {
+                    w.abort();
+                }
+                result??;
+                return Ok(());
+            }
+            signal = shutdown::signalled() => signal,
+        };
+        let grace = self.state.config.shutdown_grace;
+        tracing::info!(signal, ?grace, "shutdown begins");
+        tokio::select! {
+            _ = self.shutdown(grace) => {}
+            again = shutdown::signalled() => {
+                tracing::warn!(signal = again, "second signal: exiting at once");
+                std::process::exit(1);
+            }
         }
-        result??;
         Ok(())
+    }
+
+    /// Graceful shutdown, each step logged: `/readyz` answers 503; dispatch stops claiming and
+    /// the other workers stop starting work; calls already sent are answered and recorded and
+    /// callbacks already started finish, while batches claimed but not sent and callbacks not
+    /// started are handed back; task leases are released; then the HTTP server (which served
+    /// webhooks and reads throughout) stops. Whatever is still running at `grace` is left as a
+    /// crash leaves it (its lease lapses). Returns whether everything finished in time.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        // Kept for closing the HTTP server's connections.
+        let reserve = (grace / 10).min(Duration::from_secs(2));
+        let state = &self.state;
+        state.drain.begin();
+        tracing::info!("shutdown 1/5: not ready (/readyz answers 503); webhooks and reads are still served");
+        if let Some(listener) = &self.listener {
+            listener.abort();
+        }
+        for mut w in self.workers {
+            let left = deadline.saturating_duration_since(Instant::now() + reserve);
+            if tokio::time::timeout(left, &mut w).await.is_err() {
+                w.abort();
+            }
+        }
+        tracing::info!(
+            in_flight = state.drain.in_flight(),
+            "shutdown 2/5: dispatch stopped claiming; callbacks, ingest, reconcile and retention start no new work"
+        );
+        let left = deadline.saturating_duration_since(Instant::now() + reserve);
+        let settled = state.drain.settled(left).await;
+        if settled {
+            tracing::info!("shutdown 3/5: every call sent was answered and recorded; unsent work handed back");
+        } else {
+            tracing::warn!(
+                in_flight = state.drain.in_flight(),
+                "shutdown 3/5: the grace ran out: what is still in flight is left to its lease (an unknown outcome)"
+            );
+        }
+        match state.store.release_tasks(&state.owner).await {
+            Ok(n) => tracing::info!(tasks = n, "shutdown 4/5: task leases released"),
+            Err(e) => tracing::warn!(error = %e, "shutdown 4/5: could not release task leases; they will lapse"),
+        }
+        self.heartbeat.abort();
+        self.server.stop(true).await;
+        let _ = self.server_task.await;
+        if let Some((handle, task)) = self.metrics_server {
+            handle.stop(true).await;
+            let _ = task.await;
+        }
+        tracing::info!(clean = settled, "shutdown 5/5: exiting");
+        settled
     }
 
     /// Stops the server and the workers; in-flight calls are abandoned to lease expiry, as a crash would.
     pub async fn stop(self) {
-        for w in &self.workers {
+        for w in self.workers.iter().chain([&self.heartbeat]).chain(&self.listener) {
             w.abort();
         }
         self.server.stop(true).await;

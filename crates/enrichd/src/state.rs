@@ -48,6 +48,10 @@ pub struct AppState {
     pub writer: Arc<crate::writer_thread::WriterThread>,
     /// Batches' webhook secrets already read (a webhook burst reads each a few times).
     pub webhook_secrets: Arc<SecretCache>,
+    /// The drain switch (SIGTERM) and the work shutdown waits for.
+    pub drain: crate::shutdown::Drain,
+    /// Work whose leases the heartbeat renews.
+    pub held: Arc<crate::worker::heartbeat::Held>,
 }
 
 /// Batch id → webhook secret, as read from the store. A batch's secret never changes, so a hit is

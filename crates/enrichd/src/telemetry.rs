@@ -78,6 +78,9 @@ async fn refresh_gauges(state: &AppState) {
             metrics::gauge!("enrichd_database_up").set(0.0);
         }
     }
+    if let Ok(double) = state.store.possible_double_charges().await {
+        metrics::gauge!("enrichd_possible_double_charge_micros").set(double.micros() as f64);
+    }
     let paused = state.store.pause_reason().await.ok().flatten().is_some();
     metrics::gauge!("enrichd_dispatch_paused").set(if paused { 1.0 } else { 0.0 });
 }
@@ -102,6 +105,10 @@ pub fn describe() {
     describe_counter!(
         "enrichd_possible_double_charges_total",
         "Calls whose outcome was unknown and may be charged twice"
+    );
+    describe_gauge!(
+        "enrichd_possible_double_charge_micros",
+        "What calls of unknown outcome may have cost a second time, over the jobs kept, in millionths of a credit"
     );
     describe_counter!("enrichd_webhook_deliveries_total", "Apollo deliveries received, by result");
     describe_histogram!(

@@ -41,6 +41,20 @@ pub fn worst_case(flags: &JobOptions) -> Credits {
     parts.iter().filter(|(on, _)| *on).fold(SYNC_MATCH, |sum, (_, c)| sum + *c)
 }
 
+/// What a call of `people` people under `flags` may have cost: the worst case of each, which a
+/// call of unknown outcome is counted at until an answered copy of it shows its real cost.
+pub fn double_charge_worst(flags: &JobOptions, people: i64) -> Credits {
+    Credits(worst_case(flags).micros().saturating_mul(people))
+}
+
+/// The change of a job's possible double charge amount when the answer of a batch that had
+/// `unknown` calls of unknown outcome is recorded: each was counted at `worst`, and is now taken
+/// to have cost what the answered copy did, `answered` (its synchronous credits for the job: the
+/// asynchronous parts of a lost call are booked when their deliveries arrive).
+pub fn reprice(unknown: i32, answered: Credits, worst: Credits) -> Credits {
+    Credits(i64::from(unknown).saturating_mul(answered.micros() - worst.micros()))
+}
+
 /// How many more people of a job a claim may take: each reserved at `worst` (per person), on top
 /// of `in_flight` people already reserved at `worst` and the credits already `spent`.
 pub fn affordable(budget: Credits, spent: Credits, in_flight: i64, worst: Credits) -> i64 {

@@ -243,9 +243,7 @@ impl Store {
             return Ok(false);
         }
         let mut tally = Tally::default();
-        for j in jobs_in_batch(&txn, batch_id).await? {
-            tally.possible_double_charge(j);
-        }
+        unknown_outcome(&txn, &mut tally, batch_id).await?;
         tally.flush(&txn, now).await?;
         record_call_error(&txn, batch_id, &error, now).await?;
         txn.commit().await?;
@@ -298,6 +296,7 @@ impl Store {
             next_poll_at: None,
             polls: 0,
             response_body: None,
+            unknown_outcomes: 0,
         };
         batch::Entity::insert(row.into_active_model().reset_all()).exec_without_returning(&txn).await?;
         let rows = second.iter().enumerate().map(|(i, p)| {
@@ -327,7 +326,7 @@ impl Store {
 }
 
 /// Puts a `submitting` batch back to `retry_wait`, in the caller's transaction.
-async fn retry_in(
+pub(crate) async fn retry_in(
     txn: &DatabaseTransaction,
     batch_id: Uuid,
     at: DateTime<Utc>,
@@ -355,17 +354,36 @@ async fn retry_in(
     Ok(res.rows_affected == 1)
 }
 
-/// The jobs with people in a batch (its membership rows), in id order.
-async fn jobs_in_batch<C: ConnectionTrait>(db: &C, batch_id: Uuid) -> StoreResult<Vec<Uuid>> {
+/// The jobs with people in a batch and how many each (its membership rows), in job id order.
+pub(crate) async fn people_per_job<C: ConnectionTrait>(db: &C, batch_id: Uuid) -> StoreResult<Vec<(Uuid, i64)>> {
     Ok(batch_person::Entity::find()
         .select_only()
         .column(batch_person::Column::JobId)
-        .distinct()
+        .column_as(batch_person::Column::PersonId.count(), "people")
         .filter(batch_person::Column::BatchId.eq(batch_id))
+        .group_by(batch_person::Column::JobId)
         .order_by_asc(batch_person::Column::JobId)
         .into_tuple()
         .all(db)
         .await?)
+}
+
+/// A call of the batch had an unknown outcome: counted on the batch, and on each job with its
+/// worst case ([`budget::double_charge_worst`]) until an answered copy tells what it cost.
+async fn unknown_outcome(txn: &DatabaseTransaction, tally: &mut Tally, batch_id: Uuid) -> StoreResult<()> {
+    let flags: Option<i16> =
+        batch::Entity::find_by_id(batch_id).select_only().column(batch::Column::Flags).into_tuple().one(txn).await?;
+    let Some(flags) = flags else { return Err(StoreError::NotFound(format!("batch {batch_id}"))) };
+    let options = crate::jobs::options_of(flags);
+    for (job, people) in people_per_job(txn, batch_id).await? {
+        tally.possible_double_charge(job, budget::double_charge_worst(&options, people).micros());
+    }
+    batch::Entity::update_many()
+        .filter(batch::Column::Id.eq(batch_id))
+        .col_expr(batch::Column::UnknownOutcomes, Expr::col(batch::Column::UnknownOutcomes).add(1))
+        .exec(txn)
+        .await?;
+    Ok(())
 }
 
 impl Store {
@@ -373,13 +391,26 @@ impl Store {
     /// unknown, so each goes to `retry_wait` due now (a counted attempt), and every job with people
     /// in it gets `possible_double_charges + 1`. Returns how many batches were released.
     pub async fn release_expired_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.release_leases(now, false).await
+    }
+
+    /// [`Store::release_expired_leases`] for every `submitting` batch, expired or not: for a store
+    /// only this process can open (SQLite under its lock file), whose earlier holder is gone.
+    pub async fn release_orphaned_leases(&self, now: DateTime<Utc>) -> StoreResult<u64> {
+        self.release_leases(now, true).await
+    }
+
+    async fn release_leases(&self, now: DateTime<Utc>, all: bool) -> StoreResult<u64> {
         let now = ts(now);
         let (txn, _gate) = self.write_txn().await?;
-        let expired: Vec<Uuid> = batch::Entity::find()
+        let mut find = batch::Entity::find()
             .select_only()
             .column(batch::Column::Id)
-            .filter(batch::Column::State.eq(BatchState::Submitting))
-            .filter(batch::Column::LeaseExpiresAt.lt(now))
+            .filter(batch::Column::State.eq(BatchState::Submitting));
+        if !all {
+            find = find.filter(batch::Column::LeaseExpiresAt.lt(now));
+        }
+        let expired: Vec<Uuid> = find
             .order_by_asc(batch::Column::Id)
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
             .into_tuple()
@@ -404,9 +435,7 @@ impl Store {
                 continue;
             }
             released += 1;
-            for j in jobs_in_batch(&txn, id).await? {
-                tally.possible_double_charge(j);
-            }
+            unknown_outcome(&txn, &mut tally, id).await?;
         }
         tally.flush(&txn, now).await?;
         txn.commit().await?;
@@ -794,6 +823,7 @@ async fn form_batch(
         next_poll_at: None,
         polls: 0,
         response_body: None,
+        unknown_outcomes: 0,
     };
     batch::Entity::insert(row.into_active_model().reset_all()).exec_without_returning(txn).await?;
     let members = picked.iter().enumerate().map(|(i, p)| {

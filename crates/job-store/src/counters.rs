@@ -162,6 +162,7 @@ struct JobDelta {
     saved_micros: i64,
     calls: i64,
     possible_double_charges: i64,
+    possible_double_charge_micros: i64,
     claimed: bool,
     /// A person of the job changed (a merge, a state move), not only the job row.
     people_changed: bool,
@@ -210,9 +211,18 @@ impl Tally {
         self.jobs.entry(job).or_default().calls += 1;
     }
 
-    /// A lease expired while a call for `job` may have been charged.
-    pub fn possible_double_charge(&mut self, job: Uuid) {
-        self.jobs.entry(job).or_default().possible_double_charges += 1;
+    /// A call for `job` of unknown outcome (its lease expired, its answer was lost) that may
+    /// have cost `micros` a second time.
+    pub fn possible_double_charge(&mut self, job: Uuid, micros: i64) {
+        let d = self.jobs.entry(job).or_default();
+        d.possible_double_charges += 1;
+        d.possible_double_charge_micros += micros;
+    }
+
+    /// The amount `job`'s possible double charges may have cost changes by `micros` (a worst
+    /// case replaced by what an answered copy of the call cost).
+    pub fn reprice_double_charges(&mut self, job: Uuid, micros: i64) {
+        self.jobs.entry(job).or_default().possible_double_charge_micros += micros;
     }
 
     /// A batch took people of `job`: fairness timestamp, and `queued` → `running`.
@@ -263,6 +273,7 @@ impl Tally {
                 (job::Column::CreditsSavedMicros, d.saved_micros),
                 (job::Column::Calls, d.calls),
                 (job::Column::PossibleDoubleCharges, d.possible_double_charges),
+                (job::Column::PossibleDoubleChargeMicros, d.possible_double_charge_micros),
             ] {
                 if n != 0 {
                     update = update.col_expr(col, Expr::col(col).add(n));

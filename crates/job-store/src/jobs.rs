@@ -248,8 +248,11 @@ pub struct JobView {
     pub end_reason: Option<String>,
     /// Apollo calls answered for this job.
     pub calls: i64,
-    /// Leases that expired with a call possibly charged.
+    /// Calls of unknown outcome (a lease that ran out, a lost answer) possibly charged twice.
     pub possible_double_charges: i64,
+    /// What they may have cost a second time (worst case until an answered copy shows it).
+    #[serde(default)]
+    pub possible_double_charge_credits: Credits,
     /// When the client asked to cancel.
     pub cancel_requested_at: Option<DateTime<Utc>>,
     /// Created.
@@ -350,6 +353,7 @@ impl JobView {
             end_reason: j.end_reason,
             calls: j.calls,
             possible_double_charges: j.possible_double_charges,
+            possible_double_charge_credits: Credits(j.possible_double_charge_micros),
             cancel_requested_at: j.cancel_requested_at,
             created_at: j.created_at,
             updated_at: j.updated_at,
@@ -706,6 +710,7 @@ impl Store {
             credits_micros: 0,
             calls: 0,
             possible_double_charges: 0,
+            possible_double_charge_micros: 0,
             last_claimed_at: None,
             cancel_requested_at: None,
             created_at: now,

@@ -24,6 +24,7 @@ pub mod dispatcher;
 pub mod entities;
 pub mod erase;
 pub mod jobs;
+pub mod leases;
 pub mod lifecycle;
 pub mod limiter;
 pub mod merge;
@@ -375,6 +376,12 @@ impl Store {
         }
         Migrator::up(&self.db, None).await?;
         Ok(())
+    }
+
+    /// Whether this process alone can open the store (SQLite under its lock file): then no lease
+    /// found at start belongs to a live process.
+    pub fn holds_process_lock(&self) -> bool {
+        self._process_lock.is_some()
     }
 
     /// The underlying connection.

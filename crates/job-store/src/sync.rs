@@ -226,6 +226,8 @@ async fn record_in(
     }
 
     let mut per_job: BTreeMap<Uuid, i64> = BTreeMap::new();
+    // What the answer cost each job (for repricing possible double charges).
+    let mut cost_per_job: BTreeMap<Uuid, i64> = BTreeMap::new();
     let mut attributed = 0i64;
     // Every answered person's row, written together below (one statement for the call).
     let mut changes: Vec<(&person::Model, person::Model)> = Vec::with_capacity(people.len());
@@ -265,6 +267,7 @@ async fn record_in(
         if let Some(a) = answer {
             new.credits_micros += a.credits.micros();
             attributed += a.credits.micros();
+            *cost_per_job.entry(p.job_id).or_default() += a.credits.micros();
             tally.credits(p.job_id, CreditKind::Sync, a.credits.micros());
         }
         if new.phone_elsewhere && !new.got_phone {
@@ -283,8 +286,18 @@ async fn record_in(
     update_people(txn, tally, &later, now).await?;
     let weights: Vec<(Uuid, i64)> = per_job.into_iter().collect();
     for (job_id, share) in split_credits(outcome.credits.micros() - attributed, &weights) {
+        *cost_per_job.entry(job_id).or_default() += share;
         tally.credits(job_id, CreditKind::Sync, share);
         tally.call(job_id);
+    }
+    if b.unknown_outcomes > 0 {
+        // Earlier calls of this batch whose outcome was unknown cost what this one did at most.
+        let options = crate::jobs::options_of(b.flags);
+        for (job_id, people) in crate::claims::people_per_job(txn, b.id).await? {
+            let worst = crate::budget::double_charge_worst(&options, people);
+            let answered = Credits(cost_per_job.get(&job_id).copied().unwrap_or(0));
+            tally.reprice_double_charges(job_id, crate::budget::reprice(b.unknown_outcomes, answered, worst).micros());
+        }
     }
     Ok(SyncRecorded::Recorded { completed_jobs: Vec::new() })
 }

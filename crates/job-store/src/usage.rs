@@ -28,14 +28,16 @@ pub struct Usage {
     pub credits_saved: Credits,
     /// Calls whose outcome was unknown and that may have been charged twice.
     pub possible_double_charges: i64,
+    /// What those calls may have cost a second time.
+    pub possible_double_charge_credits: Credits,
 }
 
 /// One job's row as the report reads it.
-type Row = (i64, i64, i64, i64, i64, i64, i64, i64, i64);
+type Row = (i64, i64, i64, i64, i64, i64, i64, i64, i64, i64);
 
 impl Usage {
     fn add(&mut self, r: Row) {
-        let (people, calls, credits, sync, phone, waterfall, hits, saved, double) = r;
+        let (people, calls, credits, sync, phone, waterfall, hits, saved, double, double_micros) = r;
         self.jobs += 1;
         self.people += people;
         self.calls += calls;
@@ -46,6 +48,7 @@ impl Usage {
         self.reuse_hits += hits;
         self.credits_saved += Credits(saved);
         self.possible_double_charges += double;
+        self.possible_double_charge_credits += Credits(double_micros);
     }
 }
 
@@ -63,6 +66,7 @@ impl Store {
             .column(job::Column::ReuseHits)
             .column(job::Column::CreditsSavedMicros)
             .column(job::Column::PossibleDoubleCharges)
+            .column(job::Column::PossibleDoubleChargeMicros)
             .filter(job::Column::Client.eq(client))
             .filter(job::Column::CreatedAt.gte(crate::ts(from)))
             .filter(job::Column::CreatedAt.lt(crate::ts(to)))
@@ -74,5 +78,20 @@ impl Store {
             usage.add(r);
         }
         Ok(usage)
+    }
+
+    /// What calls of unknown outcome may have cost a second time, over every job kept.
+    pub async fn possible_double_charges(&self) -> StoreResult<Credits> {
+        // PostgreSQL sums BIGINT as NUMERIC: cast back.
+        let sum: Option<i64> = job::Entity::find()
+            .select_only()
+            .column_as(
+                sea_orm::sea_query::Expr::cust("CAST(COALESCE(SUM(possible_double_charge_micros), 0) AS BIGINT)"),
+                "micros",
+            )
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(Credits(sum.unwrap_or(0)))
     }
 }

@@ -194,7 +194,13 @@ fn summary_markup(job: &Job) -> Markup {
                 }
                 div.card { div.label { "Credits" } div.value #credits { (job.credits_consumed) } }
                 div.card { div.label { "Apollo calls" } div.value { (job.apollo_calls) } }
-                div.card { div.label { "Possible double charges" } div.value { (job.possible_double_charges) } }
+                div.card {
+                    div.label { "Possible double charges" }
+                    div.value #double-charges {
+                        (job.possible_double_charges)
+                        @if job.possible_double_charges > 0 { " (≤ " (job.possible_double_charge_credits) " credits)" }
+                    }
+                }
             }
         }
     }

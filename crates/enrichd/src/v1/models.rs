@@ -479,6 +479,11 @@ pub struct Job {
     pub apollo_calls: i64,
     /// Calls whose outcome was unknown and that may have been charged twice.
     pub possible_double_charges: i64,
+    /// What those calls may have cost a second time: each call's worst case under the job's
+    /// flags until its retry is answered, then the credits the answered copy cost.
+    #[serde(default)]
+    #[schema(value_type = f64)]
+    pub possible_double_charge_credits: apollo_client::Credits,
     /// The reuse window in seconds (`reuse_within`), when the job reuses earlier lookups.
     #[serde(default)]
     pub reuse_within_seconds: Option<i64>,
@@ -550,6 +555,7 @@ impl From<&JobView> for Job {
             },
             apollo_calls: j.calls,
             possible_double_charges: j.possible_double_charges,
+            possible_double_charge_credits: j.possible_double_charge_credits,
             reuse_within_seconds: j.reuse.map(|r| r.within_secs),
             reuse_scope: j.reuse.map(|r| if r.shared { "shared" } else { "client" }.to_string()),
             reuse_hits: j.reuse_hits,
@@ -794,6 +800,10 @@ pub struct UsageReport {
     pub credits_saved: apollo_client::Credits,
     /// Calls whose outcome was unknown and that may have been charged twice.
     pub possible_double_charges: i64,
+    /// What those calls may have cost a second time.
+    #[serde(default)]
+    #[schema(value_type = f64)]
+    pub possible_double_charge_credits: apollo_client::Credits,
 }
 
 impl UsageReport {
@@ -814,6 +824,7 @@ impl UsageReport {
             reuse_hits: u.reuse_hits,
             credits_saved: u.credits_saved,
             possible_double_charges: u.possible_double_charges,
+            possible_double_charge_credits: u.possible_double_charge_credits,
         }
     }
 }
@@ -853,7 +864,7 @@ pub struct Health {
 /// Readiness.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Readiness {
-    /// `ready`, `paused` or `unavailable`.
+    /// `ready`, `paused`, `unavailable`, or `draining` (shutting down).
     pub status: String,
     /// `ok` or `unreachable`.
     pub database: String,

@@ -66,22 +66,27 @@ pub fn next_after(attempt_no: i32, status: Option<u16>, schedule: &Schedule) -> 
     }
 }
 
-/// Runs the callback loop until the task is dropped.
+/// Runs the callback loop until the process drains; sends already started finish first.
 pub async fn run(state: AppState) {
     let http = http_client(state.config.callback_policy(), state.config.callback_timeout);
-    let lease = state.config.callback_timeout * 2 + Duration::from_secs(5);
-    loop {
-        // Leases compare on the database's clock, shared by every replica.
+    while !state.drain.is_draining() {
+        // Leases compare on the database's clock, shared by every replica; the heartbeat renews
+        // them while a send runs.
         let due = match state.store.clock_now().await {
-            Ok(now) => state.store.due_callbacks(&state.owner, lease, now, 16).await,
+            Ok(now) => state.store.due_callbacks(&state.owner, state.config.lease, now, 16).await,
             Err(e) => Err(e),
         };
         match due {
-            Ok(list) if list.is_empty() => nap(&state.wake.callbacks, Duration::from_millis(500)).await,
+            Ok(list) if list.is_empty() => nap(&state.drain, &state.wake.callbacks, Duration::from_millis(500)).await,
             Ok(list) => {
                 let sends = list.into_iter().map(|cb| {
                     let (state, http) = (state.clone(), http.clone());
-                    tokio::spawn(async move { send(&state, &http, cb).await })
+                    let holding =
+                        state.held.callback(cb.callback_id, state.config.callback_timeout + state.config.lease);
+                    state.drain.clone().track(async move {
+                        send(&state, &http, cb).await;
+                        drop(holding);
+                    })
                 });
                 for s in sends.collect::<Vec<_>>() {
                     let _ = s.await;
@@ -89,7 +94,7 @@ pub async fn run(state: AppState) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "callback pass failed; database unavailable?");
-                nap(&state.wake.callbacks, Duration::from_secs(1)).await;
+                nap(&state.drain, &state.wake.callbacks, Duration::from_secs(1)).await;
             }
         }
     }
@@ -141,6 +146,13 @@ async fn frozen_body(state: &AppState, cb: &DueCallback) -> Result<Vec<u8>, Stri
 }
 
 async fn send(state: &AppState, http: &reqwest::Client, cb: DueCallback) {
+    if state.drain.is_draining() {
+        // Not started: handed back due now, for another replica or the next start.
+        if let Err(e) = state.store.postpone_callback(cb.callback_id, chrono::Utc::now()).await {
+            tracing::warn!(job_id = %cb.job_id, error = %e, "could not hand the callback back; its lease will expire");
+        }
+        return;
+    }
     let body = match frozen_body(state, &cb).await {
         Ok(b) => b,
         Err(e) => {
@@ -198,6 +210,29 @@ async fn send(state: &AppState, http: &reqwest::Client, cb: DueCallback) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_name_that_resolves_to_loopback_is_never_called() {
+        crate::startup::install_tls();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = tokio::spawn(async move { listener.accept().await.is_ok() });
+        // `localhost` resolves to 127.0.0.1 (the hosts file), as a name rebound to an internal
+        // address would; the URL check at submit is not involved here, only the send.
+        let guarded = http_client(CallbackPolicy { allow_http: true, allow_hosts: vec![] }, Duration::from_secs(2));
+        let url = format!("http://localhost:{port}/cb");
+        let err = guarded.post(&url).body("{}").send().await.expect_err("refused before connecting");
+        assert!(format!("{err:?}").contains("resolves only to internal addresses"), "{err:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!accepted.is_finished(), "the internal address was connected to");
+        // The same client with the host allowed does connect: the refusal above was the guard's.
+        let open = http_client(
+            CallbackPolicy { allow_http: true, allow_hosts: vec!["localhost".into()] },
+            Duration::from_millis(500),
+        );
+        let _ = open.post(&url).body("{}").send().await;
+        assert!(tokio::time::timeout(Duration::from_secs(5), accepted).await.unwrap().unwrap());
+    }
 
     #[test]
     fn the_schedule_is_bounded_and_410_stops() {

@@ -246,12 +246,13 @@ impl Dispatcher {
     }
 }
 
-/// Runs the dispatch loop until the task is dropped.
+/// Runs the dispatch loop until the process drains. Calls run as tracked tasks
+/// ([`crate::shutdown::Drain`]): shutdown waits for them to be answered and recorded.
 pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
     let permits = Arc::new(Semaphore::new(state.config.dispatch_concurrency.max(1)));
     let mut last_lease_sweep = Instant::now() - Duration::from_secs(3600);
-    loop {
-        if last_lease_sweep.elapsed() >= (state.config.lease / 4).max(Duration::from_millis(200)) {
+    while !state.drain.is_draining() {
+        if last_lease_sweep.elapsed() >= (state.config.lease / 8).max(Duration::from_millis(200)) {
             last_lease_sweep = Instant::now();
             let released = match state.store.clock_now().await {
                 Ok(now) => state.store.release_expired_leases(now).await,
@@ -268,14 +269,20 @@ pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
         }
         // A permit first: a claimed batch is called at once, never left on its lease. Only this
         // loop takes permits, so those free now stay free for the batches claimed with them.
-        let permit = permits.clone().acquire_owned().await.expect("semaphore never closes");
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closes"),
+            _ = state.drain.begun() => break,
+        };
         let batches = match dispatcher.admission.next(&state, 1 + permits.available_permits()).await {
             Ok(Next::Call(batches)) => batches,
             Ok(Next::WaitUntil(at)) => {
                 drop(permit);
                 metrics::histogram!("enrichd_limiter_wait_seconds").record((at - Instant::now()).as_secs_f64());
-                if !dispatcher.find_restart(&state, at).await {
-                    tokio::time::sleep_until(at.into()).await;
+                tokio::select! {
+                    found = dispatcher.find_restart(&state, at) => if !found {
+                        tokio::time::sleep_until(at.into()).await;
+                    },
+                    _ = state.drain.begun() => {}
                 }
                 continue;
             }
@@ -284,13 +291,13 @@ pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
                 if let Err(e) = dispatcher.probe_pause(&state).await {
                     tracing::warn!(error = %e, "could not probe the pause; database unavailable?");
                 }
-                nap(&state.wake.dispatch, Duration::from_millis(500)).await;
+                nap(&state.drain, &state.wake.dispatch, Duration::from_millis(500)).await;
                 continue;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "claim failed; database unavailable?");
                 drop(permit);
-                nap(&state.wake.dispatch, Duration::from_secs(1)).await;
+                nap(&state.drain, &state.wake.dispatch, Duration::from_secs(1)).await;
                 continue;
             }
         };
@@ -301,7 +308,7 @@ pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
                 None => permits.clone().acquire_owned().await.expect("semaphore never closes"),
             };
             let (state, dispatcher) = (state.clone(), dispatcher.clone());
-            tokio::spawn(async move { call(&state, &dispatcher, batch, permit).await });
+            state.drain.clone().track(async move { call(&state, &dispatcher, batch, permit).await });
         }
     }
 }
@@ -341,6 +348,20 @@ const RECORD_TRIES: u32 = 3;
 /// Calls Apollo with a batch and records the outcome. `permit` counts the call in flight: it is
 /// let go when Apollo has answered, so recording answers never holds back the next calls.
 async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch, permit: OwnedSemaphorePermit) {
+    if state.drain.is_draining() {
+        // Claimed but not sent: handed back now, so another replica (or the next start) sends it
+        // without waiting the lease out and without counting an attempt.
+        match state.store.hand_back_batch(batch.batch_id).await {
+            Ok(_) => tracing::info!(batch_id = %batch.batch_id, "shutdown: batch handed back unsent"),
+            Err(e) => {
+                tracing::warn!(batch_id = %batch.batch_id, error = %e, "could not hand the batch back; its lease will expire")
+            }
+        }
+        return;
+    }
+    // The lease is renewed while the call runs and its answer is recorded, never past the
+    // call's timeout plus one lease to record it.
+    let _holding = state.held.batch(batch.batch_id, state.config.apollo_timeout + state.config.lease);
     let flags: EnrichFlags = batch.options;
     let details: Vec<PersonDetail> = batch.people.iter().map(|p| detail_of(&p.input)).collect();
     let hook = state.config.public_base_url.as_deref().filter(|_| flags.has_async()).map(|b| webhook_url(b, &batch));

@@ -17,15 +17,16 @@ use crate::worker::nap;
 /// database refuses cannot hold up every other tenant's).
 pub const APPLY_ATTEMPTS: i32 = 5;
 
-/// Runs the ingest loop until the task is dropped.
+/// Runs the ingest loop until the process drains (stored deliveries wait for the next process
+/// or another replica).
 pub async fn run(state: AppState) {
-    loop {
+    while !state.drain.is_draining() {
         match drain(&state).await {
-            Ok(0) => nap(&state.wake.ingest, Duration::from_millis(500)).await,
+            Ok(0) => nap(&state.drain, &state.wake.ingest, Duration::from_millis(500)).await,
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "ingest paused; database unavailable?");
-                nap(&state.wake.ingest, Duration::from_secs(1)).await;
+                nap(&state.drain, &state.wake.ingest, Duration::from_secs(1)).await;
             }
         }
     }

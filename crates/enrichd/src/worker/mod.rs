@@ -1,9 +1,11 @@
 //! Background workers, one module per job: dispatch (and its admission), ingest, reconcile,
-//! callbacks, retention.
+//! callbacks, retention, and the heartbeat that renews their leases. Each loop ends when the
+//! process starts draining ([`crate::shutdown`]).
 
 pub mod admission;
 pub mod callbacks;
 pub mod dispatch;
+pub mod heartbeat;
 pub mod ingest;
 pub mod reconcile;
 pub mod retention;
@@ -12,9 +14,14 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-/// Sleeps until woken or `max` passes, whichever comes first.
-pub async fn nap(wake: &Notify, max: Duration) {
-    let _ = tokio::time::timeout(max, wake.notified()).await;
+use crate::shutdown::Drain;
+
+/// Sleeps until woken, `max` passes, or the process starts draining, whichever comes first.
+pub async fn nap(drain: &Drain, wake: &Notify, max: Duration) {
+    tokio::select! {
+        _ = tokio::time::timeout(max, wake.notified()) => {}
+        _ = drain.begun() => {}
+    }
 }
 
 /// A delay with ±20 % jitter, so retries of many batches or callbacks do not move in lockstep.

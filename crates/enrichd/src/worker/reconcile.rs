@@ -22,14 +22,14 @@ pub fn poll_after(state: &AppState) -> Duration {
     }
 }
 
-/// Runs the reconcile loop until the task is dropped.
+/// Runs the reconcile loop until the process drains.
 pub async fn run(state: AppState) {
     let sleeper = tokio::sync::Notify::new();
-    loop {
+    while !state.drain.is_draining() {
         if let Err(e) = tick(&state).await {
             tracing::warn!(error = %e, "reconcile pass failed; database unavailable?");
         }
-        nap(&sleeper, state.config.reconcile_every).await;
+        nap(&state.drain, &sleeper, state.config.reconcile_every).await;
     }
 }
 
@@ -46,11 +46,10 @@ pub fn replica_label() -> String {
 
 /// One pass: a heartbeat (every replica, so the system page lists it), then poll late batches
 /// and expire parts past the deadline. With several replicas one of them does the latter, under
-/// the task's lease (the others would only poll the same batches again).
+/// the task's lease, renewed by the heartbeat (the others would only poll the same batches again).
 pub async fn tick(state: &AppState) -> Result<(), job_store::StoreError> {
     state.store.heartbeat(&state.owner, &replica_label()).await?;
-    let lease = (state.config.reconcile_every * 3).max(Duration::from_secs(5));
-    if !state.store.hold_task("reconcile", &state.owner, lease).await? {
+    if !state.store.hold_task("reconcile", &state.owner, state.config.lease).await? {
         return Ok(());
     }
     let now = state.store.clock_now().await?;

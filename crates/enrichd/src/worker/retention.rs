@@ -13,23 +13,22 @@ pub fn cutoff(now: chrono::DateTime<chrono::Utc>, days: u32) -> chrono::DateTime
     now - chrono::TimeDelta::days(i64::from(days))
 }
 
-/// Runs the retention loop until the task is dropped (returns at once without `RETENTION_DAYS`).
+/// Runs the retention loop until the process drains (returns at once without `RETENTION_DAYS`).
 pub async fn run(state: AppState) {
     let Some(days) = state.config.retention_days else { return };
     let sleeper = tokio::sync::Notify::new();
-    loop {
+    while !state.drain.is_draining() {
         if let Err(e) = tick(&state, days).await {
             tracing::warn!(error = %e, "retention pass failed; will retry at the next one");
         }
-        nap(&sleeper, state.config.retention_every.max(Duration::from_millis(10))).await;
+        nap(&state.drain, &sleeper, state.config.retention_every.max(Duration::from_millis(10))).await;
     }
 }
 
 /// One pass: purges the jobs that finished more than `days` days ago; returns how many. With
-/// several replicas one of them does it, under the task's lease.
+/// several replicas one of them does it, under the task's lease (renewed by the heartbeat).
 pub async fn tick(state: &AppState, days: u32) -> Result<u64, job_store::StoreError> {
-    let lease = (state.config.retention_every * 3).max(Duration::from_secs(5));
-    if !state.store.hold_task("retention", &state.owner, lease).await? {
+    if !state.store.hold_task("retention", &state.owner, state.config.lease).await? {
         return Ok(0);
     }
     let cutoff = cutoff(state.store.clock_now().await?, days);

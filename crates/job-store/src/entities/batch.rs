@@ -60,6 +60,8 @@ pub struct Model {
     pub polls: i32,
     /// The answer byte for byte, when the JSON column cannot hold it as it is.
     pub response_body: Option<Vec<u8>>,
+    /// Calls of this batch whose outcome was unknown (a lost answer, a lease that ran out).
+    pub unknown_outcomes: i32,
 }
 
 /// No navigable relations: queries join explicitly.

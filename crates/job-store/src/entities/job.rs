@@ -66,6 +66,9 @@ pub struct Model {
     pub calls: i64,
     /// Leases that expired while a call for this job was in flight (the call may have been charged).
     pub possible_double_charges: i64,
+    /// What those calls may have cost a second time, in millionths of a credit: a call's
+    /// worst case until its retry is answered, then what the answered copy cost.
+    pub possible_double_charge_micros: i64,
     /// When a batch last took people of this job (fairness order; `None` = never).
     pub last_claimed_at: Option<DateTimeUtc>,
     /// When the client asked to cancel.

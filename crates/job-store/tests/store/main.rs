@@ -10,6 +10,7 @@ mod concurrency;
 mod deliveries;
 mod erase;
 mod jobs;
+mod leases;
 mod lifecycle;
 mod limiter;
 mod random_ops;
