@@ -11,4 +11,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/enrichd /src/target/release/apollo-sim /usr/local/bin/
 EXPOSE 8080 4010
-CMD ["enrichd", "serve"]
+# The binary itself is PID 1 (exec form, no shell in between), so it receives the deploy's SIGTERM
+# and drains (README: "Deploying and restarting").
+ENTRYPOINT ["enrichd"]
+CMD ["serve"]
