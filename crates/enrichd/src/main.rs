@@ -20,6 +20,7 @@ enum Command {
     /// Run the service (configuration from the environment; see --help of this command).
     Serve(Box<Config>),
     /// The whole flow on this machine: SQLite, the in-process Apollo simulator, a signed callback.
+    #[cfg(feature = "sim")]
     Demo {
         /// People in the demo job.
         #[arg(long, default_value_t = 300)]
@@ -42,6 +43,7 @@ enum Command {
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     let default_level = match cli.command {
+        #[cfg(feature = "sim")]
         Command::Demo { .. } => "error",
         Command::Client(_) => "warn",
         _ => "info",
@@ -53,6 +55,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             tracing::info!(url = %app.url(), "enrichd serving");
             app.serve_until_signalled().await?;
         }
+        #[cfg(feature = "sim")]
         Command::Demo { people, keep_running } => enrichd::demo::run(people, keep_running).await?,
         Command::Migrate { database_url } => {
             job_store::Store::connect(&database_url).await?;

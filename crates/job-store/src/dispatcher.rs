@@ -116,15 +116,4 @@ impl Store {
     pub async fn pause_reason(&self) -> StoreResult<Option<String>> {
         pause_reason(&self.db).await
     }
-
-    /// A shared value (rate-limit windows and the like).
-    pub async fn get_dispatcher_value(&self, key: &str) -> StoreResult<Option<Value>> {
-        Ok(dispatcher_state::Entity::find_by_id(key.to_owned()).one(&self.db).await?.map(|r| r.value))
-    }
-
-    /// Writes a shared value (last writer wins).
-    pub async fn put_dispatcher_value(&self, key: &str, value: Value) -> StoreResult<()> {
-        let _gate = self.write_gate().await;
-        put(&self.db, key, value).await
-    }
 }

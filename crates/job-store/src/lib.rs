@@ -13,7 +13,6 @@
 //! shared rate limiter's row ([`limiter`]), a delivery row, then a batch row, then people in id
 //! order (a duplicate only after its primary), then job rows in id order. Erasure and purging ([`erase`]) follow it too.
 
-pub mod api_keys;
 mod apply;
 pub mod budget;
 pub mod callbacks;

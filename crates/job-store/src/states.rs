@@ -90,13 +90,6 @@ string_enum!(
     }
 );
 
-impl PersonState {
-    /// Whether the person still needs work (queued or in flight).
-    pub fn is_open(self) -> bool {
-        matches!(self, PersonState::Queued | PersonState::Submitted | PersonState::AwaitingAsync)
-    }
-}
-
 string_enum!(
     /// The state of one batch (one Apollo call).
     BatchState {

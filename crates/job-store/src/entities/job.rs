@@ -17,14 +17,6 @@ pub struct Model {
     pub request_hash: Option<String>,
     /// Bitmask of the four Apollo flags (see [`crate::JobOptions::flags`]).
     pub flags: i16,
-    /// Apollo `reveal_personal_emails`.
-    pub reveal_personal_emails: bool,
-    /// Apollo `reveal_phone_number`.
-    pub reveal_phone_number: bool,
-    /// Apollo `run_waterfall_email`.
-    pub run_waterfall_email: bool,
-    /// Apollo `run_waterfall_phone`.
-    pub run_waterfall_phone: bool,
     /// Where the final callback goes.
     pub callback_url: Option<String>,
     /// The client's opaque metadata.

@@ -3,7 +3,6 @@
 //! State columns are plain text (see [`crate::states`]); JSON columns are `jsonb` on PostgreSQL and
 //! text on SQLite; instants are `timestamp with time zone`.
 
-pub mod api_key;
 pub mod apollo_error;
 pub mod batch;
 pub mod batch_person;

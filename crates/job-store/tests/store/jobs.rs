@@ -15,7 +15,6 @@ store_tests!(
     duplicates_get_the_primary_result,
     cancel_stops_queued_people_and_waits_for_in_flight,
     pause_blocks_claims_and_shows_on_jobs,
-    api_keys_are_verified_by_hash,
     large_job_is_inserted_in_chunks,
     job_past_one_statements_bind_limit_keeps_every_row,
 );
@@ -189,17 +188,6 @@ async fn pause_blocks_claims_and_shows_on_jobs(store: Store) {
     assert_eq!((r.state, r.pause_reason), (JobState::Running, None));
     assert_eq!((q.state, q.pause_reason), (JobState::Queued, None));
     assert!(store.claim_batch("t", LEASE, Utc::now()).await.unwrap().is_some());
-}
-
-async fn api_keys_are_verified_by_hash(store: Store) {
-    store.add_api_key("acme", "sk_live_secret").await.unwrap();
-    assert_eq!(store.verify_api_key("sk_live_secret").await.unwrap().as_deref(), Some("acme"));
-    assert_eq!(store.verify_api_key("sk_live_other").await.unwrap(), None);
-    store.add_api_key("acme", "sk_rotated").await.unwrap();
-    assert_eq!(store.verify_api_key("sk_live_secret").await.unwrap(), None);
-    assert_eq!(store.verify_api_key("sk_rotated").await.unwrap().as_deref(), Some("acme"));
-    assert!(store.remove_api_key("acme").await.unwrap());
-    assert_eq!(store.verify_api_key("sk_rotated").await.unwrap(), None);
 }
 
 async fn large_job_is_inserted_in_chunks(store: Store) {
