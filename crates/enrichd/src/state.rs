@@ -51,7 +51,7 @@ pub struct AppState {
     /// The drain switch (SIGTERM) and the work shutdown waits for.
     pub drain: crate::shutdown::Drain,
     /// Work whose leases the heartbeat renews.
-    pub held: Arc<crate::worker::heartbeat::Held>,
+    pub held: Arc<crate::core::leases::Held>,
 }
 
 /// Batch id → webhook secret, as read from the store. A batch's secret never changes, so a hit is

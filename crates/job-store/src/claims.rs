@@ -354,20 +354,6 @@ pub(crate) async fn retry_in(
     Ok(res.rows_affected == 1)
 }
 
-/// The jobs with people in a batch and how many each (its membership rows), in job id order.
-pub(crate) async fn people_per_job<C: ConnectionTrait>(db: &C, batch_id: Uuid) -> StoreResult<Vec<(Uuid, i64)>> {
-    Ok(batch_person::Entity::find()
-        .select_only()
-        .column(batch_person::Column::JobId)
-        .column_as(batch_person::Column::PersonId.count(), "people")
-        .filter(batch_person::Column::BatchId.eq(batch_id))
-        .group_by(batch_person::Column::JobId)
-        .order_by_asc(batch_person::Column::JobId)
-        .into_tuple()
-        .all(db)
-        .await?)
-}
-
 /// A call of the batch had an unknown outcome: counted on the batch, and on each job with its
 /// worst case ([`budget::double_charge_worst`]) until an answered copy tells what it cost.
 async fn unknown_outcome(txn: &DatabaseTransaction, tally: &mut Tally, batch_id: Uuid) -> StoreResult<()> {
@@ -375,7 +361,7 @@ async fn unknown_outcome(txn: &DatabaseTransaction, tally: &mut Tally, batch_id:
         batch::Entity::find_by_id(batch_id).select_only().column(batch::Column::Flags).into_tuple().one(txn).await?;
     let Some(flags) = flags else { return Err(StoreError::NotFound(format!("batch {batch_id}"))) };
     let options = crate::jobs::options_of(flags);
-    for (job, people) in people_per_job(txn, batch_id).await? {
+    for (job, people) in crate::people::people_per_job(txn, batch_id).await? {
         tally.possible_double_charge(job, budget::double_charge_worst(&options, people).micros());
     }
     batch::Entity::update_many()

@@ -293,7 +293,7 @@ async fn record_in(
     if b.unknown_outcomes > 0 {
         // Earlier calls of this batch whose outcome was unknown cost what this one did at most.
         let options = crate::jobs::options_of(b.flags);
-        for (job_id, people) in crate::claims::people_per_job(txn, b.id).await? {
+        for (job_id, people) in crate::people::people_per_job(txn, b.id).await? {
             let worst = crate::budget::double_charge_worst(&options, people);
             let answered = Credits(cost_per_job.get(&job_id).copied().unwrap_or(0));
             tally.reprice_double_charges(job_id, crate::budget::reprice(b.unknown_outcomes, answered, worst).micros());

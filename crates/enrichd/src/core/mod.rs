@@ -3,6 +3,7 @@
 pub mod callback_url;
 pub mod csv_map;
 pub mod estimate;
+pub mod leases;
 pub mod ratelimit;
 pub mod records;
 pub mod retry;
