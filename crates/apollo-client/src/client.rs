@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::error::{ApolloError, ErrorBody};
 use crate::numbers::RequestId;
 use crate::rate_limit::RateLimit;
-use crate::wire::{BulkMatchResponse, EnrichFlags, PersonDetail, WebhookResult};
+use crate::wire::{BulkMatchResponse, EnrichFlags, Flag, PersonDetail, WebhookResult};
 
 /// Apollo's limit of details per `bulk_match` call.
 pub const MAX_DETAILS: usize = 10;
@@ -100,12 +100,7 @@ impl ApolloClient {
             return Err(ApolloError::WebhookWithPollOnly);
         }
         let b = |v: bool| if v { "true" } else { "false" };
-        let mut query: Vec<(&str, &str)> = vec![
-            ("reveal_personal_emails", b(flags.reveal_personal_emails)),
-            ("reveal_phone_number", b(flags.reveal_phone_number)),
-            ("run_waterfall_email", b(flags.run_waterfall_email)),
-            ("run_waterfall_phone", b(flags.run_waterfall_phone)),
-        ];
+        let mut query: Vec<(&str, &str)> = Flag::ALL.iter().map(|f| (f.name(), b(flags.get(*f)))).collect();
         if let Some(url) = webhook_url {
             query.push(("webhook_url", url));
         }

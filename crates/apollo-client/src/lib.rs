@@ -21,4 +21,6 @@ pub use facts::{
 };
 pub use numbers::{Credits, RequestId};
 pub use rate_limit::{RateLimit, Window, WindowLimit};
-pub use wire::{BulkMatchResponse, EnrichFlags, Person, PersonDetail, PhoneEnrichment, WaterfallAck, WebhookResult};
+pub use wire::{
+    BulkMatchResponse, EnrichFlags, Flag, Person, PersonDetail, PhoneEnrichment, WaterfallAck, WebhookResult,
+};

@@ -40,8 +40,65 @@ pub struct PersonDetail {
     pub linkedin_url: Option<String>,
 }
 
-/// The four boolean query flags of `bulk_match` (`poll_only` is a separate argument).
+/// One boolean query flag of `bulk_match`. Every list of flags (the job request, the query sent
+/// to Apollo, the dashboard's checkboxes, the CLI's options, prices, reuse) is made from
+/// [`Flag::ALL`] and the matches below, so a new Apollo flag is a field of [`EnrichFlags`], a
+/// variant here, and whatever the compiler then points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Flag {
+    /// `reveal_personal_emails`.
+    RevealPersonalEmails,
+    /// `reveal_phone_number` (asynchronous: phone webhook).
+    RevealPhoneNumber,
+    /// `run_waterfall_email` (asynchronous: waterfall webhook).
+    RunWaterfallEmail,
+    /// `run_waterfall_phone` (asynchronous: waterfall webhook).
+    RunWaterfallPhone,
+}
+
+impl Flag {
+    /// Every flag, in Apollo's documented order (also the order of [`EnrichFlags::bits`]).
+    pub const ALL: [Flag; 4] =
+        [Flag::RevealPersonalEmails, Flag::RevealPhoneNumber, Flag::RunWaterfallEmail, Flag::RunWaterfallPhone];
+
+    /// Its name on the wire: the query parameter, and the field of a job request.
+    pub fn name(self) -> &'static str {
+        match self {
+            Flag::RevealPersonalEmails => "reveal_personal_emails",
+            Flag::RevealPhoneNumber => "reveal_phone_number",
+            Flag::RunWaterfallEmail => "run_waterfall_email",
+            Flag::RunWaterfallPhone => "run_waterfall_phone",
+        }
+    }
+
+    /// What it asks for, for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Flag::RevealPersonalEmails => "Reveal personal emails",
+            Flag::RevealPhoneNumber => "Reveal phone number",
+            Flag::RunWaterfallEmail => "Waterfall email",
+            Flag::RunWaterfallPhone => "Waterfall phone",
+        }
+    }
+
+    /// Whether Apollo answers it later, by webhook (or `webhook_result` polling).
+    pub fn asynchronous(self) -> bool {
+        match self {
+            Flag::RevealPersonalEmails => false,
+            Flag::RevealPhoneNumber | Flag::RunWaterfallEmail | Flag::RunWaterfallPhone => true,
+        }
+    }
+
+    /// The flag named `name` on the wire.
+    pub fn from_name(name: &str) -> Option<Flag> {
+        Flag::ALL.into_iter().find(|f| f.name() == name)
+    }
+}
+
+/// The boolean query flags of `bulk_match` (`poll_only` is a separate argument); one field per
+/// [`Flag`], read and written through [`EnrichFlags::get`] and [`EnrichFlags::set`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(utoipa::ToSchema))]
 pub struct EnrichFlags {
     /// `reveal_personal_emails`.
     #[serde(default)]
@@ -58,27 +115,54 @@ pub struct EnrichFlags {
 }
 
 impl EnrichFlags {
-    /// Whether any flag makes Apollo answer asynchronously (and so needs a webhook or polling).
-    pub fn has_async(&self) -> bool {
-        self.reveal_phone_number || self.run_waterfall_email || self.run_waterfall_phone
+    /// Whether `flag` is asked for.
+    pub fn get(&self, flag: Flag) -> bool {
+        match flag {
+            Flag::RevealPersonalEmails => self.reveal_personal_emails,
+            Flag::RevealPhoneNumber => self.reveal_phone_number,
+            Flag::RunWaterfallEmail => self.run_waterfall_email,
+            Flag::RunWaterfallPhone => self.run_waterfall_phone,
+        }
     }
 
-    /// The flags as a small bit set (bit 0 personal emails, 1 phone, 2 waterfall email, 3 waterfall phone).
+    /// Asks for `flag`, or not.
+    pub fn set(&mut self, flag: Flag, on: bool) {
+        let field = match flag {
+            Flag::RevealPersonalEmails => &mut self.reveal_personal_emails,
+            Flag::RevealPhoneNumber => &mut self.reveal_phone_number,
+            Flag::RunWaterfallEmail => &mut self.run_waterfall_email,
+            Flag::RunWaterfallPhone => &mut self.run_waterfall_phone,
+        };
+        *field = on;
+    }
+
+    /// The flags that are on.
+    pub fn on(&self) -> impl Iterator<Item = Flag> + '_ {
+        Flag::ALL.into_iter().filter(|f| self.get(*f))
+    }
+
+    /// Exactly `flags` on.
+    pub fn of(flags: impl IntoIterator<Item = Flag>) -> Self {
+        let mut all = EnrichFlags::default();
+        for f in flags {
+            all.set(f, true);
+        }
+        all
+    }
+
+    /// Whether any flag makes Apollo answer asynchronously (and so needs a webhook or polling).
+    pub fn has_async(&self) -> bool {
+        self.on().any(Flag::asynchronous)
+    }
+
+    /// The flags as a small bit set: bit `i` is [`Flag::ALL`]`[i]` (stored in the database).
     pub fn bits(&self) -> u8 {
-        u8::from(self.reveal_personal_emails)
-            | u8::from(self.reveal_phone_number) << 1
-            | u8::from(self.run_waterfall_email) << 2
-            | u8::from(self.run_waterfall_phone) << 3
+        Flag::ALL.iter().enumerate().filter(|(_, f)| self.get(**f)).fold(0, |bits, (i, _)| bits | 1 << i)
     }
 
     /// The inverse of [`EnrichFlags::bits`].
     pub fn from_bits(bits: u8) -> Self {
-        EnrichFlags {
-            reveal_personal_emails: bits & 1 != 0,
-            reveal_phone_number: bits & 2 != 0,
-            run_waterfall_email: bits & 4 != 0,
-            run_waterfall_phone: bits & 8 != 0,
-        }
+        EnrichFlags::of(Flag::ALL.into_iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, f)| f))
     }
 }
 
@@ -369,5 +453,45 @@ impl WebhookResult {
             webhook_result: raw.get("webhook_result").filter(|v| v.is_object()).cloned(),
             raw,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_table_and_the_wire_fields_agree() {
+        for f in Flag::ALL {
+            let one = EnrichFlags::of([f]);
+            let json = serde_json::to_value(one).unwrap();
+            let on: Vec<&String> =
+                json.as_object().unwrap().iter().filter(|(_, v)| **v == true).map(|(k, _)| k).collect();
+            assert_eq!(on, vec![f.name()], "{f:?} is the field named {}", f.name());
+            assert_eq!(Flag::from_name(f.name()), Some(f));
+            assert_eq!(one.on().collect::<Vec<_>>(), vec![f]);
+            assert_eq!(one.has_async(), f.asynchronous());
+        }
+        assert_eq!(json_keys(EnrichFlags::default()), Flag::ALL.len(), "one field per flag");
+        assert_eq!(Flag::from_name("poll_only"), None);
+    }
+
+    fn json_keys(flags: EnrichFlags) -> usize {
+        serde_json::to_value(flags).unwrap().as_object().unwrap().len()
+    }
+
+    #[test]
+    fn bits_round_trip_and_keep_their_stored_meaning() {
+        for bits in 0..16u8 {
+            assert_eq!(EnrichFlags::from_bits(bits).bits(), bits);
+        }
+        // Stored in the database: bit 0 personal emails, 1 phone, 2 waterfall email, 3 waterfall phone.
+        assert_eq!(EnrichFlags { reveal_phone_number: true, ..Default::default() }.bits(), 2);
+        assert_eq!(EnrichFlags { run_waterfall_phone: true, ..Default::default() }.bits(), 8);
+        let mut f = EnrichFlags::default();
+        f.set(Flag::RunWaterfallEmail, true);
+        assert!(f.run_waterfall_email && f.get(Flag::RunWaterfallEmail));
+        f.set(Flag::RunWaterfallEmail, false);
+        assert_eq!(f, EnrichFlags::default());
     }
 }

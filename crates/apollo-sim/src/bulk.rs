@@ -4,7 +4,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use apollo_client::{Credits, DeliveryKind, EnrichFlags, PersonDetail, RequestId};
+use apollo_client::{Credits, DeliveryKind, EnrichFlags, Flag, PersonDetail, RequestId};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
@@ -64,12 +64,7 @@ pub(crate) fn parse_request(query: &str, body: &[u8]) -> Result<BulkRequest, Rej
         };
         from_query || from_body
     };
-    let flags = EnrichFlags {
-        reveal_personal_emails: flag("reveal_personal_emails"),
-        reveal_phone_number: flag("reveal_phone_number"),
-        run_waterfall_email: flag("run_waterfall_email"),
-        run_waterfall_phone: flag("run_waterfall_phone"),
-    };
+    let flags = EnrichFlags::of(Flag::ALL.into_iter().filter(|f| flag(f.name())));
     let poll_only = flag("poll_only");
     let webhook_url = q("webhook_url")
         .map(str::to_string)

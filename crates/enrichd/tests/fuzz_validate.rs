@@ -211,15 +211,9 @@ fn check_case(c: &Case, policy: &CallbackPolicy) -> bool {
             assert!(c.bad_people.is_empty() && c.bad_fields.is_empty(), "accepted a bad job: {b:#}");
             // Every fact of the input is in the cleaned job, and nothing else.
             assert_eq!(job.people, c.people, "{b:#}");
-            for flag in ["reveal_personal_emails", "reveal_phone_number", "run_waterfall_email", "run_waterfall_phone"]
-            {
-                let got = match flag {
-                    "reveal_personal_emails" => job.reveal_personal_emails,
-                    "reveal_phone_number" => job.reveal_phone_number,
-                    "run_waterfall_email" => job.run_waterfall_email,
-                    _ => job.run_waterfall_phone,
-                };
-                assert_eq!(got, b[flag].as_bool().unwrap_or(false), "{flag} of {b:#}");
+            for flag in apollo_client::Flag::ALL {
+                let got = job.flags.get(flag);
+                assert_eq!(got, b[flag.name()].as_bool().unwrap_or(false), "{} of {b:#}", flag.name());
             }
             assert_eq!(job.callback_url.as_deref(), b["callback_url"].as_str(), "{b:#}");
             assert_eq!(job.metadata.as_ref(), b.get("metadata"), "{b:#}");

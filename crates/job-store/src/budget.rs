@@ -7,7 +7,7 @@
 //! outcome was unknown and were retried may be charged twice by Apollo; they are counted apart in
 //! `possible_double_charges`, not in this bound.
 
-use apollo_client::Credits;
+use apollo_client::{Credits, Flag};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -30,15 +30,19 @@ pub const WATERFALL_EMAIL: Credits = Credits::whole(4);
 /// `run_waterfall_phone`: typically 8–25 credits; the top of that range.
 pub const WATERFALL_PHONE: Credits = Credits::whole(25);
 
+/// The most `flag` can add to what one person costs.
+pub fn price(flag: Flag) -> Credits {
+    match flag {
+        Flag::RevealPersonalEmails => PERSONAL_EMAILS,
+        Flag::RevealPhoneNumber => PHONE_REVEAL,
+        Flag::RunWaterfallEmail => WATERFALL_EMAIL,
+        Flag::RunWaterfallPhone => WATERFALL_PHONE,
+    }
+}
+
 /// The most one person can cost under `flags`: the sync match plus every part asked for.
 pub fn worst_case(flags: &JobOptions) -> Credits {
-    let parts = [
-        (flags.reveal_personal_emails, PERSONAL_EMAILS),
-        (flags.reveal_phone_number, PHONE_REVEAL),
-        (flags.run_waterfall_email, WATERFALL_EMAIL),
-        (flags.run_waterfall_phone, WATERFALL_PHONE),
-    ];
-    parts.iter().filter(|(on, _)| *on).fold(SYNC_MATCH, |sum, (_, c)| sum + *c)
+    flags.on().map(price).fold(SYNC_MATCH, |sum, c| sum + c)
 }
 
 /// What a call of `people` people under `flags` may have cost: the worst case of each, which a
@@ -53,6 +57,17 @@ pub fn double_charge_worst(flags: &JobOptions, people: i64) -> Credits {
 /// asynchronous parts of a lost call are booked when their deliveries arrive).
 pub fn reprice(unknown: i32, answered: Credits, worst: Credits) -> Credits {
     Credits(i64::from(unknown).saturating_mul(answered.micros() - worst.micros()))
+}
+
+/// The change of a job's possible double charge amount when a delivery books `booked` credits
+/// for a batch that had `unknown` calls of unknown outcome. From the answered call: each unknown
+/// call is taken to have cost its part too (it ran the same request). From another call: that
+/// call ran, and what it cost is booked now, no longer only possible.
+pub fn reprice_on_delivery(unknown: i32, from_answered: bool, booked: Credits) -> Credits {
+    match from_answered {
+        true => Credits(i64::from(unknown).saturating_mul(booked.micros())),
+        false => Credits(-booked.micros()),
+    }
 }
 
 /// How many more people of a job a claim may take: each reserved at `worst` (per person), on top
@@ -175,6 +190,21 @@ mod tests {
 
     fn flags(bits: u8) -> JobOptions {
         JobOptions::from_bits(bits)
+    }
+
+    #[test]
+    fn a_call_of_unknown_outcome_is_priced_at_worst_then_by_what_its_copies_show() {
+        let phone = JobOptions { reveal_phone_number: true, ..JobOptions::default() };
+        let worst = double_charge_worst(&phone, 10);
+        assert_eq!(worst, Credits::whole(90));
+        // Its retry answered 7 credits: two lost copies counted at 90 each become 7 each.
+        assert_eq!(Credits(worst.micros() * 2) + reprice(2, Credits::whole(7), worst), Credits::whole(14));
+        // The answered call's phones (16 credits): each lost copy ran the same request.
+        assert_eq!(reprice_on_delivery(2, true, Credits::whole(16)), Credits::whole(32));
+        // A lost copy's own delivery proves it ran: its sync and phone charges are booked now.
+        assert_eq!(reprice_on_delivery(2, false, Credits::whole(7 + 16)), Credits::whole(-23));
+        let total = Credits::whole(14) + Credits::whole(32) + Credits::whole(-23);
+        assert_eq!(total, Credits::whole(23), "one copy proven and booked, the other still possible");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! Reused: `complete` people, and `partial` ones when the parts they lack are not asked for
 //! (`not_found` people are not: a later lookup may find them, and they cost nothing).
 
+use apollo_client::Flag;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -42,17 +43,18 @@ pub struct Earlier {
     pub has_record: bool,
 }
 
+/// The asynchronous part that brings a flag's answer (`None`: the synchronous answer does).
+pub fn part_of(flag: Flag) -> Option<Part> {
+    match flag {
+        Flag::RevealPersonalEmails => None,
+        Flag::RevealPhoneNumber => Some(Part::Phone),
+        Flag::RunWaterfallEmail | Flag::RunWaterfallPhone => Some(Part::Waterfall),
+    }
+}
+
 /// The flags whose answers an earlier lookup holds: its job's, less the parts that never came.
 pub fn held_flags(flags: JobOptions, missing: &[Part]) -> JobOptions {
-    let mut held = flags;
-    if missing.contains(&Part::Phone) {
-        held.reveal_phone_number = false;
-    }
-    if missing.contains(&Part::Waterfall) {
-        held.run_waterfall_email = false;
-        held.run_waterfall_phone = false;
-    }
-    held
+    JobOptions::of(flags.on().filter(|f| part_of(*f).is_none_or(|p| !missing.contains(&p))))
 }
 
 /// Whether `have` asks Apollo for everything `want` asks for (the same flags or a superset).

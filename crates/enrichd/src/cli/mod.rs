@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Subcommand, ValueEnum};
+use apollo_client::{EnrichFlags, Flag};
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Subcommand, ValueEnum};
 use secrecy::SecretString;
 
 pub use api::{ApiClient, ClientError};
@@ -27,6 +28,39 @@ pub struct Connection {
     pub key: SecretString,
 }
 
+/// One option per Apollo flag ([`Flag::ALL`]): `--reveal-personal-emails`, `--reveal-phone-number`,
+/// `--run-waterfall-email`, `--run-waterfall-phone`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlagArgs(pub EnrichFlags);
+
+impl FromArgMatches for FlagArgs {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(FlagArgs(EnrichFlags::of(Flag::ALL.into_iter().filter(|f| matches.get_flag(f.name())))))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = FlagArgs::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for FlagArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        Flag::ALL.into_iter().fold(cmd, |cmd, f| {
+            cmd.arg(
+                Arg::new(f.name())
+                    .long(f.name().replace('_', "-"))
+                    .action(ArgAction::SetTrue)
+                    .help(format!("Ask Apollo: {}", f.label().to_lowercase())),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        FlagArgs::augment_args(cmd)
+    }
+}
+
 /// Export formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -41,18 +75,9 @@ pub enum Format {
 pub struct SubmitArgs {
     /// A `.csv` file (header row first) or a `.jsonl` file (one person object per line).
     pub file: PathBuf,
-    /// Ask Apollo for personal emails.
-    #[arg(long)]
-    pub reveal_personal_emails: bool,
-    /// Ask Apollo for phone numbers.
-    #[arg(long)]
-    pub reveal_phone_number: bool,
-    /// Run Apollo's email waterfall.
-    #[arg(long)]
-    pub run_waterfall_email: bool,
-    /// Run Apollo's phone waterfall.
-    #[arg(long)]
-    pub run_waterfall_phone: bool,
+    /// The Apollo flags asked for (`--reveal-phone-number`, …).
+    #[command(flatten)]
+    pub flags: FlagArgs,
     /// Where the service sends the signed `job.completed` callback.
     #[arg(long)]
     pub callback_url: Option<String>,

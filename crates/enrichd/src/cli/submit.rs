@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use apollo_client::Flag;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -116,16 +117,11 @@ fn default_key(args: &SubmitArgs) -> anyhow::Result<String> {
         }
         hash.update(&buf[..n]);
     }
-    let options = json!([
-        args.reveal_personal_emails,
-        args.reveal_phone_number,
-        args.run_waterfall_email,
-        args.run_waterfall_phone,
-        args.callback_url,
-        args.map,
-        args.skip_invalid,
-        args.job_size
-    ]);
+    // The flags first, in table order, then the other options: the same text as before the
+    // flags had a table, so the keys of earlier submissions still match.
+    let mut options: Vec<Value> = Flag::ALL.iter().map(|f| json!(args.flags.0.get(*f))).collect();
+    options.extend([json!(args.callback_url), json!(args.map), json!(args.skip_invalid), json!(args.job_size)]);
+    let options = Value::Array(options);
     hash.update(options.to_string().as_bytes());
     let digest: String = hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect();
     Ok(format!("file-{digest}"))
@@ -200,16 +196,14 @@ async fn send(
 ) -> anyhow::Result<()> {
     let job = JobRequest {
         people,
-        reveal_personal_emails: Some(args.reveal_personal_emails),
-        reveal_phone_number: Some(args.reveal_phone_number),
-        run_waterfall_email: Some(args.run_waterfall_email),
-        run_waterfall_phone: Some(args.run_waterfall_phone),
         callback_url: args.callback_url.clone(),
         metadata: (!metadata.is_empty()).then(|| metadata.clone()),
         max_credits: args.max_credits,
         dry_run: args.dry_run.then_some(true),
         reuse_within: args.reuse_within.clone(),
-    };
+        ..JobRequest::default()
+    }
+    .with_flags(args.flags.0);
     if args.dry_run {
         let estimate = api.estimate(&job).await?;
         eprintln!("part {part}/{parts}: {} people, {} calls", estimate.unique, estimate.calls);

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use apollo_client::Credits;
+use apollo_client::{Credits, Flag};
 use job_store::budget;
 
 use crate::core::validate::{PersonKey, ValidJob};
@@ -29,20 +29,12 @@ pub fn estimate<P: PersonKey>(
     let reusable = (reusable as i64).min(unique);
     let sent = unique - reusable;
     let calls = (sent + job_store::claims::BATCH_SIZE as i64 - 1) / job_store::claims::BATCH_SIZE as i64;
-    let each = |on: bool, c: Credits| if on { Credits(c.micros() * sent) } else { Credits::ZERO };
-    let credits = EstimateCredits {
-        sync_match: each(true, budget::SYNC_MATCH),
-        personal_emails: each(job.reveal_personal_emails, budget::PERSONAL_EMAILS),
-        phone_reveal: each(job.reveal_phone_number, budget::PHONE_REVEAL),
-        waterfall_email: each(job.run_waterfall_email, budget::WATERFALL_EMAIL),
-        waterfall_phone: each(job.run_waterfall_phone, budget::WATERFALL_PHONE),
-        total: Credits::ZERO,
-    };
-    let total = credits.sync_match
-        + credits.personal_emails
-        + credits.phone_reveal
-        + credits.waterfall_email
-        + credits.waterfall_phone;
+    let times = |c: Credits| Credits(c.micros() * sent);
+    let mut credits = EstimateCredits { sync_match: times(budget::SYNC_MATCH), ..EstimateCredits::default() };
+    for f in job.flags.on() {
+        *credits.of_flag(f) = times(budget::price(f));
+    }
+    let total = Flag::ALL.into_iter().fold(credits.sync_match, |sum, f| sum + *credits.of_flag(f));
     let seconds_at_limit = per_minute.filter(|m| *m > 0).map(|m| {
         let minutes = (calls as u64).div_ceil(u64::from(m)).saturating_sub(1);
         minutes as f64 * minute.as_secs_f64()

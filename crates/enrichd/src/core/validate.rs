@@ -17,6 +17,8 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value, json};
 
+use apollo_client::{EnrichFlags, Flag};
+
 use crate::core::callback_url::CallbackPolicy;
 use crate::v1::models::{ExternalId, PersonInput};
 
@@ -42,19 +44,8 @@ const CHECK_ORDER: [usize; 10] = [6, 3, 0, 4, 7, 1, 8, 2, 5, 9];
 /// `serde_json::Map` keeps its keys sorted; `source_row` sorts after all of them).
 const JSON_ORDER: [usize; 10] = [6, 3, 9, 0, 4, 7, 1, 8, 2, 5];
 
-const JOB_FIELDS: [&str; 11] = [
-    "people",
-    "reveal_personal_emails",
-    "reveal_phone_number",
-    "run_waterfall_email",
-    "run_waterfall_phone",
-    "callback_url",
-    "metadata",
-    "webhook_url",
-    "max_credits",
-    "dry_run",
-    "reuse_within",
-];
+/// A job's fields besides its people and its flags ([`Flag::ALL`]).
+const JOB_FIELDS: [&str; 6] = ["callback_url", "metadata", "webhook_url", "max_credits", "dry_run", "reuse_within"];
 
 /// The person field holding a spreadsheet row as given (kept for exports, never sent to Apollo).
 pub const SOURCE_ROW: &str = "source_row";
@@ -80,14 +71,8 @@ const NUL_MESSAGE: &str = "contains U+0000 (a NUL character), which the database
 pub struct ValidJob<P = Value> {
     /// The people, each an object of known string fields, in input order.
     pub people: Vec<P>,
-    /// `reveal_personal_emails`.
-    pub reveal_personal_emails: bool,
-    /// `reveal_phone_number`.
-    pub reveal_phone_number: bool,
-    /// `run_waterfall_email`.
-    pub run_waterfall_email: bool,
-    /// `run_waterfall_phone`.
-    pub run_waterfall_phone: bool,
+    /// The Apollo flags asked for.
+    pub flags: EnrichFlags,
     /// The checked callback URL.
     pub callback_url: Option<String>,
     /// Client metadata, returned as given.
@@ -100,25 +85,13 @@ pub struct ValidJob<P = Value> {
     pub reuse_within: Option<std::time::Duration>,
 }
 
-impl<P> ValidJob<P> {
-    /// The flags asked for.
-    pub fn options(&self) -> job_store::JobOptions {
-        job_store::JobOptions {
-            reveal_personal_emails: self.reveal_personal_emails,
-            reveal_phone_number: self.reveal_phone_number,
-            run_waterfall_email: self.run_waterfall_email,
-            run_waterfall_phone: self.run_waterfall_phone,
-        }
-    }
-}
-
 impl<P: Into<NewPerson>> ValidJob<P> {
     /// The job to store for `client`, consuming the validated one.
     pub fn into_new_job(self, client: String, idempotency_key: Option<String>) -> job_store::NewJob {
         job_store::NewJob {
             client,
             idempotency_key,
-            options: self.options(),
+            options: self.flags,
             callback_url: self.callback_url,
             metadata: self.metadata,
             // Each person's key and JSON text once (already so for `NewPerson`s: no copy).
@@ -136,10 +109,7 @@ impl ValidJob<Value> {
     pub fn into_stored(self) -> ValidJob<NewPerson> {
         ValidJob {
             people: self.people.into_iter().map(NewPerson::from).collect(),
-            reveal_personal_emails: self.reveal_personal_emails,
-            reveal_phone_number: self.reveal_phone_number,
-            run_waterfall_email: self.run_waterfall_email,
-            run_waterfall_phone: self.run_waterfall_phone,
+            flags: self.flags,
             callback_url: self.callback_url,
             metadata: self.metadata,
             max_credits: self.max_credits,
@@ -226,10 +196,7 @@ pub fn validate_job_owned(
 
 /// A job's own fields (all but `people`), checked.
 struct JobFields {
-    reveal_personal_emails: bool,
-    reveal_phone_number: bool,
-    run_waterfall_email: bool,
-    run_waterfall_phone: bool,
+    flags: EnrichFlags,
     callback_url: Option<String>,
     metadata: Option<Value>,
     max_credits: Option<apollo_client::Credits>,
@@ -241,10 +208,7 @@ impl JobFields {
     fn with_people<P>(self, people: Vec<P>) -> ValidJob<P> {
         ValidJob {
             people,
-            reveal_personal_emails: self.reveal_personal_emails,
-            reveal_phone_number: self.reveal_phone_number,
-            run_waterfall_email: self.run_waterfall_email,
-            run_waterfall_phone: self.run_waterfall_phone,
+            flags: self.flags,
             callback_url: self.callback_url,
             metadata: self.metadata,
             max_credits: self.max_credits,
@@ -257,17 +221,17 @@ impl JobFields {
 /// Checks (and removes) the job's own fields of `obj`, all but `people`, which it leaves; each
 /// problem goes to `problems`: unknown fields first, then the fields in the order below.
 fn job_fields(obj: &mut Map<String, Value>, policy: &CallbackPolicy, problems: &mut Vec<Problem>) -> JobFields {
-    for key in obj.keys().filter(|k| !JOB_FIELDS.contains(&k.as_str())) {
+    let known = |k: &str| k == "people" || Flag::from_name(k).is_some() || JOB_FIELDS.contains(&k);
+    for key in obj.keys().filter(|k| !known(k)) {
         problems.push(problem(key.clone(), None, "unknown field"));
     }
     if obj.contains_key("webhook_url") {
         problems.push(problem("webhook_url", None, "set by the service; clients give callback_url"));
     }
-    let mut flag = |name: &str, problems: &mut Vec<Problem>| take::<bool>(obj, name, problems).unwrap_or(false);
-    let reveal_personal_emails = flag("reveal_personal_emails", problems);
-    let reveal_phone_number = flag("reveal_phone_number", problems);
-    let run_waterfall_email = flag("run_waterfall_email", problems);
-    let run_waterfall_phone = flag("run_waterfall_phone", problems);
+    let mut flags = EnrichFlags::default();
+    for f in Flag::ALL {
+        flags.set(f, take::<bool>(obj, f.name(), problems).unwrap_or(false));
+    }
     let callback_url = take::<String>(obj, "callback_url", problems).and_then(|s| {
         let checked = if s.contains('\0') {
             Err(NUL_MESSAGE.to_string())
@@ -314,17 +278,7 @@ fn job_fields(obj: &mut Map<String, Value>, policy: &CallbackPolicy, problems: &
             problems.push(problem(path, None, NUL_MESSAGE));
         }
     }
-    JobFields {
-        reveal_personal_emails,
-        reveal_phone_number,
-        run_waterfall_email,
-        run_waterfall_phone,
-        callback_url,
-        metadata,
-        max_credits,
-        dry_run,
-        reuse_within,
-    }
+    JobFields { flags, callback_url, metadata, max_credits, dry_run, reuse_within }
 }
 
 /// [`validate_job_owned`] of the body `bytes` when every person in it is valid, read straight
@@ -762,7 +716,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(job.people[0], json!({"email": "Dana@Northwind-Labs.com", "external_id": "42"}));
-        assert!(job.reveal_phone_number && !job.run_waterfall_email);
+        assert!(job.flags.reveal_phone_number && !job.flags.run_waterfall_email);
         assert_eq!(job.callback_url.as_deref(), Some("https://hooks.example.com/done"));
     }
 

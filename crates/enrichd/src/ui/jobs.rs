@@ -2,6 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
+use apollo_client::Flag;
 use chrono::Utc;
 use job_store::{JobFilter, JobState, JobView, PersonState};
 use maud::{Markup, html};
@@ -352,10 +353,7 @@ pub async fn show(
         h2 { "Details" }
         dl.kv {
             dt { "Client" } dd { (view.client) }
-            dt { "Reveal personal emails" } dd { (flag(job.options.reveal_personal_emails)) }
-            dt { "Reveal phone number" } dd { (flag(job.options.reveal_phone_number)) }
-            dt { "Waterfall email" } dd { (flag(job.options.run_waterfall_email)) }
-            dt { "Waterfall phone" } dd { (flag(job.options.run_waterfall_phone)) }
+            @for f in Flag::ALL { dt { (f.label()) } dd { (flag(job.options.get(f))) } }
             dt { "Submitted" } dd { (when(job.created_at)) }
             dt { "Last change" } dd { (when(job.updated_at)) }
             @if let Some(at) = job.cancel_requested_at { dt { "Cancel requested" } dd { (when(at)) } }

@@ -4,6 +4,7 @@
 use actix_multipart::Multipart;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, get, post, web};
+use apollo_client::{EnrichFlags, Flag};
 use futures_util::StreamExt;
 use maud::{Markup, html};
 use serde_json::{Map, Value, json};
@@ -18,13 +19,6 @@ use crate::v1::models::{JobRequest, PersonInput};
 
 /// People shown in the preview.
 const PREVIEW_ROWS: usize = 10;
-/// The flags a job can ask for, as form fields.
-const FLAGS: [(&str, &str); 4] = [
-    ("reveal_personal_emails", "Reveal personal emails"),
-    ("reveal_phone_number", "Reveal phone number"),
-    ("run_waterfall_email", "Waterfall email"),
-    ("run_waterfall_phone", "Waterfall phone"),
-];
 
 /// What the form sent.
 #[derive(Debug, Default)]
@@ -64,8 +58,8 @@ fn form_fields(viewer: &Viewer, upload: &Upload) -> Markup {
         input type="hidden" name="csrf" value=(viewer.csrf);
         fieldset {
             legend { "Flags" }
-            @for (name, label) in FLAGS {
-                label { input type="checkbox" name="flag" value=(name) checked[upload.flags.iter().any(|f| f == name)]; " " (label) }
+            @for f in Flag::ALL {
+                label { input type="checkbox" name="flag" value=(f.name()) checked[upload.flags.iter().any(|n| n == f.name())]; " " (f.label()) }
                 br;
             }
         }
@@ -167,21 +161,16 @@ pub async fn submit(viewer: Viewer, form: Multipart, state: web::Data<AppState>)
     if !upload.submit {
         return Ok(preview_page(&viewer, &upload, &parsed, StatusCode::OK, &[]));
     }
-    let flag = |name: &str| Some(upload.flags.iter().any(|f| f == name));
     let mut metadata = Map::new();
     metadata.insert(SOURCE_COLUMNS_KEY.into(), json!(parsed.mapping.headers));
+    let asked = EnrichFlags::of(upload.flags.iter().filter_map(|name| Flag::from_name(name)));
     let request = JobRequest {
         people: parsed.people.clone(),
-        reveal_personal_emails: flag("reveal_personal_emails"),
-        reveal_phone_number: flag("reveal_phone_number"),
-        run_waterfall_email: flag("run_waterfall_email"),
-        run_waterfall_phone: flag("run_waterfall_phone"),
         callback_url: (!upload.callback_url.is_empty()).then(|| upload.callback_url.clone()),
         metadata: Some(metadata),
-        max_credits: None,
-        dry_run: None,
-        reuse_within: None,
-    };
+        ..JobRequest::default()
+    }
+    .with_flags(asked);
     let value: Value = serde_json::to_value(&request).map_err(|e| UiError::Internal(e.to_string()))?;
     // The API's own validation: the dashboard cannot submit what the API would refuse.
     let job = match validate_job_owned(value, state.config.max_job_people, &state.config.callback_policy()) {

@@ -2,6 +2,7 @@
 //! their answers from these, the OpenAPI document describes them, and the command-line client
 //! reads and writes them.
 
+use apollo_client::{EnrichFlags, Flag};
 use chrono::{DateTime, Utc};
 use job_store::{CallbackView, JobView, PersonView};
 use serde::{Deserialize, Serialize};
@@ -137,6 +138,33 @@ pub struct JobRequest {
     pub reuse_within: Option<String>,
 }
 
+impl JobRequest {
+    /// Whether the request asks for `flag` (unset is no).
+    pub fn flag(&self, flag: Flag) -> bool {
+        let field = match flag {
+            Flag::RevealPersonalEmails => self.reveal_personal_emails,
+            Flag::RevealPhoneNumber => self.reveal_phone_number,
+            Flag::RunWaterfallEmail => self.run_waterfall_email,
+            Flag::RunWaterfallPhone => self.run_waterfall_phone,
+        };
+        field.unwrap_or(false)
+    }
+
+    /// The request asking for exactly `flags` (each sent as `true` or `false`).
+    pub fn with_flags(mut self, flags: EnrichFlags) -> JobRequest {
+        for f in Flag::ALL {
+            let field = match f {
+                Flag::RevealPersonalEmails => &mut self.reveal_personal_emails,
+                Flag::RevealPhoneNumber => &mut self.reveal_phone_number,
+                Flag::RunWaterfallEmail => &mut self.run_waterfall_email,
+                Flag::RunWaterfallPhone => &mut self.run_waterfall_phone,
+            };
+            *field = Some(flags.get(f));
+        }
+        self
+    }
+}
+
 /// A state whose people `POST /v1/jobs/{id}/retry` may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -162,7 +190,7 @@ pub struct RetryRequest {
 
 /// Worst-case credits of a job, per flag (per person: 1 match, 1 personal emails, 8 phone, 4
 /// waterfall email, 25 waterfall phone).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EstimateCredits {
     /// The synchronous match.
     #[schema(value_type = f64)]
@@ -184,6 +212,18 @@ pub struct EstimateCredits {
     pub total: apollo_client::Credits,
 }
 
+impl EstimateCredits {
+    /// The part of `flag`.
+    pub fn of_flag(&mut self, flag: Flag) -> &mut apollo_client::Credits {
+        match flag {
+            Flag::RevealPersonalEmails => &mut self.personal_emails,
+            Flag::RevealPhoneNumber => &mut self.phone_reveal,
+            Flag::RunWaterfallEmail => &mut self.waterfall_email,
+            Flag::RunWaterfallPhone => &mut self.waterfall_phone,
+        }
+    }
+}
+
 /// The answer to a `dry_run` submission: what the job would take.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Estimate {
@@ -200,19 +240,6 @@ pub struct Estimate {
     /// Seconds the calls take at the configured per-minute limit (`APOLLO_RATE_PER_MINUTE`);
     /// `null` when the limit is only learned from Apollo's headers.
     pub seconds_at_limit: Option<f64>,
-}
-
-/// Apollo flags of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct JobFlags {
-    /// `reveal_personal_emails`.
-    pub reveal_personal_emails: bool,
-    /// `reveal_phone_number`.
-    pub reveal_phone_number: bool,
-    /// `run_waterfall_email`.
-    pub run_waterfall_email: bool,
-    /// `run_waterfall_phone`.
-    pub run_waterfall_phone: bool,
 }
 
 /// The state of a job.
@@ -465,7 +492,7 @@ pub struct Job {
     /// When the client asked to cancel.
     pub cancel_requested_at: Option<DateTime<Utc>>,
     /// The Apollo flags.
-    pub options: JobFlags,
+    pub options: EnrichFlags,
     /// Number of people.
     pub total: i64,
     /// People per state.
@@ -538,12 +565,7 @@ impl From<&JobView> for Job {
             status: j.state.into(),
             pause_reason: j.pause_reason.clone(),
             cancel_requested_at: j.cancel_requested_at,
-            options: JobFlags {
-                reveal_personal_emails: j.options.reveal_personal_emails,
-                reveal_phone_number: j.options.reveal_phone_number,
-                run_waterfall_email: j.options.run_waterfall_email,
-                run_waterfall_phone: j.options.run_waterfall_phone,
-            },
+            options: j.options,
             total: j.total,
             counts: j.counts.into(),
             credits_consumed: j.credits,

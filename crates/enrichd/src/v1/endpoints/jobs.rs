@@ -64,7 +64,7 @@ pub async fn create(
         let reusable = match c.reuse_policy(job.reuse_within) {
             Some(policy) => {
                 let keys = unique_keys(&job);
-                let want = job.options();
+                let want = job.flags;
                 state.store.reusable(&client.0, &policy, want, &keys, state.store.clock_now().await?).await?
             }
             None => 0,
