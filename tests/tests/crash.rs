@@ -170,13 +170,28 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
     let job_credits: apollo_client::Credits = serde_json::from_value(job["credits_consumed"].clone()).unwrap();
     let ledger = sim.ledger().total;
     assert!(job_credits <= ledger, "the job never reports more than Apollo charged: {job_credits} > {ledger}");
-
     // The callback: one event id, at least one verified acceptance.
     let got = receiver.wait_for(1, Duration::from_secs(30)).await;
     let accepted: Vec<_> = got.iter().filter(|r| r.answered < 300).collect();
     assert!(!accepted.is_empty(), "no callback arrived");
     assert!(got.iter().all(|r| r.id == got[0].id && r.verified), "one event id, every attempt signed");
     assert_eq!(accepted[0].json()["data"]["id"], id.as_str());
+
+    // What the job may have been charged twice covers what it was: once Apollo has delivered
+    // everything and every delivery is merged, its credits and that amount reach the ledger.
+    let settled = Instant::now();
+    while !(sim.idle() && store.pending_deliveries(1).await.unwrap().is_empty()) {
+        assert!(settled.elapsed() < Duration::from_secs(60), "deliveries still coming after a minute");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let job = api.get_json(&format!("/v1/jobs/{id}")).await;
+    let job_credits: apollo_client::Credits = serde_json::from_value(job["credits_consumed"].clone()).unwrap();
+    let possible: apollo_client::Credits =
+        serde_json::from_value(job["possible_double_charge_credits"].clone()).unwrap();
+    let ledger = sim.ledger().total;
+    eprintln!("job credits {job_credits} + possibly charged twice {possible} against the ledger's {ledger}");
+    assert!(job_credits <= ledger, "the job never reports more than Apollo charged: {job_credits} > {ledger}");
+    assert!(ledger <= job_credits + possible, "{ledger} charged, {job_credits} reported and {possible} possible");
 
     // No secret in the complete logs of every run: Apollo, client and admin keys, signing secret, tokens.
     let mut log = String::new();

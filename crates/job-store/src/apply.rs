@@ -12,20 +12,20 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use apollo_client::{Delivery, PersonFacts};
+use apollo_client::{Credits, Delivery, PersonFacts};
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::LockType;
+use sea_orm::sea_query::{Expr, LockType};
 use sea_orm::{ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value};
 use uuid::Uuid;
 
-use crate::counters::{CreditKind, Tally};
+use crate::budget;
+use crate::counters::{CreditKind, Tally, split_credits};
 use crate::deliveries::{ApplyOutcome, request_id_of};
 use crate::entities::{batch, inbound_delivery, person};
 use crate::erase::{empty_delivery_bodies, erased_jobs_in_batches};
 use crate::lifecycle::{self, Event, Part};
 use crate::merge::Record;
 use crate::people::{Assign, apply_event, lock_people_where, update_from_rows, update_people};
-use crate::sync::split_credits;
 use crate::{BatchState, DeliveryState, StoreError, StoreResult};
 
 /// Ids per `IN (…)` list: far under SQLite's bound-parameter limit.
@@ -91,6 +91,8 @@ pub(crate) struct Group {
     batch_credits: BTreeMap<Uuid, i64>,
     person_credits: BTreeMap<Uuid, i64>,
     emptied: Vec<Uuid>,
+    /// Batches whose calls of unknown outcome were repriced (their row's amounts are written).
+    repriced: BTreeSet<Uuid>,
 }
 
 impl Group {
@@ -221,7 +223,42 @@ impl Group {
             batch_credits: BTreeMap::new(),
             person_credits: BTreeMap::new(),
             emptied: Vec::new(),
+            repriced: BTreeSet::new(),
         })
+    }
+
+    /// A delivery booked `credits` for a batch that had calls of unknown outcome: from the
+    /// answered call (`from_answered`) it tells what each of them cost too, from another call that
+    /// this one ran; the batch's amount ([`budget::batch_double_charge`]) moves, and its jobs' with it.
+    fn reprice_unknown_calls(
+        &mut self,
+        tally: &mut Tally,
+        batch_id: Uuid,
+        by_job: &[(Uuid, i64)],
+        credits: i64,
+        from_answered: bool,
+    ) {
+        let Some(b) = self.batches.get_mut(&batch_id) else { return };
+        b.credits_micros += credits;
+        if !from_answered {
+            b.lost_credits_micros += credits;
+        }
+        let people = by_job.iter().map(|(_, n)| n).sum();
+        let worst = budget::double_charge_worst(&crate::jobs::options_of(b.flags), people);
+        let answered = b.state == BatchState::Submitted;
+        let new = budget::batch_double_charge(
+            b.unknown_outcomes,
+            answered,
+            worst,
+            Credits(b.credits_micros),
+            Credits(b.lost_credits_micros),
+        )
+        .micros();
+        for (job_id, share) in split_credits(new - b.double_charge_micros, by_job) {
+            tally.reprice_double_charges(job_id, share);
+        }
+        b.double_charge_micros = new;
+        self.repriced.insert(batch_id);
     }
 
     /// Applies one delivery of the group (in memory but for rare reads), its job changes added
@@ -245,6 +282,7 @@ impl Group {
             return Ok(ApplyOutcome::NotReady);
         };
         let (batch_state, answered_claim, batch_sync_credits) = (b.state, b.answered_claim, b.sync_credits_micros);
+        let unknown_outcomes = b.unknown_outcomes;
         d.state = DeliveryState::Processed;
 
         let earlier = self.applied.get(&batch_id).map(Vec::as_slice).unwrap_or_default();
@@ -321,6 +359,16 @@ impl Group {
                 for (job_id, share) in split_credits(amount, &by_job) {
                     tally.credits(job_id, kind, share);
                 }
+            }
+            // Calls of unknown outcome: what this delivery tells of their cost.
+            if !probe && unknown_outcomes > 0 {
+                self.reprice_unknown_calls(
+                    tally,
+                    batch_id,
+                    &by_job,
+                    credits,
+                    claim.is_none() || claim == answered_claim,
+                );
             }
         }
         if merged && part_credits != 0 {
@@ -478,6 +526,15 @@ impl Group {
             .await?;
 
         add_credits::<batch::Entity>(txn, batch::Column::Id, batch::Column::CreditsMicros, &self.batch_credits).await?;
+        for id in &self.repriced {
+            let b = &self.batches[id];
+            batch::Entity::update_many()
+                .filter(batch::Column::Id.eq(*id))
+                .col_expr(batch::Column::LostCreditsMicros, Expr::value(b.lost_credits_micros))
+                .col_expr(batch::Column::DoubleChargeMicros, Expr::value(b.double_charge_micros))
+                .exec(txn)
+                .await?;
+        }
 
         for slot in self.people.values_mut() {
             if let Some(record) = slot.record.take() {

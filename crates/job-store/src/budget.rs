@@ -51,23 +51,15 @@ pub fn double_charge_worst(flags: &JobOptions, people: i64) -> Credits {
     Credits(worst_case(flags).micros().saturating_mul(people))
 }
 
-/// The change of a job's possible double charge amount when the answer of a batch that had
-/// `unknown` calls of unknown outcome is recorded: each was counted at `worst`, and is now taken
-/// to have cost what the answered copy did, `answered` (its synchronous credits for the job: the
-/// asynchronous parts of a lost call are booked when their deliveries arrive).
-pub fn reprice(unknown: i32, answered: Credits, worst: Credits) -> Credits {
-    Credits(i64::from(unknown).saturating_mul(answered.micros() - worst.micros()))
-}
-
-/// The change of a job's possible double charge amount when a delivery books `booked` credits
-/// for a batch that had `unknown` calls of unknown outcome. From the answered call: each unknown
-/// call is taken to have cost its part too (it ran the same request). From another call: that
-/// call ran, and what it cost is booked now, no longer only possible.
-pub fn reprice_on_delivery(unknown: i32, from_answered: bool, booked: Credits) -> Credits {
-    match from_answered {
-        true => Credits(i64::from(unknown).saturating_mul(booked.micros())),
-        false => Credits(-booked.micros()),
-    }
+/// What a batch's calls of unknown outcome (`unknown` of them) may have cost that is not booked.
+/// Before the batch is answered, each is counted at `worst`; once it is, each at what the answered
+/// call cost (`booked` less `lost`: its answer and the parts delivered for it), less what
+/// deliveries of the lost calls have booked since (`lost`: they ran, and what they cost is in the
+/// credits now). Never below zero: Apollo may deliver a part for one of the calls instead of
+/// another (a phone reveal it skipped in the answered call).
+pub fn batch_double_charge(unknown: i32, answered: bool, worst: Credits, booked: Credits, lost: Credits) -> Credits {
+    let each = if answered { booked.micros() - lost.micros() } else { worst.micros() };
+    Credits(i64::from(unknown).saturating_mul(each).saturating_sub(lost.micros()).max(0))
 }
 
 /// How many more people of a job a claim may take: each reserved at `worst` (per person), on top
@@ -197,14 +189,16 @@ mod tests {
         let phone = JobOptions { reveal_phone_number: true, ..JobOptions::default() };
         let worst = double_charge_worst(&phone, 10);
         assert_eq!(worst, Credits::whole(90));
-        // Its retry answered 7 credits: two lost copies counted at 90 each become 7 each.
-        assert_eq!(Credits(worst.micros() * 2) + reprice(2, Credits::whole(7), worst), Credits::whole(14));
-        // The answered call's phones (16 credits): each lost copy ran the same request.
-        assert_eq!(reprice_on_delivery(2, true, Credits::whole(16)), Credits::whole(32));
-        // A lost copy's own delivery proves it ran: its sync and phone charges are booked now.
-        assert_eq!(reprice_on_delivery(2, false, Credits::whole(7 + 16)), Credits::whole(-23));
-        let total = Credits::whole(14) + Credits::whole(32) + Credits::whole(-23);
-        assert_eq!(total, Credits::whole(23), "one copy proven and booked, the other still possible");
+        let c = Credits::whole;
+        assert_eq!(batch_double_charge(0, false, worst, c(0), c(0)), c(0));
+        assert_eq!(batch_double_charge(2, false, worst, c(0), c(0)), c(180), "two lost calls, not answered yet");
+        // The retry answered 7 credits, then its phones came (16): each lost copy ran the same request.
+        assert_eq!(batch_double_charge(2, true, worst, c(7), c(0)), c(14));
+        assert_eq!(batch_double_charge(2, true, worst, c(23), c(0)), c(46));
+        // One lost copy's phone delivery came too: it ran (sync 7 and phones 16 booked now).
+        assert_eq!(batch_double_charge(2, true, worst, c(46), c(23)), c(23), "the other copy is still possible");
+        // Apollo skipped the answered call's phones and delivered the lost call's instead.
+        assert_eq!(batch_double_charge(1, true, worst, c(30), c(23)), c(0), "never below zero");
     }
 
     #[test]

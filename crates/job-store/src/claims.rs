@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::counters::Tally;
+use crate::counters::{Tally, people_per_job, set_batch_double_charge};
 use crate::entities::{batch, batch_person, job, person};
 use crate::lifecycle::Event;
 use crate::lifecycle::Part;
@@ -297,6 +297,8 @@ impl Store {
             polls: 0,
             response_body: None,
             unknown_outcomes: 0,
+            lost_credits_micros: 0,
+            double_charge_micros: 0,
         };
         batch::Entity::insert(row.into_active_model().reset_all()).exec_without_returning(&txn).await?;
         let rows = second.iter().enumerate().map(|(i, p)| {
@@ -357,19 +359,28 @@ pub(crate) async fn retry_in(
 /// A call of the batch had an unknown outcome: counted on the batch, and on each job with its
 /// worst case ([`budget::double_charge_worst`]) until an answered copy tells what it cost.
 async fn unknown_outcome(txn: &DatabaseTransaction, tally: &mut Tally, batch_id: Uuid) -> StoreResult<()> {
-    let flags: Option<i16> =
-        batch::Entity::find_by_id(batch_id).select_only().column(batch::Column::Flags).into_tuple().one(txn).await?;
-    let Some(flags) = flags else { return Err(StoreError::NotFound(format!("batch {batch_id}"))) };
-    let options = crate::jobs::options_of(flags);
-    for (job, people) in crate::people::people_per_job(txn, batch_id).await? {
-        tally.possible_double_charge(job, budget::double_charge_worst(&options, people).micros());
+    let Some(b) = sql::by_key(txn, batch::Entity::find_by_id(batch_id)).await? else {
+        return Err(StoreError::NotFound(format!("batch {batch_id}")));
+    };
+    let by_job = people_per_job(txn, batch_id).await?;
+    for (job, _) in &by_job {
+        tally.possible_double_charge(*job);
     }
+    let unknown = b.unknown_outcomes + 1;
+    let worst = budget::double_charge_worst(&crate::jobs::options_of(b.flags), by_job.iter().map(|(_, n)| n).sum());
+    let amount = budget::batch_double_charge(
+        unknown,
+        b.state == BatchState::Submitted,
+        worst,
+        Credits(b.credits_micros),
+        Credits(b.lost_credits_micros),
+    );
     batch::Entity::update_many()
         .filter(batch::Column::Id.eq(batch_id))
-        .col_expr(batch::Column::UnknownOutcomes, Expr::col(batch::Column::UnknownOutcomes).add(1))
+        .col_expr(batch::Column::UnknownOutcomes, Expr::value(unknown))
         .exec(txn)
         .await?;
-    Ok(())
+    set_batch_double_charge(txn, tally, batch_id, &by_job, b.double_charge_micros, amount.micros()).await
 }
 
 impl Store {
@@ -810,6 +821,8 @@ async fn form_batch(
         polls: 0,
         response_body: None,
         unknown_outcomes: 0,
+        lost_credits_micros: 0,
+        double_charge_micros: 0,
     };
     batch::Entity::insert(row.into_active_model().reset_all()).exec_without_returning(txn).await?;
     let members = picked.iter().enumerate().map(|(i, p)| {

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, OnConflict};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::callbacks::{event_row, record_job_updated};
-use crate::entities::{callback_delivery, job, person};
+use crate::entities::{batch, batch_person, callback_delivery, job, person};
 use crate::lifecycle;
 use crate::{CallbackEvent, JobState, PersonState, StoreResult};
 
@@ -212,15 +212,12 @@ impl Tally {
     }
 
     /// A call for `job` of unknown outcome (its lease expired, its answer was lost) that may
-    /// have cost `micros` a second time.
-    pub fn possible_double_charge(&mut self, job: Uuid, micros: i64) {
-        let d = self.jobs.entry(job).or_default();
-        d.possible_double_charges += 1;
-        d.possible_double_charge_micros += micros;
+    /// have been charged a second time.
+    pub fn possible_double_charge(&mut self, job: Uuid) {
+        self.jobs.entry(job).or_default().possible_double_charges += 1;
     }
 
-    /// The amount `job`'s possible double charges may have cost changes by `micros` (a worst
-    /// case replaced by what an answered copy of the call cost).
+    /// What `job`'s calls of unknown outcome may have cost changes by `micros`.
     pub fn reprice_double_charges(&mut self, job: Uuid, micros: i64) {
         self.jobs.entry(job).or_default().possible_double_charge_micros += micros;
     }
@@ -380,4 +377,61 @@ pub(crate) async fn recount<C: ConnectionTrait>(db: &C, job_id: Uuid) -> StoreRe
         counts.add(state, n);
     }
     Ok(counts)
+}
+/// Splits `total` micro-credits across parts in proportion to their weights, exactly: floors,
+/// then the remainder one micro at a time to the first parts (callers pass them in id order).
+pub(crate) fn split_credits(total: i64, parts: &[(Uuid, i64)]) -> Vec<(Uuid, i64)> {
+    let weight: i128 = parts.iter().map(|(_, w)| i128::from(*w)).sum();
+    if weight == 0 || total == 0 {
+        return parts.iter().map(|(id, _)| (*id, 0)).collect();
+    }
+    let mut shares: Vec<(Uuid, i64)> =
+        parts.iter().map(|(id, w)| (*id, (i128::from(total) * i128::from(*w)).div_euclid(weight) as i64)).collect();
+    let mut rest = total - shares.iter().map(|(_, s)| s).sum::<i64>();
+    for s in shares.iter_mut() {
+        if rest == 0 {
+            break;
+        }
+        s.1 += 1;
+        rest -= 1;
+    }
+    shares
+}
+
+/// The jobs with people in a batch and how many each (its membership rows), in job id order.
+pub(crate) async fn people_per_job<C: ConnectionTrait>(db: &C, batch_id: Uuid) -> StoreResult<Vec<(Uuid, i64)>> {
+    Ok(batch_person::Entity::find()
+        .select_only()
+        .column(batch_person::Column::JobId)
+        .column_as(batch_person::Column::PersonId.count(), "people")
+        .filter(batch_person::Column::BatchId.eq(batch_id))
+        .group_by(batch_person::Column::JobId)
+        .order_by_asc(batch_person::Column::JobId)
+        .into_tuple()
+        .all(db)
+        .await?)
+}
+
+/// Sets what batch `batch_id`'s calls of unknown outcome may have cost to `new` (it was `old`):
+/// the change goes to its jobs' amounts, split by their people in the batch.
+pub(crate) async fn set_batch_double_charge<C: ConnectionTrait>(
+    db: &C,
+    tally: &mut Tally,
+    batch_id: Uuid,
+    by_job: &[(Uuid, i64)],
+    old: i64,
+    new: i64,
+) -> StoreResult<()> {
+    if new == old {
+        return Ok(());
+    }
+    for (job, share) in split_credits(new - old, by_job) {
+        tally.reprice_double_charges(job, share);
+    }
+    batch::Entity::update_many()
+        .filter(batch::Column::Id.eq(batch_id))
+        .col_expr(batch::Column::DoubleChargeMicros, Expr::value(new))
+        .exec(db)
+        .await?;
+    Ok(())
 }

@@ -1,6 +1,5 @@
 //! Writing person rows: every state change goes through here, so it is tallied on the job and
 //! mirrored onto the person's duplicates (which are never sent and always show the primary's result).
-//! Also who is in a batch, by job.
 
 use std::borrow::Borrow;
 use std::fmt::Write as _;
@@ -14,7 +13,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use crate::counters::Tally;
-use crate::entities::{batch_person, person};
+use crate::entities::person;
 use crate::lifecycle::{self, Event, Life};
 use crate::{PersonState, StoreError, StoreResult};
 
@@ -421,20 +420,6 @@ pub(crate) async fn move_primaries<C: ConnectionTrait>(
     }
     q.exec(db).await?;
     Ok(())
-}
-
-/// The jobs with people in a batch and how many each (its membership rows), in job id order.
-pub(crate) async fn people_per_job<C: ConnectionTrait>(db: &C, batch_id: Uuid) -> StoreResult<Vec<(Uuid, i64)>> {
-    Ok(batch_person::Entity::find()
-        .select_only()
-        .column(batch_person::Column::JobId)
-        .column_as(batch_person::Column::PersonId.count(), "people")
-        .filter(batch_person::Column::BatchId.eq(batch_id))
-        .group_by(batch_person::Column::JobId)
-        .order_by_asc(batch_person::Column::JobId)
-        .into_tuple()
-        .all(db)
-        .await?)
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::counters::{CreditKind, Tally};
+use crate::budget;
+use crate::counters::{CreditKind, Tally, people_per_job, set_batch_double_charge, split_credits};
 use crate::entities::{batch, person};
 use crate::lifecycle::{Answer, Event};
 use crate::merge::{Record, needs_sanitizing, storable};
@@ -96,26 +97,6 @@ pub enum SyncRecorded {
 /// Text as a column can hold it (U+0000 replaced).
 pub(crate) fn storable_text(s: Option<String>) -> Option<String> {
     s.map(|s| if s.contains('\0') { s.replace('\0', "\u{fffd}") } else { s })
-}
-
-/// Splits `total` micro-credits across parts in proportion to their weights, exactly: floors,
-/// then the remainder one micro at a time to the first parts (callers pass them in id order).
-pub(crate) fn split_credits(total: i64, parts: &[(Uuid, i64)]) -> Vec<(Uuid, i64)> {
-    let weight: i128 = parts.iter().map(|(_, w)| i128::from(*w)).sum();
-    if weight == 0 || total == 0 {
-        return parts.iter().map(|(id, _)| (*id, 0)).collect();
-    }
-    let mut shares: Vec<(Uuid, i64)> =
-        parts.iter().map(|(id, w)| (*id, (i128::from(total) * i128::from(*w)).div_euclid(weight) as i64)).collect();
-    let mut rest = total - shares.iter().map(|(_, s)| s).sum::<i64>();
-    for s in shares.iter_mut() {
-        if rest == 0 {
-            break;
-        }
-        s.1 += 1;
-        rest -= 1;
-    }
-    shares
 }
 
 impl Store {
@@ -226,8 +207,6 @@ async fn record_in(
     }
 
     let mut per_job: BTreeMap<Uuid, i64> = BTreeMap::new();
-    // What the answer cost each job (for repricing possible double charges).
-    let mut cost_per_job: BTreeMap<Uuid, i64> = BTreeMap::new();
     let mut attributed = 0i64;
     // Every answered person's row, written together below (one statement for the call).
     let mut changes: Vec<(&person::Model, person::Model)> = Vec::with_capacity(people.len());
@@ -267,7 +246,6 @@ async fn record_in(
         if let Some(a) = answer {
             new.credits_micros += a.credits.micros();
             attributed += a.credits.micros();
-            *cost_per_job.entry(p.job_id).or_default() += a.credits.micros();
             tally.credits(p.job_id, CreditKind::Sync, a.credits.micros());
         }
         if new.phone_elsewhere && !new.got_phone {
@@ -286,18 +264,18 @@ async fn record_in(
     update_people(txn, tally, &later, now).await?;
     let weights: Vec<(Uuid, i64)> = per_job.into_iter().collect();
     for (job_id, share) in split_credits(outcome.credits.micros() - attributed, &weights) {
-        *cost_per_job.entry(job_id).or_default() += share;
         tally.credits(job_id, CreditKind::Sync, share);
         tally.call(job_id);
     }
     if b.unknown_outcomes > 0 {
-        // Earlier calls of this batch whose outcome was unknown cost what this one did at most.
-        let options = crate::jobs::options_of(b.flags);
-        for (job_id, people) in crate::people::people_per_job(txn, b.id).await? {
-            let worst = crate::budget::double_charge_worst(&options, people);
-            let answered = Credits(cost_per_job.get(&job_id).copied().unwrap_or(0));
-            tally.reprice_double_charges(job_id, crate::budget::reprice(b.unknown_outcomes, answered, worst).micros());
-        }
+        // Earlier calls of this batch whose outcome was unknown cost what this one did.
+        let by_job = people_per_job(txn, b.id).await?;
+        let people = by_job.iter().map(|(_, n)| n).sum();
+        let worst = budget::double_charge_worst(&crate::jobs::options_of(b.flags), people);
+        let booked = Credits(b.credits_micros + outcome.credits.micros());
+        let amount =
+            budget::batch_double_charge(b.unknown_outcomes, true, worst, booked, Credits(b.lost_credits_micros));
+        set_batch_double_charge(txn, tally, b.id, &by_job, b.double_charge_micros, amount.micros()).await?;
     }
     Ok(SyncRecorded::Recorded { completed_jobs: Vec::new() })
 }

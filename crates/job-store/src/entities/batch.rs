@@ -62,6 +62,11 @@ pub struct Model {
     pub response_body: Option<Vec<u8>>,
     /// Calls of this batch whose outcome was unknown (a lost answer, a lease that ran out).
     pub unknown_outcomes: i32,
+    /// Of `credits_micros`: what deliveries of those calls booked (they proved the calls ran).
+    pub lost_credits_micros: i64,
+    /// What those calls may have cost and is not booked ([`crate::budget::batch_double_charge`]),
+    /// as last added to the jobs' `possible_double_charge_micros`.
+    pub double_charge_micros: i64,
 }
 
 /// No navigable relations: queries join explicitly.

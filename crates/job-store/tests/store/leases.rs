@@ -9,7 +9,7 @@ use chrono::TimeDelta;
 use job_store::budget::{PHONE_REVEAL, SYNC_MATCH};
 use job_store::{BatchState, JobOptions, JobState, Store};
 
-use crate::harness::{all_matched, assert_counters_match, job, record};
+use crate::harness::{all_matched, apollo_id, assert_counters_match, job, phone_body, record};
 use crate::store_tests;
 
 store_tests!(
@@ -18,6 +18,7 @@ store_tests!(
     a_lapsed_call_costs_its_worst_case_until_its_retry_is_answered,
     a_lost_answer_is_priced_like_a_lapsed_lease,
     orphans_are_released_at_once_and_task_leases_end_with_their_holder,
+    deliveries_of_the_answered_and_the_lost_calls_settle_what_the_lost_ones_cost,
 );
 
 const SHORT: Duration = Duration::from_secs(10);
@@ -138,4 +139,39 @@ async fn orphans_are_released_at_once_and_task_leases_end_with_their_holder(stor
     assert_eq!(store.release_orphans(t).await.unwrap(), 0);
     let due = store.due_callbacks("next", SHORT, t, 10).await.unwrap();
     assert_eq!(due.len(), 1, "the gone process's callback lease ended too");
+}
+
+async fn deliver(store: &Store, batch_id: uuid::Uuid, claim: i32, body: &[u8]) {
+    let item = job_store::InboundDelivery { batch_id, claim: Some(claim), body };
+    let id = store.store_deliveries(&[item], chrono::Utc::now()).await.unwrap().pop().unwrap().unwrap().id();
+    store.apply_delivery(id, &apollo_client::parse_delivery(body).unwrap()).await.unwrap();
+}
+
+async fn deliveries_of_the_answered_and_the_lost_calls_settle_what_the_lost_ones_cost(store: Store) {
+    let phone = JobOptions { reveal_phone_number: true, ..JobOptions::default() };
+    let j = store.create_job(job("acme", 2, phone)).await.unwrap().job.id;
+    let now = store.clock_now().await.unwrap();
+    let amount = |store: &Store| {
+        let store = store.clone();
+        async move { store.get_job(j).await.unwrap().unwrap().possible_double_charge_credits }
+    };
+    // Claim 1 lapses (it ran), claim 2's answer is lost (it did not), claim 3 is answered.
+    let b = store.claim_batch("a", SHORT, now).await.unwrap().unwrap();
+    assert_eq!(store.release_expired_leases(now + TimeDelta::seconds(11)).await.unwrap(), 1);
+    store.claim_batch("b", SHORT, now + TimeDelta::seconds(11)).await.unwrap().unwrap();
+    assert!(store.retry_unknown_outcome(b.batch_id, now, "502").await.unwrap());
+    assert_eq!(amount(&store).await, Credits::whole(2 * 2 * 9), "two calls at the worst case");
+    let third = store.claim_batch("c", SHORT, store.clock_now().await.unwrap()).await.unwrap().unwrap();
+    assert_eq!(third.claims, 3);
+    record(&store, all_matched(&third, true, false)).await;
+    assert_eq!(amount(&store).await, Credits::whole(2 * 2), "each at the answer's 2 credits");
+    let ids: Vec<String> = b.people.iter().map(|p| apollo_id(p.person_id)).collect();
+    deliver(&store, b.batch_id, 3, &phone_body(&ids, 16.0)).await;
+    assert_eq!(amount(&store).await, Credits::whole(2 * 18), "each ran the phones too");
+    // Claim 1's phones come: it ran, its 2 + 16 credits are booked now.
+    deliver(&store, b.batch_id, 1, &phone_body(&ids, 16.0)).await;
+    let jv = store.get_job(j).await.unwrap().unwrap();
+    assert_eq!(jv.credits, Credits::whole(2 * 18));
+    assert_eq!(jv.possible_double_charge_credits, Credits::whole(18), "claim 2 may still have cost 18");
+    assert_eq!(jv.possible_double_charges, 2);
 }
