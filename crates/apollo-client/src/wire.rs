@@ -115,6 +115,14 @@ pub struct EnrichFlags {
 }
 
 impl EnrichFlags {
+    /// No flag (`Default`, usable in constants: `EnrichFlags { reveal_phone_number: true, ..EnrichFlags::NONE }`).
+    pub const NONE: EnrichFlags = EnrichFlags {
+        reveal_personal_emails: false,
+        reveal_phone_number: false,
+        run_waterfall_email: false,
+        run_waterfall_phone: false,
+    };
+
     /// Whether `flag` is asked for.
     pub fn get(&self, flag: Flag) -> bool {
         match flag {
@@ -473,6 +481,7 @@ mod tests {
             assert_eq!(one.has_async(), f.asynchronous());
         }
         assert_eq!(json_keys(EnrichFlags::default()), Flag::ALL.len(), "one field per flag");
+        assert_eq!(EnrichFlags::NONE, EnrichFlags::default());
         assert_eq!(Flag::from_name("poll_only"), None);
     }
 

@@ -12,18 +12,9 @@ use apollo_client::{
 use apollo_sim::{ChargeKind, SimConfig, SimHandle};
 use common::{Receiver, eventually, fast_config, people, start};
 
-const PHONE: EnrichFlags = EnrichFlags {
-    reveal_personal_emails: false,
-    reveal_phone_number: true,
-    run_waterfall_email: false,
-    run_waterfall_phone: false,
-};
-const WATERFALL: EnrichFlags = EnrichFlags {
-    reveal_personal_emails: false,
-    reveal_phone_number: false,
-    run_waterfall_email: true,
-    run_waterfall_phone: true,
-};
+const PHONE: EnrichFlags = EnrichFlags { reveal_phone_number: true, ..EnrichFlags::NONE };
+const WATERFALL: EnrichFlags =
+    EnrichFlags { run_waterfall_email: true, run_waterfall_phone: true, ..EnrichFlags::NONE };
 const WAIT: Duration = Duration::from_secs(5);
 
 fn hook(rx: &Receiver, token: &str) -> String {

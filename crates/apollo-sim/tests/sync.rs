@@ -13,12 +13,7 @@ use apollo_sim::{ChargeKind, SimConfig};
 use common::{fast_config, people, start};
 use serde_json::{Value, json};
 
-const NO_FLAGS: EnrichFlags = EnrichFlags {
-    reveal_personal_emails: false,
-    reveal_phone_number: false,
-    run_waterfall_email: false,
-    run_waterfall_phone: false,
-};
+const NO_FLAGS: EnrichFlags = EnrichFlags::NONE;
 
 #[tokio::test]
 async fn a_wrong_key_is_a_plain_text_401() {

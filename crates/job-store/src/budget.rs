@@ -206,12 +206,7 @@ mod tests {
         assert_eq!(worst_case(&JobOptions::default()), Credits::whole(1));
         let phone = JobOptions { reveal_phone_number: true, ..JobOptions::default() };
         assert_eq!(worst_case(&phone), Credits::whole(9));
-        let all = JobOptions {
-            reveal_personal_emails: true,
-            reveal_phone_number: true,
-            run_waterfall_email: true,
-            run_waterfall_phone: true,
-        };
+        let all = JobOptions::of(apollo_client::Flag::ALL);
         assert_eq!(worst_case(&all), Credits::whole(1 + 1 + 8 + 4 + 25));
     }
 

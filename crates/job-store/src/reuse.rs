@@ -95,12 +95,7 @@ pub fn will_answer(policy: &ReusePolicy, client: &str, want: JobOptions, e: &Ear
 mod tests {
     use super::*;
 
-    const PHONE: JobOptions = JobOptions {
-        reveal_personal_emails: false,
-        reveal_phone_number: true,
-        run_waterfall_email: false,
-        run_waterfall_phone: false,
-    };
+    const PHONE: JobOptions = JobOptions { reveal_phone_number: true, ..JobOptions::NONE };
 
     fn at(h: i64) -> DateTime<Utc> {
         DateTime::UNIX_EPOCH + TimeDelta::hours(h)
