@@ -488,7 +488,7 @@ mod tests {
     /// later; while it waits for a slot it reads the usage-stats counts every 10 ms, as the
     /// dispatcher does. Returns Apollo's receipt times of accepted calls and the refusals.
     fn against_fixed_windows(offset_ms: u64, limit: u32, windows: u64) -> (Vec<u64>, usize) {
-        use apollo_sim::limits::{Admission as Apollo, FixedWindows};
+        use apollo_sim::limits::{Admission as Apollo, Alignment, Counters, Rule, Shape};
         let lengths = [1_000, 60_000, 1_440_000];
         let limits = [Some(limit), None, None];
         let t0 = Instant::now();
@@ -498,14 +498,15 @@ mod tests {
             MINUTE,
             t0 + Duration::from_millis(777),
         );
-        let mut apollo = FixedWindows::default();
+        let mut apollo = Counters::default();
+        let rule = Rule { lengths_ms: lengths, limits, shape: Shape::Fixed, align: Alignment::Clock };
         let (mut received, mut refused) = (Vec::new(), 0);
         for ms in 0..windows * 1_000 {
             let mut sent = false;
             while l.try_acquire(at(ms)).is_ok() {
                 sent = true;
                 let apollo_ms = ms + 1 + offset_ms;
-                match apollo.admit(apollo_ms, lengths, limits) {
+                match apollo.admit(apollo_ms, &rule) {
                     Apollo::Allowed(u) => {
                         received.push(ms + 1);
                         let h = RateLimit {
@@ -522,7 +523,7 @@ mod tests {
                 }
             }
             if !sent && ms % 10 == 0 && !l.restart_known() {
-                let used = apollo.usage(ms + 1 + offset_ms, lengths, limits)[0].used;
+                let used = apollo.usage(ms + 1 + offset_ms, &rule)[0].used;
                 l.observe_usage(at(ms), at(ms + 2), [Some(u64::from(used)), None, None]);
             }
         }
