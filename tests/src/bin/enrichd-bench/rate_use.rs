@@ -103,7 +103,7 @@ pub async fn run(twice_too_high: bool) -> anyhow::Result<Section> {
              later call goes one window after the call N places before it; the last window is partial. The steady \
              pace is therefore the time N consecutive calls take (call k − N to call k), averaged over every k from \
              the first call to the last; a client using every slot takes exactly one window. The limiter waits one \
-             window plus a 1 % margin (minimum 5 ms) per slot, which is where the last percent goes; the simulator's \
+             window plus a margin measured from answer times per slot, which is where the last percent goes; the simulator's \
              fixed windows strictly inside the span show whether any allowance was left unused.\n\n\
              No yardstick row: these figures are already ratios to Apollo's allowance (calls/s ÷ allowed, people \
              per call of at most ten) or counts of 429s, which a faster or slower machine does not change while it \
@@ -155,7 +155,7 @@ pub async fn run(twice_too_high: bool) -> anyhow::Result<Section> {
         )
     };
     let limits = format!(
-        "The limiter spends a slot one window plus a 1 % margin after the call {RATE_LIMIT} places before it, and \
+        "The limiter spends a slot one window plus a margin (measured from answer times) after the call {RATE_LIMIT} places before it, and \
          counts a call from the moment it is claimed, so any delay between claiming and the simulator's receipt \
          (a busy CPU, a slow claim) is lost allowance; {full} of {} interior simulator windows were full.",
         interior.len()
