@@ -387,6 +387,30 @@ mod tests {
     }
 
     #[test]
+    fn no_reading_lets_a_call_go_before_the_log_does() {
+        let t0 = Instant::now();
+        let mut l = limiter(3);
+        for _ in 0..3 {
+            l.try_acquire(t0).unwrap();
+        }
+        let free_at = t0 + Duration::from_millis(1010);
+        assert_eq!(l.next_slot(t0), Some(free_at));
+        // What once taught a restart: usage falling to 1 or 0 (a stale usage-stats endpoint, a
+        // sliding window or a token bucket reports so), calls said to be left, the window said used
+        // up by our own calls. None of it frees a slot early, again and again.
+        let at = t0 + Duration::from_millis(100);
+        for round in 0..3 {
+            for (used, left) in [(1, 2), (0, 3), (3, 0)] {
+                let w = Window { limit: WindowLimit::Max(3), used: Some(used), left: Some(left) };
+                l.observe(at - Duration::from_millis(5), at, &RateLimit { minute: w, ..Default::default() });
+                assert_eq!(l.next_slot(at), Some(free_at), "round {round}: used {used}, left {left}");
+                assert!(l.try_acquire(at).is_err());
+            }
+        }
+        assert!(l.try_acquire(free_at).is_ok());
+    }
+
+    #[test]
     fn a_learned_limit_of_zero_waits_one_window_and_never_points_to_the_past() {
         let t0 = Instant::now();
         let mut l = unlimited();

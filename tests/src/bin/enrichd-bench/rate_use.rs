@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use apollo_sim::{CallRecord, SimConfig};
 use e2e_tests::Backend;
+use e2e_tests::rate_matrix::steady_rate;
 
 use crate::report::{Section, row};
 use crate::stack::{self, callback_of};
@@ -173,11 +174,4 @@ pub async fn run(twice_too_high: bool) -> anyhow::Result<Section> {
         limits,
         ..Section::default()
     })
-}
-/// Calls per second sustained after the first window's burst: `limit` ÷ the mean time `limit`
-/// consecutive successful calls took (see section 1).
-pub fn steady_rate(ok: &[&CallRecord], limit: u32) -> f64 {
-    let nn = limit as usize;
-    let reuse: f64 = (nn..ok.len()).map(|k| (ok[k].since_start - ok[k - nn].since_start).as_secs_f64()).sum();
-    f64::from(limit) * ok.len().saturating_sub(nn) as f64 / reuse
 }

@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use crate::figures::ms;
 use crate::overhead::unlimited_sim;
-use crate::rate_use::{RATE_LIMIT, RATE_MINUTE_MS, limited_sim, steady_rate};
+use e2e_tests::rate_matrix::steady_rate;
+
+use crate::rate_use::{RATE_LIMIT, RATE_MINUTE_MS, limited_sim};
 use crate::report::{Section, row};
 use crate::stack::{self, callback_of};
 use crate::workload::{job_body, person};
