@@ -176,18 +176,36 @@ pub fn steady_rate(accepted: &[&CallRecord], limit: u32) -> f64 {
 /// process(es), submits one job of `plan.limit × plan.windows` calls' worth of people, waits for
 /// it, and measures Apollo's side.
 pub async fn run_cell(cell: &Cell, plan: Plan, bin: &Path) -> anyhow::Result<CellResult> {
+    run_against(cell.sim(plan), cell.replicas, plan, bin, None).await.map_err(|e| e.context(cell.name()))
+}
+
+/// Runs the service (`replicas` processes: one on SQLite, more on PostgreSQL) against a simulator
+/// configured with `sim` (its key and minute are set here), as [`run_cell`] does; the first
+/// process writes its rate-limit trace to `trace` when given.
+pub async fn run_against(
+    sim: SimConfig,
+    replicas: usize,
+    plan: Plan,
+    bin: &Path,
+    trace: Option<&Path>,
+) -> anyhow::Result<CellResult> {
     enrichd::startup::install_tls();
-    let backend = if cell.replicas > 1 { Backend::Postgres } else { Backend::Sqlite };
+    let backend = if replicas > 1 { Backend::Postgres } else { Backend::Sqlite };
     let mut db = TestDb::create(backend).await?;
-    let sim = apollo_sim::spawn(cell.sim(plan)).await?;
+    let sim = apollo_sim::spawn(SimConfig {
+        api_key: APOLLO_KEY.into(),
+        minute_ms: u64::try_from(plan.minute.as_millis()).unwrap_or(u64::MAX),
+        ..sim
+    })
+    .await?;
     let dir = std::env::temp_dir().join(format!("enrichd-matrix-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
     let (_, signing) = SigningSecret::generate();
     let minute = format!("{}ms", plan.minute.as_millis());
     let mut services = Vec::new();
-    for i in 0..cell.replicas.max(1) {
+    for i in 0..replicas.max(1) {
         let port = free_port();
-        let env = [
+        let mut env: Vec<(String, String)> = [
             ("DATABASE_URL", db.url.as_str()),
             ("BIND", &format!("127.0.0.1:{port}")),
             ("APOLLO_API_KEY", APOLLO_KEY),
@@ -202,6 +220,9 @@ pub async fn run_cell(cell: &Cell, plan: Plan, bin: &Path) -> anyhow::Result<Cel
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
+        if let Some(path) = trace.filter(|_| i == 0) {
+            env.push(("APOLLO_TRACE_FILE".into(), path.display().to_string()));
+        }
         let api = Api::new(format!("http://127.0.0.1:{port}"));
         services.push(Service {
             bin: bin.to_path_buf(),
@@ -220,7 +241,7 @@ pub async fn run_cell(cell: &Cell, plan: Plan, bin: &Path) -> anyhow::Result<Cel
         });
     }
     let mut services = set.join_all().await;
-    let mut result = measure(cell, plan, &services[0].api, &sim).await;
+    let mut result = measure(plan, &services[0].api, &sim).await;
     if let Ok(r) = &mut result {
         for s in &services {
             r.margin = r.margin.max(margin_of(&s.api).await?);
@@ -234,13 +255,13 @@ pub async fn run_cell(cell: &Cell, plan: Plan, bin: &Path) -> anyhow::Result<Cel
     if result.is_ok() {
         let _ = std::fs::remove_dir_all(&dir);
     }
-    result.map_err(|e| e.context(format!("{} (logs in {})", cell.name(), dir.display())))
+    result.map_err(|e| e.context(format!("logs in {}", dir.display())))
 }
 
-async fn measure(cell: &Cell, plan: Plan, api: &Api, sim: &apollo_sim::SimHandle) -> anyhow::Result<CellResult> {
+async fn measure(plan: Plan, api: &Api, sim: &apollo_sim::SimHandle) -> anyhow::Result<CellResult> {
     let people = plan.limit as usize * plan.windows as usize * 10;
     let body = json!({
-        "people": (0..people).map(|i| json!({"email": format!("m{}-{i}@matrix-{}.io", cell.seed, i % 7)})).collect::<Vec<Value>>(),
+        "people": (0..people).map(|i| json!({"email": format!("m{i}@matrix-{}.io", i % 7)})).collect::<Vec<Value>>(),
     });
     let t0 = Instant::now();
     let resp = api.submit(&body).await;

@@ -91,6 +91,12 @@ pub struct SimConfig {
     #[arg(long, default_value_t = 0)]
     pub count_delay_ms: u64,
 
+    /// Count as a rate-limit trace of the service (`APOLLO_TRACE_FILE`) shows Apollo counted: its
+    /// limits, header semantics, `retry-after` form and answer-time spread override the knobs
+    /// above (see `replay`) [default: none].
+    #[arg(long)]
+    pub replay_trace: Option<std::path::PathBuf>,
+
     /// Fault: the `retry-after` of every 429, sent verbatim instead of the real wait (e.g. `inf`,
     /// `-1`, an HTTP date), with no `x-retry-after-ms` [default: the real wait].
     #[arg(long)]

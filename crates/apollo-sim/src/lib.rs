@@ -62,6 +62,7 @@ pub mod limits;
 pub mod payloads;
 pub mod population;
 pub mod records;
+pub mod replay;
 pub mod routes;
 
 mod bulk;
@@ -97,6 +98,14 @@ pub async fn spawn(config: SimConfig) -> anyhow::Result<SimHandle> {
 pub async fn spawn_on(addr: SocketAddr, config: SimConfig) -> anyhow::Result<SimHandle> {
     let rt = tokio::runtime::Handle::try_current()
         .map_err(|e| anyhow::anyhow!("apollo_sim::spawn must be called inside a tokio runtime: {e}"))?;
+    let mut config = config;
+    if let Some(path) = &config.replay_trace {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let lines = apollo_client::trace::parse_trace(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let behaviour = replay::behaviour(&lines);
+        tracing::info!(?behaviour, trace = %path.display(), "replaying a rate-limit trace");
+        replay::apply(&mut config, &behaviour);
+    }
     // reqwest is built without a default TLS provider; installing one twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()

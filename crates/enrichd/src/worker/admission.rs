@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use apollo_client::RateLimit;
+use apollo_client::trace::TraceLine;
 use job_store::limiter::AnswerTimes;
 use job_store::{Admitted, Allowance, ClaimedBatch, RateRules, StoreResult, WindowRule};
 use secrecy::ExposeSecret;
@@ -27,9 +28,16 @@ pub enum Next {
     Idle,
 }
 
-/// The limiter a dispatcher obeys.
+/// The limiter a dispatcher obeys, and the trace it writes.
 #[derive(Debug)]
-pub enum Admission {
+pub struct Admission {
+    decider: Decider,
+    trace: Option<Mutex<Trace>>,
+}
+
+/// Who decides.
+#[derive(Debug)]
+enum Decider {
     /// This process's own limiter (SQLite).
     Local(Box<Mutex<Limiter>>),
     /// The limiter shared in PostgreSQL by every replica with the same key, and this replica's
@@ -59,16 +67,52 @@ fn show_margin(margin: Duration) {
     metrics::gauge!("enrichd_limiter_margin_seconds").set(margin.as_secs_f64());
 }
 
+/// The rate-limit trace file (`APOLLO_TRACE_FILE`): times count from the first call traced.
+#[derive(Debug)]
+struct Trace {
+    file: std::fs::File,
+    origin: Option<Instant>,
+}
+
+impl Trace {
+    /// Appends one call's line; a trace that cannot be written is logged, never fatal.
+    fn write(&mut self, sent: Instant, status: u16, headers: &RateLimit) {
+        let origin = *self.origin.get_or_insert(sent);
+        let line = TraceLine::new(sent.saturating_duration_since(origin), origin.elapsed(), status, headers);
+        let text = serde_json::to_string(&line).expect("a trace line is JSON") + "\n";
+        if let Err(e) = std::io::Write::write_all(&mut self.file, text.as_bytes()) {
+            tracing::warn!(error = %e, "could not write the rate-limit trace");
+        }
+    }
+}
+
 impl Admission {
-    /// The shared limiter on PostgreSQL, the local one otherwise.
+    /// The shared limiter on PostgreSQL, the local one otherwise; tracing calls when configured
+    /// (a trace file that cannot be opened is logged as an error; dispatch goes on untraced).
     pub fn for_state(state: &AppState) -> Admission {
         let (limits, minute) = (state.config.limits(), state.config.rate_minute);
-        match (state.store.is_shared(), state.config.apollo_api_key.as_ref()) {
-            (true, Some(key)) => Admission::Shared(
+        let decider = match (state.store.is_shared(), state.config.apollo_api_key.as_ref()) {
+            (true, Some(key)) => Decider::Shared(
                 shared_rules(key.expose_secret(), limits, minute),
                 Box::new(Mutex::new(AnswerTimes::default())),
             ),
-            _ => Admission::Local(Box::new(Mutex::new(Limiter::new(limits, minute)))),
+            _ => Decider::Local(Box::new(Mutex::new(Limiter::new(limits, minute)))),
+        };
+        let trace = state.config.apollo_trace_file.as_ref().and_then(|path| {
+            match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                Ok(file) => Some(Mutex::new(Trace { file, origin: None })),
+                Err(e) => {
+                    tracing::error!(error = %e, path = %path.display(), "cannot open APOLLO_TRACE_FILE: calls are not traced");
+                    None
+                }
+            }
+        });
+        Admission { decider, trace }
+    }
+
+    fn trace(&self, sent: Instant, status: u16, headers: &RateLimit) {
+        if let Some(t) = &self.trace {
+            t.lock().expect("trace").write(sent, status, headers);
         }
     }
 
@@ -81,8 +125,8 @@ impl Admission {
     /// Waits for nothing: decides now whether calls may go and claims their batches, up to `max`
     /// and as many as have room, in one transaction.
     pub async fn next(&self, state: &AppState, max: usize) -> StoreResult<Next> {
-        match self {
-            Admission::Local(limiter) => {
+        match &self.decider {
+            Decider::Local(limiter) => {
                 let free = {
                     let mut limiter = limiter.lock().expect("limiter");
                     let now = Instant::now();
@@ -104,7 +148,7 @@ impl Admission {
                 }
                 Ok(Next::Call(batches))
             }
-            Admission::Shared(rules, answers) => {
+            Decider::Shared(rules, answers) => {
                 let rules = Admission::measured(rules, answers);
                 Ok(match state.store.claim_admitted(&state.owner, state.config.lease, &rules, max).await? {
                     Admitted::Claimed(batches) => Next::Call(batches),
@@ -118,13 +162,13 @@ impl Admission {
     /// Waits for a rate slot and takes it, for a call outside the claim loop (a probe).
     pub async fn take_slot(&self, state: &AppState) {
         loop {
-            let wait = match self {
-                Admission::Local(limiter) => {
+            let wait = match &self.decider {
+                Decider::Local(limiter) => {
                     let mut limiter = limiter.lock().expect("limiter");
                     let now = Instant::now();
                     limiter.try_acquire(now).err().map(|at| at.saturating_duration_since(now))
                 }
-                Admission::Shared(rules, answers) => {
+                Decider::Shared(rules, answers) => {
                     match state.store.take_rate_slot(&Admission::measured(rules, answers)).await {
                         Ok(wait) => wait.map(spread),
                         Err(e) => {
@@ -144,24 +188,25 @@ impl Admission {
     /// The allowance now, for operators: the local limiter's, or the shared one's counted in the
     /// database on its clock.
     pub async fn allowance(&self, state: &AppState) -> StoreResult<Allowance> {
-        match self {
-            Admission::Local(limiter) => {
+        match &self.decider {
+            Decider::Local(limiter) => {
                 Ok(limiter.lock().expect("limiter").allowance(Instant::now(), chrono::Utc::now()))
             }
-            Admission::Shared(rules, answers) => state.store.allowance(&Admission::measured(rules, answers)).await,
+            Decider::Shared(rules, answers) => state.store.allowance(&Admission::measured(rules, answers)).await,
         }
     }
 
     /// Learns from the answer to a call sent at `sent` and answered just now: its time and its
     /// rate-limit headers.
     pub async fn observe(&self, state: &AppState, sent: Instant, headers: &RateLimit) {
-        match self {
-            Admission::Local(limiter) => {
+        self.trace(sent, 200, headers);
+        match &self.decider {
+            Decider::Local(limiter) => {
                 let mut limiter = limiter.lock().expect("limiter");
                 limiter.observe(sent, Instant::now(), headers);
                 show_margin(limiter.margin());
             }
-            Admission::Shared(rules, answers) => {
+            Decider::Shared(rules, answers) => {
                 answers.lock().expect("answer times").record(sent.elapsed());
                 let rules = Admission::measured(rules, answers);
                 show_margin(rules.margin);
@@ -174,13 +219,14 @@ impl Admission {
 
     /// A 429 sent at `sent`: no call (from any replica, when shared) before its `retry-after`.
     pub async fn on_rate_limited(&self, state: &AppState, sent: Instant, headers: &RateLimit) {
-        match self {
-            Admission::Local(limiter) => {
+        self.trace(sent, 429, headers);
+        match &self.decider {
+            Decider::Local(limiter) => {
                 let mut limiter = limiter.lock().expect("limiter");
                 limiter.on_rate_limited(sent, Instant::now(), headers);
                 show_margin(limiter.margin());
             }
-            Admission::Shared(rules, answers) => {
+            Decider::Shared(rules, answers) => {
                 answers.lock().expect("answer times").record(sent.elapsed());
                 let rules = Admission::measured(rules, answers);
                 show_margin(rules.margin);
