@@ -196,44 +196,51 @@ impl Admission {
         }
     }
 
-    /// Learns from the answer to a call sent at `sent` and answered just now: its time and its
-    /// rate-limit headers.
-    pub async fn observe(&self, state: &AppState, sent: Instant, headers: &RateLimit) {
-        self.trace(sent, 200, headers);
+    /// Takes in an answer (`status`) to a call sent at `sent`: traces it, and either lets the
+    /// local limiter learn from it (`local`) or records its time and returns the shared rules
+    /// with the margin measured now, for the caller to store what it learned.
+    fn answered(
+        &self,
+        sent: Instant,
+        status: u16,
+        headers: &RateLimit,
+        local: impl FnOnce(&mut Limiter),
+    ) -> Option<RateRules> {
+        self.trace(sent, status, headers);
         match &self.decider {
             Decider::Local(limiter) => {
                 let mut limiter = limiter.lock().expect("limiter");
-                limiter.observe(sent, Instant::now(), headers);
+                local(&mut limiter);
                 show_margin(limiter.margin());
+                None
             }
             Decider::Shared(rules, answers) => {
                 answers.lock().expect("answer times").record(sent.elapsed());
                 let rules = Admission::measured(rules, answers);
                 show_margin(rules.margin);
-                if let Err(e) = state.store.observe_rate_headers(&rules, headers).await {
-                    tracing::warn!(error = %e, "could not store the rate-limit headers");
-                }
+                Some(rules)
             }
+        }
+    }
+
+    /// Learns from the answer to a call sent at `sent` and answered just now: its time and its
+    /// rate-limit headers.
+    pub async fn observe(&self, state: &AppState, sent: Instant, headers: &RateLimit) {
+        let local = |l: &mut Limiter| l.observe(sent, Instant::now(), headers);
+        if let Some(rules) = self.answered(sent, 200, headers, local)
+            && let Err(e) = state.store.observe_rate_headers(&rules, headers).await
+        {
+            tracing::warn!(error = %e, "could not store the rate-limit headers");
         }
     }
 
     /// A 429 sent at `sent`: no call (from any replica, when shared) before its `retry-after`.
     pub async fn on_rate_limited(&self, state: &AppState, sent: Instant, headers: &RateLimit) {
-        self.trace(sent, 429, headers);
-        match &self.decider {
-            Decider::Local(limiter) => {
-                let mut limiter = limiter.lock().expect("limiter");
-                limiter.on_rate_limited(sent, Instant::now(), headers);
-                show_margin(limiter.margin());
-            }
-            Decider::Shared(rules, answers) => {
-                answers.lock().expect("answer times").record(sent.elapsed());
-                let rules = Admission::measured(rules, answers);
-                show_margin(rules.margin);
-                if let Err(e) = state.store.record_rate_limited(&rules, headers).await {
-                    tracing::warn!(error = %e, "could not share a 429's retry-after");
-                }
-            }
+        let local = |l: &mut Limiter| l.on_rate_limited(sent, Instant::now(), headers);
+        if let Some(rules) = self.answered(sent, 429, headers, local)
+            && let Err(e) = state.store.record_rate_limited(&rules, headers).await
+        {
+            tracing::warn!(error = %e, "could not share a 429's retry-after");
         }
     }
 }
