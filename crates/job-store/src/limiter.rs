@@ -21,7 +21,7 @@
 //! row, so one replica's 429 pauses all of them.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apollo_client::{RateLimit, WindowLimit};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -163,22 +163,41 @@ pub fn learn(previous: Option<i64>, stated: WindowLimit) -> Option<i64> {
     }
 }
 
-/// The send-to-answer times of a key's recent calls, from which the margin is measured.
+/// The times from admitting a key's recent calls to their answers, from which the margin is
+/// measured.
 #[derive(Clone, Debug, Default)]
 pub struct AnswerTimes {
     recent: VecDeque<Duration>,
+    /// When recent calls were admitted (a slot taken), oldest first.
+    admitted: VecDeque<Instant>,
 }
 
 /// How many recent answers the margin is measured over.
 const ANSWERS_KEPT: usize = 200;
 
 impl AnswerTimes {
-    /// Adds one call's time from sending to its answer.
-    pub fn record(&mut self, took: Duration) {
+    /// A call was admitted at `at`.
+    pub fn admit(&mut self, at: Instant) {
+        if self.admitted.len() == ANSWERS_KEPT {
+            self.admitted.pop_front();
+        }
+        self.admitted.push_back(at);
+    }
+
+    /// The last `n` admissions were given back (slots counted, not taken).
+    pub fn give_back(&mut self, n: usize) {
+        self.admitted.truncate(self.admitted.len().saturating_sub(n));
+    }
+
+    /// Adds one call's time from its admission to its answer: the call sent at `sent` was
+    /// admitted at the latest admission no later than that (or at `sent`, when none is kept), so
+    /// the wait between a slot and the send (a claim, a task waiting for a busy CPU) counts too.
+    pub fn record(&mut self, sent: Instant, answered: Instant) {
+        let admitted = self.admitted.iter().rev().find(|t| **t <= sent).copied().unwrap_or(sent);
         if self.recent.len() == ANSWERS_KEPT {
             self.recent.pop_front();
         }
-        self.recent.push_back(took);
+        self.recent.push_back(answered.saturating_duration_since(admitted));
     }
 
     /// The margin these answers call for ([`measured_margin`]).
@@ -188,9 +207,8 @@ impl AnswerTimes {
 }
 
 /// The margin each window adds to Apollo's length: the longest a call may take from our
-/// decision to Apollo's count. Apollo counts a call before it answers it, so that is at most its
-/// send-to-answer time: the 99th percentile of recent ones, and 5 ms for the step from the
-/// decision to the send. Before any answer, a twentieth of a minute; never over a tenth of one
+/// decision to Apollo's count. Apollo counts a call before it answers it, so that is at most the
+/// time from admitting it to its answer: the 99th percentile of recent ones, and 5 ms. Before any answer, a twentieth of a minute; never over a tenth of one
 /// (slow answers must not stall dispatch).
 pub fn measured_margin(recent: impl Iterator<Item = Duration>, minute: Duration) -> Duration {
     let mut times: Vec<Duration> = recent.collect();
@@ -626,30 +644,39 @@ mod tests {
     fn the_margin_is_a_high_percentile_of_answer_times() {
         let minute = Duration::from_secs(60);
         let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let took = |t: &mut AnswerTimes, d: Duration| t.record(t0, t0 + d);
         // Before any answer: a twentieth of a minute.
         assert_eq!(AnswerTimes::default().margin(minute), ms(3_000));
         // Fewer than 100 answers: the longest, and 5 ms.
         let mut t = AnswerTimes::default();
         for d in [10, 40, 20] {
-            t.record(ms(d));
+            took(&mut t, ms(d));
         }
         assert_eq!(t.margin(minute), ms(45));
         // 200 answers, two of them slow: the 99th percentile leaves the slowest out.
         let mut t = AnswerTimes::default();
         for i in 0..200 {
-            t.record(ms(if i % 100 == 7 { 900 } else { 8 + i % 5 }));
+            took(&mut t, ms(if i % 100 == 7 { 900 } else { 8 + i % 5 }));
         }
         assert_eq!(t.margin(minute), ms(12 + 5));
         // Only the last 200 count: old slow answers are forgotten.
         for _ in 0..200 {
-            t.record(ms(4));
+            took(&mut t, ms(4));
         }
         assert_eq!(t.margin(minute), ms(9));
         // Never more than a tenth of a minute.
-        t.record(ms(50_000));
-        t.record(ms(50_000));
-        t.record(ms(50_000));
+        for _ in 0..3 {
+            took(&mut t, ms(50_000));
+        }
         assert_eq!(t.margin(minute), ms(6_000));
+        // From the latest admission before the send: the wait for the send counts.
+        let mut t = AnswerTimes::default();
+        t.admit(t0);
+        t.admit(t0 + ms(30));
+        t.give_back(1);
+        t.record(t0 + ms(20), t0 + ms(25));
+        assert_eq!(t.margin(minute), ms(30));
     }
 
     #[test]

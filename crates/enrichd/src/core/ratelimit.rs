@@ -157,6 +157,7 @@ impl Limiter {
         for w in &mut self.windows {
             w.log.push_back(now);
         }
+        self.answers.admit(now);
         Ok(())
     }
 
@@ -167,13 +168,14 @@ impl Limiter {
         for w in &mut self.windows {
             w.log.truncate(w.log.len() - free);
         }
+        self.answers.give_back(free);
         free
     }
 
-    /// Learns from the answer to a call sent at `sent` and answered at `answered`: its time (the
-    /// margin) and its rate-limit headers.
+    /// Learns from the answer to a call sent at `sent` and answered at `answered`: its time from
+    /// admission (the margin) and its rate-limit headers.
     pub fn observe(&mut self, sent: Instant, answered: Instant, headers: &RateLimit) {
-        self.answers.record(answered.saturating_duration_since(sent));
+        self.answers.record(sent, answered);
         let margin = self.margin();
         for (w, stated) in self.windows.iter_mut().zip(headers.windows()) {
             let span = w.period + margin;
@@ -374,9 +376,10 @@ mod tests {
         };
         l2.try_acquire(t0).unwrap();
         l2.try_acquire(t0 + Duration::from_millis(1500)).unwrap();
-        let at = t0 + Duration::from_millis(1600);
-        l2.observe(at - Duration::from_millis(4), at, &minute_used);
-        assert_eq!(l2.next_slot(at), Some(t0 + Duration::from_millis(2510)));
+        // Answered 5 ms after the second call was admitted (the margin stays 10 ms).
+        let second = t0 + Duration::from_millis(1500);
+        l2.observe(second, second + Duration::from_millis(5), &minute_used);
+        assert_eq!(l2.next_slot(t0 + Duration::from_millis(1600)), Some(t0 + Duration::from_millis(2510)));
 
         let mut l = limiter(100);
         let h = RateLimit { retry_after: Some(Duration::from_secs(17)), ..Default::default() };
@@ -402,7 +405,8 @@ mod tests {
         for round in 0..3 {
             for (used, left) in [(1, 2), (0, 3), (3, 0)] {
                 let w = Window { limit: WindowLimit::Max(3), used: Some(used), left: Some(left) };
-                l.observe(at - Duration::from_millis(5), at, &RateLimit { minute: w, ..Default::default() });
+                // Answered 5 ms after admission (the margin stays 10 ms), read at `at`.
+                l.observe(t0, t0 + Duration::from_millis(5), &RateLimit { minute: w, ..Default::default() });
                 assert_eq!(l.next_slot(at), Some(free_at), "round {round}: used {used}, left {left}");
                 assert!(l.try_acquire(at).is_err());
             }

@@ -151,7 +151,12 @@ impl Admission {
             Decider::Shared(rules, answers) => {
                 let rules = Admission::measured(rules, answers);
                 Ok(match state.store.claim_admitted(&state.owner, state.config.lease, &rules, max).await? {
-                    Admitted::Claimed(batches) => Next::Call(batches),
+                    Admitted::Claimed(batches) => {
+                        let now = Instant::now();
+                        let mut answers = answers.lock().expect("answer times");
+                        batches.iter().for_each(|_| answers.admit(now));
+                        Next::Call(batches)
+                    }
                     Admitted::Wait(d) => Next::WaitUntil(Instant::now() + spread(d)),
                     Admitted::Idle => Next::Idle,
                 })
@@ -170,6 +175,10 @@ impl Admission {
                 }
                 Decider::Shared(rules, answers) => {
                     match state.store.take_rate_slot(&Admission::measured(rules, answers)).await {
+                        Ok(None) => {
+                            answers.lock().expect("answer times").admit(Instant::now());
+                            None
+                        }
                         Ok(wait) => wait.map(spread),
                         Err(e) => {
                             tracing::warn!(error = %e, "could not take a rate slot; database unavailable?");
@@ -215,7 +224,7 @@ impl Admission {
                 None
             }
             Decider::Shared(rules, answers) => {
-                answers.lock().expect("answer times").record(sent.elapsed());
+                answers.lock().expect("answer times").record(sent, Instant::now());
                 let rules = Admission::measured(rules, answers);
                 show_margin(rules.margin);
                 Some(rules)
@@ -260,7 +269,8 @@ mod tests {
         assert_eq!(r.margin, Duration::from_secs(3));
         assert!(!r.key.contains("k-123"));
         let answers = Mutex::new(AnswerTimes::default());
-        answers.lock().unwrap().record(Duration::from_millis(40));
+        let t0 = Instant::now();
+        answers.lock().unwrap().record(t0, t0 + Duration::from_millis(40));
         assert_eq!(Admission::measured(&r, &answers).margin, Duration::from_millis(45));
     }
 

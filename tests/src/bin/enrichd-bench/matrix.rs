@@ -70,7 +70,14 @@ pub async fn run() -> anyhow::Result<Section> {
     );
     let (mut passing, mut refused_total, mut calls_total, mut lowest) = (0, 0, 0, f64::MAX);
     for (i, cell) in cells.iter().enumerate() {
-        let r = run_cell(cell, plan, &bin).await?;
+        let r = match run_cell(cell, plan, &bin).await {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("   cell {}: {e:#}", i + 1);
+                let _ = writeln!(table, "| {} | {} | | | | | | | | | | **no**: {e} |", i + 1, cell.name());
+                continue;
+            }
+        };
         eprintln!("   cell {}: {} → {} refused, rate use {:.3}", i + 1, cell.name(), r.refused, r.rate_use);
         passing += usize::from(r.passes());
         refused_total += r.refused;
