@@ -19,6 +19,7 @@ mod m20261201_000010_batch_failures;
 mod m20261201_000011_pending_deliveries;
 mod m20261206_000012_double_charge_amounts;
 mod m20261206_000013_unread_columns;
+mod m20261206_000014_measured_margin;
 
 /// Applies the enrichd migrations in order.
 pub struct Migrator;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000011_pending_deliveries::Migration),
             Box::new(m20261206_000012_double_charge_amounts::Migration),
             Box::new(m20261206_000013_unread_columns::Migration),
+            Box::new(m20261206_000014_measured_margin::Migration),
         ]
     }
 }

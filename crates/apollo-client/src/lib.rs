@@ -11,6 +11,7 @@ pub mod facts;
 pub mod lenient;
 pub mod numbers;
 pub mod rate_limit;
+pub mod trace;
 pub mod wire;
 
 pub use client::{ApolloClient, BulkMatchOutcome, MAX_DETAILS, UsageWindow, WebhookResultPoll, route_usage};

@@ -3,6 +3,8 @@
 use apollo_client::Credits;
 use clap::Parser;
 
+use crate::limits::{Alignment, HeaderStyle, Rule, Shape, UsageStats};
+
 /// Every knob of the simulator. Each field is a `--flag` of the binary; `Default` gives the same
 /// values as the flags' defaults.
 #[derive(clap::Args, Clone, Debug, PartialEq)]
@@ -51,6 +53,49 @@ pub struct SimConfig {
     /// bulk_match calls allowed per simulated 24 hours [default: unlimited].
     #[arg(long)]
     pub day_limit: Option<u32>,
+
+    /// How the limits count: `fixed` windows, a `sliding` window (N calls in any span of the
+    /// window's length) or a token `bucket` (N tokens, refilled evenly at N per window length).
+    #[arg(long, value_enum, default_value_t = Shape::Fixed)]
+    pub limit_shape: Shape,
+
+    /// Where a fixed window starts: at the multiples of its length on the simulator's `clock`, or
+    /// at the `first-call` after the previous window ended.
+    #[arg(long, value_enum, default_value_t = Alignment::Clock)]
+    pub window_alignment: Alignment,
+
+    /// What the usage-stats endpoint reports: the `live` count, the count `lag:MS` milliseconds
+    /// ago, or `stale` (always 1 used).
+    #[arg(long, default_value = "live")]
+    pub usage_stats: UsageStats,
+
+    /// `x-*-usage` counts only the calls before the one it answers [default: it counts that call].
+    #[arg(long)]
+    pub usage_header_excludes_call: bool,
+
+    /// `x-*-requests-left` is what was left before the call it answers [default: after it].
+    #[arg(long)]
+    pub left_header_excludes_call: bool,
+
+    /// No rate-limit headers on any answer (a 429 still has `retry-after`).
+    #[arg(long)]
+    pub no_rate_headers: bool,
+
+    /// A 429's wait only as `retry-after` in whole seconds, rounded up, as Apollo sends it
+    /// [default: also the exact `x-retry-after-ms`].
+    #[arg(long)]
+    pub retry_after_whole_seconds: bool,
+
+    /// A loaded Apollo: a random delay of up to this many ms (seeded) between receiving a call and
+    /// counting it against the limits; the answer comes after the count.
+    #[arg(long, default_value_t = 0)]
+    pub count_delay_ms: u64,
+
+    /// Count as a rate-limit trace of the service (`APOLLO_TRACE_FILE`) shows Apollo counted: its
+    /// limits, header semantics, `retry-after` form and answer-time spread override the knobs
+    /// above (see `replay`) [default: none].
+    #[arg(long)]
+    pub replay_trace: Option<std::path::PathBuf>,
 
     /// Fault: the `retry-after` of every 429, sent verbatim instead of the real wait (e.g. `inf`,
     /// `-1`, an HTTP date), with no `x-retry-after-ms` [default: the real wait].
@@ -193,6 +238,25 @@ impl SimConfig {
         let minute = self.minute_ms.max(1);
         [minute, minute * 60, minute * 60 * 24]
     }
+
+    /// The rule the rate limits count by.
+    pub fn limit_rule(&self) -> Rule {
+        Rule {
+            lengths_ms: self.window_lengths_ms(),
+            limits: [self.minute_limit, self.hour_limit, self.day_limit],
+            shape: self.limit_shape,
+            align: self.window_alignment,
+        }
+    }
+
+    /// What the rate-limit headers state.
+    pub fn header_style(&self) -> HeaderStyle {
+        HeaderStyle {
+            present: !self.no_rate_headers,
+            usage_counts_call: !self.usage_header_excludes_call,
+            left_counts_call: !self.left_header_excludes_call,
+        }
+    }
 }
 
 fn probability(s: &str) -> Result<f64, String> {
@@ -242,6 +306,12 @@ mod tests {
         assert_eq!((c.reject_marker.clone(), c.same_person.len()), (None, 0));
         assert_eq!((c.forbidden, c.fault_result_expired), (false, 0.0));
         assert_eq!(c.window_lengths_ms(), [60_000, 3_600_000, 86_400_000]);
+        assert_eq!(
+            (c.limit_shape, c.window_alignment, c.usage_stats),
+            (Shape::Fixed, Alignment::Clock, UsageStats::Live)
+        );
+        assert_eq!(c.header_style(), HeaderStyle { present: true, usage_counts_call: true, left_counts_call: true });
+        assert_eq!((c.retry_after_whole_seconds, c.count_delay_ms), (false, 0));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Apollo simulator: Apollo's Bulk People Enrichment API on `127.0.0.1`, with a deterministic
-//! synthetic population, fixed-window rate limits on a scaled clock, a credits ledger,
+//! synthetic population, rate limits on a scaled clock counted in every way Apollo plausibly counts
+//! them, a credits ledger,
 //! asynchronous webhook deliveries and fault injection — the Apollo that tests, the demo and
 //! benchmarks talk to.
 //!
@@ -9,8 +10,12 @@
 //!   or waterfall flags unless `poll_only=true`; a random `i64` `request_id` sent as a JSON number.
 //! - A population derived from a SHA-256 of the detail's identifier ([`population`]): same
 //!   identifiers, same person and 24-hex id; unmatched entries are `null`.
-//! - Minute/hour/day fixed windows on a scaled clock with every header; 429 with `retry-after`
-//!   (seconds, at least 1) and `x-retry-after-ms` (exact).
+//! - Minute/hour/day limits on a scaled clock with every header; 429 with `retry-after`
+//!   (seconds, at least 1) and `x-retry-after-ms` (exact). How they count is a knob each
+//!   ([`limits`]): fixed windows (aligned to the clock or to a first call), a sliding window or a
+//!   token bucket; a random delay before a call is counted; headers counting the call they answer
+//!   or not, or absent; `retry-after` alone in whole seconds; a usage-stats endpoint that is live,
+//!   lagging or stale.
 //! - Credits: 1 per match on the synchronous answer (none on waterfall requests, whose answer
 //!   reports no credits), 8 per mobile in the phone payload, 1–4 per email and 8–25 per phone in
 //!   the waterfall payload; every charge is in the [`Ledger`] and in some `credits_consumed` on
@@ -57,6 +62,7 @@ pub mod limits;
 pub mod payloads;
 pub mod population;
 pub mod records;
+pub mod replay;
 pub mod routes;
 
 mod bulk;
@@ -92,6 +98,14 @@ pub async fn spawn(config: SimConfig) -> anyhow::Result<SimHandle> {
 pub async fn spawn_on(addr: SocketAddr, config: SimConfig) -> anyhow::Result<SimHandle> {
     let rt = tokio::runtime::Handle::try_current()
         .map_err(|e| anyhow::anyhow!("apollo_sim::spawn must be called inside a tokio runtime: {e}"))?;
+    let mut config = config;
+    if let Some(path) = &config.replay_trace {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let lines = apollo_client::trace::parse_trace(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let behaviour = replay::behaviour(&lines);
+        tracing::info!(?behaviour, trace = %path.display(), "replaying a rate-limit trace");
+        replay::apply(&mut config, &behaviour);
+    }
     // reqwest is built without a default TLS provider; installing one twice is harmless.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::bulk::{self, Accepted};
 use crate::faults::server_error_body;
-use crate::limits::{self, Admission, Usage};
+use crate::limits::{self, Admission, HeaderStyle, Usage, UsageStats};
 use crate::population::is_object_id;
 use crate::records::{CallRecord, ReceivedDetail};
 use crate::state::Shared;
@@ -98,9 +98,9 @@ fn unauthorized() -> HttpResponse {
     HttpResponse::Unauthorized().content_type("text/plain; charset=utf-8").body(INVALID_KEY)
 }
 
-fn with_limits(status: u16, usage: &Usage) -> HttpResponseBuilder {
+fn with_limits(status: u16, usage: &Usage, style: HeaderStyle) -> HttpResponseBuilder {
     let mut b = HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
-    for (name, value) in limits::headers(usage) {
+    for (name, value) in limits::headers(usage).into_iter().filter(|_| style.present) {
         b.insert_header((name, value));
     }
     b
@@ -119,23 +119,38 @@ async fn bulk_match_answer(req: &HttpRequest, body: &[u8], shared: Arc<Shared>, 
     if shared.lock().config.forbidden {
         return HttpResponse::Forbidden().json(crate::payloads::forbidden());
     }
-    let admission = {
+    let delay = {
         let mut inner = shared.lock();
-        let (lengths, limits) = {
-            let c = &inner.config;
-            (c.window_lengths_ms(), [c.minute_limit, c.hour_limit, c.day_limit])
-        };
-        inner.windows.admit(shared.now_ms(), lengths, limits)
+        let most = inner.config.count_delay_ms;
+        inner.delay_rng.u64(0..=most)
+    };
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let (admission, style) = {
+        let mut inner = shared.lock();
+        let (rule, style, stats) = (inner.config.limit_rule(), inner.config.header_style(), inner.config.usage_stats);
+        let now = shared.now_ms();
+        let admission = inner.windows.admit(now, &rule);
+        if let (Admission::Allowed(usage), UsageStats::Lagging(lag)) = (admission, stats) {
+            inner.usage_seen.record(now, usage, lag);
+        }
+        (admission, style)
     };
     let usage = match admission {
-        Admission::Allowed(usage) => usage,
+        Admission::Allowed(usage) => limits::stated(&usage, style),
         Admission::Limited { usage, window, limit, retry_after_ms } => {
-            let mut answer = with_limits(429, &usage);
-            let verbatim = shared.lock().config.retry_after_header.clone();
+            let mut answer = with_limits(429, &usage, style);
+            let (verbatim, whole) = {
+                let c = &shared.lock().config;
+                (c.retry_after_header.clone(), c.retry_after_whole_seconds)
+            };
+            let secs = limits::retry_after_secs(retry_after_ms).to_string();
             match verbatim {
                 Some(verbatim) => answer.insert_header(("retry-after", verbatim)),
+                None if whole => answer.insert_header(("retry-after", secs)),
                 None => answer
-                    .insert_header(("retry-after", limits::retry_after_secs(retry_after_ms).to_string()))
+                    .insert_header(("retry-after", secs))
                     .insert_header(("x-retry-after-ms", retry_after_ms.to_string())),
             };
             return answer.json(crate::payloads::rate_limited(limit, window.word()));
@@ -143,7 +158,7 @@ async fn bulk_match_answer(req: &HttpRequest, body: &[u8], shared: Arc<Shared>, 
     };
     let request = match bulk::parse_request(req.query_string(), body) {
         Ok(r) => r,
-        Err(rejection) => return with_limits(rejection.status, &usage).json(rejection.body),
+        Err(rejection) => return with_limits(rejection.status, &usage, style).json(rejection.body),
     };
     call.flags = Some(request.flags);
     call.details = request.details.len();
@@ -165,10 +180,10 @@ async fn bulk_match_answer(req: &HttpRequest, body: &[u8], shared: Arc<Shared>, 
                 .content_type(content_type)
                 .body(text);
         }
-        Accepted::CreditsExhausted(body) => return with_limits(422, &usage).json(body),
+        Accepted::CreditsExhausted(body) => return with_limits(422, &usage, style).json(body),
         Accepted::RejectedDetail(body) => {
             call.fault = Some("reject_marker".into());
-            return with_limits(422, &usage).json(body);
+            return with_limits(422, &usage, style).json(body);
         }
         Accepted::Ok(answer) => answer,
     };
@@ -203,7 +218,7 @@ async fn bulk_match_answer(req: &HttpRequest, body: &[u8], shared: Arc<Shared>, 
         call.status = 200;
         tokio::time::sleep(delay).await;
     }
-    with_limits(200, &usage).json(answer.body)
+    with_limits(200, &usage, style).json(answer.body)
 }
 
 async fn webhook_result(req: HttpRequest, path: web::Path<String>, shared: State) -> HttpResponse {
@@ -266,8 +281,9 @@ async fn usage_stats(req: HttpRequest, shared: State) -> HttpResponse {
     let response = if authorized(&shared, &req) {
         let usage = {
             let inner = shared.lock();
-            let c = &inner.config;
-            inner.windows.usage(shared.now_ms(), c.window_lengths_ms(), [c.minute_limit, c.hour_limit, c.day_limit])
+            let now = shared.now_ms();
+            let live = inner.windows.usage(now, &inner.config.limit_rule());
+            inner.usage_seen.report(now, live, inner.config.usage_stats)
         };
         // Unlimited windows have no number to report: `limit` and `left_over` are null.
         let window = |i: usize| json!({"limit": usage[i].limit, "consumed": usage[i].used, "left_over": usage[i].left});

@@ -10,15 +10,22 @@ use tokio::sync::mpsc;
 
 use crate::config::SimConfig;
 use crate::ledger::{ChargeKind, Ledger, LedgerEntry};
-use crate::limits::FixedWindows;
+use crate::limits::{Counters, UsageHistory};
 use crate::records::{CallRecord, DeliveryRecord, PayloadRecord};
 use crate::webhooks::{AsyncJob, Flavor};
+
+/// Mixed into the seed of the counting delays' generator.
+const DELAY_SEED: u64 = 0x6c69_6d69_7473;
 
 /// Mutable state, behind one lock that is never held across an `.await`.
 pub(crate) struct Inner {
     pub config: SimConfig,
     pub rng: fastrand::Rng,
-    pub windows: FixedWindows,
+    pub windows: Counters,
+    /// The usage after each counted call, for a lagging usage-stats endpoint.
+    pub usage_seen: UsageHistory,
+    /// The counting delays' own sequence, so that they leave the faults' sequence unchanged.
+    pub delay_rng: fastrand::Rng,
     pub ledger: Ledger,
     pub calls: Vec<CallRecord>,
     pub deliveries: Vec<DeliveryRecord>,
@@ -58,8 +65,10 @@ impl Shared {
         Shared {
             inner: Mutex::new(Inner {
                 rng: fastrand::Rng::with_seed(config.seed),
+                delay_rng: fastrand::Rng::with_seed(config.seed ^ DELAY_SEED),
                 config,
-                windows: FixedWindows::default(),
+                windows: Counters::default(),
+                usage_seen: UsageHistory::default(),
                 ledger: Ledger::default(),
                 calls: Vec::new(),
                 deliveries: Vec::new(),
@@ -136,6 +145,7 @@ impl Shared {
         f(&mut inner.config);
         if inner.config.seed != old_seed {
             inner.rng = fastrand::Rng::with_seed(inner.config.seed);
+            inner.delay_rng = fastrand::Rng::with_seed(inner.config.seed ^ DELAY_SEED);
         }
     }
 

@@ -298,6 +298,37 @@ async fn api_usage_stats_reports_the_windows() {
 }
 
 #[tokio::test]
+async fn the_counting_knobs_show_on_the_wire() {
+    // Usage before the call, no exact wait, a stale usage-stats endpoint.
+    let config = SimConfig {
+        minute_limit: Some(2),
+        minute_ms: 60_000,
+        usage_header_excludes_call: true,
+        retry_after_whole_seconds: true,
+        usage_stats: apollo_sim::limits::UsageStats::Stale,
+        ..fast_config()
+    };
+    let (sim, client) = start(config).await;
+    let first = client.bulk_match(&people("k", 1), &NO_FLAGS, None, false).await.unwrap();
+    assert_eq!((first.limits.minute.used, first.limits.minute.left), (Some(0), Some(1)));
+    client.bulk_match(&people("k", 1), &NO_FLAGS, None, false).await.unwrap();
+    match client.bulk_match(&people("k", 1), &NO_FLAGS, None, false).await {
+        Err(ApolloError::RateLimited { retry_after: Some(wait), .. }) => {
+            assert_eq!(wait.subsec_nanos(), 0, "whole seconds: {wait:?}");
+        }
+        other => panic!("expected a 429, got {other:?}"),
+    }
+    let stats = client.api_usage_stats().await.unwrap();
+    let [minute, ..] = route_usage(&stats, "api/v1/people", "bulk_match").expect("the bulk_match route");
+    assert_eq!(minute, (Some(2), 1, Some(1)), "stale: always 1 used");
+    // No headers at all.
+    sim.update_config(|c| (c.no_rate_headers, c.minute_limit) = (true, None));
+    let bare = client.bulk_match(&people("k", 1), &NO_FLAGS, None, false).await.unwrap();
+    assert!(!bare.limits.is_known() && bare.limits.minute.used.is_none());
+    sim.stop().await;
+}
+
+#[tokio::test]
 async fn the_5xx_fault_is_a_transient_error_without_charge() {
     let (sim, client) = start(SimConfig { fault_5xx: 1.0, ..fast_config() }).await;
     for _ in 0..3 {

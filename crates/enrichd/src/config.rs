@@ -65,6 +65,12 @@ pub struct Config {
     #[arg(long, env = "APOLLO_RATE_PER_DAY")]
     pub rate_per_day: Option<u32>,
 
+    /// Append, per Apollo call, only what the rate limiter sees of it (send and answer times,
+    /// status, rate-limit headers, `retry-after`; no key, body or personal data) to this file as
+    /// JSON lines, for `apollo-sim --replay-trace` [default: no trace].
+    #[arg(long, env = "APOLLO_TRACE_FILE")]
+    pub apollo_trace_file: Option<std::path::PathBuf>,
+
     /// Length of a rate-limit "minute" (tests and benchmarks shorten it to match the simulator).
     #[arg(long, env = "APOLLO_MINUTE", default_value = "60s", value_parser = parse_duration)]
     pub rate_minute: Duration,

@@ -101,6 +101,11 @@ pub fn describe() {
     describe_histogram!("enrichd_apollo_request_duration_seconds", Unit::Seconds, "Apollo call latency");
     describe_gauge!("enrichd_apollo_rate_limit_remaining", "Calls Apollo says are left in each window");
     describe_histogram!("enrichd_limiter_wait_seconds", Unit::Seconds, "Waits of the dispatcher for the rate limiter");
+    describe_gauge!(
+        "enrichd_limiter_margin_seconds",
+        Unit::Seconds,
+        "What the rate limiter adds to each window's length, measured from Apollo's answer times"
+    );
     describe_counter!("enrichd_credits_consumed_micros_total", "Credits Apollo reported, in millionths, by kind");
     describe_counter!(
         "enrichd_possible_double_charges_total",

@@ -9,10 +9,19 @@
 //! the batch it is for are one transaction: a slot is never taken without a call to spend it on,
 //! and a batch never sits on its lease waiting for a slot.
 //!
-//! The key is named by a fingerprint (a hash), never stored. Limits Apollo's headers state and a
-//! 429's `retry-after` are stored on the key's row, so one replica's 429 pauses all of them.
+//! Each window's span is Apollo's length plus a margin measured from send-to-answer times
+//! ([`measured_margin`]): a call reaches Apollo's count before its answer comes back, so with the
+//! margin no span of Apollo's length holds more than the limit *as Apollo counts*, whether its
+//! limit is a fixed window (aligned to the clock or to a first call), a sliding window or a token
+//! bucket refilled at the same rate. Readings (headers, usage counts) only ever hold calls back:
+//! the call log alone lets them go (see the README's design notes).
+//!
+//! The key is named by a fingerprint (a hash), never stored. Limits Apollo's headers state, a
+//! 429's `retry-after` and the largest margin a replica measured lately are stored on the key's
+//! row, so one replica's 429 pauses all of them.
 
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
 use apollo_client::{RateLimit, WindowLimit};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -26,10 +35,10 @@ use crate::counters::Tally;
 use crate::entities::{rate_limit_call, rate_limiter};
 use crate::{ClaimedBatch, Store, StoreResult, sha256_hex, ts};
 
-/// One window's configured length and limit.
+/// One window's length and configured limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WindowRule {
-    /// Its length (a margin included: the delay between our decision and Apollo's receipt).
+    /// Apollo's length of the window.
     pub len: Duration,
     /// The configured limit; `None`: only what Apollo's headers state.
     pub limit: Option<u32>,
@@ -42,15 +51,20 @@ pub struct RateRules {
     pub key: String,
     /// Minute, hour and day.
     pub windows: [WindowRule; 3],
-    /// The margin each window's `len` includes (Apollo's window is `len - margin`).
+    /// The margin this replica measured ([`measured_margin`]).
     pub margin: Duration,
 }
 
 impl RateRules {
-    /// Apollo's length of window `i` and the margin, in milliseconds, as the restart rules take them.
-    fn period_ms(&self, i: usize) -> (i64, i64) {
-        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-        (ms(self.windows[i].len.saturating_sub(self.margin)), ms(self.margin))
+    /// The margin decided with: this replica's, or the larger one another replica stored.
+    fn margin_with(&self, row: Option<&rate_limiter::Model>) -> Duration {
+        let stored = row.and_then(|r| r.margin_ms).map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)));
+        self.margin.max(stored.unwrap_or_default())
+    }
+
+    /// The sliding log's span of window `i`: Apollo's length plus the margin.
+    fn span(&self, i: usize, margin: Duration) -> Duration {
+        self.windows[i].len + margin
     }
 }
 
@@ -113,31 +127,14 @@ pub struct Allowance {
     pub blocked_until: Option<DateTime<Utc>>,
     /// 429s drawn.
     pub rate_limited: i64,
+    /// The margin each window's span adds to Apollo's length ([`measured_margin`]).
+    pub margin: Duration,
 }
 
-/// When one window lets the next call go, or `None` for now: its sliding log's slot (`nth` is the
-/// `limit`-th newest admitted call inside it, `None` while it holds fewer) or, when Apollo's
-/// restart is known, the sooner of that and the fixed window's slot (`Some(None)`: free now).
-pub fn window_slot(
-    now: DateTime<Utc>,
-    len: Duration,
-    nth: Option<DateTime<Utc>>,
-    fixed: Option<Option<DateTime<Utc>>>,
-) -> Option<DateTime<Utc>> {
-    let sliding = nth.map(|t| t + delta(len)).filter(|t| *t > now)?;
-    match fixed {
-        None => Some(sliding),
-        Some(fixed) => fixed.map(|f| f.min(sliding)),
-    }
-}
-
-/// How many calls one window lets go now: the room its sliding log has (`in_window` calls in the
-/// last window length) or, when Apollo's restart is known, the room in Apollo's fixed window
-/// (`fixed`: the calls that may share it) if that is more. Each rule alone keeps every window
-/// within its limit whichever rule let the other calls go, so the larger room is safe.
-pub fn window_room(limit: u32, in_window: u64, fixed: Option<u64>) -> u64 {
-    let room = |n: u64| u64::from(limit).saturating_sub(n);
-    room(in_window).max(fixed.map_or(0, room))
+/// When one window lets the next call go, or `None` for now: a span after `nth`, the `limit`-th
+/// newest admitted call inside it (`None` while it holds fewer).
+pub fn window_slot(now: DateTime<Utc>, len: Duration, nth: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    nth.map(|t| t + delta(len)).filter(|t| *t > now)
 }
 
 /// When the next call may go, or `None` for now: the latest of every window's slot and a block.
@@ -166,129 +163,77 @@ pub fn learn(previous: Option<i64>, stated: WindowLimit) -> Option<i64> {
     }
 }
 
-/// Where Apollo's fixed window restarts, as far as its usage counts have shown: a restart fell
-/// somewhere in `lo..=hi` (milliseconds on the limiter's clock), and the next ones fall every
-/// window length after it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Restart {
-    /// The earliest the restart can have been.
-    pub lo: i64,
-    /// The latest it can have been.
-    pub hi: i64,
-}
-
-/// One reading of a window's usage count: when the request was sent and its answer came, and
-/// how many calls the window had counted before and after Apollo received it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UsageReading {
-    /// Sent (milliseconds on the limiter's clock).
-    pub sent: i64,
-    /// Answered.
-    pub answered: i64,
-    /// Calls counted before this request arrived.
-    pub before: u64,
-    /// Calls counted after it (one more when it was a call Apollo counted).
-    pub after: u64,
-}
-
-/// A time in microseconds as a reading's millisecond: rounded down for a sending (it may only be
-/// earlier) and up for an answer (it may only be later), so readings in the same millisecond
-/// never look ordered when they were not.
-pub fn reading_ms(micros: i64, answer: bool) -> i64 {
-    if answer { micros.div_euclid(1000) + i64::from(micros.rem_euclid(1000) != 0) } else { micros.div_euclid(1000) }
-}
-
-impl UsageReading {
-    /// An accepted call's headers: the usage they state counts the call itself.
-    pub fn of_call(sent: i64, answered: i64, used: u64) -> UsageReading {
-        UsageReading { sent, answered, before: used.saturating_sub(1), after: used }
-    }
-
-    /// A request that counted nothing (a 429, the usage-stats endpoint).
-    pub fn of_probe(sent: i64, answered: i64, used: u64) -> UsageReading {
-        UsageReading { sent, answered, before: used, after: used }
-    }
-
-    /// [`UsageReading::of_call`] when Apollo `counted` the request, else [`UsageReading::of_probe`].
-    pub fn of(sent: i64, answered: i64, used: u64, counted: bool) -> UsageReading {
-        if counted { UsageReading::of_call(sent, answered, used) } else { UsageReading::of_probe(sent, answered, used) }
-    }
-}
-
-/// The restart two readings prove. Within one window the count only grows, so when `later`
-/// surely reached Apollo after `earlier` (it was sent after `earlier` was answered) yet found
-/// fewer calls counted than `earlier` left, the window restarted between `earlier`'s sending and
-/// `later`'s answer.
-pub fn restart_between(earlier: &UsageReading, later: &UsageReading) -> Option<Restart> {
-    (later.sent >= earlier.answered && later.before < earlier.after)
-        .then_some(Restart { lo: earlier.sent, hi: later.answered })
-}
-
-/// What is known of the restarts after `seen` (an interval holding one) is added to `known`:
-/// both hold a restart and restarts repeat every `len`, so the answer is their overlap, placed at
-/// `seen`'s (the newer) restart. Two intervals together a window wide or more could overlap at
-/// two shifts, only one holding the restart: then the narrower one is kept as it is. An interval
-/// as wide as a window says nothing; one that contradicts `known` (Apollo's windows moved, or a
-/// clock jumped) replaces it.
-pub fn narrow(known: Option<Restart>, seen: Restart, len: i64) -> Option<Restart> {
-    if len <= 0 || seen.hi < seen.lo || seen.hi - seen.lo >= len {
-        return known;
-    }
-    let Some(k) = known else { return Some(seen) };
-    if (k.hi - k.lo) + (seen.hi - seen.lo) >= len {
-        return Some(if seen.hi - seen.lo <= k.hi - k.lo { seen } else { k });
-    }
-    let n = (seen.lo - k.lo).div_euclid(len);
-    (n - 1..=n + 1)
-        .map(|n| Restart { lo: (k.lo + n * len).max(seen.lo), hi: (k.hi + n * len).min(seen.hi) })
-        .find(|r| r.lo <= r.hi)
-        .or(Some(seen))
-}
-
-/// Whether a known restart is precise enough to count calls by Apollo's own windows: its
-/// uncertainty is at most a quarter window (calls are kept in the log long enough for that).
-pub fn usable(restart: Restart, len: i64) -> bool {
-    restart.hi - restart.lo <= len / 4
-}
-
-/// Apollo's fixed window that `now` falls in, by a known restart: a call may share it with every
-/// call sent after the first instant (the earliest the window can have started, less `margin`, the
-/// longest a call takes to reach Apollo), and the next window has surely started at the second.
-pub fn fixed_window(restart: Restart, len: i64, margin: i64, now: i64) -> (i64, i64) {
-    let k = (now - restart.hi).div_euclid(len.max(1));
-    (restart.lo + k * len - margin, restart.hi + (k + 1) * len)
-}
-
-/// When a call may go by Apollo's fixed window: `None` (now) while fewer than `limit` calls may
-/// share the window `now` falls in (`counted` of them were sent after [`fixed_window`]'s first
-/// instant), else when the next window has surely started.
-pub fn fixed_window_slot(next_window: i64, counted: u64, limit: u32) -> Option<i64> {
-    (counted >= u64::from(limit)).then_some(next_window)
-}
-
-/// The usage readings one process has seen for one window, kept to find where the window
-/// restarts ([`restart_between`] over every pair, newest first).
+/// The times from admitting a key's recent calls to their answers, from which the margin is
+/// measured.
 #[derive(Clone, Debug, Default)]
-pub struct RestartFinder {
-    readings: std::collections::VecDeque<UsageReading>,
+pub struct AnswerTimes {
+    recent: VecDeque<Duration>,
+    /// When recent calls were admitted (a slot taken), oldest first.
+    admitted: VecDeque<Instant>,
 }
 
-/// How many recent readings are compared with each new one.
-const READINGS_KEPT: usize = 32;
+/// How many recent answers the margin is measured over.
+const ANSWERS_KEPT: usize = 200;
 
-impl RestartFinder {
-    /// Adds a reading; returns the narrowest restart it proves together with an earlier one.
-    pub fn add(&mut self, r: UsageReading) -> Option<Restart> {
-        let found = self
-            .readings
-            .iter()
-            .filter_map(|old| restart_between(old, &r).or_else(|| restart_between(&r, old)))
-            .min_by_key(|x| x.hi - x.lo);
-        if self.readings.len() == READINGS_KEPT {
-            self.readings.pop_front();
+impl AnswerTimes {
+    /// A call was admitted at `at`.
+    pub fn admit(&mut self, at: Instant) {
+        if self.admitted.len() == ANSWERS_KEPT {
+            self.admitted.pop_front();
         }
-        self.readings.push_back(r);
-        found
+        self.admitted.push_back(at);
+    }
+
+    /// The last `n` admissions were given back (slots counted, not taken).
+    pub fn give_back(&mut self, n: usize) {
+        self.admitted.truncate(self.admitted.len().saturating_sub(n));
+    }
+
+    /// Adds one call's time from its admission to its answer: the call sent at `sent` was
+    /// admitted at the latest admission no later than that (or at `sent`, when none is kept), so
+    /// the wait between a slot and the send (a claim, a task waiting for a busy CPU) counts too.
+    pub fn record(&mut self, sent: Instant, answered: Instant) {
+        let admitted = self.admitted.iter().rev().find(|t| **t <= sent).copied().unwrap_or(sent);
+        if self.recent.len() == ANSWERS_KEPT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(answered.saturating_duration_since(admitted));
+    }
+
+    /// The margin these answers call for ([`measured_margin`]).
+    pub fn margin(&self, minute: Duration) -> Duration {
+        measured_margin(self.recent.iter().copied(), minute)
+    }
+}
+
+/// The margin each window adds to Apollo's length: the longest a call may take from our
+/// decision to Apollo's count. Apollo counts a call before it answers it, so that is at most the
+/// time from admitting it to its answer: the 99th percentile of recent ones, and 5 ms. Before any answer, a twentieth of a minute; never over a tenth of one
+/// (slow answers must not stall dispatch).
+pub fn measured_margin(recent: impl Iterator<Item = Duration>, minute: Duration) -> Duration {
+    let mut times: Vec<Duration> = recent.collect();
+    if times.is_empty() {
+        return minute / 20;
+    }
+    times.sort_unstable();
+    // Nearest rank: with fewer than 100 answers, the longest.
+    let rank = (times.len() * 99).div_ceil(100).max(1);
+    let p99 = times[rank - 1];
+    (p99 + Duration::from_millis(5)).min(minute / 10)
+}
+
+/// The margin to store for every replica, or `None` to leave the stored one: a replica's own
+/// replaces it when larger, or when the stored one is older than `hold` (the replica that
+/// measured it has not confirmed it since), so a margin falls again once nobody measures it.
+pub fn shared_margin(
+    stored: Option<(i64, DateTime<Utc>)>,
+    mine_ms: i64,
+    now: DateTime<Utc>,
+    hold: Duration,
+) -> Option<i64> {
+    match stored {
+        Some((ms, at)) if mine_ms <= ms && now - at < delta(hold) => None,
+        _ => Some(mine_ms),
     }
 }
 
@@ -322,12 +267,8 @@ async fn lock_row<C: ConnectionTrait>(db: &C, key: &str) -> StoreResult<rate_lim
         learned_day: Set(None),
         blocked_until: Set(None),
         rate_limited: Set(0),
-        restart_minute_lo: Set(None),
-        restart_minute_hi: Set(None),
-        restart_hour_lo: Set(None),
-        restart_hour_hi: Set(None),
-        restart_day_lo: Set(None),
-        restart_day_hi: Set(None),
+        margin_ms: Set(None),
+        margin_at: Set(None),
         updated_at: Set(crate::now()),
     };
     rate_limiter::Entity::insert(fresh)
@@ -343,26 +284,6 @@ fn learned(row: &rate_limiter::Model) -> [Option<i64>; 3] {
     [row.learned_minute, row.learned_hour, row.learned_day]
 }
 
-/// The restarts stored on a key's row, per window.
-fn restarts(row: &rate_limiter::Model) -> [Option<Restart>; 3] {
-    let r = |lo: Option<i64>, hi: Option<i64>| Some(Restart { lo: lo?, hi: hi? });
-    [
-        r(row.restart_minute_lo, row.restart_minute_hi),
-        r(row.restart_hour_lo, row.restart_hour_hi),
-        r(row.restart_day_lo, row.restart_day_hi),
-    ]
-}
-
-/// Sets a row's restarts.
-fn set_restarts(update: &mut rate_limiter::ActiveModel, r: [Option<Restart>; 3]) {
-    update.restart_minute_lo = Set(r[0].map(|r| r.lo));
-    update.restart_minute_hi = Set(r[0].map(|r| r.hi));
-    update.restart_hour_lo = Set(r[1].map(|r| r.lo));
-    update.restart_hour_hi = Set(r[1].map(|r| r.hi));
-    update.restart_day_lo = Set(r[2].map(|r| r.lo));
-    update.restart_day_hi = Set(r[2].map(|r| r.hi));
-}
-
 /// Calls logged for a key after `since`.
 async fn calls_since<C: ConnectionTrait>(db: &C, key: &str, since: DateTime<Utc>) -> StoreResult<u64> {
     Ok(rate_limit_call::Entity::find()
@@ -370,10 +291,6 @@ async fn calls_since<C: ConnectionTrait>(db: &C, key: &str, since: DateTime<Utc>
         .filter(rate_limit_call::Column::At.gt(since))
         .count(db)
         .await?)
-}
-
-fn at_ms(ms: i64) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The `n`-th newest call (1-based) admitted after `since`.
@@ -406,36 +323,28 @@ struct Slot {
     keep: Duration,
 }
 
-/// Locks the key's row and decides how many calls may go now: per limited window, as many as the
-/// sliding log or (once the restart is known) Apollo's fixed window has room for.
+/// Locks the key's row and decides how many calls may go now: per limited window, as many as its
+/// sliding log has room for.
 async fn check_slot<C: ConnectionTrait>(db: &C, rules: &RateRules) -> StoreResult<Slot> {
     let row = lock_row(db, &rules.key).await?;
     let now = db_clock(db).await?;
-    let known = restarts(&row);
+    let margin = rules.margin_with(Some(&row));
     let (mut slots, mut keep, mut room) = (Vec::with_capacity(3), None, u64::MAX);
     for (i, (rule, learned)) in rules.windows.iter().zip(learned(&row)).enumerate() {
         let Some(limit) = effective_limit(rule.limit, learned) else { continue };
-        keep = keep.max(Some(rule.len));
-        let in_window = calls_since(db, &rules.key, now - delta(rule.len)).await?;
-        let (period, margin) = rules.period_ms(i);
-        let fixed = match known[i].filter(|r| usable(*r, period)) {
-            Some(restart) => {
-                let (from, next) = fixed_window(restart, period, margin, now.timestamp_millis());
-                Some((calls_since(db, &rules.key, at_ms(from)).await?, next))
-            }
-            None => None,
-        };
-        let free = window_room(limit, in_window, fixed.map(|(counted, _)| counted));
+        let span = rules.span(i, margin);
+        keep = keep.max(Some(span));
+        let in_window = calls_since(db, &rules.key, now - delta(span)).await?;
+        let free = u64::from(limit).saturating_sub(in_window);
         room = room.min(free);
         if free == 0 {
-            let nth = nth_newest(db, &rules.key, now - delta(rule.len), limit).await?;
-            let fixed = fixed.map(|(counted, next)| fixed_window_slot(next, counted, limit).map(at_ms));
-            slots.push(window_slot(now, rule.len, nth, fixed));
+            let nth = nth_newest(db, &rules.key, now - delta(span), limit).await?;
+            slots.push(window_slot(now, span, nth));
         }
     }
     let wait = next_slot(now, row.blocked_until, &slots).map(|at| (at - now).to_std().unwrap_or_default());
-    // Counting by Apollo's window looks back up to a window and a quarter: the log keeps two.
-    let keep = keep.unwrap_or(rules.windows[0].len) * 2;
+    // Twice the longest span: room for a margin grown since.
+    let keep = keep.unwrap_or(rules.span(0, margin)) * 2;
     // A slot past due (a limit of 0 whose call aged out) lets one call probe.
     let room = if wait.is_some() { 0 } else { room.max(1) };
     Ok(Slot { now, wait, room, keep })
@@ -522,34 +431,8 @@ impl Store {
     /// A 429: nothing goes for any replica before `retry-after` (a minute's length when Apollo
     /// gave none); the headers are learned as by [`Store::observe_rate_headers`].
     pub async fn record_rate_limited(&self, rules: &RateRules, headers: &RateLimit) -> StoreResult<()> {
-        let wait = headers.retry_after.unwrap_or(rules.windows[0].len);
+        let wait = headers.retry_after.unwrap_or(rules.span(0, rules.margin));
         self.update_limiter(rules, headers, Some(wait)).await
-    }
-
-    /// Stores where Apollo's windows restart, as one replica's readings showed (`found`, per
-    /// window, on the database's clock in milliseconds), narrowing what every replica knows.
-    pub async fn learn_restarts(&self, rules: &RateRules, found: [Option<Restart>; 3]) -> StoreResult<()> {
-        if found.iter().all(Option::is_none) {
-            return Ok(());
-        }
-        let (txn, _gate) = self.write_txn().await?;
-        let row = lock_row(&txn, &rules.key).await?;
-        let mut known = restarts(&row);
-        for (i, seen) in found.iter().enumerate() {
-            if let Some(seen) = seen {
-                known[i] = narrow(known[i], *seen, rules.period_ms(i).0);
-            }
-        }
-        let mut update = rate_limiter::ActiveModel { key: Set(row.key), ..Default::default() };
-        set_restarts(&mut update, known);
-        rate_limiter::Entity::update(update).exec(&txn).await?;
-        txn.commit().await?;
-        Ok(())
-    }
-
-    /// Where Apollo's windows restart as the shared limiter knows it (tests and operators).
-    pub async fn window_restarts(&self, key: &str) -> StoreResult<[Option<Restart>; 3]> {
-        Ok(self.rate_limiter(key).await?.as_ref().map(restarts).unwrap_or_default())
     }
 
     /// The shared limiter's allowance for `rules.key` now, on the database's clock: the calls of
@@ -567,25 +450,27 @@ impl Store {
                  COUNT(CASE WHEN at > ? THEN 1 END) AS day FROM rate_limit_calls WHERE key = ?"
             }
         };
-        let [m, h, d] = rules.windows.map(|w| now - delta(w.len));
+        let row = self.rate_limiter(&rules.key).await?;
+        let margin = rules.margin_with(row.as_ref());
+        let spans = [0, 1, 2].map(|i| rules.span(i, margin));
+        let [m, h, d] = spans.map(|span| now - delta(span));
         let values = [m.into(), h.into(), d.into(), rules.key.as_str().into()];
-        let row = self
+        let counts = self
             .db
             .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?
             .ok_or_else(|| crate::StoreError::Corrupt("a count returned no row".into()))?;
         let mut used = [0u64; 3];
         for (u, col) in used.iter_mut().zip(["minute", "hour", "day"]) {
-            *u = u64::try_from(row.try_get::<i64>("", col)?).unwrap_or(0);
+            *u = u64::try_from(counts.try_get::<i64>("", col)?).unwrap_or(0);
         }
-        let row = self.rate_limiter(&rules.key).await?;
         let stated = row.as_ref().map(learned).unwrap_or_default();
-        let windows =
-            [0, 1, 2].map(|i| window_allowance(rules.windows[i].len, rules.windows[i].limit, stated[i], used[i]));
+        let windows = [0, 1, 2].map(|i| window_allowance(spans[i], rules.windows[i].limit, stated[i], used[i]));
         Ok(Allowance {
             windows,
             blocked_until: row.as_ref().and_then(|r| r.blocked_until).filter(|t| *t > now),
             rate_limited: row.map_or(0, |r| r.rate_limited),
+            margin,
         })
     }
 
@@ -595,31 +480,37 @@ impl Store {
     }
 
     async fn update_limiter(&self, rules: &RateRules, h: &RateLimit, blocked_for: Option<Duration>) -> StoreResult<()> {
-        // Most answers change nothing (the same limit stated, calls left): skip the row lock then,
-        // so answers do not queue behind claims.
+        let mine = i64::try_from(rules.margin.as_millis()).unwrap_or(i64::MAX);
+        let hold = rules.windows[0].len;
+        let stored_margin = |row: &rate_limiter::Model| row.margin_ms.zip(row.margin_at);
+        // Most answers change nothing (the same limit stated, calls left, the margin stored):
+        // skip the row lock then, so answers do not queue behind claims.
         let stated = h.windows();
         if blocked_for.is_none() && stated.iter().all(|w| w.left != Some(0)) {
             let known = self.rate_limiter(&rules.key).await?;
-            if known.is_some_and(|row| learned(&row).iter().zip(stated).all(|(l, w)| learn(*l, w.limit) == *l)) {
+            if known.is_some_and(|row| {
+                learned(&row).iter().zip(stated).all(|(l, w)| learn(*l, w.limit) == *l)
+                    && shared_margin(stored_margin(&row), mine, crate::now(), hold).is_none()
+            }) {
                 return Ok(());
             }
         }
         let (txn, _gate) = self.write_txn().await?;
         let row = lock_row(&txn, &rules.key).await?;
         let now = db_clock(&txn).await?;
+        let margin = rules.margin_with(Some(&row));
         let mut blocked = row.blocked_until.filter(|t| *t > now);
         let mut later = |t: DateTime<Utc>| blocked = Some(blocked.map_or(t, |b| b.max(t)));
-        let mut known = restarts(&row);
         let prev = learned(&row);
         for (i, (rule, w)) in rules.windows.iter().zip(stated).enumerate() {
             if w.left != Some(0) {
                 continue;
             }
+            let span = rules.span(i, margin);
             // None left though our own calls leave room: another client uses the key. (When our
-            // calls fill the window, the limit already holds them back, until a restart learned
-            // later frees it.)
+            // calls fill the window, the limit already holds them back.)
             if let Some(limit) = effective_limit(rule.limit, learn(prev[i], w.limit))
-                && calls_since(&txn, &rules.key, now - delta(rule.len)).await? >= u64::from(limit)
+                && calls_since(&txn, &rules.key, now - delta(span)).await? >= u64::from(limit)
             {
                 continue;
             }
@@ -627,28 +518,19 @@ impl Store {
                 .select_only()
                 .column(rate_limit_call::Column::At)
                 .filter(rate_limit_call::Column::Key.eq(&rules.key))
-                .filter(rate_limit_call::Column::At.gt(now - delta(rule.len)))
+                .filter(rate_limit_call::Column::At.gt(now - delta(span)))
                 .order_by_asc(rate_limit_call::Column::At)
                 .limit(1)
                 .into_tuple()
                 .one(&txn)
                 .await?;
-            let mut until = closed_until(now, rule.len, oldest);
-            let (period, margin) = rules.period_ms(i);
-            if let Some(restart) = known[i].filter(|r| usable(*r, period)) {
-                // Apollo's next restart after now is never earlier than its reset of the window
-                // this answer was counted in.
-                until = until.min(at_ms(fixed_window(restart, period, margin, now.timestamp_millis()).1));
-            }
-            later(until);
+            later(closed_until(now, span, oldest));
         }
         if let Some(wait) = blocked_for {
             later(now + delta(wait));
-            // A 429 says our count of Apollo's window was wrong: forget where it restarts.
-            known = [None; 3];
         }
         let mut update = rate_limiter::ActiveModel {
-            key: Set(row.key),
+            key: Set(row.key.clone()),
             learned_minute: Set(learn(prev[0], h.minute.limit)),
             learned_hour: Set(learn(prev[1], h.hour.limit)),
             learned_day: Set(learn(prev[2], h.day.limit)),
@@ -657,7 +539,10 @@ impl Store {
             updated_at: Set(now),
             ..Default::default()
         };
-        set_restarts(&mut update, known);
+        if let Some(ms) = shared_margin(stored_margin(&row), mine, now, hold) {
+            update.margin_ms = Set(Some(ms));
+            update.margin_at = Set(Some(now));
+        }
         rate_limiter::Entity::update(update).exec(&txn).await?;
         txn.commit().await?;
         Ok(())
@@ -676,7 +561,7 @@ mod tests {
 
     #[test]
     fn a_slot_frees_when_the_limit_th_newest_call_ages_out() {
-        let slot = |now, nth| window_slot(now, SEC, nth, None);
+        let slot = |now, nth| window_slot(now, SEC, nth);
         // Under the limit in every window: now.
         assert_eq!(next_slot(at(0), None, &[slot(at(0), None), slot(at(0), None)]), None);
         // The minute window is full since its limit-th newest call at 200 ms.
@@ -741,7 +626,7 @@ mod tests {
             // Take every slot free at this instant.
             loop {
                 let nth = log.iter().rev().filter(|t| now - **t < delta(SEC)).nth(limit - 1).copied();
-                if next_slot(now, None, &[window_slot(now, SEC, nth, None)]).is_some() {
+                if next_slot(now, None, &[window_slot(now, SEC, nth)]).is_some() {
                     break;
                 }
                 log.push(now);
@@ -756,95 +641,54 @@ mod tests {
     }
 
     #[test]
-    fn readings_round_outwards() {
-        assert_eq!((reading_ms(1_000_400, false), reading_ms(1_000_400, true)), (1_000, 1_001));
-        assert_eq!((reading_ms(1_000_000, false), reading_ms(1_000_000, true)), (1_000, 1_000));
-        assert_eq!((reading_ms(-1_400, false), reading_ms(-1_400, true)), (-2, -1));
-    }
-
-    #[test]
-    fn a_drop_in_usage_between_ordered_readings_proves_a_restart() {
-        let call = UsageReading::of_call;
-        // 30 used at 100..102, then 1 used by a call sent at 150: restarted in 100..=152.
-        assert_eq!(restart_between(&call(100, 102, 30), &call(150, 152, 1)), Some(Restart { lo: 100, hi: 152 }));
-        // A count that grew says nothing; nor does a reading that may have arrived first.
-        assert_eq!(restart_between(&call(100, 102, 3), &call(150, 152, 4)), None);
-        assert_eq!(restart_between(&call(100, 160, 30), &call(150, 152, 1)), None);
-        // A probe counts nothing: the same count after a call is no drop, one less is.
-        let probe = UsageReading::of_probe;
-        assert_eq!(restart_between(&call(100, 102, 5), &probe(110, 111, 5)), None);
-        assert_eq!(restart_between(&probe(100, 101, 5), &probe(110, 111, 4)), Some(Restart { lo: 100, hi: 111 }));
-        // A call right after a probe that found 5 finds 6 in the same window, so 5 means a restart.
-        assert_eq!(restart_between(&probe(100, 101, 5), &call(110, 111, 5)), Some(Restart { lo: 100, hi: 111 }));
-        assert_eq!(restart_between(&probe(100, 101, 5), &call(110, 111, 6)), None);
-    }
-
-    #[test]
-    fn restarts_narrow_across_windows_and_a_contradiction_replaces_them() {
-        let r = |lo, hi| Restart { lo, hi };
-        assert_eq!(narrow(None, r(100, 150), 1000), Some(r(100, 150)));
-        // One window later, overlapping the known one shifted: the overlap, placed at the newer.
-        assert_eq!(narrow(Some(r(100, 150)), r(1120, 1400), 1000), Some(r(1120, 1150)));
-        assert_eq!(narrow(Some(r(100, 150)), r(3090, 3110), 1000), Some(r(3100, 3110)));
-        // Earlier than the known one works the same.
-        assert_eq!(narrow(Some(r(5100, 5150)), r(1140, 1160), 1000), Some(r(1140, 1150)));
-        // Disjoint: Apollo's windows moved; the new reading wins.
-        assert_eq!(narrow(Some(r(100, 150)), r(1600, 1610), 1000), Some(r(1600, 1610)));
-        // Together a window wide: they might overlap at the wrong shift, so the narrower stays.
-        assert_eq!(narrow(Some(r(100, 700)), r(1650, 2050), 1000), Some(r(1650, 2050)));
-        assert_eq!(narrow(Some(r(100, 300)), r(1250, 2100), 1000), Some(r(100, 300)));
-        // A window wide (or inverted): nothing learned.
-        assert_eq!(narrow(Some(r(100, 150)), r(0, 1000), 1000), Some(r(100, 150)));
-        assert_eq!(narrow(None, r(10, 5), 1000), None);
-        assert!(usable(r(0, 250), 1000) && !usable(r(0, 251), 1000));
-    }
-
-    #[test]
-    fn the_fixed_window_counts_calls_that_may_share_it_and_ends_at_the_latest_restart() {
-        let r = Restart { lo: 990, hi: 1000 };
-        // At 1500 the window began between 990 and 1000; a call sent up to 10 ms (the margin)
-        // before 990 may have reached Apollo inside it. The next one has begun by 2000.
-        assert_eq!(fixed_window(r, 1000, 10, 1500), (980, 2000));
-        // At exactly the latest restart, that window; one ms before it, still the previous one.
-        assert_eq!(fixed_window(r, 1000, 10, 2000), (1980, 3000));
-        assert_eq!(fixed_window(r, 1000, 10, 1999), (980, 2000));
-        // Before the known restart (a reading from the past): windows repeat backwards too.
-        assert_eq!(fixed_window(r, 1000, 10, 500), (-20, 1000));
-        assert_eq!(fixed_window_slot(2000, 4, 5), None);
-        assert_eq!(fixed_window_slot(2000, 5, 5), Some(2000));
-        // The sooner of the sliding log and the fixed window; either free means free.
-        let nth = Some(at(200));
-        assert_eq!(window_slot(at(500), SEC, nth, Some(Some(at(900)))), Some(at(900)));
-        assert_eq!(window_slot(at(500), SEC, nth, Some(Some(at(1500)))), Some(at(1200)));
-        assert_eq!(window_slot(at(500), SEC, nth, Some(None)), None);
-        assert_eq!(window_slot(at(500), SEC, None, Some(Some(at(900)))), None);
-    }
-
-    #[test]
-    fn the_finder_keeps_the_narrowest_restart_among_recent_readings() {
-        let mut f = RestartFinder::default();
-        let call = UsageReading::of_call;
-        assert_eq!(f.add(call(0, 2, 28)), None);
-        assert_eq!(f.add(call(40, 42, 29)), None);
-        // Answered out of order: an earlier-sent reading added last still pairs.
-        assert_eq!(f.add(call(90, 92, 1)), Some(Restart { lo: 40, hi: 92 }));
-        assert_eq!(f.add(call(60, 62, 30)), Some(Restart { lo: 60, hi: 92 }));
-        // Only the newest readings are kept.
-        for i in 0..READINGS_KEPT as i64 {
-            f.add(call(1_000 + i * 10, 1_001 + i * 10, 2 + i as u64));
+    fn the_margin_is_a_high_percentile_of_answer_times() {
+        let minute = Duration::from_secs(60);
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let took = |t: &mut AnswerTimes, d: Duration| t.record(t0, t0 + d);
+        // Before any answer: a twentieth of a minute.
+        assert_eq!(AnswerTimes::default().margin(minute), ms(3_000));
+        // Fewer than 100 answers: the longest, and 5 ms.
+        let mut t = AnswerTimes::default();
+        for d in [10, 40, 20] {
+            took(&mut t, ms(d));
         }
-        assert_eq!(
-            f.add(call(5_000, 5_001, 1)),
-            Some(Restart { lo: 1_000 + (READINGS_KEPT as i64 - 1) * 10, hi: 5_001 })
-        );
+        assert_eq!(t.margin(minute), ms(45));
+        // 200 answers, two of them slow: the 99th percentile leaves the slowest out.
+        let mut t = AnswerTimes::default();
+        for i in 0..200 {
+            took(&mut t, ms(if i % 100 == 7 { 900 } else { 8 + i % 5 }));
+        }
+        assert_eq!(t.margin(minute), ms(12 + 5));
+        // Only the last 200 count: old slow answers are forgotten.
+        for _ in 0..200 {
+            took(&mut t, ms(4));
+        }
+        assert_eq!(t.margin(minute), ms(9));
+        // Never more than a tenth of a minute.
+        for _ in 0..3 {
+            took(&mut t, ms(50_000));
+        }
+        assert_eq!(t.margin(minute), ms(6_000));
+        // From the latest admission before the send: the wait for the send counts.
+        let mut t = AnswerTimes::default();
+        t.admit(t0);
+        t.admit(t0 + ms(30));
+        t.give_back(1);
+        t.record(t0 + ms(20), t0 + ms(25));
+        assert_eq!(t.margin(minute), ms(30));
     }
 
     #[test]
-    fn a_window_has_the_room_of_the_roomier_rule() {
-        assert_eq!(window_room(30, 0, None), 30);
-        assert_eq!(window_room(30, 28, None), 2);
-        assert_eq!(window_room(30, 30, Some(0)), 30, "the sliding log is full, Apollo's window just restarted");
-        assert_eq!(window_room(30, 5, Some(29)), 25);
-        assert_eq!(window_room(30, 31, Some(40)), 0, "over a limit lowered since: none, never negative");
+    fn the_shared_margin_is_the_largest_measured_lately() {
+        let hold = SEC;
+        // Nothing stored: store mine.
+        assert_eq!(shared_margin(None, 30, at(0), hold), Some(30));
+        // A larger one stored and fresh: leave it; mine larger: replace it.
+        assert_eq!(shared_margin(Some((50, at(0))), 30, at(500), hold), None);
+        assert_eq!(shared_margin(Some((50, at(0))), 50, at(500), hold), None);
+        assert_eq!(shared_margin(Some((50, at(0))), 70, at(500), hold), Some(70));
+        // Unconfirmed for a window: it falls to mine.
+        assert_eq!(shared_margin(Some((50, at(0))), 30, at(1_000), hold), Some(30));
     }
 }

@@ -2,13 +2,15 @@
 //! configuration, corrected by what Apollo's headers say. Pure: the caller passes the clock.
 //!
 //! Each window keeps a log of our own call times and allows a call while fewer than `limit` fall in
-//! the last window length. A sliding window never puts more than `limit` calls into any of Apollo's
-//! fixed windows, yet sustains the full rate, so the allowance is used without drawing 429s. But it
-//! restarts a window's allowance one window after our first call in it, up to a window later than
-//! Apollo does. So the usage counts of Apollo's answers (and of its usage-stats endpoint) are read
-//! for where Apollo's window restarts ([`job_store::limiter::restart_between`]); once that is known
-//! to a quarter window, a call may also go while fewer than `limit` calls can share its fixed
-//! window, so each window's whole allowance is taken as soon as Apollo grants it.
+//! the last window length plus a margin. Apollo counts a call somewhere between our sending it and
+//! its answer, so the margin is measured from recent send-to-answer times
+//! ([`job_store::limiter::measured_margin`]); with it, no span of Apollo's window length holds more
+//! than `limit` calls as Apollo counts them, whether its limit is a fixed window (wherever it
+//! starts), a sliding window or a token bucket refilled at the same rate. A window's whole
+//! allowance is usable at once, and the full rate is sustained less the margin.
+//!
+//! Headers only ever hold calls back (a lower stated limit, a window said to be used up): none
+//! can make a call go earlier than the log allows, so a wrong or stale reading cannot cause 429s.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -16,36 +18,20 @@ use std::time::{Duration, Instant};
 use apollo_client::{RateLimit, Window, WindowLimit};
 use chrono::{DateTime, TimeDelta, Utc};
 use job_store::Allowance;
-use job_store::limiter::{
-    Restart, RestartFinder, UsageReading, fixed_window, fixed_window_slot, narrow, reading_ms, usable, window_allowance,
-};
+use job_store::limiter::{AnswerTimes, window_allowance};
 
 /// One window's state.
 #[derive(Debug, Clone)]
 struct WindowState {
-    /// Apollo's window length plus the margin: the span of the sliding log.
-    len: Duration,
     /// Apollo's window length.
     period: Duration,
-    /// The longest a call is taken to need to reach Apollo.
-    margin: Duration,
     configured: Option<u32>,
     /// The limit Apollo's headers last stated, when they stated one.
     learned: Option<u32>,
-    /// Our calls, oldest first, kept two windows (counting by Apollo's fixed window looks back
-    /// up to a window and a quarter).
+    /// Our calls, oldest first, kept two spans (room for a margin grown since).
     log: VecDeque<Instant>,
     /// No call before this instant (Apollo said none are left in this window).
     closed_until: Option<Instant>,
-    /// Where Apollo's fixed window restarts, on the limiter's millisecond clock, once its usage
-    /// counts have shown it.
-    restart: Option<Restart>,
-    finder: RestartFinder,
-}
-
-/// Milliseconds as the pure rules count them.
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 impl WindowState {
@@ -56,37 +42,24 @@ impl WindowState {
         }
     }
 
-    fn prune(&mut self, now: Instant) {
-        while self.log.front().is_some_and(|t| now.saturating_duration_since(*t) >= self.len * 2) {
+    fn prune(&mut self, now: Instant, span: Duration) {
+        while self.log.front().is_some_and(|t| now.saturating_duration_since(*t) >= span * 2) {
             self.log.pop_front();
         }
     }
 
-    /// The restart, when known precisely enough to count calls by Apollo's windows.
-    fn known_restart(&self) -> Option<Restart> {
-        self.restart.filter(|r| usable(*r, millis(self.period)))
-    }
-
-    /// When the next call may go, or `None` for now: when the sliding log or, once the restart
-    /// is known, Apollo's fixed window has room (each alone keeps every window within its limit).
-    fn next_slot(&self, clock: &Clock, now: Instant) -> Option<Instant> {
+    /// When the next call may go, or `None` for now: when the sliding log has room.
+    fn next_slot(&self, now: Instant, span: Duration) -> Option<Instant> {
         let closed = self.closed_until.filter(|t| *t > now);
-        let by_limit = self.limit().and_then(|limit| {
-            let by_log = self.sliding_slot(now, limit)?;
-            let Some(restart) = self.known_restart() else { return Some(by_log) };
-            let (from, next) = fixed_window(restart, millis(self.period), millis(self.margin), clock.ms(now));
-            let counted = self.log.iter().filter(|t| clock.ms(**t) > from).count() as u64;
-            let by_window = clock.instant(fixed_window_slot(next, counted, limit)?);
-            Some(by_log.min(by_window))
-        });
+        let by_limit = self.limit().and_then(|limit| self.sliding_slot(now, limit, span));
         match (closed, by_limit) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         }
     }
 
-    fn sliding_slot(&self, now: Instant, limit: u32) -> Option<Instant> {
-        let in_window = self.log.iter().filter(|t| now.saturating_duration_since(**t) < self.len).count();
+    fn sliding_slot(&self, now: Instant, limit: u32, span: Duration) -> Option<Instant> {
+        let in_window = self.log.iter().filter(|t| now.saturating_duration_since(**t) < span).count();
         if in_window < limit as usize {
             return None;
         }
@@ -94,99 +67,34 @@ impl WindowState {
         // of 0 (a 429's headers) that time may be past: then one call may probe again, rather
         // than the dispatch loop spinning on a slot in the past.
         let idx = self.log.len().checked_sub(limit.max(1) as usize)?;
-        Some(self.log[idx] + self.len).filter(|t| *t > now)
+        Some(self.log[idx] + span).filter(|t| *t > now)
     }
 
-    fn observe(&mut self, clock: &Clock, sent: Instant, answered: Instant, w: &Window, counted: bool) {
+    fn observe(&mut self, answered: Instant, w: &Window, span: Duration) {
         match w.limit {
             WindowLimit::Max(n) => self.learned = Some(u32::try_from(n).unwrap_or(u32::MAX)),
             WindowLimit::Unlimited => self.learned = None,
             WindowLimit::Unknown => {}
         }
-        if let Some(used) = w.used {
-            let (s, a) = clock.reading(sent, answered);
-            self.learn(UsageReading::of(s, a, used, counted));
-        }
-        let ours = self.log.iter().filter(|t| answered.saturating_duration_since(**t) < self.len).count();
+        let ours = self.log.iter().filter(|t| answered.saturating_duration_since(**t) < span).count();
         // None left though our own calls leave room: another client uses the key. (When our
-        // calls fill the window, the limit already holds them back, until a restart learned
-        // later frees it.)
+        // calls fill the window, the limit already holds them back.)
         if w.left == Some(0) && self.limit().is_none_or(|l| ours < l as usize) {
             // Closed until our own oldest call in the window ages out, which is never later than
-            // Apollo's reset; or, once the restart is known, until the next restart after the answer.
-            let oldest = self.log.iter().find(|t| answered.saturating_duration_since(**t) < self.len);
-            let mut until = oldest.map(|t| *t + self.len).unwrap_or(answered + self.len);
-            if let Some(r) = self.known_restart() {
-                let (_, next) = fixed_window(r, millis(self.period), millis(self.margin), clock.ms(answered));
-                until = until.min(clock.instant(next));
-            }
+            // Apollo's reset.
+            let oldest = self.log.iter().find(|t| answered.saturating_duration_since(**t) < span);
+            let until = oldest.map(|t| *t + span).unwrap_or(answered + span);
             self.closed_until = Some(self.closed_until.map_or(until, |c| c.max(until)));
         }
     }
-
-    fn learn(&mut self, reading: UsageReading) {
-        if let Some(seen) = self.finder.add(reading) {
-            self.restart = narrow(self.restart, seen, millis(self.period));
-        }
-    }
-}
-
-/// The millisecond clock the restart rules count on: an instant of this process and its time
-/// then in microseconds (0 for the local limiter; the database's clock for the shared one), from
-/// which other instants are timed with this process's monotonic clock.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    origin: Instant,
-    origin_micros: i64,
-}
-
-impl Clock {
-    /// A clock on which `origin` is `origin_micros`.
-    pub fn new(origin: Instant, origin_micros: i64) -> Clock {
-        Clock { origin, origin_micros }
-    }
-
-    /// How long ago its origin was.
-    pub fn age(&self) -> Duration {
-        self.origin.elapsed()
-    }
-
-    fn micros(&self, t: Instant) -> i64 {
-        let us = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
-        let since = match t.checked_duration_since(self.origin) {
-            Some(d) => us(d),
-            None => -us(self.origin.duration_since(t)),
-        };
-        self.origin_micros.saturating_add(since)
-    }
-
-    fn ms(&self, t: Instant) -> i64 {
-        self.micros(t).div_euclid(1000)
-    }
-
-    /// A reading's sending and answer, rounded outwards ([`reading_ms`]).
-    pub fn reading(&self, sent: Instant, answered: Instant) -> (i64, i64) {
-        (reading_ms(self.micros(sent), false), reading_ms(self.micros(answered), true))
-    }
-
-    /// The instant of a millisecond; before the origin it is the origin (only ever a past slot).
-    fn instant(&self, ms: i64) -> Instant {
-        let after = ms.saturating_mul(1000).saturating_sub(self.origin_micros);
-        self.origin + Duration::from_micros(u64::try_from(after).unwrap_or(0))
-    }
-}
-
-/// What each window adds to its length: a small margin absorbs the delay between our send and
-/// Apollo's receipt.
-pub fn window_margin(minute: Duration) -> Duration {
-    (minute / 100).max(Duration::from_millis(5))
 }
 
 /// The dispatcher's limiter for one Apollo key.
 #[derive(Debug, Clone)]
 pub struct Limiter {
-    clock: Clock,
+    minute: Duration,
     windows: [WindowState; 3],
+    answers: AnswerTimes,
     blocked_until: Option<Instant>,
     rate_limited: u64,
 }
@@ -205,45 +113,43 @@ pub struct Limits {
 impl Limiter {
     /// A limiter whose "minute" lasts `minute` (60 s in production, less in tests and benchmarks).
     pub fn new(limits: Limits, minute: Duration) -> Limiter {
-        Limiter::with_origin(limits, minute, Instant::now())
-    }
-
-    /// The same on a clock counted from `origin` (tests pass instants around it).
-    pub fn with_origin(limits: Limits, minute: Duration, origin: Instant) -> Limiter {
-        let margin = window_margin(minute);
         let w = |period: Duration, configured| WindowState {
-            len: period + margin,
             period,
-            margin,
             configured,
             learned: None,
             log: VecDeque::new(),
             closed_until: None,
-            restart: None,
-            finder: RestartFinder::default(),
         };
         Limiter {
-            clock: Clock::new(origin, 0),
+            minute,
             windows: [
                 w(minute, limits.per_minute),
                 w(minute * 60, limits.per_hour),
                 w(minute * 60 * 24, limits.per_day),
             ],
+            answers: AnswerTimes::default(),
             blocked_until: None,
             rate_limited: 0,
         }
     }
 
+    /// The margin each window adds to Apollo's length now, measured from recent answers.
+    pub fn margin(&self) -> Duration {
+        self.answers.margin(self.minute)
+    }
+
     /// When the next call may go; `None` means now.
     pub fn next_slot(&self, now: Instant) -> Option<Instant> {
+        let margin = self.margin();
         let blocked = self.blocked_until.filter(|t| *t > now);
-        self.windows.iter().filter_map(|w| w.next_slot(&self.clock, now)).chain(blocked).max()
+        self.windows.iter().filter_map(|w| w.next_slot(now, w.period + margin)).chain(blocked).max()
     }
 
     /// Takes a slot if one is free now (recording the call); otherwise says when to come back.
     pub fn try_acquire(&mut self, now: Instant) -> Result<(), Instant> {
+        let margin = self.margin();
         for w in &mut self.windows {
-            w.prune(now);
+            w.prune(now, w.period + margin);
         }
         if let Some(at) = self.next_slot(now) {
             return Err(at);
@@ -251,6 +157,7 @@ impl Limiter {
         for w in &mut self.windows {
             w.log.push_back(now);
         }
+        self.answers.admit(now);
         Ok(())
     }
 
@@ -261,45 +168,28 @@ impl Limiter {
         for w in &mut self.windows {
             w.log.truncate(w.log.len() - free);
         }
+        self.answers.give_back(free);
         free
     }
 
-    /// Corrects the windows from the rate-limit headers of a call sent at `sent` and answered
-    /// at `answered` (`counted`: Apollo counted it, i.e. it was not refused with a 429).
-    pub fn observe(&mut self, sent: Instant, answered: Instant, headers: &RateLimit, counted: bool) {
-        let clock = self.clock;
+    /// Learns from the answer to a call sent at `sent` and answered at `answered`: its time from
+    /// admission (the margin) and its rate-limit headers.
+    pub fn observe(&mut self, sent: Instant, answered: Instant, headers: &RateLimit) {
+        self.answers.record(sent, answered);
+        let margin = self.margin();
         for (w, stated) in self.windows.iter_mut().zip(headers.windows()) {
-            w.observe(&clock, sent, answered, stated, counted);
+            let span = w.period + margin;
+            w.observe(answered, stated, span);
         }
     }
 
-    /// Learns from the usage-stats endpoint's counts (minute, hour, day), read between `sent`
-    /// and `answered`.
-    pub fn observe_usage(&mut self, sent: Instant, answered: Instant, used: [Option<u64>; 3]) {
-        let (s, a) = self.clock.reading(sent, answered);
-        for (w, used) in self.windows.iter_mut().zip(used) {
-            if let Some(used) = used {
-                w.learn(UsageReading::of_probe(s, a, used));
-            }
-        }
-    }
-
-    /// A 429: nothing goes before `retry_after` (a minute's length when Apollo gave none). What
-    /// was known of Apollo's restarts is forgotten: the refusal says our count was wrong.
+    /// A 429: nothing goes before `retry_after` (a minute's length when Apollo gave none).
     pub fn on_rate_limited(&mut self, sent: Instant, answered: Instant, headers: &RateLimit) {
         self.rate_limited += 1;
-        for w in &mut self.windows {
-            w.restart = None;
-        }
-        self.observe(sent, answered, headers, false);
-        let wait = headers.retry_after.unwrap_or(self.windows[0].len);
+        self.observe(sent, answered, headers);
+        let wait = headers.retry_after.unwrap_or(self.minute + self.margin());
         let until = answered + wait;
         self.blocked_until = Some(self.blocked_until.map_or(until, |b| b.max(until)));
-    }
-
-    /// Whether the minute window's restart is known (its allowance then restarts with Apollo's).
-    pub fn restart_known(&self) -> bool {
-        self.windows[0].known_restart().is_some()
     }
 
     /// How many 429s this limiter has seen.
@@ -311,14 +201,16 @@ impl Limiter {
     /// log still inside it (the same sliding windows [`Limiter::try_acquire`] decides with), and
     /// until when no call may go, as the wall-clock instant `wall_now` + the wait.
     pub fn allowance(&self, now: Instant, wall_now: DateTime<Utc>) -> Allowance {
+        let margin = self.margin();
         let windows = self.windows.each_ref().map(|w| {
-            let used = w.log.iter().filter(|t| now.saturating_duration_since(**t) < w.len).count() as u64;
-            window_allowance(w.len, w.configured, w.learned.map(i64::from), used)
+            let span = w.period + margin;
+            let used = w.log.iter().filter(|t| now.saturating_duration_since(**t) < span).count() as u64;
+            window_allowance(span, w.configured, w.learned.map(i64::from), used)
         });
         let blocked = self.windows.iter().filter_map(|w| w.closed_until).chain(self.blocked_until).max();
         let blocked_until =
             blocked.filter(|t| *t > now).map(|t| wall_now + TimeDelta::from_std(t - now).unwrap_or(TimeDelta::MAX));
-        Allowance { windows, blocked_until, rate_limited: i64::try_from(self.rate_limited).unwrap_or(i64::MAX) }
+        Allowance { windows, blocked_until, rate_limited: i64::try_from(self.rate_limited).unwrap_or(i64::MAX), margin }
     }
 
     /// The limits in force now (configured, tightened by headers).
@@ -337,8 +229,21 @@ mod tests {
 
     const MINUTE: Duration = Duration::from_millis(1000);
 
+    /// A limiter whose answers so far took 5 ms: a margin of 10 ms (5, and 5).
+    fn primed(limits: Limits) -> Limiter {
+        let mut l = Limiter::new(limits, MINUTE);
+        let t = Instant::now();
+        l.observe(t, t + Duration::from_millis(5), &RateLimit::default());
+        assert_eq!(l.margin(), Duration::from_millis(10));
+        l
+    }
+
     fn limiter(per_minute: u32) -> Limiter {
-        Limiter::new(Limits { per_minute: Some(per_minute), per_hour: None, per_day: None }, MINUTE)
+        primed(Limits { per_minute: Some(per_minute), per_hour: None, per_day: None })
+    }
+
+    fn unlimited() -> Limiter {
+        primed(Limits { per_minute: None, per_hour: None, per_day: None })
     }
 
     #[test]
@@ -373,9 +278,24 @@ mod tests {
     }
 
     #[test]
+    fn the_margin_follows_the_answers() {
+        let t0 = Instant::now();
+        let mut l = Limiter::new(Limits { per_minute: Some(1), per_hour: None, per_day: None }, MINUTE);
+        // No answer yet: a twentieth of a minute.
+        l.try_acquire(t0).unwrap();
+        assert_eq!(l.next_slot(t0), Some(t0 + Duration::from_millis(1050)));
+        // An answer that took 60 ms (Apollo counted the call up to then): a margin of 65 ms.
+        l.observe(t0, t0 + Duration::from_millis(60), &RateLimit::default());
+        assert_eq!(l.next_slot(t0), Some(t0 + Duration::from_millis(1065)));
+        // Never over a tenth of a minute.
+        l.observe(t0, t0 + Duration::from_millis(900), &RateLimit::default());
+        assert_eq!(l.next_slot(t0), Some(t0 + Duration::from_millis(1100)));
+    }
+
+    #[test]
     fn free_slots_counts_without_taking() {
         let t0 = Instant::now();
-        let mut l = Limiter::new(Limits { per_minute: Some(4), per_hour: None, per_day: Some(3) }, MINUTE);
+        let mut l = primed(Limits { per_minute: Some(4), per_hour: None, per_day: Some(3) });
         l.try_acquire(t0).unwrap();
         let now = t0 + Duration::from_millis(100);
         // The day's limit is the tighter one; and asking for fewer gives fewer.
@@ -391,7 +311,7 @@ mod tests {
     fn the_allowance_counts_the_calls_inside_each_window() {
         let t0 = Instant::now();
         let wall = Utc::now();
-        let mut l = Limiter::new(Limits { per_minute: Some(3), per_hour: None, per_day: Some(100) }, MINUTE);
+        let mut l = primed(Limits { per_minute: Some(3), per_hour: None, per_day: Some(100) });
         l.try_acquire(t0).unwrap();
         l.try_acquire(t0 + Duration::from_millis(500)).unwrap();
         // Past the minute (1 s and its 10 ms margin) the first call has left it, not the day.
@@ -399,9 +319,10 @@ mod tests {
         assert_eq!((a.windows[0].used, a.windows[0].left), (1, Some(2)));
         assert_eq!((a.windows[1].used, a.windows[1].left), (2, None));
         assert_eq!((a.windows[2].used, a.windows[2].left), (2, Some(98)));
-        assert_eq!(a.blocked_until, None);
+        assert_eq!((a.blocked_until, a.margin), (None, Duration::from_millis(10)));
         // A 429 blocks until its retry-after, shown on the wall clock.
-        l.on_rate_limited(t0, t0, &RateLimit { retry_after: Some(Duration::from_secs(17)), ..Default::default() });
+        let h = RateLimit { retry_after: Some(Duration::from_secs(17)), ..Default::default() };
+        l.on_rate_limited(t0 - Duration::from_millis(4), t0, &h);
         let a = l.allowance(t0 + Duration::from_secs(2), wall);
         assert_eq!(a.blocked_until, Some(wall + TimeDelta::seconds(15)));
         assert_eq!(a.rate_limited, 1);
@@ -410,7 +331,7 @@ mod tests {
         let minute = MINUTE + Duration::from_millis(10);
         let at_edge = l.allowance(t0 + Duration::from_millis(500) + minute, wall);
         assert_eq!(at_edge.windows[0].used, 0);
-        l.on_rate_limited(t0, t0, &RateLimit::default());
+        l.on_rate_limited(t0 - Duration::from_millis(4), t0, &RateLimit::default());
         assert_eq!((l.rate_limited_count(), l.allowance(t0, wall).rate_limited), (2, 2));
     }
 
@@ -423,148 +344,145 @@ mod tests {
             hour: Window { limit: WindowLimit::Unlimited, used: None, left: None },
             ..Default::default()
         };
-        l.observe(t0, t0, &h, true);
+        l.observe(t0, t0, &h);
         assert_eq!(l.effective(), Limits { per_minute: Some(20), per_hour: None, per_day: None });
         // Headers without a stated limit (401/403) leave what we learned.
-        l.observe(t0, t0, &RateLimit::default(), true);
+        l.observe(t0, t0, &RateLimit::default());
         assert_eq!(l.effective().per_minute, Some(20));
     }
 
     #[test]
     fn zero_left_closes_the_window_and_429_blocks_for_retry_after() {
         let t0 = Instant::now();
-        let mut l = Limiter::new(Limits { per_minute: None, per_hour: None, per_day: None }, MINUTE);
+        let mut l = unlimited();
         l.try_acquire(t0).unwrap();
         let h = RateLimit {
             hour: Window { limit: WindowLimit::Max(100), used: Some(100), left: Some(0) },
             ..Default::default()
         };
-        l.observe(t0, t0, &h, true);
+        l.observe(t0, t0, &h);
         let hour = MINUTE * 60 + Duration::from_millis(10);
         assert_eq!(l.next_slot(t0 + Duration::from_millis(1)), Some(t0 + hour));
         assert_eq!(l.next_slot(t0 + hour), None, "open again at that instant");
         // Used up by another client before any call of ours: closed for a whole window from now.
-        let mut fresh = Limiter::new(Limits { per_minute: None, per_hour: None, per_day: None }, MINUTE);
-        fresh.observe(t0, t0, &h, true);
+        let mut fresh = unlimited();
+        fresh.observe(t0, t0, &h);
         assert_eq!(fresh.next_slot(t0), Some(t0 + hour));
         // Closed from our oldest call still in the window, not from one that aged out.
-        let mut l2 = Limiter::new(Limits { per_minute: None, per_hour: None, per_day: None }, MINUTE);
+        let mut l2 = unlimited();
         let minute_used = RateLimit {
             minute: Window { limit: WindowLimit::Max(5), used: Some(5), left: Some(0) },
             ..Default::default()
         };
         l2.try_acquire(t0).unwrap();
         l2.try_acquire(t0 + Duration::from_millis(1500)).unwrap();
-        l2.observe(t0 + Duration::from_millis(1600), t0 + Duration::from_millis(1600), &minute_used, true);
+        // Answered 5 ms after the second call was admitted (the margin stays 10 ms).
+        let second = t0 + Duration::from_millis(1500);
+        l2.observe(second, second + Duration::from_millis(5), &minute_used);
         assert_eq!(l2.next_slot(t0 + Duration::from_millis(1600)), Some(t0 + Duration::from_millis(2510)));
 
         let mut l = limiter(100);
         let h = RateLimit { retry_after: Some(Duration::from_secs(17)), ..Default::default() };
-        l.on_rate_limited(t0, t0, &h);
+        l.on_rate_limited(t0 - Duration::from_millis(4), t0, &h);
         assert_eq!(l.next_slot(t0), Some(t0 + Duration::from_secs(17)));
         assert_eq!(l.rate_limited_count(), 1);
         assert!(l.try_acquire(t0 + Duration::from_secs(17)).is_ok());
     }
 
     #[test]
+    fn no_reading_lets_a_call_go_before_the_log_does() {
+        let t0 = Instant::now();
+        let mut l = limiter(3);
+        for _ in 0..3 {
+            l.try_acquire(t0).unwrap();
+        }
+        let free_at = t0 + Duration::from_millis(1010);
+        assert_eq!(l.next_slot(t0), Some(free_at));
+        // What once taught a restart: usage falling to 1 or 0 (a stale usage-stats endpoint, a
+        // sliding window or a token bucket reports so), calls said to be left, the window said used
+        // up by our own calls. None of it frees a slot early, again and again.
+        let at = t0 + Duration::from_millis(100);
+        for round in 0..3 {
+            for (used, left) in [(1, 2), (0, 3), (3, 0)] {
+                let w = Window { limit: WindowLimit::Max(3), used: Some(used), left: Some(left) };
+                // Answered 5 ms after admission (the margin stays 10 ms), read at `at`.
+                l.observe(t0, t0 + Duration::from_millis(5), &RateLimit { minute: w, ..Default::default() });
+                assert_eq!(l.next_slot(at), Some(free_at), "round {round}: used {used}, left {left}");
+                assert!(l.try_acquire(at).is_err());
+            }
+        }
+        assert!(l.try_acquire(free_at).is_ok());
+    }
+
+    #[test]
     fn a_learned_limit_of_zero_waits_one_window_and_never_points_to_the_past() {
         let t0 = Instant::now();
-        let mut l = Limiter::new(Limits { per_minute: None, per_hour: None, per_day: None }, MINUTE);
+        let mut l = unlimited();
         l.try_acquire(t0).unwrap();
-        l.observe(
-            t0,
-            t0,
-            &RateLimit { minute: Window { limit: WindowLimit::Max(0), used: None, left: None }, ..Default::default() },
-            true,
-        );
+        let zero = Window { limit: WindowLimit::Max(0), used: None, left: None };
+        l.observe(t0 - Duration::from_millis(4), t0, &RateLimit { minute: zero, ..Default::default() });
         let window = MINUTE + Duration::from_millis(10);
         assert_eq!(l.next_slot(t0 + Duration::from_millis(1)), Some(t0 + window));
         assert_eq!(l.next_slot(t0 + window), None, "free at the instant the call ages out");
         assert_eq!(l.next_slot(t0 + window * 2), None, "without pruning first, the slot is free, not in the past");
     }
 
-    /// Drives the limiter against the simulator's fixed windows (phase unknown to the limiter),
-    /// asking every millisecond; a call reaches Apollo 1 ms after it is sent and is answered 1 ms
-    /// later; while it waits for a slot it reads the usage-stats counts every 10 ms, as the
-    /// dispatcher does. Returns Apollo's receipt times of accepted calls and the refusals.
-    fn against_fixed_windows(offset_ms: u64, limit: u32, windows: u64) -> (Vec<u64>, usize) {
-        use apollo_sim::limits::{Admission as Apollo, FixedWindows};
-        let lengths = [1_000, 60_000, 1_440_000];
-        let limits = [Some(limit), None, None];
+    /// Drives the limiter against each shape of Apollo's limit, asking every millisecond. Each
+    /// call is counted after a random delay of up to `delay_ms` (seeded) and answered 1 ms after
+    /// that; the limiter learns from each answer. Returns the calls counted and refused.
+    fn against(rule: apollo_sim::limits::Rule, delay_ms: u64, seed: u64) -> (usize, usize) {
+        use apollo_sim::limits::{Admission as Apollo, Counters};
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
-        let mut l = Limiter::with_origin(
-            Limits { per_minute: Some(limit), per_hour: None, per_day: None },
-            MINUTE,
-            t0 + Duration::from_millis(777),
-        );
-        let mut apollo = FixedWindows::default();
-        let (mut received, mut refused) = (Vec::new(), 0);
-        for ms in 0..windows * 1_000 {
-            let mut sent = false;
+        let limit = rule.limits[0].expect("a minute limit");
+        let mut l = Limiter::new(Limits { per_minute: Some(limit), per_hour: None, per_day: None }, MINUTE);
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let mut apollo = Counters::default();
+        // Calls in flight: (counted at, sent at), counted and answered in order of their count.
+        let mut in_flight: Vec<(u64, u64)> = Vec::new();
+        let (mut counted, mut refused) = (0, 0);
+        for ms in 0..12_000 {
             while l.try_acquire(at(ms)).is_ok() {
-                sent = true;
-                let apollo_ms = ms + 1 + offset_ms;
-                match apollo.admit(apollo_ms, lengths, limits) {
-                    Apollo::Allowed(u) => {
-                        received.push(ms + 1);
+                in_flight.push((ms + rng.u64(0..=delay_ms), ms));
+            }
+            in_flight.sort_unstable();
+            while in_flight.first().is_some_and(|(c, _)| *c <= ms) {
+                let (count_at, sent) = in_flight.remove(0);
+                match apollo.admit(count_at, &rule) {
+                    Apollo::Allowed(_) => {
+                        counted += 1;
+                        l.observe(at(sent), at(count_at + 1), &RateLimit::default());
+                    }
+                    Apollo::Limited { retry_after_ms, .. } => {
+                        refused += 1;
                         let h = RateLimit {
-                            minute: Window {
-                                limit: WindowLimit::Max(u64::from(limit)),
-                                used: Some(u64::from(u[0].used)),
-                                left: u[0].left.map(u64::from),
-                            },
+                            retry_after: Some(Duration::from_millis(retry_after_ms)),
                             ..Default::default()
                         };
-                        l.observe(at(ms), at(ms + 2), &h, true);
+                        l.on_rate_limited(at(sent), at(count_at + 1), &h);
                     }
-                    Apollo::Limited { .. } => refused += 1,
                 }
             }
-            if !sent && ms % 10 == 0 && !l.restart_known() {
-                let used = apollo.usage(ms + 1 + offset_ms, lengths, limits)[0].used;
-                l.observe_usage(at(ms), at(ms + 2), [Some(u64::from(used)), None, None]);
-            }
         }
-        (received, refused)
+        (counted, refused)
     }
 
     #[test]
-    fn learns_where_apollos_window_restarts_and_then_takes_each_allowance_at_once() {
-        for offset in [0, 1, 250, 500, 999, 1_337] {
-            let (received, refused) = against_fixed_windows(offset, 5, 10);
-            assert_eq!(refused, 0, "offset {offset}: a call refused");
-            // Never more than the limit in one of Apollo's windows.
-            let window_of = |ms: u64| (ms + offset) / 1_000;
-            for w in received.iter().map(|t| window_of(*t)) {
-                let n = received.iter().filter(|t| window_of(**t) == w).count();
-                assert!(n <= 5, "offset {offset}: {n} calls in Apollo's window {w}");
-            }
-            // From the second window on, each window's whole allowance goes within 15 ms of
-            // Apollo's restart (the sliding log alone would wait for our first call's age).
-            let first_full = window_of(0) + 1;
-            for w in first_full..window_of(9_000) {
-                let start = w * 1_000 - offset;
-                let in_w: Vec<u64> = received.iter().copied().filter(|t| window_of(*t) == w).collect();
-                assert_eq!(in_w.len(), 5, "offset {offset}: window {w} got {in_w:?}");
-                assert!(in_w[4] <= start + 15, "offset {offset}: window {w} starts {start}, calls {in_w:?}");
+    fn no_429_from_any_shape_of_limit_with_delays_up_to_the_answer() {
+        use apollo_sim::limits::{Alignment, Rule, Shape};
+        for shape in [Shape::Fixed, Shape::Sliding, Shape::Bucket] {
+            for align in [Alignment::Clock, Alignment::FirstCall] {
+                for (delay, seed) in [(0, 1), (40, 2), (80, 3)] {
+                    let rule =
+                        Rule { lengths_ms: [1_000, 60_000, 1_440_000], limits: [Some(20), None, None], shape, align };
+                    let (counted, refused) = against(rule, delay, seed);
+                    assert_eq!(refused, 0, "{shape:?} {align:?}, delays up to {delay} ms: {refused} refused");
+                    // 12 windows of 20 calls, each window's span longer by the margin.
+                    let margin = (delay + 6).min(100);
+                    let floor = 240.0 * 1_000.0 / (1_000 + margin) as f64 - 20.0;
+                    assert!(counted as f64 >= floor, "{shape:?} {align:?} {delay} ms: only {counted} calls");
+                }
             }
         }
-    }
-
-    #[test]
-    fn a_429_forgets_the_restart() {
-        let t0 = Instant::now();
-        let mut l = Limiter::with_origin(Limits { per_minute: Some(5), per_hour: None, per_day: None }, MINUTE, t0);
-        let reading = |used| RateLimit {
-            minute: Window { limit: WindowLimit::Max(5), used: Some(used), left: Some(5 - used) },
-            ..Default::default()
-        };
-        // Usage 3 at 100 ms, then 1 at 120 ms: Apollo restarted between 100 and 122 ms.
-        l.observe(t0 + Duration::from_millis(100), t0 + Duration::from_millis(102), &reading(3), true);
-        l.observe(t0 + Duration::from_millis(120), t0 + Duration::from_millis(122), &reading(1), true);
-        assert!(l.restart_known());
-        l.on_rate_limited(t0 + Duration::from_millis(130), t0 + Duration::from_millis(131), &RateLimit::default());
-        assert!(!l.restart_known());
     }
 }

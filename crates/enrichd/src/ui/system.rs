@@ -94,7 +94,12 @@ pub async fn show(
                 }
             }
         }
-        p.muted { "Used: calls admitted in the last window length, sliding. 429s drawn: " span #rate-limited { (allowance.rate_limited) } "." }
+        p.muted {
+            "Used: calls admitted in the last window length plus a margin of "
+            span #margin { (allowance.margin.as_millis()) " ms" }
+            " (measured from Apollo's answer times), sliding; that log alone decides when a call goes. 429s drawn: "
+            span #rate-limited { (allowance.rate_limited) } "."
+        }
         h2 { "Queue depths" }
         div.cards {
             @for (title, rows) in tables {

@@ -9,11 +9,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use apollo_client::RateLimit;
-use job_store::limiter::{RestartFinder, UsageReading, usable};
+use apollo_client::trace::TraceLine;
+use job_store::limiter::AnswerTimes;
 use job_store::{Admitted, Allowance, ClaimedBatch, RateRules, StoreResult, WindowRule};
 use secrecy::ExposeSecret;
 
-use crate::core::ratelimit::{Clock, Limiter, Limits, window_margin};
+use crate::core::ratelimit::{Limiter, Limits};
 use crate::state::AppState;
 
 /// What the dispatch loop does next.
@@ -27,39 +28,31 @@ pub enum Next {
     Idle,
 }
 
-/// The limiter a dispatcher obeys.
+/// The limiter a dispatcher obeys, and the trace it writes.
 #[derive(Debug)]
-pub enum Admission {
+pub struct Admission {
+    decider: Decider,
+    trace: Option<Mutex<Trace>>,
+}
+
+/// Who decides.
+#[derive(Debug)]
+enum Decider {
     /// This process's own limiter (SQLite).
     Local(Box<Mutex<Limiter>>),
     /// The limiter shared in PostgreSQL by every replica with the same key, and this replica's
-    /// usage readings, from which it finds where Apollo's windows restart for all of them.
-    Shared(RateRules, Box<Mutex<Readings>>),
+    /// answer times, from which it measures its margin.
+    Shared(RateRules, Box<Mutex<AnswerTimes>>),
 }
 
-/// One replica's usage readings, timed on the database's clock.
-#[derive(Debug, Default)]
-pub struct Readings {
-    finders: [RestartFinder; 3],
-    /// The database's clock at an instant of this process: readings are timed from it with this
-    /// process's monotonic clock, so a host whose wall clock is off (by less than the skew
-    /// correction notices) cannot misplace Apollo's restarts.
-    anchor: Option<Clock>,
-}
-
-/// How long one reading of the database's clock times readings (monotonic clocks drift by
-/// millionths).
-const ANCHOR_FOR: Duration = Duration::from_secs(30);
-
-/// The shared limiter's rules: the configured limits over windows as long as the in-process
-/// limiter's (margin included), under the key's fingerprint.
+/// The shared limiter's rules: the configured limits over Apollo's windows, under the key's
+/// fingerprint, with the margin of a limiter that has seen no answer yet.
 pub fn shared_rules(api_key: &str, limits: Limits, minute: Duration) -> RateRules {
-    let margin = window_margin(minute);
-    let w = |len: Duration, limit| WindowRule { len: len + margin, limit };
+    let w = |len: Duration, limit| WindowRule { len, limit };
     RateRules {
         key: job_store::limiter::key_fingerprint(api_key),
         windows: [w(minute, limits.per_minute), w(minute * 60, limits.per_hour), w(minute * 60 * 24, limits.per_day)],
-        margin,
+        margin: AnswerTimes::default().margin(minute),
     }
 }
 
@@ -69,24 +62,71 @@ pub fn spread(wait: Duration) -> Duration {
     wait + Duration::from_micros(fastrand::u64(0..=5_000)) + wait.mul_f64(fastrand::f64() * 0.001)
 }
 
+/// The margin this process measured, on `/metrics`.
+fn show_margin(margin: Duration) {
+    metrics::gauge!("enrichd_limiter_margin_seconds").set(margin.as_secs_f64());
+}
+
+/// The rate-limit trace file (`APOLLO_TRACE_FILE`): times count from the first call traced.
+#[derive(Debug)]
+struct Trace {
+    file: std::fs::File,
+    origin: Option<Instant>,
+}
+
+impl Trace {
+    /// Appends one call's line; a trace that cannot be written is logged, never fatal.
+    fn write(&mut self, sent: Instant, status: u16, headers: &RateLimit) {
+        let origin = *self.origin.get_or_insert(sent);
+        let line = TraceLine::new(sent.saturating_duration_since(origin), origin.elapsed(), status, headers);
+        let text = serde_json::to_string(&line).expect("a trace line is JSON") + "\n";
+        if let Err(e) = std::io::Write::write_all(&mut self.file, text.as_bytes()) {
+            tracing::warn!(error = %e, "could not write the rate-limit trace");
+        }
+    }
+}
+
 impl Admission {
-    /// The shared limiter on PostgreSQL, the local one otherwise.
+    /// The shared limiter on PostgreSQL, the local one otherwise; tracing calls when configured
+    /// (a trace file that cannot be opened is logged as an error; dispatch goes on untraced).
     pub fn for_state(state: &AppState) -> Admission {
         let (limits, minute) = (state.config.limits(), state.config.rate_minute);
-        match (state.store.is_shared(), state.config.apollo_api_key.as_ref()) {
-            (true, Some(key)) => Admission::Shared(
+        let decider = match (state.store.is_shared(), state.config.apollo_api_key.as_ref()) {
+            (true, Some(key)) => Decider::Shared(
                 shared_rules(key.expose_secret(), limits, minute),
-                Box::new(Mutex::new(Readings::default())),
+                Box::new(Mutex::new(AnswerTimes::default())),
             ),
-            _ => Admission::Local(Box::new(Mutex::new(Limiter::new(limits, minute)))),
+            _ => Decider::Local(Box::new(Mutex::new(Limiter::new(limits, minute)))),
+        };
+        let trace = state.config.apollo_trace_file.as_ref().and_then(|path| {
+            match std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                Ok(file) => Some(Mutex::new(Trace { file, origin: None })),
+                Err(e) => {
+                    tracing::error!(error = %e, path = %path.display(), "cannot open APOLLO_TRACE_FILE: calls are not traced");
+                    None
+                }
+            }
+        });
+        Admission { decider, trace }
+    }
+
+    fn trace(&self, sent: Instant, status: u16, headers: &RateLimit) {
+        if let Some(t) = &self.trace {
+            t.lock().expect("trace").write(sent, status, headers);
         }
+    }
+
+    /// The shared rules with the margin this replica measures now.
+    fn measured(rules: &RateRules, answers: &Mutex<AnswerTimes>) -> RateRules {
+        let margin = answers.lock().expect("answer times").margin(rules.windows[0].len);
+        RateRules { margin, ..rules.clone() }
     }
 
     /// Waits for nothing: decides now whether calls may go and claims their batches, up to `max`
     /// and as many as have room, in one transaction.
     pub async fn next(&self, state: &AppState, max: usize) -> StoreResult<Next> {
-        match self {
-            Admission::Local(limiter) => {
+        match &self.decider {
+            Decider::Local(limiter) => {
                 let free = {
                     let mut limiter = limiter.lock().expect("limiter");
                     let now = Instant::now();
@@ -108,9 +148,15 @@ impl Admission {
                 }
                 Ok(Next::Call(batches))
             }
-            Admission::Shared(rules, _) => {
-                Ok(match state.store.claim_admitted(&state.owner, state.config.lease, rules, max).await? {
-                    Admitted::Claimed(batches) => Next::Call(batches),
+            Decider::Shared(rules, answers) => {
+                let rules = Admission::measured(rules, answers);
+                Ok(match state.store.claim_admitted(&state.owner, state.config.lease, &rules, max).await? {
+                    Admitted::Claimed(batches) => {
+                        let now = Instant::now();
+                        let mut answers = answers.lock().expect("answer times");
+                        batches.iter().for_each(|_| answers.admit(now));
+                        Next::Call(batches)
+                    }
                     Admitted::Wait(d) => Next::WaitUntil(Instant::now() + spread(d)),
                     Admitted::Idle => Next::Idle,
                 })
@@ -121,19 +167,25 @@ impl Admission {
     /// Waits for a rate slot and takes it, for a call outside the claim loop (a probe).
     pub async fn take_slot(&self, state: &AppState) {
         loop {
-            let wait = match self {
-                Admission::Local(limiter) => {
+            let wait = match &self.decider {
+                Decider::Local(limiter) => {
                     let mut limiter = limiter.lock().expect("limiter");
                     let now = Instant::now();
                     limiter.try_acquire(now).err().map(|at| at.saturating_duration_since(now))
                 }
-                Admission::Shared(rules, _) => match state.store.take_rate_slot(rules).await {
-                    Ok(wait) => wait.map(spread),
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not take a rate slot; database unavailable?");
-                        Some(Duration::from_secs(1))
+                Decider::Shared(rules, answers) => {
+                    match state.store.take_rate_slot(&Admission::measured(rules, answers)).await {
+                        Ok(None) => {
+                            answers.lock().expect("answer times").admit(Instant::now());
+                            None
+                        }
+                        Ok(wait) => wait.map(spread),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not take a rate slot; database unavailable?");
+                            Some(Duration::from_secs(1))
+                        }
                     }
-                },
+                }
             };
             match wait {
                 None => return,
@@ -145,102 +197,59 @@ impl Admission {
     /// The allowance now, for operators: the local limiter's, or the shared one's counted in the
     /// database on its clock.
     pub async fn allowance(&self, state: &AppState) -> StoreResult<Allowance> {
-        match self {
-            Admission::Local(limiter) => {
+        match &self.decider {
+            Decider::Local(limiter) => {
                 Ok(limiter.lock().expect("limiter").allowance(Instant::now(), chrono::Utc::now()))
             }
-            Admission::Shared(rules, _) => state.store.allowance(rules).await,
+            Decider::Shared(rules, answers) => state.store.allowance(&Admission::measured(rules, answers)).await,
         }
     }
 
-    /// Learns from the rate-limit headers of a call sent at `sent` and answered just now
-    /// (`counted`: Apollo counted it, i.e. it was not a 429).
-    pub async fn observe(&self, state: &AppState, sent: Instant, headers: &RateLimit, counted: bool) {
-        match self {
-            Admission::Local(limiter) => {
-                limiter.lock().expect("limiter").observe(sent, Instant::now(), headers, counted)
+    /// Takes in an answer (`status`) to a call sent at `sent`: traces it, and either lets the
+    /// local limiter learn from it (`local`) or records its time and returns the shared rules
+    /// with the margin measured now, for the caller to store what it learned.
+    fn answered(
+        &self,
+        sent: Instant,
+        status: u16,
+        headers: &RateLimit,
+        local: impl FnOnce(&mut Limiter),
+    ) -> Option<RateRules> {
+        self.trace(sent, status, headers);
+        match &self.decider {
+            Decider::Local(limiter) => {
+                let mut limiter = limiter.lock().expect("limiter");
+                local(&mut limiter);
+                show_margin(limiter.margin());
+                None
             }
-            Admission::Shared(rules, _) => {
-                let used = headers.windows().map(|w| w.used);
-                self.learn_restarts(state, sent, used, counted).await;
-                if let Err(e) = state.store.observe_rate_headers(rules, headers).await {
-                    tracing::warn!(error = %e, "could not store the rate-limit headers");
-                }
+            Decider::Shared(rules, answers) => {
+                answers.lock().expect("answer times").record(sent, Instant::now());
+                let rules = Admission::measured(rules, answers);
+                show_margin(rules.margin);
+                Some(rules)
             }
         }
     }
 
-    /// Learns from the usage-stats endpoint's counts (minute, hour, day), asked at `sent`.
-    pub async fn observe_usage(&self, state: &AppState, sent: Instant, used: [Option<u64>; 3]) {
-        match self {
-            Admission::Local(limiter) => limiter.lock().expect("limiter").observe_usage(sent, Instant::now(), used),
-            Admission::Shared(..) => self.learn_restarts(state, sent, used, false).await,
-        }
-    }
-
-    /// Shared: adds this replica's readings, on the database's clock, and stores any restart they
-    /// prove.
-    async fn learn_restarts(&self, state: &AppState, sent: Instant, used: [Option<u64>; 3], counted: bool) {
-        let Admission::Shared(rules, readings) = self else { return };
-        let answered = Instant::now();
-        let stale = readings.lock().expect("readings").anchor.is_none_or(|c| c.age() > ANCHOR_FOR);
-        if stale {
-            let before = Instant::now();
-            match state.store.clock_now().await {
-                Ok(db) => {
-                    let mid = before + before.elapsed() / 2;
-                    // Readings timed from another anchor may be off by its round trip: pairs
-                    // across anchors could look ordered when they were not, so start afresh.
-                    let mut r = readings.lock().expect("readings");
-                    *r = Readings { anchor: Some(Clock::new(mid, db.timestamp_micros())), ..Readings::default() };
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read the database's clock");
-                    return;
-                }
-            }
-        }
-        let found = {
-            let mut r = readings.lock().expect("readings");
-            let Some(clock) = r.anchor else { return };
-            let (sent, answered) = clock.reading(sent, answered);
-            let mut found = [None; 3];
-            for ((f, used), out) in r.finders.iter_mut().zip(used).zip(&mut found) {
-                if let Some(used) = used {
-                    *out = f.add(UsageReading::of(sent, answered, used, counted));
-                }
-            }
-            found
-        };
-        if let Err(e) = state.store.learn_restarts(rules, found).await {
-            tracing::warn!(error = %e, "could not store where Apollo's window restarts");
-        }
-    }
-
-    /// Whether the minute window's restart is known precisely enough to count by it.
-    pub async fn restart_known(&self, state: &AppState) -> StoreResult<bool> {
-        match self {
-            Admission::Local(limiter) => Ok(limiter.lock().expect("limiter").restart_known()),
-            Admission::Shared(rules, _) => {
-                let period = i64::try_from(state.config.rate_minute.as_millis()).unwrap_or(i64::MAX);
-                Ok(state.store.window_restarts(&rules.key).await?[0].is_some_and(|r| usable(r, period)))
-            }
+    /// Learns from the answer to a call sent at `sent` and answered just now: its time and its
+    /// rate-limit headers.
+    pub async fn observe(&self, state: &AppState, sent: Instant, headers: &RateLimit) {
+        let local = |l: &mut Limiter| l.observe(sent, Instant::now(), headers);
+        if let Some(rules) = self.answered(sent, 200, headers, local)
+            && let Err(e) = state.store.observe_rate_headers(&rules, headers).await
+        {
+            tracing::warn!(error = %e, "could not store the rate-limit headers");
         }
     }
 
     /// A 429 sent at `sent`: no call (from any replica, when shared) before its `retry-after`.
     pub async fn on_rate_limited(&self, state: &AppState, sent: Instant, headers: &RateLimit) {
-        match self {
-            Admission::Local(limiter) => {
-                limiter.lock().expect("limiter").on_rate_limited(sent, Instant::now(), headers)
-            }
-            Admission::Shared(rules, _) => {
-                if let Err(e) = state.store.record_rate_limited(rules, headers).await {
-                    tracing::warn!(error = %e, "could not share a 429's retry-after");
-                }
-                let used = headers.windows().map(|w| w.used);
-                self.learn_restarts(state, sent, used, false).await;
-            }
+        let local = |l: &mut Limiter| l.on_rate_limited(sent, Instant::now(), headers);
+        if let Some(rules) = self.answered(sent, 429, headers, local)
+            && let Err(e) = state.store.record_rate_limited(&rules, headers).await
+        {
+            tracing::warn!(error = %e, "could not share a 429's retry-after");
         }
     }
 }
@@ -250,14 +259,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn shared_windows_match_the_local_limiter_and_hide_the_key() {
+    fn shared_windows_are_apollos_and_hide_the_key() {
         let limits = Limits { per_minute: Some(20), per_hour: None, per_day: Some(600) };
         let r = shared_rules("k-123", limits, Duration::from_secs(60));
-        assert_eq!(r.windows[0], WindowRule { len: Duration::from_millis(60_600), limit: Some(20) });
-        assert_eq!(r.windows[1].len, Duration::from_millis(3_600_600));
+        assert_eq!(r.windows[0], WindowRule { len: Duration::from_secs(60), limit: Some(20) });
+        assert_eq!(r.windows[1].len, Duration::from_secs(3_600));
         assert_eq!(r.windows[2].limit, Some(600));
-        assert_eq!(r.margin, Duration::from_millis(600));
+        // No answer measured yet: a twentieth of a minute.
+        assert_eq!(r.margin, Duration::from_secs(3));
         assert!(!r.key.contains("k-123"));
+        let answers = Mutex::new(AnswerTimes::default());
+        let t0 = Instant::now();
+        answers.lock().unwrap().record(t0, t0 + Duration::from_millis(40));
+        assert_eq!(Admission::measured(&r, &answers).margin, Duration::from_millis(45));
     }
 
     #[test]

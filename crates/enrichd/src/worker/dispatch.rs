@@ -6,7 +6,6 @@
 //! claim, before the HTTP request, so a crash mid-call is found later by lease expiry.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,9 +43,6 @@ pub struct Dispatcher {
     pause_probe: Mutex<Option<(String, Instant)>>,
     /// When this process last read the pause switch for probing.
     pause_checked: Mutex<Option<Instant>>,
-    /// Apollo refused the usage-stats endpoint to this key (it may need a master key): window
-    /// restarts are then learned from the calls' own headers only.
-    usage_stats_refused: AtomicBool,
 }
 
 /// The claim number of probe calls' webhook URLs (real claims count from 1).
@@ -69,7 +65,6 @@ impl Dispatcher {
             last_accepted: Mutex::new(HashMap::new()),
             pause_probe: Mutex::new(None),
             pause_checked: Mutex::new(None),
-            usage_stats_refused: AtomicBool::new(false),
         })
     }
 
@@ -115,7 +110,7 @@ impl Dispatcher {
         let sent = Instant::now();
         match state.apollo.bulk_match(&[probe_detail()], &flags, hook.as_deref(), poll_only).await {
             Ok(outcome) => {
-                self.admission.observe(state, sent, &outcome.limits, true).await;
+                self.admission.observe(state, sent, &outcome.limits).await;
                 self.accepted(flags, Instant::now());
                 Some(true)
             }
@@ -184,7 +179,7 @@ impl Dispatcher {
         let sent = Instant::now();
         match state.apollo.bulk_match(&[probe_detail()], &flags, hook.as_deref(), false).await {
             Ok(outcome) => {
-                self.admission.observe(state, sent, &outcome.limits, true).await;
+                self.admission.observe(state, sent, &outcome.limits).await;
                 if state.store.lift_pause(&reason).await? {
                     tracing::info!(pause = %reason, "Apollo accepts calls again: dispatch resumed");
                     state.wake.dispatch.notify_one();
@@ -193,56 +188,6 @@ impl Dispatcher {
             Err(e) => tracing::info!(error = %e, "still paused: Apollo refused the probe"),
         }
         Ok(())
-    }
-}
-
-impl Dispatcher {
-    /// While waiting for a slot until `until` without knowing where Apollo's minute window
-    /// restarts, reads Apollo's usage-stats endpoint (it counts no call) every 1/200 of a minute
-    /// until its minute count drops: the window restarted between two readings, and from then on
-    /// every window's allowance is taken as soon as Apollo grants it (see
-    /// [`crate::core::ratelimit`]). One replica at a time. Returns whether the restart is known.
-    async fn find_restart(&self, state: &AppState, until: Instant) -> bool {
-        let minute = state.config.rate_minute;
-        let every = (minute / 200).max(Duration::from_millis(5));
-        let wait = until.saturating_duration_since(Instant::now());
-        // Waits for an hour's or a day's window, or for a long retry-after, are not worth it.
-        if self.usage_stats_refused.load(Ordering::Relaxed) || wait < every * 3 || wait > minute * 2 {
-            return false;
-        }
-        if !matches!(self.admission.restart_known(state).await, Ok(false)) {
-            return false;
-        }
-        if state.store.is_shared()
-            && !matches!(state.store.hold_task("usage-probe", &state.owner, minute).await, Ok(true))
-        {
-            return false;
-        }
-        while Instant::now() + every < until {
-            let sent = Instant::now();
-            let stats = state.apollo.api_usage_stats().await;
-            let windows = match &stats {
-                Ok(stats) => apollo_client::route_usage(stats, "api/v1/people", "bulk_match"),
-                Err(e) if !matches!(e.status(), Some(401 | 403 | 404)) => {
-                    tracing::debug!(error = %e, "usage stats failed; trying again at the next wait");
-                    return false;
-                }
-                Err(_) => None,
-            };
-            let Some(windows) = windows else {
-                self.usage_stats_refused.store(true, Ordering::Relaxed);
-                let error = stats.err().map(|e| e.to_string()).unwrap_or_else(|| "no bulk_match entry".into());
-                tracing::info!(%error, "Apollo's usage stats are not available to this key: window restarts are learned from call headers only");
-                return false;
-            };
-            let used = windows.map(|(_, consumed, _)| u64::try_from(consumed).ok());
-            self.admission.observe_usage(state, sent, used).await;
-            if matches!(self.admission.restart_known(state).await, Ok(true)) {
-                return true;
-            }
-            tokio::time::sleep(every).await;
-        }
-        false
     }
 }
 
@@ -279,9 +224,7 @@ pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
                 drop(permit);
                 metrics::histogram!("enrichd_limiter_wait_seconds").record((at - Instant::now()).as_secs_f64());
                 tokio::select! {
-                    found = dispatcher.find_restart(&state, at) => if !found {
-                        tokio::time::sleep_until(at.into()).await;
-                    },
+                    _ = tokio::time::sleep_until(at.into()) => {}
                     _ = state.drain.begun() => {}
                 }
                 continue;
@@ -373,7 +316,7 @@ async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch, pe
     match result {
         Ok(outcome) => {
             dispatcher.accepted(flags, Instant::now());
-            dispatcher.admission.observe(state, sent, &outcome.limits, true).await;
+            dispatcher.admission.observe(state, sent, &outcome.limits).await;
             let people = sync_people(&batch.people, &details, &outcome.response, &flags);
             let answer = SyncOutcome {
                 batch_id: batch.batch_id,

@@ -19,19 +19,10 @@ pub struct Model {
     pub blocked_until: Option<DateTimeUtc>,
     /// 429 answers seen by all replicas.
     pub rate_limited: i64,
-    /// Where Apollo's minute window restarts: the earliest a known restart can have been
-    /// (milliseconds since the epoch, database clock; see [`crate::limiter::Restart`]).
-    pub restart_minute_lo: Option<i64>,
-    /// The latest that restart can have been.
-    pub restart_minute_hi: Option<i64>,
-    /// The hourly window's restart, earliest.
-    pub restart_hour_lo: Option<i64>,
-    /// The hourly window's restart, latest.
-    pub restart_hour_hi: Option<i64>,
-    /// The daily window's restart, earliest.
-    pub restart_day_lo: Option<i64>,
-    /// The daily window's restart, latest.
-    pub restart_day_hi: Option<i64>,
+    /// The largest margin a replica measured lately, in ms ([`crate::limiter::shared_margin`]).
+    pub margin_ms: Option<i64>,
+    /// When it was stored.
+    pub margin_at: Option<DateTimeUtc>,
     /// Last written.
     pub updated_at: DateTimeUtc,
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use apollo_client::{RateLimit, Window, WindowLimit};
-use job_store::limiter::{Restart, key_fingerprint};
+use job_store::limiter::key_fingerprint;
 use job_store::{Admitted, JobOptions, RateRules, Store, StoreError, StoreOptions, WindowRule};
 
 use crate::harness::{LEASE, job};
@@ -16,7 +16,7 @@ store_tests!(
     stated_limits_tighten_the_configured_ones,
     no_slot_is_taken_without_a_batch,
     a_task_lease_has_one_holder_until_it_runs_out,
-    a_known_restart_frees_the_window_when_apollos_restarts,
+    the_largest_margin_a_replica_measured_spaces_every_replica,
 );
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -150,41 +150,22 @@ async fn a_task_lease_has_one_holder_until_it_runs_out(store: Store) {
     assert!(!store.hold_task("reconcile", "a", long).await.unwrap());
 }
 
-async fn a_known_restart_frees_the_window_when_apollos_restarts(store: Store) {
+async fn the_largest_margin_a_replica_measured_spaces_every_replica(store: Store) {
     store.create_job(job("acme", 100, JobOptions::default())).await.unwrap();
-    let r = rules(Some(3));
-    for _ in 0..3 {
-        assert!(matches!(store.claim_admitted("a", LEASE, &r, 1).await.unwrap(), Admitted::Claimed(_)));
-    }
-    // The sliding log alone: a minute after our first call.
-    assert!(wait_of(&store.claim_admitted("b", LEASE, &r, 1).await.unwrap()) > MINUTE - Duration::from_secs(10));
-    // A replica read that Apollo's window restarted a minute less 800 ms ago, to within 20 ms.
-    let now = job_store::now().timestamp_millis();
-    let seen = Restart { lo: now + 780 - 60_000, hi: now + 800 - 60_000 };
-    store.learn_restarts(&r, [Some(seen), None, None]).await.unwrap();
-    assert_eq!(store.window_restarts(&r.key).await.unwrap(), [Some(seen), None, None]);
-    // Our three calls count in Apollo's current window, which ends at the next restart.
-    let wait = wait_of(&store.claim_admitted("b", LEASE, &r, 1).await.unwrap());
-    assert!(wait > Duration::from_millis(500) && wait <= Duration::from_millis(800), "{wait:?}");
-    tokio::time::sleep(wait).await;
-    for _ in 0..3 {
-        assert!(matches!(store.claim_admitted("b", LEASE, &r, 1).await.unwrap(), Admitted::Claimed(_)));
-    }
-    // That window is full in turn: the next restart, a minute on.
-    let wait = wait_of(&store.claim_admitted("c", LEASE, &r, 1).await.unwrap());
-    assert!(wait > MINUTE - Duration::from_secs(10) && wait <= MINUTE, "{wait:?}");
-    // Another replica's narrower reading, one window later, narrows what all know.
-    let later = Restart { lo: seen.lo + 60_010, hi: seen.hi + 60_005 };
-    store.learn_restarts(&r, [Some(later), None, None]).await.unwrap();
-    let both = Restart { lo: later.lo, hi: seen.hi + 60_000 };
-    assert_eq!(store.window_restarts(&r.key).await.unwrap()[0], Some(both));
-    // A 429 says the count was wrong: the restart is forgotten, the sliding log rules again.
-    store
-        .record_rate_limited(&r, &RateLimit { retry_after: Some(Duration::from_millis(1)), ..Default::default() })
-        .await
-        .unwrap();
-    assert_eq!(store.window_restarts(&r.key).await.unwrap(), [None; 3]);
-    assert_eq!(calls_logged(&store).await, 6);
+    let fast = rules(Some(1));
+    let slow = RateRules { margin: Duration::from_secs(5), ..fast.clone() };
+    // The slow replica's answers store its margin.
+    store.observe_rate_headers(&slow, &RateLimit::default()).await.unwrap();
+    assert_eq!(store.rate_limiter(&fast.key).await.unwrap().unwrap().margin_ms, Some(5_000));
+    assert!(matches!(store.claim_admitted("a", LEASE, &fast, 1).await.unwrap(), Admitted::Claimed(_)));
+    // The fast replica, which measured none, waits the window and the stored margin.
+    let wait = wait_of(&store.claim_admitted("a", LEASE, &fast, 1).await.unwrap());
+    assert!(wait > MINUTE && wait <= MINUTE + Duration::from_secs(5), "{wait:?}");
+    // A smaller margin does not replace a fresh larger one.
+    store.observe_rate_headers(&fast, &RateLimit::default()).await.unwrap();
+    assert_eq!(store.rate_limiter(&fast.key).await.unwrap().unwrap().margin_ms, Some(5_000));
+    let allowance = store.allowance(&fast).await.unwrap();
+    assert_eq!((allowance.margin, allowance.windows[0].len), (Duration::from_secs(5), MINUTE + Duration::from_secs(5)));
 }
 
 #[tokio::test]

@@ -3,7 +3,8 @@
 //! `BENCHMARKS.md` at the repository root:
 //!
 //! 1. rate-limit use: a 5,000-person job under the simulator's limit, then with the configured
-//!    limit set twice too high;
+//!    limit set twice too high; 1c (`matrix`): the release binary, one process and three replicas,
+//!    against every way the simulator can count its limits, beside a client that sends until refused;
 //! 2. many small jobs: 1,000 jobs of 1–3 people;
 //! 3. overhead: no limit and no delay, people per second end to end, SQLite and PostgreSQL;
 //! 4. webhook ingest: durable deliveries per second and latency against a bare actix-web handler;
@@ -27,6 +28,7 @@
 mod credits;
 mod figures;
 mod ingest;
+mod matrix;
 mod overhead;
 mod post_breakdown;
 mod procfs;

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use apollo_sim::{CallRecord, SimConfig};
 use e2e_tests::Backend;
+use e2e_tests::rate_matrix::steady_rate;
 
 use crate::report::{Section, row};
 use crate::stack::{self, callback_of};
@@ -103,7 +104,7 @@ pub async fn run(twice_too_high: bool) -> anyhow::Result<Section> {
              later call goes one window after the call N places before it; the last window is partial. The steady \
              pace is therefore the time N consecutive calls take (call k − N to call k), averaged over every k from \
              the first call to the last; a client using every slot takes exactly one window. The limiter waits one \
-             window plus a 1 % margin (minimum 5 ms) per slot, which is where the last percent goes; the simulator's \
+             window plus a margin measured from answer times per slot, which is where the last percent goes; the simulator's \
              fixed windows strictly inside the span show whether any allowance was left unused.\n\n\
              No yardstick row: these figures are already ratios to Apollo's allowance (calls/s ÷ allowed, people \
              per call of at most ten) or counts of 429s, which a faster or slower machine does not change while it \
@@ -155,7 +156,7 @@ pub async fn run(twice_too_high: bool) -> anyhow::Result<Section> {
         )
     };
     let limits = format!(
-        "The limiter spends a slot one window plus a 1 % margin after the call {RATE_LIMIT} places before it, and \
+        "The limiter spends a slot one window plus a margin (measured from answer times) after the call {RATE_LIMIT} places before it, and \
          counts a call from the moment it is claimed, so any delay between claiming and the simulator's receipt \
          (a busy CPU, a slow claim) is lost allowance; {full} of {} interior simulator windows were full.",
         interior.len()
@@ -173,11 +174,4 @@ pub async fn run(twice_too_high: bool) -> anyhow::Result<Section> {
         limits,
         ..Section::default()
     })
-}
-/// Calls per second sustained after the first window's burst: `limit` ÷ the mean time `limit`
-/// consecutive successful calls took (see section 1).
-pub fn steady_rate(ok: &[&CallRecord], limit: u32) -> f64 {
-    let nn = limit as usize;
-    let reuse: f64 = (nn..ok.len()).map(|k| (ok[k].since_start - ok[k - nn].since_start).as_secs_f64()).sum();
-    f64::from(limit) * ok.len().saturating_sub(nn) as f64 / reuse
 }

@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use crate::figures::ms;
 use crate::overhead::unlimited_sim;
-use crate::rate_use::{RATE_LIMIT, RATE_MINUTE_MS, limited_sim, steady_rate};
+use e2e_tests::rate_matrix::steady_rate;
+
+use crate::rate_use::{RATE_LIMIT, RATE_MINUTE_MS, limited_sim};
 use crate::report::{Section, row};
 use crate::stack::{self, callback_of};
 use crate::workload::{job_body, person};
@@ -175,9 +177,13 @@ pub async fn run() -> anyhow::Result<Section> {
         rows.push(row(
             &format!("6.{}b", r.n),
             &format!("{} replica(s): {REPLICA_PEOPLE}-person list, submit → last call, vs send-until-refused", r.n),
-            format!("{:.2} s vs {peer_secs:.2} s ({:+.1} %)", r.list_secs, (r.list_secs / peer_secs - 1.0) * 100.0),
-            "within 2 %",
-            Some(r.list_secs <= peer_secs * 1.02),
+            format!(
+                "{:.2} s vs {peer_secs:.2} s ({:+.1} %; the peer drew {peer_refused} 429s)",
+                r.list_secs,
+                (r.list_secs / peer_secs - 1.0) * 100.0
+            ),
+            "— (the yardstick; 0 × 429 comes first)",
+            None,
         ));
     }
     let mut details = format!(
@@ -212,12 +218,11 @@ pub async fn run() -> anyhow::Result<Section> {
         "\nNo yardstick row: rate use is already a ratio to the allowance, and the list's time is stated against \
          the send-until-refused client, measured in the same process and run: that client is the yardstick.\n",
     );
-    let limits = "The shared limiter admits a call when its sliding log has room or, once the usage counts of \
-        Apollo's answers and usage-stats endpoint have shown where Apollo's fixed window restarts (to within 1/200 \
-        of a minute here, read while the first full window is waited out), when Apollo's window has room: each \
-        window's allowance then goes the moment it restarts. What remains of the gap to the peer is the burst \
-        itself: 30 claims, each a PostgreSQL transaction, and their answers recorded, on the same two cores as the \
-        simulator, where the peer only sends; on a real 60-s minute that burst is 0.3 % of the window, not 8 %."
+    let limits = "The shared limiter admits a call when its sliding log has room: a window's allowance goes at \
+        once, and the next one a window and the measured margin after the first call of the last, not at Apollo's \
+        restart, which the peer meets by drawing 429s. Learning where Apollo's window restarts closed that gap and \
+        was removed (a wrong reading cost a window of 429s, every window: section 1c). The rest is the burst \
+        itself: claims, each a PostgreSQL transaction, on the same two cores as the simulator."
         .to_string();
     Ok(Section { key: "replicas".into(), title: "6. Replicas".into(), rows, details, limits, ..Section::default() })
 }

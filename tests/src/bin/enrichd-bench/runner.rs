@@ -10,14 +10,17 @@ use serde_json::Value;
 
 use crate::procfs::loadavg;
 use crate::report::Section;
-use crate::{credits, ingest, overhead, post_breakdown, rate_use, render, replicas, size, small_jobs};
+use crate::{credits, ingest, matrix, overhead, post_breakdown, rate_use, render, replicas, size, small_jobs};
 
 /// The environment variable that makes the process a child running the section it names.
 pub const SECTION_VAR: &str = "ENRICHD_BENCH_SECTION";
 /// The sections, in the order they run and appear.
-const SECTIONS: [&str; 10] = ["1", "1x2", "2", "3-sqlite", "3-postgres", "4", "5", "5-post", "replicas", "credits"];
+const SECTIONS: [&str; 11] =
+    ["1", "1x2", "matrix", "2", "3-sqlite", "3-postgres", "4", "5", "5-post", "replicas", "credits"];
 /// A child that runs longer than this is stopped and its section reported as failed.
 const SECTION_TIMEOUT: Duration = Duration::from_secs(240);
+/// The same for the rate matrix: 64 cells of about 15 s.
+const MATRIX_TIMEOUT: Duration = Duration::from_secs(40 * 60);
 /// How a child marks its result line on stdout.
 const RESULT_MARK: &str = "BENCH_RESULT ";
 
@@ -25,10 +28,11 @@ const RESULT_MARK: &str = "BENCH_RESULT ";
 pub fn child(section: &str) -> ! {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     let out = rt.block_on(async {
-        match tokio::time::timeout(SECTION_TIMEOUT, run_section(section)).await {
+        let timeout = if section == "matrix" { MATRIX_TIMEOUT } else { SECTION_TIMEOUT };
+        match tokio::time::timeout(timeout, run_section(section)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => Section::failed(section, format!("{e:#}")),
-            Err(_) => Section::failed(section, format!("did not finish in {SECTION_TIMEOUT:?}")),
+            Err(_) => Section::failed(section, format!("did not finish in {timeout:?}")),
         }
     });
     println!("{RESULT_MARK}{}", serde_json::to_string(&out.to_json()).expect("JSON"));
@@ -40,6 +44,7 @@ async fn run_section(key: &str) -> anyhow::Result<Section> {
     match key {
         "1" => rate_use::run(false).await,
         "1x2" => rate_use::run(true).await,
+        "matrix" => matrix::run().await,
         "2" => small_jobs::run().await,
         "3-sqlite" => overhead::run(Backend::Sqlite).await,
         "3-postgres" => overhead::run(Backend::Postgres).await,
