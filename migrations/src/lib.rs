@@ -17,7 +17,7 @@ mod m20261130_000008_cost;
 mod m20261130_000009_window_restarts;
 mod m20261201_000010_batch_failures;
 mod m20261201_000011_pending_deliveries;
-mod m20261206_000012_measured_margin;
+mod m20261206_000014_measured_margin;
 
 /// Applies the enrichd migrations in order.
 pub struct Migrator;
@@ -37,7 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000009_window_restarts::Migration),
             Box::new(m20261201_000010_batch_failures::Migration),
             Box::new(m20261201_000011_pending_deliveries::Migration),
-            Box::new(m20261206_000012_measured_margin::Migration),
+            Box::new(m20261206_000014_measured_margin::Migration),
         ]
     }
 }
