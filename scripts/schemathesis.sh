@@ -41,7 +41,7 @@ ENRICHD_JOB_ID=$(curl -fsS -X POST "$BASE/v1/jobs" -H "authorization: Bearer $KE
 export ENRICHD_JOB_ID
 
 # All checks but use_after_free: DELETE /v1/jobs/{id} erases a job's personal data and keeps the job
-# with its counters and `erased_at` (DESIGN.md §5), so reading it afterwards is a 200 by design.
+# with its counters and `erased_at` (docs/DESIGN.md §5), so reading it afterwards is a 200 by design.
 status=0
 "$VENV/bin/schemathesis" --config-file scripts/schemathesis.toml run "$BASE/openapi.json" \
   --checks all --exclude-checks use_after_free -H "Authorization: Bearer $KEY" --request-timeout 10 "$@" || status=$?

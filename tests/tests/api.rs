@@ -1,4 +1,4 @@
-//! The HTTP contract (DESIGN.md §5) against the real service on SQLite and PostgreSQL: a table of
+//! The HTTP contract (docs/DESIGN.md §5) against the real service on SQLite and PostgreSQL: a table of
 //! bad requests, each answered with its documented 4xx and the `{"error": {code, message,
 //! details?}}` shape and changing no row of any table (every failing case is reported); the happy-path basics (submit, read back, list, health, the
 //! OpenAPI document and the docs page); and the webhook route's token checks.

@@ -1,7 +1,7 @@
 //! Typed, tolerant client for Apollo's Bulk People Enrichment API.
 //!
-//! The wire types follow `shared/apollo/REFERENCE.md`, including where live traffic differs from
-//! the documentation: `request_id` as a number or a string, `credits_consumed` as a decimal,
+//! The wire types follow Apollo's API reference (its recorded examples are the fixtures under
+//! `tests/fixtures/`), including where live traffic differs from the documentation: `request_id` as a number or a string, `credits_consumed` as a decimal,
 //! `null` matches, unknown fields kept, placeholder emails and two spellings of phone fields.
 
 pub mod client;

@@ -1,4 +1,4 @@
-//! All configuration, from the environment (DESIGN.md §6) or the matching command-line flags.
+//! All configuration, from the environment (docs/DESIGN.md §6) or the matching command-line flags.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Property test of the job-input validator. Jobs are generated from a model that knows, by the
-//! rule DESIGN.md §5 states (not by calling the service's code), which people and job fields are
+//! rule docs/DESIGN.md §5 states (not by calling the service's code), which people and job fields are
 //! valid and what each cleaned person must hold: every accepted job must carry every fact of its
 //! input, and every refused one must name exactly the bad people and fields. Then random JSON
 //! mutations of those bodies must never panic and keep the problems pointing inside the body.
@@ -100,7 +100,7 @@ fn person(rng: &mut fastrand::Rng) -> (Value, Value, bool) {
         sent.insert("title".into(), json!("CTO"));
         bad = true;
     }
-    // DESIGN.md §5: email, hashed_email, linkedin_url, id, or a name with domain or organization.
+    // docs/DESIGN.md §5: email, hashed_email, linkedin_url, id, or a name with domain or organization.
     let has = |k: &str| kept.contains_key(k);
     let named = (has("first_name") && has("last_name")) || has("name");
     let usable = ["email", "hashed_email", "linkedin_url", "id"].iter().any(|k| has(k))

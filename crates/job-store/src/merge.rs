@@ -1,4 +1,4 @@
-//! The merge rules of DESIGN.md §4 as pure functions: one record per person, field-level and
+//! The merge rules of docs/DESIGN.md §4 as pure functions: one record per person, field-level and
 //! monotonic.
 //!
 //! Every merge step is a *join*: commutative, associative and idempotent. So applying the same
