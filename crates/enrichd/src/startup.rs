@@ -39,6 +39,10 @@ pub struct Application {
     state: AppState,
 }
 
+/// How long after a shutdown signal the HTTP server keeps serving at least, so that load
+/// balancers polling `/readyz` stop sending before it closes (cut to a quarter of the grace).
+const OUT_OF_ROTATION: Duration = Duration::from_secs(1);
+
 /// A running application: the server and its workers.
 pub struct Running {
     /// The port the API listens on.
@@ -275,7 +279,8 @@ impl Running {
     /// webhooks and reads throughout) stops. Whatever is still running at `grace` is left as a
     /// crash leaves it (its lease lapses). Returns whether everything finished in time.
     pub async fn shutdown(self, grace: Duration) -> bool {
-        let deadline = Instant::now() + grace;
+        let signalled = Instant::now();
+        let deadline = signalled + grace;
         // Kept for closing the HTTP server's connections.
         let reserve = (grace / 10).min(Duration::from_secs(2));
         let state = &self.state;
@@ -309,6 +314,9 @@ impl Running {
             Err(e) => tracing::warn!(error = %e, "shutdown 4/5: could not release task leases; they will lapse"),
         }
         self.heartbeat.abort();
+        // A balancer takes the replica out of rotation when it sees `/readyz` fail; requests it
+        // sends until then are still served rather than refused.
+        tokio::time::sleep_until((signalled + OUT_OF_ROTATION.min(grace / 4)).into()).await;
         self.server.stop(true).await;
         let _ = self.server_task.await;
         if let Some((handle, task)) = self.metrics_server {
