@@ -244,7 +244,7 @@ impl Store {
         // into a join driven by batches), and `state = 'pending'` is a literal: so the only plan is
         // the partial index of pending deliveries, in this order, stopping at the limit. As a
         // semi-join, PostgreSQL with a young table's statistics walked every answered batch and
-        // sorted their deliveries (40-130 ms a page, most of the merges' lag in section 3.2).
+        // sorted their deliveries for every page.
         let batch_ready = format!(
             "(SELECT {b}.state FROM {b} WHERE {b}.id = {d}.batch_id) IN ('{}', '{}')",
             BatchState::Submitted.as_str(),

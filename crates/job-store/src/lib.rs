@@ -204,9 +204,8 @@ const BACKGROUND_YIELD: Duration = Duration::from_millis(50);
 
 /// How long the writer must have been free of foreground writes before a background writer
 /// takes it: the next webhook group is usually on its way already. Under a flood of webhooks the
-/// gaps between groups last a few milliseconds: at 2 ms merges slipped into most of them and held
-/// the writer half the time, and ingest ran at 3,200 deliveries/s (p99 24 ms); at 8 ms 5,000
-/// (p99 19 ms), the merges left for after the flood or for their turn after [`BACKGROUND_YIELD`].
+/// gaps between groups last a few milliseconds; a shorter quiet let merges slip into most of them
+/// and hold the writer, so merges wait for the flood's end or their turn after [`BACKGROUND_YIELD`].
 const FOREGROUND_QUIET: Duration = Duration::from_millis(8);
 
 /// Counts a foreground writer as waiting until dropped (also when its future is cancelled).

@@ -356,7 +356,7 @@ async fn copy_to_duplicates<C: ConnectionTrait>(
 /// with their duplicates; sets `batch_id` and `last_error` when given (claims, failures).
 ///
 /// Rows are picked by primary key only: a `state = …` filter here tempts SQLite's planner
-/// (which has no statistics) into scanning a state index instead (measured: 18 ms per claim).
+/// (which has no statistics) into scanning a state index instead.
 pub(crate) async fn move_primaries<C: ConnectionTrait>(
     db: &C,
     tally: &mut Tally,

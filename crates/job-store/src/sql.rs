@@ -60,7 +60,7 @@ pub(crate) fn literal_limits(mut stmt: Statement) -> Statement {
 
 /// The `n`th (1-based) bind parameter: `$n` on PostgreSQL, an anonymous `?` on SQLite (numbered
 /// in order of appearance: with numbered `?NNN` ones, every bind looks its parameter's name up in
-/// a linear list; measured 0.4 s per statement of 32,000 parameters, against 6 ms).
+/// a linear list, quadratic in a long VALUES list).
 pub(crate) fn param(backend: DbBackend, n: usize) -> String {
     match backend {
         DbBackend::Postgres => format!("${n}"),

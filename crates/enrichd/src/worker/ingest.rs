@@ -34,8 +34,8 @@ pub async fn run(state: AppState) {
 
 /// Pending deliveries read, parsed and merged per pass, in one transaction when the store takes
 /// them all. Every group ends by updating its jobs' counter rows, which answers and claims update
-/// too, so on PostgreSQL one group a page keeps up where groups of 32 fell behind (section 3.2:
-/// the merges ended 7-8 s after the last delivery, now under 1 s; 900-943 → 1,300-1,447 people/s).
+/// too, so on PostgreSQL one group a page keeps up where smaller groups queued on those rows and
+/// fell behind.
 /// On SQLite the store caps a group itself and ends it early when another writer queues for the
 /// one writer (merging is background work there: storing what Apollo sends and recording paid
 /// answers go first).
