@@ -205,6 +205,10 @@ async fn retry_sends_only_the_people_asked_for(backend: Backend) {
     assert_eq!(again.status(), 202);
     assert_eq!(again.headers().get("idempotent-replayed").map(|v| v.as_bytes()), Some(&b"true"[..]));
     assert_eq!(again.json::<Value>().await.unwrap()["id"], new_id.as_str());
+    // A `null` body is an absent one (the document's body is optional): the same request again.
+    let null = retry(&t, CLIENT_KEY, &id, Some(Value::Null), Some("retry-monday")).await;
+    assert_eq!(null.status(), 202);
+    assert_eq!(null.json::<Value>().await.unwrap()["id"], new_id.as_str());
 
     let done = t.wait_done(&new_id, Duration::from_secs(60)).await;
     assert_eq!(done["counts"]["complete"], 3, "{done:#}");

@@ -114,10 +114,10 @@ pub struct JobRequest {
     /// Run Apollo's phone waterfall (delivered later by webhook).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_waterfall_phone: Option<bool>,
-    /// Where the signed `job.completed` callback goes: https, a public host (unless allowed by
-    /// configuration), at most 2048 bytes.
+    /// Where the signed `job.completed` callback goes: https, a public host (plain http and
+    /// internal hosts only where the configuration allows them), at most 2048 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 2048, pattern = "^\\s*https?://\\S+\\s*$")]
+    #[schema(max_length = 2048, pattern = "^\\s*https://\\S+\\s*$")]
     pub callback_url: Option<String>,
     /// Any JSON object up to 16 KiB serialised (no U+0000 in it), returned as given.
     #[serde(default, skip_serializing_if = "Option::is_none")]

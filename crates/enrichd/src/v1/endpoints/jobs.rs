@@ -118,7 +118,13 @@ pub async fn retry(
         RetryRequest::default()
     } else {
         require_json(&req)?;
-        serde_json::from_value(decode_json(&body)?).map_err(|e| ApiError::invalid_field("states", e.to_string()))?
+        // `null` is an absent body, as the document's optional body allows.
+        let value = decode_json(&body)?;
+        if value.is_null() {
+            RetryRequest::default()
+        } else {
+            serde_json::from_value(value).map_err(|e| ApiError::invalid_field("states", e.to_string()))?
+        }
     };
     let states = retry_states(asked.states.as_deref()).map_err(ApiError::invalid)?;
     if let Some(k) = &key
