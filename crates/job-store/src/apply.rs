@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use apollo_client::{Credits, Delivery, PersonFacts};
+use apollo_client::{Delivery, PersonFacts};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, LockType};
 use sea_orm::{ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value};
@@ -243,17 +243,7 @@ impl Group {
         if !from_answered {
             b.lost_credits_micros += credits;
         }
-        let people = by_job.iter().map(|(_, n)| n).sum();
-        let worst = budget::double_charge_worst(&crate::jobs::options_of(b.flags), people);
-        let answered = b.state == BatchState::Submitted;
-        let new = budget::batch_double_charge(
-            b.unknown_outcomes,
-            answered,
-            worst,
-            Credits(b.credits_micros),
-            Credits(b.lost_credits_micros),
-        )
-        .micros();
+        let new = budget::batch_double_charge_of(b, by_job.iter().map(|(_, n)| n).sum()).micros();
         for (job_id, share) in split_credits(new - b.double_charge_micros, by_job) {
             tally.reprice_double_charges(job_id, share);
         }

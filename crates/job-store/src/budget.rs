@@ -14,7 +14,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use uuid::Uuid;
 
 use crate::counters::{Counts, Tally};
-use crate::entities::{job, person};
+use crate::entities::{batch, job, person};
 use crate::lifecycle::Event;
 use crate::people::move_primaries;
 use crate::{JobOptions, StoreResult};
@@ -60,6 +60,13 @@ pub fn double_charge_worst(flags: &JobOptions, people: i64) -> Credits {
 pub fn batch_double_charge(unknown: i32, answered: bool, worst: Credits, booked: Credits, lost: Credits) -> Credits {
     let each = if answered { booked.micros() - lost.micros() } else { worst.micros() };
     Credits(i64::from(unknown).saturating_mul(each).saturating_sub(lost.micros()).max(0))
+}
+
+/// [`batch_double_charge`] of batch `b` as it stands, `people` people in it.
+pub(crate) fn batch_double_charge_of(b: &batch::Model, people: i64) -> Credits {
+    let worst = double_charge_worst(&crate::jobs::options_of(b.flags), people);
+    let answered = b.state == crate::BatchState::Submitted;
+    batch_double_charge(b.unknown_outcomes, answered, worst, Credits(b.credits_micros), Credits(b.lost_credits_micros))
 }
 
 /// How many more people of a job a claim may take: each reserved at `worst` (per person), on top

@@ -367,13 +367,9 @@ async fn unknown_outcome(txn: &DatabaseTransaction, tally: &mut Tally, batch_id:
         tally.possible_double_charge(*job);
     }
     let unknown = b.unknown_outcomes + 1;
-    let worst = budget::double_charge_worst(&crate::jobs::options_of(b.flags), by_job.iter().map(|(_, n)| n).sum());
-    let amount = budget::batch_double_charge(
-        unknown,
-        b.state == BatchState::Submitted,
-        worst,
-        Credits(b.credits_micros),
-        Credits(b.lost_credits_micros),
+    let amount = budget::batch_double_charge_of(
+        &batch::Model { unknown_outcomes: unknown, ..b.clone() },
+        by_job.iter().map(|(_, n)| n).sum(),
     );
     batch::Entity::update_many()
         .filter(batch::Column::Id.eq(batch_id))

@@ -270,11 +270,12 @@ async fn record_in(
     if b.unknown_outcomes > 0 {
         // Earlier calls of this batch whose outcome was unknown cost what this one did.
         let by_job = people_per_job(txn, b.id).await?;
-        let people = by_job.iter().map(|(_, n)| n).sum();
-        let worst = budget::double_charge_worst(&crate::jobs::options_of(b.flags), people);
-        let booked = Credits(b.credits_micros + outcome.credits.micros());
-        let amount =
-            budget::batch_double_charge(b.unknown_outcomes, true, worst, booked, Credits(b.lost_credits_micros));
+        let answered = batch::Model {
+            state: BatchState::Submitted,
+            credits_micros: b.credits_micros + outcome.credits.micros(),
+            ..b.clone()
+        };
+        let amount = budget::batch_double_charge_of(&answered, by_job.iter().map(|(_, n)| n).sum());
         set_batch_double_charge(txn, tally, b.id, &by_job, b.double_charge_micros, amount.micros()).await?;
     }
     Ok(SyncRecorded::Recorded { completed_jobs: Vec::new() })
