@@ -13,12 +13,18 @@ timeout=${MUTANTS_TIMEOUT:-120}
 # scenarios for the modules whose rules run inside database functions; they need PostgreSQL at
 # TEST_PG_URL, as scripts/test.sh provides).
 declare -A modules=(
-  [merge]="job-store crates/job-store/src/merge.rs --lib"
-  [person_key]="job-store crates/job-store/src/person_key.rs --lib"
-  [lifecycle]="job-store crates/job-store/src/lifecycle.rs --lib"
-  [budget]="job-store crates/job-store/src/budget.rs --lib --test store budget"
-  [limiter]="job-store crates/job-store/src/limiter.rs --lib --test store limiter"
-  [ratelimit]="enrichd crates/enrichd/src/core/ratelimit.rs --lib"
+  [states]="rules crates/rules/src/states.rs --lib"
+  [counts]="rules crates/rules/src/counts.rs --lib"
+  [lifecycle]="rules crates/rules/src/lifecycle.rs --lib"
+  [merge]="rules crates/rules/src/merge.rs --lib"
+  [person_key]="rules crates/rules/src/person_key.rs --lib"
+  [reuse]="rules crates/rules/src/reuse.rs --lib"
+  [budget]="rules crates/rules/src/budget.rs --lib"
+  [window]="rules crates/rules/src/window.rs --lib"
+  [ratelimit]="rules crates/rules/src/ratelimit.rs --lib"
+  [claims]="job-store crates/job-store/src/claims.rs --test store claims"
+  [callback_url]="enrichd crates/enrichd/src/core/callback_url.rs --lib"
+  [auth]="enrichd crates/enrichd/src/v1/auth.rs --lib"
   [signing]="enrichd crates/enrichd/src/core/signing.rs --lib"
   [validate]="enrichd crates/enrichd/src/core/validate.rs --lib --test fuzz_validate"
   [delivery]="apollo-client crates/apollo-client/src/delivery.rs --tests"
@@ -27,7 +33,7 @@ declare -A modules=(
 export TEST_PG_URL=${TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0} CARGO_PROFILE_TEST_DEBUG=${CARGO_PROFILE_TEST_DEBUG:-0}
 selected=("$@")
-[ ${#selected[@]} -eq 0 ] && selected=(merge person_key lifecycle budget limiter ratelimit signing validate delivery facts)
+[ ${#selected[@]} -eq 0 ] && selected=(states counts lifecycle merge person_key reuse budget window ratelimit claims callback_url auth signing validate delivery facts)
 mkdir -p mutants.out
 for name in "${selected[@]}"; do
   read -r package file tests <<<"${modules[$name]:?unknown module $name}"

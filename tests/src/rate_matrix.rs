@@ -145,7 +145,7 @@ pub struct CellResult {
     pub rate_use: f64,
     /// The job's wall time, submit to done.
     pub took: Duration,
-    /// The largest margin a process measured ([`job_store::limiter::measured_margin`]), from its
+    /// The largest margin a process measured ([`rules::window::measured_margin`]), from its
     /// `/metrics`.
     pub margin: Duration,
 }

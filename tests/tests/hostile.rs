@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use apollo_sim::SimConfig;
 use e2e_tests::{Backend, TestApp, fast_sim};
-use job_store::DeliveryState;
 use job_store::entities::inbound_delivery;
+use rules::DeliveryState;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 

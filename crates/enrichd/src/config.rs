@@ -7,7 +7,7 @@ use clap::Args;
 use secrecy::SecretString;
 
 use crate::core::callback_url::CallbackPolicy;
-use crate::core::ratelimit::Limits;
+use rules::ratelimit::Limits;
 
 /// The service's settings. Secrets are `SecretString`: they never print in `Debug`.
 #[derive(Args, Debug, Clone)]
@@ -222,10 +222,10 @@ impl Config {
     }
 
     /// The reuse policy of a job asking for `asked` (see [`Config::apply_reuse`]).
-    pub fn reuse_policy(&self, asked: Option<Duration>) -> Option<job_store::reuse::ReusePolicy> {
+    pub fn reuse_policy(&self, asked: Option<Duration>) -> Option<rules::reuse::ReusePolicy> {
         let retention = self.retention_days.map(|d| Duration::from_secs(u64::from(d) * 86_400));
         let within = asked.or(self.reuse_within).map(|w| retention.map_or(w, |r| w.min(r)));
-        within.map(|w| w.as_secs() as i64).filter(|s| *s > 0).map(|within_secs| job_store::reuse::ReusePolicy {
+        within.map(|w| w.as_secs() as i64).filter(|s| *s > 0).map(|within_secs| rules::reuse::ReusePolicy {
             within_secs,
             shared: self.reuse_scope == ReuseScope::Shared,
         })

@@ -7,11 +7,12 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`). Each backend runs in its own child process so
 //! that peak-memory figures do not mix.
 
+use apollo_client::EnrichFlags;
 use std::time::{Duration, Instant};
 
 use apollo_client::{Credits, PersonFacts, parse_delivery};
 use chrono::Utc;
-use job_store::{JobOptions, NewJob, Store, StoreOptions, SyncMatch, SyncOutcome, SyncPerson};
+use job_store::{NewJob, Store, StoreOptions, SyncMatch, SyncOutcome, SyncPerson};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database};
 use serde_json::json;
 
@@ -103,7 +104,7 @@ async fn run(backend: &str) {
         })
         .collect();
     let people = people.iter().map(job_store::NewPerson::new).collect();
-    let new = NewJob { client: "bench".into(), options: JobOptions::default(), people, ..NewJob::default() };
+    let new = NewJob { client: "bench".into(), options: EnrichFlags::default(), people, ..NewJob::default() };
     let rss_before = proc_status_kib("VmRSS:");
     // Reset the peak (VmHWM) to the current RSS, so the peak below is the create_job call's.
     let _ = std::fs::write("/proc/self/clear_refs", "5");

@@ -23,10 +23,11 @@ use crate::counters::{CreditKind, Tally, split_credits};
 use crate::deliveries::{ApplyOutcome, request_id_of};
 use crate::entities::{batch, inbound_delivery, person};
 use crate::erase::{empty_delivery_bodies, erased_jobs_in_batches};
-use crate::lifecycle::{self, Event, Part};
-use crate::merge::Record;
 use crate::people::{Assign, apply_event, lock_people_where, update_from_rows, update_people};
-use crate::{BatchState, DeliveryState, StoreError, StoreResult};
+use crate::{StoreError, StoreResult};
+use rules::lifecycle::{self, Event, Part};
+use rules::merge::Record;
+use rules::{BatchState, DeliveryState};
 
 /// Ids per `IN (…)` list: far under SQLite's bound-parameter limit.
 const IN_LIST: usize = 500;

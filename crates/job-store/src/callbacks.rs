@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::entities::{callback_attempt, callback_delivery, job};
-use crate::{CallbackEvent, CallbackState, Store, StoreError, StoreResult, new_id, now, ts};
+use crate::{Store, StoreError, StoreResult, new_id, now, ts};
+use rules::{CallbackEvent, CallbackState};
 
 /// Longest response excerpt kept per attempt.
 pub const MAX_EXCERPT_BYTES: usize = 20 * 1024;

@@ -1,6 +1,7 @@
 //! Batches: formed when the dispatcher claims work, fairly and across jobs, under a lease; then
 //! retried, failed, or released when the lease runs out.
 
+use apollo_client::EnrichFlags;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
@@ -17,15 +18,14 @@ use uuid::Uuid;
 
 use crate::counters::{Tally, people_per_job, set_batch_double_charge};
 use crate::entities::{batch, batch_person, job, person};
-use crate::lifecycle::Event;
-use crate::lifecycle::Part;
 use crate::people::{apply_event, move_primaries, update_person};
-use crate::reuse::{Earlier, ReusePolicy};
 use crate::sql;
 use crate::system::{CallError, record_call_error};
-use crate::{
-    BatchState, JobOptions, JobState, PersonState, Store, StoreError, StoreResult, budget, dispatcher, hex, new_id, ts,
-};
+use crate::{Store, StoreError, StoreResult, budget, dispatcher, hex, new_id, ts};
+use rules::lifecycle::Event;
+use rules::lifecycle::Part;
+use rules::reuse::{Earlier, ReusePolicy};
+use rules::{BatchState, JobState, PersonState};
 
 /// People per Apollo call (the `bulk_match` limit).
 pub const BATCH_SIZE: usize = 10;
@@ -42,7 +42,7 @@ pub struct ClaimedBatch {
     /// Batch id (the webhook URL names it).
     pub batch_id: Uuid,
     /// Apollo flags of every person in it.
-    pub options: JobOptions,
+    pub options: EnrichFlags,
     /// Counted attempts including this one (1 for a new batch).
     pub attempt: i32,
     /// Claims including this one (every call, counted or not).
@@ -77,7 +77,7 @@ pub struct BatchView {
     /// Id.
     pub id: Uuid,
     /// Apollo flags.
-    pub options: JobOptions,
+    pub options: EnrichFlags,
     /// State.
     pub state: BatchState,
     /// Number of people.
@@ -871,7 +871,7 @@ async fn reuse_decision(
     txn: &DatabaseTransaction,
     policy: &ReusePolicy,
     client: &str,
-    want: JobOptions,
+    want: EnrichFlags,
     p: &person::Model,
     sending: &[(String, String)],
     now: DateTime<Utc>,
@@ -886,10 +886,10 @@ async fn reuse_decision(
     }
     let mut wait = false;
     for (e, seen) in earlier {
-        if crate::reuse::answers(policy, client, want, now, &seen) {
+        if rules::reuse::answers(policy, client, want, now, &seen) {
             return Ok(Reuse::From(Box::new(e)));
         }
-        wait |= crate::reuse::will_answer(policy, client, want, &seen);
+        wait |= rules::reuse::will_answer(policy, client, want, &seen);
     }
     if wait { Ok(Reuse::Wait) } else { claim_key(txn, key).await }
 }
@@ -901,14 +901,14 @@ impl Store {
         &self,
         client: &str,
         policy: &ReusePolicy,
-        want: JobOptions,
+        want: EnrichFlags,
         keys: &[String],
         now: DateTime<Utc>,
     ) -> StoreResult<usize> {
         let mut n = 0;
         for key in keys.iter().collect::<std::collections::BTreeSet<_>>() {
             let earlier = earlier_lookups(&self.db, policy, client, key, None).await?;
-            n += usize::from(earlier.iter().any(|(_, seen)| crate::reuse::answers(policy, client, want, now, seen)));
+            n += usize::from(earlier.iter().any(|(_, seen)| rules::reuse::answers(policy, client, want, now, seen)));
         }
         Ok(n)
     }

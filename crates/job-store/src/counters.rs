@@ -6,110 +6,27 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, OnConflict};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::StoreResult;
 use crate::callbacks::{event_row, record_job_updated};
 use crate::entities::{batch, batch_person, callback_delivery, job, person};
-use crate::lifecycle;
-use crate::{CallbackEvent, JobState, PersonState, StoreResult};
+use rules::lifecycle;
+use rules::{CallbackEvent, Counts, JobState, PersonState};
 
-/// People of a job per state.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    /// Queued.
-    pub queued: i64,
-    /// Submitted.
-    pub submitted: i64,
-    /// Awaiting asynchronous parts.
-    pub awaiting_async: i64,
-    /// Complete.
-    pub complete: i64,
-    /// Partial.
-    pub partial: i64,
-    /// Not found.
-    pub not_found: i64,
-    /// Invalid.
-    pub invalid: i64,
-    /// Failed.
-    pub failed: i64,
-    /// Cancelled.
-    pub cancelled: i64,
-    /// Left unsent: the job's credit budget ran out.
-    #[serde(default)]
-    pub skipped_budget: i64,
-}
-
-impl Counts {
-    /// The count of one state.
-    pub fn get(&self, state: PersonState) -> i64 {
-        *self.slot(state)
-    }
-
-    /// Adds `n` to one state.
-    pub fn add(&mut self, state: PersonState, n: i64) {
-        *self.slot_mut(state) += n;
-    }
-
-    /// People still queued or in flight.
-    pub fn open(&self) -> i64 {
-        self.queued + self.submitted + self.awaiting_async
-    }
-
-    /// People in flight (sent, answer or parts pending).
-    pub fn in_flight(&self) -> i64 {
-        self.submitted + self.awaiting_async
-    }
-
-    /// Sum over every state.
-    pub fn sum(&self) -> i64 {
-        PersonState::ALL.iter().map(|s| self.get(*s)).sum()
-    }
-
-    /// The counters stored in a job row.
-    pub fn of_job(j: &job::Model) -> Counts {
-        Counts {
-            queued: j.n_queued,
-            submitted: j.n_submitted,
-            awaiting_async: j.n_awaiting_async,
-            complete: j.n_complete,
-            partial: j.n_partial,
-            not_found: j.n_not_found,
-            invalid: j.n_invalid,
-            failed: j.n_failed,
-            cancelled: j.n_cancelled,
-            skipped_budget: j.n_skipped_budget,
-        }
-    }
-
-    fn slot(&self, state: PersonState) -> &i64 {
-        match state {
-            PersonState::Queued => &self.queued,
-            PersonState::Submitted => &self.submitted,
-            PersonState::AwaitingAsync => &self.awaiting_async,
-            PersonState::Complete => &self.complete,
-            PersonState::Partial => &self.partial,
-            PersonState::NotFound => &self.not_found,
-            PersonState::Invalid => &self.invalid,
-            PersonState::Failed => &self.failed,
-            PersonState::Cancelled => &self.cancelled,
-            PersonState::SkippedBudget => &self.skipped_budget,
-        }
-    }
-
-    fn slot_mut(&mut self, state: PersonState) -> &mut i64 {
-        match state {
-            PersonState::Queued => &mut self.queued,
-            PersonState::Submitted => &mut self.submitted,
-            PersonState::AwaitingAsync => &mut self.awaiting_async,
-            PersonState::Complete => &mut self.complete,
-            PersonState::Partial => &mut self.partial,
-            PersonState::NotFound => &mut self.not_found,
-            PersonState::Invalid => &mut self.invalid,
-            PersonState::Failed => &mut self.failed,
-            PersonState::Cancelled => &mut self.cancelled,
-            PersonState::SkippedBudget => &mut self.skipped_budget,
-        }
+/// The counters stored in a job row.
+pub fn counts_of(j: &job::Model) -> Counts {
+    Counts {
+        queued: j.n_queued,
+        submitted: j.n_submitted,
+        awaiting_async: j.n_awaiting_async,
+        complete: j.n_complete,
+        partial: j.n_partial,
+        not_found: j.n_not_found,
+        invalid: j.n_invalid,
+        failed: j.n_failed,
+        cancelled: j.n_cancelled,
+        skipped_budget: j.n_skipped_budget,
     }
 }
 
@@ -336,7 +253,7 @@ async fn finish_read<C: ConnectionTrait>(
     if j.completed_at.is_some() {
         return Ok(Completion::CompletedBefore);
     }
-    let Some(state) = lifecycle::job_outcome(&Counts::of_job(&j), j.total, j.cancel_requested_at.is_some()) else {
+    let Some(state) = lifecycle::job_outcome(&counts_of(&j), j.total, j.cancel_requested_at.is_some()) else {
         return Ok(Completion::Open);
     };
     let done = job::Entity::update_many()

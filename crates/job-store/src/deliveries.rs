@@ -16,12 +16,13 @@ use crate::apply::Group;
 use crate::counters::Tally;
 use crate::entities::{batch, inbound_delivery, person};
 use crate::erase::{empty_delivery_bodies, erased_jobs_in_batch};
-use crate::lifecycle::{Event, Part};
-use crate::merge::Record;
 use crate::people::{apply_event, lock_batch_primaries, update_people};
 use crate::sql;
 use crate::sync::storable_text;
-use crate::{BatchState, DeliveryState, PersonState, Store, StoreError, StoreResult, new_id, now, sha256_hex, ts};
+use crate::{Store, StoreError, StoreResult, new_id, now, sha256_hex, ts};
+use rules::lifecycle::{Event, Part};
+use rules::merge::Record;
+use rules::{BatchState, DeliveryState, PersonState};
 
 /// Most deliveries a merge group takes on SQLite: a group holds the one writer from its first
 /// read to its commit, and storing what Apollo sends must not wait long behind it.

@@ -6,7 +6,8 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use serde_json::{Value, json};
 
 use crate::entities::{dispatcher_state, job};
-use crate::{JobState, Store, StoreResult, now};
+use crate::{Store, StoreResult, now};
+use rules::JobState;
 
 /// The dispatcher-state key of the pause switch.
 pub const PAUSE_KEY: &str = "pause";

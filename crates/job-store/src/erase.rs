@@ -37,16 +37,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::counters::{Counts, Tally};
+use crate::counters::Tally;
 use crate::entities::{
     apollo_error, batch, batch_person, callback_attempt, callback_delivery, inbound_delivery, job, person,
 };
 use crate::jobs::cancel_queued;
-use crate::lifecycle::Event;
 use crate::people::move_primaries;
-use crate::{
-    BatchState, CallbackState, DeliveryState, JobState, JobView, PersonState, Store, StoreError, StoreResult, now, ts,
-};
+use crate::{JobView, Store, StoreError, StoreResult, now, ts};
+use rules::lifecycle::Event;
+use rules::{BatchState, CallbackState, DeliveryState, JobState, PersonState};
 
 /// Ids per `IN (…)` list: far under SQLite's bound-parameter limit.
 const IN_LIST: usize = 500;
@@ -142,7 +141,7 @@ impl Store {
         let Some(j) = job::Entity::find_by_id(job_id).one(&txn).await? else {
             return Err(StoreError::NotFound(format!("job {job_id}")));
         };
-        let counts_before = Counts::of_job(&j);
+        let counts_before = crate::counters::counts_of(&j);
         let batch_ids: Vec<Uuid> = batch_person::Entity::find()
             .select_only()
             .column(batch_person::Column::BatchId)

@@ -1,6 +1,7 @@
 //! Jobs: creation (job and people in one transaction, idempotent), cancellation, and the queries
 //! behind `GET /v1/jobs…`.
 
+use apollo_client::EnrichFlags;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt::Write as _;
@@ -18,27 +19,22 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::callbacks::{CallbackView, load_callbacks};
-use crate::counters::{Counts, Tally, finish_if_done, recount};
+use crate::counters::{Tally, finish_if_done, recount};
 use crate::entities::{batch, batch_person, inbound_delivery, job, person};
-use crate::lifecycle::Event;
 use crate::people::move_primaries;
-use crate::{
-    BatchState, CallbackEvent, DeliveryState, JobState, PersonState, Store, StoreError, StoreResult, dispatcher,
-    new_id, new_ids, now, person_key,
-};
-
-/// The four Apollo flags of a job; people are only batched with people of the same flags. Stored
-/// as the bit set of [`EnrichFlags::bits`].
-pub type JobOptions = apollo_client::EnrichFlags;
+use crate::{Store, StoreError, StoreResult, dispatcher, new_id, new_ids, now};
+use rules::Counts;
+use rules::lifecycle::Event;
+use rules::{BatchState, CallbackEvent, DeliveryState, JobState, PersonState, person_key};
 
 /// The stored form of a job's flags.
-pub(crate) fn flags_column(options: &JobOptions) -> i16 {
+pub(crate) fn flags_column(options: &EnrichFlags) -> i16 {
     i16::from(options.bits())
 }
 
 /// The flags of a stored bit set.
-pub(crate) fn options_of(flags: i16) -> JobOptions {
-    JobOptions::from_bits(u8::try_from(flags).unwrap_or(0))
+pub(crate) fn options_of(flags: i16) -> EnrichFlags {
+    EnrichFlags::from_bits(u8::try_from(flags).unwrap_or(0))
 }
 
 /// A job to create.
@@ -49,7 +45,7 @@ pub struct NewJob {
     /// The client's `Idempotency-Key`.
     pub idempotency_key: Option<String>,
     /// Apollo flags.
-    pub options: JobOptions,
+    pub options: EnrichFlags,
     /// Where the final callback goes.
     pub callback_url: Option<String>,
     /// Opaque client metadata.
@@ -68,7 +64,7 @@ pub struct NewJob {
     pub retry_of: Option<Uuid>,
     /// Answer people from earlier lookups within this window ([`crate::reuse`]).
     #[serde(default)]
-    pub reuse: Option<crate::reuse::ReusePolicy>,
+    pub reuse: Option<rules::reuse::ReusePolicy>,
 }
 
 impl NewJob {
@@ -89,7 +85,7 @@ impl NewJob {
         }
         #[derive(Serialize)]
         struct Hashed<'a> {
-            options: &'a JobOptions,
+            options: &'a EnrichFlags,
             callback_url: &'a Option<String>,
             metadata: &'a Option<Value>,
             people: &'a [NewPerson],
@@ -99,7 +95,7 @@ impl NewJob {
             #[serde(skip_serializing_if = "Option::is_none")]
             retry_of: Option<Uuid>,
             #[serde(skip_serializing_if = "Option::is_none")]
-            reuse: Option<crate::reuse::ReusePolicy>,
+            reuse: Option<rules::reuse::ReusePolicy>,
         }
         let body = Hashed {
             options: &self.options,
@@ -135,7 +131,7 @@ impl NewPerson {
     }
 
     /// The person whose input is the JSON text `input`, with `key` = [`person_key`] of that input,
-    /// computed by the caller from the same fields ([`crate::person_key_of`]): nothing is parsed.
+    /// computed by the caller from the same fields ([`rules::person_key_of`]): nothing is parsed.
     pub fn with_key(input: Box<RawValue>, key: Option<String>) -> NewPerson {
         debug_assert_eq!(
             serde_json::from_str::<Value>(input.get()).ok().as_ref().and_then(person_key),
@@ -225,7 +221,7 @@ pub struct JobView {
     /// Idempotency key, if any.
     pub idempotency_key: Option<String>,
     /// Apollo flags.
-    pub options: JobOptions,
+    pub options: EnrichFlags,
     /// Callback URL.
     pub callback_url: Option<String>,
     /// Client metadata.
@@ -282,7 +278,7 @@ pub struct JobView {
     pub credits_by_kind: CreditsByKind,
     /// The reuse window and scope, if the job reuses earlier lookups.
     #[serde(default)]
-    pub reuse: Option<crate::reuse::ReusePolicy>,
+    pub reuse: Option<rules::reuse::ReusePolicy>,
     /// People answered from an earlier lookup (no call, no credit).
     #[serde(default)]
     pub reuse_hits: i64,
@@ -338,7 +334,7 @@ impl JobView {
     fn from_row(j: job::Model, callback_events: Vec<CallbackView>) -> StoreResult<JobView> {
         let callback = callback_events.iter().find(|c| c.event == CallbackEvent::JobCompleted).cloned();
         Ok(JobView {
-            counts: Counts::of_job(&j),
+            counts: crate::counters::counts_of(&j),
             state: j.state,
             options: options_of(j.flags),
             id: j.id,
@@ -371,7 +367,7 @@ impl JobView {
             },
             reuse: j
                 .reuse_within_secs
-                .map(|secs| crate::reuse::ReusePolicy { within_secs: secs, shared: j.reuse_shared }),
+                .map(|secs| rules::reuse::ReusePolicy { within_secs: secs, shared: j.reuse_shared }),
             reuse_hits: j.reuse_hits,
             credits_saved: Credits(j.credits_saved_micros),
         })
@@ -399,7 +395,7 @@ pub struct PersonView {
     pub apollo_id: Option<String>,
     /// Current batch.
     pub batch_id: Option<Uuid>,
-    /// The merged record ([`crate::merge::Record`]).
+    /// The merged record ([`rules::merge::Record`]).
     pub record: Option<Value>,
     /// Phone delivery expected.
     pub expect_phone: bool,
@@ -989,7 +985,7 @@ mod tests {
         use sha2::{Digest, Sha256};
         #[derive(Serialize)]
         struct Hashed<'a> {
-            options: &'a JobOptions,
+            options: &'a EnrichFlags,
             callback_url: &'a Option<String>,
             metadata: &'a Option<Value>,
             people: &'a [Value],
@@ -998,7 +994,7 @@ mod tests {
             #[serde(skip_serializing_if = "Option::is_none")]
             retry_of: Option<Uuid>,
             #[serde(skip_serializing_if = "Option::is_none")]
-            reuse: Option<crate::reuse::ReusePolicy>,
+            reuse: Option<rules::reuse::ReusePolicy>,
         }
         let people = vec![
             serde_json::json!({"email": "a@b.io", "external_id": "7"}),

@@ -8,7 +8,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::entities::{batch, callback_delivery, task_lease};
-use crate::{BatchState, CallbackState, Store, StoreResult, ts};
+use crate::{Store, StoreResult, ts};
+use rules::{BatchState, CallbackState};
 
 /// What one renewal extended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -24,15 +24,10 @@ pub mod entities;
 pub mod erase;
 pub mod jobs;
 pub mod leases;
-pub mod lifecycle;
 pub mod limiter;
-pub mod merge;
 mod people;
-pub mod person_key;
-pub mod reuse;
 pub mod single_process;
 mod sql;
-pub mod states;
 pub mod stats;
 pub mod sync;
 pub mod system;
@@ -54,15 +49,10 @@ use sea_orm::{
 
 pub use callbacks::{CallbackAttemptRecord, CallbackAttemptView, CallbackNext, CallbackView, DueCallback};
 pub use claims::{BatchView, ClaimedBatch, ClaimedPerson};
-pub use counters::Counts;
 pub use deliveries::{ApplyOutcome, InboundDelivery, OverdueBatch, PendingDelivery, StoredDelivery};
 pub use erase::Erased;
-pub use jobs::{
-    CreatedJob, CreditsByKind, FailedDelivery, JobFilter, JobOptions, JobView, NewJob, NewPerson, PersonView,
-};
-pub use limiter::{Admitted, Allowance, RateRules, WindowAllowance, WindowRule};
-pub use person_key::{person_key, person_key_of};
-pub use states::{BatchState, CallbackEvent, CallbackState, DeliveryState, JobState, PersonState};
+pub use jobs::{CreatedJob, CreditsByKind, FailedDelivery, JobFilter, JobView, NewJob, NewPerson, PersonView};
+pub use limiter::Admitted;
 pub use stats::StateCounts;
 pub use sync::{SyncMatch, SyncOutcome, SyncPerson, SyncRecorded};
 pub use system::CallError;

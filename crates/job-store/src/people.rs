@@ -14,8 +14,9 @@ use uuid::Uuid;
 
 use crate::counters::Tally;
 use crate::entities::person;
-use crate::lifecycle::{self, Event, Life};
-use crate::{PersonState, StoreError, StoreResult};
+use crate::{StoreError, StoreResult};
+use rules::PersonState;
+use rules::lifecycle::{self, Event, Life};
 
 /// The lifecycle columns of a stored person.
 pub(crate) fn life_of(p: &person::Model) -> Life {

@@ -13,11 +13,12 @@ use uuid::Uuid;
 use crate::budget;
 use crate::counters::{CreditKind, Tally, people_per_job, set_batch_double_charge, split_credits};
 use crate::entities::{batch, person};
-use crate::lifecycle::{Answer, Event};
-use crate::merge::{Record, needs_sanitizing, storable};
 use crate::people::{apply_event, lock_batch_primaries, update_people};
 use crate::sql::by_key;
-use crate::{BatchState, PersonState, Store, StoreError, StoreResult, now};
+use crate::{Store, StoreError, StoreResult, now};
+use rules::lifecycle::{Answer, Event};
+use rules::merge::{Record, needs_sanitizing, storable};
+use rules::{BatchState, PersonState};
 
 /// Whether Apollo matched a person.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use apollo_client::{Credits, Flag};
-use job_store::budget;
+use rules::budget;
 
 use crate::core::validate::{PersonKey, ValidJob};
 use crate::v1::models::{Estimate, EstimateCredits};

@@ -86,8 +86,7 @@ pub fn sync_people(
     // request delivers it: still expected, from elsewhere (never complete without it).
     let phone_elsewhere = response.phone_enrichment.as_ref().is_some_and(|p| p.skipped());
     let expect_phone = response.phone_enrichment.as_ref().is_some_and(|p| p.pending()) || phone_elsewhere;
-    let asks_waterfall =
-        flags.on().any(|f| job_store::reuse::part_of(f) == Some(job_store::lifecycle::Part::Waterfall));
+    let asks_waterfall = flags.on().any(|f| rules::reuse::part_of(f) == Some(rules::lifecycle::Part::Waterfall));
     let expect_waterfall = asks_waterfall && response.waterfall.as_ref().is_some_and(|w| w.accepted());
     let matched = aligned.iter().filter(|m| m.is_some()).count() as i64;
     let total = response.credits_consumed.unwrap_or(Credits::ZERO).micros();

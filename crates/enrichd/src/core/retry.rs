@@ -1,7 +1,8 @@
 //! `POST /v1/jobs/{id}/retry`: which states a retry may take people from, when a job can be
 //! retried, and the new job (the original's flags and settings, only those people, linked).
 
-use job_store::{JobView, NewJob, PersonState};
+use job_store::{JobView, NewJob};
+use rules::PersonState;
 use serde_json::Value;
 
 use crate::core::validate::Problem;

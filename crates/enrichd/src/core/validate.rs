@@ -119,7 +119,7 @@ impl ValidJob<Value> {
     }
 }
 
-/// The [`job_store::person_key`] of a validated person, in either form.
+/// The [`rules::person_key`] of a validated person, in either form.
 pub trait PersonKey {
     /// The key; `None` for a person without a usable identifier (validation refuses those).
     fn person_key(&self) -> Option<Cow<'_, str>>;
@@ -127,7 +127,7 @@ pub trait PersonKey {
 
 impl PersonKey for Value {
     fn person_key(&self) -> Option<Cow<'_, str>> {
-        job_store::person_key(self).map(Cow::Owned)
+        rules::person_key(self).map(Cow::Owned)
     }
 }
 
@@ -628,7 +628,7 @@ fn clean<'a, S: AsRef<str>>(
     if !problems.is_empty() {
         return Err(problems);
     }
-    let Some(key) = job_store::person_key_of(field) else {
+    let Some(key) = rules::person_key_of(field) else {
         return Err(vec![(
             String::new(),
             "needs a usable identifier: email, hashed_email, linkedin_url, id, or a name with domain or organization_name".into(),

@@ -267,9 +267,9 @@ impl JobStatus {
     }
 }
 
-impl From<job_store::JobState> for JobStatus {
-    fn from(s: job_store::JobState) -> Self {
-        use job_store::JobState as S;
+impl From<rules::JobState> for JobStatus {
+    fn from(s: rules::JobState) -> Self {
+        use rules::JobState as S;
         match s {
             S::Queued => JobStatus::Queued,
             S::Running => JobStatus::Running,
@@ -307,9 +307,9 @@ pub enum PersonStatus {
     SkippedBudget,
 }
 
-impl From<job_store::PersonState> for PersonStatus {
-    fn from(s: job_store::PersonState) -> Self {
-        use job_store::PersonState as S;
+impl From<rules::PersonState> for PersonStatus {
+    fn from(s: rules::PersonState) -> Self {
+        use rules::PersonState as S;
         match s {
             S::Queued => PersonStatus::Queued,
             S::Submitted => PersonStatus::Submitted,
@@ -351,8 +351,8 @@ pub struct PersonCounts {
     pub skipped_budget: i64,
 }
 
-impl From<job_store::Counts> for PersonCounts {
-    fn from(c: job_store::Counts) -> Self {
+impl From<rules::Counts> for PersonCounts {
+    fn from(c: rules::Counts) -> Self {
         PersonCounts {
             queued: c.queued,
             submitted: c.submitted,
@@ -382,9 +382,9 @@ pub enum CallbackStatus {
     Cancelled,
 }
 
-impl From<job_store::CallbackState> for CallbackStatus {
-    fn from(s: job_store::CallbackState) -> Self {
-        use job_store::CallbackState as S;
+impl From<rules::CallbackState> for CallbackStatus {
+    fn from(s: rules::CallbackState) -> Self {
+        use rules::CallbackState as S;
         match s {
             S::Pending => CallbackStatus::Pending,
             S::Delivered => CallbackStatus::Delivered,

@@ -1,6 +1,6 @@
 //! When the next Apollo call may go, and which batch it carries.
 //!
-//! SQLite (one process): the in-process limiter ([`crate::core::ratelimit`]) decides, then a batch
+//! SQLite (one process): the in-process limiter ([`rules::ratelimit`]) decides, then a batch
 //! is claimed. PostgreSQL (one or several replicas): the limiter shared in the database decides
 //! and claims in one transaction on the database's clock ([`job_store::limiter`]), so replicas
 //! sharing one Apollo key never together exceed its limits, and one replica's 429 pauses them all.
@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 
 use apollo_client::RateLimit;
 use apollo_client::trace::TraceLine;
-use job_store::limiter::AnswerTimes;
-use job_store::{Admitted, Allowance, ClaimedBatch, RateRules, StoreResult, WindowRule};
+use job_store::{Admitted, ClaimedBatch, StoreResult};
+use rules::window::AnswerTimes;
+use rules::{window::Allowance, window::RateRules, window::WindowRule};
 use secrecy::ExposeSecret;
 
-use crate::core::ratelimit::{Limiter, Limits};
 use crate::state::AppState;
+use rules::ratelimit::{Limiter, Limits};
 
 /// What the dispatch loop does next.
 #[derive(Debug)]

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apollo_client::{ApolloError, EnrichFlags, PersonDetail, RateLimit};
-use job_store::lifecycle::{self, Rejection};
 use job_store::{CallError, ClaimedBatch, SyncOutcome, SyncRecorded};
+use rules::lifecycle::{self, Rejection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::core::records::{detail_of, sync_people};
@@ -74,7 +74,7 @@ impl Dispatcher {
     }
 
     /// Apollo's allowance as this dispatcher's limiter sees it (the system page).
-    pub async fn allowance(&self, state: &AppState) -> job_store::StoreResult<job_store::Allowance> {
+    pub async fn allowance(&self, state: &AppState) -> job_store::StoreResult<rules::window::Allowance> {
         self.admission.allowance(state).await
     }
 

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use apollo_client::{WebhookResult, WebhookResultPoll};
-use job_store::lifecycle::Part;
 use job_store::{InboundDelivery, OverdueBatch};
+use rules::lifecycle::Part;
 
 use crate::state::AppState;
 use crate::worker::{after, nap};

@@ -11,8 +11,8 @@ pub struct Model {
     pub id: Uuid,
     /// The Apollo flags bitmask shared by every person of the batch.
     pub flags: i16,
-    /// [`crate::BatchState`] name.
-    pub state: crate::states::BatchState,
+    /// [`rules::BatchState`] name.
+    pub state: rules::states::BatchState,
     /// Number of people.
     pub size: i32,
     /// Counted attempts (a 429 requeue is not counted).
@@ -64,7 +64,7 @@ pub struct Model {
     pub unknown_outcomes: i32,
     /// Of `credits_micros`: what deliveries of those calls booked (they proved the calls ran).
     pub lost_credits_micros: i64,
-    /// What those calls may have cost and is not booked ([`crate::budget::batch_double_charge`]),
+    /// What those calls may have cost and is not booked ([`rules::budget::batch_double_charge`]),
     /// as last added to the jobs' `possible_double_charge_micros`.
     pub double_charge_micros: i64,
 }

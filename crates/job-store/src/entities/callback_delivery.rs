@@ -14,12 +14,12 @@ pub struct Model {
     pub job_id: Uuid,
     /// Standard Webhooks `webhook-id` (unique), the same for every retry.
     pub webhook_id: String,
-    /// [`crate::CallbackEvent`] name.
-    pub event_type: crate::states::CallbackEvent,
+    /// [`rules::CallbackEvent`] name.
+    pub event_type: rules::states::CallbackEvent,
     /// The body, frozen at the first send: every retry and redelivery sends these bytes.
     pub body: Option<Vec<u8>>,
-    /// [`crate::CallbackState`] name.
-    pub state: crate::states::CallbackState,
+    /// [`rules::CallbackState`] name.
+    pub state: rules::states::CallbackState,
     /// HTTP tries so far.
     pub attempts: i32,
     /// When the next try is due.

@@ -17,8 +17,8 @@ pub struct Model {
     pub body: Vec<u8>,
     /// Received.
     pub received_at: DateTimeUtc,
-    /// [`crate::DeliveryState`] name.
-    pub state: crate::states::DeliveryState,
+    /// [`rules::DeliveryState`] name.
+    pub state: rules::states::DeliveryState,
     /// `phone` or `waterfall`, once parsed.
     pub kind: Option<String>,
     /// Credits the delivery reported, in millionths.

@@ -15,15 +15,15 @@ pub struct Model {
     pub idempotency_key: Option<String>,
     /// sha256 hex of the request content, compared on an idempotent retry.
     pub request_hash: Option<String>,
-    /// Bitmask of the four Apollo flags (see [`crate::JobOptions::flags`]).
+    /// Bitmask of the four Apollo flags (see [`EnrichFlags::flags`]).
     pub flags: i16,
     /// Where the final callback goes.
     pub callback_url: Option<String>,
     /// The client's opaque metadata.
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub metadata: Option<Json>,
-    /// [`crate::JobState`] name.
-    pub state: crate::states::JobState,
+    /// [`rules::JobState`] name.
+    pub state: rules::states::JobState,
     /// Why dispatch is paused, while it is.
     pub pause_reason: Option<String>,
     /// People queued.

@@ -16,19 +16,19 @@ pub struct Model {
     /// The client's input object.
     #[sea_orm(column_type = "JsonBinary")]
     pub input: Json,
-    /// Normalised identity ([`crate::person_key`]); `None` for invalid input.
+    /// Normalised identity ([`rules::person_key`]); `None` for invalid input.
     pub person_key: Option<String>,
     /// The first person of the same job with the same key; duplicates are never sent.
     pub dup_of: Option<Uuid>,
     /// Whether other people of the job are duplicates of this one.
     pub has_dups: bool,
-    /// [`crate::PersonState`] name.
-    pub state: crate::states::PersonState,
+    /// [`rules::PersonState`] name.
+    pub state: rules::states::PersonState,
     /// Apollo's person id, once matched.
     pub apollo_id: Option<String>,
     /// The batch currently holding the person.
     pub batch_id: Option<Uuid>,
-    /// The merged record ([`crate::merge::Record`] as JSON).
+    /// The merged record ([`rules::merge::Record`] as JSON).
     #[sea_orm(column_type = "JsonBinary", nullable)]
     pub record: Option<Json>,
     /// A phone-reveal delivery is expected.

@@ -19,7 +19,7 @@ pub struct Model {
     pub blocked_until: Option<DateTimeUtc>,
     /// 429 answers seen by all replicas.
     pub rate_limited: i64,
-    /// The largest margin a replica measured lately, in ms ([`crate::limiter::shared_margin`]).
+    /// The largest margin a replica measured lately, in ms ([`rules::window::shared_margin`]).
     pub margin_ms: Option<i64>,
     /// When it was stored.
     pub margin_at: Option<DateTimeUtc>,

@@ -2,8 +2,10 @@
 //! the rest end `skipped_budget` once nothing is in flight.
 
 use apollo_client::Credits;
+use apollo_client::EnrichFlags;
 use chrono::Utc;
-use job_store::{JobOptions, JobState, NewJob, PersonState, Store, StoreError, SyncMatch};
+use job_store::{NewJob, Store, StoreError, SyncMatch};
+use rules::{JobState, PersonState};
 use serde_json::json;
 
 use crate::harness::{LEASE, all_matched, assert_counters_match, claim, job, person, record};
@@ -17,8 +19,10 @@ store_tests!(
 
 async fn claims_stop_at_the_budget_and_the_rest_are_skipped(store: Store) {
     // 25 distinct people and one duplicate of the last; worst case 1 credit each (no flags).
-    let mut new =
-        NewJob { max_credits: Some(Credits::parse_decimal("12.5").unwrap()), ..job("acme", 25, JobOptions::default()) };
+    let mut new = NewJob {
+        max_credits: Some(Credits::parse_decimal("12.5").unwrap()),
+        ..job("acme", 25, EnrichFlags::default())
+    };
     new.people.push(person(24).into());
     let id = store.create_job(new).await.unwrap().job.id;
 
@@ -65,7 +69,7 @@ async fn claims_stop_at_the_budget_and_the_rest_are_skipped(store: Store) {
 }
 
 async fn a_job_without_budget_is_not_limited(store: Store) {
-    let phone = JobOptions { reveal_phone_number: true, ..JobOptions::default() };
+    let phone = EnrichFlags { reveal_phone_number: true, ..EnrichFlags::default() };
     let capped = store
         .create_job(NewJob { max_credits: Some(Credits::whole(18)), ..job("acme", 3, phone) })
         .await
@@ -88,7 +92,7 @@ async fn the_daily_cap_bounds_every_budget_of_the_day(store: Store) {
     let capped = |client: &str, n: usize, max: Option<i64>| NewJob {
         daily_cap: cap,
         max_credits: max.map(Credits::whole),
-        ..job(client, n, JobOptions::default())
+        ..job(client, n, EnrichFlags::default())
     };
     // A job without a budget takes what remains of the day as its budget.
     let a = store.create_job(capped("acme", 3, None)).await.unwrap().job;

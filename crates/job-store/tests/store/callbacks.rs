@@ -1,12 +1,12 @@
 //! The callback outbox: leases, attempts, retries, redelivery, frozen bodies, later events.
 
+use apollo_client::EnrichFlags;
 use std::time::Duration;
 
 use apollo_client::parse_delivery;
 use chrono::Utc;
-use job_store::{
-    ApplyOutcome, CallbackAttemptRecord, CallbackEvent, CallbackNext, CallbackState, JobOptions, JobState, Store,
-};
+use job_store::{ApplyOutcome, CallbackAttemptRecord, CallbackNext, Store};
+use rules::{CallbackEvent, CallbackState, JobState};
 use uuid::Uuid;
 
 use crate::harness::{
@@ -21,7 +21,7 @@ store_tests!(
 );
 
 async fn callbacks_are_leased_retried_logged_and_redelivered(store: Store) {
-    let j = store.create_job(job("acme", 1, JobOptions::default())).await.unwrap().job.id;
+    let j = store.create_job(job("acme", 1, EnrichFlags::default())).await.unwrap().job.id;
     let b = claim(&store).await;
     record(&store, all_matched(&b, false, false)).await;
     let lease = Duration::from_secs(30);
@@ -82,7 +82,7 @@ async fn version(store: &Store, job: Uuid) -> chrono::DateTime<Utc> {
 }
 
 async fn a_body_is_frozen_once_and_resent_byte_for_byte(store: Store) {
-    let j = store.create_job(job("acme", 1, JobOptions::default())).await.unwrap().job.id;
+    let j = store.create_job(job("acme", 1, EnrichFlags::default())).await.unwrap().job.id;
     let b = claim(&store).await;
     record(&store, all_matched(&b, false, false)).await;
     let lease = Duration::from_secs(30);

@@ -1,11 +1,13 @@
 //! Claiming batches: flags, fairness, retries, lease expiry, failure.
 
+use apollo_client::EnrichFlags;
 use std::collections::HashSet;
 use std::time::Duration;
 
 use apollo_client::Credits;
 use chrono::Utc;
-use job_store::{BatchState, JobOptions, JobState, NewJob, PersonState, Store};
+use job_store::{NewJob, Store};
+use rules::{BatchState, JobState, PersonState};
 
 use crate::harness::{LEASE, all_matched, assert_counters_match, claim, job, record};
 use crate::store_tests;
@@ -22,16 +24,16 @@ store_tests!(
 );
 
 async fn batches_share_flags_across_jobs(store: Store) {
-    let phone = JobOptions { reveal_phone_number: true, ..JobOptions::default() };
+    let phone = EnrichFlags { reveal_phone_number: true, ..EnrichFlags::default() };
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(store.create_job(job("acme", 1, JobOptions::default())).await.unwrap().job.id);
+        ids.push(store.create_job(job("acme", 1, EnrichFlags::default())).await.unwrap().job.id);
     }
     let other = store.create_job(job("acme", 2, phone)).await.unwrap().job.id;
-    ids.push(store.create_job(job("acme", 1, JobOptions::default())).await.unwrap().job.id);
+    ids.push(store.create_job(job("acme", 1, EnrichFlags::default())).await.unwrap().job.id);
 
     let b = claim(&store).await;
-    assert_eq!(b.options, JobOptions::default());
+    assert_eq!(b.options, EnrichFlags::default());
     assert_eq!(b.people.len(), 4, "one call for four one-person jobs");
     let jobs: HashSet<_> = b.people.iter().map(|p| p.job_id).collect();
     assert_eq!(jobs, ids.iter().copied().collect());
@@ -50,12 +52,12 @@ async fn batches_share_flags_across_jobs(store: Store) {
 }
 
 async fn small_job_is_served_within_two_claims_of_a_huge_one(store: Store) {
-    let big = store.create_job(job("bulk", 5_000, JobOptions::default())).await.unwrap().job.id;
+    let big = store.create_job(job("bulk", 5_000, EnrichFlags::default())).await.unwrap().job.id;
     for _ in 0..3 {
         let b = claim(&store).await;
         assert!(b.people.iter().all(|p| p.job_id == big));
     }
-    let small = store.create_job(job("tiny", 1, JobOptions::default())).await.unwrap().job.id;
+    let small = store.create_job(job("tiny", 1, EnrichFlags::default())).await.unwrap().job.id;
     let mut served_at = None;
     for i in 0..2 {
         let b = claim(&store).await;
@@ -70,7 +72,7 @@ async fn small_job_is_served_within_two_claims_of_a_huge_one(store: Store) {
 }
 
 async fn retry_keeps_the_batch_and_counts_attempts_as_asked(store: Store) {
-    let j = store.create_job(job("acme", 3, JobOptions::default())).await.unwrap().job.id;
+    let j = store.create_job(job("acme", 3, EnrichFlags::default())).await.unwrap().job.id;
     let b = claim(&store).await;
     let now = Utc::now();
     // A 429: not a counted attempt.
@@ -99,7 +101,7 @@ async fn retry_keeps_the_batch_and_counts_attempts_as_asked(store: Store) {
 }
 
 async fn crash_between_submitting_and_result_is_recovered_by_lease_expiry(store: Store) {
-    let j = store.create_job(job("acme", 1, JobOptions::default())).await.unwrap().job.id;
+    let j = store.create_job(job("acme", 1, EnrichFlags::default())).await.unwrap().job.id;
     let now = Utc::now();
     let lease = Duration::from_secs(30);
     let b = store.claim_batch("replica-a", lease, now).await.unwrap().unwrap();
@@ -126,7 +128,7 @@ async fn crash_between_submitting_and_result_is_recovered_by_lease_expiry(store:
 }
 
 async fn failed_batch_fails_its_people_and_the_job(store: Store) {
-    let j = store.create_job(job("acme", 2, JobOptions::default())).await.unwrap().job.id;
+    let j = store.create_job(job("acme", 2, EnrichFlags::default())).await.unwrap().job.id;
     let b = claim(&store).await;
     assert!(store.fail_batch(b.batch_id, "422: malformed").await.unwrap());
     assert!(!store.fail_batch(b.batch_id, "again").await.unwrap());
@@ -141,7 +143,7 @@ async fn failed_batch_fails_its_people_and_the_job(store: Store) {
 }
 
 async fn several_claims_in_one_transaction(store: Store) {
-    let j = store.create_job(job("acme", 25, JobOptions::default())).await.unwrap().job.id;
+    let j = store.create_job(job("acme", 25, EnrichFlags::default())).await.unwrap().job.id;
     let batches = store.claim_batches("test", LEASE, Utc::now(), 5).await.unwrap();
     // Full batches claimed together; the short one after them stays queued (it may yet fill).
     assert_eq!(batches.iter().map(|b| b.people.len()).collect::<Vec<_>>(), vec![10, 10]);
@@ -157,7 +159,7 @@ async fn several_claims_in_one_transaction(store: Store) {
     assert_eq!(people.len(), 25, "no one twice");
     assert!(store.claim_batches("test", LEASE, Utc::now(), 5).await.unwrap().is_empty());
     // A limit of one claims one.
-    store.create_job(job("acme", 25, JobOptions::default())).await.unwrap();
+    store.create_job(job("acme", 25, EnrichFlags::default())).await.unwrap();
     assert_eq!(store.claim_batches("test", LEASE, Utc::now(), 1).await.unwrap().len(), 1);
     assert_counters_match(&store, &[j]).await;
 }
@@ -165,8 +167,8 @@ async fn several_claims_in_one_transaction(store: Store) {
 async fn claims_in_one_transaction_take_turns_between_jobs(store: Store) {
     // The job counters are written at the end of the transaction; the second claim still sees
     // the first job as just served and goes to the other one.
-    let a = store.create_job(job("acme", 20, JobOptions::default())).await.unwrap().job.id;
-    let b = store.create_job(job("globex", 20, JobOptions::default())).await.unwrap().job.id;
+    let a = store.create_job(job("acme", 20, EnrichFlags::default())).await.unwrap().job.id;
+    let b = store.create_job(job("globex", 20, EnrichFlags::default())).await.unwrap().job.id;
     let got = store.claim_batches("test", LEASE, Utc::now(), 2).await.unwrap();
     let jobs: Vec<_> = got.iter().map(|c| c.people[0].job_id).collect();
     assert_eq!(jobs, vec![a, b], "one full batch each, the older job first");
@@ -181,7 +183,7 @@ async fn claims_in_one_transaction_take_turns_between_jobs(store: Store) {
 async fn claims_in_one_transaction_keep_to_the_budget(store: Store) {
     // At worst a credit a person (no flags): 25 credits cover 25 people in flight, so after two
     // full batches only five fit, a short batch that waits; a third full one would pass the budget.
-    let new = NewJob { max_credits: Some(Credits::whole(25)), ..job("acme", 40, JobOptions::default()) };
+    let new = NewJob { max_credits: Some(Credits::whole(25)), ..job("acme", 40, EnrichFlags::default()) };
     let j = store.create_job(new).await.unwrap().job.id;
     let got = store.claim_batches("test", LEASE, Utc::now(), 4).await.unwrap();
     assert_eq!(got.iter().map(|b| b.people.len()).collect::<Vec<_>>(), vec![10, 10]);

@@ -3,7 +3,8 @@
 
 use apollo_client::{Credits, parse_delivery};
 use chrono::Utc;
-use job_store::{ApplyOutcome, PersonState, Store};
+use job_store::{ApplyOutcome, Store};
+use rules::PersonState;
 
 use crate::harness::{
     all_matched, assert_counters_match, claim, job, one_apollo_id, phone_and_waterfall, phone_body, record,

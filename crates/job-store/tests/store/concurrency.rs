@@ -1,9 +1,10 @@
 //! Concurrent claimers (several replicas): nobody gets the same person or batch twice.
 
+use apollo_client::EnrichFlags;
 use std::collections::HashSet;
 
 use chrono::Utc;
-use job_store::{JobOptions, NewJob, Store};
+use job_store::{NewJob, Store};
 use sea_orm::TransactionTrait;
 use serde_json::json;
 
@@ -17,9 +18,9 @@ async fn eight_concurrent_claimers_never_share_a_person_or_batch(store: Store) {
     let mut primaries = 0;
     for (i, n) in [300usize, 200, 150, 1, 1, 1, 60].into_iter().enumerate() {
         let options = if i % 2 == 0 {
-            JobOptions::default()
+            EnrichFlags::default()
         } else {
-            JobOptions { reveal_phone_number: true, ..Default::default() }
+            EnrichFlags { reveal_phone_number: true, ..Default::default() }
         };
         jobs.push(store.create_job(job(&format!("c{i}"), n, options)).await.unwrap().job.id);
         primaries += n;
@@ -84,7 +85,7 @@ async fn eight_concurrent_claimers_never_share_a_person_or_batch(store: Store) {
 }
 
 async fn concurrent_creates_with_one_key_make_one_job(store: Store) {
-    let mut new = job("acme", 50, JobOptions::default());
+    let mut new = job("acme", 50, EnrichFlags::default());
     new.idempotency_key = Some("retry-storm".into());
     let mut tasks = Vec::new();
     for _ in 0..6 {

@@ -1,10 +1,10 @@
 //! Inbound deliveries: dedup, hold-until-answer, batch isolation, merge, deadlines.
 
+use apollo_client::EnrichFlags;
 use apollo_client::{Credits, parse_delivery};
 use chrono::Utc;
-use job_store::{
-    ApplyOutcome, DeliveryState, InboundDelivery, JobOptions, JobState, PersonState, Store, StoredDelivery,
-};
+use job_store::{ApplyOutcome, InboundDelivery, Store, StoredDelivery};
+use rules::{DeliveryState, JobState, PersonState};
 use uuid::Uuid;
 
 use crate::harness::{
@@ -77,7 +77,7 @@ async fn a_group_of_deliveries_dedups_within_and_across_groups(store: Store) {
 }
 
 async fn delivery_before_the_answer_is_held_then_applied(store: Store) {
-    let j = store.create_job(job("acme", 2, JobOptions { reveal_phone_number: true, ..Default::default() })).await;
+    let j = store.create_job(job("acme", 2, EnrichFlags { reveal_phone_number: true, ..Default::default() })).await;
     let j = j.unwrap().job.id;
     let b = claim(&store).await;
     let ids: Vec<String> = b.people.iter().map(|p| apollo_id(p.person_id)).collect();
@@ -108,7 +108,7 @@ async fn delivery_before_the_answer_is_held_then_applied(store: Store) {
 }
 
 async fn delivery_only_touches_its_own_batch(store: Store) {
-    let opts = JobOptions { reveal_phone_number: true, ..Default::default() };
+    let opts = EnrichFlags { reveal_phone_number: true, ..Default::default() };
     let j = store.create_job(job("acme", 12, opts)).await.unwrap().job.id;
     let a = claim(&store).await;
     let b = claim(&store).await;
@@ -308,7 +308,7 @@ async fn group_scenario(store: &Store) -> (Vec<Uuid>, Vec<(Uuid, apollo_client::
     }
     record(store, answer).await;
     let c =
-        store.create_job(job("initech", 2, JobOptions { reveal_phone_number: true, ..JobOptions::default() })).await;
+        store.create_job(job("initech", 2, EnrichFlags { reveal_phone_number: true, ..EnrichFlags::default() })).await;
     let c = c.unwrap().job.id;
     let b2 = claim(store).await;
     let mut answer = all_matched(&b2, true, false);

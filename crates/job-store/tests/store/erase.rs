@@ -1,6 +1,7 @@
 //! Personal data: erasing a job (inputs, records, raw payloads; counters kept), writes that come
 //! after the erasure, and purging finished jobs.
 
+use apollo_client::EnrichFlags;
 use std::time::Duration;
 
 use apollo_client::{Credits, parse_delivery};
@@ -8,10 +9,8 @@ use chrono::Utc;
 use job_store::entities::{
     apollo_error, batch, batch_person, callback_delivery, inbound_delivery, job as job_row, person,
 };
-use job_store::{
-    ApplyOutcome, BatchState, CallbackAttemptRecord, CallbackNext, CallbackState, JobOptions, JobState, NewJob,
-    PersonState, Store, StoreError,
-};
+use job_store::{ApplyOutcome, CallbackAttemptRecord, CallbackNext, NewJob, Store, StoreError};
+use rules::{BatchState, CallbackState, JobState, PersonState};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::json;
 use uuid::Uuid;
@@ -230,7 +229,7 @@ async fn erase_of_a_running_job_cancels_it_and_later_answers_bring_no_data(store
     assert_counters_match(&store, &[a]).await;
 
     // A job whose batch waits for a retry: its people are cancelled at once, never sent again.
-    let c = store.create_job(job("acme", 3, JobOptions::default())).await.unwrap().job.id;
+    let c = store.create_job(job("acme", 3, EnrichFlags::default())).await.unwrap().job.id;
     let bc = claim(&store).await;
     store.schedule_retry(bc.batch_id, Utc::now(), true, "503").await.unwrap();
     let erased = store.erase_job(c).await.unwrap();
@@ -240,7 +239,7 @@ async fn erase_of_a_running_job_cancels_it_and_later_answers_bring_no_data(store
     assert_eq!(store.get_batch(bc.batch_id).await.unwrap().unwrap().state, BatchState::Failed);
 
     // Erased while the call was in flight, then the call failed and was put back: cancelled, not sent.
-    let d = store.create_job(job("acme", 2, JobOptions::default())).await.unwrap().job.id;
+    let d = store.create_job(job("acme", 2, EnrichFlags::default())).await.unwrap().job.id;
     let bd = claim(&store).await;
     let erased = store.erase_job(d).await.unwrap();
     assert_eq!((erased.cancelled, erased.job.counts.submitted), (0, 2));
@@ -252,7 +251,7 @@ async fn erase_of_a_running_job_cancels_it_and_later_answers_bring_no_data(store
 }
 
 async fn a_delivery_after_erase_writes_no_record_and_no_second_charge(store: Store) {
-    let opts = JobOptions { reveal_phone_number: true, ..JobOptions::default() };
+    let opts = EnrichFlags { reveal_phone_number: true, ..EnrichFlags::default() };
     let a = store.create_job(job("acme", 2, opts)).await.unwrap().job.id;
     let b = claim(&store).await;
     record(&store, all_matched(&b, true, false)).await;
@@ -301,15 +300,15 @@ async fn count_members(store: &Store, batch_id: Uuid) -> u64 {
 
 async fn purge_removes_old_finished_jobs_and_keeps_recent_running_and_shared(store: Store) {
     // `old` (2 people) shares its batch with the still-running `run` (12 people).
-    let old = store.create_job(no_callback(job("acme", 2, JobOptions::default()))).await.unwrap().job.id;
-    let run = store.create_job(no_callback(job("acme", 12, JobOptions::default()))).await.unwrap().job.id;
+    let old = store.create_job(no_callback(job("acme", 2, EnrichFlags::default()))).await.unwrap().job.id;
+    let run = store.create_job(no_callback(job("acme", 12, EnrichFlags::default()))).await.unwrap().job.id;
     let shared = claim(&store).await;
     assert_eq!(shared.people.iter().filter(|p| p.job_id == old).count(), 2);
     record(&store, all_matched(&shared, false, false)).await;
     assert_eq!(store.get_job(old).await.unwrap().unwrap().state, JobState::Completed);
     assert_eq!(store.get_job(run).await.unwrap().unwrap().state, JobState::Running);
     // `phone` (other flags, so its own batch) has a delivery and a callback still pending.
-    let opts = JobOptions { reveal_phone_number: true, ..JobOptions::default() };
+    let opts = EnrichFlags { reveal_phone_number: true, ..EnrichFlags::default() };
     let phone = store.create_job(job("acme", 1, opts)).await.unwrap().job.id;
     let own = claim(&store).await;
     assert!(own.people.iter().all(|p| p.job_id == phone));
@@ -320,7 +319,7 @@ async fn purge_removes_old_finished_jobs_and_keeps_recent_running_and_shared(sto
     let cutoff = Utc::now();
     tokio::time::sleep(Duration::from_millis(20)).await;
     // `recent` finishes after the cutoff (no usable identifier: done at once).
-    let mut recent = no_callback(job("acme", 1, JobOptions::default()));
+    let mut recent = no_callback(job("acme", 1, EnrichFlags::default()));
     recent.people = vec![json!({"first_name": "Nobody"}).into()];
     let recent = store.create_job(recent).await.unwrap().job.id;
     assert_eq!(store.get_job(recent).await.unwrap().unwrap().state, JobState::Completed);
@@ -367,11 +366,11 @@ async fn purge_removes_old_finished_jobs_and_keeps_recent_running_and_shared(sto
 async fn purge_works_in_chunks(store: Store) {
     // More jobs than one purge transaction takes (they finish at once: no usable identifier).
     for i in 0..230 {
-        let mut j = no_callback(job("acme", 1, JobOptions::default()));
+        let mut j = no_callback(job("acme", 1, EnrichFlags::default()));
         j.people = vec![json!({"first_name": format!("Nobody{i}")}).into()];
         store.create_job(j).await.unwrap();
     }
-    let kept = store.create_job(no_callback(job("acme", 1, JobOptions::default()))).await.unwrap().job.id;
+    let kept = store.create_job(no_callback(job("acme", 1, EnrichFlags::default()))).await.unwrap().job.id;
     let future = Utc::now() + chrono::Duration::hours(1);
     assert_eq!(store.purge_finished_jobs(future).await.unwrap(), 230);
     let db = store.connection();

@@ -2,15 +2,14 @@
 //! created for the test and dropped after it). PostgreSQL must be reachable: if it is not, the
 //! `_pg` tests fail rather than skip.
 
+use apollo_client::EnrichFlags;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use apollo_client::{Credits, PersonFacts};
 use chrono::Utc;
-use job_store::{
-    ClaimedBatch, JobOptions, NewJob, Store, StoreOptions, SyncMatch, SyncOutcome, SyncPerson, SyncRecorded,
-};
+use job_store::{ClaimedBatch, NewJob, Store, StoreOptions, SyncMatch, SyncOutcome, SyncPerson, SyncRecorded};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -150,7 +149,7 @@ pub fn person(i: usize) -> Value {
 }
 
 /// A job of `n` distinct people.
-pub fn job(client: &str, n: usize, options: JobOptions) -> NewJob {
+pub fn job(client: &str, n: usize, options: EnrichFlags) -> NewJob {
     NewJob {
         client: client.into(),
         idempotency_key: None,
@@ -165,8 +164,8 @@ pub fn job(client: &str, n: usize, options: JobOptions) -> NewJob {
     }
 }
 
-pub fn phone_and_waterfall() -> JobOptions {
-    JobOptions { reveal_phone_number: true, run_waterfall_email: true, ..JobOptions::default() }
+pub fn phone_and_waterfall() -> EnrichFlags {
+    EnrichFlags { reveal_phone_number: true, run_waterfall_email: true, ..EnrichFlags::default() }
 }
 
 /// Apollo id used for a person in these tests.

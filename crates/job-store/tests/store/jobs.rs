@@ -1,7 +1,9 @@
 //! Job creation, idempotency, queries, cancellation, pause, API keys.
 
+use apollo_client::EnrichFlags;
 use chrono::Utc;
-use job_store::{CallbackState, JobOptions, JobState, NewJob, PersonState, Store, StoreError};
+use job_store::{NewJob, Store, StoreError};
+use rules::{CallbackState, JobState, PersonState};
 use serde_json::json;
 
 use crate::harness::{LEASE, all_matched, assert_counters_match, claim, job, record};
@@ -54,7 +56,7 @@ async fn create_stores_people_in_order_with_keys_and_counters(store: Store) {
 }
 
 async fn idempotent_create(store: Store) {
-    let mut new = crate::harness::job("acme", 3, JobOptions::default());
+    let mut new = crate::harness::job("acme", 3, EnrichFlags::default());
     new.idempotency_key = Some("key-1".into());
     let first = store.create_job(new.clone()).await.unwrap();
     let again = store.create_job(new.clone()).await.unwrap();
@@ -99,9 +101,9 @@ async fn job_without_valid_people_completes_at_once(store: Store) {
 async fn list_jobs_newest_first_by_cursor(store: Store) {
     let mut ids = Vec::new();
     for _ in 0..5 {
-        ids.push(store.create_job(job("acme", 1, JobOptions::default())).await.unwrap().job.id);
+        ids.push(store.create_job(job("acme", 1, EnrichFlags::default())).await.unwrap().job.id);
     }
-    store.create_job(job("globex", 1, JobOptions::default())).await.unwrap();
+    store.create_job(job("globex", 1, EnrichFlags::default())).await.unwrap();
     let page1 = store.list_jobs("acme", None, 2).await.unwrap();
     let page2 = store.list_jobs("acme", Some(page1[1].id), 2).await.unwrap();
     let page3 = store.list_jobs("acme", Some(page2[1].id), 2).await.unwrap();
@@ -136,7 +138,7 @@ async fn duplicates_get_the_primary_result(store: Store) {
 }
 
 async fn cancel_stops_queued_people_and_waits_for_in_flight(store: Store) {
-    let j = store.create_job(job("acme", 25, JobOptions::default())).await.unwrap().job;
+    let j = store.create_job(job("acme", 25, EnrichFlags::default())).await.unwrap().job;
     let b = claim(&store).await;
     let j = store.cancel_job(j.id).await.unwrap();
     assert_eq!(j.counts.cancelled, 15);
@@ -154,16 +156,16 @@ async fn cancel_stops_queued_people_and_waits_for_in_flight(store: Store) {
     assert_eq!(again.state, JobState::Cancelled);
     assert_eq!(again.completed_at, j.completed_at);
 
-    let idle = store.create_job(job("acme", 3, JobOptions::default())).await.unwrap().job;
+    let idle = store.create_job(job("acme", 3, EnrichFlags::default())).await.unwrap().job;
     let idle = store.cancel_job(idle.id).await.unwrap();
     assert_eq!(idle.state, JobState::Cancelled, "nothing in flight: cancelled at once");
     assert_counters_match(&store, &[j.id, idle.id]).await;
 }
 
 async fn pause_blocks_claims_and_shows_on_jobs(store: Store) {
-    let running = store.create_job(job("acme", 15, JobOptions::default())).await.unwrap().job;
+    let running = store.create_job(job("acme", 15, EnrichFlags::default())).await.unwrap().job;
     claim(&store).await;
-    let queued = store.create_job(job("acme", 1, JobOptions { reveal_personal_emails: true, ..Default::default() }));
+    let queued = store.create_job(job("acme", 1, EnrichFlags { reveal_personal_emails: true, ..Default::default() }));
     let queued = queued.await.unwrap().job;
     store.set_pause(Some("credits exhausted".into())).await.unwrap();
     assert_eq!(store.pause_reason().await.unwrap().as_deref(), Some("credits exhausted"));
@@ -172,7 +174,7 @@ async fn pause_blocks_claims_and_shows_on_jobs(store: Store) {
         assert_eq!(j.state, JobState::Paused);
         assert_eq!(j.pause_reason.as_deref(), Some("credits exhausted"));
     }
-    let created_while_paused = store.create_job(job("acme", 1, JobOptions::default())).await.unwrap().job;
+    let created_while_paused = store.create_job(job("acme", 1, EnrichFlags::default())).await.unwrap().job;
     assert_eq!(created_while_paused.state, JobState::Paused);
     assert!(store.claim_batch("t", LEASE, Utc::now()).await.unwrap().is_none());
 
@@ -192,7 +194,7 @@ async fn pause_blocks_claims_and_shows_on_jobs(store: Store) {
 
 async fn large_job_is_inserted_in_chunks(store: Store) {
     // More rows than one multi-row insert may carry on SQLite.
-    let j = store.create_job(job("acme", 4_000, JobOptions::default())).await.unwrap().job;
+    let j = store.create_job(job("acme", 4_000, EnrichFlags::default())).await.unwrap().job;
     assert_eq!((j.total, j.counts.queued), (4_000, 4_000));
     let last = store.list_people(j.id, Some(3_997), 10).await.unwrap();
     assert_eq!(last.iter().map(|p| p.ordinal).collect::<Vec<_>>(), [3_998, 3_999]);
@@ -204,7 +206,7 @@ async fn job_past_one_statements_bind_limit_keeps_every_row(store: Store) {
     // SQLite, 10,922 on PostgreSQL), then a remainder in smaller statements. Invalid people and
     // duplicates sit on both sides of the statement boundaries.
     let n = 11_000;
-    let mut new = job("acme", n, JobOptions::default());
+    let mut new = job("acme", n, EnrichFlags::default());
     for i in [0, 5_458, 5_459, 10_921, 10_922, 10_999] {
         new.people[i] = json!({"name": format!("no identifier {i}"), "external_id": i}).into();
     }
@@ -239,7 +241,7 @@ async fn job_past_one_statements_bind_limit_keeps_every_row(store: Store) {
 #[tokio::test]
 async fn in_memory_sqlite_is_usable() {
     let store = Store::connect("sqlite::memory:").await.unwrap();
-    let j = store.create_job(job("acme", 12, JobOptions::default())).await.unwrap().job;
+    let j = store.create_job(job("acme", 12, EnrichFlags::default())).await.unwrap().job;
     let b = claim(&store).await;
     record(&store, all_matched(&b, false, false)).await;
     assert_eq!(store.get_job(j.id).await.unwrap().unwrap().counts.complete, 10);

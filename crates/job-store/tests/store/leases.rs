@@ -2,12 +2,14 @@
 //! when the process that held them is known to be gone; and what a call of unknown outcome may
 //! have cost.
 
+use apollo_client::EnrichFlags;
 use std::time::Duration;
 
 use apollo_client::Credits;
 use chrono::TimeDelta;
-use job_store::budget::{PHONE_REVEAL, SYNC_MATCH};
-use job_store::{BatchState, JobOptions, JobState, Store};
+use job_store::Store;
+use rules::{BatchState, JobState};
+use rules::{budget::PHONE_REVEAL, budget::SYNC_MATCH};
 
 use crate::harness::{all_matched, apollo_id, assert_counters_match, job, phone_body, record};
 use crate::store_tests;
@@ -24,7 +26,7 @@ store_tests!(
 const SHORT: Duration = Duration::from_secs(10);
 
 async fn renewed_leases_do_not_lapse_and_only_their_holder_renews(store: Store) {
-    let j = store.create_job(job("acme", 1, JobOptions::default())).await.unwrap().job.id;
+    let j = store.create_job(job("acme", 1, EnrichFlags::default())).await.unwrap().job.id;
     let now = store.clock_now().await.unwrap();
     let b = store.claim_batch("replica-a", SHORT, now).await.unwrap().unwrap();
     let renewed = store.renew_leases("replica-b", &[b.batch_id], &[], now + TimeDelta::seconds(60)).await.unwrap();
@@ -56,7 +58,7 @@ async fn renewed_leases_do_not_lapse_and_only_their_holder_renews(store: Store) 
 }
 
 async fn a_batch_handed_back_is_due_at_once_without_an_attempt_or_a_double_charge(store: Store) {
-    let j = store.create_job(job("acme", 3, JobOptions::default())).await.unwrap().job.id;
+    let j = store.create_job(job("acme", 3, EnrichFlags::default())).await.unwrap().job.id;
     let now = store.clock_now().await.unwrap();
     let b = store.claim_batch("stopping", SHORT, now).await.unwrap().unwrap();
     assert!(store.hand_back_batch(b.batch_id).await.unwrap());
@@ -76,7 +78,7 @@ async fn a_batch_handed_back_is_due_at_once_without_an_attempt_or_a_double_charg
 }
 
 async fn a_lapsed_call_costs_its_worst_case_until_its_retry_is_answered(store: Store) {
-    let phone = JobOptions { reveal_phone_number: true, ..JobOptions::default() };
+    let phone = EnrichFlags { reveal_phone_number: true, ..EnrichFlags::default() };
     let j = store.create_job(job("acme", 3, phone)).await.unwrap().job.id;
     let now = store.clock_now().await.unwrap();
     let b = store.claim_batch("dead", SHORT, now).await.unwrap().unwrap();
@@ -102,7 +104,7 @@ async fn a_lapsed_call_costs_its_worst_case_until_its_retry_is_answered(store: S
 }
 
 async fn a_lost_answer_is_priced_like_a_lapsed_lease(store: Store) {
-    let waterfall = JobOptions { run_waterfall_email: true, ..JobOptions::default() };
+    let waterfall = EnrichFlags { run_waterfall_email: true, ..EnrichFlags::default() };
     let a = store.create_job(job("acme", 2, waterfall)).await.unwrap().job.id;
     let now = store.clock_now().await.unwrap();
     let b = store.claim_batch("t", SHORT, now).await.unwrap().unwrap();
@@ -116,7 +118,7 @@ async fn a_lost_answer_is_priced_like_a_lapsed_lease(store: Store) {
 }
 
 async fn orphans_are_released_at_once_and_task_leases_end_with_their_holder(store: Store) {
-    let j = store.create_job(job("acme", 1, JobOptions::default())).await.unwrap().job.id;
+    let j = store.create_job(job("acme", 1, EnrichFlags::default())).await.unwrap().job.id;
     let now = store.clock_now().await.unwrap();
     let b = store.claim_batch("gone", Duration::from_secs(3600), now).await.unwrap().unwrap();
     assert!(store.hold_task("reconcile", "gone", Duration::from_secs(3600)).await.unwrap());
@@ -148,7 +150,7 @@ async fn deliver(store: &Store, batch_id: uuid::Uuid, claim: i32, body: &[u8]) {
 }
 
 async fn deliveries_of_the_answered_and_the_lost_calls_settle_what_the_lost_ones_cost(store: Store) {
-    let phone = JobOptions { reveal_phone_number: true, ..JobOptions::default() };
+    let phone = EnrichFlags { reveal_phone_number: true, ..EnrichFlags::default() };
     let j = store.create_job(job("acme", 2, phone)).await.unwrap().job.id;
     let now = store.clock_now().await.unwrap();
     let amount = |store: &Store| {

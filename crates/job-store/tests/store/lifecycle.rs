@@ -2,13 +2,12 @@
 //! call, calls with an unknown outcome, refused details (split), cancel during a retry, values the
 //! database cannot hold, a skipped phone reveal, failed parts, and the retry backstop.
 
+use apollo_client::EnrichFlags;
 use apollo_client::{Credits, parse_delivery};
 use chrono::Utc;
-use job_store::lifecycle::Part;
-use job_store::{
-    ApplyOutcome, BatchState, ClaimedBatch, DeliveryState, InboundDelivery, JobOptions, JobState, PersonState, Store,
-    SyncOutcome,
-};
+use job_store::{ApplyOutcome, ClaimedBatch, InboundDelivery, Store, SyncOutcome};
+use rules::lifecycle::Part;
+use rules::{BatchState, DeliveryState, JobState, PersonState};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -32,8 +31,8 @@ store_tests!(
     a_batch_is_given_up_after_the_attempt_backstop,
 );
 
-fn phone() -> JobOptions {
-    JobOptions { reveal_phone_number: true, ..JobOptions::default() }
+fn phone() -> EnrichFlags {
+    EnrichFlags { reveal_phone_number: true, ..EnrichFlags::default() }
 }
 
 /// Gives every person of the answer the Apollo id `id`.

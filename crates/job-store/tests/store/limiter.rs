@@ -1,10 +1,12 @@
 //! The limiter replicas share, task leases, and the one-process rule of SQLite.
 
+use apollo_client::EnrichFlags;
 use std::time::Duration;
 
 use apollo_client::{RateLimit, Window, WindowLimit};
 use job_store::limiter::key_fingerprint;
-use job_store::{Admitted, JobOptions, RateRules, Store, StoreError, StoreOptions, WindowRule};
+use job_store::{Admitted, Store, StoreError, StoreOptions};
+use rules::{window::RateRules, window::WindowRule};
 
 use crate::harness::{LEASE, job};
 use crate::store_tests;
@@ -49,7 +51,7 @@ fn wait_of(a: &Admitted) -> Duration {
 }
 
 async fn a_whole_window_is_usable_at_once_then_the_wait_is_told(store: Store) {
-    store.create_job(job("acme", 50, JobOptions::default())).await.unwrap();
+    store.create_job(job("acme", 50, EnrichFlags::default())).await.unwrap();
     let r = rules(Some(3));
     assert!(matches!(store.claim_admitted("a", LEASE, &r, 1).await.unwrap(), Admitted::Claimed(b) if b.len() == 1));
     // Asking for five at once: the two slots left, one transaction.
@@ -61,7 +63,7 @@ async fn a_whole_window_is_usable_at_once_then_the_wait_is_told(store: Store) {
 }
 
 async fn concurrent_claimers_never_exceed_the_limit_together(store: Store) {
-    store.create_job(job("acme", 200, JobOptions::default())).await.unwrap();
+    store.create_job(job("acme", 200, EnrichFlags::default())).await.unwrap();
     let r = rules(Some(7));
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..4 {
@@ -84,7 +86,7 @@ async fn concurrent_claimers_never_exceed_the_limit_together(store: Store) {
 }
 
 async fn a_429_or_a_used_up_window_blocks_every_claimer(store: Store) {
-    store.create_job(job("acme", 50, JobOptions::default())).await.unwrap();
+    store.create_job(job("acme", 50, EnrichFlags::default())).await.unwrap();
     let r = rules(Some(100));
     assert!(matches!(store.claim_admitted("a", LEASE, &r, 1).await.unwrap(), Admitted::Claimed(_)));
     let h = RateLimit { retry_after: Some(Duration::from_secs(17)), ..Default::default() };
@@ -107,7 +109,7 @@ async fn a_429_or_a_used_up_window_blocks_every_claimer(store: Store) {
 }
 
 async fn stated_limits_tighten_the_configured_ones(store: Store) {
-    store.create_job(job("acme", 50, JobOptions::default())).await.unwrap();
+    store.create_job(job("acme", 50, EnrichFlags::default())).await.unwrap();
     let r = rules(Some(40));
     let h = RateLimit {
         minute: Window { limit: WindowLimit::Max(2), used: Some(0), left: Some(2) },
@@ -129,7 +131,7 @@ async fn no_slot_is_taken_without_a_batch(store: Store) {
     let r = rules(Some(1));
     assert_eq!(store.claim_admitted("a", LEASE, &r, 1).await.unwrap(), Admitted::Idle);
     store.set_pause(Some("credits exhausted".into())).await.unwrap();
-    store.create_job(job("acme", 5, JobOptions::default())).await.unwrap();
+    store.create_job(job("acme", 5, EnrichFlags::default())).await.unwrap();
     assert_eq!(store.claim_admitted("a", LEASE, &r, 1).await.unwrap(), Admitted::Idle, "paused");
     assert_eq!(calls_logged(&store).await, 0);
     store.set_pause(None).await.unwrap();
@@ -151,7 +153,7 @@ async fn a_task_lease_has_one_holder_until_it_runs_out(store: Store) {
 }
 
 async fn the_largest_margin_a_replica_measured_spaces_every_replica(store: Store) {
-    store.create_job(job("acme", 100, JobOptions::default())).await.unwrap();
+    store.create_job(job("acme", 100, EnrichFlags::default())).await.unwrap();
     let fast = rules(Some(1));
     let slow = RateRules { margin: Duration::from_secs(5), ..fast.clone() };
     // The slow replica's answers store its margin.

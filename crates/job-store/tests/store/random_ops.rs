@@ -1,12 +1,13 @@
 //! A few thousand random operations; the counters kept in job rows must always equal a recount
 //! of people, credits must add up, and every finished job has exactly one callback row.
 
+use apollo_client::EnrichFlags;
 use std::time::Duration;
 
 use apollo_client::{Credits, parse_delivery};
 use chrono::{DateTime, Utc};
 use job_store::entities::{batch, callback_delivery, job as job_entity};
-use job_store::{ApplyOutcome, ClaimedBatch, JobOptions, NewJob, Store, SyncMatch};
+use job_store::{ApplyOutcome, ClaimedBatch, NewJob, Store, SyncMatch};
 use sea_orm::EntityTrait;
 use serde_json::json;
 use uuid::Uuid;
@@ -44,9 +45,9 @@ impl World {
 
     fn new_job(&mut self) -> NewJob {
         let options = [
-            JobOptions::default(),
-            JobOptions { reveal_phone_number: true, ..Default::default() },
-            JobOptions { reveal_phone_number: true, run_waterfall_email: true, ..Default::default() },
+            EnrichFlags::default(),
+            EnrichFlags { reveal_phone_number: true, ..Default::default() },
+            EnrichFlags { reveal_phone_number: true, run_waterfall_email: true, ..Default::default() },
         ][self.rng.usize(..3)];
         let n = [1, 3, 12, 35][self.rng.usize(..4)];
         let mut people: Vec<serde_json::Value> = Vec::with_capacity(n);

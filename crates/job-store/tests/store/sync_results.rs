@@ -1,7 +1,9 @@
 //! Recording synchronous answers.
 
 use apollo_client::Credits;
-use job_store::{BatchState, CallbackState, JobOptions, JobState, PersonState, Store, SyncMatch, SyncRecorded};
+use apollo_client::EnrichFlags;
+use job_store::{Store, SyncMatch, SyncRecorded};
+use rules::{BatchState, CallbackState, JobState, PersonState};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 
 use crate::harness::{all_matched, assert_counters_match, claim, job, phone_and_waterfall, record};
@@ -55,7 +57,7 @@ async fn sync_answer_sets_each_person_state_and_credits(store: Store) {
 }
 
 async fn recording_twice_changes_nothing(store: Store) {
-    let j = store.create_job(job("acme", 3, JobOptions::default())).await.unwrap().job.id;
+    let j = store.create_job(job("acme", 3, EnrichFlags::default())).await.unwrap().job.id;
     let b = claim(&store).await;
     record(&store, all_matched(&b, false, false)).await;
     let before = store.get_job(j).await.unwrap().unwrap();
@@ -68,7 +70,7 @@ async fn recording_twice_changes_nothing(store: Store) {
 }
 
 async fn completion_creates_exactly_one_callback_row(store: Store) {
-    let j = store.create_job(job("acme", 15, JobOptions::default())).await.unwrap().job.id;
+    let j = store.create_job(job("acme", 15, EnrichFlags::default())).await.unwrap().job.id;
     let b1 = claim(&store).await;
     let b2 = claim(&store).await;
     let done = record(&store, all_matched(&b1, false, false)).await;
@@ -133,7 +135,7 @@ async fn one_answer_writes_every_primary_and_each_ones_duplicates(store: Store) 
 
 async fn answers_recorded_together_end_as_recorded_one_by_one(store: Store) {
     // Two jobs in two calls, one answered as found-and-done, one expecting parts: one group.
-    let done = store.create_job(job("acme", 3, JobOptions::default())).await.unwrap().job.id;
+    let done = store.create_job(job("acme", 3, EnrichFlags::default())).await.unwrap().job.id;
     let b1 = claim(&store).await;
     let open = store.create_job(job("globex", 2, phone_and_waterfall())).await.unwrap().job.id;
     let b2 = claim(&store).await;
@@ -157,7 +159,7 @@ async fn answers_recorded_together_end_as_recorded_one_by_one(store: Store) {
 }
 
 async fn a_group_with_an_answer_the_store_refuses_records_nothing(store: Store) {
-    let j = store.create_job(job("acme", 2, JobOptions::default())).await.unwrap().job.id;
+    let j = store.create_job(job("acme", 2, EnrichFlags::default())).await.unwrap().job.id;
     let b = claim(&store).await;
     let good = all_matched(&b, false, false);
     let mut twice = good.clone();

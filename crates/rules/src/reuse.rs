@@ -5,11 +5,10 @@
 //! Reused: `complete` people, and `partial` ones when the parts they lack are not asked for
 //! (`not_found` people are not: a later lookup may find them, and they cost nothing).
 
-use apollo_client::Flag;
+use apollo_client::{EnrichFlags, Flag};
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::JobOptions;
 use crate::PersonState;
 use crate::lifecycle::Part;
 
@@ -28,7 +27,7 @@ pub struct Earlier {
     /// Its job's client.
     pub client: String,
     /// Its job's flags.
-    pub flags: JobOptions,
+    pub flags: EnrichFlags,
     /// Its state.
     pub state: PersonState,
     /// The parts that never came (for `partial`).
@@ -53,12 +52,12 @@ pub fn part_of(flag: Flag) -> Option<Part> {
 }
 
 /// The flags whose answers an earlier lookup holds: its job's, less the parts that never came.
-pub fn held_flags(flags: JobOptions, missing: &[Part]) -> JobOptions {
-    JobOptions::of(flags.on().filter(|f| part_of(*f).is_none_or(|p| !missing.contains(&p))))
+pub fn held_flags(flags: EnrichFlags, missing: &[Part]) -> EnrichFlags {
+    EnrichFlags::of(flags.on().filter(|f| part_of(*f).is_none_or(|p| !missing.contains(&p))))
 }
 
 /// Whether `have` asks Apollo for everything `want` asks for (the same flags or a superset).
-pub fn covers(have: JobOptions, want: JobOptions) -> bool {
+pub fn covers(have: EnrichFlags, want: EnrichFlags) -> bool {
     want.bits() & !have.bits() == 0
 }
 
@@ -71,7 +70,7 @@ fn in_scope(policy: &ReusePolicy, client: &str, e: &Earlier) -> bool {
 /// (`complete`, or `partial` when the parts it lacks are not asked for), in scope, not erased,
 /// enriched within the window, from a job that did not finish before the window (so never one
 /// past retention: the window is at most the retention period).
-pub fn answers(policy: &ReusePolicy, client: &str, want: JobOptions, now: DateTime<Utc>, e: &Earlier) -> bool {
+pub fn answers(policy: &ReusePolicy, client: &str, want: EnrichFlags, now: DateTime<Utc>, e: &Earlier) -> bool {
     let since = now - TimeDelta::seconds(policy.within_secs);
     matches!(e.state, PersonState::Complete | PersonState::Partial)
         && e.has_record
@@ -84,7 +83,7 @@ pub fn answers(policy: &ReusePolicy, client: &str, want: JobOptions, now: DateTi
 
 /// Whether `e` is a lookup in flight (sent, answer or parts pending) that will answer such a
 /// person: the later person waits for it instead of calling.
-pub fn will_answer(policy: &ReusePolicy, client: &str, want: JobOptions, e: &Earlier) -> bool {
+pub fn will_answer(policy: &ReusePolicy, client: &str, want: EnrichFlags, e: &Earlier) -> bool {
     matches!(e.state, PersonState::Submitted | PersonState::AwaitingAsync)
         && !e.job_erased
         && in_scope(policy, client, e)
@@ -95,7 +94,7 @@ pub fn will_answer(policy: &ReusePolicy, client: &str, want: JobOptions, e: &Ear
 mod tests {
     use super::*;
 
-    const PHONE: JobOptions = JobOptions { reveal_phone_number: true, ..JobOptions::NONE };
+    const PHONE: EnrichFlags = EnrichFlags { reveal_phone_number: true, ..EnrichFlags::NONE };
 
     fn at(h: i64) -> DateTime<Utc> {
         DateTime::UNIX_EPOCH + TimeDelta::hours(h)
@@ -122,12 +121,12 @@ mod tests {
     fn flags_must_be_the_same_or_more() {
         let p = policy(24, false);
         assert!(answers(&p, "crm", PHONE, at(101), &earlier()));
-        assert!(answers(&p, "crm", JobOptions::default(), at(101), &earlier()), "a subset");
-        let more = JobOptions { run_waterfall_email: true, ..PHONE };
+        assert!(answers(&p, "crm", EnrichFlags::default(), at(101), &earlier()), "a subset");
+        let more = EnrichFlags { run_waterfall_email: true, ..PHONE };
         assert!(!answers(&p, "crm", more, at(101), &earlier()), "waterfall was never asked");
         let partial = Earlier { state: PersonState::Partial, missing: vec![Part::Phone], ..earlier() };
         assert!(!answers(&p, "crm", PHONE, at(101), &partial), "the phone never came");
-        assert!(answers(&p, "crm", JobOptions::default(), at(101), &partial), "the match did");
+        assert!(answers(&p, "crm", EnrichFlags::default(), at(101), &partial), "the match did");
     }
 
     #[test]
@@ -154,7 +153,7 @@ mod tests {
         assert!(will_answer(&p, "crm", PHONE, &Earlier { state: PersonState::Submitted, ..flying.clone() }));
         assert!(!will_answer(&p, "crm", PHONE, &Earlier { state: PersonState::Queued, ..flying.clone() }));
         assert!(!will_answer(&p, "sheets", PHONE, &flying), "another client's");
-        let more = JobOptions { run_waterfall_phone: true, ..PHONE };
+        let more = EnrichFlags { run_waterfall_phone: true, ..PHONE };
         assert!(!will_answer(&p, "crm", more, &flying), "it does not ask for the waterfall");
         assert!(!will_answer(&p, "crm", PHONE, &Earlier { job_erased: true, ..flying }));
     }

@@ -1,19 +1,23 @@
-//! The states stored in the database: typed columns (sea-orm `DeriveActiveEnum`), stored as text so that
-//! SQLite and PostgreSQL hold the same names and raw SQL can name them with `as_str()`.
+//! The states of jobs, people, batches, deliveries and callbacks, each with its stored name. With
+//! the `sea-orm` feature they are the store's typed columns (`DeriveActiveEnum`), stored as text so
+//! that SQLite and PostgreSQL hold the same names and raw SQL can name them with `as_str()`.
 
 use std::fmt;
+
+/// A stored or requested name that is no state of its kind.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UnknownState(pub String);
 
 macro_rules! string_enum {
     ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal,)+ }) => {
         $(#[$meta])*
-        #[derive(
-            Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-            sea_orm::EnumIter, sea_orm::DeriveActiveEnum,
-        )]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[cfg_attr(feature = "sea-orm", derive(sea_orm::EnumIter, sea_orm::DeriveActiveEnum))]
         #[serde(rename_all = "snake_case")]
-        #[sea_orm(rs_type = "String", db_type = "Text")]
+        #[cfg_attr(feature = "sea-orm", sea_orm(rs_type = "String", db_type = "Text"))]
         pub enum $name {
-            $($(#[$vmeta])* #[sea_orm(string_value = $text)] $variant,)+
+            $($(#[$vmeta])* #[cfg_attr(feature = "sea-orm", sea_orm(string_value = $text))] $variant,)+
         }
 
         impl $name {
@@ -35,11 +39,11 @@ macro_rules! string_enum {
         }
 
         impl std::str::FromStr for $name {
-            type Err = crate::StoreError;
-            fn from_str(s: &str) -> Result<Self, crate::StoreError> {
+            type Err = UnknownState;
+            fn from_str(s: &str) -> Result<Self, UnknownState> {
                 match s {
                     $($text => Ok($name::$variant),)+
-                    other => Err(crate::StoreError::Invalid(format!("unknown {} {other:?}", stringify!($name)))),
+                    other => Err(UnknownState(format!("unknown {} {other:?}", stringify!($name)))),
                 }
             }
         }
@@ -144,20 +148,19 @@ string_enum!(
 
 #[cfg(test)]
 mod tests {
-    use sea_orm::ActiveEnum;
+    use std::str::FromStr;
 
     use super::*;
 
-    /// The column value is the name raw SQL uses, and reading it back gives the same state.
-    fn round_trips<E: ActiveEnum<Value = String> + Copy + PartialEq + fmt::Debug>(
+    /// The stored name reads back as the same state; other names are refused.
+    fn round_trips<E: FromStr<Err = UnknownState> + Copy + PartialEq + fmt::Debug>(
         all: &[E],
         name: fn(E) -> &'static str,
     ) {
         for &s in all {
-            assert_eq!(s.to_value(), name(s), "{s:?}");
-            assert_eq!(E::try_from_value(&name(s).to_owned()).unwrap(), s);
+            assert_eq!(name(s).parse::<E>().unwrap(), s);
         }
-        assert!(E::try_from_value(&"no_such_state".to_owned()).is_err());
+        assert!("no_such_state".parse::<E>().is_err());
     }
 
     #[test]
@@ -168,9 +171,32 @@ mod tests {
         round_trips(DeliveryState::ALL, DeliveryState::as_str);
         round_trips(CallbackState::ALL, CallbackState::as_str);
         round_trips(CallbackEvent::ALL, CallbackEvent::as_str);
-        assert_eq!(CallbackEvent::JobCompleted.to_value(), "job.completed");
+        assert_eq!(CallbackEvent::JobCompleted.as_str(), "job.completed");
         // Names from a request (the dashboard's filters) parse the same way; others are refused.
         assert_eq!("awaiting_async".parse::<PersonState>().unwrap(), PersonState::AwaitingAsync);
         assert!("awaiting".parse::<PersonState>().is_err());
+    }
+
+    /// The column value is the name raw SQL uses, and reading it back gives the same state.
+    #[cfg(feature = "sea-orm")]
+    #[test]
+    fn column_values_are_the_stored_names() {
+        use sea_orm::ActiveEnum;
+        fn check<E: ActiveEnum<Value = String> + Copy + PartialEq + fmt::Debug>(
+            all: &[E],
+            name: fn(E) -> &'static str,
+        ) {
+            for &s in all {
+                assert_eq!(s.to_value(), name(s), "{s:?}");
+                assert_eq!(E::try_from_value(&name(s).to_owned()).unwrap(), s);
+            }
+            assert!(E::try_from_value(&"no_such_state".to_owned()).is_err());
+        }
+        check(JobState::ALL, JobState::as_str);
+        check(PersonState::ALL, PersonState::as_str);
+        check(BatchState::ALL, BatchState::as_str);
+        check(DeliveryState::ALL, DeliveryState::as_str);
+        check(CallbackState::ALL, CallbackState::as_str);
+        check(CallbackEvent::ALL, CallbackEvent::as_str);
     }
 }

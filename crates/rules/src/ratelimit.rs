@@ -4,7 +4,7 @@
 //! Each window keeps a log of our own call times and allows a call while fewer than `limit` fall in
 //! the last window length plus a margin. Apollo counts a call somewhere between our sending it and
 //! its answer, so the margin is measured from recent send-to-answer times
-//! ([`job_store::limiter::measured_margin`]); with it, no span of Apollo's window length holds more
+//! ([`crate::window::measured_margin`]); with it, no span of Apollo's window length holds more
 //! than `limit` calls as Apollo counts them, whether its limit is a fixed window (wherever it
 //! starts), a sliding window or a token bucket refilled at the same rate. A window's whole
 //! allowance is usable at once, and the full rate is sustained less the margin.
@@ -15,10 +15,9 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use crate::window::{Allowance, AnswerTimes, window_allowance};
 use apollo_client::{RateLimit, Window, WindowLimit};
 use chrono::{DateTime, TimeDelta, Utc};
-use job_store::Allowance;
-use job_store::limiter::{AnswerTimes, window_allowance};
 
 /// One window's state.
 #[derive(Debug, Clone)]
