@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use apollo_client::{Credits, PersonFacts, parse_delivery};
 use chrono::Utc;
-use job_store::{NewJob, Store, StoreOptions, SyncMatch, SyncOutcome, SyncPerson};
+use job_store::{NewJob, Store, StoreOptions, SyncOutcome};
+use rules::records::{SyncMatch, SyncPerson};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database};
 use serde_json::json;
 

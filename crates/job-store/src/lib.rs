@@ -54,7 +54,7 @@ pub use erase::Erased;
 pub use jobs::{CreatedJob, CreditsByKind, FailedDelivery, JobFilter, JobView, NewJob, NewPerson, PersonView};
 pub use limiter::Admitted;
 pub use stats::StateCounts;
-pub use sync::{SyncMatch, SyncOutcome, SyncPerson, SyncRecorded};
+pub use sync::{SyncOutcome, SyncRecorded};
 pub use system::CallError;
 
 /// What can go wrong in the store.

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use apollo_client::{Credits, PersonFacts};
+use apollo_client::Credits;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, LockType};
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
@@ -18,42 +18,8 @@ use crate::sql::by_key;
 use crate::{Store, StoreError, StoreResult, now};
 use rules::lifecycle::{Answer, Event};
 use rules::merge::{Record, needs_sanitizing, storable};
+use rules::records::{SyncMatch, SyncPerson};
 use rules::{BatchState, PersonState};
-
-/// Whether Apollo matched a person.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncMatch {
-    /// A person object came back.
-    Matched,
-    /// `null` (or no usable alignment).
-    NotFound,
-}
-
-/// The synchronous answer about one person of the batch (built by the caller).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SyncPerson {
-    /// The person (must be in the batch).
-    pub person_id: Uuid,
-    /// Matched or not.
-    pub outcome: SyncMatch,
-    /// Apollo's person id (deliveries are correlated by it).
-    pub apollo_id: Option<String>,
-    /// Emails and phones of the answer.
-    pub facts: PersonFacts,
-    /// Demographic fields (`name`, `title`, `linkedin_url`, `organization`, `city`, …): a JSON object.
-    pub fields: Value,
-    /// A phone delivery will follow for this person (`phone_enrichment` pending, or skipped:
-    /// then see `phone_elsewhere`).
-    pub expect_phone: bool,
-    /// Apollo skipped this request's phone reveal: an earlier request delivers the phone.
-    #[serde(default)]
-    pub phone_elsewhere: bool,
-    /// A waterfall delivery will follow for this person.
-    pub expect_waterfall: bool,
-    /// Credits attributed to the person.
-    pub credits: Credits,
-}
 
 /// The synchronous answer of one batch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod merge;
 pub mod person_key;
 pub mod ratelimit;
+pub mod records;
 pub mod reuse;
 pub mod states;
 pub mod window;

@@ -4,7 +4,6 @@ pub mod callback_url;
 pub mod csv_map;
 pub mod estimate;
 pub mod leases;
-pub mod records;
 pub mod retry;
 pub mod signing;
 pub mod usage;

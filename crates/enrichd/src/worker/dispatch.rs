@@ -14,11 +14,11 @@ use job_store::{CallError, ClaimedBatch, SyncOutcome, SyncRecorded};
 use rules::lifecycle::{self, Rejection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::core::records::{detail_of, sync_people};
 use crate::group_commit::WriteError;
 use crate::state::AppState;
 use crate::worker::admission::{Admission, Next};
 use crate::worker::{db_after, jittered, nap};
+use rules::records::{detail_of, sync_people};
 
 /// What the dispatcher has seen, for `/readyz` and the demo's summary.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -317,7 +317,7 @@ async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch, pe
         Ok(outcome) => {
             dispatcher.accepted(flags, Instant::now());
             dispatcher.admission.observe(state, sent, &outcome.limits).await;
-            let people = sync_people(&batch.people, &details, &outcome.response, &flags);
+            let people = sync_people(batch.people.iter().map(|p| p.person_id), &details, &outcome.response, &flags);
             let answer = SyncOutcome {
                 batch_id: batch.batch_id,
                 claim: batch.claims,

@@ -4,7 +4,8 @@
 use apollo_client::Credits;
 use apollo_client::EnrichFlags;
 use chrono::Utc;
-use job_store::{NewJob, Store, StoreError, SyncMatch};
+use job_store::{NewJob, Store, StoreError};
+use rules::records::SyncMatch;
 use rules::{JobState, PersonState};
 use serde_json::json;
 

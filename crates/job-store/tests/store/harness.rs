@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use apollo_client::{Credits, PersonFacts};
 use chrono::Utc;
-use job_store::{ClaimedBatch, NewJob, Store, StoreOptions, SyncMatch, SyncOutcome, SyncPerson, SyncRecorded};
+use job_store::{ClaimedBatch, NewJob, Store, StoreOptions, SyncOutcome, SyncRecorded};
+use rules::records::{SyncMatch, SyncPerson};
 use sea_orm::{ConnectOptions, ConnectionTrait, Database};
 use serde_json::{Value, json};
 use uuid::Uuid;

@@ -2,7 +2,8 @@
 
 use apollo_client::Credits;
 use apollo_client::EnrichFlags;
-use job_store::{Store, SyncMatch, SyncRecorded};
+use job_store::{Store, SyncRecorded};
+use rules::records::SyncMatch;
 use rules::{BatchState, CallbackState, JobState, PersonState};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 

@@ -135,7 +135,7 @@ async fn send_until_refused() -> anyhow::Result<(f64, usize)> {
     let apollo = apollo_client::ApolloClient::new(sim.url(), secret(&sim.config().api_key))?;
     let flags =
         apollo_client::EnrichFlags { reveal_phone_number: true, run_waterfall_email: true, ..Default::default() };
-    let people: Vec<_> = (0..REPLICA_PEOPLE).map(|i| enrichd::core::records::detail_of(&person("peer", i))).collect();
+    let people: Vec<_> = (0..REPLICA_PEOPLE).map(|i| rules::records::detail_of(&person("peer", i))).collect();
     at_window_phase(&sim).await;
     let t0 = Instant::now();
     let mut refused = 0;

@@ -1,9 +1,45 @@
 //! From a synchronous Apollo answer to what the store records per person: alignment, the
 //! demographic fields, which asynchronous parts to expect, and the credit attribution.
 
-use apollo_client::{BulkMatchResponse, Credits, EnrichFlags, Person, PersonDetail};
-use job_store::{ClaimedPerson, SyncMatch, SyncPerson};
+use apollo_client::{BulkMatchResponse, Credits, EnrichFlags, Person, PersonDetail, PersonFacts};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+/// Whether Apollo matched a person.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMatch {
+    /// A person object came back.
+    Matched,
+    /// `null` (or no usable alignment).
+    NotFound,
+}
+
+/// The synchronous answer about one person of the batch (built by the caller).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncPerson {
+    /// The person (must be in the batch).
+    pub person_id: Uuid,
+    /// Matched or not.
+    pub outcome: SyncMatch,
+    /// Apollo's person id (deliveries are correlated by it).
+    pub apollo_id: Option<String>,
+    /// Emails and phones of the answer.
+    pub facts: PersonFacts,
+    /// Demographic fields (`name`, `title`, `linkedin_url`, `organization`, `city`, …): a JSON object.
+    pub fields: Value,
+    /// A phone delivery will follow for this person (`phone_enrichment` pending, or skipped:
+    /// then see `phone_elsewhere`).
+    pub expect_phone: bool,
+    /// Apollo skipped this request's phone reveal: an earlier request delivers the phone.
+    #[serde(default)]
+    pub phone_elsewhere: bool,
+    /// A waterfall delivery will follow for this person.
+    pub expect_waterfall: bool,
+    /// Credits attributed to the person.
+    pub credits: Credits,
+}
 
 /// The Apollo detail for one input person (our own fields such as `external_id` stay home).
 pub fn detail_of(input: &Value) -> PersonDetail {
@@ -69,14 +105,14 @@ pub fn fields_of(p: &Person) -> Value {
     Value::Object(out)
 }
 
-/// Per-person results of one synchronous answer, in the claimed order.
+/// Per-person results of one synchronous answer, for the people of the call in the order sent.
 ///
 /// A matched person expects the phone part when the phone reveal is pending for this request, or
 /// skipped (then from the earlier request that Apollo says delivers it), and the waterfall part
 /// when Apollo accepted the waterfall. Credits of the call are attributed evenly to the matched people (unmatched cost
 /// nothing), remainder to the first, so the people of a call always add up to the call.
 pub fn sync_people(
-    claimed: &[ClaimedPerson],
+    person_ids: impl IntoIterator<Item = Uuid>,
     details: &[PersonDetail],
     response: &BulkMatchResponse,
     flags: &EnrichFlags,
@@ -86,19 +122,19 @@ pub fn sync_people(
     // request delivers it: still expected, from elsewhere (never complete without it).
     let phone_elsewhere = response.phone_enrichment.as_ref().is_some_and(|p| p.skipped());
     let expect_phone = response.phone_enrichment.as_ref().is_some_and(|p| p.pending()) || phone_elsewhere;
-    let asks_waterfall = flags.on().any(|f| rules::reuse::part_of(f) == Some(rules::lifecycle::Part::Waterfall));
+    let asks_waterfall = flags.on().any(|f| crate::reuse::part_of(f) == Some(crate::lifecycle::Part::Waterfall));
     let expect_waterfall = asks_waterfall && response.waterfall.as_ref().is_some_and(|w| w.accepted());
     let matched = aligned.iter().filter(|m| m.is_some()).count() as i64;
     let total = response.credits_consumed.unwrap_or(Credits::ZERO).micros();
     let (share, mut remainder) = if matched > 0 { (total / matched, total % matched) } else { (0, 0) };
-    claimed
-        .iter()
+    person_ids
+        .into_iter()
         .zip(aligned)
-        .map(|(c, m)| match m {
+        .map(|(person_id, m)| match m {
             Some(p) => {
                 let credits = Credits(share + std::mem::take(&mut remainder));
                 SyncPerson {
-                    person_id: c.person_id,
+                    person_id,
                     outcome: SyncMatch::Matched,
                     apollo_id: p.id.clone(),
                     facts: p.facts(),
@@ -110,7 +146,7 @@ pub fn sync_people(
                 }
             }
             None => SyncPerson {
-                person_id: c.person_id,
+                person_id,
                 outcome: SyncMatch::NotFound,
                 apollo_id: None,
                 facts: Default::default(),
@@ -133,10 +169,8 @@ mod tests {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
-    fn claimed(n: usize) -> Vec<ClaimedPerson> {
-        (0..n)
-            .map(|_| ClaimedPerson { person_id: uuid::Uuid::now_v7(), job_id: uuid::Uuid::nil(), input: json!({}) })
-            .collect()
+    fn claimed(n: usize) -> Vec<Uuid> {
+        (0..n).map(|_| Uuid::now_v7()).collect()
     }
 
     #[test]
@@ -152,7 +186,7 @@ mod tests {
     fn standard_answer_attributes_credits_to_matched_people() {
         let r = BulkMatchResponse::from_value(fixture("bulk_match_response_standard.json")).unwrap();
         let details = vec![PersonDetail::default(); 3];
-        let people = sync_people(&claimed(3), &details, &r, &EnrichFlags::default());
+        let people = sync_people(claimed(3), &details, &r, &EnrichFlags::default());
         assert_eq!(people[0].outcome, SyncMatch::Matched);
         assert_eq!(people[1].outcome, SyncMatch::NotFound);
         assert_eq!(people[1].credits, Credits::ZERO);
@@ -167,27 +201,27 @@ mod tests {
     fn async_parts_follow_the_answer_not_only_the_flags() {
         let flags = EnrichFlags { reveal_phone_number: true, run_waterfall_email: true, ..Default::default() };
         let phone = BulkMatchResponse::from_value(fixture("bulk_match_response_phone.json")).unwrap();
-        let people = sync_people(&claimed(2), &[PersonDetail::default(), PersonDetail::default()], &phone, &flags);
+        let people = sync_people(claimed(2), &[PersonDetail::default(), PersonDetail::default()], &phone, &flags);
         assert!(people[0].expect_phone, "pending phone reveal");
         assert!(!people[0].expect_waterfall, "no waterfall object in this answer: none will come");
         assert!(!people[1].expect_phone, "unmatched people expect nothing");
 
         let wf = BulkMatchResponse::from_value(fixture("bulk_match_response_waterfall.json")).unwrap();
-        let people = sync_people(&claimed(1), &[PersonDetail::default()], &wf, &flags);
+        let people = sync_people(claimed(1), &[PersonDetail::default()], &wf, &flags);
         assert!(people[0].expect_waterfall && !people[0].expect_phone);
         let mut skipped = fixture("bulk_match_response_phone.json");
         skipped["phone_enrichment"] = json!({"status": "skipped", "message": "an earlier request delivers"});
         let skipped = BulkMatchResponse::from_value(skipped).unwrap();
-        let people = sync_people(&claimed(2), &[PersonDetail::default(), PersonDetail::default()], &skipped, &flags);
+        let people = sync_people(claimed(2), &[PersonDetail::default(), PersonDetail::default()], &skipped, &flags);
         assert!(people[0].expect_phone && people[0].phone_elsewhere, "skipped: still expected, from elsewhere");
         assert!(!people[1].expect_phone && !people[1].phone_elsewhere);
         let both = EnrichFlags { run_waterfall_phone: true, ..flags };
-        let people = sync_people(&claimed(2), &[PersonDetail::default(), PersonDetail::default()], &phone, &both);
+        let people = sync_people(claimed(2), &[PersonDetail::default(), PersonDetail::default()], &phone, &both);
         assert!(people[0].expect_phone, "pending waits for the phone whatever the flags");
         assert!(!people[0].phone_elsewhere);
         let mut failed = fixture("bulk_match_response_waterfall.json");
         failed["waterfall"]["status"] = json!("failed");
         let failed = BulkMatchResponse::from_value(failed).unwrap();
-        assert!(!sync_people(&claimed(1), &[PersonDetail::default()], &failed, &flags)[0].expect_waterfall);
+        assert!(!sync_people(claimed(1), &[PersonDetail::default()], &failed, &flags)[0].expect_waterfall);
     }
 }
