@@ -16,18 +16,41 @@ use apollo_client::{Delivery, PersonFacts};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, LockType};
 use sea_orm::{ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::budget;
 use crate::counters::{CreditKind, Tally, split_credits};
-use crate::deliveries::{ApplyOutcome, request_id_of};
 use crate::entities::{batch, inbound_delivery, person};
 use crate::erase::{empty_delivery_bodies, erased_jobs_in_batches};
+use crate::error::{StoreError, StoreResult};
 use crate::people::{Assign, apply_event, lock_people_where, update_from_rows, update_people};
-use crate::{StoreError, StoreResult};
 use rules::lifecycle::{self, Event, Part};
 use rules::merge::Record;
 use rules::{BatchState, DeliveryState};
+
+/// The outcome of [`crate::Store::apply_delivery`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ApplyOutcome {
+    /// Merged.
+    Applied {
+        /// Person entries matched to people of the batch.
+        matched: usize,
+        /// Apollo ids in the delivery that no person of the batch has (ignored).
+        unmatched: Vec<String>,
+        /// Jobs that completed in the same transaction.
+        completed_jobs: Vec<Uuid>,
+    },
+    /// Already processed or failed: nothing changed.
+    AlreadyProcessed,
+    /// The batch's synchronous answer is not recorded yet: kept pending, nothing changed.
+    NotReady,
+}
+
+/// The `request_id` a stored delivery body names, if any.
+pub(crate) fn request_id_of(body: &[u8]) -> Option<apollo_client::RequestId> {
+    apollo_client::parse_delivery(body).ok().and_then(|d| d.request_id)
+}
 
 /// Ids per `IN (…)` list: far under SQLite's bound-parameter limit.
 const IN_LIST: usize = 500;

@@ -7,16 +7,16 @@ use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
-use crate::StoreResult;
 use crate::counters::Tally;
 use crate::entities::{batch, job, person};
+use crate::error::StoreResult;
 use crate::people::move_primaries;
 use rules::budget::{affordable, batch_double_charge, committed, double_charge_worst, worst_case};
 use rules::lifecycle::Event;
 
 /// [`batch_double_charge`] of batch `b` as it stands, `people` people in it.
 pub(crate) fn batch_double_charge_of(b: &batch::Model, people: i64) -> Credits {
-    let worst = double_charge_worst(&crate::jobs::options_of(b.flags), people);
+    let worst = double_charge_worst(&crate::columns::options_of(b.flags), people);
     let answered = b.state == rules::BatchState::Submitted;
     batch_double_charge(b.unknown_outcomes, answered, worst, Credits(b.credits_micros), Credits(b.lost_credits_micros))
 }
@@ -48,7 +48,7 @@ pub(crate) async fn room<C: ConnectionTrait>(
         return Ok(Room::Wait);
     };
     let Some(max) = j.max_credits_micros.map(Credits) else { return Ok(Room::Take(usize::MAX)) };
-    let worst = worst_case(&crate::jobs::options_of(j.flags));
+    let worst = worst_case(&crate::columns::options_of(j.flags));
     // What this transaction did to the job already counts (its tally is flushed at the end).
     let in_flight = crate::counters::counts_of(&j).in_flight() + tally.pending_counts(job_id).in_flight();
     let spent = Credits(j.credits_micros + tally.pending_credits(job_id));

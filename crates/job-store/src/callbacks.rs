@@ -16,7 +16,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::entities::{callback_attempt, callback_delivery, job};
-use crate::{Store, StoreError, StoreResult, new_id, now, ts};
+use crate::{
+    Store,
+    clock::{now, ts},
+    error::{StoreError, StoreResult},
+    new_id,
+};
 use rules::{CallbackEvent, CallbackState};
 
 /// Longest response excerpt kept per attempt.

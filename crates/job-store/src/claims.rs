@@ -21,7 +21,13 @@ use crate::entities::{batch, batch_person, job, person};
 use crate::people::{apply_event, move_primaries, update_person};
 use crate::sql;
 use crate::system::{CallError, record_call_error};
-use crate::{Store, StoreError, StoreResult, budget, dispatcher, hex, new_id, ts};
+use crate::{
+    Store, budget,
+    clock::ts,
+    dispatcher,
+    error::{StoreError, StoreResult},
+    hex, new_id,
+};
 use rules::lifecycle::Event;
 use rules::lifecycle::Part;
 use rules::reuse::{Earlier, ReusePolicy};
@@ -220,7 +226,7 @@ impl Store {
         let (txn, _gate) = self.write_txn().await?;
         let retried = retry_in(&txn, batch_id, at, count_attempt, error.message).await?;
         if retried {
-            record_call_error(&txn, batch_id, &error, crate::now()).await?;
+            record_call_error(&txn, batch_id, &error, crate::clock::now()).await?;
         }
         txn.commit().await?;
         Ok(retried)
@@ -237,7 +243,7 @@ impl Store {
         error: impl Into<CallError<'e>>,
     ) -> StoreResult<bool> {
         let error = error.into();
-        let now = crate::now();
+        let now = crate::clock::now();
         let (txn, _gate) = self.write_txn().await?;
         if !retry_in(&txn, batch_id, at, true, error.message).await? {
             return Ok(false);
@@ -257,7 +263,7 @@ impl Store {
     pub async fn split_batch<'e>(&self, batch_id: Uuid, error: impl Into<CallError<'e>>) -> StoreResult<Option<Uuid>> {
         let call_error = error.into();
         let error = call_error.message;
-        let now = crate::now();
+        let now = crate::clock::now();
         let (txn, _gate) = self.write_txn().await?;
         let Some(b) = sql::by_key(&txn, batch::Entity::find_by_id(batch_id).lock(LockType::Update)).await? else {
             return Err(StoreError::NotFound(format!("batch {batch_id}")));
@@ -287,7 +293,7 @@ impl Store {
             http_status: None,
             response: None,
             credits_micros: 0,
-            last_error: crate::sync::storable_text(Some(format!("split from batch {batch_id}: {error}"))),
+            last_error: crate::columns::storable_text(Some(format!("split from batch {batch_id}: {error}"))),
             created_at: now,
             updated_at: now,
             submitted_at: None,
@@ -335,7 +341,7 @@ pub(crate) async fn retry_in(
     count_attempt: bool,
     error: &str,
 ) -> StoreResult<bool> {
-    let now = crate::now();
+    let now = crate::clock::now();
     let res = batch::Entity::update_many()
         .filter(batch::Column::Id.eq(batch_id))
         .filter(batch::Column::State.eq(BatchState::Submitting))
@@ -346,7 +352,7 @@ pub(crate) async fn retry_in(
         .col_expr(batch::Column::Failures, Expr::col(batch::Column::Failures).add(i32::from(count_attempt)))
         .col_expr(batch::Column::LeaseOwner, Expr::value(Option::<String>::None))
         .col_expr(batch::Column::LeaseExpiresAt, Expr::value(Option::<DateTime<Utc>>::None))
-        .col_expr(batch::Column::LastError, Expr::value(crate::sync::storable_text(Some(error.to_owned()))))
+        .col_expr(batch::Column::LastError, Expr::value(crate::columns::storable_text(Some(error.to_owned()))))
         .col_expr(batch::Column::UpdatedAt, Expr::value(now))
         .exec(txn)
         .await?;
@@ -441,8 +447,8 @@ impl Store {
     /// The failure is recorded for the system page in the same transaction.
     pub async fn fail_batch<'e>(&self, batch_id: Uuid, reason: impl Into<CallError<'e>>) -> StoreResult<bool> {
         let error = reason.into();
-        let now = crate::now();
-        let reason = crate::sync::storable_text(Some(error.message.to_owned())).unwrap_or_default();
+        let now = crate::clock::now();
+        let reason = crate::columns::storable_text(Some(error.message.to_owned())).unwrap_or_default();
         let (txn, _gate) = self.write_txn().await?;
         let res = batch::Entity::update_many()
             .filter(batch::Column::Id.eq(batch_id))
@@ -497,7 +503,7 @@ impl Store {
             .await?;
         Ok(Some(BatchView {
             id: b.id,
-            options: crate::jobs::options_of(b.flags),
+            options: crate::columns::options_of(b.flags),
             state: b.state,
             size: b.size,
             attempt: b.attempt,
@@ -640,7 +646,7 @@ async fn reclaim_retry(
         }
         return Ok(Some(ClaimedBatch {
             batch_id: b.id,
-            options: crate::jobs::options_of(b.flags),
+            options: crate::columns::options_of(b.flags),
             attempt,
             claims,
             failures: b.failures,
@@ -761,7 +767,7 @@ async fn form_batch(
             let got = match &cand.reuse {
                 None => got,
                 Some(policy) => {
-                    let want = crate::jobs::options_of(job_flags);
+                    let want = crate::columns::options_of(job_flags);
                     let mut send = Vec::with_capacity(got.len());
                     for p in got {
                         match reuse_decision(txn, policy, &cand.client, want, &p, &sending, now).await? {
@@ -835,7 +841,7 @@ async fn form_batch(
     }
     let batch = ClaimedBatch {
         batch_id,
-        options: crate::jobs::options_of(flags),
+        options: crate::columns::options_of(flags),
         attempt: 1,
         claims: 1,
         failures: 0,
@@ -974,7 +980,7 @@ pub(crate) async fn earlier_lookups<C: ConnectionTrait>(
             let (c, f, done, erased) = jobs.get(&e.job_id)?;
             let seen = Earlier {
                 client: c.clone(),
-                flags: crate::jobs::options_of(*f),
+                flags: crate::columns::options_of(*f),
                 state: e.state,
                 missing: missing_parts(&e),
                 enriched_at: e.updated_at,

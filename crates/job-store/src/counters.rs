@@ -8,9 +8,9 @@ use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, OnConflict};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
-use crate::StoreResult;
 use crate::callbacks::{event_row, record_job_updated};
 use crate::entities::{batch, batch_person, callback_delivery, job, person};
+use crate::error::StoreResult;
 use rules::lifecycle;
 use rules::{CallbackEvent, Counts, JobState, PersonState};
 

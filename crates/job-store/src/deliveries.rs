@@ -12,14 +12,19 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::apply::Group;
+use crate::apply::{ApplyOutcome, Group};
+use crate::columns::storable_text;
 use crate::counters::Tally;
 use crate::entities::{batch, inbound_delivery, person};
 use crate::erase::{empty_delivery_bodies, erased_jobs_in_batch};
 use crate::people::{apply_event, lock_batch_primaries, update_people};
 use crate::sql;
-use crate::sync::storable_text;
-use crate::{Store, StoreError, StoreResult, new_id, now, sha256_hex, ts};
+use crate::{
+    Store,
+    clock::{now, ts},
+    error::{StoreError, StoreResult},
+    new_id, sha256_hex,
+};
 use rules::lifecycle::{Event, Part};
 use rules::merge::Record;
 use rules::{BatchState, DeliveryState, PersonState};
@@ -88,24 +93,6 @@ pub struct PendingDelivery {
     pub body: Vec<u8>,
     /// Received.
     pub received_at: DateTime<Utc>,
-}
-
-/// The outcome of [`Store::apply_delivery`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ApplyOutcome {
-    /// Merged.
-    Applied {
-        /// Person entries matched to people of the batch.
-        matched: usize,
-        /// Apollo ids in the delivery that no person of the batch has (ignored).
-        unmatched: Vec<String>,
-        /// Jobs that completed in the same transaction.
-        completed_jobs: Vec<Uuid>,
-    },
-    /// Already processed or failed: nothing changed.
-    AlreadyProcessed,
-    /// The batch's synchronous answer is not recorded yet: kept pending, nothing changed.
-    NotReady,
 }
 
 /// A submitted batch whose people still wait for parts (the reconciler polls Apollo for it).
@@ -630,11 +617,6 @@ fn canonical_json(body: &[u8]) -> Option<Vec<u8>> {
     let mut out = String::with_capacity(body.len());
     write(&v, &mut out);
     Some(out.into_bytes())
-}
-
-/// The `request_id` a stored delivery body names, if any.
-pub(crate) fn request_id_of(body: &[u8]) -> Option<apollo_client::RequestId> {
-    apollo_client::parse_delivery(body).ok().and_then(|d| d.request_id)
 }
 
 /// Values bound per stored delivery: id, batch, key, body, claim.

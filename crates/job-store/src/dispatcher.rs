@@ -6,7 +6,7 @@ use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use serde_json::{Value, json};
 
 use crate::entities::{dispatcher_state, job};
-use crate::{Store, StoreResult, now};
+use crate::{Store, clock::now, error::StoreResult};
 use rules::JobState;
 
 /// The dispatcher-state key of the pause switch.

@@ -43,7 +43,11 @@ use crate::entities::{
 };
 use crate::jobs::cancel_queued;
 use crate::people::move_primaries;
-use crate::{JobView, Store, StoreError, StoreResult, now, ts};
+use crate::{
+    JobView, Store,
+    clock::{now, ts},
+    error::{StoreError, StoreResult},
+};
 use rules::lifecycle::Event;
 use rules::{BatchState, CallbackState, DeliveryState, JobState, PersonState};
 

@@ -19,23 +19,20 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::callbacks::{CallbackView, load_callbacks};
+use crate::columns::{flags_column, options_of};
 use crate::counters::{Tally, finish_if_done, recount};
 use crate::entities::{batch, batch_person, inbound_delivery, job, person};
 use crate::people::move_primaries;
-use crate::{Store, StoreError, StoreResult, dispatcher, new_id, new_ids, now};
+use crate::{
+    Store,
+    clock::now,
+    dispatcher,
+    error::{StoreError, StoreResult},
+    new_id, new_ids,
+};
 use rules::Counts;
 use rules::lifecycle::Event;
 use rules::{BatchState, CallbackEvent, DeliveryState, JobState, PersonState, person_key};
-
-/// The stored form of a job's flags.
-pub(crate) fn flags_column(options: &EnrichFlags) -> i16 {
-    i16::from(options.bits())
-}
-
-/// The flags of a stored bit set.
-pub(crate) fn options_of(flags: i16) -> EnrichFlags {
-    EnrichFlags::from_bits(u8::try_from(flags).unwrap_or(0))
-}
 
 /// A job to create.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

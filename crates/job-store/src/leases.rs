@@ -8,7 +8,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
 use crate::entities::{batch, callback_delivery, task_lease};
-use crate::{Store, StoreResult, ts};
+use crate::{Store, clock::ts, error::StoreResult};
 use rules::{BatchState, CallbackState};
 
 /// What one renewal extended.
@@ -71,9 +71,14 @@ impl Store {
     /// attempt counted, no possible double charge. Returns `false` if it was not `submitting`.
     pub async fn hand_back_batch(&self, batch_id: Uuid) -> StoreResult<bool> {
         let (txn, _gate) = self.write_txn().await?;
-        let back =
-            crate::claims::retry_in(&txn, batch_id, crate::now(), false, "handed back unsent: the service stopped")
-                .await?;
+        let back = crate::claims::retry_in(
+            &txn,
+            batch_id,
+            crate::clock::now(),
+            false,
+            "handed back unsent: the service stopped",
+        )
+        .await?;
         txn.commit().await?;
         Ok(back)
     }

@@ -17,11 +17,14 @@ mod apply;
 pub mod budget;
 pub mod callbacks;
 pub mod claims;
+pub mod clock;
+mod columns;
 pub mod counters;
 pub mod deliveries;
 pub mod dispatcher;
 pub mod entities;
 pub mod erase;
+mod error;
 pub mod jobs;
 pub mod leases;
 pub mod limiter;
@@ -36,80 +39,29 @@ pub mod usage;
 pub mod wakeups;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use chrono::Utc;
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend,
     SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 
+pub use apply::ApplyOutcome;
 pub use callbacks::{CallbackAttemptRecord, CallbackAttemptView, CallbackNext, CallbackView, DueCallback};
 pub use claims::{BatchView, ClaimedBatch, ClaimedPerson};
-pub use deliveries::{ApplyOutcome, InboundDelivery, OverdueBatch, PendingDelivery, StoredDelivery};
+pub use clock::now;
+pub use deliveries::{InboundDelivery, OverdueBatch, PendingDelivery, StoredDelivery};
 pub use erase::Erased;
+pub use error::{StoreError, StoreResult};
 pub use jobs::{CreatedJob, CreditsByKind, FailedDelivery, JobFilter, JobView, NewJob, NewPerson, PersonView};
 pub use limiter::Admitted;
 pub use stats::StateCounts;
 pub use sync::{SyncOutcome, SyncRecorded};
 pub use system::CallError;
-
-/// What can go wrong in the store.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The named row does not exist.
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// The idempotency key was already used by this client with a different request.
-    #[error("idempotency key {key:?} was already used with a different request (job {job_id})")]
-    IdempotencyConflict {
-        /// The key.
-        key: String,
-        /// The job created by the first request.
-        job_id: uuid::Uuid,
-    },
-    /// The client's credits committed today reached its daily cap: no new job until tomorrow (UTC).
-    #[error("the daily credit cap of {cap} credits is reached")]
-    DailyCapReached {
-        /// The cap.
-        cap: apollo_client::Credits,
-    },
-    /// The caller passed something inconsistent (for example a person not in the batch).
-    #[error("invalid input: {0}")]
-    Invalid(String),
-    /// A stored value could not be read back.
-    #[error("corrupt stored data: {0}")]
-    Corrupt(String),
-    /// Another process holds the SQLite database (SQLite serves one process).
-    #[error("{0}")]
-    InUse(String),
-    /// This process is stopping: the task that writes for it is gone.
-    #[error("the store is stopping in this process")]
-    Stopping,
-    /// A database error.
-    #[error(transparent)]
-    Db(#[from] DbErr),
-}
-
-impl StoreError {
-    /// Whether the database refused a value as data (SQLSTATE class 22, e.g. U+0000 in text or
-    /// jsonb on PostgreSQL): the input is at fault, and retrying cannot help.
-    pub fn is_unstorable_value(&self) -> bool {
-        use sea_orm::{RuntimeErr, sqlx};
-        match self {
-            StoreError::Db(DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) => {
-                matches!(&**e, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("22")))
-            }
-            _ => false,
-        }
-    }
-}
-
-/// Result of store calls.
-pub type StoreResult<T> = Result<T, StoreError>;
 
 /// How [`Store::connect_with`] connects.
 #[derive(Clone, Debug)]
@@ -442,42 +394,6 @@ impl Store {
 
 /// The advisory lock key migrations run under ("enrichd" in ASCII, as a number).
 const MIGRATION_LOCK: i64 = 0x0065_6e72_6963_6864;
-
-/// Instants are stored with microsecond precision (PostgreSQL's), so values read back compare
-/// equal to values written on both databases.
-pub(crate) fn ts(t: DateTime<Utc>) -> DateTime<Utc> {
-    t.trunc_subsecs(6)
-}
-
-/// Now, at stored precision, on the database's clock: this process's clock corrected by the
-/// skew last measured against PostgreSQL ([`limiter::db_clock`]), so the instants a replica
-/// writes (outbox due times, submission times the reconciler compares) agree with every other
-/// replica's even when this host's clock is off.
-pub fn now() -> DateTime<Utc> {
-    ts(Utc::now() - TimeDelta::microseconds(CLOCK_SKEW_MICROS.load(Ordering::Relaxed)))
-}
-
-/// This process's clock minus the database's, in microseconds; 0 on SQLite (its clock is ours).
-static CLOCK_SKEW_MICROS: AtomicI64 = AtomicI64::new(0);
-
-/// Below this, a measured skew is noise, not a wrong clock: ignored (hosts sharing a clock, such
-/// as tests beside their database, must see exactly zero).
-const SKEW_NOISE: TimeDelta = TimeDelta::milliseconds(100);
-
-/// Only samples whose round trip took less than this are trusted: the database's answer came
-/// from somewhere inside the round trip, so the error is at most half of it.
-const SKEW_MAX_ROUND_TRIP: TimeDelta = TimeDelta::milliseconds(20);
-
-/// Records the skew seen when the database said `db_now` between our `before` and `after`.
-pub(crate) fn observe_skew(before: DateTime<Utc>, after: DateTime<Utc>, db_now: DateTime<Utc>) {
-    if after - before > SKEW_MAX_ROUND_TRIP {
-        return;
-    }
-    let ours = before + (after - before) / 2;
-    let skew = ours - db_now;
-    let micros = if skew.abs() < SKEW_NOISE { 0 } else { skew.num_microseconds().unwrap_or(0) };
-    CLOCK_SKEW_MICROS.store(micros, Ordering::Relaxed);
-}
 
 /// A new time-ordered id.
 pub(crate) fn new_id() -> uuid::Uuid {

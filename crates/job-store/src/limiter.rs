@@ -30,9 +30,10 @@ use sea_orm::{
     QuerySelect, Statement,
 };
 
+use crate::clock::db_clock;
 use crate::counters::Tally;
 use crate::entities::{rate_limit_call, rate_limiter};
-use crate::{ClaimedBatch, Store, StoreResult, sha256_hex, ts};
+use crate::{ClaimedBatch, Store, error::StoreResult, sha256_hex};
 use rules::window::{
     Allowance, RateRules, closed_until, delta, effective_limit, learn, next_slot, shared_margin, window_allowance,
     window_slot,
@@ -60,23 +61,6 @@ fn margin_on(row: Option<&rate_limiter::Model>) -> Option<Duration> {
     row.and_then(|r| r.margin_ms).map(|ms| Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
 }
 
-/// The database's clock: PostgreSQL's `clock_timestamp()` (not `now()`, which is the start of the
-/// transaction, before any lock wait); SQLite is embedded, so its clock is this process's. Each
-/// read also updates the skew [`crate::now`] corrects this process's clock by.
-pub(crate) async fn db_clock<C: ConnectionTrait>(db: &C) -> StoreResult<DateTime<Utc>> {
-    if db.get_database_backend() != DbBackend::Postgres {
-        return Ok(crate::now());
-    }
-    let before = Utc::now();
-    let row = db
-        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT clock_timestamp() AS now"))
-        .await?
-        .ok_or_else(|| crate::StoreError::Corrupt("clock_timestamp() returned no row".into()))?;
-    let db_now = ts(row.try_get::<DateTime<Utc>>("", "now")?);
-    crate::observe_skew(before, Utc::now(), db_now);
-    Ok(db_now)
-}
-
 /// The key's row, created if missing, locked for the rest of the transaction.
 async fn lock_row<C: ConnectionTrait>(db: &C, key: &str) -> StoreResult<rate_limiter::Model> {
     let fresh = rate_limiter::ActiveModel {
@@ -88,7 +72,7 @@ async fn lock_row<C: ConnectionTrait>(db: &C, key: &str) -> StoreResult<rate_lim
         rate_limited: Set(0),
         margin_ms: Set(None),
         margin_at: Set(None),
-        updated_at: Set(crate::now()),
+        updated_at: Set(crate::clock::now()),
     };
     rate_limiter::Entity::insert(fresh)
         .on_conflict(OnConflict::column(rate_limiter::Column::Key).do_nothing().to_owned())
@@ -96,7 +80,7 @@ async fn lock_row<C: ConnectionTrait>(db: &C, key: &str) -> StoreResult<rate_lim
         .await?;
     crate::sql::by_key(db, rate_limiter::Entity::find_by_id(key.to_owned()).lock(LockType::Update))
         .await?
-        .ok_or_else(|| crate::StoreError::Corrupt(format!("rate limiter row {key} vanished")))
+        .ok_or_else(|| crate::error::StoreError::Corrupt(format!("rate limiter row {key} vanished")))
 }
 
 fn learned(row: &rate_limiter::Model) -> [Option<i64>; 3] {
@@ -278,7 +262,7 @@ impl Store {
             .db
             .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?
-            .ok_or_else(|| crate::StoreError::Corrupt("a count returned no row".into()))?;
+            .ok_or_else(|| crate::error::StoreError::Corrupt("a count returned no row".into()))?;
         let mut used = [0u64; 3];
         for (u, col) in used.iter_mut().zip(["minute", "hour", "day"]) {
             *u = u64::try_from(counts.try_get::<i64>("", col)?).unwrap_or(0);
@@ -309,7 +293,7 @@ impl Store {
             let known = self.rate_limiter(&rules.key).await?;
             if known.is_some_and(|row| {
                 learned(&row).iter().zip(stated).all(|(l, w)| learn(*l, w.limit) == *l)
-                    && shared_margin(stored_margin(&row), mine, crate::now(), hold).is_none()
+                    && shared_margin(stored_margin(&row), mine, crate::clock::now(), hold).is_none()
             }) {
                 return Ok(());
             }

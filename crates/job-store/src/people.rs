@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::counters::Tally;
 use crate::entities::person;
-use crate::{StoreError, StoreResult};
+use crate::error::{StoreError, StoreResult};
 use rules::PersonState;
 use rules::lifecycle::{self, Event, Life};
 

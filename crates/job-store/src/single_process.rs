@@ -5,7 +5,7 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::PathBuf;
 
-use crate::{StoreError, StoreResult};
+use crate::error::{StoreError, StoreResult};
 
 /// The database file of a `sqlite:` URL; `None` for in-memory databases and other backends.
 pub fn sqlite_path(url: &str) -> Option<PathBuf> {

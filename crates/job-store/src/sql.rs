@@ -8,7 +8,7 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, EntityTrait, QueryTrait, Select, Statement, TryGetableMany, Value, Values};
 
-use crate::StoreResult;
+use crate::error::StoreResult;
 
 /// The row `select` finds by its primary key, if any: `.one()` without the bound `LIMIT 1`.
 pub(crate) async fn by_key<E: EntityTrait, C: ConnectionTrait>(

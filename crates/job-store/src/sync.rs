@@ -11,11 +11,16 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::budget;
+use crate::columns::storable_text;
 use crate::counters::{CreditKind, Tally, people_per_job, set_batch_double_charge, split_credits};
 use crate::entities::{batch, person};
 use crate::people::{apply_event, lock_batch_primaries, update_people};
 use crate::sql::by_key;
-use crate::{Store, StoreError, StoreResult, now};
+use crate::{
+    Store,
+    clock::now,
+    error::{StoreError, StoreResult},
+};
 use rules::lifecycle::{Answer, Event};
 use rules::merge::{Record, needs_sanitizing, storable};
 use rules::records::{SyncMatch, SyncPerson};
@@ -59,11 +64,6 @@ pub enum SyncRecorded {
     AlreadyRecorded,
     /// The batch was failed earlier: nothing changed.
     BatchFailed,
-}
-
-/// Text as a column can hold it (U+0000 replaced).
-pub(crate) fn storable_text(s: Option<String>) -> Option<String> {
-    s.map(|s| if s.contains('\0') { s.replace('\0', "\u{fffd}") } else { s })
 }
 
 impl Store {

@@ -9,9 +9,9 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
+use crate::clock::db_clock;
 use crate::entities::{apollo_error, replica};
-use crate::limiter::db_clock;
-use crate::{Store, StoreResult};
+use crate::{Store, error::StoreResult};
 
 /// Why an Apollo call failed, as the batch's outcome records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +63,7 @@ pub(crate) async fn record_call_error<C: ConnectionTrait>(
     error: &CallError<'_>,
     at: DateTime<Utc>,
 ) -> StoreResult<()> {
-    let message = crate::sync::storable_text(Some(excerpt(error.message, MESSAGE_EXCERPT))).unwrap_or_default();
+    let message = crate::columns::storable_text(Some(excerpt(error.message, MESSAGE_EXCERPT))).unwrap_or_default();
     let row = apollo_error::ActiveModel {
         at: Set(at),
         batch_id: Set(Some(batch_id)),

@@ -7,8 +7,11 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
-use crate::limiter::db_clock;
-use crate::{Store, StoreError, StoreResult};
+use crate::clock::db_clock;
+use crate::{
+    Store,
+    error::{StoreError, StoreResult},
+};
 
 impl Store {
     /// Takes or renews the lease on `task` for `owner` until `ttl` from now (database clock).

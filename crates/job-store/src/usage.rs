@@ -7,7 +7,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};
 
 use crate::entities::job;
-use crate::{CreditsByKind, Store, StoreResult};
+use crate::{CreditsByKind, Store, error::StoreResult};
 
 /// A client's usage over a window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,8 +68,8 @@ impl Store {
             .column(job::Column::PossibleDoubleCharges)
             .column(job::Column::PossibleDoubleChargeMicros)
             .filter(job::Column::Client.eq(client))
-            .filter(job::Column::CreatedAt.gte(crate::ts(from)))
-            .filter(job::Column::CreatedAt.lt(crate::ts(to)))
+            .filter(job::Column::CreatedAt.gte(crate::clock::ts(from)))
+            .filter(job::Column::CreatedAt.lt(crate::clock::ts(to)))
             .into_tuple()
             .all(&self.db)
             .await?;
