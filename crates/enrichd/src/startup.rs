@@ -19,14 +19,14 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::Config;
 use crate::core::signing::SigningSecret;
 use crate::error::ApiError;
-use crate::group_commit::{AnswerWriter, DeliveryWriter};
 use crate::shutdown::{self, Drain};
 use crate::state::{AppState, Wakers};
 use crate::telemetry;
 use crate::v1::auth::KeySet;
 use crate::v1::endpoints::{admin, docs, health, jobs, usage, webhooks};
 use crate::worker::{self, dispatch::Dispatcher};
-use crate::writer_thread::WriterThread;
+use job_store::writer::group_commit::{AnswerWriter, DeliveryWriter};
+use job_store::writer::thread::WriterThread;
 
 /// Installs the process-wide TLS provider once (reqwest is built without one).
 pub fn install_tls() {

@@ -41,11 +41,11 @@ pub struct AppState {
     /// This process's name in leases.
     pub owner: String,
     /// Group-commit writer of webhook deliveries.
-    pub deliveries: crate::group_commit::DeliveryWriter,
+    pub deliveries: job_store::writer::group_commit::DeliveryWriter,
     /// Group-commit writer of the calls' synchronous answers.
-    pub answers: crate::group_commit::AnswerWriter,
+    pub answers: job_store::writer::group_commit::AnswerWriter,
     /// Where the tasks that hold SQLite's writer run.
-    pub writer: Arc<crate::writer_thread::WriterThread>,
+    pub writer: Arc<job_store::writer::thread::WriterThread>,
     /// Batches' webhook secrets already read (a webhook burst reads each a few times).
     pub webhook_secrets: Arc<SecretCache>,
     /// The drain switch (SIGTERM) and the work shutdown waits for.

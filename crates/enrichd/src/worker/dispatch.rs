@@ -14,10 +14,10 @@ use job_store::{CallError, ClaimedBatch, SyncOutcome, SyncRecorded};
 use rules::lifecycle::{self, Rejection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::group_commit::WriteError;
 use crate::state::AppState;
 use crate::worker::admission::{Admission, Next};
 use crate::worker::{db_after, jittered, nap};
+use job_store::writer::group_commit::WriteError;
 use rules::records::{detail_of, sync_people};
 
 /// What the dispatcher has seen, for `/readyz` and the demo's summary.

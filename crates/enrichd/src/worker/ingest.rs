@@ -1,6 +1,6 @@
 //! Ingest: the worker that parses stored deliveries and merges them into people.
 //!
-//! The webhook route only stores and answers ([`crate::group_commit`]); parsing and
+//! The webhook route only stores and answers ([`job_store::writer::group_commit`]); parsing and
 //! merging happen here, so Apollo never waits on a merge, and a delivery that came before its
 //! batch's synchronous answer simply stays pending until the answer is recorded.
 

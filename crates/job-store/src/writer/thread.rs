@@ -9,7 +9,7 @@
 
 use std::future::Future;
 
-use job_store::{Store, StoreError, StoreResult};
+use crate::{Store, StoreError, StoreResult};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 

@@ -5,12 +5,13 @@
 
 use std::future::Future;
 
-use actix_web::web::Bytes;
-use job_store::{InboundDelivery, Store, StoreError, StoredDelivery, SyncOutcome, SyncRecorded};
+use bytes::Bytes;
+
+use crate::{InboundDelivery, Store, StoreError, StoredDelivery, SyncOutcome, SyncRecorded};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::writer_thread::WriterThread;
+use super::thread::WriterThread;
 
 /// Why a write could not be made.
 #[derive(Debug, thiserror::Error)]
