@@ -4,7 +4,7 @@
 //! read back into the contract's own types.
 
 use e2e_tests::{Backend, CLIENT_KEY, TestApp, fast_sim, on_both_backends};
-use enrichd::v1::models::{ErrorBody, Job, JobPage, JobStatus, PersonPage};
+use enrichd::models::{ErrorBody, Job, JobPage, JobStatus, PersonPage};
 use reqwest::Method;
 use serde_json::{Value, json};
 

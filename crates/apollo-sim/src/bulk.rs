@@ -8,13 +8,13 @@ use apollo_client::{Credits, DeliveryKind, EnrichFlags, Flag, PersonDetail, Requ
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
+use crate::async_job::AsyncJob;
 use crate::faults::{DeliveryFaults, chance, server_error};
 use crate::ledger::{ChargeKind, LedgerEntry};
 use crate::payloads;
 use crate::population::{Rates, SimPerson, person_for, resolve_alias};
 use crate::records::PayloadRecord;
 use crate::state::Inner;
-use crate::webhooks::AsyncJob;
 
 /// Apollo's limit of details per call.
 pub const MAX_DETAILS: usize = 10;

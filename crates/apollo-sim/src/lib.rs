@@ -65,6 +65,7 @@ pub mod records;
 pub mod replay;
 pub mod routes;
 
+mod async_job;
 mod bulk;
 mod state;
 mod webhooks;

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant, SystemTime};
 use apollo_client::RequestId;
 use tokio::sync::mpsc;
 
+use crate::async_job::{AsyncJob, Flavor};
 use crate::config::SimConfig;
 use crate::ledger::{ChargeKind, Ledger, LedgerEntry};
 use crate::limits::{Counters, UsageHistory};
 use crate::records::{CallRecord, DeliveryRecord, PayloadRecord};
-use crate::webhooks::{AsyncJob, Flavor};
 
 /// Mixed into the seed of the counting delays' generator.
 const DELAY_SEED: u64 = 0x6c69_6d69_7473;

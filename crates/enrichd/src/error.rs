@@ -3,8 +3,8 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 
-use crate::core::validate::Problem;
-use crate::v1::models::{ErrorBody, ErrorDetail};
+use crate::models::Problem;
+use crate::models::{ErrorBody, ErrorDetail};
 use job_store::writer::group_commit::WriteError;
 
 /// Everything a handler can answer with besides success.

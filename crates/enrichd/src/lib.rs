@@ -7,6 +7,7 @@ pub mod core;
 pub mod demo;
 pub mod error;
 pub mod logging;
+pub mod models;
 pub mod shutdown;
 pub mod startup;
 pub mod state;

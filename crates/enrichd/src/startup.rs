@@ -17,12 +17,12 @@ use utoipa_actix_web::AppExt;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
+use crate::core::keys::KeySet;
 use crate::core::signing::SigningSecret;
 use crate::error::ApiError;
 use crate::shutdown::{self, Drain};
 use crate::state::{AppState, Wakers};
 use crate::telemetry;
-use crate::v1::auth::KeySet;
 use crate::v1::endpoints::{admin, docs, health, jobs, usage, webhooks};
 use crate::worker::{self, dispatch::Dispatcher};
 use job_store::writer::group_commit::{AnswerWriter, DeliveryWriter};

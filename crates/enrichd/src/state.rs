@@ -7,8 +7,8 @@ use job_store::Store;
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::core::keys::KeySet;
 use crate::core::signing::SigningSecret;
-use crate::v1::auth::KeySet;
 
 /// Signals that wake a worker at once instead of at its next tick.
 #[derive(Debug, Default)]

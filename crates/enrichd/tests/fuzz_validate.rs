@@ -11,7 +11,8 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use enrichd::core::callback_url::CallbackPolicy;
-use enrichd::core::validate::{PERSON_FIELDS, Problem, ValidJob, validate_job, validate_job_bytes};
+use enrichd::core::validate::{PERSON_FIELDS, ValidJob, validate_job, validate_job_bytes};
+use enrichd::models::Problem;
 use serde_json::{Map, Value, json};
 
 const MAX_PEOPLE: usize = 8;

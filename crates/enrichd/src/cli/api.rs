@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
 use crate::cli::Connection;
-use crate::v1::models::{ErrorBody, Estimate, Job, JobPage, JobRequest, MAX_PAGE, PersonPage, RetryRequest};
+use crate::models::{ErrorBody, Estimate, Job, JobPage, JobRequest, MAX_PAGE, PersonPage, RetryRequest};
 
 /// What a call to the service can end with besides success.
 #[derive(Debug, thiserror::Error)]

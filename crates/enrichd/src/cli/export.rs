@@ -8,7 +8,7 @@ use crate::cli::{ApiClient, Format};
 use crate::core::csv_map::{
     ENRICHED_COLUMNS, SOURCE_COLUMNS_KEY, enriched_cells, export_object, input_cells, input_columns,
 };
-use crate::v1::models::Person;
+use crate::models::Person;
 
 /// Calls `each` with every page of the job's people, in input order.
 async fn pages(

@@ -15,7 +15,7 @@ use secrecy::SecretString;
 
 pub use api::{ApiClient, ClientError};
 
-use crate::v1::models::{Job, JobStatus, RetryRequest};
+use crate::models::{Job, JobStatus, RetryRequest};
 
 /// Where the service is and the key to use.
 #[derive(Args, Debug, Clone)]

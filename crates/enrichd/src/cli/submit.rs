@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::cli::{ApiClient, SubmitArgs};
 use crate::core::csv_map::{Mapping, SOURCE_COLUMNS_KEY, map_headers};
 use crate::core::validate::{ValidPerson, parse_person};
-use crate::v1::models::{JobRequest, PersonInput};
+use crate::models::{JobRequest, PersonInput};
 
 /// A row: its line in the file and the person, or what is wrong with it.
 type Row = (u64, Result<PersonInput, String>);

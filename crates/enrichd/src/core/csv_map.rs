@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::core::validate::PERSON_FIELDS;
-use crate::v1::models::{ExternalId, Person, PersonInput, Record};
+use crate::models::{ExternalId, Person, PersonInput, Record};
 
 /// The job metadata key holding the original header row of a file submission.
 pub const SOURCE_COLUMNS_KEY: &str = "source_columns";

@@ -9,7 +9,7 @@ use apollo_client::{Credits, Flag};
 use rules::budget;
 
 use crate::core::validate::{PersonKey, ValidJob};
-use crate::v1::models::{Estimate, EstimateCredits};
+use crate::models::{Estimate, EstimateCredits};
 
 /// The person keys of `job`'s people, each once.
 pub fn unique_keys<P: PersonKey>(job: &ValidJob<P>) -> Vec<String> {

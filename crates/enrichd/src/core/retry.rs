@@ -5,7 +5,7 @@ use job_store::{JobView, NewJob};
 use rules::PersonState;
 use serde_json::Value;
 
-use crate::core::validate::Problem;
+use crate::models::Problem;
 
 /// The states whose people a retry may take.
 pub const RETRYABLE: [PersonState; 3] = [PersonState::Failed, PersonState::Partial, PersonState::NotFound];

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 
-use crate::core::validate::Problem;
+use crate::models::Problem;
 
 /// `[from, to)`: jobs created at or after `from` and before `to`. A date as `from` starts at its
 /// midnight (UTC); a date as `to` includes that whole day. Missing ends default to the current

@@ -1,5 +1,5 @@
 //! Validation of a submitted job: the body is parsed into the typed request of the HTTP contract
-//! ([`JobRequest`](crate::v1::models::JobRequest), [`PersonInput`]) one field at a time, then each person into a [`ValidPerson`],
+//! ([`JobRequest`](crate::models::JobRequest), [`PersonInput`]) one field at a time, then each person into a [`ValidPerson`],
 //! so that every problem is found at once, each naming where it is.
 //!
 //! Two ways in, one set of rules (`clean` for a person, `job_fields` for the rest):
@@ -20,7 +20,7 @@ use serde_json::{Map, Value, json};
 use apollo_client::{EnrichFlags, Flag};
 
 use crate::core::callback_url::CallbackPolicy;
-use crate::v1::models::{ExternalId, PersonInput};
+use crate::models::{ExternalId, PersonInput, Problem};
 
 /// Fields a person may carry.
 pub const PERSON_FIELDS: [&str; 10] = [
@@ -137,18 +137,6 @@ impl PersonKey for NewPerson {
     }
 }
 
-/// One problem: where (`people[3].email`, `callback_url`) and what.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct Problem {
-    /// JSON path of the offending value.
-    pub field: String,
-    /// The person's index, for problems inside `people`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub index: Option<usize>,
-    /// What is wrong.
-    pub message: String,
-}
-
 fn problem(field: impl Into<String>, index: Option<usize>, message: impl Into<String>) -> Problem {
     Problem { field: field.into(), index, message: message.into() }
 }
@@ -245,7 +233,7 @@ fn job_fields(obj: &mut Map<String, Value>, policy: &CallbackPolicy, problems: &
     let metadata = take::<Map<String, Value>>(obj, "metadata", problems).map(Value::Object);
     let dry_run = take::<bool>(obj, "dry_run", problems).unwrap_or(false);
     let reuse_within = take::<String>(obj, "reuse_within", problems).and_then(|s| {
-        crate::config::parse_duration(&s)
+        crate::core::duration::parse_duration(&s)
             .ok()
             .filter(|d| d.as_secs() <= MAX_REUSE_DAYS * 86_400)
             .ok_or_else(|| {

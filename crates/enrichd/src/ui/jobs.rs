@@ -12,12 +12,12 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::core::csv_map::{ENRICHED_COLUMNS, SOURCE_COLUMNS_KEY, enriched_cells, input_cells, input_columns};
+use crate::models::{Job, Person, PersonCounts};
 use crate::state::AppState;
 use crate::ui::UiError;
 use crate::ui::layout::{self, Nav, age, badge, percent, when, wire_name};
 use crate::ui::session::Viewer;
 use crate::ui::sign_in::CsrfForm;
-use crate::v1::models::{Job, Person, PersonCounts};
 
 /// Jobs per page of the list.
 pub const JOBS_SHOWN: u64 = 50;

@@ -11,11 +11,11 @@ use serde_json::{Map, Value, json};
 
 use crate::core::csv_map::{Mapping, SOURCE_COLUMNS_KEY, map_headers};
 use crate::core::validate::validate_job_owned;
+use crate::models::{JobRequest, PersonInput};
 use crate::state::AppState;
 use crate::ui::UiError;
 use crate::ui::layout::{self, Nav};
 use crate::ui::session::Viewer;
-use crate::v1::models::{JobRequest, PersonInput};
 
 /// People shown in the preview.
 const PREVIEW_ROWS: usize = 10;

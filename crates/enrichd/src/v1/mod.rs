@@ -2,4 +2,3 @@
 
 pub mod auth;
 pub mod endpoints;
-pub mod models;

@@ -14,8 +14,8 @@ use serde_json::json;
 
 use crate::config::Schedule;
 use crate::core::callback_url::CallbackPolicy;
+use crate::models::{job_json, person_json};
 use crate::state::AppState;
-use crate::v1::models::{job_json, person_json};
 use crate::worker::{after, jittered, nap};
 
 /// Most bytes of a receiver's answer kept per attempt.

@@ -3,9 +3,9 @@
 use actix_web::{HttpResponse, post, web};
 
 use crate::error::ApiError;
+use crate::models::{ErrorBody, Resumed};
 use crate::state::AppState;
 use crate::v1::auth::Admin;
-use crate::v1::models::{ErrorBody, Resumed};
 
 /// Resume dispatch after a pause (new key configured, credits topped up). If the cause remains,
 /// the next call pauses again. Needs an admin key (`ENRICHD_ADMIN_KEYS`): a client key gets 403.

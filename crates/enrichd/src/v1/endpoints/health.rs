@@ -2,8 +2,8 @@
 
 use actix_web::{HttpResponse, get, web};
 
+use crate::models::{Health, Readiness};
 use crate::state::AppState;
-use crate::v1::models::{Health, Readiness};
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "alive", body = Health)))]

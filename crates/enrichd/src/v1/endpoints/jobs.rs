@@ -7,13 +7,13 @@ use crate::core::estimate::{estimate, unique_keys};
 use crate::core::retry::{can_retry, retry_job, retry_states};
 use crate::core::validate::{validate_job_bytes, validate_job_owned};
 use crate::error::ApiError;
-use crate::state::AppState;
-use crate::v1::auth::Client;
-use crate::v1::endpoints::body::{decode_json, read_limited, require_json};
-use crate::v1::models::{
+use crate::models::{
     DEFAULT_PAGE, ErrorBody, Estimate, Job, JobPage, JobPageQuery, JobRequest, MAX_IDEMPOTENCY_KEY, MAX_PAGE, Person,
     PersonPage, PersonPageQuery, Queued, RetryRequest,
 };
+use crate::state::AppState;
+use crate::v1::auth::Client;
+use crate::v1::endpoints::body::{decode_json, read_limited, require_json};
 
 /// Submit a job of people to enrich.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])),

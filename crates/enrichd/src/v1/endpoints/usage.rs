@@ -4,9 +4,9 @@ use actix_web::{HttpResponse, get, web};
 
 use crate::core::usage::window;
 use crate::error::ApiError;
+use crate::models::{ErrorBody, UsageQuery, UsageReport};
 use crate::state::AppState;
 use crate::v1::auth::Client;
-use crate::v1::models::{ErrorBody, UsageQuery, UsageReport};
 
 /// The calling client's usage over its jobs created in the window (default: this UTC month).
 #[utoipa::path(get, path = "/v1/usage", tag = "usage", security(("bearer" = [])), params(UsageQuery),

@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 use crate::core::signing::constant_time_eq;
 use crate::error::ApiError;
+use crate::models::{DeliveryReceipt, ErrorBody};
 use crate::state::AppState;
 use crate::v1::endpoints::body::read_limited;
-use crate::v1::models::{DeliveryReceipt, ErrorBody};
 
 /// The query of the webhook URL.
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -10,14 +10,24 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-pub use crate::core::validate::Problem;
-
 /// Most people in one page.
 pub const MAX_PAGE: u64 = 1000;
 /// Page size when `limit` is not given.
 pub const DEFAULT_PAGE: u64 = 100;
 /// Longest accepted `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// One problem: where (`people[3].email`, `callback_url`) and what.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// JSON path of the offending value.
+    pub field: String,
+    /// The person's index, for problems inside `people`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
 
 /// One person to enrich. Needs a usable identifier: `email`, `hashed_email`, `linkedin_url`, `id`,
 /// or a name (`name`, or `first_name` and `last_name`) with `domain` or `organization_name`.
