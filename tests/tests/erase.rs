@@ -1,6 +1,7 @@
 //! Personal data end to end, on SQLite and PostgreSQL: `DELETE /v1/jobs/{id}` erases a finished
 //! phone + waterfall job's inputs, records and raw Apollo payloads while its counters and credits
-//! stay; another client cannot erase it; and with a retention of 0 days a finished job is purged.
+//! stay (in the job list and in `/v1/usage`); reading the erased job or its people answers 410
+//! Gone; another client cannot erase it; and with a retention of 0 days a finished job is purged.
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,28 @@ async fn deliveries_of(t: &TestApp, batches: &[Uuid]) -> Vec<inbound_delivery::M
         .unwrap()
 }
 
+/// The people of a job as `GET /v1/jobs/{id}/people` showed them, read from the store: once the
+/// job is erased the API answers 410 instead.
+async fn stored_people(t: &TestApp, job_id: Uuid) -> Vec<Value> {
+    let people = t.app.state.store.list_people(job_id, None, 10_000).await.unwrap();
+    people.iter().map(enrichd::v1::models::person_json).collect()
+}
+
+/// Asserts that `GET path` answers 410 Gone naming the job and when it was erased.
+async fn assert_gone(t: &TestApp, path: &str, id: &str, erased_at: &Value) {
+    let (status, err) = call(t, Method::GET, CLIENT_KEY, path).await;
+    assert_eq!(status, 410, "{path}: {err:#}");
+    assert_eq!(err["error"]["code"], "gone", "{path}: {err:#}");
+    let message = err["error"]["message"].as_str().unwrap();
+    let at = erased_at.as_str().unwrap();
+    assert!(message.contains(&format!("job {id} was erased at {at}")), "{path}: {message}");
+}
+
+/// This client's usage over every job of the test's database.
+async fn usage(t: &TestApp) -> Value {
+    t.get_json("/v1/usage?from=2000-01-01&to=2100-01-01").await
+}
+
 /// What must not change when a job is erased.
 fn accounting(job: &Value) -> Value {
     json!([
@@ -85,6 +108,9 @@ async fn delete_erases_personal_data_and_keeps_counters(backend: Backend) {
     assert!(!deliveries_of(&t, &batches).await.is_empty(), "phone and waterfall deliveries were stored");
     let before = t.get_json(&format!("/v1/jobs/{id}")).await;
     assert!(before["erased_at"].is_null());
+    let usage_before = usage(&t).await;
+    assert_eq!(usage_before["jobs"], 1, "{usage_before:#}");
+    assert!(usage_before["credits"]["total"].as_f64().unwrap() > 0.0, "the job cost credits: {usage_before:#}");
 
     // Another client's DELETE: not found, nothing erased.
     let (status, err) = call(&t, Method::DELETE, OTHER_KEY, &format!("/v1/jobs/{id}")).await;
@@ -101,8 +127,16 @@ async fn delete_erases_personal_data_and_keeps_counters(backend: Backend) {
     let log = erased["callback"]["attempt_log"].as_array().unwrap();
     assert!(!log.is_empty() && log.iter().all(|a| a["response_excerpt"].is_null()));
 
-    // The people: no input, no record, no Apollo id; index and state kept.
-    let after = t.all_people(&id).await;
+    // Its people and the job itself are gone for the client: 410, naming the job and the time.
+    assert_gone(&t, &format!("/v1/jobs/{id}/people"), &id, &erased["erased_at"]).await;
+    assert_gone(&t, &format!("/v1/jobs/{id}/people?limit=1&after=3"), &id, &erased["erased_at"]).await;
+    assert_gone(&t, &format!("/v1/jobs/{id}"), &id, &erased["erased_at"]).await;
+    // Another client still gets 404: an erased job is not revealed to anyone else.
+    let (status, _) = call(&t, Method::GET, OTHER_KEY, &format!("/v1/jobs/{id}")).await;
+    assert_eq!(status, 404);
+
+    // The people as stored: no input, no record, no Apollo id; index and state kept.
+    let after = stored_people(&t, job_id).await;
     assert_eq!(after.len(), 14);
     for (b, a) in people_before.iter().zip(&after) {
         assert_eq!(a["input"], json!({}), "{a:#}");
@@ -131,13 +165,20 @@ async fn delete_erases_personal_data_and_keeps_counters(backend: Backend) {
     let rows = person::Entity::find().filter(person::Column::JobId.eq(job_id)).all(db).await.unwrap();
     assert!(rows.iter().all(|p| p.person_key.is_none() && p.last_error.is_none()));
 
-    // Read back, and erased again: the same job, the same erasure time.
-    let read = t.get_json(&format!("/v1/jobs/{id}")).await;
-    assert_eq!(accounting(&read), accounting(&before));
-    assert_eq!(read["erased_at"], erased["erased_at"]);
+    // Its counters stay in the job list, and its credits in the usage, unchanged.
+    let list = t.get_json("/v1/jobs").await;
+    let listed = list["data"].as_array().unwrap().iter().find(|j| j["id"] == id.as_str()).expect("still listed");
+    assert_eq!(accounting(listed), accounting(&before));
+    assert_eq!(listed["erased_at"], erased["erased_at"]);
+    assert!(listed["metadata"].is_null() && listed["callback_url"].is_null(), "{listed:#}");
+    assert_eq!(usage(&t).await, usage_before, "an erased job's credits stay in the usage");
+
+    // Erased again: the same job, the same erasure time, still gone for reads.
     let (status, again) = call(&t, Method::DELETE, CLIENT_KEY, &format!("/v1/jobs/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(again["erased_at"], erased["erased_at"]);
+    assert_eq!(accounting(&again), accounting(&before));
+    assert_gone(&t, &format!("/v1/jobs/{id}"), &id, &erased["erased_at"]).await;
     let (status, _) = call(&t, Method::POST, CLIENT_KEY, &format!("/v1/jobs/{id}/callback/redeliver")).await;
     assert_eq!(status, 409, "an erased job has no callback URL to redeliver to");
     let (status, _) = call(&t, Method::DELETE, CLIENT_KEY, &format!("/v1/jobs/{}", Uuid::now_v7())).await;
@@ -173,16 +214,27 @@ async fn delete_a_running_job(backend: Backend) {
         erased["counts"]["submitted"].as_i64().unwrap() + erased["counts"]["awaiting_async"].as_i64().unwrap();
     assert!(in_flight > 0, "a call was in flight: {erased:#}");
 
-    let job = t.wait_done(&id, Duration::from_secs(30)).await;
+    // Reads are gone at once, while the calls in flight still run to their end.
+    assert_gone(&t, &format!("/v1/jobs/{id}"), &id, &erased["erased_at"]).await;
+    assert_gone(&t, &format!("/v1/jobs/{id}/people"), &id, &erased["erased_at"]).await;
+    let job_id = Uuid::parse_str(&id).unwrap();
+    let started = Instant::now();
+    let job = loop {
+        let job = enrichd::v1::models::job_json(&t.app.state.store.get_job(job_id).await.unwrap().expect("kept"));
+        if matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
+            break job;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "not done: {job:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(job["status"], "cancelled", "{job:#}");
     let sum: i64 = job["counts"].as_object().unwrap().values().map(|v| v.as_i64().unwrap()).sum();
     assert_eq!(sum, TOTAL as i64);
     // Late answers arrived (and were charged) for the calls in flight, but wrote nothing personal.
-    for p in t.all_people(&id).await {
+    for p in stored_people(&t, job_id).await {
         assert_eq!(p["input"], json!({}), "{p:#}");
         assert!(p["record"].is_null() && p["apollo_id"].is_null(), "{p:#}");
     }
-    let job_id = Uuid::parse_str(&id).unwrap();
     let batches = batches_of(&t, job_id).await;
     let db = t.app.state.store.connection();
     for b in &batches {

@@ -1,6 +1,7 @@
 //! The dashboard through the real app on both databases: signing in (CSRF, cookie flags, the key
 //! never in the cookie), each page as HTML (status, key elements, escaping), another client's job
-//! as 404, forms refused without their CSRF token, a CSV upload that becomes a job, and the CSV
+//! as 404, forms refused without their CSRF token, an erased job's page (its counters, no people)
+//! and its people and download answering 410, a CSV upload that becomes a job, and the CSV
 //! download equal to the command-line export.
 
 use std::time::{Duration, Instant};
@@ -267,6 +268,26 @@ async fn pages_auth_and_escaping(backend: Backend) {
     let htmx = me.get("/ui/assets/htmx.min.js").await;
     assert_eq!(htmx.status, 200);
     assert!(htmx.body.starts_with("var htmx="));
+    // Erased: the job's page says so and keeps its counters, without people, download or
+    // redelivery; a person's page and the download answer 410 saying when it was erased.
+    let erased = t.http.delete(format!("{}/v1/jobs/{id}", t.url())).bearer_auth(CLIENT_KEY).send().await.unwrap();
+    assert_eq!(erased.status(), 200);
+    for viewer in [&me, &admin] {
+        let page = viewer.get(&format!("/ui/jobs/{id}")).await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains("id=\"erased\"") && page.body.contains("This job was erased on "), "{}", page.body);
+        assert!(page.body.contains("<strong id=\"percent\">100 %</strong>"), "counters kept: {}", page.body);
+        for gone in ["id=\"people-table\"", "id=\"download\"", "id=\"redeliver\"", "/people/"] {
+            assert!(!page.body.contains(gone), "{gone} on an erased job's page: {}", page.body);
+        }
+        for path in [format!("/ui/jobs/{id}/people/{person_id}"), format!("/ui/jobs/{id}/export.csv")] {
+            let p = viewer.get(&path).await;
+            assert_eq!(p.status, 410, "{path}: {}", p.body);
+            assert!(p.body.contains(&format!("job {id} was erased on ")), "{path}: {}", p.body);
+        }
+    }
+    assert_eq!(other.get(&format!("/ui/jobs/{id}")).await.status, 404, "still not another client's");
+
     // Signing out needs the token, then clears the cookie.
     assert_eq!(me.post("/ui/sign-out", &[("csrf", "")]).await.status, 403);
     let out = me.post("/ui/sign-out", &[("csrf", &csrf)]).await;

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// 409: e.g. an idempotency key reused with another body.
     #[error("{0}")]
     Conflict(String),
+    /// 410: the resource existed and its data is gone for good (an erased job's people).
+    #[error("{0}")]
+    Gone(String),
     /// 413: the body is over the configured size.
     #[error("request body is larger than the limit of {0} bytes")]
     PayloadTooLarge(usize),
@@ -73,6 +76,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::Gone(_) => "gone",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::CreditCap(_) => "daily_credit_cap_reached",
@@ -92,6 +96,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::CreditCap(_) => StatusCode::TOO_MANY_REQUESTS,

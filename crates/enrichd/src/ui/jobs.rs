@@ -178,6 +178,19 @@ async fn visible_job(state: &AppState, viewer: &Viewer, id: &str) -> Result<job_
     Ok(job)
 }
 
+/// The job if the viewer may read its people: an erased job's are gone (410, as in the API).
+async fn readable_job(state: &AppState, viewer: &Viewer, id: &str) -> Result<job_store::JobView, UiError> {
+    let job = visible_job(state, viewer, id).await?;
+    match job.erased_at {
+        Some(at) => Err(UiError::Gone(format!(
+            "job {} was erased on {}: its people, their records and its CSV are gone",
+            job.id,
+            when(at)
+        ))),
+        None => Ok(job),
+    }
+}
+
 fn summary_markup(job: &Job) -> Markup {
     let done = finished(&job.counts);
     let live = !job.status.is_final();
@@ -255,7 +268,9 @@ fn callback_markup(job: &Job, viewer: &Viewer) -> Markup {
                     button.secondary type="submit" #redeliver { "Redeliver callback" }
                 }
             }
-            a.button.secondary #download href={ "/ui/jobs/" (job.id) "/export.csv" } download { "Download CSV" }
+            @if job.erased_at.is_none() {
+                a.button.secondary #download href={ "/ui/jobs/" (job.id) "/export.csv" } download { "Download CSV" }
+            }
         }
     }
 }
@@ -347,9 +362,19 @@ pub async fn show(
     let view = visible_job(&state, &viewer, &path).await?;
     let job = Job::from(&view);
     let outcome = known::<PersonState>(q.outcome.as_deref());
-    let (people, next) = people_page(&state, job.id, outcome, q.after).await?;
+    // An erased job keeps its counters and credits; its people are not read at all.
+    let people = match job.erased_at {
+        None => Some(people_page(&state, job.id, outcome, q.after).await?),
+        Some(_) => None,
+    };
     let body = html! {
         h1 { "Job " span.mono { (job.id) } }
+        @if let Some(at) = job.erased_at {
+            p.notice #erased {
+                "This job was erased on " (when(at)) ": its people, their records, its metadata and its "
+                "callback URL are gone. Its counters and credits stay (and count in the client's usage)."
+            }
+        }
         (summary_markup(&job))
         h2 { "Details" }
         dl.kv {
@@ -367,7 +392,7 @@ pub async fn show(
                 tbody { @for d in &job.failed_deliveries { tr { td { (when(d.received_at)) } td.mono { (d.batch_id) } td { (d.error.as_deref().unwrap_or("")) } } } } }
         }
         (callback_markup(&job, &viewer))
-        (people_markup(&job, &people, outcome, next))
+        @if let Some((people, next)) = &people { (people_markup(&job, people, outcome, *next)) }
     };
     Ok(layout::html(StatusCode::OK, layout::page("Job", Some(&viewer), Nav::None, body)))
 }
@@ -391,7 +416,7 @@ pub async fn person(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, UiError> {
     let (job_id, person_id) = path.into_inner();
-    let job = visible_job(&state, &viewer, &job_id).await?;
+    let job = readable_job(&state, &viewer, &job_id).await?;
     let pid = Uuid::parse_str(&person_id).map_err(|_| UiError::NotFound("person"))?;
     let view = state.store.get_person(pid).await?.filter(|p| p.job_id == job.id).ok_or(UiError::NotFound("person"))?;
     let p = Person::from(&view);
@@ -490,7 +515,7 @@ pub async fn export_csv(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, UiError> {
-    let job = visible_job(&state, &viewer, &path).await?;
+    let job = readable_job(&state, &viewer, &path).await?;
     let mut people = Vec::new();
     let mut after = None;
     loop {

@@ -33,6 +33,9 @@ pub enum UiError {
     /// No such thing, or not this viewer's.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The job's personal data was erased: its people, records and CSV are gone for good.
+    #[error("{0}")]
+    Gone(String),
     /// The request cannot be acted on as sent.
     #[error("{0}")]
     BadRequest(String),
@@ -63,6 +66,7 @@ impl ResponseError for UiError {
             UiError::SignIn => StatusCode::SEE_OTHER,
             UiError::Csrf | UiError::Forbidden => StatusCode::FORBIDDEN,
             UiError::NotFound(_) => StatusCode::NOT_FOUND,
+            UiError::Gone(_) => StatusCode::GONE,
             UiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             UiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             UiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -191,10 +191,30 @@ async fn owned_job(state: &AppState, client: &Client, id: &str) -> Result<job_st
     Ok(job)
 }
 
+/// The job if this client may still read it. Once erased (`DELETE /v1/jobs/{id}`) its reads
+/// answer 410: the personal data is gone for good, while its credits stay in `GET /v1/usage`.
+async fn readable_job(state: &AppState, client: &Client, id: &str) -> Result<job_store::JobView, ApiError> {
+    let job = owned_job(state, client, id).await?;
+    match job.erased_at {
+        Some(at) => Err(erased(&job, at)),
+        None => Ok(job),
+    }
+}
+
+/// The 410 for an erased job, naming it and when it was erased (written as `erased_at` is).
+fn erased(job: &job_store::JobView, at: chrono::DateTime<chrono::Utc>) -> ApiError {
+    ApiError::Gone(format!(
+        "job {} was erased at {}: its personal data is gone; its credits stay in GET /v1/usage",
+        job.id,
+        at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    ))
+}
+
 /// A job: status, options, counters by person state, credits, callback delivery state.
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "job id")),
     responses((status = 200, description = "the job", body = Job), (status = 404, description = "no such job", body = ErrorBody),
+        (status = 410, description = "the job was erased (`DELETE /v1/jobs/{id}`); the message names it and when", body = ErrorBody),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
@@ -204,7 +224,7 @@ pub async fn get(
     client: Client,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let job = owned_job(&state, &client, &path).await?;
+    let job = readable_job(&state, &client, &path).await?;
     Ok(HttpResponse::Ok().json(Job::from(&job)))
 }
 
@@ -223,6 +243,7 @@ fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
     responses((status = 200, description = "a page of people", body = PersonPage),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
         (status = 404, description = "no such job", body = ErrorBody),
+        (status = 410, description = "the job was erased (`DELETE /v1/jobs/{id}`); the message names it and when", body = ErrorBody),
         (status = 422, description = "`limit` or `after` out of range; `details` names it", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
@@ -233,7 +254,7 @@ pub async fn people(
     client: Client,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let job = owned_job(&state, &client, &path).await?;
+    let job = readable_job(&state, &client, &path).await?;
     let limit = page_limit(page.limit)?;
     let after = match page.after.as_deref() {
         None | Some("") => None,
@@ -289,10 +310,12 @@ pub async fn cancel(
 /// Erase a job's personal data: the people's inputs and merged records, the raw Apollo payloads
 /// that hold them, the job's metadata and callback URL. Counters, states and credits stay, and the
 /// job shows `erased_at`. A running job is cancelled first (calls already in flight finish, their
-/// results are not kept). Erasing again is harmless.
+/// results are not kept). From then on `GET /v1/jobs/{id}` and its people answer 410; the job's
+/// credits stay in `GET /v1/usage` and it stays listed in `GET /v1/jobs`. Erasing again is
+/// harmless: it answers the job again.
 #[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "job id")),
-    responses((status = 200, description = "the job, with `erased_at`", body = Job), (status = 404, description = "no such job", body = ErrorBody),
+    responses((status = 200, description = "the job, with `erased_at` (also when it was erased before)", body = Job), (status = 404, description = "no such job", body = ErrorBody),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
