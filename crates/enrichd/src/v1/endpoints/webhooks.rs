@@ -27,7 +27,10 @@ pub struct Token {
 /// Receive one Apollo delivery for a batch.
 #[utoipa::path(post, path = "/v1/webhooks/apollo/{batch_id}", tag = "webhooks",
     params(("batch_id" = Uuid, Path, description = "the batch named in the URL"), Token),
-    request_body(content = Object, description = "Apollo's delivery, stored as received", content_type = "application/json"),
+    request_body(content = serde_json::Value, content_type = "application/json",
+        description = "Apollo's delivery (a JSON object), stored as received. Any non-empty body with the right token \
+            is kept for audit, and one that is not a usable delivery (not JSON, not an object, no people) is failed \
+            with its error and listed in the job's `failed_deliveries`: the body's schema is therefore any value."),
     responses(
         (status = 200, description = "stored (or a duplicate of a stored delivery)", body = DeliveryReceipt),
         (status = 400, description = "empty body, or the body could not be read", body = ErrorBody),
