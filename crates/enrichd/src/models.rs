@@ -781,16 +781,40 @@ pub struct PersonPageQuery {
 /// The window of `GET /v1/usage`.
 #[derive(Debug, Deserialize, IntoParams)]
 pub struct UsageQuery {
-    /// Start: an RFC 3339 instant or a date (its midnight, UTC); default the current UTC month's start.
-    #[param(
-        pattern = r"^([0-9]{4}-[0-9]{2}-[0-9]{2}([Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?)?$"
-    )]
+    /// Start (described in `usage_from`).
+    #[param(schema_with = usage_from)]
     pub from: Option<String>,
-    /// End (exclusive): an RFC 3339 instant, or a date (that whole day included); default the start of next month.
-    #[param(
-        pattern = r"^([0-9]{4}-[0-9]{2}-[0-9]{2}([Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2}))?)?$"
-    )]
+    /// End, exclusive (described in `usage_to`).
+    #[param(schema_with = usage_to)]
     pub to: Option<String>,
+}
+
+fn usage_from() -> utoipa::openapi::schema::Schema {
+    usage_bound(
+        "Start: an RFC 3339 instant, or a date (its midnight, UTC); empty or absent: the current UTC month's start.",
+    )
+}
+
+fn usage_to() -> utoipa::openapi::schema::Schema {
+    usage_bound(
+        "End (exclusive): an RFC 3339 instant, or a date (that whole day included); empty or absent: the start of next month.",
+    )
+}
+
+/// An end of the usage window as `core::usage` reads it: exactly an RFC 3339 `date` or
+/// `date-time`, or empty (the default). A `schema_with` parameter drops its doc comment, so the
+/// description goes on the schema.
+fn usage_bound(description: &str) -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    let format = |f| string().format(Some(SchemaFormat::KnownFormat(f)));
+    AnyOfBuilder::new()
+        .item(format(KnownFormat::Date))
+        .item(format(KnownFormat::DateTime))
+        .item(string().max_length(Some(0)))
+        .description(Some(description))
+        .build()
+        .into()
 }
 
 /// Credits by what Apollo charged them for.
