@@ -185,9 +185,11 @@ async fn retry_sends_only_the_people_asked_for(backend: Backend) {
     assert_eq!(bad.status(), 422);
     let err: Value = bad.json().await.unwrap();
     assert_eq!(err["error"]["details"][0]["field"], "states[1]", "{err}");
-    // Nobody is not_found: nothing to retry.
+    // Nobody is not_found: nothing to retry, a conflict with the job's state as while it runs.
     let none = retry(&t, CLIENT_KEY, &id, Some(json!({"states": ["not_found"]})), None).await;
-    assert_eq!(none.status(), 422);
+    assert_eq!(none.status(), 409);
+    let err: Value = none.json().await.unwrap();
+    assert_eq!(err["error"]["message"], "no person of the job is not_found: nothing to retry", "{err}");
 
     // Apollo takes them now.
     t.sim.update_config(|c| c.reject_marker = None);

@@ -95,10 +95,10 @@ const MAX_RETRY_BODY: usize = 16 * 1024;
         (status = 400, description = "the body is not JSON", body = ErrorBody),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
         (status = 404, description = "no such job", body = ErrorBody),
-        (status = 409, description = "the job is still running or was erased, or the Idempotency-Key was used for another request", body = ErrorBody),
+        (status = 409, description = "the job is still running, was erased, or has nobody in the states asked for; or the Idempotency-Key was used for another request", body = ErrorBody),
         (status = 413, description = "body over 16 KiB", body = ErrorBody),
         (status = 415, description = "a body that is not application/json", body = ErrorBody),
-        (status = 422, description = "a state that cannot be retried, or no person in the states asked for; `details` names it", body = ErrorBody),
+        (status = 422, description = "a state that cannot be retried; `details` names it", body = ErrorBody),
         (status = 429, description = "the client's daily credit cap (`CLIENT_DAILY_CREDITS`) is reached", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody),
@@ -141,8 +141,9 @@ pub async fn retry(
     can_retry(&original).map_err(|e| ApiError::Conflict(e.to_string()))?;
     let inputs = state.store.inputs_in_states(original.id, &states).await?;
     if inputs.is_empty() {
+        // A valid request the job's current state cannot serve, as while it runs: 409, not 422.
         let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
-        return Err(ApiError::invalid_field("states", format!("no person of the job is {}", names.join(" or "))));
+        return Err(ApiError::Conflict(format!("no person of the job is {}: nothing to retry", names.join(" or "))));
     }
     let mut new = retry_job(&original, inputs, key);
     state.config.apply_credit_limits(&mut new);
