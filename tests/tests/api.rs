@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use apollo_sim::SimConfig;
-use e2e_tests::{Backend, CLIENT_KEY, OTHER_KEY, TestApp, fast_sim, on_both_backends};
+use e2e_tests::{ADMIN_KEY, Backend, CLIENT_KEY, OTHER_KEY, TestApp, fast_sim, on_both_backends};
 use futures_util::FutureExt;
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -302,6 +302,9 @@ fn bad_submissions() -> Vec<Case> {
             })
         },
         Case::call("list without a key", Method::GET, "/v1/jobs".into(), 401, "unauthorized").key(None),
+        Case::call("list with an admin key", Method::GET, "/v1/jobs".into(), 403, "forbidden").key(Some(ADMIN_KEY)),
+        Case::call("usage with an admin key", Method::GET, "/v1/usage".into(), 403, "forbidden").key(Some(ADMIN_KEY)),
+        Case::call("admin resume with a client key", Method::POST, "/v1/admin/resume".into(), 403, "forbidden"),
         Case::call("list limit 0", Method::GET, "/v1/jobs?limit=0".into(), 422, "validation_failed"),
         Case::call("list limit 1001", Method::GET, "/v1/jobs?limit=1001".into(), 422, "validation_failed"),
         Case::call("list limit not a number", Method::GET, "/v1/jobs?limit=ten".into(), 422, "validation_failed"),

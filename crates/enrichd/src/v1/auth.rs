@@ -34,6 +34,10 @@ impl FromRequest for Client {
             None => Err(ApiError::Unauthorized("missing `Authorization: Bearer <api key>`")),
             Some(k) => match state.keys.client_for(k) {
                 Some(name) => Ok(Client(name.to_string())),
+                // A known key of the wrong kind is refused as the admin route refuses a client key.
+                None if state.admin_keys.client_for(k).is_some() => {
+                    Err(ApiError::Forbidden("this route needs a client key (ENRICHD_API_KEYS), not an admin key"))
+                }
                 None => Err(ApiError::Unauthorized("unknown API key")),
             },
         }))

@@ -25,6 +25,7 @@ use crate::v1::endpoints::body::{decode_json, read_limited, require_json};
         (status = 202, description = "accepted (or replayed, with `Idempotent-Replayed: true`)", body = Job),
         (status = 400, description = "the body is not JSON", body = ErrorBody),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "an admin key: this route needs a client key", body = ErrorBody),
         (status = 409, description = "Idempotency-Key reused with another body", body = ErrorBody),
         (status = 413, description = "body over the size limit (`MAX_BODY_BYTES`, 64 MiB by default)", body = ErrorBody),
         (status = 415, description = "not application/json", body = ErrorBody),
@@ -94,6 +95,7 @@ const MAX_RETRY_BODY: usize = 16 * 1024;
         (status = 202, description = "the new job: the original's flags and settings, only those people, `retry_of` the original (or the one an earlier request with the same key created, with `Idempotent-Replayed: true`)", body = Job),
         (status = 400, description = "the body is not JSON", body = ErrorBody),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "an admin key: this route needs a client key", body = ErrorBody),
         (status = 404, description = "no such job", body = ErrorBody),
         (status = 409, description = "the job is still running, was erased, or has nobody in the states asked for; or the Idempotency-Key was used for another request", body = ErrorBody),
         (status = 413, description = "body over 16 KiB", body = ErrorBody),
@@ -217,6 +219,7 @@ fn erased(job: &job_store::JobView, at: chrono::DateTime<chrono::Utc>) -> ApiErr
     responses((status = 200, description = "the job", body = Job), (status = 404, description = "no such job", body = ErrorBody),
         (status = 410, description = "the job was erased (`DELETE /v1/jobs/{id}`); the message names it and when", body = ErrorBody),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "an admin key: this route needs a client key", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[get("/v1/jobs/{id}")]
@@ -243,6 +246,7 @@ fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
     params(("id" = Uuid, Path, description = "job id"), PersonPageQuery),
     responses((status = 200, description = "a page of people", body = PersonPage),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "an admin key: this route needs a client key", body = ErrorBody),
         (status = 404, description = "no such job", body = ErrorBody),
         (status = 410, description = "the job was erased (`DELETE /v1/jobs/{id}`); the message names it and when", body = ErrorBody),
         (status = 422, description = "`limit` or `after` out of range; `details` names it", body = ErrorBody),
@@ -270,6 +274,7 @@ pub async fn people(
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", security(("bearer" = [])), params(JobPageQuery),
     responses((status = 200, description = "a page of jobs", body = JobPage),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "an admin key: this route needs a client key", body = ErrorBody),
         (status = 422, description = "`limit` or `after` out of range; `details` names it", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
@@ -294,6 +299,7 @@ pub async fn list(
     params(("id" = Uuid, Path, description = "job id")),
     responses((status = 200, description = "the job", body = Job), (status = 404, description = "no such job", body = ErrorBody),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "an admin key: this route needs a client key", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[post("/v1/jobs/{id}/cancel")]
@@ -318,6 +324,7 @@ pub async fn cancel(
     params(("id" = Uuid, Path, description = "job id")),
     responses((status = 200, description = "the job, with `erased_at` (also when it was erased before)", body = Job), (status = 404, description = "no such job", body = ErrorBody),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "an admin key: this route needs a client key", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[delete("/v1/jobs/{id}")]
@@ -346,6 +353,7 @@ pub async fn erase(
     params(("id" = Uuid, Path, description = "job id")),
     responses((status = 202, description = "queued", body = Queued), (status = 404, description = "no such job", body = ErrorBody),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "an admin key: this route needs a client key", body = ErrorBody),
         (status = 409, description = "the job has no callback yet, or was erased", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]

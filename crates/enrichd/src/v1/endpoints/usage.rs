@@ -12,6 +12,7 @@ use crate::v1::auth::Client;
 #[utoipa::path(get, path = "/v1/usage", tag = "usage", security(("bearer" = [])), params(UsageQuery),
     responses((status = 200, description = "sums over the client's jobs created in `[from, to)`", body = UsageReport),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
+        (status = 403, description = "an admin key: this route needs a client key", body = ErrorBody),
         (status = 422, description = "`from` or `to` unreadable, or `to` before `from`; `details` names it", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
