@@ -306,6 +306,9 @@ fn bad_submissions() -> Vec<Case> {
         Case::call("usage with an admin key", Method::GET, "/v1/usage".into(), 403, "forbidden").key(Some(ADMIN_KEY)),
         Case::call("admin resume with a client key", Method::POST, "/v1/admin/resume".into(), 403, "forbidden"),
         Case::call("list limit 0", Method::GET, "/v1/jobs?limit=0".into(), 422, "validation_failed"),
+        Case::call("list limit 0 without a key", Method::GET, "/v1/jobs?limit=0".into(), 401, "unauthorized").key(None),
+        Case::call("usage of no date without a key", Method::GET, "/v1/usage?from=x".into(), 401, "unauthorized")
+            .key(None),
         Case::call("list limit 1001", Method::GET, "/v1/jobs?limit=1001".into(), 422, "validation_failed"),
         Case::call("list limit not a number", Method::GET, "/v1/jobs?limit=ten".into(), 422, "validation_failed"),
         Case::call("list after not a job id", Method::GET, "/v1/jobs?after=yesterday".into(), 422, "validation_failed"),
@@ -354,6 +357,14 @@ fn bad_requests_about(id: &str, batch_id: uuid::Uuid, token: &str) -> Vec<Case> 
             .key(Some(OTHER_KEY)),
         Case::call("people without a key", Method::GET, format!("/v1/jobs/{id}/people"), 401, "unauthorized").key(None),
         Case::call("people limit 0", Method::GET, format!("/v1/jobs/{id}/people?limit=0"), 422, "validation_failed"),
+        Case::call(
+            "people limit 0 with an admin key",
+            Method::GET,
+            format!("/v1/jobs/{id}/people?limit=0"),
+            403,
+            "forbidden",
+        )
+        .key(Some(ADMIN_KEY)),
         Case::call(
             "people limit 5000",
             Method::GET,

@@ -254,9 +254,11 @@ fn page_limit(limit: Option<u64>) -> Result<u64, ApiError> {
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[get("/v1/jobs/{id}/people")]
 pub async fn people(
+    // Extractors run in order: the key is checked before the query is read, so a request without
+    // one gets its 401 whatever its query.
+    client: Client,
     path: web::Path<String>,
     page: web::Query<PersonPageQuery>,
-    client: Client,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let job = readable_job(&state, &client, &path).await?;
@@ -280,8 +282,8 @@ pub async fn people(
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[get("/v1/jobs")]
 pub async fn list(
-    page: web::Query<JobPageQuery>,
     client: Client,
+    page: web::Query<JobPageQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let limit = page_limit(page.limit)?;

@@ -18,8 +18,9 @@ use crate::v1::auth::Client;
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[get("/v1/usage")]
 pub async fn usage(
-    query: web::Query<UsageQuery>,
+    // Before the query: a request without a key gets its 401 whatever its query.
     client: Client,
+    query: web::Query<UsageQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) =
