@@ -50,7 +50,11 @@ pub struct PersonInput {
     pub name: Option<String>,
     /// Email address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 512, pattern = "^(\\s*|\\s*[^@\\s]+@[^@\\s]+\\s*)$", example = "dana@northwind-labs.com")]
+    #[schema(
+        max_length = 512,
+        pattern = "^(\\s*|\\s*[^@\\s]+@[^@\\s]*\\.[^@\\s]*\\s*)$",
+        example = "dana@northwind-labs.com"
+    )]
     pub email: Option<String>,
     /// MD5 (32) or SHA-256 (64) hex digest of the lower-cased email.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -79,9 +83,15 @@ pub struct PersonInput {
     /// header row goes in the job's `metadata.source_columns`), so an export can give it back.
     /// At most 200 cells of 512 bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_items = 200)]
+    #[schema(max_items = 200, value_type = Option<Vec<SourceCell>>)]
     pub source_row: Option<Vec<String>>,
 }
+
+/// One cell of a `source_row`: at most 512 bytes, no U+0000, as the other person fields (the
+/// document's name for the `String`s of [`PersonInput::source_row`]).
+#[derive(ToSchema)]
+#[schema(max_length = 512, pattern = "^[^\\u0000]*$")]
+pub struct SourceCell(pub String);
 
 /// A client's own id for a person: CRMs often use numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
