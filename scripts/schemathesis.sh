@@ -28,6 +28,9 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+# The runs use copies of what was just built: another build sharing the target directory may
+# replace the binaries while they run.
+cp "$TARGET/debug/enrichd" "$TARGET/debug/apollo-sim" "$WORK/"
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 new_key() { echo "st-$(head -c 18 /dev/urandom | base64 | tr -d '/+=')"; }
 CLIENT_KEY=$(new_key)
@@ -46,7 +49,7 @@ cat >"$ENRICHD_AUTH_FILE" <<EOF
 EOF
 
 SIM_PORT=$(free_port)
-"$TARGET/debug/apollo-sim" --bind "127.0.0.1:$SIM_PORT" >"$WORK/sim.log" 2>&1 &
+"$WORK/apollo-sim" --bind "127.0.0.1:$SIM_PORT" >"$WORK/sim.log" 2>&1 &
 PIDS+=($!)
 
 # Starts the service on DATABASE_URL $1 (log $2); sets BASE and API_PID.
@@ -57,7 +60,7 @@ start_service() {
     APOLLO_API_KEY=sim-key APOLLO_BASE_URL="http://127.0.0.1:$SIM_PORT" \
     ENRICHD_API_KEYS="schemathesis=$CLIENT_KEY,other=$OTHER_KEY" ENRICHD_ADMIN_KEYS="ops=$ADMIN_KEY" \
     CALLBACK_SIGNING_SECRET="whsec_$(head -c 24 /dev/urandom | base64)" \
-    RUST_LOG=warn "$TARGET/debug/enrichd" serve >"$2" 2>&1 &
+    RUST_LOG=warn "$WORK/enrichd" serve >"$2" 2>&1 &
   API_PID=$!
   PIDS+=("$API_PID")
   BASE="http://127.0.0.1:$port"
