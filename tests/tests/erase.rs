@@ -55,7 +55,7 @@ async fn deliveries_of(t: &TestApp, batches: &[Uuid]) -> Vec<inbound_delivery::M
 /// job is erased the API answers 410 instead.
 async fn stored_people(t: &TestApp, job_id: Uuid) -> Vec<Value> {
     let people = t.app.state.store.list_people(job_id, None, 10_000).await.unwrap();
-    people.iter().map(enrichd::v1::models::person_json).collect()
+    people.iter().map(enrichd::models::person_json).collect()
 }
 
 /// Asserts that `GET path` answers 410 Gone naming the job and when it was erased.
@@ -220,7 +220,7 @@ async fn delete_a_running_job(backend: Backend) {
     let job_id = Uuid::parse_str(&id).unwrap();
     let started = Instant::now();
     let job = loop {
-        let job = enrichd::v1::models::job_json(&t.app.state.store.get_job(job_id).await.unwrap().expect("kept"));
+        let job = enrichd::models::job_json(&t.app.state.store.get_job(job_id).await.unwrap().expect("kept"));
         if matches!(job["status"].as_str(), Some("completed" | "failed" | "cancelled")) {
             break job;
         }
