@@ -1,4 +1,4 @@
-//! The HTTP client: `bulk_match`, `webhook_result` polling and `api_usage_stats`.
+//! The HTTP client: `bulk_match` and `webhook_result` polling.
 
 use std::time::{Duration, Instant};
 
@@ -169,21 +169,6 @@ impl ApolloClient {
         self.webhook_result(&id.to_string()).await
     }
 
-    /// `POST /api/v1/usage_stats/api_usage_stats`: the authoritative per-route limits, as JSON.
-    pub async fn api_usage_stats(&self) -> Result<Value, ApolloError> {
-        let request = self
-            .authed(self.http.post(format!("{}/api/v1/usage_stats/api_usage_stats", self.base)))
-            .json(&serde_json::json!({}))
-            .build()
-            .map_err(|e| ApolloError::Transient { status: None, message: format!("building request: {e}") })?;
-        let (status, limits, body) = self.send(request).await?;
-        if !status.is_success() {
-            return Err(ApolloError::from_response(status.as_u16(), limits, &body));
-        }
-        serde_json::from_str(&body)
-            .map_err(|e| ApolloError::Undecodable { status: status.as_u16(), message: e.to_string() })
-    }
-
     fn authed(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         rb.header("x-api-key", self.api_key.expose_secret())
             .header("accept", "application/json")
@@ -230,31 +215,7 @@ fn endpoint_of(path: &str) -> &'static str {
         "bulk_match"
     } else if path.contains("/webhook_result/") {
         "webhook_result"
-    } else if path.ends_with("/api_usage_stats") {
-        "api_usage_stats"
     } else {
         "other"
     }
-}
-
-/// One window of `api_usage_stats`: `limit` and `left_over` are `None` when the window is unlimited.
-pub type UsageWindow = (Option<i64>, i64, Option<i64>);
-
-/// Parses the `api_usage_stats` answer for one route pair, e.g. `("api/v1/people", "bulk_match")`:
-/// `[minute, hour, day]` as `(limit, consumed, left_over)`.
-pub fn route_usage(stats: &Value, path: &str, action: &str) -> Option<[UsageWindow; 3]> {
-    let obj = stats.as_object()?;
-    // The key is a stringified pair; its spacing varies, so compare after parsing it.
-    let (_, entry) = obj.iter().find(|(k, _)| {
-        serde_json::from_str::<Vec<String>>(k).is_ok_and(|pair| pair.len() == 2 && pair[0] == path && pair[1] == action)
-    })?;
-    let window = |w: &str| {
-        let v = entry.get(w)?;
-        Some((
-            v.get("limit").and_then(Value::as_i64),
-            v.get("consumed").and_then(Value::as_i64).unwrap_or(0),
-            v.get("left_over").and_then(Value::as_i64),
-        ))
-    };
-    Some([window("minute")?, window("hour")?, window("day")?])
 }

@@ -14,7 +14,7 @@ pub mod rate_limit;
 pub mod trace;
 pub mod wire;
 
-pub use client::{ApolloClient, BulkMatchOutcome, MAX_DETAILS, UsageWindow, WebhookResultPoll, route_usage};
+pub use client::{ApolloClient, BulkMatchOutcome, MAX_DETAILS, WebhookResultPoll};
 pub use delivery::{Delivery, DeliveryError, DeliveryKind, parse_delivery};
 pub use error::{ApolloError, ErrorBody};
 pub use facts::{

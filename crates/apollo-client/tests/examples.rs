@@ -2,7 +2,7 @@
 
 use apollo_client::{
     ApolloClient, ApolloError, BulkMatchResponse, Credits, DeliveryKind, EnrichFlags, FactSource, PersonDetail,
-    RequestId, WebhookResult, parse_delivery, route_usage,
+    RequestId, WebhookResult, parse_delivery,
 };
 use serde_json::Value;
 
@@ -148,23 +148,6 @@ fn defensive_envelopes_and_garbage() {
     assert_eq!(parse_delivery(br#"{"status": "success"}"#), Err(apollo_client::DeliveryError::UnknownEnvelope));
     assert_eq!(parse_delivery(br#"[1, 2]"#), Err(apollo_client::DeliveryError::UnknownEnvelope));
     assert_eq!(parse_delivery(br#"{"people": [1]}"#), Err(apollo_client::DeliveryError::NotAPerson { index: 0 }));
-}
-
-#[test]
-fn usage_stats_example() {
-    let v = json("api_usage_stats.json");
-    let [minute, hour, day] = route_usage(&v, "api/v1/people", "bulk_match").unwrap();
-    assert_eq!(minute, (Some(20), 7, Some(13)));
-    assert_eq!(hour, (Some(100), 41, Some(59)));
-    assert_eq!(day, (Some(600), 212, Some(388)));
-    let unlimited = serde_json::json!({"[\"api/v1/people\",\"bulk_match\"]": {
-        "minute": {"limit": 1000, "consumed": 3, "left_over": 997},
-        "hour": {"limit": null, "consumed": 50, "left_over": null},
-        "day": {"limit": null, "consumed": 80, "left_over": null}}});
-    let [m, h, _] = route_usage(&unlimited, "api/v1/people", "bulk_match").unwrap();
-    assert_eq!(m, (Some(1000), 3, Some(997)));
-    assert_eq!(h, (None, 50, None), "null means unlimited");
-    assert!(route_usage(&v, "api/v1/people", "search").is_none());
 }
 
 #[test]

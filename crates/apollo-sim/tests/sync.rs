@@ -6,11 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use apollo_client::{
-    ApolloClient, ApolloError, Credits, EnrichFlags, PersonDetail, WindowLimit, is_placeholder_email, route_usage,
-};
+use apollo_client::{ApolloClient, ApolloError, Credits, EnrichFlags, PersonDetail, WindowLimit, is_placeholder_email};
 use apollo_sim::{ChargeKind, SimConfig};
-use common::{fast_config, people, start};
+use common::{bulk_match_usage, fast_config, people, start};
 use serde_json::{Value, json};
 
 const NO_FLAGS: EnrichFlags = EnrichFlags::NONE;
@@ -285,12 +283,12 @@ async fn credits_run_out_at_the_balance_boundary() {
 #[tokio::test]
 async fn api_usage_stats_reports_the_windows() {
     let config = SimConfig { minute_limit: Some(20), hour_limit: Some(100), day_limit: Some(600), ..fast_config() };
+    let key = config.api_key.clone();
     let (sim, client) = start(config).await;
     for _ in 0..2 {
         client.bulk_match(&people("u", 1), &NO_FLAGS, None, false).await.unwrap();
     }
-    let stats = client.api_usage_stats().await.unwrap();
-    let [minute, hour, day] = route_usage(&stats, "api/v1/people", "bulk_match").expect("the bulk_match route");
+    let [minute, hour, day] = bulk_match_usage(&sim, &key).await;
     assert_eq!(minute, (Some(20), 2, Some(18)));
     assert_eq!(hour, (Some(100), 2, Some(98)));
     assert_eq!(day, (Some(600), 2, Some(598)));
@@ -318,8 +316,7 @@ async fn the_counting_knobs_show_on_the_wire() {
         }
         other => panic!("expected a 429, got {other:?}"),
     }
-    let stats = client.api_usage_stats().await.unwrap();
-    let [minute, ..] = route_usage(&stats, "api/v1/people", "bulk_match").expect("the bulk_match route");
+    let [minute, ..] = bulk_match_usage(&sim, &fast_config().api_key).await;
     assert_eq!(minute, (Some(2), 1, Some(1)), "stale: always 1 used");
     // No headers at all.
     sim.update_config(|c| (c.no_rate_headers, c.minute_limit) = (true, None));

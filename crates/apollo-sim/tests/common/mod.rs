@@ -36,6 +36,34 @@ pub async fn start(config: SimConfig) -> (SimHandle, ApolloClient) {
     (sim, client)
 }
 
+/// The bulk_match route's `[minute, hour, day]` in the simulator's `api_usage_stats` answer, as
+/// `(limit, consumed, left_over)` read off the wire (the key is a stringified route pair).
+pub async fn bulk_match_usage(sim: &SimHandle, api_key: &str) -> [(Option<i64>, i64, Option<i64>); 3] {
+    let stats: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/usage_stats/api_usage_stats", sim.url()))
+        .header("x-api-key", api_key)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .expect("usage stats answer")
+        .json()
+        .await
+        .expect("usage stats JSON");
+    let entry = stats
+        .as_object()
+        .and_then(|o| {
+            o.iter().find(|(k, _)| {
+                serde_json::from_str::<Vec<String>>(k).ok() == Some(vec!["api/v1/people".into(), "bulk_match".into()])
+            })
+        })
+        .map(|(_, v)| v.clone())
+        .expect("the bulk_match route");
+    ["minute", "hour", "day"].map(|w| {
+        let v = &entry[w];
+        (v["limit"].as_i64(), v["consumed"].as_i64().unwrap_or(0), v["left_over"].as_i64())
+    })
+}
+
 /// `n` distinct people identified by email.
 pub fn people(tag: &str, n: usize) -> Vec<PersonDetail> {
     (0..n)
