@@ -14,20 +14,21 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use apollo_client::{Delivery, PersonFacts};
 use chrono::{DateTime, Utc};
+use rules::budget::split_credits;
+use rules::lifecycle::{self, Event, Part};
+use rules::merge::Record;
+use rules::{BatchState, DeliveryState};
 use sea_orm::sea_query::{Expr, LockType};
 use sea_orm::{ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::budget;
-use crate::counters::{CreditKind, Tally, split_credits};
+use crate::counters::{CreditKind, Tally};
 use crate::entities::{batch, inbound_delivery, person};
 use crate::erase::{empty_delivery_bodies, erased_jobs_in_batches};
 use crate::error::{StoreError, StoreResult};
 use crate::people::{Assign, apply_event, lock_people_where, update_from_rows, update_people};
-use rules::lifecycle::{self, Event, Part};
-use rules::merge::Record;
-use rules::{BatchState, DeliveryState};
 
 /// The outcome of [`crate::Store::apply_delivery`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,9 +269,7 @@ impl Group {
             b.lost_credits_micros += credits;
         }
         let new = budget::batch_double_charge_of(b, by_job.iter().map(|(_, n)| n).sum()).micros();
-        for (job_id, share) in split_credits(new - b.double_charge_micros, by_job) {
-            tally.reprice_double_charges(job_id, share);
-        }
+        tally.reprice_double_charges(by_job, b.double_charge_micros, new);
         b.double_charge_micros = new;
         self.repriced.insert(batch_id);
     }

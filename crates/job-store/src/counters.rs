@@ -4,6 +4,9 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use rules::budget::split_credits;
+use rules::lifecycle;
+use rules::{CallbackEvent, Counts, JobState, PersonState};
 use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, OnConflict};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
@@ -11,8 +14,6 @@ use uuid::Uuid;
 use crate::callbacks::{event_row, record_job_updated};
 use crate::entities::{batch, batch_person, callback_delivery, job, person};
 use crate::error::StoreResult;
-use rules::lifecycle;
-use rules::{CallbackEvent, Counts, JobState, PersonState};
 
 /// The counters stored in a job row.
 pub fn counts_of(j: &job::Model) -> Counts {
@@ -134,9 +135,12 @@ impl Tally {
         self.jobs.entry(job).or_default().possible_double_charges += 1;
     }
 
-    /// What `job`'s calls of unknown outcome may have cost changes by `micros`.
-    pub fn reprice_double_charges(&mut self, job: Uuid, micros: i64) {
-        self.jobs.entry(job).or_default().possible_double_charge_micros += micros;
+    /// What a batch's calls of unknown outcome may have cost went from `old` to `new`
+    /// micro-credits: the change goes to its jobs, split by their people in it (`by_job`).
+    pub fn reprice_double_charges(&mut self, by_job: &[(Uuid, i64)], old: i64, new: i64) {
+        for (job, share) in split_credits(new - old, by_job) {
+            self.jobs.entry(job).or_default().possible_double_charge_micros += share;
+        }
     }
 
     /// A batch took people of `job`: fairness timestamp, and `queued` → `running`.
@@ -295,25 +299,6 @@ pub(crate) async fn recount<C: ConnectionTrait>(db: &C, job_id: Uuid) -> StoreRe
     }
     Ok(counts)
 }
-/// Splits `total` micro-credits across parts in proportion to their weights, exactly: floors,
-/// then the remainder one micro at a time to the first parts (callers pass them in id order).
-pub(crate) fn split_credits(total: i64, parts: &[(Uuid, i64)]) -> Vec<(Uuid, i64)> {
-    let weight: i128 = parts.iter().map(|(_, w)| i128::from(*w)).sum();
-    if weight == 0 || total == 0 {
-        return parts.iter().map(|(id, _)| (*id, 0)).collect();
-    }
-    let mut shares: Vec<(Uuid, i64)> =
-        parts.iter().map(|(id, w)| (*id, (i128::from(total) * i128::from(*w)).div_euclid(weight) as i64)).collect();
-    let mut rest = total - shares.iter().map(|(_, s)| s).sum::<i64>();
-    for s in shares.iter_mut() {
-        if rest == 0 {
-            break;
-        }
-        s.1 += 1;
-        rest -= 1;
-    }
-    shares
-}
 
 /// The jobs with people in a batch and how many each (its membership rows), in job id order.
 pub(crate) async fn people_per_job<C: ConnectionTrait>(db: &C, batch_id: Uuid) -> StoreResult<Vec<(Uuid, i64)>> {
@@ -342,9 +327,7 @@ pub(crate) async fn set_batch_double_charge<C: ConnectionTrait>(
     if new == old {
         return Ok(());
     }
-    for (job, share) in split_credits(new - old, by_job) {
-        tally.reprice_double_charges(job, share);
-    }
+    tally.reprice_double_charges(by_job, old, new);
     batch::Entity::update_many()
         .filter(batch::Column::Id.eq(batch_id))
         .col_expr(batch::Column::DoubleChargeMicros, Expr::value(new))

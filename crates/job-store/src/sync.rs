@@ -4,27 +4,26 @@ use std::collections::{BTreeMap, HashMap};
 
 use apollo_client::Credits;
 use chrono::{DateTime, Utc};
+use rules::budget::split_credits;
+use rules::lifecycle::{Answer, Event};
+use rules::merge::{Record, needs_sanitizing, storable};
+use rules::records::{SyncMatch, SyncPerson};
+use rules::{BatchState, PersonState};
 use sea_orm::sea_query::{Expr, ExprTrait, LockType};
 use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::Store;
 use crate::budget;
+use crate::clock::now;
 use crate::columns::storable_text;
-use crate::counters::{CreditKind, Tally, people_per_job, set_batch_double_charge, split_credits};
+use crate::counters::{CreditKind, Tally, people_per_job, set_batch_double_charge};
 use crate::entities::{batch, person};
+use crate::error::{StoreError, StoreResult};
 use crate::people::{apply_event, lock_batch_primaries, update_people};
 use crate::sql::by_key;
-use crate::{
-    Store,
-    clock::now,
-    error::{StoreError, StoreResult},
-};
-use rules::lifecycle::{Answer, Event};
-use rules::merge::{Record, needs_sanitizing, storable};
-use rules::records::{SyncMatch, SyncPerson};
-use rules::{BatchState, PersonState};
 
 /// The synchronous answer of one batch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -246,23 +245,4 @@ async fn record_in(
         set_batch_double_charge(txn, tally, b.id, &by_job, b.double_charge_micros, amount.micros()).await?;
     }
     Ok(SyncRecorded::Recorded { completed_jobs: Vec::new() })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credit_split_is_exact() {
-        let a = Uuid::from_u128(1);
-        let b = Uuid::from_u128(2);
-        let c = Uuid::from_u128(3);
-        let s = split_credits(1_000_001, &[(a, 1), (b, 1), (c, 1)]);
-        assert_eq!(s, vec![(a, 333_334), (b, 333_334), (c, 333_333)]);
-        let s = split_credits(10, &[(a, 9), (b, 1)]);
-        assert_eq!(s, vec![(a, 9), (b, 1)]);
-        let s = split_credits(-7, &[(a, 1), (b, 1)]);
-        assert_eq!(s.iter().map(|x| x.1).sum::<i64>(), -7);
-        assert_eq!(split_credits(5, &[(a, 0)]), vec![(a, 0)]);
-    }
 }

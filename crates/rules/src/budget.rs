@@ -8,6 +8,7 @@
 //! `possible_double_charges`, not in this bound.
 
 use apollo_client::{Credits, EnrichFlags, Flag};
+use uuid::Uuid;
 
 /// The synchronous match: 1 credit for demographics or email (charged only when matched).
 pub const SYNC_MATCH: Credits = Credits::whole(1);
@@ -67,6 +68,26 @@ pub fn committed(spent: Credits, max_credits: Option<Credits>, finished: bool) -
         Some(max) if !finished => spent.max(max),
         _ => spent,
     }
+}
+
+/// Splits `total` micro-credits across parts in proportion to their weights, exactly: floors,
+/// then the remainder one micro at a time to the first parts (callers pass them in id order).
+pub fn split_credits(total: i64, parts: &[(Uuid, i64)]) -> Vec<(Uuid, i64)> {
+    let weight: i128 = parts.iter().map(|(_, w)| i128::from(*w)).sum();
+    if weight == 0 || total == 0 {
+        return parts.iter().map(|(id, _)| (*id, 0)).collect();
+    }
+    let mut shares: Vec<(Uuid, i64)> =
+        parts.iter().map(|(id, w)| (*id, (i128::from(total) * i128::from(*w)).div_euclid(weight) as i64)).collect();
+    let mut rest = total - shares.iter().map(|(_, s)| s).sum::<i64>();
+    for s in shares.iter_mut() {
+        if rest == 0 {
+            break;
+        }
+        s.1 += 1;
+        rest -= 1;
+    }
+    shares
 }
 
 #[cfg(test)]
@@ -173,5 +194,19 @@ mod tests {
                 assert!(budget.micros() - spent.micros() < worst.micros(), "round {round}: skipped with room left");
             }
         }
+    }
+
+    #[test]
+    fn credit_split_is_exact() {
+        let a = Uuid::from_u128(1);
+        let b = Uuid::from_u128(2);
+        let c = Uuid::from_u128(3);
+        let s = split_credits(1_000_001, &[(a, 1), (b, 1), (c, 1)]);
+        assert_eq!(s, vec![(a, 333_334), (b, 333_334), (c, 333_333)]);
+        let s = split_credits(10, &[(a, 9), (b, 1)]);
+        assert_eq!(s, vec![(a, 9), (b, 1)]);
+        let s = split_credits(-7, &[(a, 1), (b, 1)]);
+        assert_eq!(s.iter().map(|x| x.1).sum::<i64>(), -7);
+        assert_eq!(split_credits(5, &[(a, 0)]), vec![(a, 0)]);
     }
 }
