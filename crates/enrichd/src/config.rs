@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
+use rules::ratelimit::Limits;
 use secrecy::SecretString;
 
 use crate::core::callback_url::CallbackPolicy;
 pub use crate::core::duration::parse_duration;
-use rules::ratelimit::Limits;
 
 /// The service's settings. Secrets are `SecretString`: they never print in `Debug`.
 #[derive(Args, Debug, Clone)]

@@ -2,10 +2,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use job_store::writer::group_commit::WriteError;
 
 use crate::models::Problem;
 use crate::models::{ErrorBody, ErrorDetail};
-use job_store::writer::group_commit::WriteError;
 
 /// Everything a handler can answer with besides success.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,8 @@ use actix_web::dev::{ServerHandle, Service};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use apollo_client::ApolloClient;
+use job_store::writer::group_commit::{AnswerWriter, DeliveryWriter};
+use job_store::writer::thread::WriterThread;
 use job_store::{Store, StoreOptions};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::task::JoinHandle;
@@ -25,8 +27,6 @@ use crate::state::{AppState, Wakers};
 use crate::telemetry;
 use crate::v1::endpoints::{admin, docs, health, jobs, usage, webhooks};
 use crate::worker::{self, dispatch::Dispatcher};
-use job_store::writer::group_commit::{AnswerWriter, DeliveryWriter};
-use job_store::writer::thread::WriterThread;
 
 /// Installs the process-wide TLS provider once (reqwest is built without one).
 pub fn install_tls() {

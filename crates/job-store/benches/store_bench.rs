@@ -7,10 +7,9 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`). Each backend runs in its own child process so
 //! that peak-memory figures do not mix.
 
-use apollo_client::EnrichFlags;
 use std::time::{Duration, Instant};
 
-use apollo_client::{Credits, PersonFacts, parse_delivery};
+use apollo_client::{Credits, EnrichFlags, PersonFacts, parse_delivery};
 use chrono::Utc;
 use job_store::{NewJob, Store, StoreOptions, SyncOutcome};
 use rules::records::{SyncMatch, SyncPerson};

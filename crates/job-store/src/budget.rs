@@ -3,6 +3,8 @@
 
 use apollo_client::Credits;
 use chrono::{DateTime, Utc};
+use rules::budget::{affordable, batch_double_charge, committed, double_charge_worst, worst_case};
+use rules::lifecycle::Event;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
@@ -11,8 +13,6 @@ use crate::counters::Tally;
 use crate::entities::{batch, job, person};
 use crate::error::StoreResult;
 use crate::people::move_primaries;
-use rules::budget::{affordable, batch_double_charge, committed, double_charge_worst, worst_case};
-use rules::lifecycle::Event;
 
 /// [`batch_double_charge`] of batch `b` as it stands, `people` people in it.
 pub(crate) fn batch_double_charge_of(b: &batch::Model, people: i64) -> Credits {

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use rules::{CallbackEvent, CallbackState};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -15,14 +16,10 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::clock::{now, ts};
 use crate::entities::{callback_attempt, callback_delivery, job};
-use crate::{
-    Store,
-    clock::{now, ts},
-    error::{StoreError, StoreResult},
-    new_id,
-};
-use rules::{CallbackEvent, CallbackState};
+use crate::error::{StoreError, StoreResult};
+use crate::{Store, new_id};
 
 /// Longest response excerpt kept per attempt.
 pub const MAX_EXCERPT_BYTES: usize = 20 * 1024;

@@ -1,12 +1,15 @@
 //! Batches: formed when the dispatcher claims work, fairly and across jobs, under a lease; then
 //! retried, failed, or released when the lease runs out.
 
-use apollo_client::EnrichFlags;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
-use apollo_client::{Credits, RequestId};
+use apollo_client::{Credits, EnrichFlags, RequestId};
 use chrono::{DateTime, TimeDelta, Utc};
+use rules::lifecycle::Event;
+use rules::lifecycle::Part;
+use rules::reuse::{Earlier, ReusePolicy};
+use rules::{BatchState, JobState, PersonState};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Order};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
@@ -16,22 +19,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::clock::ts;
 use crate::counters::{Tally, people_per_job, set_batch_double_charge};
 use crate::entities::{batch, batch_person, job, person};
+use crate::error::{StoreError, StoreResult};
 use crate::people::{apply_event, move_primaries, update_person};
 use crate::sql;
 use crate::system::{CallError, record_call_error};
-use crate::{
-    Store, budget,
-    clock::ts,
-    dispatcher,
-    error::{StoreError, StoreResult},
-    hex, new_id,
-};
-use rules::lifecycle::Event;
-use rules::lifecycle::Part;
-use rules::reuse::{Earlier, ReusePolicy};
-use rules::{BatchState, JobState, PersonState};
+use crate::{Store, budget, dispatcher, hex, new_id};
 
 /// People per Apollo call (the `bulk_match` limit).
 pub const BATCH_SIZE: usize = 10;

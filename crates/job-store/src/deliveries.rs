@@ -5,6 +5,9 @@ use std::collections::{HashMap, HashSet};
 
 use apollo_client::{Delivery, FactSource};
 use chrono::{DateTime, Utc};
+use rules::lifecycle::{Event, Part};
+use rules::merge::Record;
+use rules::{BatchState, DeliveryState, PersonState};
 use sea_orm::sea_query::{Expr, ExprTrait, LockType, Order, Query};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
@@ -13,21 +16,15 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::apply::{ApplyOutcome, Group};
+use crate::clock::{now, ts};
 use crate::columns::storable_text;
 use crate::counters::Tally;
 use crate::entities::{batch, inbound_delivery, person};
 use crate::erase::{empty_delivery_bodies, erased_jobs_in_batch};
+use crate::error::{StoreError, StoreResult};
 use crate::people::{apply_event, lock_batch_primaries, update_people};
 use crate::sql;
-use crate::{
-    Store,
-    clock::{now, ts},
-    error::{StoreError, StoreResult},
-    new_id, sha256_hex,
-};
-use rules::lifecycle::{Event, Part};
-use rules::merge::Record;
-use rules::{BatchState, DeliveryState, PersonState};
+use crate::{Store, new_id, sha256_hex};
 
 /// Most deliveries a merge group takes on SQLite: a group holds the one writer from its first
 /// read to its commit, and storing what Apollo sends must not wait long behind it.

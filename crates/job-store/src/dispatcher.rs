@@ -1,13 +1,15 @@
 //! Dispatcher state shared by replicas: the pause switch (shown on every active job) and
 //! free-form values such as rate-limit windows.
 
+use rules::JobState;
 use sea_orm::sea_query::{Expr, LockType, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::{Value, json};
 
+use crate::Store;
+use crate::clock::now;
 use crate::entities::{dispatcher_state, job};
-use crate::{Store, clock::now, error::StoreResult};
-use rules::JobState;
+use crate::error::StoreResult;
 
 /// The dispatcher-state key of the pause switch.
 pub const PAUSE_KEY: &str = "pause";

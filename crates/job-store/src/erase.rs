@@ -31,25 +31,23 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use rules::lifecycle::Event;
+use rules::{BatchState, CallbackState, DeliveryState, JobState, PersonState};
 use sea_orm::sea_query::{Expr, ExprTrait, LockType, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::clock::{now, ts};
 use crate::counters::Tally;
 use crate::entities::{
     apollo_error, batch, batch_person, callback_attempt, callback_delivery, inbound_delivery, job, person,
 };
+use crate::error::{StoreError, StoreResult};
 use crate::jobs::cancel_queued;
 use crate::people::move_primaries;
-use crate::{
-    JobView, Store,
-    clock::{now, ts},
-    error::{StoreError, StoreResult},
-};
-use rules::lifecycle::Event;
-use rules::{BatchState, CallbackState, DeliveryState, JobState, PersonState};
+use crate::{JobView, Store};
 
 /// Ids per `IN (…)` list: far under SQLite's bound-parameter limit.
 const IN_LIST: usize = 500;

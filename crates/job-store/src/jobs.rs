@@ -1,13 +1,15 @@
 //! Jobs: creation (job and people in one transaction, idempotent), cancellation, and the queries
 //! behind `GET /v1/jobs…`.
 
-use apollo_client::EnrichFlags;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt::Write as _;
 
-use apollo_client::Credits;
+use apollo_client::{Credits, EnrichFlags};
 use chrono::{DateTime, Utc};
+use rules::Counts;
+use rules::lifecycle::Event;
+use rules::{BatchState, CallbackEvent, DeliveryState, JobState, PersonState, person_key};
 use sea_orm::sea_query::{Expr, LockType, OnConflict, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
@@ -19,20 +21,13 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::callbacks::{CallbackView, load_callbacks};
+use crate::clock::now;
 use crate::columns::{flags_column, options_of};
 use crate::counters::{Tally, finish_if_done, recount};
 use crate::entities::{batch, batch_person, inbound_delivery, job, person};
+use crate::error::{StoreError, StoreResult};
 use crate::people::move_primaries;
-use crate::{
-    Store,
-    clock::now,
-    dispatcher,
-    error::{StoreError, StoreResult},
-    new_id, new_ids,
-};
-use rules::Counts;
-use rules::lifecycle::Event;
-use rules::{BatchState, CallbackEvent, DeliveryState, JobState, PersonState, person_key};
+use crate::{Store, dispatcher, new_id, new_ids};
 
 /// A job to create.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -3,13 +3,15 @@
 //! waiting a lease out.
 
 use chrono::{DateTime, Utc};
+use rules::{BatchState, CallbackState};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use uuid::Uuid;
 
+use crate::Store;
+use crate::clock::ts;
 use crate::entities::{batch, callback_delivery, task_lease};
-use crate::{Store, clock::ts, error::StoreResult};
-use rules::{BatchState, CallbackState};
+use crate::error::StoreResult;
 
 /// What one renewal extended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

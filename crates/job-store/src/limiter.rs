@@ -33,7 +33,8 @@ use sea_orm::{
 use crate::clock::db_clock;
 use crate::counters::Tally;
 use crate::entities::{rate_limit_call, rate_limiter};
-use crate::{ClaimedBatch, Store, error::StoreResult, sha256_hex};
+use crate::error::StoreResult;
+use crate::{ClaimedBatch, Store, sha256_hex};
 use rules::window::{
     Allowance, RateRules, closed_until, delta, effective_limit, learn, next_slot, shared_margin, window_allowance,
     window_slot,

@@ -5,6 +5,8 @@ use std::borrow::Borrow;
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
+use rules::PersonState;
+use rules::lifecycle::{self, Event, Life};
 use sea_orm::sea_query::{Expr, IntoCondition, LockType};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IdenStatic, Iterable, QueryFilter, QueryOrder, QuerySelect,
@@ -15,8 +17,6 @@ use uuid::Uuid;
 use crate::counters::Tally;
 use crate::entities::person;
 use crate::error::{StoreError, StoreResult};
-use rules::PersonState;
-use rules::lifecycle::{self, Event, Life};
 
 /// The lifecycle columns of a stored person.
 pub(crate) fn life_of(p: &person::Model) -> Life {

@@ -3,8 +3,9 @@
 use sea_orm::sea_query::Expr;
 use sea_orm::{EntityTrait, ExprTrait, QuerySelect};
 
+use crate::Store;
 use crate::entities::{batch, callback_delivery, inbound_delivery, job, person};
-use crate::{Store, error::StoreResult};
+use crate::error::StoreResult;
 
 /// How many rows of each table are in each state (states with no rows are absent).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

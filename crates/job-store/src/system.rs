@@ -9,9 +9,10 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
+use crate::Store;
 use crate::clock::db_clock;
 use crate::entities::{apollo_error, replica};
-use crate::{Store, error::StoreResult};
+use crate::error::StoreResult;
 
 /// Why an Apollo call failed, as the batch's outcome records it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

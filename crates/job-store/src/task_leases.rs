@@ -7,11 +7,9 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
+use crate::Store;
 use crate::clock::db_clock;
-use crate::{
-    Store,
-    error::{StoreError, StoreResult},
-};
+use crate::error::{StoreError, StoreResult};
 
 impl Store {
     /// Takes or renews the lease on `task` for `owner` until `ttl` from now (database clock).

@@ -7,7 +7,8 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};
 
 use crate::entities::job;
-use crate::{CreditsByKind, Store, error::StoreResult};
+use crate::error::StoreResult;
+use crate::{CreditsByKind, Store};
 
 /// A client's usage over a window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 use apollo_client::RateLimit;
 use apollo_client::trace::TraceLine;
 use job_store::{Admitted, ClaimedBatch, StoreResult};
-use rules::window::AnswerTimes;
-use rules::{window::Allowance, window::RateRules, window::WindowRule};
+use rules::ratelimit::{Limiter, Limits};
+use rules::window::{Allowance, AnswerTimes, RateRules, WindowRule};
 use secrecy::ExposeSecret;
 
 use crate::state::AppState;
-use rules::ratelimit::{Limiter, Limits};
 
 /// What the dispatch loop does next.
 #[derive(Debug)]

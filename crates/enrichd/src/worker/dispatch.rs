@@ -10,15 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use apollo_client::{ApolloError, EnrichFlags, PersonDetail, RateLimit};
+use job_store::writer::group_commit::WriteError;
 use job_store::{CallError, ClaimedBatch, SyncOutcome, SyncRecorded};
 use rules::lifecycle::{self, Rejection};
+use rules::records::{detail_of, sync_people};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::state::AppState;
 use crate::worker::admission::{Admission, Next};
 use crate::worker::{db_after, jittered, nap};
-use job_store::writer::group_commit::WriteError;
-use rules::records::{detail_of, sync_people};
 
 /// What the dispatcher has seen, for `/readyz` and the demo's summary.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -1,9 +1,8 @@
 //! The callback outbox: leases, attempts, retries, redelivery, frozen bodies, later events.
 
-use apollo_client::EnrichFlags;
 use std::time::Duration;
 
-use apollo_client::parse_delivery;
+use apollo_client::{EnrichFlags, parse_delivery};
 use chrono::Utc;
 use job_store::{ApplyOutcome, CallbackAttemptRecord, CallbackNext, Store};
 use rules::{CallbackEvent, CallbackState, JobState};

@@ -1,10 +1,9 @@
 //! Claiming batches: flags, fairness, retries, lease expiry, failure.
 
-use apollo_client::EnrichFlags;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use apollo_client::Credits;
+use apollo_client::{Credits, EnrichFlags};
 use chrono::Utc;
 use job_store::{NewJob, Store};
 use rules::{BatchState, JobState, PersonState};

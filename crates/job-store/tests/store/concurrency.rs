@@ -1,8 +1,8 @@
 //! Concurrent claimers (several replicas): nobody gets the same person or batch twice.
 
-use apollo_client::EnrichFlags;
 use std::collections::HashSet;
 
+use apollo_client::EnrichFlags;
 use chrono::Utc;
 use job_store::{NewJob, Store};
 use sea_orm::TransactionTrait;

@@ -1,10 +1,9 @@
 //! Personal data: erasing a job (inputs, records, raw payloads; counters kept), writes that come
 //! after the erasure, and purging finished jobs.
 
-use apollo_client::EnrichFlags;
 use std::time::Duration;
 
-use apollo_client::{Credits, parse_delivery};
+use apollo_client::{Credits, EnrichFlags, parse_delivery};
 use chrono::Utc;
 use job_store::entities::{
     apollo_error, batch, batch_person, callback_delivery, inbound_delivery, job as job_row, person,

@@ -2,12 +2,11 @@
 //! created for the test and dropped after it). PostgreSQL must be reachable: if it is not, the
 //! `_pg` tests fail rather than skip.
 
-use apollo_client::EnrichFlags;
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use apollo_client::{Credits, PersonFacts};
+use apollo_client::{Credits, EnrichFlags, PersonFacts};
 use chrono::Utc;
 use job_store::{ClaimedBatch, NewJob, Store, StoreOptions, SyncOutcome, SyncRecorded};
 use rules::records::{SyncMatch, SyncPerson};

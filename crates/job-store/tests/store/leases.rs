@@ -2,10 +2,9 @@
 //! when the process that held them is known to be gone; and what a call of unknown outcome may
 //! have cost.
 
-use apollo_client::EnrichFlags;
 use std::time::Duration;
 
-use apollo_client::Credits;
+use apollo_client::{Credits, EnrichFlags};
 use chrono::TimeDelta;
 use job_store::Store;
 use rules::{BatchState, JobState};

@@ -1,12 +1,11 @@
 //! The limiter replicas share, task leases, and the one-process rule of SQLite.
 
-use apollo_client::EnrichFlags;
 use std::time::Duration;
 
-use apollo_client::{RateLimit, Window, WindowLimit};
+use apollo_client::{EnrichFlags, RateLimit, Window, WindowLimit};
 use job_store::limiter::key_fingerprint;
 use job_store::{Admitted, Store, StoreError, StoreOptions};
-use rules::{window::RateRules, window::WindowRule};
+use rules::window::{RateRules, WindowRule};
 
 use crate::harness::{LEASE, job};
 use crate::store_tests;

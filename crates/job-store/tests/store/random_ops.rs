@@ -1,10 +1,9 @@
 //! A few thousand random operations; the counters kept in job rows must always equal a recount
 //! of people, credits must add up, and every finished job has exactly one callback row.
 
-use apollo_client::EnrichFlags;
 use std::time::Duration;
 
-use apollo_client::{Credits, parse_delivery};
+use apollo_client::{Credits, EnrichFlags, parse_delivery};
 use chrono::{DateTime, Utc};
 use job_store::entities::{batch, callback_delivery, job as job_entity};
 use job_store::{ApplyOutcome, ClaimedBatch, NewJob, Store};
