@@ -268,7 +268,17 @@ impl Group {
         if !from_answered {
             b.lost_credits_micros += credits;
         }
-        let new = budget::batch_double_charge_of(b, by_job.iter().map(|(_, n)| n).sum()).micros();
+        // Lost calls a merged delivery named: they ran, and their answers' charge is booked.
+        let proven: BTreeSet<i32> = self
+            .applied
+            .get(&batch_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.claim)
+            .filter(|c| *c > 0 && Some(*c) != b.answered_claim)
+            .collect();
+        let proven = i32::try_from(proven.len()).unwrap_or(i32::MAX);
+        let new = budget::batch_double_charge_of(b, by_job.iter().map(|(_, n)| n).sum(), proven).micros();
         tally.reprice_double_charges(by_job, b.double_charge_micros, new);
         b.double_charge_micros = new;
         self.repriced.insert(batch_id);

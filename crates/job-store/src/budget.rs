@@ -3,7 +3,9 @@
 
 use apollo_client::Credits;
 use chrono::{DateTime, Utc};
-use rules::budget::{affordable, batch_double_charge, committed, double_charge_worst, worst_case};
+use rules::budget::{
+    AnsweredCall, LostCalls, affordable, batch_double_charge, committed, double_charge_worst, worst_case,
+};
 use rules::lifecycle::Event;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -14,11 +16,14 @@ use crate::entities::{batch, job, person};
 use crate::error::StoreResult;
 use crate::people::move_primaries;
 
-/// [`batch_double_charge`] of batch `b` as it stands, `people` people in it.
-pub(crate) fn batch_double_charge_of(b: &batch::Model, people: i64) -> Credits {
+/// [`batch_double_charge`] of batch `b` as it stands, `people` people in it, `proven` of its lost
+/// calls proven by a delivery.
+pub(crate) fn batch_double_charge_of(b: &batch::Model, people: i64, proven: i32) -> Credits {
     let worst = double_charge_worst(&crate::columns::options_of(b.flags), people);
-    let answered = b.state == rules::BatchState::Submitted;
-    batch_double_charge(b.unknown_outcomes, answered, worst, Credits(b.credits_micros), Credits(b.lost_credits_micros))
+    let lost = LostCalls { count: b.unknown_outcomes, proven, booked: Credits(b.lost_credits_micros) };
+    let answered = (b.state == rules::BatchState::Submitted)
+        .then_some(AnsweredCall { booked: Credits(b.credits_micros), sync: Credits(b.sync_credits_micros) });
+    batch_double_charge(lost, answered, worst)
 }
 
 /// What a claim may take from a budgeted job.

@@ -371,6 +371,8 @@ async fn unknown_outcome(txn: &DatabaseTransaction, tally: &mut Tally, batch_id:
     let amount = budget::batch_double_charge_of(
         &batch::Model { unknown_outcomes: unknown, ..b.clone() },
         by_job.iter().map(|(_, n)| n).sum(),
+        // Not answered yet: no delivery of the batch has been merged.
+        0,
     );
     batch::Entity::update_many()
         .filter(batch::Column::Id.eq(batch_id))

@@ -239,9 +239,11 @@ async fn record_in(
         let answered = batch::Model {
             state: BatchState::Submitted,
             credits_micros: b.credits_micros + outcome.credits.micros(),
+            sync_credits_micros: outcome.credits.micros(),
             ..b.clone()
         };
-        let amount = budget::batch_double_charge_of(&answered, by_job.iter().map(|(_, n)| n).sum());
+        // Deliveries wait for the answer to be merged: none has proven a lost call yet.
+        let amount = budget::batch_double_charge_of(&answered, by_job.iter().map(|(_, n)| n).sum(), 0);
         set_batch_double_charge(txn, tally, b.id, &by_job, b.double_charge_micros, amount.micros()).await?;
     }
     Ok(SyncRecorded::Recorded { completed_jobs: Vec::new() })

@@ -42,15 +42,43 @@ pub fn double_charge_worst(flags: &EnrichFlags, people: i64) -> Credits {
     Credits(worst_case(flags).micros().saturating_mul(people))
 }
 
-/// What a batch's calls of unknown outcome (`unknown` of them) may have cost that is not booked.
-/// Before the batch is answered, each is counted at `worst`; once it is, each at what the answered
-/// call cost (`booked` less `lost`: its answer and the parts delivered for it), less what
-/// deliveries of the lost calls have booked since (`lost`: they ran, and what they cost is in the
-/// credits now). Never below zero: Apollo may deliver a part for one of the calls instead of
-/// another (a phone reveal it skipped in the answered call).
-pub fn batch_double_charge(unknown: i32, answered: bool, worst: Credits, booked: Credits, lost: Credits) -> Credits {
-    let each = if answered { booked.micros() - lost.micros() } else { worst.micros() };
-    Credits(i64::from(unknown).saturating_mul(each).saturating_sub(lost.micros()).max(0))
+/// A batch's calls of unknown outcome, as its row counts them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LostCalls {
+    /// How many.
+    pub count: i32,
+    /// How many of them a delivery proved ran: their answers' charge is booked since.
+    pub proven: i32,
+    /// What deliveries of them booked, those answers' charges included.
+    pub booked: Credits,
+}
+
+/// The batch's answered call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnsweredCall {
+    /// Everything the batch booked: the answer, the parts delivered for it, and what the lost
+    /// calls' deliveries booked.
+    pub booked: Credits,
+    /// What its answer charged.
+    pub sync: Credits,
+}
+
+/// What a batch's lost calls may have cost that is not booked. Before the batch is answered, each
+/// is counted at `worst`. Once it is, each at what the answered call cost (its answer and the
+/// parts delivered for it), less what deliveries of the lost calls have booked since (they ran,
+/// and what they cost is in the credits now); and never below the answer's charge for each lost
+/// call no delivery has proven ran, whose answer is booked nowhere, whatever the others delivered
+/// (Apollo may deliver a part for one call instead of another: a phone reveal it skipped in the
+/// answered call).
+pub fn batch_double_charge(lost: LostCalls, answered: Option<AnsweredCall>, worst: Credits) -> Credits {
+    let count = i64::from(lost.count);
+    let Some(a) = answered else {
+        return Credits(count.saturating_mul(worst.micros()).saturating_sub(lost.booked.micros()).max(0));
+    };
+    let each = a.booked.micros() - lost.booked.micros();
+    let estimate = count.saturating_mul(each).saturating_sub(lost.booked.micros());
+    let unproven = i64::from((lost.count - lost.proven).max(0));
+    Credits(estimate.max(unproven.saturating_mul(a.sync.micros())).max(0))
 }
 
 /// How many more people of a job a claim may take: each reserved at `worst` (per person), on top
@@ -104,15 +132,24 @@ mod tests {
         let worst = double_charge_worst(&phone, 10);
         assert_eq!(worst, Credits::whole(90));
         let c = Credits::whole;
-        assert_eq!(batch_double_charge(0, false, worst, c(0), c(0)), c(0));
-        assert_eq!(batch_double_charge(2, false, worst, c(0), c(0)), c(180), "two lost calls, not answered yet");
+        let lost = |count, proven, booked| LostCalls { count, proven, booked: c(booked) };
+        let answered = |booked, sync| Some(AnsweredCall { booked: c(booked), sync: c(sync) });
+        assert_eq!(batch_double_charge(lost(0, 0, 0), None, worst), c(0));
+        assert_eq!(batch_double_charge(lost(2, 0, 0), None, worst), c(180), "two lost calls, not answered yet");
         // The retry answered 7 credits, then its phones came (16): each lost copy ran the same request.
-        assert_eq!(batch_double_charge(2, true, worst, c(7), c(0)), c(14));
-        assert_eq!(batch_double_charge(2, true, worst, c(23), c(0)), c(46));
+        assert_eq!(batch_double_charge(lost(2, 0, 0), answered(7, 7), worst), c(14));
+        assert_eq!(batch_double_charge(lost(2, 0, 0), answered(23, 7), worst), c(46));
         // One lost copy's phone delivery came too: it ran (sync 7 and phones 16 booked now).
-        assert_eq!(batch_double_charge(2, true, worst, c(46), c(23)), c(23), "the other copy is still possible");
+        assert_eq!(
+            batch_double_charge(lost(2, 1, 23), answered(46, 7), worst),
+            c(23),
+            "the other copy is still possible"
+        );
         // Apollo skipped the answered call's phones and delivered the lost call's instead.
-        assert_eq!(batch_double_charge(1, true, worst, c(30), c(23)), c(0), "never below zero");
+        assert_eq!(batch_double_charge(lost(1, 1, 23), answered(30, 7), worst), c(0), "never below zero");
+        // Two lost copies: one delivered those phones, the other nothing. The other's answer (7)
+        // is booked nowhere, whatever the first delivered.
+        assert_eq!(batch_double_charge(lost(2, 1, 23), answered(30, 7), worst), c(7), "an unproven copy's answer");
     }
 
     #[test]
