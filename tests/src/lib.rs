@@ -112,6 +112,7 @@ impl TestDb {
 pub mod process;
 pub mod proxy;
 pub mod rate_matrix;
+pub mod stand;
 pub mod truth;
 
 /// Builds the service binary (a no-op when fresh) and returns its path beside this test's binary.

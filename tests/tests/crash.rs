@@ -12,12 +12,9 @@
 use std::time::{Duration, Instant};
 
 use apollo_sim::SimConfig;
-use e2e_tests::process::{Service, free_port};
-use e2e_tests::proxy::Proxy;
+use e2e_tests::stand::{Stand, StandSpec, same_for_all};
 use e2e_tests::truth::assert_records_match;
-use e2e_tests::{ADMIN_KEY, Api, Backend, CLIENT_KEY, TestDb, enrichd_binary, fast_sim, on_both_backends};
-use enrichd::core::signing::SigningSecret;
-use enrichd::demo::receiver::CallbackReceiver;
+use e2e_tests::{ADMIN_KEY, Backend, CLIENT_KEY, fast_sim, on_both_backends};
 use job_store::{Store, StoreOptions};
 use serde_json::{Value, json};
 
@@ -32,7 +29,6 @@ fn env_or(name: &str, default: usize) -> usize {
 on_both_backends!(killed_at_random_the_job_still_finishes_correctly);
 
 async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
-    enrichd::startup::install_tls();
     let people = env_or("CRASH_PEOPLE", 400);
     let kills = env_or("CRASH_KILLS", 6);
     // Several processes share PostgreSQL only; SQLite is the one-process store.
@@ -40,11 +36,8 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
         Backend::Postgres => env_or("CRASH_REPLICAS", 1).max(1),
         Backend::Sqlite => 1,
     };
-    let bin = enrichd_binary();
-
-    let mut db = TestDb::create(backend).await.unwrap();
     // Apollo at 10 calls a (1-second) minute, so the job runs long enough to be killed often.
-    let sim = apollo_sim::spawn(SimConfig {
+    let sim = SimConfig {
         api_key: APOLLO_KEY.into(),
         minute_limit: Some(10),
         latency_ms: 80,
@@ -58,56 +51,25 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
         fault_drop: 0.05,
         fault_5xx: 0.05,
         ..fast_sim()
-    })
-    .await
-    .unwrap();
-    let (signer, signing_text) = SigningSecret::generate();
-    let receiver = CallbackReceiver::start(signer).await.unwrap();
-    let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
-    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
-    // One replica is its own public address; several share a load balancer's.
-    let proxy = if replicas > 1 { Some(Proxy::start(urls.clone()).await.unwrap()) } else { None };
-    let base = proxy.as_ref().map_or(urls[0].clone(), |p| p.url.clone());
-    let dir = std::env::temp_dir().join(format!("enrichd-crash-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let env: Vec<(String, String)> = [
-        ("DATABASE_URL", db.url.as_str()),
-        ("APOLLO_API_KEY", APOLLO_KEY),
-        ("APOLLO_BASE_URL", sim.url()),
-        ("PUBLIC_BASE_URL", &base),
-        ("ENRICHD_API_KEYS", &format!("crash={CLIENT_KEY}")),
-        ("ENRICHD_ADMIN_KEYS", &format!("ops={ADMIN_KEY}")),
-        ("CALLBACK_SIGNING_SECRET", &signing_text),
+    };
+    let admin_keys = format!("ops={ADMIN_KEY}");
+    let concurrency = CONCURRENCY.to_string();
+    let env = [
+        ("ENRICHD_ADMIN_KEYS", admin_keys.as_str()),
         ("APOLLO_MINUTE", "1s"),
         ("APOLLO_TIMEOUT", "2s"),
-        ("DISPATCH_CONCURRENCY", &CONCURRENCY.to_string()),
+        ("DISPATCH_CONCURRENCY", concurrency.as_str()),
         ("APOLLO_RETRY_BASE", "100ms"),
         ("DISPATCH_LEASE", "3s"),
         ("RECONCILE_AFTER", "3s"),
         ("RECONCILE_EVERY", "500ms"),
         ("ASYNC_DEADLINE", "10m"),
-        ("CALLBACK_ALLOW_HTTP", "true"),
-        ("CALLBACK_ALLOW_HOSTS", "127.0.0.1"),
         ("CALLBACK_RETRY_SCHEDULE", "200ms,200ms,500ms,1s,1s,2s,2s,5s"),
         ("RUST_LOG", "debug,sqlx=warn,sea_orm=warn,hyper=info,reqwest=info,h2=info,rustls=info,actix_server=info"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    let api = Api::new(base.clone());
-    let mut services: Vec<Service> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            let mut env = env.clone();
-            env.push(("BIND".into(), format!("127.0.0.1:{port}")));
-            let api = Api::new(format!("http://127.0.0.1:{port}"));
-            Service { bin: bin.clone(), env, log: dir.join(format!("enrichd-{i}.log")), child: None, api }
-        })
-        .collect();
-    for s in &mut services {
-        s.start().await;
-    }
+    ];
+    let mut stand =
+        Stand::start(StandSpec { name: "crash", backend, replicas, sim, env: &env, replica_env: &same_for_all }).await;
+    let (api, receiver, sim) = (stand.api(), &stand.receiver, &stand.sim);
 
     let body = json!({
         "people": (0..people).map(|i| json!({"email": format!("crash{i}@kill-{}.io", i % 7)})).collect::<Vec<_>>(),
@@ -123,7 +85,7 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
     for k in 0..kills {
         tokio::time::sleep(Duration::from_millis(rng.u64(150..900))).await;
         // Replicas are killed in turn; the others go on meanwhile.
-        let service = &mut services[k % replicas];
+        let service = &mut stand.services[k % replicas];
         service.kill().await;
         // Sometimes stay down long enough for Apollo's deliveries to fail and be retried.
         tokio::time::sleep(Duration::from_millis(if k % 3 == 0 { 600 } else { 20 })).await;
@@ -143,10 +105,10 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
     assert_eq!(c["partial"], 0, "no part may be lost: {job:#}");
 
     let store =
-        Store::connect_with(&db.url, StoreOptions { run_migrations: false, ..Default::default() }).await.unwrap();
+        Store::connect_with(&stand.db.url, StoreOptions { run_migrations: false, ..Default::default() }).await.unwrap();
     let people_now = api.all_people(&id).await;
     assert_eq!(people_now.len(), people);
-    let checked = assert_records_match(&sim, &people_now);
+    let checked = assert_records_match(sim, &people_now);
     assert!(checked.mobiles > 0 && checked.waterfall_emails > 0, "{checked:?}");
 
     // Calls Apollo really charged twice: a batch (named by its webhook URL) answered 200 more than once.
@@ -195,13 +157,14 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
 
     // No secret in the complete logs of every run: Apollo, client and admin keys, signing secret, tokens.
     let mut log = String::new();
-    for s in &mut services {
+    for s in &mut stand.services {
         s.kill().await;
         log.push_str(&std::fs::read_to_string(&s.log).unwrap());
     }
     assert!(log.contains("request"), "the log was written");
-    let mut secrets = vec![APOLLO_KEY.to_string(), CLIENT_KEY.to_string(), ADMIN_KEY.to_string(), signing_text.clone()];
-    secrets.push(signing_text.trim_start_matches("whsec_").to_string());
+    let mut secrets =
+        vec![APOLLO_KEY.to_string(), CLIENT_KEY.to_string(), ADMIN_KEY.to_string(), stand.signing_text.clone()];
+    secrets.push(stand.signing_text.trim_start_matches("whsec_").to_string());
     let mut batches = std::collections::BTreeSet::new();
     for p in &people_now {
         let pid = uuid::Uuid::parse_str(p["id"].as_str().unwrap()).unwrap();
@@ -221,12 +184,6 @@ async fn killed_at_random_the_job_still_finishes_correctly(backend: Backend) {
         secrets.len(),
         log.len()
     );
-    if let Some(p) = proxy {
-        p.stop().await;
-    }
-    receiver.stop().await;
-    sim.stop().await;
     store.close().await.unwrap();
-    db.drop_db().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    stand.finish().await;
 }

@@ -15,11 +15,9 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use apollo_sim::{SimConfig, SimHandle};
-use e2e_tests::process::{Service, free_port};
-use e2e_tests::proxy::Proxy;
+use e2e_tests::stand::{Stand, StandSpec};
 use e2e_tests::truth::assert_records_match;
-use e2e_tests::{Api, Backend, CLIENT_KEY, TestDb, enrichd_binary, fast_sim};
-use enrichd::core::signing::SigningSecret;
+use e2e_tests::{Backend, fast_sim};
 use enrichd::demo::receiver::CallbackReceiver;
 use job_store::{Store, StoreOptions};
 use sea_orm::{ConnectionTrait, Statement};
@@ -49,84 +47,52 @@ fn faketime_library() -> PathBuf {
         .expect("libfaketime is missing: run scripts/ensure-faketime.sh (scripts/test.sh does)")
 }
 
-struct Stand {
-    db: TestDb,
-    sim: SimHandle,
-    receiver: CallbackReceiver,
-    proxy: Proxy,
-    replicas: Vec<Service>,
-    dir: PathBuf,
-}
+/// Settings of every replica here.
+const SETTINGS: &[(&str, &str)] = &[
+    ("APOLLO_MINUTE", "2s"),
+    ("APOLLO_TIMEOUT", "2s"),
+    ("DISPATCH_CONCURRENCY", "4"),
+    ("APOLLO_RETRY_BASE", "100ms"),
+    // Over the call's timeout with room to record its answer on a loaded CI machine: a
+    // survivor's lease that ran out would count as the killed replica's unknown outcome.
+    ("DISPATCH_LEASE", "5s"),
+    ("RECONCILE_AFTER", "3s"),
+    ("RECONCILE_EVERY", "500ms"),
+    ("CALLBACK_RETRY_SCHEDULE", "200ms,200ms,500ms,1s,1s,2s"),
+    ("RUST_LOG", "info,sqlx=warn,sea_orm=warn"),
+];
 
 /// Starts the simulator, the receiver, the balancer and one replica per clock offset (seconds;
 /// 0 runs the process on the real clock), all at the same moment.
 async fn stand(offsets: &[i64]) -> Stand {
-    enrichd::startup::install_tls();
-    let bin = enrichd_binary();
-    let db = TestDb::create(Backend::Postgres).await.unwrap();
-    let sim = apollo_sim::spawn(SimConfig {
+    let sim = SimConfig {
         api_key: APOLLO_KEY.into(),
         minute_limit: Some(LIMIT),
         minute_ms: MINUTE.as_millis() as u64,
         latency_ms: 40,
         ..fast_sim()
-    })
-    .await
-    .unwrap();
-    let (signer, signing_text) = SigningSecret::generate();
-    let receiver = CallbackReceiver::start(signer).await.unwrap();
-    let ports: Vec<u16> = offsets.iter().map(|_| free_port()).collect();
-    let proxy = Proxy::start(ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect()).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("enrichd-replicas-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut replicas = Vec::new();
-    for (i, (port, offset)) in ports.iter().zip(offsets).enumerate() {
-        let mut env: Vec<(String, String)> = [
-            ("DATABASE_URL", db.url.as_str()),
-            ("BIND", &format!("127.0.0.1:{port}")),
-            ("APOLLO_API_KEY", APOLLO_KEY),
-            ("APOLLO_BASE_URL", sim.url()),
-            ("PUBLIC_BASE_URL", &proxy.url),
-            ("ENRICHD_API_KEYS", &format!("replicas={CLIENT_KEY}")),
-            ("CALLBACK_SIGNING_SECRET", &signing_text),
-            ("APOLLO_MINUTE", "2s"),
-            ("APOLLO_TIMEOUT", "2s"),
-            ("DISPATCH_CONCURRENCY", "4"),
-            ("APOLLO_RETRY_BASE", "100ms"),
-            // Over the call's timeout with room to record its answer on a loaded CI machine: a
-            // survivor's lease that ran out would count as the killed replica's unknown outcome.
-            ("DISPATCH_LEASE", "5s"),
-            ("RECONCILE_AFTER", "3s"),
-            ("RECONCILE_EVERY", "500ms"),
-            ("CALLBACK_ALLOW_HTTP", "true"),
-            ("CALLBACK_ALLOW_HOSTS", "127.0.0.1"),
-            ("CALLBACK_RETRY_SCHEDULE", "200ms,200ms,500ms,1s,1s,2s"),
-            ("RUST_LOG", "info,sqlx=warn,sea_orm=warn"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        if *offset != 0 {
-            env.push(("LD_PRELOAD".into(), faketime_library().display().to_string()));
-            env.push(("FAKETIME".into(), format!("{offset:+}s")));
-            // Only the wall clock is off, as on a host whose NTP failed; timers run true.
-            env.push(("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()));
-            env.push(("FAKETIME_DONT_RESET".into(), "1".into()));
+    };
+    let clock = |i: usize| -> Vec<(String, String)> {
+        if offsets[i] == 0 {
+            return Vec::new();
         }
-        let api = Api::new(format!("http://127.0.0.1:{port}"));
-        replicas.push(Service { bin: bin.clone(), env, log: dir.join(format!("replica-{i}.log")), child: None, api });
-    }
-    // Started together: migrations run once, under the advisory lock.
-    let mut set = tokio::task::JoinSet::new();
-    for mut r in replicas {
-        set.spawn(async move {
-            r.start().await;
-            r
-        });
-    }
-    let mut replicas = set.join_all().await;
-    replicas.sort_by(|a, b| a.log.cmp(&b.log));
-    Stand { db, sim, receiver, proxy, replicas, dir }
+        vec![
+            ("LD_PRELOAD".into(), faketime_library().display().to_string()),
+            ("FAKETIME".into(), format!("{:+}s", offsets[i])),
+            // Only the wall clock is off, as on a host whose NTP failed; timers run true.
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+            ("FAKETIME_DONT_RESET".into(), "1".into()),
+        ]
+    };
+    let spec = StandSpec {
+        name: "replicas",
+        backend: Backend::Postgres,
+        replicas: offsets.len(),
+        sim,
+        env: SETTINGS,
+        replica_env: &clock,
+    };
+    Stand::start(spec).await
 }
 
 fn body(tag: &str, n: usize, receiver: &CallbackReceiver) -> Value {
@@ -142,7 +108,7 @@ fn body(tag: &str, n: usize, receiver: &CallbackReceiver) -> Value {
 async fn submit_to_each(s: &Stand, jobs: usize) -> Vec<String> {
     let mut ids = Vec::new();
     for j in 0..jobs {
-        let api = &s.replicas[j % s.replicas.len()].api;
+        let api = &s.services[j % s.services.len()].api;
         let resp = api.submit(&body(&format!("job{j}-"), PEOPLE_PER_JOB, &s.receiver)).await;
         assert_eq!(resp.status(), 202);
         ids.push(resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string());
@@ -178,7 +144,7 @@ async fn batch_ids(store: &Store, filter: &str) -> BTreeSet<String> {
 
 /// What every run must show: jobs complete, records true, credits and callbacks right.
 async fn check_outcome(s: &Stand, ids: &[String]) -> Checked {
-    let lb = Api::new(s.proxy.url.clone());
+    let lb = s.api();
     let mut possible_double = 0;
     let mut job_credits = apollo_client::Credits::default();
     let store =
@@ -242,17 +208,6 @@ fn print_rates(sim: &SimHandle, label: &str, submitted: SystemTime) {
     );
 }
 
-async fn stop(mut s: Stand) {
-    for r in &mut s.replicas {
-        r.kill().await;
-    }
-    s.proxy.stop().await;
-    s.receiver.stop().await;
-    s.sim.stop().await;
-    s.db.drop_db().await;
-    let _ = std::fs::remove_dir_all(&s.dir);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_with_clocks_apart_share_one_key() {
     let _alone = ONE_STAND_AT_A_TIME.lock().await;
@@ -267,7 +222,7 @@ async fn three_replicas_with_clocks_apart_share_one_key() {
     assert!(c.rate_limited * 100 <= c.calls, "{} of {} calls answered 429", c.rate_limited, c.calls);
     assert_eq!(c.possible_double, 0, "no lease expired, so no call's outcome was ever unknown");
     assert_eq!(c.charged_twice, 0, "no batch claimed twice");
-    stop(s).await;
+    s.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,8 +234,8 @@ async fn a_killed_replicas_work_is_finished_by_the_others() {
     while s.sim.calls().iter().filter(|c| c.status == 200).count() < 15 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let killed = s.replicas[0].child.as_ref().and_then(|c| c.id()).expect("running");
-    s.replicas[0].kill().await;
+    let killed = s.services[0].child.as_ref().and_then(|c| c.id()).expect("running");
+    s.services[0].kill().await;
     let store =
         Store::connect_with(&s.db.url, StoreOptions { run_migrations: false, ..Default::default() }).await.unwrap();
     // The batches on a lease when the replica died: the killed replica's calls in flight and the
@@ -324,5 +279,5 @@ async fn a_killed_replicas_work_is_finished_by_the_others() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     store.close().await.unwrap();
-    stop(s).await;
+    s.finish().await;
 }

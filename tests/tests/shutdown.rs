@@ -7,114 +7,50 @@
 //! SIGTERM), credits equal to its ledger, every record equal to its truth.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use apollo_sim::{SimConfig, SimHandle};
-use e2e_tests::process::{Service, free_port};
-use e2e_tests::proxy::Proxy;
+use e2e_tests::stand::{Stand, StandSpec, same_for_all};
 use e2e_tests::truth::assert_records_match;
-use e2e_tests::{Api, Backend, CLIENT_KEY, TestDb, enrichd_binary, fast_sim};
-use enrichd::core::signing::SigningSecret;
-use enrichd::demo::receiver::CallbackReceiver;
+use e2e_tests::{Backend, CLIENT_KEY, fast_sim};
 use serde_json::{Value, json};
 
 const APOLLO_KEY: &str = "apollo-shutdown-key-5d1e7a";
 /// Apollo's answer delay: each call is charged, then answered this much later.
 const ANSWER_DELAY_MS: u64 = 2_500;
 
-struct Stand {
-    db: TestDb,
-    sim: SimHandle,
-    receiver: CallbackReceiver,
-    proxy: Option<Proxy>,
-    services: Vec<Service>,
-    dir: PathBuf,
-}
+/// The settings of every stand here, before a test's own.
+const SETTINGS: &[(&str, &str)] = &[
+    ("APOLLO_TIMEOUT", "10s"),
+    ("APOLLO_RETRY_BASE", "100ms"),
+    ("RECONCILE_AFTER", "5s"),
+    ("RECONCILE_EVERY", "500ms"),
+    ("CALLBACK_RETRY_SCHEDULE", "200ms,200ms,500ms,1s,1s,2s"),
+    ("RUST_LOG", "info,sqlx=warn,sea_orm=warn"),
+];
 
 /// The simulator, a receiver, `replicas` processes (behind a balancer when more than one) with
 /// the default lease and grace unless `extra` sets them.
 async fn stand(backend: Backend, replicas: usize, sim: SimConfig, extra: &[(&str, &str)]) -> Stand {
-    enrichd::startup::install_tls();
-    let bin = enrichd_binary();
-    let db = TestDb::create(backend).await.unwrap();
-    let sim = apollo_sim::spawn(SimConfig { api_key: APOLLO_KEY.into(), ..sim }).await.unwrap();
-    let (signer, signing_text) = SigningSecret::generate();
-    let receiver = CallbackReceiver::start(signer).await.unwrap();
-    let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
-    let urls: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
-    let proxy = if replicas > 1 { Some(Proxy::start(urls.clone()).await.unwrap()) } else { None };
-    let base = proxy.as_ref().map_or(urls[0].clone(), |p| p.url.clone());
-    let dir = std::env::temp_dir().join(format!("enrichd-shutdown-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut env: Vec<(String, String)> = [
-        ("DATABASE_URL", db.url.as_str()),
-        ("APOLLO_API_KEY", APOLLO_KEY),
-        ("APOLLO_BASE_URL", sim.url()),
-        ("PUBLIC_BASE_URL", &base),
-        ("ENRICHD_API_KEYS", &format!("deploys={CLIENT_KEY}")),
-        ("CALLBACK_SIGNING_SECRET", &signing_text),
-        ("APOLLO_TIMEOUT", "10s"),
-        ("APOLLO_RETRY_BASE", "100ms"),
-        ("RECONCILE_AFTER", "5s"),
-        ("RECONCILE_EVERY", "500ms"),
-        ("CALLBACK_ALLOW_HTTP", "true"),
-        ("CALLBACK_ALLOW_HOSTS", "127.0.0.1"),
-        ("CALLBACK_RETRY_SCHEDULE", "200ms,200ms,500ms,1s,1s,2s"),
-        ("RUST_LOG", "info,sqlx=warn,sea_orm=warn"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let mut services = Vec::new();
-    for (i, port) in ports.iter().enumerate() {
-        let mut env = env.clone();
-        env.push(("BIND".into(), format!("127.0.0.1:{port}")));
-        let api = Api::new(format!("http://127.0.0.1:{port}"));
-        services.push(Service { bin: bin.clone(), env, log: dir.join(format!("enrichd-{i}.log")), child: None, api });
-    }
-    for s in &mut services {
-        s.start().await;
-    }
-    Stand { db, sim, receiver, proxy, services, dir }
+    let env: Vec<(&str, &str)> = SETTINGS.iter().chain(extra).copied().collect();
+    let sim = SimConfig { api_key: APOLLO_KEY.into(), ..sim };
+    Stand::start(StandSpec { name: "deploys", backend, replicas, sim, env: &env, replica_env: &same_for_all }).await
 }
 
-impl Stand {
-    fn api(&self) -> Api {
-        Api::new(self.proxy.as_ref().map_or_else(|| self.services[0].api.base.clone(), |p| p.url.clone()))
-    }
+/// A job of `n` people with phone reveal and a callback.
+fn job_body(s: &Stand, tag: &str, n: usize) -> Value {
+    json!({
+        "people": (0..n).map(|i| json!({"email": format!("{tag}{i}@deploy-{}.io", i % 9)})).collect::<Vec<_>>(),
+        "reveal_phone_number": true,
+        "callback_url": s.receiver.url(),
+    })
+}
 
-    fn job(&self, tag: &str, n: usize) -> Value {
-        json!({
-            "people": (0..n).map(|i| json!({"email": format!("{tag}{i}@deploy-{}.io", i % 9)})).collect::<Vec<_>>(),
-            "reveal_phone_number": true,
-            "callback_url": self.receiver.url(),
-        })
-    }
-
-    async fn submit(&self, body: &Value) -> String {
-        let resp = self.api().submit(body).await;
-        assert_eq!(resp.status(), 202);
-        resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
-    }
-
-    fn log(&self, i: usize) -> String {
-        std::fs::read_to_string(&self.services[i].log).unwrap_or_default()
-    }
-
-    async fn finish(mut self) {
-        for s in &mut self.services {
-            s.kill().await;
-        }
-        if let Some(p) = self.proxy {
-            p.stop().await;
-        }
-        self.receiver.stop().await;
-        self.sim.stop().await;
-        self.db.drop_db().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+/// Submits `body` at the stand's public address; returns the job id.
+async fn submit(s: &Stand, body: &Value) -> String {
+    let resp = s.api().submit(body).await;
+    assert_eq!(resp.status(), 202);
+    resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
 }
 
 /// How many times Apollo answered each detail (by email) with a 200: a person charged twice
@@ -152,7 +88,7 @@ async fn sigterm_with_calls_in_flight_loses_nothing_and_pays_nothing_twice() {
     };
     let mut s = stand(Backend::Sqlite, 1, sim, &[("DISPATCH_CONCURRENCY", "6")]).await;
     let people = 300;
-    let id = s.submit(&s.job("term", people)).await;
+    let id = submit(&s, &job_body(&s, "term", people)).await;
     // Mid-job: some calls answered (their phones now arriving), six in flight.
     while s.sim.calls().iter().filter(|c| c.route.ends_with("bulk_match")).count() < 6 {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -221,11 +157,11 @@ async fn a_rolling_restart_of_three_replicas_refuses_no_request_and_pays_nothing
     let mut s = stand(Backend::Postgres, 3, sim, &[("DISPATCH_CONCURRENCY", "3")]).await;
     let mut ids = Vec::new();
     for j in 0..3 {
-        ids.push(s.submit(&s.job(&format!("roll{j}-"), 250)).await);
+        ids.push(submit(&s, &job_body(&s, &format!("roll{j}-"), 250)).await);
     }
     // A client polling and submitting through the balancer the whole time.
     let api = s.api();
-    let (polled, body) = (ids.clone(), s.job("small-", 5));
+    let (polled, body) = (ids.clone(), job_body(&s, "small-", 5));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let client = tokio::spawn({
         let stop = stop.clone();
@@ -324,7 +260,7 @@ async fn a_sigkilled_replicas_batches_are_retried_within_seconds() {
     let mut s = stand(Backend::Postgres, 2, sim, &[("DISPATCH_CONCURRENCY", "2"), ("APOLLO_TIMEOUT", "20s")]).await;
     // Only replica 0 runs when the job comes, so it holds the first calls.
     s.services[1].kill().await;
-    let id = s.submit(&s.job("kill-", 60)).await;
+    let id = submit(&s, &job_body(&s, "kill-", 60)).await;
     calls_in_flight(&s.sim, 2).await;
     let killed = SystemTime::now();
     s.services[0].kill().await;
@@ -355,7 +291,7 @@ async fn a_sigkilled_replicas_batches_are_retried_within_seconds() {
     // SQLite: one process; the restarted one knows the old one is gone and retries at once.
     let sim = SimConfig { latency_ms: 6_000, ..fast_sim() };
     let mut s = stand(Backend::Sqlite, 1, sim, &[("DISPATCH_CONCURRENCY", "2"), ("APOLLO_TIMEOUT", "20s")]).await;
-    let id = s.submit(&s.job("kill-", 40)).await;
+    let id = submit(&s, &job_body(&s, "kill-", 40)).await;
     calls_in_flight(&s.sim, 2).await;
     let killed = SystemTime::now();
     s.services[0].kill().await;
