@@ -4,6 +4,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use job_store::writer::group_commit::WriteError;
 
+use crate::core::validate::Refused;
 use crate::models::Problem;
 use crate::models::{ErrorBody, ErrorDetail};
 
@@ -56,11 +57,25 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<Refused> for ApiError {
+    fn from(refused: Refused) -> ApiError {
+        match refused {
+            Refused::NotJson(e) => ApiError::not_json(&e),
+            Refused::Invalid(problems) => ApiError::invalid(problems),
+        }
+    }
+}
+
 impl ApiError {
     /// A 422 for the given problems.
     pub fn invalid(problems: Vec<Problem>) -> ApiError {
         let message = format!("the request has {} problem(s); nothing was stored", problems.len());
         ApiError::Unprocessable { message, details: problems }
+    }
+
+    /// A 400 for a body that is not JSON at all.
+    pub fn not_json(e: &serde_json::Error) -> ApiError {
+        ApiError::BadRequest(format!("the body is not valid JSON: {e}"))
     }
 
     /// A 422 naming one field.

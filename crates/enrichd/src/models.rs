@@ -5,6 +5,7 @@
 use apollo_client::{EnrichFlags, Flag};
 use chrono::{DateTime, Utc};
 use job_store::{CallbackView, JobView, PersonView};
+use rules::PersonField;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
@@ -111,6 +112,25 @@ impl ExternalId {
         match self {
             ExternalId::Text(s) => s,
             ExternalId::Number(n) => n.to_string(),
+        }
+    }
+}
+
+impl PersonInput {
+    /// Sets `field` to `value` (an `external_id` as text).
+    pub fn set(&mut self, field: PersonField, value: String) {
+        let v = Some(value);
+        match field {
+            PersonField::FirstName => self.first_name = v,
+            PersonField::LastName => self.last_name = v,
+            PersonField::Name => self.name = v,
+            PersonField::Email => self.email = v,
+            PersonField::HashedEmail => self.hashed_email = v,
+            PersonField::OrganizationName => self.organization_name = v,
+            PersonField::Domain => self.domain = v,
+            PersonField::Id => self.id = v,
+            PersonField::LinkedinUrl => self.linkedin_url = v,
+            PersonField::ExternalId => self.external_id = v.map(ExternalId::Text),
         }
     }
 }
@@ -965,4 +985,31 @@ pub fn job_json(j: &JobView) -> Value {
 /// A person as JSON (inline in the final callback).
 pub fn person_json(p: &PersonView) -> Value {
     serde_json::to_value(Person::from(p)).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    /// The request model declares the person fields [`PersonField`] lists, and `source_row`.
+    #[test]
+    fn the_person_model_has_every_person_field() {
+        let schema = serde_json::to_value(PersonInput::schema()).expect("a schema");
+        let mut properties: Vec<&str> =
+            schema["properties"].as_object().expect("properties").keys().map(String::as_str).collect();
+        let mut fields: Vec<&str> = PersonField::names().chain([rules::person_fields::SOURCE_ROW]).collect();
+        properties.sort_unstable();
+        fields.sort_unstable();
+        assert_eq!(properties, fields);
+        let mut p = PersonInput::default();
+        for f in PersonField::ALL {
+            p.set(f, f.name().to_uppercase());
+        }
+        let written = serde_json::to_value(&p).expect("JSON");
+        for f in PersonField::ALL {
+            assert_eq!(written[f.name()], f.name().to_uppercase(), "{f}");
+        }
+    }
 }

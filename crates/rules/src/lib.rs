@@ -8,6 +8,7 @@ pub mod budget;
 pub mod counts;
 pub mod lifecycle;
 pub mod merge;
+pub mod person_fields;
 pub mod person_key;
 pub mod ratelimit;
 pub mod records;
@@ -16,5 +17,6 @@ pub mod states;
 pub mod window;
 
 pub use counts::Counts;
+pub use person_fields::PersonField;
 pub use person_key::{person_key, person_key_of};
 pub use states::{BatchState, CallbackEvent, CallbackState, DeliveryState, JobState, PersonState, UnknownState};

@@ -4,41 +4,44 @@
 use apollo_client::normalize_email;
 use serde_json::Value;
 
+use crate::person_fields::PersonField;
+
 /// The identity of an input person, or `None` when it has no usable identifier.
 ///
 /// In order of preference: Apollo `id`, `email`, `linkedin_url`, `hashed_email`, and a name
 /// (`first_name` + `last_name`, or `name`) with a `domain` or an `organization_name`. Everything is
 /// lower-cased and trimmed; URLs and domains lose their scheme, `www.` and trailing slash.
 pub fn person_key(input: &Value) -> Option<String> {
-    person_key_of(|k| input.get(k).and_then(Value::as_str))
+    person_key_of(|f| input.get(f.name()).and_then(Value::as_str))
 }
 
 /// [`person_key`] of a person whose fields are read by `get` (the string value of a field, if
 /// any): the same key without building a JSON object first.
-pub fn person_key_of<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<String> {
-    let field = |k: &str| get(k).map(str::trim).filter(|s| !s.is_empty());
-    if let Some(id) = field("id") {
+pub fn person_key_of<'a>(get: impl Fn(PersonField) -> Option<&'a str>) -> Option<String> {
+    let field = |f: PersonField| get(f).map(str::trim).filter(|s| !s.is_empty());
+    if let Some(id) = field(PersonField::Id) {
         return Some(format!("id:{}", id.to_lowercase()));
     }
-    if let Some(email) = field("email").and_then(normalize_email) {
+    if let Some(email) = field(PersonField::Email).and_then(normalize_email) {
         return Some(format!("email:{email}"));
     }
-    if let Some(url) = field("linkedin_url").and_then(normalize_linkedin) {
+    if let Some(url) = field(PersonField::LinkedinUrl).and_then(normalize_linkedin) {
         return Some(format!("linkedin:{url}"));
     }
-    if let Some(hash) = field("hashed_email") {
+    if let Some(hash) = field(PersonField::HashedEmail) {
         return Some(format!("hashed:{}", hash.to_lowercase()));
     }
-    let name = match (field("first_name"), field("last_name")) {
+    let name = match (field(PersonField::FirstName), field(PersonField::LastName)) {
         (Some(first), Some(last)) => Some(format!("{first} {last}")),
-        _ => field("name").map(str::to_owned),
+        _ => field(PersonField::Name).map(str::to_owned),
     }
     .map(|n| collapse_spaces(&n.to_lowercase()))
     .filter(|n| !n.is_empty())?;
-    if let Some(domain) = field("domain").and_then(normalize_domain) {
+    if let Some(domain) = field(PersonField::Domain).and_then(normalize_domain) {
         return Some(format!("name:{name}|{domain}"));
     }
-    let org = field("organization_name").map(|o| collapse_spaces(&o.to_lowercase())).filter(|o| !o.is_empty())?;
+    let org =
+        field(PersonField::OrganizationName).map(|o| collapse_spaces(&o.to_lowercase())).filter(|o| !o.is_empty())?;
     Some(format!("name:{name}|org:{org}"))
 }
 

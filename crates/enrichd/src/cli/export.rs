@@ -49,7 +49,7 @@ pub async fn run(
             Ok(())
         })
         .await?;
-        crate::core::validate::PERSON_FIELDS.iter().map(|f| f.to_string()).filter(|f| used.contains(f)).collect()
+        rules::PersonField::names().map(str::to_owned).filter(|f| used.contains(f)).collect()
     } else {
         input_columns(meta.as_ref(), &[])
     };

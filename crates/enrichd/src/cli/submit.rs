@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cli::{ApiClient, SubmitArgs};
 use crate::core::csv_map::{Mapping, SOURCE_COLUMNS_KEY, map_headers};
-use crate::core::validate::{ValidPerson, parse_person};
+use crate::core::validate::{validate_person, validate_person_text};
 use crate::models::{JobRequest, PersonInput};
 
 /// A row: its line in the file and the person, or what is wrong with it.
@@ -60,7 +60,8 @@ fn problems_text(list: Vec<(String, String)>) -> String {
 
 /// The person if the service would accept it.
 fn checked(person: PersonInput) -> Result<PersonInput, String> {
-    ValidPerson::try_from(person.clone()).map(|_| person).map_err(problems_text)
+    let value = serde_json::to_value(&person).map_err(|e| e.to_string())?;
+    validate_person(&value).map(|_| person).map_err(problems_text)
 }
 
 impl Iterator for Rows {
@@ -95,10 +96,10 @@ impl Iterator for Rows {
                 if text.trim().is_empty() {
                     continue;
                 }
-                let person = serde_json::from_str::<Value>(&text)
+                let person = validate_person_text(&text)
                     .map_err(|e| format!("is not JSON: {e}"))
-                    .and_then(|v| parse_person(v).map_err(problems_text))
-                    .and_then(checked);
+                    .and_then(|checked| checked.map_err(problems_text))
+                    .and_then(|p| serde_json::from_str::<PersonInput>(p.input_json()).map_err(|e| e.to_string()));
                 return Some(Ok((*line, person)));
             },
         }

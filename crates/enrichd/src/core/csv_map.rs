@@ -5,33 +5,36 @@
 
 use std::collections::BTreeMap;
 
+use rules::PersonField;
 use serde_json::Value;
 
-use crate::core::validate::PERSON_FIELDS;
-use crate::models::{ExternalId, Person, PersonInput, Record};
+use crate::models::{Person, PersonInput, Record};
 
 /// The job metadata key holding the original header row of a file submission.
 pub const SOURCE_COLUMNS_KEY: &str = "source_columns";
 
 /// Header spellings (lower-cased, letters and digits only) of each person field.
-const ALIASES: &[(&str, &[&str])] = &[
-    ("first_name", &["firstname", "first", "givenname", "fname", "forename"]),
-    ("last_name", &["lastname", "last", "surname", "familyname", "lname"]),
-    ("name", &["name", "fullname", "contactname", "personname", "contact"]),
-    ("email", &["email", "emailaddress", "workemail", "businessemail", "mail", "emailid"]),
-    ("hashed_email", &["hashedemail", "emailhash", "emailmd5", "emailsha256", "md5email", "sha256email"]),
+const ALIASES: &[(PersonField, &[&str])] = &[
+    (PersonField::FirstName, &["firstname", "first", "givenname", "fname", "forename"]),
+    (PersonField::LastName, &["lastname", "last", "surname", "familyname", "lname"]),
+    (PersonField::Name, &["name", "fullname", "contactname", "personname", "contact"]),
+    (PersonField::Email, &["email", "emailaddress", "workemail", "businessemail", "mail", "emailid"]),
+    (PersonField::HashedEmail, &["hashedemail", "emailhash", "emailmd5", "emailsha256", "md5email", "sha256email"]),
     (
-        "organization_name",
+        PersonField::OrganizationName,
         &["organizationname", "organization", "company", "companyname", "account", "accountname", "employer", "org"],
     ),
-    ("domain", &["domain", "companydomain", "website", "companywebsite", "emaildomain", "organizationdomain"]),
-    ("id", &["apolloid", "apollopersonid", "personid"]),
     (
-        "linkedin_url",
+        PersonField::Domain,
+        &["domain", "companydomain", "website", "companywebsite", "emaildomain", "organizationdomain"],
+    ),
+    (PersonField::Id, &["apolloid", "apollopersonid", "personid"]),
+    (
+        PersonField::LinkedinUrl,
         &["linkedin", "linkedinurl", "linkedinprofile", "linkedinprofileurl", "personlinkedinurl", "linkedinlink"],
     ),
     // A bare "ID" in a CRM export is the CRM's own record id, not Apollo's.
-    ("external_id", &["externalid", "id", "crmid", "recordid", "contactid", "leadid", "rowid"]),
+    (PersonField::ExternalId, &["externalid", "id", "crmid", "recordid", "contactid", "leadid", "rowid"]),
 ];
 
 /// How a file's columns feed the person fields.
@@ -40,7 +43,7 @@ pub struct Mapping {
     /// The header row as written (BOM removed).
     pub headers: Vec<String>,
     /// For each column, the person field it feeds, if any.
-    pub fields: Vec<Option<&'static str>>,
+    pub fields: Vec<Option<PersonField>>,
 }
 
 /// A `--map` override that cannot be applied.
@@ -53,7 +56,7 @@ pub enum MapError {
     #[error("--map {0:?}: no column named {1:?} in the header row")]
     NoColumn(String, String),
     /// The field is not a person field.
-    #[error("--map {0:?}: {1:?} is not a person field (one of {fields}, or - to ignore)", fields = PERSON_FIELDS.join(", "))]
+    #[error("--map {0:?}: {1:?} is not a person field (one of {fields}, or - to ignore)", fields = PersonField::names().collect::<Vec<_>>().join(", "))]
     NoField(String, String),
 }
 
@@ -63,20 +66,16 @@ pub fn header_key(header: &str) -> String {
 }
 
 /// The person field a header names, by alias.
-pub fn field_for_header(header: &str) -> Option<&'static str> {
+pub fn field_for_header(header: &str) -> Option<PersonField> {
     let key = header_key(header);
     ALIASES.iter().find(|(_, aliases)| aliases.contains(&key.as_str())).map(|(field, _)| *field)
-}
-
-fn person_field(name: &str) -> Option<&'static str> {
-    PERSON_FIELDS.iter().copied().find(|f| *f == name)
 }
 
 /// Maps a header row: aliases first, then each `column=field` override (`column=-` ignores a
 /// column). When two columns feed one field, the first keeps it.
 pub fn map_headers(headers: &[String], overrides: &[String]) -> Result<Mapping, MapError> {
     let headers: Vec<String> = headers.iter().map(|h| h.trim_start_matches('\u{feff}').to_string()).collect();
-    let mut fields: Vec<Option<&'static str>> = headers.iter().map(|h| field_for_header(h)).collect();
+    let mut fields: Vec<Option<PersonField>> = headers.iter().map(|h| field_for_header(h)).collect();
     for raw in overrides {
         let (column, field) = raw.split_once('=').ok_or_else(|| MapError::Syntax(raw.clone()))?;
         let (column, field) = (column.trim(), field.trim());
@@ -87,7 +86,7 @@ pub fn map_headers(headers: &[String], overrides: &[String]) -> Result<Mapping, 
             .ok_or_else(|| MapError::NoColumn(raw.clone(), column.to_string()))?;
         let target = match field {
             "-" | "" => None,
-            f => Some(person_field(f).ok_or_else(|| MapError::NoField(raw.clone(), f.to_string()))?),
+            f => Some(PersonField::from_name(f).ok_or_else(|| MapError::NoField(raw.clone(), f.to_string()))?),
         };
         // The override wins: no other column keeps that field.
         if target.is_some() {
@@ -125,19 +124,7 @@ impl Mapping {
             if value.is_empty() {
                 continue;
             }
-            let v = Some(value.to_string());
-            match *field {
-                "first_name" => p.first_name = v,
-                "last_name" => p.last_name = v,
-                "name" => p.name = v,
-                "email" => p.email = v,
-                "hashed_email" => p.hashed_email = v,
-                "organization_name" => p.organization_name = v,
-                "domain" => p.domain = v,
-                "id" => p.id = v,
-                "linkedin_url" => p.linkedin_url = v,
-                _ => p.external_id = v.map(ExternalId::Text),
-            }
+            p.set(*field, value.to_string());
         }
         p.source_row = Some(row.iter().map(|s| s.to_string()).collect());
         p
@@ -163,12 +150,12 @@ pub const ENRICHED_COLUMNS: [&str; 14] = [
 ];
 
 /// The input columns of an export: the file's header row when the job came from a file, else the
-/// person fields any person of the job used (in [`PERSON_FIELDS`] order).
+/// person fields any person of the job used (in [`PersonField::ALL`] order).
 pub fn input_columns(metadata: Option<&Value>, people: &[Person]) -> Vec<String> {
     if let Some(cols) = metadata.and_then(|m| m.get(SOURCE_COLUMNS_KEY)).and_then(Value::as_array) {
         return cols.iter().map(|c| c.as_str().unwrap_or_default().to_string()).collect();
     }
-    PERSON_FIELDS.iter().filter(|f| people.iter().any(|p| p.input.get(**f).is_some())).map(|f| f.to_string()).collect()
+    PersonField::names().filter(|f| people.iter().any(|p| p.input.get(*f).is_some())).map(str::to_owned).collect()
 }
 
 /// A person's input cells under `columns` (see [`input_columns`]).
@@ -298,7 +285,7 @@ mod tests {
         .unwrap();
         assert_eq!(m.headers[0], "First Name", "the BOM is not part of the name");
         assert_eq!(
-            m.fields,
+            m.fields.iter().map(|f| f.map(PersonField::name)).collect::<Vec<_>>(),
             vec![
                 Some("first_name"),
                 Some("last_name"),
@@ -316,9 +303,9 @@ mod tests {
     fn overrides_win_and_a_field_has_one_column() {
         let h = headers(&["Email", "Work Email", "Org", "Apollo"]);
         let m = map_headers(&h, &["Work Email=email".into(), "Apollo=id".into(), "Org=-".into()]).unwrap();
-        assert_eq!(m.fields, vec![None, Some("email"), None, Some("id")]);
+        assert_eq!(m.fields, vec![None, Some(PersonField::Email), None, Some(PersonField::Id)]);
         // Without overrides, the first of two email columns keeps the field.
-        assert_eq!(map_headers(&h, &[]).unwrap().fields[..2], [Some("email"), None]);
+        assert_eq!(map_headers(&h, &[]).unwrap().fields[..2], [Some(PersonField::Email), None]);
         assert_eq!(
             map_headers(&h, &["Nope=email".into()]),
             Err(MapError::NoColumn("Nope=email".into(), "Nope".into()))

@@ -2,30 +2,18 @@
 //! earlier lookup would answer (counted by the store), calls and worst-case credits for the rest,
 //! time at the configured limit.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use apollo_client::{Credits, Flag};
 use rules::budget;
 
-use crate::core::validate::{PersonKey, ValidJob};
+use crate::core::validate::ValidJob;
 use crate::models::{Estimate, EstimateCredits};
-
-/// The person keys of `job`'s people, each once.
-pub fn unique_keys<P: PersonKey>(job: &ValidJob<P>) -> Vec<String> {
-    let keys: HashSet<_> = job.people.iter().filter_map(PersonKey::person_key).collect();
-    keys.into_iter().map(|k| k.into_owned()).collect()
-}
 
 /// The estimate of `job` of which `reusable` people an earlier lookup answers; `per_minute` is the
 /// configured call limit (`None`: learned from Apollo's headers only, so no time is promised).
-pub fn estimate<P: PersonKey>(
-    job: &ValidJob<P>,
-    reusable: usize,
-    per_minute: Option<u32>,
-    minute: Duration,
-) -> Estimate {
-    let unique = unique_keys(job).len() as i64;
+pub fn estimate(job: &ValidJob, reusable: usize, per_minute: Option<u32>, minute: Duration) -> Estimate {
+    let unique = job.unique_keys().len() as i64;
     let reusable = (reusable as i64).min(unique);
     let sent = unique - reusable;
     let calls = (sent + job_store::claims::BATCH_SIZE as i64 - 1) / job_store::claims::BATCH_SIZE as i64;

@@ -1,54 +1,28 @@
-//! Validation of a submitted job: the body is parsed into the typed request of the HTTP contract
-//! ([`JobRequest`](crate::models::JobRequest), [`PersonInput`]) one field at a time, then each person into a [`ValidPerson`],
-//! so that every problem is found at once, each naming where it is.
-//!
-//! Two ways in, one set of rules (`clean` for a person, `job_fields` for the rest):
-//! [`validate_job_bytes`] reads a body of valid people straight from its bytes into their stored
-//! form ([`NewPerson`]), no `Value` of them built; [`validate_job_owned`] checks a decoded body
-//! and names every problem. The API tries the first and falls back to the second, so what the
-//! first does not take is answered exactly as before.
+//! Validation of a submitted job, on one path: the body is read once, from its bytes (the API) or
+//! from a decoded value (the dashboard, the CLI), each person straight into the form the store
+//! keeps ([`NewPerson`]), its strings borrowed from the input while they are checked. Every problem
+//! is found on the way and named by where it is, so one answer lists them all.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 
+use apollo_client::{EnrichFlags, Flag};
 use job_store::NewPerson;
-use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use rules::PersonField;
+use rules::person_fields::SOURCE_ROW;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::{Map, Value, json};
-
-use apollo_client::{EnrichFlags, Flag};
+use serde_json::{Map, Value};
 
 use crate::core::callback_url::CallbackPolicy;
-use crate::models::{ExternalId, PersonInput, Problem};
-
-/// Fields a person may carry.
-pub const PERSON_FIELDS: [&str; 10] = [
-    "first_name",
-    "last_name",
-    "name",
-    "email",
-    "hashed_email",
-    "organization_name",
-    "domain",
-    "id",
-    "linkedin_url",
-    "external_id",
-];
-
-/// Indexes into [`PERSON_FIELDS`] in the order a person's field problems are reported: by name,
-/// `external_id` last.
-const CHECK_ORDER: [usize; 10] = [6, 3, 0, 4, 7, 1, 8, 2, 5, 9];
-
-/// Indexes into [`PERSON_FIELDS`] by name: the key order of a stored person's JSON (a
-/// `serde_json::Map` keeps its keys sorted; `source_row` sorts after all of them).
-const JSON_ORDER: [usize; 10] = [6, 3, 9, 0, 4, 7, 1, 8, 2, 5];
+use crate::models::{ExternalId, Problem};
 
 /// A job's fields besides its people and its flags ([`Flag::ALL`]).
 const JOB_FIELDS: [&str; 6] = ["callback_url", "metadata", "webhook_url", "max_credits", "dry_run", "reuse_within"];
 
-/// The person field holding a spreadsheet row as given (kept for exports, never sent to Apollo).
-pub const SOURCE_ROW: &str = "source_row";
 /// Most cells in a `source_row`.
 pub const MAX_SOURCE_CELLS: usize = 200;
 /// Longest accepted value of a person field.
@@ -64,13 +38,14 @@ pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 /// Why U+0000 is refused: PostgreSQL `text` and `jsonb` cannot hold it, so the same job would be
 /// accepted on SQLite and refused on PostgreSQL. Refusing it everywhere keeps one contract.
 const NUL_MESSAGE: &str = "contains U+0000 (a NUL character), which the database cannot store";
+/// What a person that is not an object (nor an array of its fields in order) is told.
+const NOT_AN_OBJECT: &str = "must be an object";
 
-/// A job that passed validation, its people as `P`: `Value`s from [`validate_job`], their stored
-/// form ([`NewPerson`]) from [`validate_job_bytes`].
+/// A job that passed validation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ValidJob<P = Value> {
-    /// The people, each an object of known string fields, in input order.
-    pub people: Vec<P>,
+pub struct ValidJob {
+    /// The people in their stored form, in input order.
+    pub people: Vec<NewPerson>,
     /// The Apollo flags asked for.
     pub flags: EnrichFlags,
     /// The checked callback URL.
@@ -85,7 +60,7 @@ pub struct ValidJob<P = Value> {
     pub reuse_within: Option<std::time::Duration>,
 }
 
-impl<P: Into<NewPerson>> ValidJob<P> {
+impl ValidJob {
     /// The job to store for `client`, consuming the validated one.
     pub fn into_new_job(self, client: String, idempotency_key: Option<String>) -> job_store::NewJob {
         job_store::NewJob {
@@ -94,91 +69,98 @@ impl<P: Into<NewPerson>> ValidJob<P> {
             options: self.flags,
             callback_url: self.callback_url,
             metadata: self.metadata,
-            // Each person's key and JSON text once (already so for `NewPerson`s: no copy).
-            people: self.people.into_iter().map(Into::into).collect(),
+            people: self.people,
             max_credits: self.max_credits,
             daily_cap: None,
             retry_of: None,
             reuse: None,
         }
     }
-}
 
-impl ValidJob<Value> {
-    /// The same job with its people in their stored form, each `Value` dropped as it goes.
-    pub fn into_stored(self) -> ValidJob<NewPerson> {
-        ValidJob {
-            people: self.people.into_iter().map(NewPerson::from).collect(),
-            flags: self.flags,
-            callback_url: self.callback_url,
-            metadata: self.metadata,
-            max_credits: self.max_credits,
-            dry_run: self.dry_run,
-            reuse_within: self.reuse_within,
-        }
+    /// The [`rules::person_key`]s of the people, each once.
+    pub fn unique_keys(&self) -> Vec<String> {
+        let keys: std::collections::HashSet<&str> = self.people.iter().filter_map(NewPerson::key).collect();
+        keys.into_iter().map(str::to_owned).collect()
     }
 }
 
-/// The [`rules::person_key`] of a validated person, in either form.
-pub trait PersonKey {
-    /// The key; `None` for a person without a usable identifier (validation refuses those).
-    fn person_key(&self) -> Option<Cow<'_, str>>;
-}
-
-impl PersonKey for Value {
-    fn person_key(&self) -> Option<Cow<'_, str>> {
-        rules::person_key(self).map(Cow::Owned)
-    }
-}
-
-impl PersonKey for NewPerson {
-    fn person_key(&self) -> Option<Cow<'_, str>> {
-        self.key().map(Cow::Borrowed)
-    }
+/// Why a body given as bytes was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// Not JSON at all.
+    #[error("{0}")]
+    NotJson(serde_json::Error),
+    /// JSON, with these problems.
+    #[error("the job is invalid")]
+    Invalid(Vec<Problem>),
 }
 
 fn problem(field: impl Into<String>, index: Option<usize>, message: impl Into<String>) -> Problem {
     Problem { field: field.into(), index, message: message.into() }
 }
 
-/// Checks a decoded job body against the limits; returns the job or every problem found.
-pub fn validate_job(body: &Value, max_people: usize, policy: &CallbackPolicy) -> Result<ValidJob, Vec<Problem>> {
-    validate_job_owned(body.clone(), max_people, policy)
+/// Validates the job body `bytes`: the job, or why not (every problem named).
+pub fn validate_job_bytes(bytes: &[u8], max_people: usize, policy: &CallbackPolicy) -> Result<ValidJob, Refused> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let read = JobSeed { max_people }.deserialize(&mut de).and_then(|read| de.end().map(|()| read));
+    finish(read.map_err(Refused::NotJson)?, max_people, policy).map_err(Refused::Invalid)
 }
 
-/// [`validate_job`] consuming the body: each person is parsed by moving its strings, so a
-/// 100,000-person job is held once rather than twice (about 100 MiB less at the peak).
-pub fn validate_job_owned(
-    mut body: Value,
-    max_people: usize,
-    policy: &CallbackPolicy,
-) -> Result<ValidJob, Vec<Problem>> {
-    let mut problems = Vec::new();
-    let Some(obj) = body.as_object_mut() else {
+/// Validates a decoded job body: the job or every problem found.
+pub fn validate_job(body: &Value, max_people: usize, policy: &CallbackPolicy) -> Result<ValidJob, Vec<Problem>> {
+    match (JobSeed { max_people }).deserialize(body) {
+        Ok(read) => finish(read, max_people, policy),
+        // The reader takes any JSON value; a decoded one has nothing else to fail on.
+        Err(e) => Err(vec![problem("", None, e.to_string())]),
+    }
+}
+
+/// A job body as read: its own fields as values, its people already checked.
+enum ReadJob {
+    NotObject,
+    Object { rest: Map<String, Value>, people: Option<ReadPeople> },
+}
+
+/// `people` as read.
+enum ReadPeople {
+    NotArray,
+    /// `len` people given; the first `max_people` checked into `valid` and `problems`.
+    Array {
+        len: usize,
+        valid: Vec<NewPerson>,
+        problems: Vec<Problem>,
+    },
+}
+
+/// The answer for a body read: problems of the job's own fields first, then of its people.
+fn finish(read: ReadJob, max_people: usize, policy: &CallbackPolicy) -> Result<ValidJob, Vec<Problem>> {
+    let ReadJob::Object { mut rest, people } = read else {
         return Err(vec![problem("", None, "the body must be a JSON object")]);
     };
-    let fields = job_fields(obj, policy, &mut problems);
-    let mut people = Vec::new();
-    match obj.remove("people") {
-        Some(Value::Array(list)) if list.is_empty() => problems.push(problem("people", None, "must not be empty")),
-        Some(Value::Array(list)) if list.len() > max_people => problems.push(problem(
-            "people",
-            None,
-            format!("has {} people; the limit per job is {max_people}", list.len()),
-        )),
-        Some(Value::Array(list)) => {
-            people.reserve(list.len());
-            for (i, p) in list.into_iter().enumerate() {
-                let at = |f: &str| if f.is_empty() { format!("people[{i}]") } else { format!("people[{i}].{f}") };
-                match parse_person(p).and_then(ValidPerson::try_from) {
-                    Ok(clean) => people.push(clean.0),
-                    Err(list) => problems.extend(list.into_iter().map(|(f, m)| problem(at(&f), Some(i), m))),
-                }
-            }
+    let mut problems = Vec::new();
+    let fields = job_fields(&mut rest, policy, &mut problems);
+    let people = match people {
+        None => {
+            problems.push(problem("people", None, "is required"));
+            Vec::new()
         }
-        Some(_) => problems.push(problem("people", None, "must be an array")),
-        None => problems.push(problem("people", None, "is required")),
-    }
+        Some(ReadPeople::NotArray) => {
+            problems.push(problem("people", None, "must be an array"));
+            Vec::new()
+        }
+        Some(ReadPeople::Array { len: 0, .. }) => {
+            problems.push(problem("people", None, "must not be empty"));
+            Vec::new()
+        }
+        Some(ReadPeople::Array { len, .. }) if len > max_people => {
+            problems.push(problem("people", None, format!("has {len} people; the limit per job is {max_people}")));
+            Vec::new()
+        }
+        Some(ReadPeople::Array { valid, problems: of_people, .. }) => {
+            problems.extend(of_people);
+            valid
+        }
+    };
     if problems.is_empty() { Ok(fields.with_people(people)) } else { Err(problems) }
 }
 
@@ -193,7 +175,7 @@ struct JobFields {
 }
 
 impl JobFields {
-    fn with_people<P>(self, people: Vec<P>) -> ValidJob<P> {
+    fn with_people(self, people: Vec<NewPerson>) -> ValidJob {
         ValidJob {
             people,
             flags: self.flags,
@@ -205,11 +187,10 @@ impl JobFields {
         }
     }
 }
-
-/// Checks (and removes) the job's own fields of `obj`, all but `people`, which it leaves; each
+/// Checks (and removes) the job's own fields of `obj`, each
 /// problem goes to `problems`: unknown fields first, then the fields in the order below.
 fn job_fields(obj: &mut Map<String, Value>, policy: &CallbackPolicy, problems: &mut Vec<Problem>) -> JobFields {
-    let known = |k: &str| k == "people" || Flag::from_name(k).is_some() || JOB_FIELDS.contains(&k);
+    let known = |k: &str| Flag::from_name(k).is_some() || JOB_FIELDS.contains(&k);
     for key in obj.keys().filter(|k| !known(k)) {
         problems.push(problem(key.clone(), None, "unknown field"));
     }
@@ -269,212 +250,380 @@ fn job_fields(obj: &mut Map<String, Value>, policy: &CallbackPolicy, problems: &
     JobFields { flags, callback_url, metadata, max_credits, dry_run, reuse_within }
 }
 
-/// [`validate_job_owned`] of the body `bytes` when every person in it is valid, read straight
-/// into their stored form as the body is parsed: each person's strings are borrowed from the
-/// bytes, checked, and written once as the JSON text the store keeps, so no `Value` of the
-/// people is built (a 100,000-person job: about 30 MB instead of 100 MiB, and a third of the
-/// time). `None` for any other body (not JSON, not an object, `people` missing, empty, too long
-/// or repeated, any person refused): [`validate_job_owned`] of the decoded body is then the
-/// answer, naming every problem. Where this answers, it answers what that would.
-pub fn validate_job_bytes(
-    bytes: &[u8],
-    max_people: usize,
-    policy: &CallbackPolicy,
-) -> Option<Result<ValidJob<NewPerson>, Vec<Problem>>> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let (mut obj, people) = de.deserialize_map(Body { max_people }).ok()?;
-    de.end().ok()?;
-    let mut problems = Vec::new();
-    let fields = job_fields(&mut obj, policy, &mut problems);
-    Some(if problems.is_empty() { Ok(fields.with_people(people)) } else { Err(problems) })
-}
-
-/// Why [`validate_job_bytes`] stops reading (never shown: the caller decodes the body instead).
-fn not_here<E: de::Error>() -> E {
-    E::custom("not a body of valid people")
-}
-
-/// The job body: `people` read by [`People`], every other field kept as a `Value`.
-struct Body {
+/// Reads a job body: any JSON value.
+struct JobSeed {
     max_people: usize,
 }
 
-impl<'de> Visitor<'de> for Body {
-    type Value = (Map<String, Value>, Vec<NewPerson>);
+impl<'de> DeserializeSeed<'de> for JobSeed {
+    type Value = ReadJob;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ReadJob, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// The visitor methods of a reader that takes any JSON value and answers `$other` for all but
+/// the kinds it reads itself (`map`, `seq`: those it lists are not generated).
+macro_rules! any_other {
+    ($other:expr; $($kind:ident),*) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok($other)
+        }
+        $(any_other!(@$kind $other);)*
+    };
+    (@seq $other:expr) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($other)
+        }
+    };
+    (@map $other:expr) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok($other)
+        }
+    };
+}
+
+impl<'de> Visitor<'de> for JobSeed {
+    type Value = ReadJob;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a job object")
+        f.write_str("a JSON value")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+    any_other!(ReadJob::NotObject; seq);
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ReadJob, A::Error> {
         let mut rest = Map::new();
         let mut people = None;
         while let Some(key) = map.next_key::<String>()? {
-            if key != "people" {
-                // As a decoded `Value` keeps it: a repeated key's last value.
-                rest.insert(key, map.next_value()?);
-            } else if people.is_none() {
-                people = Some(map.next_value_seed(People { max_people: self.max_people })?);
+            // A repeated key's last value counts, as in a decoded body.
+            if key == "people" {
+                people = Some(map.next_value_seed(PeopleSeed { max_people: self.max_people })?);
             } else {
-                return Err(not_here());
+                rest.insert(key, map.next_value()?);
             }
         }
-        people.map(|p| (rest, p)).ok_or_else(not_here)
+        Ok(ReadJob::Object { rest, people })
     }
 }
 
-/// `people`: 1 to `max_people` valid people, each in its stored form.
-struct People {
+/// Reads `people`: each of the first `max_people` checked as it is read, the rest only counted.
+struct PeopleSeed {
     max_people: usize,
 }
 
-impl<'de> DeserializeSeed<'de> for People {
-    type Value = Vec<NewPerson>;
+impl<'de> DeserializeSeed<'de> for PeopleSeed {
+    type Value = ReadPeople;
 
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Vec<NewPerson>, D::Error> {
-        d.deserialize_seq(self)
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ReadPeople, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for People {
-    type Value = Vec<NewPerson>;
+impl<'de> Visitor<'de> for PeopleSeed {
+    type Value = ReadPeople;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of people")
+        f.write_str("a JSON value")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<NewPerson>, A::Error> {
-        let mut people = Vec::new();
-        while let Some(p) = seq.next_element::<PersonFields<'de>>()? {
-            if people.len() == self.max_people {
-                return Err(not_here());
+    any_other!(ReadPeople::NotArray; map);
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ReadPeople, A::Error> {
+        let (mut len, mut valid, mut problems) = (0, Vec::new(), Vec::new());
+        loop {
+            if len >= self.max_people {
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    break;
+                }
+            } else {
+                let Some(person) = seq.next_element_seed(PersonSeed)? else { break };
+                match person {
+                    Ok(p) => valid.push(p),
+                    Err(list) => problems.extend(list.into_iter().map(|(f, m)| {
+                        let at = if f.is_empty() { format!("people[{len}]") } else { format!("people[{len}].{f}") };
+                        problem(at, Some(len), m)
+                    })),
+                }
             }
-            let clean = clean(p.fields(), p.source_row.as_deref()).map_err(|_| not_here())?;
-            people.push(clean.into_new_person().ok_or_else(not_here)?);
+            len += 1;
         }
-        if people.is_empty() { Err(not_here()) } else { Ok(people) }
+        Ok(ReadPeople::Array { len, valid, problems })
     }
 }
 
-/// One element of `people` as read from the bytes: [`PersonInput`]'s fields, in its order (a
-/// person given as an array is read by position, as there), the strings borrowed from the body
-/// where they have no escapes.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PersonFields<'a> {
-    #[serde(default, borrow)]
-    first_name: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    last_name: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    name: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    email: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    hashed_email: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    organization_name: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    domain: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    id: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    linkedin_url: Option<Text<'a>>,
-    #[serde(default, borrow)]
-    external_id: Option<IdText<'a>>,
-    #[serde(default, borrow)]
-    source_row: Option<Vec<Text<'a>>>,
+/// Problems of one person: the field inside the person (empty for the person itself) and what.
+pub type PersonProblems = Vec<(String, String)>;
+
+/// Validates one person given as JSON text (a line of a JSON Lines file): the person, or its
+/// problems; an error if the text is not JSON.
+pub fn validate_person_text(text: &str) -> Result<Result<NewPerson, PersonProblems>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let person = PersonSeed.deserialize(&mut de)?;
+    de.end()?;
+    Ok(person)
 }
 
-impl PersonFields<'_> {
-    /// The string fields in [`PERSON_FIELDS`] order.
-    fn fields(&self) -> [Option<&str>; 10] {
-        fn s<'s>(t: &'s Option<Text>) -> Option<&'s str> {
-            t.as_ref().map(|t| &*t.0)
-        }
-        [
-            s(&self.first_name),
-            s(&self.last_name),
-            s(&self.name),
-            s(&self.email),
-            s(&self.hashed_email),
-            s(&self.organization_name),
-            s(&self.domain),
-            s(&self.id),
-            s(&self.linkedin_url),
-            self.external_id.as_ref().map(|t| &*t.0),
-        ]
+/// Validates one decoded person.
+pub fn validate_person(person: &Value) -> Result<NewPerson, PersonProblems> {
+    PersonSeed.deserialize(person).unwrap_or_else(|e| Err(vec![(String::new(), e.to_string())]))
+}
+
+/// Reads one element of `people`, checked into its stored form. Problems of the fields' types and
+/// names (sorted by field name) come before, and instead of, those of their values.
+struct PersonSeed;
+
+impl<'de> DeserializeSeed<'de> for PersonSeed {
+    type Value = Result<NewPerson, PersonProblems>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
     }
 }
 
-/// A JSON string, borrowed from the body unless it had escapes.
-struct Text<'a>(Cow<'a, str>);
-
-impl AsRef<str> for Text<'_> {
-    fn as_ref(&self) -> &str {
-        &self.0
-    }
-}
-
-/// Reads a JSON string; with `numbers`, a number too, as the text [`ExternalId::into_text`] makes.
-struct TextVisitor {
-    numbers: bool,
-}
-
-impl TextVisitor {
-    fn number<E: de::Error>(&self, n: serde_json::Number, seen: de::Unexpected) -> Result<Cow<'static, str>, E> {
-        match self.numbers {
-            true => Ok(Cow::Owned(ExternalId::Number(n).into_text())),
-            false => Err(E::invalid_type(seen, self)),
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for TextVisitor {
-    type Value = Cow<'de, str>;
+impl<'de> Visitor<'de> for PersonSeed {
+    type Value = Result<NewPerson, PersonProblems>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str(if self.numbers { "a string or a number" } else { "a string" })
+        f.write_str("a JSON value")
     }
 
-    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(s))
+    any_other!(Err(vec![(String::new(), NOT_AN_OBJECT.into())]););
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut given: [Option<Cow<'de, str>>; 10] = Default::default();
+        let mut row: Option<Vec<Cow<'de, str>>> = None;
+        // By field name; a repeated field's last value counts, as in a decoded body.
+        let mut bad: BTreeMap<String, String> = BTreeMap::new();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            match key {
+                Key::Field(f) => {
+                    let cell = map.next_value::<Cell<'de>>()?;
+                    bad.remove(f.name());
+                    given[f.index()] = None;
+                    match field_text(f, cell) {
+                        Ok(text) => given[f.index()] = text,
+                        Err(message) => drop(bad.insert(f.name().into(), message)),
+                    }
+                }
+                Key::SourceRow => {
+                    bad.remove(SOURCE_ROW);
+                    row = None;
+                    match map.next_value::<RowCell<'de>>()? {
+                        RowCell::Cells(cells) => row = cells,
+                        RowCell::Other(v) => {
+                            drop(bad.insert(SOURCE_ROW.into(), type_problem::<Option<Vec<String>>>(v)))
+                        }
+                    }
+                }
+                Key::Unknown(name) => {
+                    map.next_value::<IgnoredAny>()?;
+                    bad.insert(name, "unknown field".into());
+                }
+            }
+        }
+        if !bad.is_empty() {
+            return Ok(Err(bad.into_iter().collect()));
+        }
+        Ok(checked(&given, row.as_deref()))
     }
 
-    fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(s.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, s: String) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(s))
-    }
-
-    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
-        self.number(n.into(), de::Unexpected::Unsigned(n))
-    }
-
-    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
-        self.number(n.into(), de::Unexpected::Signed(n))
-    }
-
-    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
-        let number = serde_json::Number::from_f64(n).ok_or_else(|| E::custom("not a finite number"))?;
-        self.number(number, de::Unexpected::Float(n))
+    /// A person as an array of its fields in [`PersonField::ALL`] order, then `source_row`.
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        let list = Vec::<Value>::deserialize(SeqAccessDeserializer::new(seq))?;
+        let refused = || Err(vec![(String::new(), NOT_AN_OBJECT.to_string())]);
+        if list.len() > PersonField::ALL.len() + 1 {
+            return Ok(refused());
+        }
+        let mut given: [Option<Cow<'_, str>>; 10] = Default::default();
+        for (f, v) in PersonField::ALL.into_iter().zip(&list) {
+            match field_text(f, Cell::of(v)) {
+                Ok(text) => given[f.index()] = text,
+                Err(_) => return Ok(refused()),
+            }
+        }
+        let row = match list.get(PersonField::ALL.len()) {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(cells)) => match cells.iter().map(Value::as_str).collect::<Option<Vec<_>>>() {
+                Some(cells) => Some(cells),
+                None => return Ok(refused()),
+            },
+            Some(_) => return Ok(refused()),
+        };
+        Ok(checked(&given, row.as_deref()))
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_str(TextVisitor { numbers: false }).map(Text)
+/// The person of `given` fields and `row`, checked into its stored form.
+fn checked<S: AsRef<str>>(given: &[Option<Cow<'_, str>>; 10], row: Option<&[S]>) -> Result<NewPerson, PersonProblems> {
+    clean(given.each_ref().map(|f| f.as_deref()), row).map(Clean::into_new_person)
+}
+
+/// The text of field `f` given as `cell` (`None`: absent), or why its type is wrong.
+fn field_text(f: PersonField, cell: Cell<'_>) -> Result<Option<Cow<'_, str>>, String> {
+    match cell {
+        Cell::Null => Ok(None),
+        Cell::Text(s) => Ok(Some(s)),
+        // CRMs often use numbers for their ids: kept as the text of the number.
+        Cell::Other(Value::Number(n)) if f == PersonField::ExternalId => {
+            Ok(Some(Cow::Owned(ExternalId::Number(n).into_text())))
+        }
+        Cell::Other(v) if f == PersonField::ExternalId => Err(type_problem::<ExternalId>(v)),
+        Cell::Other(v) => Err(type_problem::<String>(v)),
     }
 }
 
-/// `external_id`: a string, or a number as the text [`ExternalId::into_text`] makes of it.
-struct IdText<'a>(Cow<'a, str>);
+/// The problem of a value that is not a `T`, in serde's words without Rust's type names.
+fn type_problem<T: DeserializeOwned>(v: Value) -> String {
+    match serde_json::from_value::<T>(v) {
+        Ok(_) => "has the wrong type".into(),
+        Err(e) => type_message(&e),
+    }
+}
 
-impl<'de: 'a, 'a> Deserialize<'de> for IdText<'a> {
+/// A key of a person object.
+enum Key {
+    Field(PersonField),
+    SourceRow,
+    Unknown(String),
+}
+
+/// Reads a key without allocating for the known ones.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Key, E> {
+        Ok(match PersonField::from_name(s) {
+            Some(f) => Key::Field(f),
+            None if s == SOURCE_ROW => Key::SourceRow,
+            None => Key::Unknown(s.to_owned()),
+        })
+    }
+}
+
+/// A person field's value as read: text (borrowed from the input unless it had escapes), null,
+/// or any other value, kept to say what it is.
+enum Cell<'a> {
+    Text(Cow<'a, str>),
+    Null,
+    Other(Value),
+}
+
+impl<'a> Cell<'a> {
+    /// The cell of a decoded value.
+    fn of(v: &'a Value) -> Cell<'a> {
+        match v {
+            Value::String(s) => Cell::Text(Cow::Borrowed(s)),
+            Value::Null => Cell::Null,
+            v => Cell::Other(v.clone()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Cell<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TextVisitor { numbers: true }).map(IdText)
+        d.deserialize_any(CellVisitor)
+    }
+}
+
+struct CellVisitor;
+
+impl<'de> Visitor<'de> for CellVisitor {
+    type Value = Cell<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Cell<'de>, E> {
+        Ok(Cell::Text(Cow::Borrowed(s)))
+    }
+
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<Cell<'de>, E> {
+        Ok(Cell::Text(Cow::Owned(s.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, s: String) -> Result<Cell<'de>, E> {
+        Ok(Cell::Text(Cow::Owned(s)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Cell<'de>, E> {
+        Ok(Cell::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<Cell<'de>, E> {
+        Ok(Cell::Other(Value::Bool(b)))
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<Cell<'de>, E> {
+        Ok(Cell::Other(Value::from(n)))
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<Cell<'de>, E> {
+        Ok(Cell::Other(Value::from(n)))
+    }
+
+    fn visit_f64<E: de::Error>(self, n: f64) -> Result<Cell<'de>, E> {
+        Ok(Cell::Other(Value::from(n)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Cell<'de>, A::Error> {
+        Value::deserialize(SeqAccessDeserializer::new(seq)).map(Cell::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Cell<'de>, A::Error> {
+        Value::deserialize(MapAccessDeserializer::new(map)).map(Cell::Other)
+    }
+}
+
+/// `source_row` as read: its cells if it is null or an array of strings, otherwise the value.
+enum RowCell<'a> {
+    Cells(Option<Vec<Cow<'a, str>>>),
+    Other(Value),
+}
+
+impl<'de> Deserialize<'de> for RowCell<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Cell::deserialize(d)? {
+            Cell::Null => Ok(RowCell::Cells(None)),
+            Cell::Text(s) => Ok(RowCell::Other(Value::String(s.into_owned()))),
+            Cell::Other(Value::Array(cells)) if cells.iter().all(Value::is_string) => Ok(RowCell::Cells(Some(
+                cells.into_iter().map(|c| Cow::Owned(c.as_str().unwrap_or_default().to_owned())).collect(),
+            ))),
+            Cell::Other(v) => Ok(RowCell::Other(v)),
+        }
     }
 }
 
@@ -490,8 +639,7 @@ fn take<T: DeserializeOwned>(obj: &mut Map<String, Value>, key: &str, problems: 
 fn type_message(e: &serde_json::Error) -> String {
     let m = e.to_string();
     let m = m.strip_prefix("invalid type: ").map(|rest| format!("has the wrong type: {rest}")).unwrap_or(m);
-    m.replace("expected struct PersonInput", "expected an object")
-        .replace("untagged enum ExternalId", "a string or a number")
+    m.replace("untagged enum ExternalId", "a string or a number")
 }
 
 /// The first string or key under `v` holding U+0000, as a path.
@@ -507,84 +655,33 @@ fn nul_inside(v: &Value, at: &str) -> Option<String> {
     }
 }
 
-/// Problems of one person: the field inside the person (empty for the person itself) and what.
-pub type PersonProblems = Vec<(String, String)>;
-
-/// Parses one element of `people` into the wire type; on failure names every unknown or
-/// mistyped field rather than only the first.
-pub fn parse_person(v: Value) -> Result<PersonInput, PersonProblems> {
-    let first = match PersonInput::deserialize(&v) {
-        Ok(p) => return Ok(p),
-        Err(e) => e,
-    };
-    let Value::Object(obj) = v else {
-        return Err(vec![(String::new(), "must be an object".into())]);
-    };
-    let mut problems = PersonProblems::new();
-    for (k, v) in obj {
-        if !PERSON_FIELDS.contains(&k.as_str()) && k != SOURCE_ROW {
-            problems.push((k, "unknown field".into()));
-        } else if let Err(e) = serde_json::from_value::<PersonInput>(json!({ &k: v })) {
-            problems.push((k, type_message(&e)));
-        }
-    }
-    if problems.is_empty() {
-        problems.push((String::new(), type_message(&first)));
-    }
-    Err(problems)
-}
-
-/// A person that passed validation: an object of known, trimmed, non-empty string fields, with a
-/// usable identifier (the form the store keeps).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ValidPerson(pub Value);
-
-impl TryFrom<PersonInput> for ValidPerson {
-    type Error = PersonProblems;
-
-    fn try_from(p: PersonInput) -> Result<ValidPerson, PersonProblems> {
-        let external_id = p.external_id.map(ExternalId::into_text);
-        let fields = [
-            p.first_name.as_deref(),
-            p.last_name.as_deref(),
-            p.name.as_deref(),
-            p.email.as_deref(),
-            p.hashed_email.as_deref(),
-            p.organization_name.as_deref(),
-            p.domain.as_deref(),
-            p.id.as_deref(),
-            p.linkedin_url.as_deref(),
-            external_id.as_deref(),
-        ];
-        clean(fields, p.source_row.as_deref()).map(|c| ValidPerson(c.to_value()))
-    }
-}
-
 /// A person's fields after [`clean`]: trimmed, blank ones absent, borrowed from where they were
 /// read; with its key.
 struct Clean<'a, S> {
-    /// By [`PERSON_FIELDS`] index.
+    /// By [`PersonField::index`].
     fields: [Option<&'a str>; 10],
     source_row: Option<&'a [S]>,
     key: String,
 }
 
-/// The rules for one person, whichever way it was read: `fields` by [`PERSON_FIELDS`] index, as
-/// given. Every problem found, in the order [`CHECK_ORDER`] gives.
+/// The rules for one person, whichever way it was read: `given` by [`PersonField::index`]. Every
+/// problem found: the fields' lengths and characters by name (`external_id` last), then the
+/// source row, then the identifiers' formats.
 fn clean<'a, S: AsRef<str>>(
     given: [Option<&'a str>; 10],
     source_row: Option<&'a [S]>,
 ) -> Result<Clean<'a, S>, PersonProblems> {
     let mut problems = PersonProblems::new();
     let mut fields = [None; 10];
-    for i in CHECK_ORDER {
-        let (k, Some(s)) = (PERSON_FIELDS[i], given[i]) else { continue };
+    let by_name = PersonField::BY_NAME.into_iter().filter(|f| *f != PersonField::ExternalId);
+    for f in by_name.chain([PersonField::ExternalId]) {
+        let Some(s) = given[f.index()] else { continue };
         if s.len() > MAX_FIELD_LEN {
-            problems.push((k.into(), format!("is longer than {MAX_FIELD_LEN} bytes")));
+            problems.push((f.name().into(), format!("is longer than {MAX_FIELD_LEN} bytes")));
         } else if s.contains('\0') {
-            problems.push((k.into(), NUL_MESSAGE.into()));
+            problems.push((f.name().into(), NUL_MESSAGE.into()));
         } else if !s.trim().is_empty() {
-            fields[i] = Some(s.trim());
+            fields[f.index()] = Some(s.trim());
         }
     }
     let mut row = None;
@@ -599,19 +696,20 @@ fn clean<'a, S: AsRef<str>>(
             row = Some(cells);
         }
     }
-    let field = |name: &str| PERSON_FIELDS.iter().position(|f| *f == name).and_then(|i| fields[i]);
-    if field("email").is_some_and(|e| apollo_client::normalize_email(e).is_none()) {
-        problems.push(("email".into(), "is not an email address".into()));
+    let field = |f: PersonField| fields[f.index()];
+    let mut wrong = |f: PersonField, message: &str| problems.push((f.name().into(), message.into()));
+    if field(PersonField::Email).is_some_and(|e| apollo_client::normalize_email(e).is_none()) {
+        wrong(PersonField::Email, "is not an email address");
     }
-    if field("hashed_email").is_some_and(|h| !((h.len() == 32 || h.len() == 64) && is_hex(h))) {
-        problems.push(("hashed_email".into(), "must be an MD5 (32) or SHA-256 (64) hex digest".into()));
+    if field(PersonField::HashedEmail).is_some_and(|h| !((h.len() == 32 || h.len() == 64) && is_hex(h))) {
+        wrong(PersonField::HashedEmail, "must be an MD5 (32) or SHA-256 (64) hex digest");
     }
-    if field("linkedin_url").is_some_and(|u| !u.to_ascii_lowercase().contains("linkedin.com/")) {
-        problems.push(("linkedin_url".into(), "is not a LinkedIn URL".into()));
+    if field(PersonField::LinkedinUrl).is_some_and(|u| !u.to_ascii_lowercase().contains("linkedin.com/")) {
+        wrong(PersonField::LinkedinUrl, "is not a LinkedIn URL");
     }
     // Apollo ids are MongoDB object ids; anything else Apollo refuses, failing the whole call.
-    if field("id").is_some_and(|id| !(id.len() == 24 && is_hex(id))) {
-        problems.push(("id".into(), "must be an Apollo person id: 24 hexadecimal characters".into()));
+    if field(PersonField::Id).is_some_and(|id| !(id.len() == 24 && is_hex(id))) {
+        wrong(PersonField::Id, "must be an Apollo person id: 24 hexadecimal characters");
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -626,28 +724,16 @@ fn clean<'a, S: AsRef<str>>(
 }
 
 impl<S: AsRef<str>> Clean<'_, S> {
-    /// The person as a JSON object.
-    fn to_value(&self) -> Value {
-        let mut obj = Map::new();
-        for (i, s) in self.fields.iter().enumerate() {
-            if let Some(s) = s {
-                obj.insert(PERSON_FIELDS[i].into(), Value::from(*s));
-            }
-        }
-        if let Some(row) = self.source_row {
-            obj.insert(SOURCE_ROW.into(), row.iter().map(|c| Value::from(c.as_ref())).collect());
-        }
-        Value::Object(obj)
-    }
-
-    /// The person in its stored form: the JSON text of [`Clean::to_value`], written directly.
-    fn into_new_person(self) -> Option<NewPerson> {
-        let text = serde_json::value::to_raw_value(&self).ok()?;
-        Some(NewPerson::with_key(text, Some(self.key)))
+    /// The person in its stored form: its JSON text, written directly.
+    fn into_new_person(self) -> NewPerson {
+        // Writing strings into JSON text cannot fail.
+        let text =
+            serde_json::value::to_raw_value(&self).unwrap_or_else(|_| serde_json::value::RawValue::NULL.to_owned());
+        NewPerson::with_key(text, Some(self.key))
     }
 }
 
-/// The same text as `serde_json` writes for [`Clean::to_value`]: keys in sorted order.
+/// The person as a JSON object, keys in sorted order (as a decoded `serde_json::Map` keeps them).
 impl<S: AsRef<str>> Serialize for Clean<'_, S> {
     fn serialize<Z: Serializer>(&self, z: Z) -> Result<Z::Ok, Z::Error> {
         struct Cells<'r, S>(&'r [S]);
@@ -658,9 +744,9 @@ impl<S: AsRef<str>> Serialize for Clean<'_, S> {
         }
         let len = self.fields.iter().flatten().count() + usize::from(self.source_row.is_some());
         let mut map = z.serialize_map(Some(len))?;
-        for i in JSON_ORDER {
-            if let Some(s) = self.fields[i] {
-                map.serialize_entry(PERSON_FIELDS[i], s)?;
+        for f in PersonField::BY_NAME {
+            if let Some(s) = self.fields[f.index()] {
+                map.serialize_entry(f.name(), s)?;
             }
         }
         if let Some(row) = self.source_row {
@@ -676,6 +762,8 @@ fn is_hex(s: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn check(body: Value) -> Result<ValidJob, Vec<Problem>> {
@@ -757,7 +845,7 @@ mod tests {
     fn apollo_ids_must_be_object_ids() {
         let ok = check(json!({"people": [{"id": "6501a9f2c4dfae0001a1b2c3"}, {"id": " 6501A9F2C4DFAE0001A1B2C3 "}]}))
             .unwrap();
-        assert_eq!(ok.people[1]["id"], "6501A9F2C4DFAE0001A1B2C3");
+        assert_eq!(ok.people[1].input()["id"], "6501A9F2C4DFAE0001A1B2C3");
         let problems = check(
             json!({"people": [{"id": "6501a9f2c4dfae0001a1b2c"}, {"id": "zz01a9f2c4dfae0001a1b2c3"}, {"id": "123"}]}),
         )
@@ -821,16 +909,16 @@ mod tests {
         assert!(wrong[0].message.contains("string"), "{wrong:?}");
     }
 
-    /// Both ways in give the same answer wherever the byte reader answers, and it answers for
-    /// bodies of valid people however they are written.
+    /// Read from its bytes or decoded, a body gets the same answer, however it is written; the
+    /// stored text is written from the input directly.
     #[test]
-    fn the_byte_reader_agrees_with_the_decoded_body() {
+    fn bytes_and_decoded_bodies_get_the_same_answer() {
         let policy = CallbackPolicy::default();
-        let reference = |text: &str| {
+        let decoded = |text: &str| {
             let body: Value = serde_json::from_str(text).unwrap();
-            validate_job_owned(body, 5, &policy).map(ValidJob::into_stored)
+            validate_job(&body, 5, &policy)
         };
-        let answered = [
+        let bodies = [
             r#"{"people": [{"email": " Dana@Northwind-Labs.com ", "external_id": 42}], "reveal_phone_number": true}"#,
             r#"{"people": [{"email": "a@b.io", "external_id": -7}, {"email": "c@b.io", "external_id": 1.5e3}]}"#,
             r#"{"people": [{"first_name": "Z\u00f6e \"Q\"", "last_name": "N\t", "organization_name": "Ünï"}]}"#,
@@ -840,50 +928,43 @@ mod tests {
             r#"{"people": [["Dana", "Okafor", null, null, null, null, "northwind.io"]]}"#,
             r#"{"people": [{"email": "a@b.io"}], "dry_run": true, "dry_run": false, "reuse_within": "30d"}"#,
             r#"{"people": [{"email": "a@b.io", "source_row": []}], "extra": 1, "reveal_phone_number": "yes"}"#,
-            " {\"people\": [{\"email\": \"a@b.io\"}]} \n",
-        ];
-        for text in answered {
-            let fast = validate_job_bytes(text.as_bytes(), 5, &policy);
-            assert!(fast.is_some(), "{text}");
-            assert_eq!(fast.unwrap(), reference(text), "{text}");
-        }
-        let job = validate_job_bytes(answered[2].as_bytes(), 5, &policy).unwrap().unwrap();
-        assert_eq!(
-            job.people[0].input_json(),
-            r#"{"first_name":"Zöe \"Q\"","last_name":"N","organization_name":"Ünï"}"#
-        );
-        let left = [
             r#"{"people": [{"email": "a@b.io", "title": "CTO"}]}"#,
             r#"{"people": [{"email": "a@b.io", "email": "b@b.io"}]}"#,
+            r#"{"people": [{"email": 5, "email": "b@b.io", "title": 1, "source_row": [1]}]}"#,
             r#"{"people": [{"email": "a@b.io"}], "people": [{"email": "c@b.io"}]}"#,
             r#"{"people": [{"email": "not-an-email"}]}"#,
-            r#"{"people": [{"email": "a@b.io"}, "a string"]}"#,
+            r#"{"people": [{"email": "a@b.io"}, "a string", ["x", 1], [null, null, null, null, null, null, null, null, null, null, null, 1]]}"#,
             r#"{"people": []}"#,
             r#"{"people": {"email": "a@b.io"}}"#,
             r#"{"reveal_phone_number": true}"#,
             r#"[{"email": "a@b.io"}]"#,
-            r#"{"people": [{"email": "a@b.io"}]} x"#,
+            " {\"people\": [{\"email\": \"a@b.io\"}]} \n",
         ];
-        for text in left {
-            let fast = validate_job_bytes(text.as_bytes(), 5, &policy);
-            assert!(fast.is_none(), "{text}: {fast:?}");
+        for text in bodies {
+            match (validate_job_bytes(text.as_bytes(), 5, &policy), decoded(text)) {
+                (Ok(read), Ok(reference)) => assert_eq!(read, reference, "{text}"),
+                (Err(Refused::Invalid(read)), Err(reference)) => assert_eq!(read, reference, "{text}"),
+                (read, reference) => panic!("{text}: {read:?} against {reference:?}"),
+            }
         }
+        let job = validate_job_bytes(bodies[2].as_bytes(), 5, &policy).unwrap();
+        assert_eq!(
+            job.people[0].input_json(),
+            r#"{"first_name":"Zöe \"Q\"","last_name":"N","organization_name":"Ünï"}"#
+        );
+        let repeated = validate_job_bytes(bodies[10].as_bytes(), 5, &policy).unwrap();
+        assert_eq!(repeated.people[0], json!({"email": "b@b.io"}), "a repeated field's last value counts");
+        let problems = decoded(bodies[11]).unwrap_err();
+        let fields: Vec<_> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, ["people[0].source_row", "people[0].title"], "by name; the last email counts");
+        let odd = decoded(bodies[14]).unwrap_err();
+        assert_eq!(odd.iter().map(|p| p.index).collect::<Vec<_>>(), [Some(1), Some(2), Some(3)]);
+        assert!(odd.iter().all(|p| p.message == NOT_AN_OBJECT), "{odd:?}");
         let six = format!(r#"{{"people": [{}]}}"#, [r#"{"email": "a@b.io"}"#; 6].join(","));
-        assert!(validate_job_bytes(six.as_bytes(), 5, &policy).is_none());
-        assert!(validate_job_bytes(b"{\"people\": [{\"email\": \"a@b.io\"}", 5, &policy).is_none());
-    }
-
-    #[test]
-    fn field_orders_are_by_name() {
-        let names = |order: &[usize]| order.iter().map(|&i| PERSON_FIELDS[i]).collect::<Vec<_>>();
-        let mut sorted = PERSON_FIELDS.to_vec();
-        sorted.sort_unstable();
-        assert_eq!(names(&JSON_ORDER), sorted);
-        assert!(sorted.iter().all(|f| *f < SOURCE_ROW));
-        let mut checked = PERSON_FIELDS[..9].to_vec();
-        checked.sort_unstable();
-        checked.push("external_id");
-        assert_eq!(names(&CHECK_ORDER), checked);
+        assert!(validate_job_bytes(six.as_bytes(), 5, &policy).is_err());
+        for not_json in [&b"{\"people\": [{\"email\": \"a@b.io\"}"[..], b"{\"people\": [{\"email\": \"a@b.io\"}]} x"] {
+            assert!(matches!(validate_job_bytes(not_json, 5, &policy), Err(Refused::NotJson(_))));
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use serde_json::{Map, Value, json};
 
 use crate::core::csv_map::{Mapping, SOURCE_COLUMNS_KEY, map_headers};
-use crate::core::validate::validate_job_owned;
+use crate::core::validate::validate_job;
 use crate::models::{JobRequest, PersonInput};
 use crate::state::AppState;
 use crate::ui::UiError;
@@ -173,7 +173,7 @@ pub async fn submit(viewer: Viewer, form: Multipart, state: web::Data<AppState>)
     .with_flags(asked);
     let value: Value = serde_json::to_value(&request).map_err(|e| UiError::Internal(e.to_string()))?;
     // The API's own validation: the dashboard cannot submit what the API would refuse.
-    let job = match validate_job_owned(value, state.config.max_job_people, &state.config.callback_policy()) {
+    let job = match validate_job(&value, state.config.max_job_people, &state.config.callback_policy()) {
         Ok(job) => job,
         Err(problems) => {
             let lines: Vec<String> = problems

@@ -36,9 +36,7 @@ pub async fn run() -> anyhow::Result<Section> {
     let t = Instant::now();
     let body_len = body.len();
     let policy = CallbackPolicy { allow_http: true, allow_hosts: vec!["127.0.0.1".into()] };
-    let job = validate_job_bytes(&body, BIG_JOB, &policy)
-        .ok_or_else(|| anyhow::anyhow!("not a body of valid people"))?
-        .map_err(|p| anyhow::anyhow!("invalid: {p:?}"))?;
+    let job = validate_job_bytes(&body, BIG_JOB, &policy).map_err(|e| anyhow::anyhow!("refused: {e:?}"))?;
     step("decode and validate (`validate_job_bytes`: each person read straight into its stored form)", t, before);
     drop(body);
     let mut db = TestDb::create(Backend::Sqlite).await?;

@@ -28,5 +28,5 @@ pub fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
 
 /// Decodes a JSON body, naming where it is broken (invalid UTF-8, syntax, nesting too deep).
 pub fn decode_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::not_json(&e))
 }

@@ -3,9 +3,9 @@
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use uuid::Uuid;
 
-use crate::core::estimate::{estimate, unique_keys};
+use crate::core::estimate::estimate;
 use crate::core::retry::{can_retry, retry_job, retry_states};
-use crate::core::validate::{validate_job_bytes, validate_job_owned};
+use crate::core::validate::validate_job_bytes;
 use crate::error::ApiError;
 use crate::models::{
     DEFAULT_PAGE, ErrorBody, Estimate, Job, JobPage, JobPageQuery, JobRequest, MAX_IDEMPOTENCY_KEY, MAX_PAGE, Person,
@@ -45,26 +45,14 @@ pub async fn create(
     let idempotency_key = idempotency_key(&req)?;
     let body = read_limited(payload, state.config.max_body_bytes).await?;
     let (max_people, policy) = (state.config.max_job_people, state.config.callback_policy());
-    // A body of valid people is read straight into their stored form; any other is decoded and
-    // validated as a whole, which names every problem. The body is dropped before the insert.
-    let checked = match validate_job_bytes(&body, max_people, &policy) {
-        Some(checked) => {
-            drop(body);
-            checked
-        }
-        None => {
-            let value = decode_json(&body)?;
-            drop(body);
-            // Consumes the decoded body: the people are held once, not twice.
-            validate_job_owned(value, max_people, &policy).map(|job| job.into_stored())
-        }
-    };
-    let job = checked.map_err(ApiError::invalid)?;
+    let job = validate_job_bytes(&body, max_people, &policy)?;
+    // Each person is held in its stored form now: the body goes before the insert.
+    drop(body);
     if job.dry_run {
         let c = &state.config;
         let reusable = match c.reuse_policy(job.reuse_within) {
             Some(policy) => {
-                let keys = unique_keys(&job);
+                let keys = job.unique_keys();
                 let want = job.flags;
                 state.store.reusable(&client.0, &policy, want, &keys, state.store.clock_now().await?).await?
             }
