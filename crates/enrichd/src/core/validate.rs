@@ -12,7 +12,7 @@ use job_store::NewPerson;
 use rules::PersonField;
 use rules::person_fields::SOURCE_ROW;
 use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
-use serde::de::{self, DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeOwned, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
@@ -264,7 +264,8 @@ impl<'de> DeserializeSeed<'de> for JobSeed {
 }
 
 /// The visitor methods of a reader that takes any JSON value and answers `$other` for all but
-/// the kinds it reads itself (`map`, `seq`: those it lists are not generated).
+/// the kinds it reads itself (`map`, `seq`: those it lists are generated). What is skipped is read
+/// as a `Value`, so serde_json's nesting limit holds for it too.
 macro_rules! any_other {
     ($other:expr; $($kind:ident),*) => {
         fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
@@ -289,13 +290,13 @@ macro_rules! any_other {
     };
     (@seq $other:expr) => {
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            while seq.next_element::<Value>()?.is_some() {}
             Ok($other)
         }
     };
     (@map $other:expr) => {
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            while map.next_entry::<String, Value>()?.is_some() {}
             Ok($other)
         }
     };
@@ -351,7 +352,7 @@ impl<'de> Visitor<'de> for PeopleSeed {
         let (mut len, mut valid, mut problems) = (0, Vec::new(), Vec::new());
         loop {
             if len >= self.max_people {
-                if seq.next_element::<IgnoredAny>()?.is_none() {
+                if seq.next_element::<Value>()?.is_none() {
                     break;
                 }
             } else {
@@ -435,7 +436,7 @@ impl<'de> Visitor<'de> for PersonSeed {
                     }
                 }
                 Key::Unknown(name) => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<Value>()?;
                     bad.insert(name, "unknown field".into());
                 }
             }
