@@ -22,9 +22,14 @@ declare -A modules=(
   [budget]="rules crates/rules/src/budget.rs --lib"
   [window]="rules crates/rules/src/window.rs --lib"
   [ratelimit]="rules crates/rules/src/ratelimit.rs --lib"
+  [records]="rules crates/rules/src/records.rs --lib"
+  [person_fields]="rules crates/rules/src/person_fields.rs --lib"
+  [estimate]="rules crates/rules/src/estimate.rs --lib"
+  [retry]="rules crates/rules/src/retry.rs --lib"
+  [usage_window]="rules crates/rules/src/usage_window.rs --lib"
   [claims]="job-store crates/job-store/src/claims.rs --test store claims"
   [callback_url]="enrichd crates/enrichd/src/core/callback_url.rs --lib"
-  [auth]="enrichd crates/enrichd/src/v1/auth.rs --lib"
+  [keys]="enrichd crates/enrichd/src/core/keys.rs --lib"
   [signing]="enrichd crates/enrichd/src/core/signing.rs --lib"
   [validate]="enrichd crates/enrichd/src/core/validate.rs --lib --test fuzz_validate"
   [delivery]="apollo-client crates/apollo-client/src/delivery.rs --tests"
@@ -33,7 +38,7 @@ declare -A modules=(
 export TEST_PG_URL=${TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 export CARGO_PROFILE_DEV_DEBUG=${CARGO_PROFILE_DEV_DEBUG:-0} CARGO_PROFILE_TEST_DEBUG=${CARGO_PROFILE_TEST_DEBUG:-0}
 selected=("$@")
-[ ${#selected[@]} -eq 0 ] && selected=(states counts lifecycle merge person_key reuse budget window ratelimit claims callback_url auth signing validate delivery facts)
+[ ${#selected[@]} -eq 0 ] && selected=(states counts lifecycle merge person_fields person_key reuse budget estimate retry usage_window window ratelimit records claims callback_url keys signing validate delivery facts)
 mkdir -p mutants.out
 for name in "${selected[@]}"; do
   read -r package file tests <<<"${modules[$name]:?unknown module $name}"

@@ -73,6 +73,11 @@ impl ApiError {
         ApiError::Unprocessable { message, details: problems }
     }
 
+    /// A 422 for the problems a rule found.
+    pub fn from_problems(problems: Vec<rules::problem::FieldProblem>) -> ApiError {
+        ApiError::invalid(problems.into_iter().map(Problem::from).collect())
+    }
+
     /// A 400 for a body that is not JSON at all.
     pub fn not_json(e: &serde_json::Error) -> ApiError {
         ApiError::BadRequest(format!("the body is not valid JSON: {e}"))

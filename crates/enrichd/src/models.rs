@@ -30,6 +30,12 @@ pub struct Problem {
     pub message: String,
 }
 
+impl From<rules::problem::FieldProblem> for Problem {
+    fn from(p: rules::problem::FieldProblem) -> Problem {
+        Problem { field: p.field, index: p.index, message: p.message }
+    }
+}
+
 /// One person to enrich. Needs a usable identifier: `email`, `hashed_email`, `linkedin_url`, `id`,
 /// or a name (`name`, or `first_name` and `last_name`) with `domain` or `organization_name`.
 /// Strings are at most 512 bytes and may not contain U+0000 (no database column can hold it).
@@ -280,6 +286,23 @@ pub struct Estimate {
     /// Seconds the calls take at the configured per-minute limit (`APOLLO_RATE_PER_MINUTE`);
     /// `null` when the limit is only learned from Apollo's headers.
     pub seconds_at_limit: Option<f64>,
+}
+
+impl From<rules::estimate::Estimate> for Estimate {
+    fn from(e: rules::estimate::Estimate) -> Estimate {
+        let mut credits = EstimateCredits { sync_match: e.sync_match, total: e.total, ..EstimateCredits::default() };
+        for (f, c) in e.flags {
+            *credits.of_flag(f) = c;
+        }
+        Estimate {
+            people: e.people,
+            unique: e.unique,
+            reusable: e.reusable,
+            calls: e.calls,
+            worst_case_credits: credits,
+            seconds_at_limit: e.seconds_at_limit,
+        }
+    }
 }
 
 /// The state of a job.
@@ -605,7 +628,7 @@ impl From<&JobView> for Job {
             status: j.state.into(),
             pause_reason: j.pause_reason.clone(),
             cancel_requested_at: j.cancel_requested_at,
-            options: j.options,
+            options: j.flags,
             total: j.total,
             counts: j.counts.into(),
             credits_consumed: j.credits,
@@ -831,7 +854,7 @@ fn usage_to() -> utoipa::openapi::schema::Schema {
     )
 }
 
-/// An end of the usage window as `core::usage` reads it: exactly an RFC 3339 `date` or
+/// An end of the usage window as `rules::usage_window` reads it: exactly an RFC 3339 `date` or
 /// `date-time`, or empty (the default). A `schema_with` parameter drops its doc comment, so the
 /// description goes on the schema.
 fn usage_bound(description: &str) -> utoipa::openapi::schema::Schema {

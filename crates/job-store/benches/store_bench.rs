@@ -104,7 +104,7 @@ async fn run(backend: &str) {
         })
         .collect();
     let people = people.iter().map(job_store::NewPerson::new).collect();
-    let new = NewJob { client: "bench".into(), options: EnrichFlags::default(), people, ..NewJob::default() };
+    let new = NewJob { client: "bench".into(), flags: EnrichFlags::default(), people, ..NewJob::default() };
     let rss_before = proc_status_kib("VmRSS:");
     // Reset the peak (VmHWM) to the current RSS, so the peak below is the create_job call's.
     let _ = std::fs::write("/proc/self/clear_refs", "5");

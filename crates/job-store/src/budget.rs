@@ -19,7 +19,7 @@ use crate::people::move_primaries;
 /// [`batch_double_charge`] of batch `b` as it stands, `people` people in it, `proven` of its lost
 /// calls proven by a delivery.
 pub(crate) fn batch_double_charge_of(b: &batch::Model, people: i64, proven: i32) -> Credits {
-    let worst = double_charge_worst(&crate::columns::options_of(b.flags), people);
+    let worst = double_charge_worst(&crate::columns::flags_of(b.flags), people);
     let lost = LostCalls { count: b.unknown_outcomes, proven, booked: Credits(b.lost_credits_micros) };
     let answered = (b.state == rules::BatchState::Submitted)
         .then_some(AnsweredCall { booked: Credits(b.credits_micros), sync: Credits(b.sync_credits_micros) });
@@ -53,7 +53,7 @@ pub(crate) async fn room<C: ConnectionTrait>(
         return Ok(Room::Wait);
     };
     let Some(max) = j.max_credits_micros.map(Credits) else { return Ok(Room::Take(usize::MAX)) };
-    let worst = worst_case(&crate::columns::options_of(j.flags));
+    let worst = worst_case(&crate::columns::flags_of(j.flags));
     // What this transaction did to the job already counts (its tally is flushed at the end).
     let in_flight = crate::counters::counts_of(&j).in_flight() + tally.pending_counts(job_id).in_flight();
     let spent = Credits(j.credits_micros + tally.pending_credits(job_id));

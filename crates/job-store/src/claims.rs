@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rules::lifecycle::Event;
 use rules::lifecycle::Part;
 use rules::reuse::{Earlier, ReusePolicy};
-use rules::{BatchState, JobState, PersonState};
+use rules::{BATCH_SIZE, BatchState, JobState, PersonState};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, Order};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter,
@@ -28,9 +28,6 @@ use crate::sql;
 use crate::system::{CallError, record_call_error};
 use crate::{Store, budget, dispatcher, hex, new_id};
 
-/// People per Apollo call (the `bulk_match` limit).
-pub const BATCH_SIZE: usize = 10;
-
 /// Counted attempts after which a batch is given up whatever the dispatcher's own limit.
 pub const MAX_ATTEMPTS: i32 = 12;
 
@@ -43,7 +40,7 @@ pub struct ClaimedBatch {
     /// Batch id (the webhook URL names it).
     pub batch_id: Uuid,
     /// Apollo flags of every person in it.
-    pub options: EnrichFlags,
+    pub flags: EnrichFlags,
     /// Counted attempts including this one (1 for a new batch).
     pub attempt: i32,
     /// Claims including this one (every call, counted or not).
@@ -78,7 +75,7 @@ pub struct BatchView {
     /// Id.
     pub id: Uuid,
     /// Apollo flags.
-    pub options: EnrichFlags,
+    pub flags: EnrichFlags,
     /// State.
     pub state: BatchState,
     /// Number of people.
@@ -500,7 +497,7 @@ impl Store {
             .await?;
         Ok(Some(BatchView {
             id: b.id,
-            options: crate::columns::options_of(b.flags),
+            flags: crate::columns::flags_of(b.flags),
             state: b.state,
             size: b.size,
             attempt: b.attempt,
@@ -643,7 +640,7 @@ async fn reclaim_retry(
         }
         return Ok(Some(ClaimedBatch {
             batch_id: b.id,
-            options: crate::columns::options_of(b.flags),
+            flags: crate::columns::flags_of(b.flags),
             attempt,
             claims,
             failures: b.failures,
@@ -764,7 +761,7 @@ async fn form_batch(
             let got = match &cand.reuse {
                 None => got,
                 Some(policy) => {
-                    let want = crate::columns::options_of(job_flags);
+                    let want = crate::columns::flags_of(job_flags);
                     let mut send = Vec::with_capacity(got.len());
                     for p in got {
                         match reuse_decision(txn, policy, &cand.client, want, &p, &sending, now).await? {
@@ -838,7 +835,7 @@ async fn form_batch(
     }
     let batch = ClaimedBatch {
         batch_id,
-        options: crate::columns::options_of(flags),
+        flags: crate::columns::flags_of(flags),
         attempt: 1,
         claims: 1,
         failures: 0,
@@ -977,7 +974,7 @@ pub(crate) async fn earlier_lookups<C: ConnectionTrait>(
             let (c, f, done, erased) = jobs.get(&e.job_id)?;
             let seen = Earlier {
                 client: c.clone(),
-                flags: crate::columns::options_of(*f),
+                flags: crate::columns::flags_of(*f),
                 state: e.state,
                 missing: missing_parts(&e),
                 enriched_at: e.updated_at,

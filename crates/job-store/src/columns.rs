@@ -3,12 +3,12 @@
 use apollo_client::EnrichFlags;
 
 /// The stored form of a job's flags.
-pub(crate) fn flags_column(options: &EnrichFlags) -> i16 {
-    i16::from(options.bits())
+pub(crate) fn flags_column(flags: &EnrichFlags) -> i16 {
+    i16::from(flags.bits())
 }
 
 /// The flags of a stored bit set.
-pub(crate) fn options_of(flags: i16) -> EnrichFlags {
+pub(crate) fn flags_of(flags: i16) -> EnrichFlags {
     EnrichFlags::from_bits(u8::try_from(flags).unwrap_or(0))
 }
 

@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use crate::callbacks::{CallbackView, load_callbacks};
 use crate::clock::now;
-use crate::columns::{flags_column, options_of};
+use crate::columns::{flags_column, flags_of};
 use crate::counters::{Tally, finish_if_done, recount};
 use crate::entities::{batch, batch_person, inbound_delivery, job, person};
 use crate::error::{StoreError, StoreResult};
@@ -37,7 +37,7 @@ pub struct NewJob {
     /// The client's `Idempotency-Key`.
     pub idempotency_key: Option<String>,
     /// Apollo flags.
-    pub options: EnrichFlags,
+    pub flags: EnrichFlags,
     /// Where the final callback goes.
     pub callback_url: Option<String>,
     /// Opaque client metadata.
@@ -60,6 +60,23 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// The retry of `original`: `people` (their original inputs) with its flags, callback URL,
+    /// metadata, budget and reuse setting, for the same client, linked by `retry_of`.
+    pub fn retry(original: &JobView, people: Vec<Value>, idempotency_key: Option<String>) -> NewJob {
+        NewJob {
+            client: original.client.clone(),
+            idempotency_key,
+            flags: original.flags,
+            callback_url: original.callback_url.clone(),
+            metadata: original.metadata.clone(),
+            people: people.into_iter().map(Into::into).collect(),
+            max_credits: original.max_credits,
+            daily_cap: None,
+            retry_of: Some(original.id),
+            reuse: original.reuse,
+        }
+    }
+
     /// sha256 hex of everything but the client and key: the same request gives the same hash.
     pub fn request_hash(&self) -> String {
         use sha2::{Digest, Sha256};
@@ -77,6 +94,7 @@ impl NewJob {
         }
         #[derive(Serialize)]
         struct Hashed<'a> {
+            // The name the stored hashes were made with.
             options: &'a EnrichFlags,
             callback_url: &'a Option<String>,
             metadata: &'a Option<Value>,
@@ -90,7 +108,7 @@ impl NewJob {
             reuse: Option<rules::reuse::ReusePolicy>,
         }
         let body = Hashed {
-            options: &self.options,
+            options: &self.flags,
             callback_url: &self.callback_url,
             metadata: &self.metadata,
             people: &self.people,
@@ -213,7 +231,7 @@ pub struct JobView {
     /// Idempotency key, if any.
     pub idempotency_key: Option<String>,
     /// Apollo flags.
-    pub options: EnrichFlags,
+    pub flags: EnrichFlags,
     /// Callback URL.
     pub callback_url: Option<String>,
     /// Client metadata.
@@ -328,7 +346,7 @@ impl JobView {
         Ok(JobView {
             counts: crate::counters::counts_of(&j),
             state: j.state,
-            options: options_of(j.flags),
+            flags: flags_of(j.flags),
             id: j.id,
             client: j.client,
             idempotency_key: j.idempotency_key,
@@ -667,13 +685,13 @@ impl Store {
             max_credits = Some(max_credits.map_or(room, |m| m.min(room)));
         }
         let pause = dispatcher::pause_reason(&txn).await?;
-        let options = new.options;
+        let flags = new.flags;
         let job_row = job::Model {
             id: job_id,
             client: new.client.clone(),
             idempotency_key: new.idempotency_key.clone(),
             request_hash: Some(hash.clone()),
-            flags: flags_column(&options),
+            flags: flags_column(&flags),
             callback_url: new.callback_url.clone(),
             metadata: new.metadata.clone(),
             state: if pause.is_some() { JobState::Paused } else { JobState::Queued },
@@ -977,6 +995,7 @@ mod tests {
         use sha2::{Digest, Sha256};
         #[derive(Serialize)]
         struct Hashed<'a> {
+            // The name the stored hashes were made with.
             options: &'a EnrichFlags,
             callback_url: &'a Option<String>,
             metadata: &'a Option<Value>,
@@ -1001,7 +1020,7 @@ mod tests {
             ..NewJob::default()
         };
         let before = Hashed {
-            options: &new.options,
+            options: &new.flags,
             callback_url: &new.callback_url,
             metadata: &new.metadata,
             people: &people,

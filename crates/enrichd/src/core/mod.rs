@@ -3,10 +3,7 @@
 pub mod callback_url;
 pub mod csv_map;
 pub mod duration;
-pub mod estimate;
 pub mod keys;
 pub mod leases;
-pub mod retry;
 pub mod signing;
-pub mod usage;
 pub mod validate;

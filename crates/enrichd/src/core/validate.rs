@@ -66,7 +66,7 @@ impl ValidJob {
         job_store::NewJob {
             client,
             idempotency_key,
-            options: self.flags,
+            flags: self.flags,
             callback_url: self.callback_url,
             metadata: self.metadata,
             people: self.people,
@@ -969,13 +969,21 @@ mod tests {
     }
 
     #[test]
+    fn unique_keys_count_each_person_once() {
+        let mut people: Vec<_> = (0..25).map(|i| json!({"email": format!("p{i}@x.com")})).collect();
+        people.push(json!({"email": "P3@X.com"}));
+        let job = validate_job(&json!({"people": people}), 100, &CallbackPolicy::default()).unwrap();
+        assert_eq!((job.people.len(), job.unique_keys().len()), (26, 25));
+    }
+
+    #[test]
     fn the_stored_job_keeps_what_was_validated() {
         let body = json!({"people": [{"email": "a@b.io"}], "reveal_phone_number": true, "run_waterfall_email": true,
             "metadata": {"crm": 1}, "max_credits": 12});
         let new = check(body).unwrap().into_new_job("acme".into(), Some("k-1".into()));
         assert_eq!((new.client.as_str(), new.idempotency_key.as_deref()), ("acme", Some("k-1")));
-        assert!(new.options.reveal_phone_number && new.options.run_waterfall_email);
-        assert!(!new.options.reveal_personal_emails && !new.options.run_waterfall_phone);
+        assert!(new.flags.reveal_phone_number && new.flags.run_waterfall_email);
+        assert!(!new.flags.reveal_personal_emails && !new.flags.run_waterfall_phone);
         assert_eq!(new.people, vec![json!({"email": "a@b.io"})]);
         assert_eq!(new.metadata, Some(json!({"crm": 1})));
         assert_eq!(new.max_credits, Some(apollo_client::Credits::whole(12)));

@@ -91,7 +91,7 @@ impl Dispatcher {
     /// claim 0, which books no credits) with one plain detail that surely matches nobody, so it
     /// costs no credit. `None` when the probe could not tell (rate limited, a 5xx, a timeout).
     async fn apollo_accepts_calls(&self, state: &AppState, batch: &ClaimedBatch) -> Option<bool> {
-        let flags: EnrichFlags = batch.options;
+        let flags: EnrichFlags = batch.flags;
         let recent = self
             .last_accepted
             .lock()
@@ -305,7 +305,7 @@ async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch, pe
     // The lease is renewed while the call runs and its answer is recorded, never past the
     // call's timeout plus one lease to record it.
     let _holding = state.held.batch(batch.batch_id, state.config.apollo_timeout + state.config.lease);
-    let flags: EnrichFlags = batch.options;
+    let flags: EnrichFlags = batch.flags;
     let details: Vec<PersonDetail> = batch.people.iter().map(|p| detail_of(&p.input)).collect();
     let hook = state.config.public_base_url.as_deref().filter(|_| flags.has_async()).map(|b| webhook_url(b, &batch));
     let poll_only = flags.has_async() && hook.is_none();

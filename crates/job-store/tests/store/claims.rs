@@ -32,12 +32,12 @@ async fn batches_share_flags_across_jobs(store: Store) {
     ids.push(store.create_job(job("acme", 1, EnrichFlags::default())).await.unwrap().job.id);
 
     let b = claim(&store).await;
-    assert_eq!(b.options, EnrichFlags::default());
+    assert_eq!(b.flags, EnrichFlags::default());
     assert_eq!(b.people.len(), 4, "one call for four one-person jobs");
     let jobs: HashSet<_> = b.people.iter().map(|p| p.job_id).collect();
     assert_eq!(jobs, ids.iter().copied().collect());
     let b2 = claim(&store).await;
-    assert_eq!(b2.options, phone);
+    assert_eq!(b2.flags, phone);
     assert!(b2.people.iter().all(|p| p.job_id == other));
     assert!(store.claim_batch("t", LEASE, Utc::now()).await.unwrap().is_none());
     for id in &ids {

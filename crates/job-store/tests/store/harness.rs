@@ -149,11 +149,11 @@ pub fn person(i: usize) -> Value {
 }
 
 /// A job of `n` distinct people.
-pub fn job(client: &str, n: usize, options: EnrichFlags) -> NewJob {
+pub fn job(client: &str, n: usize, flags: EnrichFlags) -> NewJob {
     NewJob {
         client: client.into(),
         idempotency_key: None,
-        options,
+        flags,
         callback_url: Some("https://client.example/callback".into()),
         metadata: Some(json!({"team": "growth"})),
         people: (0..n).map(|i| person(i).into()).collect(),

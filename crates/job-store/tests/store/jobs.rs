@@ -115,7 +115,7 @@ async fn list_jobs_newest_first_by_cursor(store: Store) {
 async fn duplicates_get_the_primary_result(store: Store) {
     let new = NewJob {
         client: "acme".into(),
-        options: crate::harness::phone_and_waterfall(),
+        flags: crate::harness::phone_and_waterfall(),
         people: [json!({"email": "dana@x.com"}), json!({"email": "other@x.com"}), json!({"email": "DANA@x.com"})]
             .map(Into::into)
             .into(),

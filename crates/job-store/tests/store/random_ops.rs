@@ -65,7 +65,7 @@ impl World {
         NewJob {
             client: format!("client-{}", self.rng.u8(..3)),
             callback_url: self.rng.bool().then(|| "https://client.example/cb".to_owned()),
-            options,
+            flags: options,
             people: people.into_iter().map(Into::into).collect(),
             ..NewJob::default()
         }
@@ -109,9 +109,9 @@ async fn counters_equal_a_recount_after_random_operations(store: Store) {
                         p.outcome = SyncMatch::NotFound;
                         continue;
                     }
-                    p.expect_phone = b.options.reveal_phone_number && w.rng.u8(..4) != 0;
+                    p.expect_phone = b.flags.reveal_phone_number && w.rng.u8(..4) != 0;
                     p.expect_waterfall =
-                        (b.options.run_waterfall_email || b.options.run_waterfall_phone) && w.rng.u8(..4) != 0;
+                        (b.flags.run_waterfall_email || b.flags.run_waterfall_phone) && w.rng.u8(..4) != 0;
                     matched.push(apollo_id(p.person_id));
                 }
                 if w.rng.u8(..6) == 0 {

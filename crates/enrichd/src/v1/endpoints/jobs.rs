@@ -1,10 +1,10 @@
 //! `/v1/jobs`: submit, read, page people, list, cancel, erase, redeliver the callback, retry.
 
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
+use job_store::NewJob;
+use rules::retry::{can_retry, retry_states};
 use uuid::Uuid;
 
-use crate::core::estimate::estimate;
-use crate::core::retry::{can_retry, retry_job, retry_states};
 use crate::core::validate::validate_job_bytes;
 use crate::error::ApiError;
 use crate::models::{
@@ -58,7 +58,15 @@ pub async fn create(
             }
             None => 0,
         };
-        return Ok(HttpResponse::Ok().json(estimate(&job, reusable, c.rate_per_minute, c.rate_minute)));
+        let estimate = rules::estimate::estimate(
+            job.people.len(),
+            job.unique_keys().len(),
+            reusable,
+            job.flags,
+            c.rate_per_minute,
+            c.rate_minute,
+        );
+        return Ok(HttpResponse::Ok().json(Estimate::from(estimate)));
     }
     let reuse_within = job.reuse_within;
     let mut new = job.into_new_job(client.0, idempotency_key);
@@ -116,7 +124,7 @@ pub async fn retry(
             serde_json::from_value(value).map_err(|e| ApiError::invalid_field("states", e.to_string()))?
         }
     };
-    let states = retry_states(asked.states.as_deref()).map_err(ApiError::invalid)?;
+    let states = retry_states(asked.states.as_deref()).map_err(ApiError::from_problems)?;
     if let Some(k) = &key
         && let Some(earlier) = state.store.job_by_idempotency_key(&client.0, k).await?
     {
@@ -128,14 +136,15 @@ pub async fn retry(
             earlier.id
         )));
     }
-    can_retry(&original).map_err(|e| ApiError::Conflict(e.to_string()))?;
+    can_retry(original.erased_at.is_some(), original.completed_at.is_some())
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
     let inputs = state.store.inputs_in_states(original.id, &states).await?;
     if inputs.is_empty() {
         // A valid request the job's current state cannot serve, as while it runs: 409, not 422.
         let names: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
         return Err(ApiError::Conflict(format!("no person of the job is {}: nothing to retry", names.join(" or "))));
     }
-    let mut new = retry_job(&original, inputs, key);
+    let mut new = NewJob::retry(&original, inputs, key);
     state.config.apply_credit_limits(&mut new);
     let created = state.store.create_job(new).await?;
     tracing::info!(job_id = %created.job.id, retry_of = %original.id, people = created.job.total, "retry accepted");

@@ -2,11 +2,11 @@
 
 use actix_web::{HttpResponse, get, web};
 
-use crate::core::usage::window;
 use crate::error::ApiError;
 use crate::models::{ErrorBody, UsageQuery, UsageReport};
 use crate::state::AppState;
 use crate::v1::auth::Client;
+use rules::usage_window::window;
 
 /// The calling client's usage over its jobs created in the window (default: this UTC month).
 #[utoipa::path(get, path = "/v1/usage", tag = "usage", security(("bearer" = [])), params(UsageQuery),
@@ -24,7 +24,7 @@ pub async fn usage(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let (from, to) =
-        window(query.from.as_deref(), query.to.as_deref(), chrono::Utc::now()).map_err(ApiError::invalid)?;
+        window(query.from.as_deref(), query.to.as_deref(), chrono::Utc::now()).map_err(ApiError::from_problems)?;
     let usage = state.store.usage(&client.0, from, to).await?;
     Ok(HttpResponse::Ok().json(UsageReport::new(from, to, &usage)))
 }

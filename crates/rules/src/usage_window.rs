@@ -1,10 +1,10 @@
-//! The window of `GET /v1/usage?from=&to=`: RFC 3339 instants or dates (UTC), by default the
+//! The usage window (`GET /v1/usage?from=&to=`): RFC 3339 instants or dates (UTC), by default the
 //! current UTC month. The OpenAPI document declares each end as `date` or `date-time` (or empty),
 //! so what is read here is exactly RFC 3339's `full-date` and `date-time`, nothing more lenient.
 
 use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 
-use crate::models::Problem;
+use crate::problem::FieldProblem;
 
 /// `[from, to)`: jobs created at or after `from` and before `to`. A date as `from` starts at its
 /// midnight (UTC); a date as `to` includes that whole day. Missing ends default to the current
@@ -13,7 +13,7 @@ pub fn window(
     from: Option<&str>,
     to: Option<&str>,
     now: DateTime<Utc>,
-) -> Result<(DateTime<Utc>, DateTime<Utc>), Vec<Problem>> {
+) -> Result<(DateTime<Utc>, DateTime<Utc>), Vec<FieldProblem>> {
     let month_start = now.date_naive().with_day(1).unwrap_or(now.date_naive());
     let next_month = month_start.checked_add_months(chrono::Months::new(1)).unwrap_or(month_start);
     let mut problems = Vec::new();
@@ -22,11 +22,11 @@ pub fn window(
         Some(s) => match parse(s, day_end) {
             Some(t) => Some(t),
             None => {
-                problems.push(Problem {
-                    field: name.into(),
-                    index: None,
-                    message: format!("{s:?} is not an RFC 3339 instant (2026-11-30T12:00:00Z) or a date (2026-11-30)"),
-                });
+                problems.push(FieldProblem::new(
+                    name,
+                    None,
+                    format!("{s:?} is not an RFC 3339 instant (2026-11-30T12:00:00Z) or a date (2026-11-30)"),
+                ));
                 None
             }
         },
@@ -35,9 +35,7 @@ pub fn window(
     let to = end("to", to, true, next_month);
     match (from, to) {
         (Some(f), Some(t)) if f <= t => Ok((f, t)),
-        (Some(_), Some(_)) => {
-            Err(vec![Problem { field: "to".into(), index: None, message: "must not be before from".into() }])
-        }
+        (Some(_), Some(_)) => Err(vec![FieldProblem::new("to", None, "must not be before from")]),
         _ => Err(problems),
     }
 }

@@ -1,11 +1,8 @@
-//! `POST /v1/jobs/{id}/retry`: which states a retry may take people from, when a job can be
-//! retried, and the new job (the original's flags and settings, only those people, linked).
+//! Retrying a finished job's people (`POST /v1/jobs/{id}/retry`): which states a retry may take
+//! people from, and when a job can be retried.
 
-use job_store::{JobView, NewJob};
-use rules::PersonState;
-use serde_json::Value;
-
-use crate::models::Problem;
+use crate::problem::FieldProblem;
+use crate::states::PersonState;
 
 /// The states whose people a retry may take.
 pub const RETRYABLE: [PersonState; 3] = [PersonState::Failed, PersonState::Partial, PersonState::NotFound];
@@ -14,14 +11,10 @@ pub const RETRYABLE: [PersonState; 3] = [PersonState::Failed, PersonState::Parti
 pub const DEFAULT_STATES: [PersonState; 2] = [PersonState::Failed, PersonState::Partial];
 
 /// The states asked for (`None`: the default), or one problem per state that cannot be retried.
-pub fn retry_states(asked: Option<&[String]>) -> Result<Vec<PersonState>, Vec<Problem>> {
+pub fn retry_states(asked: Option<&[String]>) -> Result<Vec<PersonState>, Vec<FieldProblem>> {
     let Some(asked) = asked else { return Ok(DEFAULT_STATES.to_vec()) };
     if asked.is_empty() {
-        return Err(vec![Problem {
-            field: "states".into(),
-            index: None,
-            message: "must name at least one of failed, partial, not_found".into(),
-        }]);
+        return Err(vec![FieldProblem::new("states", None, "must name at least one of failed, partial, not_found")]);
     }
     let mut states = Vec::with_capacity(asked.len());
     let mut problems = Vec::new();
@@ -29,11 +22,11 @@ pub fn retry_states(asked: Option<&[String]>) -> Result<Vec<PersonState>, Vec<Pr
         match RETRYABLE.iter().find(|s| s.as_str() == name.trim()) {
             Some(s) if !states.contains(s) => states.push(*s),
             Some(_) => {}
-            None => problems.push(Problem {
-                field: format!("states[{i}]"),
-                index: Some(i),
-                message: format!("{name:?} cannot be retried; use failed, partial or not_found"),
-            }),
+            None => problems.push(FieldProblem::new(
+                format!("states[{i}]"),
+                Some(i),
+                format!("{name:?} cannot be retried; use failed, partial or not_found"),
+            )),
         }
     }
     if problems.is_empty() { Ok(states) } else { Err(problems) }
@@ -50,31 +43,14 @@ pub enum RetryRefusal {
     Erased,
 }
 
-/// Whether `job` can be retried now.
-pub fn can_retry(job: &JobView) -> Result<(), RetryRefusal> {
-    if job.erased_at.is_some() {
+/// Whether a job can be retried now: not once `erased`, nor before it has `finished`.
+pub fn can_retry(erased: bool, finished: bool) -> Result<(), RetryRefusal> {
+    if erased {
         Err(RetryRefusal::Erased)
-    } else if job.completed_at.is_none() {
+    } else if !finished {
         Err(RetryRefusal::Running)
     } else {
         Ok(())
-    }
-}
-
-/// The new job: `people` (their original inputs) with the original's flags, callback URL,
-/// metadata, budget and reuse setting, for the same client, linked by `retry_of`.
-pub fn retry_job(original: &JobView, people: Vec<Value>, idempotency_key: Option<String>) -> NewJob {
-    NewJob {
-        client: original.client.clone(),
-        idempotency_key,
-        options: original.options,
-        callback_url: original.callback_url.clone(),
-        metadata: original.metadata.clone(),
-        people: people.into_iter().map(Into::into).collect(),
-        max_credits: original.max_credits,
-        daily_cap: None,
-        retry_of: Some(original.id),
-        reuse: original.reuse,
     }
 }
 
@@ -91,6 +67,14 @@ mod tests {
         assert_eq!(retry_states(None).unwrap(), vec![PersonState::Failed, PersonState::Partial]);
         let asked = names(&["not_found", "failed", "not_found"]);
         assert_eq!(retry_states(Some(&asked)).unwrap(), vec![PersonState::NotFound, PersonState::Failed]);
+    }
+
+    #[test]
+    fn a_job_is_retried_once_finished_and_never_once_erased() {
+        assert_eq!(can_retry(false, true), Ok(()));
+        assert_eq!(can_retry(false, false), Err(RetryRefusal::Running));
+        assert_eq!(can_retry(true, true), Err(RetryRefusal::Erased));
+        assert_eq!(can_retry(true, false), Err(RetryRefusal::Erased));
     }
 
     #[test]
