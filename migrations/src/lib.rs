@@ -20,6 +20,7 @@ mod m20261201_000011_pending_deliveries;
 mod m20261206_000012_double_charge_amounts;
 mod m20261206_000013_unread_columns;
 mod m20261206_000014_measured_margin;
+mod m20261206_000015_vendor_stats;
 
 /// Applies the enrichd migrations in order.
 pub struct Migrator;
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000012_double_charge_amounts::Migration),
             Box::new(m20261206_000013_unread_columns::Migration),
             Box::new(m20261206_000014_measured_margin::Migration),
+            Box::new(m20261206_000015_vendor_stats::Migration),
         ]
     }
 }

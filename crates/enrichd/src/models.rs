@@ -840,6 +840,10 @@ pub struct UsageQuery {
     /// End, exclusive (described in `usage_to`).
     #[param(schema_with = usage_to)]
     pub to: Option<String>,
+    /// Admin keys only: one client's usage (absent: every client's together). A client key that
+    /// names a client gets 422: it sees its own usage only.
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub client: Option<String>,
 }
 
 fn usage_from() -> utoipa::openapi::schema::Schema {
@@ -887,13 +891,56 @@ pub struct UsageCredits {
     pub waterfall: apollo_client::Credits,
 }
 
-/// The calling client's usage: sums over its jobs created in `[from, to)`.
+/// One waterfall vendor's figures for one kind, from the vendor trails of the waterfall deliveries
+/// applied in the window (`rules::vendors`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UsageVendor {
+    /// The vendor's display name, as Apollo's trail names it.
+    pub vendor: String,
+    /// What it was asked to find: `email` or `phone`.
+    #[schema(value_type = String, pattern = "^(email|phone)$")]
+    pub kind: rules::VendorKind,
+    /// Times it was asked (one person, one kind).
+    pub attempts: i64,
+    /// Attempts that returned a value.
+    pub results: i64,
+    /// Results the vendor called verified.
+    pub verified: i64,
+    /// Credits attributed: each waterfall delivery's credits split evenly over the attempts that
+    /// returned a value (over all its attempts when none did).
+    #[schema(value_type = f64)]
+    pub credits: apollo_client::Credits,
+    /// `credits / verified`; null without a verified result.
+    #[schema(value_type = Option<f64>)]
+    pub cost_per_verified: Option<apollo_client::Credits>,
+}
+
+impl UsageVendor {
+    /// The figures of one stored vendor and kind.
+    pub fn new(v: &job_store::vendors::VendorUsage) -> UsageVendor {
+        UsageVendor {
+            vendor: v.vendor.clone(),
+            kind: v.kind,
+            attempts: v.totals.attempts,
+            results: v.totals.results,
+            verified: v.totals.verified,
+            credits: v.totals.credits,
+            cost_per_verified: v.totals.cost_per_verified(),
+        }
+    }
+}
+
+/// Usage over a window: sums over the jobs created in `[from, to)` of the calling client (or,
+/// with an admin key, of `client` or of everyone), and the waterfall vendors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UsageReport {
     /// Start of the window.
     pub from: DateTime<Utc>,
     /// End of the window (exclusive).
     pub to: DateTime<Utc>,
+    /// Whose usage: the client's name; null for every client together (an admin key without `client`).
+    #[serde(default)]
+    pub client: Option<String>,
     /// Jobs created in the window.
     pub jobs: i64,
     /// Their people.
@@ -913,14 +960,26 @@ pub struct UsageReport {
     #[serde(default)]
     #[schema(value_type = f64)]
     pub possible_double_charge_credits: apollo_client::Credits,
+    /// Waterfall vendors per kind, by vendor name, over the days (UTC) the window touches, counted
+    /// on the day each delivery was applied. Kept when jobs are erased or purged.
+    #[serde(default)]
+    pub vendors: Vec<UsageVendor>,
 }
 
 impl UsageReport {
-    /// The report of `u` over `[from, to)`.
-    pub fn new(from: DateTime<Utc>, to: DateTime<Utc>, u: &job_store::usage::Usage) -> UsageReport {
+    /// The report of `u` and `vendors` over `[from, to)` for `client` (`None`: everyone).
+    pub fn new(
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        client: Option<String>,
+        u: &job_store::usage::Usage,
+        vendors: &[job_store::vendors::VendorUsage],
+    ) -> UsageReport {
         UsageReport {
             from,
             to,
+            client,
+            vendors: vendors.iter().map(UsageVendor::new).collect(),
             jobs: u.jobs,
             people: u.people,
             calls: u.calls,

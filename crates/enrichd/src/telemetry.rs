@@ -56,7 +56,7 @@ pub fn callback_result(status: Option<u16>) -> &'static str {
     }
 }
 
-/// Sets the gauges read from the database: rows per state of each table.
+/// Sets the gauges read from the database: rows per state of each table, the vendor statistics.
 async fn refresh_gauges(state: &AppState) {
     match state.store.state_counts().await {
         Ok(c) => {
@@ -80,6 +80,19 @@ async fn refresh_gauges(state: &AppState) {
     }
     if let Ok(double) = state.store.possible_double_charges().await {
         metrics::gauge!("enrichd_possible_double_charge_micros").set(double.micros() as f64);
+    }
+    if let Ok(vendors) = state.store.vendor_usage(None, None, None).await {
+        for v in vendors {
+            let (vendor, kind) = (v.vendor.clone(), v.kind.as_str());
+            for (name, value) in [
+                ("enrichd_vendor_attempts", v.totals.attempts),
+                ("enrichd_vendor_results", v.totals.results),
+                ("enrichd_vendor_verified", v.totals.verified),
+                ("enrichd_vendor_credits_micros", v.totals.credits.micros()),
+            ] {
+                metrics::gauge!(name, "vendor" => vendor.clone(), "kind" => kind).set(value as f64);
+            }
+        }
     }
     let paused = state.store.pause_reason().await.ok().flatten().is_some();
     metrics::gauge!("enrichd_dispatch_paused").set(if paused { 1.0 } else { 0.0 });
@@ -127,6 +140,16 @@ pub fn describe() {
     describe_gauge!("enrichd_batches", "Batches by state (queue depth: queued, retry_wait)");
     describe_gauge!("enrichd_deliveries", "Stored Apollo deliveries by state (queue depth: pending)");
     describe_gauge!("enrichd_callbacks", "Final callbacks by state (queue depth: pending)");
+    describe_gauge!(
+        "enrichd_vendor_attempts",
+        "Waterfall vendor attempts by vendor and kind (email, phone), every client, every day kept"
+    );
+    describe_gauge!("enrichd_vendor_results", "Waterfall vendor attempts that returned a value, by vendor and kind");
+    describe_gauge!("enrichd_vendor_verified", "Waterfall vendor results called verified, by vendor and kind");
+    describe_gauge!(
+        "enrichd_vendor_credits_micros",
+        "Waterfall credits attributed to each vendor and kind, in millionths of a credit"
+    );
     describe_gauge!("enrichd_database_up", "1 when the last scrape could read the database");
     describe_gauge!("enrichd_dispatch_paused", "1 while dispatch is paused");
 }

@@ -12,11 +12,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use apollo_client::{Delivery, PersonFacts};
+use apollo_client::{Credits, Delivery, DeliveryKind, PersonFacts};
 use chrono::{DateTime, Utc};
 use rules::budget::split_credits;
 use rules::lifecycle::{self, Event, Part};
 use rules::merge::Record;
+use rules::vendors::{attribute_credits, person_attempts};
 use rules::{BatchState, DeliveryState};
 use sea_orm::sea_query::{Expr, LockType};
 use sea_orm::{ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value};
@@ -25,10 +26,11 @@ use uuid::Uuid;
 
 use crate::budget;
 use crate::counters::{CreditKind, Tally};
-use crate::entities::{batch, inbound_delivery, person};
+use crate::entities::{batch, inbound_delivery, job, person};
 use crate::erase::{empty_delivery_bodies, erased_jobs_in_batches};
 use crate::error::{StoreError, StoreResult};
 use crate::people::{Assign, apply_event, lock_people_where, update_from_rows, update_people};
+use crate::vendors::VendorDeltas;
 
 /// The outcome of [`crate::Store::apply_delivery`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +120,10 @@ pub(crate) struct Group {
     emptied: Vec<Uuid>,
     /// Batches whose calls of unknown outcome were repriced (their row's amounts are written).
     repriced: BTreeSet<Uuid>,
+    /// The client of each job of the people read (vendor statistics are per client).
+    clients: HashMap<Uuid, String>,
+    /// Waterfall vendor statistics the group adds ([`crate::vendors`]).
+    vendors: VendorDeltas,
 }
 
 impl Group {
@@ -235,6 +241,18 @@ impl Group {
         waiting_for_phone.sort();
         waiting_for_phone.dedup();
         let erased = erased_jobs_in_batches(txn, &erased_of.into_iter().collect::<Vec<_>>()).await?;
+        let job_ids: Vec<Uuid> = people.values().map(|s| s.old.job_id).collect::<BTreeSet<_>>().into_iter().collect();
+        let mut clients = HashMap::with_capacity(job_ids.len());
+        for chunk in job_ids.chunks(IN_LIST) {
+            let rows: Vec<(Uuid, String)> = job::Entity::find()
+                .select_only()
+                .columns([job::Column::Id, job::Column::Client])
+                .filter(job::Column::Id.is_in(chunk.iter().copied()))
+                .into_tuple()
+                .all(txn)
+                .await?;
+            clients.extend(rows);
+        }
 
         Ok(Group {
             stored,
@@ -249,6 +267,8 @@ impl Group {
             person_credits: BTreeMap::new(),
             emptied: Vec::new(),
             repriced: BTreeSet::new(),
+            clients,
+            vendors: VendorDeltas::new(),
         })
     }
 
@@ -397,6 +417,9 @@ impl Group {
         if merged && part_credits != 0 {
             self.charge_people(&members, parsed, part_credits);
         }
+        if parsed.kind == DeliveryKind::Waterfall {
+            self.count_vendors(&members, parsed, part_credits);
+        }
         if !erased.is_empty() {
             // The raw payload names erased people: merged (for the others), it is not kept.
             self.emptied.push(delivery_id);
@@ -505,6 +528,36 @@ impl Group {
         Ok(())
     }
 
+    /// Adds a waterfall delivery's vendor attempts to the group's statistics, with the part's
+    /// credits attributed over them ([`rules::vendors`]). Each person entry counts for the client
+    /// of the batch's first person with its Apollo id (people of several clients may share an
+    /// Apollo person in one call; the vendor was asked once), an entry naming nobody of the batch
+    /// for the client of the batch's first person.
+    fn count_vendors(&mut self, members: &[Uuid], parsed: &Delivery, part_credits: i64) {
+        let client_of = |id: &Uuid| self.people.get(id).and_then(|s| self.clients.get(&s.old.job_id));
+        let mut by_apollo_id: HashMap<&str, &String> = HashMap::new();
+        for id in members {
+            if let (Some(a), Some(c)) = (self.people[id].new.apollo_id.as_deref(), client_of(id)) {
+                by_apollo_id.entry(a).or_insert(c);
+            }
+        }
+        let fallback = members.iter().find_map(client_of);
+        let mut attempts = Vec::new();
+        let mut owners: Vec<String> = Vec::new();
+        for f in &parsed.people {
+            let owner = f.apollo_id.as_deref().and_then(|a| by_apollo_id.get(a).copied()).or(fallback);
+            let Some(owner) = owner else { continue };
+            for a in person_attempts(&f.raw) {
+                attempts.push(a);
+                owners.push(owner.clone());
+            }
+        }
+        let shares = attribute_credits(Credits(part_credits), &attempts);
+        for ((a, share), client) in attempts.iter().zip(shares).zip(owners) {
+            self.vendors.entry((client, a.vendor.clone(), a.kind)).or_default().add_attempt(a, share);
+        }
+    }
+
     /// Books a delivery's charge on the people of the batch it names, evenly (exactly: the shares
     /// add up), so that a person's credits are what its lookup cost: what answering it again from
     /// the store saves ([`crate::reuse`]). The job's credits are booked apart, by [`Tally::credits`].
@@ -524,13 +577,14 @@ impl Group {
     }
 
     /// Writes what the group applied: the deliveries, the batches' credits, the people (with their
-    /// duplicates, tallied on their jobs), their credits, the bodies that go.
+    /// duplicates, tallied on their jobs), their credits, the bodies that go. Returns the vendor
+    /// statistics to add, written by the caller after the job rows (the lock order).
     pub(crate) async fn write(
         mut self,
         txn: &DatabaseTransaction,
         tally: &mut Tally,
         now: DateTime<Utc>,
-    ) -> StoreResult<()> {
+    ) -> StoreResult<VendorDeltas> {
         let processed = DeliveryState::Processed.as_str();
         let rows: Vec<Vec<Value>> = self
             .processed
@@ -571,7 +625,8 @@ impl Group {
         add_credits::<person::Entity>(txn, person::Column::Id, person::Column::CreditsMicros, &self.person_credits)
             .await?;
 
-        empty_delivery_bodies(txn, &self.emptied).await
+        empty_delivery_bodies(txn, &self.emptied).await?;
+        Ok(self.vendors)
     }
 }
 

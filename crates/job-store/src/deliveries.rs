@@ -308,8 +308,9 @@ impl Store {
             }
             outcomes.push(group.apply(&txn, &mut tally, *delivery_id, parsed, now).await?);
         }
-        group.write(&txn, &mut tally, now).await?;
+        let vendors = group.write(&txn, &mut tally, now).await?;
         let completed = tally.flush(&txn, now).await?;
+        crate::vendors::add_vendor_usage(&txn, now.date_naive(), &vendors).await?;
         let last = outcomes.iter_mut().rev().find_map(|o| match o {
             ApplyOutcome::Applied { completed_jobs, .. } => Some(completed_jobs),
             _ => None,

@@ -11,11 +11,13 @@
 //!
 //! Lock order (PostgreSQL), followed by every write path so transactions cannot deadlock: the
 //! shared rate limiter's row ([`limiter`]), a delivery row, then a batch row, then people in id
-//! order (a duplicate only after its primary), then job rows in id order. Erasure and purging ([`erase`]) follow it too.
+//! order (a duplicate only after its primary), then job rows in id order, then the statistics
+//! rows (`vendor_usage` in key order, `call_minutes`). Erasure and purging ([`erase`]) follow it too.
 
 mod apply;
 pub mod budget;
 pub mod callbacks;
+pub mod calls;
 pub mod claims;
 pub mod clock;
 mod columns;
@@ -36,6 +38,7 @@ pub mod sync;
 pub mod system;
 pub mod task_leases;
 pub mod usage;
+pub mod vendors;
 pub mod wakeups;
 pub mod writer;
 

@@ -105,6 +105,8 @@ impl Store {
             recorded.push(record_in(&txn, &mut tally, outcome, now).await?);
         }
         let completed = tally.flush(&txn, now).await?;
+        let answered = recorded.iter().filter(|r| matches!(r, SyncRecorded::Recorded { .. })).count();
+        crate::calls::count_calls(&txn, now, answered as i64, 0).await?;
         if let Some(SyncRecorded::Recorded { completed_jobs }) =
             recorded.iter_mut().rev().find(|r| matches!(r, SyncRecorded::Recorded { .. }))
         {

@@ -57,7 +57,8 @@ pub fn is_live(last_seen: DateTime<Utc>, now: DateTime<Utc>, every: Duration) ->
 }
 
 /// Records a failed call in the caller's transaction (its last write: the row lock order ends
-/// here), and forgets the oldest beyond [`APOLLO_ERRORS_KEPT`].
+/// here), counts it in its minute ([`crate::calls`]), and forgets the oldest beyond
+/// [`APOLLO_ERRORS_KEPT`].
 pub(crate) async fn record_call_error<C: ConnectionTrait>(
     db: &C,
     batch_id: Uuid,
@@ -74,6 +75,7 @@ pub(crate) async fn record_call_error<C: ConnectionTrait>(
         ..Default::default()
     };
     apollo_error::Entity::insert(row).exec_without_returning(db).await?;
+    crate::calls::count_calls(db, at, 1, i64::from(error.kind == "rate_limited")).await?;
     let cutoff: Option<i64> = apollo_error::Entity::find()
         .select_only()
         .column(apollo_error::Column::Id)

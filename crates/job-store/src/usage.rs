@@ -1,8 +1,10 @@
 //! The usage report (`GET /v1/usage`): one client's figures summed over its jobs created in a
 //! window, from the counters kept in the job rows (no scan of people).
 
+use std::collections::BTreeMap;
+
 use apollo_client::Credits;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};
 
@@ -53,10 +55,24 @@ impl Usage {
     }
 }
 
+/// One day's credits by kind, over the jobs created that day (UTC).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayCredits {
+    /// The day.
+    pub day: NaiveDate,
+    /// Its jobs' credits by kind.
+    pub credits: CreditsByKind,
+}
+
 impl Store {
     /// `client`'s usage over its jobs created in `[from, to)`.
     pub async fn usage(&self, client: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Usage> {
-        let rows: Vec<Row> = job::Entity::find()
+        self.usage_of(Some(client), from, to).await
+    }
+
+    /// [`Store::usage`] of one client, or (`None`) of every client together.
+    pub async fn usage_of(&self, client: Option<&str>, from: DateTime<Utc>, to: DateTime<Utc>) -> StoreResult<Usage> {
+        let mut q = job::Entity::find()
             .select_only()
             .column(job::Column::Total)
             .column(job::Column::Calls)
@@ -68,17 +84,47 @@ impl Store {
             .column(job::Column::CreditsSavedMicros)
             .column(job::Column::PossibleDoubleCharges)
             .column(job::Column::PossibleDoubleChargeMicros)
-            .filter(job::Column::Client.eq(client))
             .filter(job::Column::CreatedAt.gte(crate::clock::ts(from)))
-            .filter(job::Column::CreatedAt.lt(crate::clock::ts(to)))
-            .into_tuple()
-            .all(&self.db)
-            .await?;
+            .filter(job::Column::CreatedAt.lt(crate::clock::ts(to)));
+        if let Some(c) = client {
+            q = q.filter(job::Column::Client.eq(c));
+        }
+        let rows: Vec<Row> = q.into_tuple().all(&self.db).await?;
         let mut usage = Usage::default();
         for r in rows {
             usage.add(r);
         }
         Ok(usage)
+    }
+
+    /// Credits by kind per day (UTC) of the jobs created in `[from, to)`, of one client or (`None`)
+    /// of all; days without jobs are absent; oldest first.
+    pub async fn credits_by_day(
+        &self,
+        client: Option<&str>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<Vec<DayCredits>> {
+        let mut q = job::Entity::find()
+            .select_only()
+            .column(job::Column::CreatedAt)
+            .column(job::Column::CreditsSyncMicros)
+            .column(job::Column::CreditsPhoneMicros)
+            .column(job::Column::CreditsWaterfallMicros)
+            .filter(job::Column::CreatedAt.gte(crate::clock::ts(from)))
+            .filter(job::Column::CreatedAt.lt(crate::clock::ts(to)));
+        if let Some(c) = client {
+            q = q.filter(job::Column::Client.eq(c));
+        }
+        let rows: Vec<(DateTime<Utc>, i64, i64, i64)> = q.into_tuple().all(&self.db).await?;
+        let mut days: BTreeMap<NaiveDate, CreditsByKind> = BTreeMap::new();
+        for (at, sync, phone, waterfall) in rows {
+            let d = days.entry(at.date_naive()).or_default();
+            d.sync += Credits(sync);
+            d.phone += Credits(phone);
+            d.waterfall += Credits(waterfall);
+        }
+        Ok(days.into_iter().map(|(day, credits)| DayCredits { day, credits }).collect())
     }
 
     /// What calls of unknown outcome may have cost a second time, over every job kept.

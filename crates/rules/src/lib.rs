@@ -1,6 +1,7 @@
 //! The enrichment orchestrator's domain rules: the person and job lifecycle, merging a person's
-//! parts into one record, the person fields and key, reuse, prices, budgets and estimates, the
-//! arithmetic of Apollo's rate windows with the in-process limiter, retries and usage windows.
+//! parts into one record, the person fields and key, reuse, prices, budgets and estimates,
+//! waterfall vendor statistics, the arithmetic of Apollo's rate windows with the in-process
+//! limiter, retries and usage windows.
 //! Plain types and functions: no database, no HTTP, no I/O, so each rule is unit-tested on its
 //! own. The store persists what they decide; the service calls them.
 
@@ -18,6 +19,7 @@ pub mod retry;
 pub mod reuse;
 pub mod states;
 pub mod usage_window;
+pub mod vendors;
 pub mod window;
 
 /// People per Apollo call: the bulk endpoint's limit.
@@ -26,4 +28,6 @@ pub const BATCH_SIZE: usize = apollo_client::MAX_DETAILS;
 pub use counts::Counts;
 pub use person_fields::PersonField;
 pub use person_key::{person_key, person_key_of};
-pub use states::{BatchState, CallbackEvent, CallbackState, DeliveryState, JobState, PersonState, UnknownState};
+pub use states::{
+    BatchState, CallbackEvent, CallbackState, DeliveryState, JobState, PersonState, UnknownState, VendorKind,
+};

@@ -51,6 +51,16 @@ macro_rules! string_enum {
 }
 
 string_enum!(
+    /// What a waterfall vendor was asked to find: the trail's `emails` or `phone_numbers` steps.
+    VendorKind {
+        /// An email address (`waterfall.emails`).
+        Email => "email",
+        /// A phone number (`waterfall.phone_numbers`).
+        Phone => "phone",
+    }
+);
+
+string_enum!(
     /// The state of a job.
     JobState {
         /// Accepted, nothing dispatched yet.

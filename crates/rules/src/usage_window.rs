@@ -40,6 +40,13 @@ pub fn window(
     }
 }
 
+/// The days (UTC, first and last, inclusive) that `[from, to)` touches, for figures kept per day;
+/// an empty window gives a last day before the first.
+pub fn vendor_days(from: DateTime<Utc>, to: DateTime<Utc>) -> (NaiveDate, NaiveDate) {
+    let last = to.checked_sub_signed(TimeDelta::nanoseconds(1)).unwrap_or(to).date_naive();
+    (from.date_naive(), last)
+}
+
 fn midnight(d: NaiveDate) -> DateTime<Utc> {
     d.and_time(chrono::NaiveTime::MIN).and_utc()
 }
@@ -151,6 +158,16 @@ mod tests {
         }
         // Empty is absent, as an unset parameter.
         assert_eq!(window(Some(""), Some(""), now), window(None, None, now));
+    }
+
+    #[test]
+    fn vendor_days_are_the_days_touched() {
+        let (f, t) = vendor_days(at("2026-11-02T00:00:00Z"), at("2026-11-04T00:00:00Z"));
+        assert_eq!((f.to_string(), t.to_string()), ("2026-11-02".into(), "2026-11-03".into()));
+        let (f, t) = vendor_days(at("2026-11-02T10:00:00Z"), at("2026-11-02T10:00:01Z"));
+        assert_eq!((f.to_string(), t.to_string()), ("2026-11-02".into(), "2026-11-02".into()));
+        let (f, t) = vendor_days(at("2026-11-02T00:00:00Z"), at("2026-11-02T00:00:00Z"));
+        assert!(t < f);
     }
 
     #[test]

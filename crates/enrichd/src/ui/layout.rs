@@ -16,6 +16,8 @@ pub enum Nav {
     Jobs,
     /// The new-job form.
     NewJob,
+    /// The usage page.
+    Usage,
     /// The system page.
     System,
 }
@@ -41,6 +43,7 @@ pub fn page(title: &str, viewer: Option<&Viewer>, nav: Nav, body: Markup) -> Mar
                     @if let Some(v) = viewer {
                         a href="/ui/jobs" aria-current=[(nav == Nav::Jobs).then_some("page")] { "Jobs" }
                         a href="/ui/new" aria-current=[(nav == Nav::NewJob).then_some("page")] { "New job" }
+                        a href="/ui/usage" aria-current=[(nav == Nav::Usage).then_some("page")] { "Usage" }
                         @if v.admin {
                             a href="/ui/system" aria-current=[(nav == Nav::System).then_some("page")] { "System" }
                         }

@@ -1,14 +1,17 @@
 //! The dashboard under `/ui`: server-rendered pages (maud escapes every value), a signed session
 //! cookie, CSRF tokens on every form, a strict Content-Security-Policy, and htmx (vendored,
-//! embedded) only to refresh running jobs in place. Everything reads without JavaScript.
+//! embedded) only to refresh running jobs in place. Everything reads without JavaScript; charts
+//! are SVG drawn on the server ([`charts`]).
 
 pub mod assets;
+pub mod charts;
 pub mod jobs;
 pub mod layout;
 pub mod new_job;
 pub mod session;
 pub mod sign_in;
 pub mod system;
+pub mod usage;
 
 use actix_web::http::StatusCode;
 use actix_web::middleware::DefaultHeaders;
@@ -124,6 +127,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(jobs::cancel)
             .service(jobs::redeliver)
             .service(jobs::export_csv)
+            .service(usage::show)
             .service(system::show)
             .service(system::resume),
     );

@@ -44,6 +44,31 @@ impl FromRequest for Client {
     }
 }
 
+/// A client or an operator: routes where a client sees its own figures and an operator anyone's.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// A client key (the client's name).
+    Client(String),
+    /// An admin key (its name).
+    Admin(String),
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Caller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(app_state(req).and_then(|state| match bearer(req) {
+            None => Err(ApiError::Unauthorized("missing `Authorization: Bearer <api key>`")),
+            Some(k) => match (state.keys.client_for(k), state.admin_keys.client_for(k)) {
+                (Some(name), _) => Ok(Caller::Client(name.to_string())),
+                (None, Some(name)) => Ok(Caller::Admin(name.to_string())),
+                (None, None) => Err(ApiError::Unauthorized("unknown API key")),
+            },
+        }))
+    }
+}
+
 /// An authenticated operator (the admin key's name), for `/v1/admin/*`.
 #[derive(Debug, Clone)]
 pub struct Admin(pub String);

@@ -6,6 +6,7 @@
 pub mod apollo_error;
 pub mod batch;
 pub mod batch_person;
+pub mod call_minute;
 pub mod callback_attempt;
 pub mod callback_delivery;
 pub mod dispatcher_state;
@@ -16,3 +17,4 @@ pub mod rate_limit_call;
 pub mod rate_limiter;
 pub mod replica;
 pub mod task_lease;
+pub mod vendor_usage;
