@@ -2,7 +2,8 @@
 browser): sign in, upload a CSV, submit, watch progress reach 100 % while the simulator runs,
 open a person and see the phone number, redeliver the callback, download the CSV and compare it
 with `enrichd export --with-input`; then, as an operator, the system page (Apollo's allowance, this
-replica live). Screenshots of each page go to $SHOTS."""
+replica live), and the usage page (credits per day and calls per minute as SVG charts, the
+waterfall vendors). Screenshots of each page go to $SHOTS."""
 
 import os
 import subprocess
@@ -30,6 +31,7 @@ with sync_playwright() as p:
     page.goto(f"{BASE}/ui/new")
     page.set_input_files("#file", CSV)
     page.check("input[value=reveal_phone_number]")
+    page.check("input[value=run_waterfall_email]")
     page.fill("#callback_url", CALLBACK)
     page.click("#preview")
     expect(page.locator("#mapping")).to_contain_text("email")
@@ -72,6 +74,32 @@ with sync_playwright() as p:
                               capture_output=True, text=True,
                               env={**os.environ, "ENRICHD_URL": BASE, "ENRICHD_KEY": KEY}).stdout
     assert downloaded == exported, f"download differs from the export:\n{downloaded}\n---\n{exported}"
+
+    # The usage page: charts drawn on the server, with the figures of this client's one job.
+    page.goto(f"{BASE}/ui/usage")
+    credits = page.locator("#credits-chart")
+    expect(credits).to_be_visible()
+    assert credits.get_attribute("role") == "img"
+    assert page.locator("#credits-chart > title").text_content() == "Credits per day by kind"
+    assert credits.locator("g.column").count() == 30, "30 days"
+    # One job today: today's column (the last) holds every bar, and they add up to its credits.
+    today = credits.locator("g.column").last
+    assert credits.locator("rect.bar").count() == today.locator("rect.bar").count() > 0
+    series = sorted(today.locator("rect.bar").evaluate_all("bs => bs.map(b => b.dataset.series)"))
+    # A waterfall request reports no synchronous credits, and the waterfall may find nobody among
+    # three people: the phone reveal surely has its bar, each series at most one.
+    assert "phone" in series and set(series) <= {"sync", "phone", "waterfall"} and len(set(series)) == len(series), series
+    drawn = sum(today.locator("rect.bar").evaluate_all("bs => bs.map(b => parseFloat(b.dataset.value))"))
+    total = float(page.locator("#credits-total").inner_text())
+    assert abs(drawn - total) < 1e-6 and total > 0, (drawn, total)
+    calls = page.locator("#calls-chart")
+    expect(calls).to_be_visible()
+    assert calls.locator("g.column").count() >= 180, "three hours of minutes"
+    answered = sum(calls.locator("rect.bar").evaluate_all("bs => bs.map(b => parseFloat(b.dataset.value))"))
+    assert answered >= 1, "this job's calls are in the chart"
+    vendors = page.locator("#vendors tbody tr")
+    assert vendors.count() >= 1 and "email" in page.locator("#vendors").inner_text()
+    page.screenshot(path=f"{SHOTS}/usage.png", full_page=True)
 
     # The operator's view, in its own browser context (its own session cookie).
     ops = browser.new_page(viewport={"width": 1280, "height": 900})

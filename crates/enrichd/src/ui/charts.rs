@@ -40,6 +40,9 @@ const LEFT: f64 = 64.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 34.0;
 const BOTTOM: f64 = 40.0;
+/// A drawn bar: its series, value, top and height.
+type Bar = (usize, f64, f64, f64);
+
 /// The widest bar.
 const BAR_MAX: f64 = 60.0;
 /// Horizontal lines (and labels) of the value axis, zero excluded.
@@ -107,7 +110,7 @@ impl StackedBars<'_> {
         let (title_id, desc_id) = (format!("{}-title", self.id), format!("{}-desc", self.id));
         let totals = self.totals();
         // Per column: its index, label, left edge, and bars (series, value, top, height) bottom up.
-        let columns: Vec<(usize, &String, f64, Vec<(usize, f64, f64, f64)>)> = self
+        let columns: Vec<(usize, &String, f64, Vec<Bar>)> = self
             .categories
             .iter()
             .enumerate()

@@ -81,7 +81,7 @@ pub fn call_minutes(
             Series {
                 name: "answered".into(),
                 colour: ANSWERED,
-                values: starts.iter().map(|m| at(m)).map(|(c, l)| (c - l).max(0) as f64).collect(),
+                values: starts.iter().map(&at).map(|(c, l)| (c - l).max(0) as f64).collect(),
             },
             Series { name: "429".into(), colour: LIMITED, values: starts.iter().map(|m| at(m).1 as f64).collect() },
         ],
