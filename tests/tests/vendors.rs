@@ -172,6 +172,8 @@ async fn vendor_statistics_equal_the_simulators_payloads(backend: Backend) {
     let refused = get_as(&t, CLIENT_KEY, "/v1/usage?client=other").await;
     assert_eq!(refused.status(), 422);
     assert_eq!(refused.json::<Value>().await.unwrap()["error"]["details"][0]["field"], "client");
+    let unnamed = get_as(&t, ADMIN_KEY, "/v1/usage?client=").await;
+    assert_eq!(unnamed.status(), 422, "an empty name is no client's");
     let tomorrow = (chrono::Utc::now() + chrono::TimeDelta::days(1)).format("%Y-%m-%d");
     assert_eq!(t.get_json(&format!("/v1/usage?from={tomorrow}")).await["vendors"], json!([]));
     let metrics = from_metrics(&t).await;

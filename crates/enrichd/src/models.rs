@@ -842,7 +842,7 @@ pub struct UsageQuery {
     pub to: Option<String>,
     /// Admin keys only: one client's usage (absent: every client's together). A client key that
     /// names a client gets 422: it sees its own usage only.
-    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    #[param(pattern = "^[A-Za-z0-9._-]+$")]
     pub client: Option<String>,
 }
 

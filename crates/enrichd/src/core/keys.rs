@@ -60,14 +60,18 @@ struct Entry<'a> {
     key: &'a str,
 }
 
+/// Whether `name` is a possible client (or admin key) name: letters, digits, `-`, `_`, `.`.
+pub fn is_client_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// Splits one trimmed entry into name and key (see the module doc for the rule).
 fn split_entry(entry: &str) -> Result<Entry<'_>, ()> {
     // Padding is only trailing: a `=` before the trailing run separates a name.
     let body = entry.trim_end_matches('=');
     let Some(eq) = body.find('=') else { return Ok(Entry { name: None, key: entry }) };
     let name = entry[..eq].trim();
-    let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !valid {
+    if !is_client_name(name) {
         return Err(());
     }
     Ok(Entry { name: Some(name), key: entry[eq + 1..].trim() })

@@ -3,6 +3,7 @@
 
 use actix_web::{HttpResponse, get, web};
 
+use crate::core::keys::is_client_name;
 use crate::error::ApiError;
 use crate::models::{ErrorBody, UsageQuery, UsageReport};
 use crate::state::AppState;
@@ -14,7 +15,7 @@ use rules::usage_window::{vendor_days, window};
 #[utoipa::path(get, path = "/v1/usage", tag = "usage", security(("bearer" = [])), params(UsageQuery),
     responses((status = 200, description = "sums over the jobs created in `[from, to)` (the client's; with an admin key `client`'s or everyone's), and the vendors", body = UsageReport),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
-        (status = 422, description = "`from` or `to` unreadable, `to` before `from`, or `client` given with a client key; `details` names it", body = ErrorBody),
+        (status = 422, description = "`from` or `to` unreadable, `to` before `from`, `client` not a client name, or given with a client key; `details` names it", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[get("/v1/usage")]
@@ -33,6 +34,9 @@ pub async fn usage(
                 "client",
                 "only an admin key may name a client; a client sees its own usage",
             ));
+        }
+        (Caller::Admin(_), Some(named)) if !is_client_name(&named) => {
+            return Err(ApiError::invalid_field("client", "a client name is letters, digits, `-`, `_` and `.`"));
         }
         (Caller::Admin(_), named) => named,
     };
