@@ -28,6 +28,9 @@ pub struct Counts {
     /// Left unsent: the job's credit budget ran out.
     #[serde(default)]
     pub skipped_budget: i64,
+    /// Never sent: on the do-not-enrich list.
+    #[serde(default)]
+    pub suppressed: i64,
 }
 
 impl Counts {
@@ -68,6 +71,7 @@ impl Counts {
             PersonState::Failed => &self.failed,
             PersonState::Cancelled => &self.cancelled,
             PersonState::SkippedBudget => &self.skipped_budget,
+            PersonState::Suppressed => &self.suppressed,
         }
     }
 
@@ -83,6 +87,7 @@ impl Counts {
             PersonState::Failed => &mut self.failed,
             PersonState::Cancelled => &mut self.cancelled,
             PersonState::SkippedBudget => &mut self.skipped_budget,
+            PersonState::Suppressed => &mut self.suppressed,
         }
     }
 }

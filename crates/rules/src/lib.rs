@@ -18,6 +18,7 @@ pub mod records;
 pub mod retry;
 pub mod reuse;
 pub mod states;
+pub mod suppression;
 pub mod usage_window;
 pub mod vendors;
 pub mod window;
@@ -29,5 +30,6 @@ pub use counts::Counts;
 pub use person_fields::PersonField;
 pub use person_key::{person_key, person_key_of};
 pub use states::{
-    BatchState, CallbackEvent, CallbackState, DeliveryState, JobState, PersonState, UnknownState, VendorKind,
+    BatchState, CallbackEvent, CallbackState, DeliveryState, JobState, PersonState, SuppressionKind, UnknownState,
+    VendorKind,
 };

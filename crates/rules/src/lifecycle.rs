@@ -3,7 +3,7 @@
 //! touches the database, so every rule is unit- and property-tested on its own.
 //!
 //! A person: `queued → submitted → awaiting_async → complete | partial`, or `not_found`,
-//! `failed`, `cancelled`, `skipped_budget` (`invalid` is decided at submission and never changes). An event that
+//! `failed`, `cancelled`, `skipped_budget`, `suppressed` (`invalid` is decided at submission and never changes). An event that
 //! does not apply to the current state changes nothing, so events may repeat and arrive late.
 
 use apollo_client::DeliveryKind;
@@ -88,6 +88,9 @@ pub enum Event {
     OverBudget,
     /// Answered from an earlier lookup of the same person (the reuse window): never sent.
     Reused,
+    /// An identifier of the person is on the do-not-enrich list, found while it was not in an
+    /// Apollo call: never sent.
+    Suppressed,
 }
 
 impl Life {
@@ -156,6 +159,8 @@ pub fn step(life: Life, event: Event) -> Life {
         (S::Queued, Event::OverBudget) => next.state = S::SkippedBudget,
         // The earlier record holds every part the job asks for ([`crate::reuse`]): nothing to wait for.
         (S::Queued, Event::Reused) => next = Life { state: S::Complete, ..Life::QUEUED },
+        // Like a cancel: only a person not in a call (queued, or waiting in a batch for a retry).
+        (S::Queued | S::Submitted, Event::Suppressed) => next.state = S::Suppressed,
         _ => {}
     }
     next
@@ -326,6 +331,22 @@ mod tests {
         }
         let c = Counts { complete: 2, skipped_budget: 3, ..Counts::default() };
         assert_eq!(job_outcome(&c, 5, false), Some(JobState::Completed));
+    }
+
+    #[test]
+    fn only_a_person_outside_a_call_is_suppressed_and_it_stays_so() {
+        assert_eq!(step(Life::QUEUED, Event::Suppressed).state, S::Suppressed);
+        // Waiting in a batch for a retry: not in a call, so it is not sent again.
+        assert_eq!(step(submitted(), Event::Suppressed).state, S::Suppressed);
+        let answered = step(submitted(), answered(true, true));
+        assert_eq!(step(answered, Event::Suppressed), answered, "an answered person keeps its answer");
+        let suppressed = step(Life::QUEUED, Event::Suppressed);
+        for e in [Event::Claimed, Event::Reused, Event::OverBudget, Event::Cancelled, Event::Failed, Event::Deadline] {
+            assert_eq!(step(suppressed, e), suppressed, "{e:?} after suppressed");
+        }
+        let c = Counts { suppressed: 4, ..Counts::default() };
+        assert_eq!(c.open(), 0);
+        assert_eq!(job_outcome(&c, 4, false), Some(JobState::Completed), "nobody to send is not a failure");
     }
 
     #[test]

@@ -57,14 +57,14 @@ fn strip_scheme_and_www(s: &str) -> String {
 }
 
 /// `https://www.LinkedIn.com/in/Dana/?trk=x` → `linkedin.com/in/dana`.
-fn normalize_linkedin(url: &str) -> Option<String> {
+pub(crate) fn normalize_linkedin(url: &str) -> Option<String> {
     let s = strip_scheme_and_www(url);
     let s = s.split(['?', '#']).next().unwrap_or_default().trim_end_matches('/');
     (!s.is_empty()).then(|| s.to_owned())
 }
 
 /// `https://www.Example.com/about` or `@example.com` → `example.com`.
-fn normalize_domain(domain: &str) -> Option<String> {
+pub(crate) fn normalize_domain(domain: &str) -> Option<String> {
     let s = strip_scheme_and_www(domain);
     let s = s.trim_start_matches('@');
     let s = s.split(['/', '?', '#']).next().unwrap_or_default().trim_end_matches('.');

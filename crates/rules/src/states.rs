@@ -101,6 +101,8 @@ string_enum!(
         Cancelled => "cancelled",
         /// Never sent: the job's credit budget could not cover this person's worst-case cost.
         SkippedBudget => "skipped_budget",
+        /// Never sent: an identifier of the person is on the do-not-enrich list (no credits).
+        Suppressed => "suppressed",
     }
 );
 
@@ -117,6 +119,20 @@ string_enum!(
         RetryWait => "retry_wait",
         /// Given up; its people failed.
         Failed => "failed",
+    }
+);
+
+string_enum!(
+    /// What a do-not-enrich entry identifies ([`crate::suppression`]).
+    SuppressionKind {
+        /// One email address.
+        Email => "email",
+        /// One LinkedIn profile URL.
+        LinkedinUrl => "linkedin_url",
+        /// One Apollo person id.
+        ApolloId => "apollo_id",
+        /// A whole domain: everyone whose `domain` or email's domain it is.
+        Domain => "domain",
     }
 );
 
@@ -181,6 +197,7 @@ mod tests {
         round_trips(DeliveryState::ALL, DeliveryState::as_str);
         round_trips(CallbackState::ALL, CallbackState::as_str);
         round_trips(CallbackEvent::ALL, CallbackEvent::as_str);
+        round_trips(SuppressionKind::ALL, SuppressionKind::as_str);
         assert_eq!(CallbackEvent::JobCompleted.as_str(), "job.completed");
         // Names from a request (the dashboard's filters) parse the same way; others are refused.
         assert_eq!("awaiting_async".parse::<PersonState>().unwrap(), PersonState::AwaitingAsync);
@@ -208,5 +225,6 @@ mod tests {
         check(DeliveryState::ALL, DeliveryState::as_str);
         check(CallbackState::ALL, CallbackState::as_str);
         check(CallbackEvent::ALL, CallbackEvent::as_str);
+        check(SuppressionKind::ALL, SuppressionKind::as_str);
     }
 }
