@@ -21,6 +21,7 @@ mod m20261206_000012_double_charge_amounts;
 mod m20261206_000013_unread_columns;
 mod m20261206_000014_measured_margin;
 mod m20261206_000015_vendor_stats;
+mod m20261206_000016_suppressions;
 
 /// Applies the enrichd migrations in order.
 pub struct Migrator;
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000013_unread_columns::Migration),
             Box::new(m20261206_000014_measured_margin::Migration),
             Box::new(m20261206_000015_vendor_stats::Migration),
+            Box::new(m20261206_000016_suppressions::Migration),
         ]
     }
 }

@@ -1,7 +1,7 @@
 //! Batches: formed when the dispatcher claims work, fairly and across jobs, under a lease; then
 //! retried, failed, or released when the lease runs out.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use apollo_client::{Credits, EnrichFlags, RequestId};
@@ -599,6 +599,10 @@ async fn reclaim_retry(
             let refs: Vec<&person::Model> = dropped.iter().collect();
             move_primaries(txn, tally, &refs, Event::Cancelled, None, None, now).await?;
         }
+        // Listed while their call waited: not sent again.
+        let jobs: Vec<Uuid> = people.iter().map(|p| p.job_id).collect();
+        let client_of = crate::suppressions::clients_of(txn, &jobs).await?;
+        let people = crate::suppressions::drop_suppressed(txn, tally, people, &client_of, now).await?;
         let attempt = b.attempt + i32::from(b.count_next_attempt);
         let give_up = (attempt > MAX_ATTEMPTS).then(|| {
             format!(
@@ -758,6 +762,9 @@ async fn form_batch(
                 .limit(room as u64)
                 .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
             let got = sql::rows(txn, queued).await?;
+            // The do-not-enrich list first: a listed person is neither sent nor answered by reuse.
+            let client_of = HashMap::from([(job_id, cand.client.clone())]);
+            let got = crate::suppressions::drop_suppressed(txn, tally, got, &client_of, now).await?;
             let got = match &cand.reuse {
                 None => got,
                 Some(policy) => {

@@ -28,6 +28,7 @@ pub fn counts_of(j: &job::Model) -> Counts {
         failed: j.n_failed,
         cancelled: j.n_cancelled,
         skipped_budget: j.n_skipped_budget,
+        suppressed: j.n_suppressed,
     }
 }
 
@@ -44,6 +45,7 @@ pub(crate) fn column(state: PersonState) -> job::Column {
         PersonState::Failed => job::Column::NFailed,
         PersonState::Cancelled => job::Column::NCancelled,
         PersonState::SkippedBudget => job::Column::NSkippedBudget,
+        PersonState::Suppressed => job::Column::NSuppressed,
     }
 }
 

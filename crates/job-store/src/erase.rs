@@ -2,8 +2,8 @@
 //! purging finished jobs after a retention period ([`Store::purge_finished_jobs`]).
 //!
 //! **Erasure** runs in one transaction and removes:
-//! - from every person of the job: the input, the merged record, the Apollo id, the person key and
-//!   the last error (the input becomes `{}`, the others null); ordinal, state, expected/received
+//! - from every person of the job: the input, the merged record, the Apollo id, the person key,
+//!   the identifier hashes and the last error (the input becomes `{}`, the others null); ordinal, state, expected/received
 //!   parts and credits stay, so the job's counters stay true;
 //! - from the job: `metadata`, `callback_url` and `request_hash` (a digest of the request, people
 //!   included: reusing the job's `Idempotency-Key` afterwards answers a conflict); a callback still
@@ -76,6 +76,9 @@ pub struct Erased {
     pub deliveries: u64,
     /// Deliveries still waiting to be merged: their bodies are removed when they are applied.
     pub pending_deliveries: u64,
+    /// With `suppress`: the entries this erasure put on the client's do-not-enrich list.
+    #[serde(default)]
+    pub suppressed: Option<crate::suppressions::AddedEntries>,
 }
 
 /// The erased jobs among those with people in batch `batch_id` (membership history).
@@ -137,6 +140,17 @@ impl Store {
     /// excerpts. Counters, states and credits stay; the job gets `erased_at`. A running job is
     /// cancelled first. Erasing twice is harmless (`erased_at` keeps the first time).
     pub async fn erase_job(&self, job_id: Uuid) -> StoreResult<Erased> {
+        self.erase_job_with(job_id, false).await
+    }
+
+    /// [`Store::erase_job`]; with `suppress`, in the same transaction, every erased person's
+    /// identifiers (email, LinkedIn URL and Apollo id as given, and the Apollo id it was matched
+    /// to) go on the job's client's do-not-enrich list, so a later job never sends them.
+    /// `suppress` needs a suppression key ([`Store::with_suppression_key`]).
+    pub async fn erase_job_with(&self, job_id: Uuid, suppress: bool) -> StoreResult<Erased> {
+        if suppress && self.suppression_key().is_none() {
+            return Err(StoreError::Invalid("no suppression key is configured".into()));
+        }
         let now = now();
         let postgres = self.backend() == DbBackend::Postgres;
         let (txn, _gate) = self.write_txn().await?;
@@ -246,9 +260,18 @@ impl Store {
             let refs: Vec<&person::Model> = waiting.iter().collect();
             move_primaries(&txn, &mut tally, &refs, Event::Cancelled, None, None, now).await?;
         }
+        let suppressed = match suppress {
+            false => None,
+            true => {
+                let entries = crate::suppressions::erased_people_entries(&txn, self.suppression_key(), job_id).await?;
+                let scope = crate::suppressions::Scope::Client(j.client.clone());
+                Some(crate::suppressions::insert_entries(&txn, &scope, &entries, now).await?)
+            }
+        };
         let people = person::Entity::update_many()
             .filter(person::Column::JobId.eq(job_id))
             .col_expr(person::Column::Input, Expr::value(Value::Object(Default::default())))
+            .col_expr(person::Column::SuppressHashes, Expr::value(Option::<String>::None))
             .col_expr(person::Column::PersonKey, Expr::value(Option::<String>::None))
             .col_expr(person::Column::ApolloId, Expr::value(Option::<String>::None))
             .col_expr(person::Column::Record, Expr::value(Option::<Value>::None))
@@ -310,6 +333,7 @@ impl Store {
             shared_batches,
             deliveries,
             pending_deliveries,
+            suppressed,
         })
     }
 

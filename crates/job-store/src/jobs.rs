@@ -541,13 +541,14 @@ const ANALYZE_AFTER: usize = 10_000;
 /// Columns of a new person that are not the same literal for everyone, in the order the insert
 /// names them: the first [`BOUND_PER_PERSON`] are bound for each person; then the job and the
 /// creation time, bound once per statement; then the state and error, derived from the key.
-const NEW_PERSON_BOUND: [person::Column; 11] = [
+const NEW_PERSON_BOUND: [person::Column; 12] = [
     person::Column::Id,
     person::Column::Ordinal,
     person::Column::Input,
     person::Column::PersonKey,
     person::Column::DupOf,
     person::Column::HasDups,
+    person::Column::SuppressHashes,
     person::Column::JobId,
     person::Column::CreatedAt,
     person::Column::UpdatedAt,
@@ -555,8 +556,9 @@ const NEW_PERSON_BOUND: [person::Column; 11] = [
     person::Column::LastError,
 ];
 
-/// Parameters bound for each new person: id, ordinal, input (JSON text), key, dup_of, has_dups.
-const BOUND_PER_PERSON: usize = 6;
+/// Parameters bound for each new person: id, ordinal, input (JSON text), key, dup_of, has_dups,
+/// suppress_hashes.
+const BOUND_PER_PERSON: usize = 7;
 
 /// Parameters every row of one insert shares: the job id, `created_at` and `updated_at`.
 const SHARED_BOUND: usize = 3;
@@ -608,13 +610,14 @@ fn new_people_sql(backend: DbBackend, rows: usize) -> String {
         DbBackend::Postgres => "CAST(v.column3 AS jsonb)",
         _ => "v.column3",
     };
-    let exprs: [String; 11] = [
+    let exprs: [String; 12] = [
         "v.column1".into(),
         "v.column2".into(),
         input.into(),
         "v.column4".into(),
         "v.column5".into(),
         "v.column6".into(),
+        "v.column7".into(),
         p(1),
         p(2),
         p(3),
@@ -655,6 +658,8 @@ impl Store {
         let ids = new_ids(n);
         let mut dup_of: Vec<Option<Uuid>> = vec![None; n];
         let mut has_dups = vec![false; n];
+        // The index of each duplicate's primary.
+        let mut primary_of: Vec<Option<usize>> = vec![None; n];
         {
             // Borrows the keys: the map adds no copy of them.
             let mut first_by_key: HashMap<&str, usize> = HashMap::with_capacity(n);
@@ -663,6 +668,7 @@ impl Store {
                 match first_by_key.entry(k) {
                     Entry::Occupied(e) => {
                         dup_of[i] = Some(ids[*e.get()]);
+                        primary_of[i] = Some(*e.get());
                         has_dups[*e.get()] = true;
                     }
                     Entry::Vacant(e) => {
@@ -672,8 +678,41 @@ impl Store {
             }
         }
         let valid = new.people.iter().filter(|p| p.key.is_some()).count() as i64;
+        // Each primary holds the hashes of its whole group (duplicates follow it): one listed
+        // identifier of any of them keeps them all from Apollo.
+        let mut tokens: Vec<Option<String>> = match self.suppression_key() {
+            None => vec![None; n],
+            Some(key) => new
+                .people
+                .iter()
+                .map(|p| p.key.as_ref().and_then(|_| crate::suppressions::input_tokens(key, p.input.get())))
+                .collect(),
+        };
+        for i in 0..n {
+            if let Some(primary) = primary_of[i]
+                && let Some(t) = tokens[i].take()
+            {
+                let merged = match tokens[primary].take() {
+                    Some(p) => format!("{p} {t}"),
+                    None => t,
+                };
+                tokens[primary] = Some(merged);
+            }
+        }
 
         let (txn, _gate) = self.write_txn().await?;
+        let suppressed: Vec<bool> = {
+            let hashes: Vec<&str> =
+                tokens.iter().flatten().flat_map(|t| rules::suppression::parse_tokens(t).map(|(_, h)| h)).collect();
+            let listed = match hashes.is_empty() {
+                true => Default::default(),
+                false => crate::suppressions::listed(&txn, &new.client, &hashes).await?,
+            };
+            let primary: Vec<bool> =
+                tokens.iter().map(|t| crate::suppressions::any_listed(t.as_deref(), &listed)).collect();
+            (0..n).map(|i| primary[primary_of[i].unwrap_or(i)]).collect()
+        };
+        let n_suppressed = suppressed.iter().filter(|s| **s).count() as i64;
         let mut max_credits = new.max_credits;
         if let Some(cap) = new.daily_cap {
             let day_start = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc();
@@ -696,7 +735,7 @@ impl Store {
             metadata: new.metadata.clone(),
             state: if pause.is_some() { JobState::Paused } else { JobState::Queued },
             pause_reason: pause,
-            n_queued: valid,
+            n_queued: valid - n_suppressed,
             n_submitted: 0,
             n_awaiting_async: 0,
             n_complete: 0,
@@ -727,6 +766,7 @@ impl Store {
             reuse_shared: new.reuse.is_some_and(|r| r.shared),
             reuse_hits: 0,
             credits_saved_micros: 0,
+            n_suppressed,
         };
         let inserted = job::Entity::insert(job_row.into_active_model().reset_all())
             .on_conflict(
@@ -760,6 +800,7 @@ impl Store {
                     person.key.map(String::from).into(),
                     dup_of[i].into(),
                     has_dups[i].into(),
+                    tokens[i].take().into(),
                 ]);
             }
             let stmt = sea_orm::Statement::from_sql_and_values(backend, new_people_sql(backend, rows), values);
@@ -768,7 +809,18 @@ impl Store {
                 return Err(StoreError::Invalid(format!("{written} of {rows} new people written")));
             }
         }
-        if valid == 0 {
+        if n_suppressed > 0 {
+            // Listed people never reach the queue (rare: a plain update after the bulk insert).
+            let listed: Vec<Uuid> = (0..n).filter(|i| suppressed[*i]).map(|i| ids[i]).collect();
+            for chunk in listed.chunks(500) {
+                person::Entity::update_many()
+                    .filter(person::Column::Id.is_in(chunk.iter().copied()))
+                    .col_expr(person::Column::State, Expr::value(PersonState::Suppressed))
+                    .exec(&txn)
+                    .await?;
+            }
+        }
+        if valid == n_suppressed {
             finish_if_done(&txn, job_id, now).await?;
         }
         txn.commit().await?;

@@ -34,6 +34,7 @@ mod people;
 pub mod single_process;
 mod sql;
 pub mod stats;
+pub mod suppressions;
 pub mod sync;
 pub mod system;
 pub mod task_leases;
@@ -65,6 +66,7 @@ pub use error::{StoreError, StoreResult};
 pub use jobs::{CreatedJob, CreditsByKind, FailedDelivery, JobFilter, JobView, NewJob, NewPerson, PersonView};
 pub use limiter::Admitted;
 pub use stats::StateCounts;
+pub use suppressions::{AddedEntries, Scope, SuppressionEntry, SuppressionId};
 pub use sync::{SyncOutcome, SyncRecorded};
 pub use system::CallError;
 
@@ -106,6 +108,8 @@ pub struct Store {
     _process_lock: Option<Arc<std::fs::File>>,
     /// What [`Store::statements`] and [`Store::transactions`] read, shared by every clone.
     counts: Arc<StatementCounts>,
+    /// The do-not-enrich list's hash key ([`Store::with_suppression_key`]); `None`: the list is off.
+    suppression_key: Option<Arc<rules::suppression::SuppressionKey>>,
 }
 
 /// Statements and transactions sent through one [`Store`] and its clones (a relaxed atomic add each).
@@ -169,7 +173,7 @@ impl Store {
         db.set_metric_callback(move |_| {
             seen.statements.fetch_add(1, Ordering::Relaxed);
         });
-        Store { db, write_gate, _process_lock: None, counts }
+        Store { db, write_gate, _process_lock: None, counts, suppression_key: None }
     }
 
     /// Statements this store has sent to the database, a transaction's BEGIN and its COMMIT or

@@ -89,6 +89,8 @@ pub struct Model {
     pub reuse_hits: i64,
     /// What those people cost when they were looked up, in millionths of a credit.
     pub credits_saved_micros: i64,
+    /// People never sent: on the do-not-enrich list.
+    pub n_suppressed: i64,
 }
 
 /// No navigable relations: queries join explicitly.

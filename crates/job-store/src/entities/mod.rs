@@ -16,5 +16,6 @@ pub mod person;
 pub mod rate_limit_call;
 pub mod rate_limiter;
 pub mod replica;
+pub mod suppression;
 pub mod task_lease;
 pub mod vendor_usage;

@@ -60,6 +60,9 @@ pub struct Model {
     pub reused_from_job: Option<Uuid>,
     /// When that person was enriched (its last change).
     pub reused_at: Option<DateTimeUtc>,
+    /// Keyed hashes of the person's identifiers ([`rules::suppression::tokens`]), checked against
+    /// the do-not-enrich list; a primary holds those of its duplicates too. No plaintext.
+    pub suppress_hashes: Option<String>,
 }
 
 /// No navigable relations: queries join explicitly.

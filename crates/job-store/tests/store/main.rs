@@ -14,4 +14,5 @@ mod leases;
 mod lifecycle;
 mod limiter;
 mod random_ops;
+mod suppressions;
 mod sync_results;
