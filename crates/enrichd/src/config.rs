@@ -54,6 +54,13 @@ pub struct Config {
     #[arg(long, env = "CALLBACK_SIGNING_SECRET", hide_env_values = true, verbatim_doc_comment)]
     pub callback_signing_secret: Option<SecretString>,
 
+    /// Secret (at least 16 bytes) that keys the hashes of the do-not-enrich list
+    /// (`/v1/suppressions`): the list holds HMAC-SHA256 hashes only. Changing it orphans every
+    /// entry (they no longer match anyone): re-import the list after a rotation. Unset: the list
+    /// is off (its routes answer 409) and nobody is checked.
+    #[arg(long, env = "SUPPRESSION_KEY", hide_env_values = true, verbatim_doc_comment)]
+    pub suppression_key: Option<SecretString>,
+
     /// Bulk-match calls per minute; unset: learned from Apollo's rate-limit headers. Headers only ever tighten it.
     #[arg(long, env = "APOLLO_RATE_PER_MINUTE")]
     pub rate_per_minute: Option<u32>,
@@ -288,8 +295,9 @@ mod tests {
         c.api_keys = Some("crm=client-key-1234567890".to_string().into());
         c.admin_keys = Some("ops=admin-key-1234567890".to_string().into());
         c.callback_signing_secret = Some("whsec_c2lnbmluZy1zZWNyZXQtMTIzNDU2Nzg5MA==".to_string().into());
+        c.suppression_key = Some("suppression-key-1234567890".to_string().into());
         let shown = format!("{c:?}");
-        for secret in ["apollo-key", "client-key", "admin-key", "whsec_", "c2lnbmluZy1zZWNyZXQ"] {
+        for secret in ["apollo-key", "client-key", "admin-key", "whsec_", "c2lnbmluZy1zZWNyZXQ", "suppression-key"] {
             assert!(!shown.contains(secret), "{secret} in {shown}");
         }
     }

@@ -279,6 +279,8 @@ pub struct Estimate {
     pub unique: i64,
     /// People an earlier lookup would answer now (the job's reuse window; 0 without one).
     pub reusable: i64,
+    /// People on the do-not-enrich list: never sent, no credit.
+    pub suppressed: i64,
     /// Apollo calls (10 people each).
     pub calls: i64,
     /// Worst-case credits.
@@ -298,6 +300,7 @@ impl From<rules::estimate::Estimate> for Estimate {
             people: e.people,
             unique: e.unique,
             reusable: e.reusable,
+            suppressed: e.suppressed,
             calls: e.calls,
             worst_case_credits: credits,
             seconds_at_limit: e.seconds_at_limit,
@@ -368,6 +371,8 @@ pub enum PersonStatus {
     Cancelled,
     /// Never sent: the job's `max_credits` could not cover this person's worst-case cost.
     SkippedBudget,
+    /// Never sent, no credits: an identifier of the person is on the do-not-enrich list.
+    Suppressed,
 }
 
 impl From<rules::PersonState> for PersonStatus {
@@ -384,6 +389,7 @@ impl From<rules::PersonState> for PersonStatus {
             S::Failed => PersonStatus::Failed,
             S::Cancelled => PersonStatus::Cancelled,
             S::SkippedBudget => PersonStatus::SkippedBudget,
+            S::Suppressed => PersonStatus::Suppressed,
         }
     }
 }
@@ -412,6 +418,9 @@ pub struct PersonCounts {
     /// Left unsent: the job's credit budget ran out.
     #[serde(default)]
     pub skipped_budget: i64,
+    /// Never sent: on the do-not-enrich list (`/v1/suppressions`).
+    #[serde(default)]
+    pub suppressed: i64,
 }
 
 impl From<rules::Counts> for PersonCounts {
@@ -427,6 +436,7 @@ impl From<rules::Counts> for PersonCounts {
             failed: c.failed,
             cancelled: c.cancelled,
             skipped_budget: c.skipped_budget,
+            suppressed: c.suppressed,
         }
     }
 }
@@ -1067,6 +1077,136 @@ pub fn job_json(j: &JobView) -> Value {
 /// A person as JSON (inline in the final callback).
 pub fn person_json(p: &PersonView) -> Value {
     serde_json::to_value(Person::from(p)).unwrap_or(Value::Null)
+}
+
+/// One identifier for the do-not-enrich list: exactly one of the four fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SuppressionIdentifier {
+    /// An email address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024)]
+    pub email: Option<String>,
+    /// A LinkedIn profile URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024)]
+    pub linkedin_url: Option<String>,
+    /// An Apollo person id (24 hexadecimal characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024)]
+    pub apollo_id: Option<String>,
+    /// A whole domain: everyone whose `domain`, or whose email's domain, it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024)]
+    pub domain: Option<String>,
+}
+
+/// Whose list a request manages (`?scope=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SuppressionScope {
+    /// The calling client's own list (client keys).
+    Client,
+    /// The list that applies to every client (admin keys).
+    Global,
+}
+
+/// `?scope=` of the suppression routes.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ScopeQuery {
+    /// `client` (default for client keys) or `global` (default for, and only with, admin keys).
+    pub scope: Option<SuppressionScope>,
+}
+
+/// Paging of `GET /v1/suppressions`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SuppressionPageQuery {
+    /// `client` (default for client keys) or `global` (default for, and only with, admin keys).
+    pub scope: Option<SuppressionScope>,
+    /// Return entries after this one (`next_after` of the previous page, an entry id); empty means the start.
+    #[param(pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$")]
+    pub after: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<u64>,
+}
+
+/// One entry of a do-not-enrich list. There is no plaintext to show: only what kind of
+/// identifier it is and the start of its keyed hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Suppression {
+    /// Entry id (remove it with `DELETE /v1/suppressions/{id}`).
+    pub id: Uuid,
+    /// `email`, `linkedin_url`, `apollo_id` or `domain`.
+    pub kind: String,
+    /// The first 12 hex digits of the entry's keyed hash.
+    pub hash_prefix: String,
+    /// Whose list.
+    pub scope: SuppressionScope,
+    /// When it was added.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&job_store::SuppressionEntry> for Suppression {
+    fn from(e: &job_store::SuppressionEntry) -> Suppression {
+        Suppression {
+            id: e.id.0,
+            kind: e.kind.as_str().to_owned(),
+            hash_prefix: e.hash.chars().take(12).collect(),
+            scope: match e.scope {
+                job_store::Scope::Global => SuppressionScope::Global,
+                job_store::Scope::Client(_) => SuppressionScope::Client,
+            },
+            created_at: e.created_at,
+        }
+    }
+}
+
+/// The answer to adding one identifier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SuppressionAdded {
+    /// `false`: it was on the list already.
+    pub added: bool,
+    /// The entry.
+    pub entry: Suppression,
+}
+
+/// A page of entries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SuppressionPage {
+    /// Entries, oldest first.
+    pub entries: Vec<Suppression>,
+    /// Pass as `after` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<Uuid>,
+}
+
+/// What a bulk import did: valid rows are added, invalid ones counted and listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SuppressionImport {
+    /// New entries.
+    pub added: u64,
+    /// Identifiers already on the list (or repeated in the import).
+    pub already_present: u64,
+    /// Rows that were not one valid identifier.
+    pub invalid: u64,
+    /// Why each invalid row was refused (`index`: the row, 0-based; for CSV the header is not a row).
+    pub errors: Vec<Problem>,
+}
+
+/// The answer to a removal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SuppressionRemoved {
+    /// Always `true` (a missing entry answers 404).
+    pub removed: bool,
+}
+
+/// `?suppress=` of `DELETE /v1/jobs/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EraseQuery {
+    /// Also put every erased person's identifiers (email, LinkedIn URL, Apollo id) on the
+    /// client's do-not-enrich list, in the same transaction.
+    pub suppress: Option<bool>,
 }
 
 #[cfg(test)]

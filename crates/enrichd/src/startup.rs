@@ -25,7 +25,7 @@ use crate::error::ApiError;
 use crate::shutdown::{self, Drain};
 use crate::state::{AppState, Wakers};
 use crate::telemetry;
-use crate::v1::endpoints::{admin, docs, health, jobs, usage, webhooks};
+use crate::v1::endpoints::{admin, docs, health, jobs, suppressions, usage, webhooks};
 use crate::worker::{self, dispatch::Dispatcher};
 
 /// Installs the process-wide TLS provider once (reqwest is built without one).
@@ -76,6 +76,15 @@ impl Application {
         let store = Store::connect_with(&config.database_url, options)
             .await
             .with_context(|| format!("connecting to the database ({})", redact_url(&config.database_url)))?;
+        let store = match &config.suppression_key {
+            Some(k) => store.with_suppression_key(
+                rules::suppression::SuppressionKey::new(k.expose_secret()).context("SUPPRESSION_KEY")?,
+            ),
+            None => {
+                tracing::warn!("SUPPRESSION_KEY is not set: the do-not-enrich list is off");
+                store
+            }
+        };
         let apollo = ApolloClient::with_timeout(&config.apollo_base_url, key, config.apollo_timeout)?;
         // The pause is shared by every replica: one of them restarting does not lift it, an
         // operator's `POST /v1/admin/resume` does.
@@ -164,6 +173,11 @@ impl Application {
                 .service(health::healthz)
                 .service(health::readyz)
                 .service(admin::resume)
+                .service(suppressions::add)
+                .service(suppressions::import)
+                .service(suppressions::list)
+                .service(suppressions::remove_by_id)
+                .service(suppressions::remove)
                 .split_for_parts();
             app.app_data(data.clone())
                 .app_data(dispatcher_data.clone())

@@ -1088,10 +1088,10 @@ mod tests {
 
     #[test]
     fn inserts_fill_the_bind_limit_then_come_in_powers_of_two() {
-        assert_eq!(rows_per_insert(DbBackend::Sqlite, 100_000), 5_460);
-        assert_eq!(rows_per_insert(DbBackend::Postgres, 100_000), 10_922);
-        assert_eq!(rows_per_insert(DbBackend::Sqlite, 5_460), 5_460);
-        assert_eq!(rows_per_insert(DbBackend::Sqlite, 5_459), 4_096);
+        assert_eq!(rows_per_insert(DbBackend::Sqlite, 100_000), 4_680);
+        assert_eq!(rows_per_insert(DbBackend::Postgres, 100_000), 9_361);
+        assert_eq!(rows_per_insert(DbBackend::Sqlite, 4_680), 4_680);
+        assert_eq!(rows_per_insert(DbBackend::Sqlite, 4_679), 4_096);
         assert_eq!(rows_per_insert(DbBackend::Postgres, 3), 2);
         assert_eq!(rows_per_insert(DbBackend::Sqlite, 1), 1);
         for backend in [DbBackend::Sqlite, DbBackend::Postgres] {

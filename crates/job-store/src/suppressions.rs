@@ -278,6 +278,16 @@ impl Store {
         Ok(rows.into_iter().map(SuppressionEntry::from).collect())
     }
 
+    /// The entry of `scope`'s list with this hash, if any.
+    pub async fn find_suppression(&self, scope: &Scope, hash: &str) -> StoreResult<Option<SuppressionEntry>> {
+        Ok(suppression::Entity::find()
+            .filter(suppression::Column::Scope.eq(scope.column()))
+            .filter(suppression::Column::Hash.eq(hash))
+            .one(&self.db)
+            .await?
+            .map(SuppressionEntry::from))
+    }
+
     /// Removes one entry of `scope`'s list by id; `false` if it is not there.
     pub async fn remove_suppression(&self, scope: &Scope, id: SuppressionId) -> StoreResult<bool> {
         let (txn, _gate) = self.write_txn().await?;

@@ -49,6 +49,8 @@ pub fn demo_config(database_url: String, apollo_url: String, api_key: &str, sign
     c.apollo_base_url = apollo_url;
     c.api_keys = Some(secret(&format!("demo={DEMO_KEY}")));
     c.callback_signing_secret = Some(secret(signing));
+    // A fresh key per run: the demo's list lives as long as its database.
+    c.suppression_key = Some(secret(&format!("demo-{}", uuid::Uuid::new_v4().simple())));
     c.rate_minute = minute;
     c.retry_base = Duration::from_millis(200);
     c.reconcile_after = Duration::from_secs(3);

@@ -44,7 +44,7 @@ pub struct PeopleQuery {
     after: Option<i64>,
 }
 
-fn counts_of(c: &PersonCounts) -> [(&'static str, i64); 10] {
+fn counts_of(c: &PersonCounts) -> [(&'static str, i64); 11] {
     [
         ("queued", c.queued),
         ("submitted", c.submitted),
@@ -56,12 +56,13 @@ fn counts_of(c: &PersonCounts) -> [(&'static str, i64); 10] {
         ("failed", c.failed),
         ("cancelled", c.cancelled),
         ("skipped_budget", c.skipped_budget),
+        ("suppressed", c.suppressed),
     ]
 }
 
 /// People in a final state.
 fn finished(c: &PersonCounts) -> i64 {
-    c.complete + c.partial + c.not_found + c.invalid + c.failed + c.cancelled + c.skipped_budget
+    c.complete + c.partial + c.not_found + c.invalid + c.failed + c.cancelled + c.skipped_budget + c.suppressed
 }
 
 /// A filter value only if it names a known state (anything else shows everything).

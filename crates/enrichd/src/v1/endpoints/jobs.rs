@@ -8,8 +8,8 @@ use uuid::Uuid;
 use crate::core::validate::validate_job_bytes;
 use crate::error::ApiError;
 use crate::models::{
-    DEFAULT_PAGE, ErrorBody, Estimate, Job, JobPage, JobPageQuery, JobRequest, MAX_IDEMPOTENCY_KEY, MAX_PAGE, Person,
-    PersonPage, PersonPageQuery, Queued, RetryRequest,
+    DEFAULT_PAGE, EraseQuery, ErrorBody, Estimate, Job, JobPage, JobPageQuery, JobRequest, MAX_IDEMPOTENCY_KEY,
+    MAX_PAGE, Person, PersonPage, PersonPageQuery, Queued, RetryRequest,
 };
 use crate::state::AppState;
 use crate::v1::auth::Client;
@@ -50,18 +50,22 @@ pub async fn create(
     drop(body);
     if job.dry_run {
         let c = &state.config;
+        let (suppressed, suppressed_keys) =
+            state.store.suppressed_among(&client.0, job.people.iter().map(|p| (p.input_json(), p.key()))).await?;
         let reusable = match c.reuse_policy(job.reuse_within) {
             Some(policy) => {
-                let keys = job.unique_keys();
+                let mut keys = job.unique_keys();
+                keys.retain(|k| !suppressed_keys.contains(k));
                 let want = job.flags;
                 state.store.reusable(&client.0, &policy, want, &keys, state.store.clock_now().await?).await?
             }
             None => 0,
         };
+        let excluded = rules::estimate::Excluded { reusable, suppressed, suppressed_keys: suppressed_keys.len() };
         let estimate = rules::estimate::estimate(
             job.people.len(),
             job.unique_keys().len(),
-            reusable,
+            excluded,
             job.flags,
             c.rate_per_minute,
             c.rate_minute,
@@ -320,8 +324,10 @@ pub async fn cancel(
 /// credits stay in `GET /v1/usage` and it stays listed in `GET /v1/jobs`. Erasing again is
 /// harmless: it answers the job again.
 #[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "job id")),
+    params(("id" = Uuid, Path, description = "job id"), EraseQuery),
     responses((status = 200, description = "the job, with `erased_at` (also when it was erased before)", body = Job), (status = 404, description = "no such job", body = ErrorBody),
+        (status = 409, description = "`suppress=true` while the do-not-enrich list is off (`SUPPRESSION_KEY` unset)", body = ErrorBody),
+        (status = 422, description = "a bad `suppress` value", body = ErrorBody),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
         (status = 403, description = "an admin key: this route needs a client key", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
@@ -329,11 +335,16 @@ pub async fn cancel(
 #[delete("/v1/jobs/{id}")]
 pub async fn erase(
     path: web::Path<String>,
+    query: web::Query<EraseQuery>,
     client: Client,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let job = owned_job(&state, &client, &path).await?;
-    let erased = state.store.erase_job(job.id).await?;
+    let suppress = query.suppress.unwrap_or(false);
+    if suppress && state.store.suppression_key().is_none() {
+        return Err(ApiError::Conflict("the do-not-enrich list is off: SUPPRESSION_KEY is not set".into()));
+    }
+    let erased = state.store.erase_job_with(job.id, suppress).await?;
     tracing::info!(
         job_id = %job.id,
         people = erased.people,
@@ -342,6 +353,7 @@ pub async fn erase(
         shared_batches = erased.shared_batches,
         deliveries = erased.deliveries,
         pending_deliveries = erased.pending_deliveries,
+        suppressed = erased.suppressed.map_or(0, |s| s.added),
         "job erased"
     );
     Ok(HttpResponse::Ok().json(Job::from(&erased.job)))

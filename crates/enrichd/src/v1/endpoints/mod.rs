@@ -5,5 +5,6 @@ pub mod body;
 pub mod docs;
 pub mod health;
 pub mod jobs;
+pub mod suppressions;
 pub mod usage;
 pub mod webhooks;
