@@ -59,7 +59,7 @@ start_service() {
   DATABASE_URL="$1" BIND="127.0.0.1:$port" \
     APOLLO_API_KEY=sim-key APOLLO_BASE_URL="http://127.0.0.1:$SIM_PORT" \
     ENRICHD_API_KEYS="schemathesis=$CLIENT_KEY,other=$OTHER_KEY" ENRICHD_ADMIN_KEYS="ops=$ADMIN_KEY" \
-    CALLBACK_SIGNING_SECRET="whsec_$(head -c 24 /dev/urandom | base64)" \
+    CALLBACK_SIGNING_SECRET="whsec_$(head -c 24 /dev/urandom | base64)" SUPPRESSION_KEY="$(head -c 24 /dev/urandom | base64)" \
     RUST_LOG=warn "$WORK/enrichd" serve >"$2" 2>&1 &
   API_PID=$!
   PIDS+=("$API_PID")

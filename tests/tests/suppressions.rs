@@ -104,7 +104,10 @@ async fn listed_people_are_never_sent(backend: Backend) {
         Method::POST,
         CLIENT_KEY,
         "/v1/suppressions/import",
-        Some(("application/json", json!([{"linkedin_url": "https://www.linkedin.com/in/Linked-Blocked/"}, {"email": "nope"}, {}]).to_string())),
+        Some((
+            "application/json",
+            json!([{"linkedin_url": "https://www.linkedin.com/in/Linked-Blocked/"}, {"email": "nope"}, {}]).to_string(),
+        )),
     )
     .await;
     assert_eq!(status, 200, "{imported}");
@@ -116,7 +119,11 @@ async fn listed_people_are_never_sent(backend: Backend) {
         call(&t, Method::POST, CLIENT_KEY, "/v1/suppressions/import", Some(("text/csv", csv))).await;
     assert_eq!(status, 200, "{imported}");
     assert_eq!((imported["added"].as_u64(), imported["invalid"].as_u64()), (Some(1), Some(1)), "{imported}");
-    assert_eq!(add(&t, CLIENT_KEY, "?scope=global", json!({"domain": "x.io"})).await.0, 403, "global needs an admin key");
+    assert_eq!(
+        add(&t, CLIENT_KEY, "?scope=global", json!({"domain": "x.io"})).await.0,
+        403,
+        "global needs an admin key"
+    );
     let (status, global) = add(&t, ADMIN_KEY, "", json!({"domain": "https://www.Blocked-Domain.io/"})).await;
     assert_eq!(status, 201, "{global}");
     assert_eq!(global["entry"]["scope"], "global");
@@ -210,7 +217,11 @@ async fn listed_people_are_never_sent(backend: Backend) {
     assert_eq!(call(&t, Method::POST, CLIENT_KEY, "/v1/suppressions/remove", body.clone()).await.0, 200);
     assert_eq!(call(&t, Method::POST, CLIENT_KEY, "/v1/suppressions/remove", body).await.0, 404);
     let entry = global["entries"][0]["id"].as_str().unwrap().to_owned();
-    assert_eq!(call(&t, Method::DELETE, CLIENT_KEY, &format!("/v1/suppressions/{entry}"), None).await.0, 404, "not its list");
+    assert_eq!(
+        call(&t, Method::DELETE, CLIENT_KEY, &format!("/v1/suppressions/{entry}"), None).await.0,
+        404,
+        "not its list"
+    );
     assert_eq!(call(&t, Method::DELETE, ADMIN_KEY, &format!("/v1/suppressions/{entry}"), None).await.0, 200);
     t.stop().await;
 }
@@ -222,12 +233,8 @@ async fn erasing_with_suppress_keeps_people_out_of_the_next_job(backend: Backend
     t.wait_done(&first, DONE).await;
     let sent_before = sent_details(&t);
     assert_eq!(sent_before.iter().filter(|d| d.contains("gone")).count(), 4);
-    let matched: Vec<String> = t
-        .sim
-        .calls()
-        .iter()
-        .flat_map(|c| c.received.iter().filter_map(|d| d.apollo_id.clone()))
-        .collect();
+    let matched: Vec<String> =
+        t.sim.calls().iter().flat_map(|c| c.received.iter().filter_map(|d| d.apollo_id.clone())).collect();
 
     let (status, erased) = call(&t, Method::DELETE, CLIENT_KEY, &format!("/v1/jobs/{first}?suppress=true"), None).await;
     assert_eq!(status, 200, "{erased}");

@@ -1106,7 +1106,7 @@ mod tests {
         }
         assert!(
             new_people_sql(DbBackend::Postgres, 2)
-                .ends_with("FROM (VALUES ($4,$5,$6,$7,$8,$9), ($10,$11,$12,$13,$14,$15)) AS v")
+                .ends_with("FROM (VALUES ($4,$5,$6,$7,$8,$9,$10), ($11,$12,$13,$14,$15,$16,$17)) AS v")
         );
     }
 }
