@@ -81,9 +81,14 @@ async fn every_row_as_text(t: &TestApp) -> Vec<String> {
     let mut rows = Vec::new();
     for (table, exprs) in tables {
         let joined = exprs.iter().map(|e| format!("COALESCE({e}, '')")).collect::<Vec<_>>().join(" || '|' || ");
-        let sql = format!("SELECT {joined} AS row_text FROM \"{table}\"");
+        // As bytes: SQLite's blobs (uuids, raw bodies) are no UTF-8; plaintext in them still shows.
+        let sql = match backend {
+            DbBackend::Postgres => format!("SELECT convert_to({joined}, 'UTF8') AS row_text FROM \"{table}\""),
+            _ => format!("SELECT CAST(({joined}) AS BLOB) AS row_text FROM \"{table}\""),
+        };
         for r in db.query_all_raw(Statement::from_string(backend, sql)).await.unwrap() {
-            rows.push(format!("{table}: {}", r.try_get::<String>("", "row_text").unwrap().to_lowercase()));
+            let bytes: Vec<u8> = r.try_get("", "row_text").unwrap();
+            rows.push(format!("{table}: {}", String::from_utf8_lossy(&bytes).to_lowercase()));
         }
     }
     rows
@@ -202,6 +207,9 @@ async fn listed_people_are_never_sent(backend: Backend) {
     assert_eq!(global["entries"].as_array().unwrap().len(), 1);
     assert_eq!(global["entries"][0]["kind"], "domain");
 
+    // The scan sees plaintext where it is: the jobs' own inputs hold the people until erased.
+    let before = every_row_as_text(&t).await;
+    assert!(before.iter().any(|r| r.starts_with("people: ") && r.contains("blocked.person@acme-corp.com")));
     // Erase both jobs: the people's own inputs go, and then nothing holds a listed identifier.
     assert_eq!(call(&t, Method::DELETE, CLIENT_KEY, &format!("/v1/jobs/{id}"), None).await.0, 200);
     assert_eq!(call(&t, Method::DELETE, OTHER_KEY, &format!("/v1/jobs/{other}"), None).await.0, 200);
