@@ -22,6 +22,7 @@ mod m20261206_000013_unread_columns;
 mod m20261206_000014_measured_margin;
 mod m20261206_000015_vendor_stats;
 mod m20261206_000016_suppressions;
+mod m20261206_000017_person_events;
 
 /// Applies the enrichd migrations in order.
 pub struct Migrator;
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000014_measured_margin::Migration),
             Box::new(m20261206_000015_vendor_stats::Migration),
             Box::new(m20261206_000016_suppressions::Migration),
+            Box::new(m20261206_000017_person_events::Migration),
         ]
     }
 }

@@ -145,6 +145,15 @@ pub struct Config {
     #[arg(long, env = "CALLBACK_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
     pub callback_timeout: Duration,
 
+    /// Most people in one `person.completed` / `person.updated` event (1 to 1,000).
+    #[arg(long, env = "PERSON_EVENTS_MAX_PEOPLE", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub person_events_max_people: u64,
+
+    /// Longest a final person waits for its event to fill up before it is sealed anyway
+    /// (100ms to 1h).
+    #[arg(long, env = "PERSON_EVENTS_MAX_WAIT", default_value = "5s", value_parser = parse_event_wait)]
+    pub person_events_max_wait: Duration,
+
     /// Allow plain-http callback URLs.
     #[arg(long, env = "CALLBACK_ALLOW_HTTP", default_value_t = false)]
     pub callback_allow_http: bool,
@@ -249,6 +258,22 @@ impl Config {
     /// The callback URL policy.
     pub fn callback_policy(&self) -> CallbackPolicy {
         CallbackPolicy { allow_http: self.callback_allow_http, allow_hosts: self.callback_allow_hosts.clone() }
+    }
+}
+
+/// A [`Config::person_events_max_wait`]: a duration from 100 ms to one hour.
+pub fn parse_event_wait(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(100) || d > Duration::from_secs(3600) {
+        return Err(format!("{s}: the wait for a person event must be between 100ms and 1h"));
+    }
+    Ok(d)
+}
+
+impl Config {
+    /// How person events are batched.
+    pub fn batching(&self) -> rules::events::Batching {
+        rules::events::Batching { max_people: self.person_events_max_people, max_wait: self.person_events_max_wait }
     }
 }
 

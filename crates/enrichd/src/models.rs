@@ -182,6 +182,22 @@ pub struct JobRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^\\s*[0-9]+(\\.[0-9]+)?\\s*(ms|s|m|h|d)?\\s*$", example = "30d")]
     pub reuse_within: Option<String>,
+    /// Per-person events to send as people finish (`person.completed`, `person.updated`;
+    /// batched, to the `callback_url` and on `GET /v1/jobs/{id}/events`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<EventName>>)]
+    pub events: Option<Vec<String>>,
+}
+
+/// A per-person event a job may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum EventName {
+    /// Each person once, when it reaches a final state.
+    #[serde(rename = "person.completed")]
+    PersonCompleted,
+    /// A person already announced changed (a late part merged).
+    #[serde(rename = "person.updated")]
+    PersonUpdated,
 }
 
 impl JobRequest {
@@ -453,6 +469,8 @@ pub enum CallbackStatus {
     Exhausted,
     /// Stopped (the receiver answered 410, or the job was erased).
     Cancelled,
+    /// Not sent: the job has no callback URL; kept for its event stream.
+    Recorded,
 }
 
 impl From<rules::CallbackState> for CallbackStatus {
@@ -463,6 +481,7 @@ impl From<rules::CallbackState> for CallbackStatus {
             S::Delivered => CallbackStatus::Delivered,
             S::Exhausted => CallbackStatus::Exhausted,
             S::Cancelled => CallbackStatus::Cancelled,
+            S::Recorded => CallbackStatus::Recorded,
         }
     }
 }
@@ -614,6 +633,9 @@ pub struct Job {
     pub retries: Vec<Uuid>,
     /// Where the final callback goes.
     pub callback_url: Option<String>,
+    /// The per-person events the job asked for.
+    #[serde(default)]
+    pub events: Vec<String>,
     /// The `job.completed` callback, once the job finished with a callback URL.
     pub callback: Option<CallbackDelivery>,
     /// Every callback event, oldest first (`job.completed`, then any `job.updated`).
@@ -670,6 +692,7 @@ impl From<&JobView> for Job {
             retry_of: j.retry_of,
             retries: j.retries.clone(),
             callback_url: j.callback_url.clone(),
+            events: j.events.names().into_iter().map(String::from).collect(),
             callback: j.callback.as_ref().map(CallbackDelivery::from),
             callback_events: j.callback_events.iter().map(CallbackDelivery::from).collect(),
             metadata: j.metadata.clone(),

@@ -25,7 +25,7 @@ use crate::error::ApiError;
 use crate::shutdown::{self, Drain};
 use crate::state::{AppState, Wakers};
 use crate::telemetry;
-use crate::v1::endpoints::{admin, docs, health, jobs, suppressions, usage, webhooks};
+use crate::v1::endpoints::{admin, docs, events, health, jobs, suppressions, usage, webhooks};
 use crate::worker::{self, dispatch::Dispatcher};
 
 /// Installs the process-wide TLS provider once (reqwest is built without one).
@@ -168,6 +168,7 @@ impl Application {
                 .service(jobs::erase)
                 .service(jobs::redeliver)
                 .service(jobs::retry)
+                .service(events::events)
                 .service(usage::usage)
                 .service(webhooks::apollo)
                 .service(health::healthz)
@@ -224,6 +225,7 @@ impl Application {
             tokio::spawn(worker::ingest::run(state.clone())),
             tokio::spawn(worker::reconcile::run(state.clone())),
             tokio::spawn(worker::callbacks::run(state.clone())),
+            tokio::spawn(worker::person_events::run(state.clone())),
         ];
         // Work submitted to another replica wakes this one's dispatcher at once.
         let listener = state.store.is_shared().then(|| {

@@ -19,6 +19,8 @@ pub struct Wakers {
     pub ingest: Notify,
     /// A job completed or a redelivery was asked for.
     pub callbacks: Notify,
+    /// People may have finished (a sync answer or a delivery was recorded, a job completed).
+    pub person_events: Notify,
 }
 
 /// Shared by every handler and worker of one process.

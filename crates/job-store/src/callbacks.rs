@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use rules::{CallbackEvent, CallbackState};
-use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
+use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType, OnConflict};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
@@ -140,8 +140,10 @@ pub(crate) async fn load_callbacks<C: ConnectionTrait>(
     if job_ids.is_empty() {
         return Ok(HashMap::new());
     }
+    // Person events are many and have their own stream; the job shows its own events.
     let rows = callback_delivery::Entity::find()
         .filter(callback_delivery::Column::JobId.is_in(job_ids.iter().copied()))
+        .filter(callback_delivery::Column::EventType.is_in([CallbackEvent::JobCompleted, CallbackEvent::JobUpdated]))
         .order_by_asc(callback_delivery::Column::CreatedAt)
         .order_by_asc(callback_delivery::Column::Id)
         .all(db)
@@ -185,13 +187,21 @@ pub(crate) async fn load_callbacks<C: ConnectionTrait>(
     Ok(out)
 }
 
-/// A new pending event row for `job_id`, due now. The completion's `webhook-id` is derived from
-/// the job (at most one per job, as before events); a later event's from its own id.
-pub(crate) fn event_row(job_id: Uuid, event: CallbackEvent, now: DateTime<Utc>) -> callback_delivery::ActiveModel {
+/// A new event row for `job_id`, due now when `state` is pending, at place `seq` of the job's
+/// sequence (`None`: held until the person events before it are sealed). The completion's
+/// `webhook-id` is derived from the job (at most one per job, as before events); another event's
+/// from its own id.
+pub(crate) fn event_row(
+    job_id: Uuid,
+    event: CallbackEvent,
+    state: CallbackState,
+    seq: Option<i64>,
+    now: DateTime<Utc>,
+) -> callback_delivery::ActiveModel {
     let id = new_id();
     let webhook_id = match event {
         CallbackEvent::JobCompleted => format!("msg_{}", job_id.simple()),
-        CallbackEvent::JobUpdated => format!("msg_{}", id.simple()),
+        _ => format!("msg_{}", id.simple()),
     };
     callback_delivery::ActiveModel {
         id: Set(id),
@@ -199,9 +209,9 @@ pub(crate) fn event_row(job_id: Uuid, event: CallbackEvent, now: DateTime<Utc>) 
         webhook_id: Set(webhook_id),
         event_type: Set(event),
         body: Set(None),
-        state: Set(CallbackState::Pending),
+        state: Set(state),
         attempts: Set(0),
-        next_attempt_at: Set(Some(now)),
+        next_attempt_at: Set((state == CallbackState::Pending).then_some(now)),
         manual_requested: Set(false),
         lease_owner: Set(None),
         lease_expires_at: Set(None),
@@ -210,7 +220,46 @@ pub(crate) fn event_row(job_id: Uuid, event: CallbackEvent, now: DateTime<Utc>) 
         created_at: Set(now),
         updated_at: Set(now),
         delivered_at: Set(None),
+        seq: Set(seq),
     }
+}
+
+/// The next place in `job_id`'s sequence of events. The caller holds the job row's lock (it
+/// changed the row in this transaction), so two writers never take the same place.
+pub(crate) async fn next_seq<C: ConnectionTrait>(db: &C, job_id: Uuid) -> StoreResult<i64> {
+    let max: Option<Option<i64>> = callback_delivery::Entity::find()
+        .select_only()
+        .column_as(callback_delivery::Column::Seq.max(), "max_seq")
+        .filter(callback_delivery::Column::JobId.eq(job_id))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(max.flatten().unwrap_or(0) + 1)
+}
+
+/// Queues a job event (`job.completed`, `job.updated`) of `j` in the caller's transaction: sent
+/// when the job has a callback URL, recorded for its event stream when it only asked for person
+/// events. A job with person events holds it (no place in the sequence) until the person events
+/// before it are sealed, so it is sent after them.
+pub(crate) async fn insert_job_event<C: ConnectionTrait>(
+    db: &C,
+    j: &job::Model,
+    event: CallbackEvent,
+    now: DateTime<Utc>,
+) -> StoreResult<bool> {
+    let person_events = j.events_completed || j.events_updated;
+    let state = match (&j.callback_url, person_events) {
+        (Some(_), _) => CallbackState::Pending,
+        (None, true) => CallbackState::Recorded,
+        (None, false) => return Ok(false),
+    };
+    let seq = if person_events { None } else { Some(next_seq(db, j.id).await?) };
+    let row = event_row(j.id, event, state, seq, now);
+    let inserted = callback_delivery::Entity::insert(row)
+        .on_conflict(OnConflict::column(callback_delivery::Column::WebhookId).do_nothing().to_owned())
+        .exec_without_returning(db)
+        .await?;
+    Ok(inserted > 0)
 }
 
 /// A finished job (with a callback URL) changed: queues a `job.updated` event, in the caller's
@@ -223,21 +272,20 @@ pub(crate) async fn record_job_updated<C: ConnectionTrait>(
     now: DateTime<Utc>,
 ) -> StoreResult<bool> {
     let Some(j) = job::Entity::find_by_id(job_id).one(db).await? else { return Ok(false) };
-    if j.completed_at.is_none() || j.callback_url.is_none() {
+    if j.completed_at.is_none() {
         return Ok(false);
     }
     let unfrozen = callback_delivery::Entity::find()
         .filter(callback_delivery::Column::JobId.eq(job_id))
-        .filter(callback_delivery::Column::State.eq(CallbackState::Pending))
+        .filter(callback_delivery::Column::State.is_in([CallbackState::Pending, CallbackState::Recorded]))
+        .filter(callback_delivery::Column::EventType.is_in([CallbackEvent::JobCompleted, CallbackEvent::JobUpdated]))
         .filter(callback_delivery::Column::Body.is_null())
         .count(db)
         .await?;
     if unfrozen > 0 {
         return Ok(false);
     }
-    let row = event_row(job_id, CallbackEvent::JobUpdated, now);
-    callback_delivery::Entity::insert(row).exec_without_returning(db).await?;
-    Ok(true)
+    insert_job_event(db, &j, CallbackEvent::JobUpdated, now).await
 }
 
 impl Store {
@@ -261,6 +309,14 @@ impl Store {
                     .is_null()
                     .or(callback_delivery::Column::LeaseExpiresAt.lt(now)),
             )
+            // One job's events go in the order of its sequence, one at a time: an event waits
+            // while an earlier one is still pending (being sent or waiting for a retry).
+            .filter(callback_delivery::Column::Seq.is_not_null())
+            .filter(Expr::cust(
+                "NOT EXISTS (SELECT 1 FROM callback_deliveries earlier \
+                 WHERE earlier.job_id = callback_deliveries.job_id AND earlier.state = 'pending' \
+                 AND earlier.seq < callback_deliveries.seq)",
+            ))
             .order_by_asc(callback_delivery::Column::NextAttemptAt)
             .order_by_asc(callback_delivery::Column::Id)
             .limit(limit)
@@ -403,6 +459,8 @@ impl Store {
         let now = now();
         let latest = callback_delivery::Entity::find()
             .filter(callback_delivery::Column::JobId.eq(job_id))
+            .filter(callback_delivery::Column::EventType.is_in([CallbackEvent::JobCompleted, CallbackEvent::JobUpdated]))
+            .filter(callback_delivery::Column::State.ne(CallbackState::Recorded))
             .order_by_desc(callback_delivery::Column::CreatedAt)
             .order_by_desc(callback_delivery::Column::Id)
             .one(&self.db)

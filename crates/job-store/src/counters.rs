@@ -5,14 +5,15 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use rules::budget::split_credits;
+use rules::events::PersonEvents;
 use rules::lifecycle;
 use rules::{CallbackEvent, Counts, JobState, PersonState};
-use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{CaseStatement, Expr, ExprTrait};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
-use crate::callbacks::{event_row, record_job_updated};
-use crate::entities::{batch, batch_person, callback_delivery, job, person};
+use crate::callbacks::{insert_job_event, record_job_updated};
+use crate::entities::{batch, batch_person, job, person};
 use crate::error::StoreResult;
 
 /// The counters stored in a job row.
@@ -86,6 +87,9 @@ struct JobDelta {
     claimed: bool,
     /// A person of the job changed (a merge, a state move), not only the job row.
     people_changed: bool,
+    /// People who are final after this transaction, each with whether it was final before
+    /// (the job's `person.completed` / `person.updated` outbox).
+    finals: Vec<(Uuid, bool)>,
 }
 
 /// Everything a transaction changes on job rows. Created at the start of a write, fed by every
@@ -105,6 +109,15 @@ impl Tally {
         if from != to && n != 0 {
             d.counts.add(from, -n);
             d.counts.add(to, n);
+        }
+    }
+
+    /// Person `person` of `job` moved from `from` to `to` (or changed in place, `from == to`):
+    /// tallied, and noted for the job's person events when it is final now.
+    pub fn moved_person(&mut self, job: Uuid, person: Uuid, from: PersonState, to: PersonState) {
+        self.moved(job, from, to, 1);
+        if to.is_final() {
+            self.jobs.entry(job).or_default().finals.push((person, from.is_final()));
         }
     }
 
@@ -211,6 +224,10 @@ impl Tally {
             // The row comes back with the update (one round trip less while this hot row is
             // locked: every answer and merge of the job queues on it).
             let row = update.exec_with_returning(db).await?.into_iter().next();
+            if let Some(j) = &row {
+                let wanted = PersonEvents { completed: j.events_completed, updated: j.events_updated };
+                crate::person_events::record(db, job_id, wanted, &d.finals, now).await?;
+            }
             match finish_read(db, row, now).await? {
                 Completion::CompletedNow => completed.push(job_id),
                 // A finished job changed (e.g. a late part merged): a `job.updated` callback.
@@ -274,13 +291,7 @@ async fn finish_read<C: ConnectionTrait>(
     if done.rows_affected == 0 {
         return Ok(Completion::CompletedBefore);
     }
-    if j.callback_url.is_some() {
-        let row = event_row(job_id, CallbackEvent::JobCompleted, now);
-        callback_delivery::Entity::insert(row)
-            .on_conflict(OnConflict::column(callback_delivery::Column::WebhookId).do_nothing().to_owned())
-            .exec_without_returning(db)
-            .await?;
-    }
+    insert_job_event(db, &j, CallbackEvent::JobCompleted, now).await?;
     Ok(Completion::CompletedNow)
 }
 

@@ -42,7 +42,7 @@ use uuid::Uuid;
 use crate::clock::{now, ts};
 use crate::counters::Tally;
 use crate::entities::{
-    apollo_error, batch, batch_person, callback_attempt, callback_delivery, inbound_delivery, job, person,
+    apollo_error, batch, batch_person, callback_attempt, callback_delivery, inbound_delivery, job, person, person_event,
 };
 use crate::error::{StoreError, StoreResult};
 use crate::jobs::cancel_queued;
@@ -322,6 +322,8 @@ impl Store {
             .await?;
         tally.touch(job_id);
         tally.flush(&txn, now).await?;
+        // Nobody left to announce: the people's records are gone.
+        crate::person_events::drop_unsealed(&txn, job_id).await?;
         txn.commit().await?;
 
         let job = self.get_job(job_id).await?.ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?;
@@ -457,6 +459,10 @@ impl Store {
                 .await?;
             callback_delivery::Entity::delete_many()
                 .filter(callback_delivery::Column::JobId.is_in(chunk.iter().copied()))
+                .exec(&txn)
+                .await?;
+            person_event::Entity::delete_many()
+                .filter(person_event::Column::JobId.is_in(chunk.iter().copied()))
                 .exec(&txn)
                 .await?;
             deleted += job::Entity::delete_many()

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use apollo_client::{Credits, EnrichFlags};
 use chrono::{DateTime, Utc};
 use rules::Counts;
+use rules::events::PersonEvents;
 use rules::lifecycle::Event;
 use rules::{BatchState, CallbackEvent, DeliveryState, JobState, PersonState, person_key};
 use sea_orm::sea_query::{Expr, LockType, OnConflict, Query};
@@ -57,6 +58,9 @@ pub struct NewJob {
     /// Answer people from earlier lookups within this window ([`crate::reuse`]).
     #[serde(default)]
     pub reuse: Option<rules::reuse::ReusePolicy>,
+    /// The per-person events asked for.
+    #[serde(default)]
+    pub events: PersonEvents,
 }
 
 impl NewJob {
@@ -74,6 +78,7 @@ impl NewJob {
             daily_cap: None,
             retry_of: Some(original.id),
             reuse: original.reuse,
+            events: original.events,
         }
     }
 
@@ -106,6 +111,8 @@ impl NewJob {
             retry_of: Option<Uuid>,
             #[serde(skip_serializing_if = "Option::is_none")]
             reuse: Option<rules::reuse::ReusePolicy>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            events: Vec<&'static str>,
         }
         let body = Hashed {
             options: &self.flags,
@@ -115,6 +122,7 @@ impl NewJob {
             max_credits: self.max_credits.map(|c| c.micros()),
             retry_of: self.retry_of,
             reuse: self.reuse,
+            events: self.events.names(),
         };
         let mut w = HashWriter(Sha256::new());
         // Writing JSON of plain values into a hasher cannot fail.
@@ -295,6 +303,9 @@ pub struct JobView {
     /// What those people cost when they were looked up.
     #[serde(default)]
     pub credits_saved: Credits,
+    /// The per-person events the job asked for.
+    #[serde(default)]
+    pub events: PersonEvents,
 }
 
 /// A job's credits by what Apollo charged them for.
@@ -380,6 +391,7 @@ impl JobView {
                 .map(|secs| rules::reuse::ReusePolicy { within_secs: secs, shared: j.reuse_shared }),
             reuse_hits: j.reuse_hits,
             credits_saved: Credits(j.credits_saved_micros),
+            events: PersonEvents { completed: j.events_completed, updated: j.events_updated },
         })
     }
 }
@@ -437,7 +449,8 @@ pub struct PersonView {
 }
 
 impl PersonView {
-    fn from_row(p: person::Model) -> StoreResult<PersonView> {
+    /// The view of a stored person.
+    pub(crate) fn from_row(p: person::Model) -> StoreResult<PersonView> {
         Ok(PersonView {
             state: p.state,
             missing_parts: p.missing_parts.and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default(),
@@ -514,6 +527,18 @@ pub(crate) async fn cancel_queued<C: ConnectionTrait>(
     // is waited for and then skipped, as it is no longer queued.
     for primaries in [true, false] {
         let cond = if primaries { person::Column::DupOf.is_null() } else { person::Column::DupOf.is_not_null() };
+        // The ids first, locked, so each cancelled person is tallied (its `person.completed`).
+        let ids: Vec<Uuid> = person::Entity::find()
+            .select_only()
+            .column(person::Column::Id)
+            .filter(person::Column::JobId.eq(job_id))
+            .filter(person::Column::State.eq(PersonState::Queued))
+            .filter(cond.clone())
+            .order_by_asc(person::Column::Id)
+            .lock(LockType::Update)
+            .into_tuple()
+            .all(db)
+            .await?;
         let moved = person::Entity::update_many()
             .filter(person::Column::JobId.eq(job_id))
             .filter(person::Column::State.eq(PersonState::Queued))
@@ -523,7 +548,12 @@ pub(crate) async fn cancel_queued<C: ConnectionTrait>(
             .exec(db)
             .await?
             .rows_affected;
-        tally.moved(job_id, PersonState::Queued, PersonState::Cancelled, moved as i64);
+        if moved != ids.len() as u64 {
+            return Err(StoreError::Invalid(format!("{moved} of {} queued people cancelled", ids.len())));
+        }
+        for id in ids {
+            tally.moved_person(job_id, id, PersonState::Queued, PersonState::Cancelled);
+        }
     }
     job::Entity::update_many()
         .filter(job::Column::Id.eq(job_id))
@@ -699,6 +729,13 @@ impl Store {
                 tokens[primary] = Some(merged);
             }
         }
+        // Invalid people are final from the start: their `person.completed` is due at once (and
+        // so are listed people, found in the transaction below).
+        let invalid: Vec<Uuid> = if new.events.completed {
+            new.people.iter().zip(&ids).filter(|(p, _)| p.key.is_none()).map(|(_, id)| *id).collect()
+        } else {
+            Vec::new()
+        };
 
         let (txn, _gate) = self.write_txn().await?;
         let suppressed: Vec<bool> = {
@@ -767,6 +804,8 @@ impl Store {
             reuse_hits: 0,
             credits_saved_micros: 0,
             n_suppressed,
+            events_completed: new.events.completed,
+            events_updated: new.events.updated,
         };
         let inserted = job::Entity::insert(job_row.into_active_model().reset_all())
             .on_conflict(
@@ -820,6 +859,12 @@ impl Store {
                     .await?;
             }
         }
+        // Listed people are final from the start too.
+        let mut done_at_once = invalid;
+        if new.events.completed {
+            done_at_once.extend((0..n).filter(|i| suppressed[*i]).map(|i| ids[i]));
+        }
+        crate::person_events::record_completed(&txn, job_id, &done_at_once, now).await?;
         if valid == n_suppressed {
             finish_if_done(&txn, job_id, now).await?;
         }

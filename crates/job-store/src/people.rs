@@ -130,7 +130,7 @@ pub(crate) async fn update_people<C: ConnectionTrait, N: Borrow<person::Model>>(
         )));
     }
     for (old, new) in changes {
-        tally.moved(old.job_id, old.state, new.borrow().state, 1);
+        tally.moved_person(old.job_id, old.id, old.state, new.borrow().state);
     }
     let with_dups: Vec<&person::Model> =
         changes.iter().filter(|(old, _)| old.has_dups).map(|(_, new)| new.borrow()).collect();
@@ -335,9 +335,9 @@ async fn copy_to_duplicates<C: ConnectionTrait>(
     if dups.is_empty() {
         return Ok(());
     }
-    for (_, job_id, state, dup_of) in &dups {
+    for (id, job_id, state, dup_of) in &dups {
         let to = primaries.iter().find(|p| Some(p.id) == *dup_of).map_or(*state, |p| p.state);
-        tally.moved(*job_id, *state, to, 1);
+        tally.moved_person(*job_id, *id, *state, to);
     }
     let rows: Vec<Vec<Value>> = primaries
         .iter()
@@ -397,7 +397,7 @@ pub(crate) async fn move_primaries<C: ConnectionTrait>(
         return Err(StoreError::Invalid(format!("{} of {} people moved to {to}", moved, people.len())));
     }
     for p in people {
-        tally.moved(p.job_id, p.state, to, 1);
+        tally.moved_person(p.job_id, p.id, p.state, to);
     }
     let with_dups: Vec<Uuid> = people.iter().filter(|p| p.has_dups).map(|p| p.id).collect();
     if with_dups.is_empty() {
@@ -410,7 +410,7 @@ pub(crate) async fn move_primaries<C: ConnectionTrait>(
         .all(db)
         .await?;
     for d in &dups {
-        tally.moved(d.job_id, d.state, to, 1);
+        tally.moved_person(d.job_id, d.id, d.state, to);
     }
     let mut q = person::Entity::update_many()
         .filter(person::Column::Id.is_in(dups.iter().map(|d| d.id)))

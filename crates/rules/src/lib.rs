@@ -8,6 +8,7 @@
 pub mod budget;
 pub mod counts;
 pub mod estimate;
+pub mod events;
 pub mod lifecycle;
 pub mod merge;
 pub mod person_fields;

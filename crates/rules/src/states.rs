@@ -159,6 +159,8 @@ string_enum!(
         Exhausted => "exhausted",
         /// Not to be sent.
         Cancelled => "cancelled",
+        /// Kept for the job's event stream only: the job has no callback URL.
+        Recorded => "recorded",
     }
 );
 
@@ -169,8 +171,27 @@ string_enum!(
         JobCompleted => "job.completed",
         /// The finished job changed later (a late asynchronous part was merged).
         JobUpdated => "job.updated",
+        /// People of the job reached a final state (opt-in, batched).
+        PersonCompleted => "person.completed",
+        /// People already announced as completed changed (a late part; opt-in, batched).
+        PersonUpdated => "person.updated",
     }
 );
+
+impl PersonState {
+    /// Whether the person reached a final state (nothing more is sent for it; late parts may
+    /// still change a `partial` one).
+    pub fn is_final(self) -> bool {
+        !matches!(self, PersonState::Queued | PersonState::Submitted | PersonState::AwaitingAsync)
+    }
+}
+
+impl CallbackEvent {
+    /// Whether the event announces people (batched, opt-in) rather than the job.
+    pub fn is_person_event(self) -> bool {
+        matches!(self, CallbackEvent::PersonCompleted | CallbackEvent::PersonUpdated)
+    }
+}
 
 #[cfg(test)]
 mod tests {

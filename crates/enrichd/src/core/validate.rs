@@ -21,7 +21,8 @@ use crate::core::callback_url::CallbackPolicy;
 use crate::models::{ExternalId, Problem};
 
 /// A job's fields besides its people and its flags ([`Flag::ALL`]).
-const JOB_FIELDS: [&str; 6] = ["callback_url", "metadata", "webhook_url", "max_credits", "dry_run", "reuse_within"];
+const JOB_FIELDS: [&str; 7] =
+    ["callback_url", "metadata", "webhook_url", "max_credits", "dry_run", "reuse_within", "events"];
 
 /// Most cells in a `source_row`.
 pub const MAX_SOURCE_CELLS: usize = 200;
@@ -58,6 +59,8 @@ pub struct ValidJob {
     pub dry_run: bool,
     /// The reuse window asked for (`0s`: no reuse, whatever the server's default).
     pub reuse_within: Option<std::time::Duration>,
+    /// The per-person events asked for.
+    pub events: rules::events::PersonEvents,
 }
 
 impl ValidJob {
@@ -74,6 +77,7 @@ impl ValidJob {
             daily_cap: None,
             retry_of: None,
             reuse: None,
+            events: self.events,
         }
     }
 
@@ -172,6 +176,7 @@ struct JobFields {
     max_credits: Option<apollo_client::Credits>,
     dry_run: bool,
     reuse_within: Option<std::time::Duration>,
+    events: rules::events::PersonEvents,
 }
 
 impl JobFields {
@@ -184,6 +189,7 @@ impl JobFields {
             max_credits: self.max_credits,
             dry_run: self.dry_run,
             reuse_within: self.reuse_within,
+            events: self.events,
         }
     }
 }
@@ -247,7 +253,13 @@ fn job_fields(obj: &mut Map<String, Value>, policy: &CallbackPolicy, problems: &
             problems.push(problem(path, None, NUL_MESSAGE));
         }
     }
-    JobFields { flags, callback_url, metadata, max_credits, dry_run, reuse_within }
+    let mut events = rules::events::PersonEvents::default();
+    for (i, name) in take::<Vec<String>>(obj, "events", problems).unwrap_or_default().iter().enumerate() {
+        if let Err(m) = events.add(name) {
+            problems.push(problem(format!("events[{i}]"), None, m));
+        }
+    }
+    JobFields { flags, callback_url, metadata, max_credits, dry_run, reuse_within, events }
 }
 
 /// Reads a job body: any JSON value.

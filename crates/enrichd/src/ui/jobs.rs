@@ -486,6 +486,7 @@ pub async fn cancel(
     let job = visible_job(&state, &viewer, &path).await?;
     state.store.cancel_job(job.id).await?;
     state.wake.callbacks.notify_one();
+    state.wake.person_events.notify_one();
     tracing::info!(job_id = %job.id, by = %viewer.name, "job cancelled from the dashboard");
     Ok(back_to(job.id))
 }
@@ -505,6 +506,7 @@ pub async fn redeliver(
     }
     state.store.redeliver_callback(job.id).await?;
     state.wake.callbacks.notify_one();
+    state.wake.person_events.notify_one();
     Ok(back_to(job.id))
 }
 

@@ -100,11 +100,30 @@ pub async fn run(state: AppState) {
     }
 }
 
-/// Renders an event's body from the job as it is now; also returns the job's `updated_at`, the
-/// version the body shows.
+/// A job event to render: which one, of which job, and when it happened.
+#[derive(Clone, Copy, Debug)]
+pub struct JobEvent {
+    /// Its outbox row.
+    pub callback_id: uuid::Uuid,
+    /// The job.
+    pub job_id: uuid::Uuid,
+    /// `job.completed` or `job.updated`.
+    pub event: rules::CallbackEvent,
+    /// When it happened (the body's `timestamp`).
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<&DueCallback> for JobEvent {
+    fn from(cb: &DueCallback) -> JobEvent {
+        JobEvent { callback_id: cb.callback_id, job_id: cb.job_id, event: cb.event, created_at: cb.created_at }
+    }
+}
+
+/// Renders a job event's body from the job as it is now; also returns the job's `updated_at`,
+/// the version the body shows.
 pub async fn callback_body(
     state: &AppState,
-    cb: &DueCallback,
+    cb: &JobEvent,
 ) -> Result<(serde_json::Value, DateTime<Utc>), job_store::StoreError> {
     let job_id = cb.job_id;
     let job = state.store.get_job(job_id).await?.ok_or_else(|| job_store::StoreError::NotFound(job_id.to_string()))?;
@@ -128,10 +147,12 @@ const MAX_RENDERS: usize = 3;
 /// How long an event whose body could not be rendered waits before the next try.
 const RENDER_RETRY: Duration = Duration::from_millis(500);
 
-/// The event's frozen body: the stored one, or rendered now and frozen.
-async fn frozen_body(state: &AppState, cb: &DueCallback) -> Result<Vec<u8>, String> {
-    if let Some(body) = &cb.body {
-        return Ok(body.clone());
+/// The event's frozen body: the stored one, or rendered now and frozen (job events; person
+/// events are frozen when sealed). The event stream shares it, so it sends the bytes the
+/// callback sends.
+pub async fn frozen_body(state: &AppState, cb: &JobEvent, stored: Option<&[u8]>) -> Result<Vec<u8>, String> {
+    if let Some(body) = stored {
+        return Ok(body.to_vec());
     }
     for _ in 0..MAX_RENDERS {
         let (body, version) = callback_body(state, cb).await.map_err(|e| e.to_string())?;
@@ -153,7 +174,7 @@ async fn send(state: &AppState, http: &reqwest::Client, cb: DueCallback) {
         }
         return;
     }
-    let body = match frozen_body(state, &cb).await {
+    let body = match frozen_body(state, &JobEvent::from(&cb), cb.body.as_deref()).await {
         Ok(b) => b,
         Err(e) => {
             // Given back at once: holding the lease would delay the event by a whole lease.

@@ -337,6 +337,7 @@ async fn call(state: &AppState, dispatcher: &Dispatcher, batch: ClaimedBatch, pe
                     state.wake.ingest.notify_one();
                     if !completed_jobs.is_empty() {
                         state.wake.callbacks.notify_one();
+                        state.wake.person_events.notify_one();
                     }
                 }
                 Ok(other) => tracing::info!(batch_id = %batch.batch_id, ?other, "sync answer not recorded"),
@@ -393,6 +394,7 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
             tracing::error!(batch_id = %id, attempt = batch.attempt, failures = batch.failures + 1, error = %message, "batch failed");
             let failed = store.fail_batch(id, failure).await;
             state.wake.callbacks.notify_one();
+            state.wake.person_events.notify_one();
             failed
         }
     };
@@ -436,6 +438,7 @@ async fn on_rejection(
             tracing::warn!(batch_id = %id, error = %message, "Apollo refused this person's detail");
             let failed = state.store.fail_batch(id, failure).await;
             state.wake.callbacks.notify_one();
+            state.wake.person_events.notify_one();
             failed
         }
     }

@@ -128,6 +128,7 @@ fn counted(
             }
             if !completed_jobs.is_empty() {
                 state.wake.callbacks.notify_one();
+                state.wake.person_events.notify_one();
             }
             true
         }

@@ -1,5 +1,5 @@
 //! Background workers, one module per job: dispatch (and its admission), ingest, reconcile,
-//! callbacks, retention, and the heartbeat that renews their leases. Each loop ends when the
+//! callbacks, person events, retention, and the heartbeat that renews their leases. Each loop ends when the
 //! process starts draining ([`crate::shutdown`]).
 
 pub mod admission;
@@ -7,6 +7,7 @@ pub mod callbacks;
 pub mod dispatch;
 pub mod heartbeat;
 pub mod ingest;
+pub mod person_events;
 pub mod reconcile;
 pub mod retention;
 

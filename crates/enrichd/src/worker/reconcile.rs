@@ -67,6 +67,7 @@ pub async fn tick(state: &AppState) -> Result<(), job_store::StoreError> {
     if expired > 0 {
         tracing::warn!(people = expired, "asynchronous parts past the deadline: people marked partial");
         state.wake.callbacks.notify_one();
+        state.wake.person_events.notify_one();
     }
     Ok(())
 }
@@ -117,6 +118,7 @@ async fn poll_batch(state: &AppState, batch: &OverdueBatch) -> Result<usize, job
                         tracing::warn!(batch_id = %batch.batch_id, part = part.as_str(), people = n, reason, "Apollo reports the part failed");
                         if n > 0 {
                             state.wake.callbacks.notify_one();
+                            state.wake.person_events.notify_one();
                         }
                     }
                 }

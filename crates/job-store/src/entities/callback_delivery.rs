@@ -1,5 +1,5 @@
 //! `callback_deliveries`: the callback outbox, one row per event of a job (`job.completed`, then
-//! `job.updated` per later change).
+//! `job.updated` per later change, and the batched `person.completed` / `person.updated` events).
 
 use sea_orm::entity::prelude::*;
 
@@ -40,6 +40,9 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// When a 2xx came back.
     pub delivered_at: Option<DateTimeUtc>,
+    /// Place in the job's sequence of events (the order of sending, the event stream's id);
+    /// `None` while a job event waits for the person events it follows to be sealed.
+    pub seq: Option<i64>,
 }
 
 /// No navigable relations: queries join explicitly.

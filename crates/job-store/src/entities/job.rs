@@ -91,6 +91,10 @@ pub struct Model {
     pub credits_saved_micros: i64,
     /// People never sent: on the do-not-enrich list.
     pub n_suppressed: i64,
+    /// The job asked for `person.completed` events.
+    pub events_completed: bool,
+    /// The job asked for `person.updated` events.
+    pub events_updated: bool,
 }
 
 /// No navigable relations: queries join explicitly.

@@ -13,6 +13,7 @@ pub mod dispatcher_state;
 pub mod inbound_delivery;
 pub mod job;
 pub mod person;
+pub mod person_event;
 pub mod rate_limit_call;
 pub mod rate_limiter;
 pub mod replica;

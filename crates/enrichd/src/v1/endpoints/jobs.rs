@@ -197,7 +197,7 @@ async fn owned_job(state: &AppState, client: &Client, id: &str) -> Result<job_st
 
 /// The job if this client may still read it. Once erased (`DELETE /v1/jobs/{id}`) its reads
 /// answer 410: the personal data is gone for good, while its credits stay in `GET /v1/usage`.
-async fn readable_job(state: &AppState, client: &Client, id: &str) -> Result<job_store::JobView, ApiError> {
+pub(crate) async fn readable_job(state: &AppState, client: &Client, id: &str) -> Result<job_store::JobView, ApiError> {
     let job = owned_job(state, client, id).await?;
     match job.erased_at {
         Some(at) => Err(erased(&job, at)),
@@ -314,6 +314,7 @@ pub async fn cancel(
     let job = owned_job(&state, &client, &path).await?;
     let job = state.store.cancel_job(job.id).await?;
     state.wake.callbacks.notify_one();
+    state.wake.person_events.notify_one();
     Ok(HttpResponse::Ok().json(Job::from(&job)))
 }
 
@@ -385,5 +386,6 @@ pub async fn redeliver(
     }
     state.store.redeliver_callback(job.id).await?;
     state.wake.callbacks.notify_one();
+    state.wake.person_events.notify_one();
     Ok(HttpResponse::Accepted().json(Queued { status: "queued".into() }))
 }

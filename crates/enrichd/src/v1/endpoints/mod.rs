@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod body;
 pub mod docs;
+pub mod events;
 pub mod health;
 pub mod jobs;
 pub mod suppressions;
