@@ -330,6 +330,19 @@ impl Store {
             .collect())
     }
 
+    /// The place of `job_id`'s `job.completed` in its sequence, once it has one.
+    pub async fn completion_seq(&self, job_id: Uuid) -> StoreResult<Option<i64>> {
+        let seq: Option<Option<i64>> = callback_delivery::Entity::find()
+            .select_only()
+            .column(callback_delivery::Column::Seq)
+            .filter(callback_delivery::Column::JobId.eq(job_id))
+            .filter(callback_delivery::Column::EventType.eq(CallbackEvent::JobCompleted))
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(seq.flatten())
+    }
+
     /// Which events each person of `job_id` was sealed into, with the event type (for audits and
     /// tests): `(person, event, callback id)`, oldest first.
     pub async fn person_event_rows(&self, job_id: Uuid) -> StoreResult<Vec<(Uuid, CallbackEvent, Option<Uuid>)>> {

@@ -79,6 +79,19 @@ impl ApiClient {
         Self::read(self.request(Method::GET, &format!("/v1/jobs/{id}")).send().await?).await
     }
 
+    /// `GET /v1/jobs/{id}/events`: the open event stream, after event `last` when given.
+    pub async fn events(&self, id: &str, last: Option<i64>) -> Result<Response, ClientError> {
+        let mut req = self.request(Method::GET, &format!("/v1/jobs/{id}/events"));
+        if let Some(last) = last {
+            req = req.header("last-event-id", last.to_string());
+        }
+        let resp = req.send().await?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Self::read::<serde_json::Value>(resp).await.map(|_| unreachable!("a refusal reads as an error"))
+    }
+
     /// `GET /v1/jobs?limit=`.
     pub async fn jobs(&self, limit: u64) -> Result<JobPage, ClientError> {
         let req = self.request(Method::GET, "/v1/jobs").query(&[("limit", limit.clamp(1, MAX_PAGE))]);

@@ -259,12 +259,18 @@ fn exit_for(status: JobStatus) -> ExitCode {
     }
 }
 
+/// Follows the job until it ends: its event stream wakes the progress bar as people finish
+/// (reconnecting with `Last-Event-ID` if it drops), and the job is read at least every `every`
+/// (a job without events is quiet on the stream until it ends).
 async fn watch(api: &ApiClient, id: &str, every: Duration) -> anyhow::Result<ExitCode> {
     let mut job = api.job(id).await?;
     let bar = indicatif::ProgressBar::new(job.total.max(0) as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} people  {msg}  ETA {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    let mut last: Option<i64> = None;
+    let mut pending = String::new();
+    let mut stream = api.events(id, None).await.ok();
     loop {
         bar.set_position(done(&job).max(0) as u64);
         bar.set_message(format!(
@@ -275,7 +281,32 @@ async fn watch(api: &ApiClient, id: &str, every: Duration) -> anyhow::Result<Exi
         if job.status.is_final() {
             break;
         }
-        tokio::time::sleep(every).await;
+        match stream.as_mut() {
+            Some(resp) => match tokio::time::timeout(every, resp.chunk()).await {
+                Ok(Ok(Some(chunk))) => {
+                    pending.push_str(&String::from_utf8_lossy(&chunk));
+                    if let Some(end) = pending.rfind('\n') {
+                        for line in pending[..end].lines() {
+                            if let Some(n) = line.strip_prefix("id: ").and_then(|v| v.trim().parse().ok()) {
+                                last = Some(n);
+                            }
+                        }
+                        pending.drain(..=end);
+                    }
+                }
+                // Timed out: read the job anyway.
+                Err(_) => {}
+                // The stream ended or dropped: resume after the last event seen.
+                Ok(_) => {
+                    pending.clear();
+                    stream = api.events(id, last).await.ok();
+                    if stream.is_none() {
+                        tokio::time::sleep(every).await;
+                    }
+                }
+            },
+            None => tokio::time::sleep(every).await,
+        }
         job = api.job(id).await?;
     }
     bar.finish();

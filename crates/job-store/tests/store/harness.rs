@@ -161,6 +161,7 @@ pub fn job(client: &str, n: usize, flags: EnrichFlags) -> NewJob {
         daily_cap: None,
         retry_of: None,
         reuse: None,
+        events: Default::default(),
     }
 }
 

@@ -13,6 +13,7 @@ mod jobs;
 mod leases;
 mod lifecycle;
 mod limiter;
+mod person_events;
 mod random_ops;
 mod suppressions;
 mod sync_results;

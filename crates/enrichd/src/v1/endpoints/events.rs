@@ -129,6 +129,12 @@ impl Stream {
         }
         let page = self.state.store.job_events_after(self.job_id, self.after, PAGE).await.map_err(|e| e.to_string())?;
         let found = !page.is_empty();
+        if !found {
+            // Resumed after the completion: nothing more comes.
+            let completed = self.state.store.completion_seq(self.job_id).await.map_err(|e| e.to_string())?;
+            self.done = completed.is_some_and(|seq| seq <= self.after);
+            return Ok(self.done);
+        }
         for e in page {
             let body = match (&e.body, e.event.is_person_event()) {
                 (Some(b), _) => b.clone(),
