@@ -42,7 +42,10 @@ impl MigrationTrait for Migration {
         }
         manager
             .alter_table(
-                Table::alter().table(CallbackDeliveries::Table).add_column(big_integer_null(CallbackDeliveries::Seq)).to_owned(),
+                Table::alter()
+                    .table(CallbackDeliveries::Table)
+                    .add_column(big_integer_null(CallbackDeliveries::Seq))
+                    .to_owned(),
             )
             .await?;
         // Events from before get their place in their job's sequence: the order they were created.
@@ -103,7 +106,9 @@ impl MigrationTrait for Migration {
             .drop_index(Index::drop().name("callback_deliveries_job_seq").table(CallbackDeliveries::Table).to_owned())
             .await?;
         manager
-            .alter_table(Table::alter().table(CallbackDeliveries::Table).drop_column(CallbackDeliveries::Seq).to_owned())
+            .alter_table(
+                Table::alter().table(CallbackDeliveries::Table).drop_column(CallbackDeliveries::Seq).to_owned(),
+            )
             .await?;
         for col in [Jobs::EventsCompleted, Jobs::EventsUpdated] {
             manager.alter_table(Table::alter().table(Jobs::Table).drop_column(col).to_owned()).await?;

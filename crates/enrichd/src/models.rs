@@ -189,6 +189,16 @@ pub struct JobRequest {
     pub events: Option<Vec<String>>,
 }
 
+/// The query of `POST /v1/jobs/{id}/callback/redeliver`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RedeliverQuery {
+    /// The `webhook-id` of the event to send again (a person event too); without it, the job's
+    /// latest job event.
+    #[param(max_length = 64)]
+    pub webhook_id: Option<String>,
+}
+
 /// A per-person event a job may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum EventName {

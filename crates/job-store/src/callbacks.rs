@@ -452,6 +452,27 @@ impl Store {
         Ok(Some(body))
     }
 
+    /// Sends one event of a job (by its `webhook-id`) again now, whatever its state, as a manual
+    /// try with its frozen body. An event kept only for the stream (`recorded`) is not sent.
+    pub async fn redeliver_event(&self, job_id: Uuid, webhook_id: &str) -> StoreResult<()> {
+        let _gate = self.write_gate().await;
+        let now = now();
+        let res = callback_delivery::Entity::update_many()
+            .filter(callback_delivery::Column::JobId.eq(job_id))
+            .filter(callback_delivery::Column::WebhookId.eq(webhook_id))
+            .filter(callback_delivery::Column::State.ne(CallbackState::Recorded))
+            .col_expr(callback_delivery::Column::State, Expr::value(CallbackState::Pending))
+            .col_expr(callback_delivery::Column::NextAttemptAt, Expr::value(now))
+            .col_expr(callback_delivery::Column::ManualRequested, Expr::value(true))
+            .col_expr(callback_delivery::Column::UpdatedAt, Expr::value(now))
+            .exec(&self.db)
+            .await?;
+        if res.rows_affected == 0 {
+            return Err(StoreError::NotFound(format!("event {webhook_id} of job {job_id}")));
+        }
+        Ok(())
+    }
+
     /// Sends a job's latest callback event again now (whatever its state), as a manual try, with
     /// its frozen body. The latest event carries the job's latest state.
     pub async fn redeliver_callback(&self, job_id: Uuid) -> StoreResult<()> {
@@ -459,7 +480,9 @@ impl Store {
         let now = now();
         let latest = callback_delivery::Entity::find()
             .filter(callback_delivery::Column::JobId.eq(job_id))
-            .filter(callback_delivery::Column::EventType.is_in([CallbackEvent::JobCompleted, CallbackEvent::JobUpdated]))
+            .filter(
+                callback_delivery::Column::EventType.is_in([CallbackEvent::JobCompleted, CallbackEvent::JobUpdated]),
+            )
             .filter(callback_delivery::Column::State.ne(CallbackState::Recorded))
             .order_by_desc(callback_delivery::Column::CreatedAt)
             .order_by_desc(callback_delivery::Column::Id)

@@ -223,10 +223,8 @@ impl Store {
         let mut left = 0usize;
         let mut completed_left: HashSet<Uuid> = HashSet::new();
         for kind in [CallbackEvent::PersonCompleted, CallbackEvent::PersonUpdated] {
-            let of_kind: Vec<&person_event::Model> = rows
-                .iter()
-                .filter(|r| r.kind == kind && !completed_left.contains(&r.person_id))
-                .collect();
+            let of_kind: Vec<&person_event::Model> =
+                rows.iter().filter(|r| r.kind == kind && !completed_left.contains(&r.person_id)).collect();
             let blocked = rows.iter().filter(|r| r.kind == kind).count() - of_kind.len();
             let waited = of_kind.first().map(|r| (now - r.created_at).to_std().unwrap_or_default()).unwrap_or_default();
             let n = to_seal(of_kind.len() as u64, waited, batching, flush) as usize;
@@ -248,9 +246,10 @@ impl Store {
                 callback_delivery::Entity::update_many()
                     .filter(callback_delivery::Column::Id.eq(h.id))
                     .col_expr(callback_delivery::Column::Seq, Expr::value(seq))
-                    .col_expr(callback_delivery::Column::NextAttemptAt, Expr::value(
-                        (h.state == CallbackState::Pending).then_some(now),
-                    ))
+                    .col_expr(
+                        callback_delivery::Column::NextAttemptAt,
+                        Expr::value((h.state == CallbackState::Pending).then_some(now)),
+                    )
                     .exec(&txn)
                     .await?;
                 seq += 1;

@@ -110,7 +110,10 @@ async fn final_people_are_sealed_in_batches_and_sent_in_order(store: Store) {
     let failed = CallbackAttemptRecord { status_code: Some(500), ..Default::default() };
     store.record_callback_attempt(first[0].callback_id, failed, CallbackNext::RetryAt(Utc::now())).await.unwrap();
     let retry = store.due_callbacks("a", LEASE, soon(), 10).await.unwrap();
-    assert_eq!((retry.len(), retry[0].callback_id, &retry[0].webhook_id), (1, first[0].callback_id, &first[0].webhook_id));
+    assert_eq!(
+        (retry.len(), retry[0].callback_id, &retry[0].webhook_id),
+        (1, first[0].callback_id, &first[0].webhook_id)
+    );
     assert_eq!(retry[0].body, first[0].body, "frozen at sealing");
     let ok = CallbackAttemptRecord { status_code: Some(200), ..Default::default() };
     store.record_callback_attempt(retry[0].callback_id, ok, CallbackNext::Delivered).await.unwrap();
@@ -148,7 +151,12 @@ async fn final_people_are_sealed_in_batches_and_sent_in_order(store: Store) {
     );
     assert_eq!(
         deliver_all(&store, later + chrono::Duration::seconds(1)).await,
-        [CallbackEvent::PersonUpdated, CallbackEvent::PersonUpdated, CallbackEvent::PersonUpdated, CallbackEvent::JobUpdated]
+        [
+            CallbackEvent::PersonUpdated,
+            CallbackEvent::PersonUpdated,
+            CallbackEvent::PersonUpdated,
+            CallbackEvent::JobUpdated
+        ]
     );
     // The job shows its own events only.
     let jv = store.get_job(j).await.unwrap().unwrap();
@@ -168,7 +176,11 @@ async fn without_a_callback_url_events_are_recorded_not_sent(store: Store) {
     let seq = sequence(&store, j).await;
     assert_eq!(
         seq,
-        vec![(1, CallbackEvent::PersonCompleted, 2), (2, CallbackEvent::PersonCompleted, 1), (3, CallbackEvent::JobCompleted, 0)]
+        vec![
+            (1, CallbackEvent::PersonCompleted, 2),
+            (2, CallbackEvent::PersonCompleted, 1),
+            (3, CallbackEvent::JobCompleted, 0)
+        ]
     );
     assert!(store.due_callbacks("a", LEASE, soon(), 10).await.unwrap().is_empty(), "nothing to send");
     let jv = store.get_job(j).await.unwrap().unwrap();

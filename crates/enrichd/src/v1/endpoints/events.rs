@@ -140,8 +140,12 @@ impl Stream {
                 (Some(b), _) => b.clone(),
                 (None, true) => b"null".to_vec(),
                 (None, false) => {
-                    let job_event =
-                        JobEvent { callback_id: e.callback_id, job_id: self.job_id, event: e.event, created_at: e.created_at };
+                    let job_event = JobEvent {
+                        callback_id: e.callback_id,
+                        job_id: self.job_id,
+                        event: e.event,
+                        created_at: e.created_at,
+                    };
                     frozen_body(&self.state, &job_event, None).await?
                 }
             };
@@ -168,7 +172,8 @@ mod tests {
     #[test]
     fn last_event_id_is_a_place_in_the_sequence() {
         assert_eq!(last_event_id(&TestRequest::default().to_http_request()).unwrap(), 0);
-        let with = |v: &str| last_event_id(&TestRequest::default().insert_header(("last-event-id", v)).to_http_request());
+        let with =
+            |v: &str| last_event_id(&TestRequest::default().insert_header(("last-event-id", v)).to_http_request());
         assert_eq!(with(" 42 ").unwrap(), 42);
         assert!(with("-1").is_err());
         assert!(with("abc").is_err());

@@ -9,7 +9,7 @@ use crate::core::validate::validate_job_bytes;
 use crate::error::ApiError;
 use crate::models::{
     DEFAULT_PAGE, EraseQuery, ErrorBody, Estimate, Job, JobPage, JobPageQuery, JobRequest, MAX_IDEMPOTENCY_KEY,
-    MAX_PAGE, Person, PersonPage, PersonPageQuery, Queued, RetryRequest,
+    MAX_PAGE, Person, PersonPage, PersonPageQuery, Queued, RedeliverQuery, RetryRequest,
 };
 use crate::state::AppState;
 use crate::v1::auth::Client;
@@ -360,18 +360,21 @@ pub async fn erase(
     Ok(HttpResponse::Ok().json(Job::from(&erased.job)))
 }
 
-/// Send the final callback again (after it was delivered or exhausted).
+/// Send the final callback again (after it was delivered or exhausted), or one given event.
 #[utoipa::path(post, path = "/v1/jobs/{id}/callback/redeliver", tag = "jobs", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "job id")),
-    responses((status = 202, description = "queued", body = Queued), (status = 404, description = "no such job", body = ErrorBody),
+    params(("id" = Uuid, Path, description = "job id"), RedeliverQuery),
+    responses((status = 202, description = "queued", body = Queued),
+        (status = 404, description = "no such job, or no such event of it", body = ErrorBody),
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
         (status = 403, description = "an admin key: this route needs a client key", body = ErrorBody),
         (status = 409, description = "the job has no callback yet, or was erased", body = ErrorBody),
+        (status = 422, description = "an unknown query parameter", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody)))]
 #[post("/v1/jobs/{id}/callback/redeliver")]
 pub async fn redeliver(
     path: web::Path<String>,
+    query: web::Query<RedeliverQuery>,
     client: Client,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -379,12 +382,20 @@ pub async fn redeliver(
     if job.erased_at.is_some() {
         return Err(ApiError::Conflict("the job was erased: its callback URL is gone".into()));
     }
-    if job.callback.is_none() {
-        return Err(ApiError::Conflict(
-            "the job has no callback to redeliver (not finished, or no callback_url)".into(),
-        ));
+    match query.webhook_id.as_deref() {
+        Some(webhook_id) => state.store.redeliver_event(job.id, webhook_id).await.map_err(|e| match e {
+            job_store::StoreError::NotFound(_) => ApiError::NotFound("event"),
+            other => other.into(),
+        })?,
+        None => {
+            if job.callback.is_none() {
+                return Err(ApiError::Conflict(
+                    "the job has no callback to redeliver (not finished, or no callback_url)".into(),
+                ));
+            }
+            state.store.redeliver_callback(job.id).await?;
+        }
     }
-    state.store.redeliver_callback(job.id).await?;
     state.wake.callbacks.notify_one();
     state.wake.person_events.notify_one();
     Ok(HttpResponse::Accepted().json(Queued { status: "queued".into() }))
