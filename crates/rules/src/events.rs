@@ -88,7 +88,7 @@ pub fn to_seal(pending: u64, oldest_waited: Duration, batching: Batching, flush:
 pub fn event_sizes(n: u64, max_people: u64) -> Vec<u64> {
     let max = max_people.max(1);
     let mut out = vec![max; usize::try_from(n / max).unwrap_or(usize::MAX)];
-    if n % max > 0 {
+    if !n.is_multiple_of(max) {
         out.push(n % max);
     }
     out
