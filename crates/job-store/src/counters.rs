@@ -226,7 +226,7 @@ impl Tally {
             let row = update.exec_with_returning(db).await?.into_iter().next();
             if let Some(j) = &row {
                 let wanted = PersonEvents { completed: j.events_completed, updated: j.events_updated };
-                crate::person_events::record(db, job_id, wanted, &d.finals, now).await?;
+                crate::outbox::record(db, job_id, wanted, &d.finals, now).await?;
             }
             match finish_read(db, row, now).await? {
                 Completion::CompletedNow => completed.push(job_id),

@@ -323,7 +323,7 @@ impl Store {
         tally.touch(job_id);
         tally.flush(&txn, now).await?;
         // Nobody left to announce: the people's records are gone.
-        crate::person_events::drop_unsealed(&txn, job_id).await?;
+        crate::outbox::drop_unsealed(&txn, job_id).await?;
         txn.commit().await?;
 
         let job = self.get_job(job_id).await?.ok_or_else(|| StoreError::NotFound(format!("job {job_id}")))?;

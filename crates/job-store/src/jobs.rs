@@ -864,7 +864,7 @@ impl Store {
         if new.events.completed {
             done_at_once.extend((0..n).filter(|i| suppressed[*i]).map(|i| ids[i]));
         }
-        crate::person_events::record_completed(&txn, job_id, &done_at_once, now).await?;
+        crate::outbox::record_completed(&txn, job_id, &done_at_once, now).await?;
         if valid == n_suppressed {
             finish_if_done(&txn, job_id, now).await?;
         }

@@ -30,6 +30,7 @@ mod error;
 pub mod jobs;
 pub mod leases;
 pub mod limiter;
+mod outbox;
 mod people;
 pub mod person_events;
 pub mod single_process;
