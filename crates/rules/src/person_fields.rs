@@ -111,7 +111,10 @@ mod tests {
         let mut sorted = PersonField::ALL.to_vec();
         sorted.sort_by_key(|f| f.name());
         assert_eq!(PersonField::BY_NAME.to_vec(), sorted);
-        assert!(PersonField::names().all(|n| n < SOURCE_ROW), "source_row sorts after every field");
+        let names: Vec<&str> = PersonField::names().collect();
+        assert_eq!(names.len(), 10);
+        assert_eq!((names[0], names[9]), ("first_name", "external_id"));
+        assert!(names.iter().all(|n| *n < SOURCE_ROW), "source_row sorts after every field");
         assert_eq!(PersonField::from_name("title"), None);
         assert_eq!(PersonField::LinkedinUrl.to_string(), "linkedin_url");
     }
