@@ -4,8 +4,9 @@
 use apollo_client::EnrichFlags;
 use chrono::Utc;
 use job_store::{NewJob, Scope, Store};
+use rules::events::PersonEvents;
 use rules::suppression::SuppressionKey;
-use rules::{JobState, PersonState, SuppressionKind as K};
+use rules::{CallbackEvent, JobState, PersonState, SuppressionKind as K};
 use serde_json::json;
 
 use crate::harness::{LEASE, all_matched, assert_counters_match, claim, job, person, record};
@@ -17,6 +18,7 @@ store_tests!(
     scopes_are_apart_and_global_applies_to_everyone,
     erasing_with_suppress_lists_the_jobs_people,
     entries_are_added_once_listed_and_removed,
+    listed_people_get_their_person_completed,
 );
 
 fn key() -> SuppressionKey {
@@ -195,4 +197,25 @@ async fn entries_are_added_once_listed_and_removed(store: Store) {
         .job
         .id;
     assert_eq!(store.get_job(id).await.unwrap().unwrap().counts.queued, 1);
+}
+
+/// Listed people are final people: each gets its `person.completed`, listed at creation or at the
+/// claim.
+async fn listed_people_get_their_person_completed(store: Store) {
+    let store = keyed(store);
+    let scope = Scope::Client("acme".into());
+    store.add_suppressions(&scope, &[entry(K::Email, "p1@example.com")]).await.unwrap();
+    let mut new = job("acme", 12, EnrichFlags::default());
+    new.events = PersonEvents { completed: true, updated: false };
+    let id = store.create_job(new).await.unwrap().job.id;
+    assert_eq!(store.person_event_rows(id).await.unwrap().len(), 1, "p1, listed at creation");
+    store.add_suppressions(&scope, &[entry(K::Email, "p11@example.com")]).await.unwrap();
+    let sent = send_all(&store).await;
+    assert_eq!(sent.len(), 10);
+    let rows = store.person_event_rows(id).await.unwrap();
+    let people: std::collections::BTreeSet<uuid::Uuid> =
+        rows.iter().filter(|(_, kind, _)| *kind == CallbackEvent::PersonCompleted).map(|(p, _, _)| *p).collect();
+    assert_eq!((rows.len(), people.len()), (12, 12), "everyone once, p11 listed at its claim");
+    let j = store.get_job(id).await.unwrap().unwrap();
+    assert_eq!((j.counts.suppressed, j.counts.complete, j.state), (2, 10, JobState::Completed));
 }
