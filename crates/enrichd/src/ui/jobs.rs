@@ -1,7 +1,7 @@
 //! The jobs list, one job (counters, callback, people), one person, and the job's actions.
 
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use apollo_client::Flag;
 use chrono::Utc;
 use job_store::{JobFilter, JobView};
@@ -18,6 +18,7 @@ use crate::ui::UiError;
 use crate::ui::layout::{self, Nav, age, badge, percent, when, wire_name};
 use crate::ui::session::Viewer;
 use crate::ui::sign_in::CsrfForm;
+use crate::v1::endpoints::events::{last_event_id, stream_response};
 
 /// Jobs per page of the list.
 pub const JOBS_SHOWN: u64 = 50;
@@ -407,6 +408,21 @@ pub async fn summary(
 ) -> Result<HttpResponse, UiError> {
     let view = visible_job(&state, &viewer, &path).await?;
     Ok(layout::html(StatusCode::OK, summary_markup(&Job::from(&view))))
+}
+
+/// The job's events, live, for the job page's script: the stream of `GET /v1/jobs/{id}/events`
+/// behind the session cookie (an `EventSource` cannot send a bearer key).
+#[get("/jobs/{id}/events")]
+pub async fn events(
+    viewer: Viewer,
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, UiError> {
+    // Readable, not only visible: the events carry the people's records, gone once erased.
+    let job = readable_job(&state, &viewer, &path).await?;
+    let after = last_event_id(&req).map_err(|rule| UiError::BadRequest(format!("Last-Event-ID {rule}")))?;
+    Ok(stream_response(&state, &job, after))
 }
 
 /// One person's merged record and where each value came from.

@@ -123,6 +123,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(new_job::submit)
             .service(jobs::show)
             .service(jobs::summary)
+            .service(jobs::events)
             .service(jobs::person)
             .service(jobs::cancel)
             .service(jobs::redeliver)

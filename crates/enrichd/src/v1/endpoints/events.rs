@@ -49,9 +49,15 @@ pub async fn events(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let job = readable_job(&state, &client, &path).await?;
-    let after = last_event_id(&req)?;
+    let after = last_event_id(&req).map_err(|rule| ApiError::invalid_field("Last-Event-ID", rule))?;
+    Ok(stream_response(&state, &job, after))
+}
+
+/// The job's events after `after` as a `text/event-stream` response: the one stream both this
+/// route and the dashboard's `/ui/jobs/{id}/events` serve, once each has checked who may read it.
+pub(crate) fn stream_response(state: &AppState, job: &job_store::JobView, after: i64) -> HttpResponse {
     let stream = Stream {
-        state: state.get_ref().clone(),
+        state: state.clone(),
         job_id: job.id,
         has_log: job.callback_url.is_some() || job.events.any(),
         after,
@@ -63,22 +69,23 @@ pub async fn events(
         let frame = s.next_frame().await?;
         Some((frame, s))
     });
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .content_type("text/event-stream")
         .insert_header(("cache-control", "no-cache"))
         .insert_header(("x-accel-buffering", "no"))
-        .streaming(body))
+        .streaming(body)
 }
 
-/// The `Last-Event-ID` header: events after this place; none: from the start.
-fn last_event_id(req: &HttpRequest) -> Result<i64, ApiError> {
+/// The `Last-Event-ID` header: events after this place; none: from the start. The error is the
+/// rule the header broke, for each route to answer in its own way.
+pub(crate) fn last_event_id(req: &HttpRequest) -> Result<i64, &'static str> {
     let Some(raw) = req.headers().get("last-event-id") else { return Ok(0) };
     raw.to_str()
         .ok()
         .map(str::trim)
         .and_then(|s| s.parse::<i64>().ok())
         .filter(|n| *n >= 0)
-        .ok_or_else(|| ApiError::invalid_field("Last-Event-ID", "must be the id of an event: a non-negative integer"))
+        .ok_or("must be the id of an event: a non-negative integer")
 }
 
 /// One client's stream.
