@@ -7,6 +7,9 @@ use crate::ui::UiError;
 /// htmx 2.0.11 (`npm pack htmx.org@2.0.11`, `dist/htmx.min.js`), licence 0BSD (see
 /// `assets/htmx.LICENSE`). Used only for live refresh; every page reads without it.
 const HTMX: &[u8] = include_bytes!("../../assets/htmx.min.js");
+/// The job page's live refresh: follows the job's event stream and asks htmx to refresh the
+/// summary on each event (a file, as the CSP refuses inline scripts).
+const JOB_EVENTS: &[u8] = include_bytes!("../../assets/job-events.js");
 /// The one stylesheet.
 const CSS: &[u8] = include_bytes!("../../assets/app.css");
 
@@ -18,6 +21,7 @@ const ICON: &[u8] = br##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 16
 pub async fn file(name: web::Path<String>) -> Result<HttpResponse, UiError> {
     let (body, content_type) = match name.as_str() {
         "htmx.min.js" => (HTMX, "text/javascript; charset=utf-8"),
+        "job-events.js" => (JOB_EVENTS, "text/javascript; charset=utf-8"),
         "app.css" => (CSS, "text/css; charset=utf-8"),
         "icon.svg" => (ICON, "image/svg+xml"),
         _ => return Err(UiError::NotFound("file")),

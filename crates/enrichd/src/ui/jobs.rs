@@ -197,8 +197,15 @@ fn summary_markup(job: &Job) -> Markup {
     let done = finished(&job.counts);
     let live = !job.status.is_final();
     let url = format!("/ui/jobs/{}/summary", job.id);
+    // With `person.completed`, people finishing make events: the page's script (job-events.js)
+    // follows the stream and refreshes on each, polling only as a slow fallback. Without, the
+    // stream would carry nothing until the end, so the summary polls as before.
+    let streamed = live && job.events.iter().any(|e| e == "person.completed");
+    let stream_url = format!("/ui/jobs/{}/events", job.id);
+    let trigger = if streamed { "job-event, every 30s" } else { "every 2s" };
     html! {
-        section #summary hx-get=[live.then_some(&url)] hx-trigger=[live.then_some("every 2s")] hx-swap=[live.then_some("outerHTML")] {
+        section #summary hx-get=[live.then_some(&url)] hx-trigger=[live.then_some(trigger)] hx-swap=[live.then_some("outerHTML")]
+            data-events=[streamed.then_some(&stream_url)] {
             p {
                 (badge(&wire_name(&job.status))) " "
                 progress max="100" value=(percent(done, job.total)) { (percent(done, job.total)) "%" }

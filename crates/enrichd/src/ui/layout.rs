@@ -36,6 +36,8 @@ pub fn page(title: &str, viewer: Option<&Viewer>, nav: Nav, body: Markup) -> Mar
                 link rel="stylesheet" href="/ui/assets/app.css";
                 link rel="icon" href="/ui/assets/icon.svg" type="image/svg+xml";
                 script src="/ui/assets/htmx.min.js" defer {}
+                // Does nothing on a page without a streamed summary; deferred, it runs after htmx.
+                script src="/ui/assets/job-events.js" defer {}
             }
             body {
                 header.top {
