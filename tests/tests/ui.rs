@@ -536,9 +536,86 @@ async fn admin_list_and_filters_across_pages(backend: Backend) {
     t.stop().await;
 }
 
+/// The event lines (`id:`, `event:`, `data:`) of a server-sent stream, without keep-alive comments.
+fn sse_events(body: &str) -> Vec<(i64, String, String)> {
+    body.split("\n\n")
+        .filter_map(|frame| {
+            let field = |name: &str| frame.lines().find_map(|l| l.strip_prefix(name)).map(str::to_string);
+            Some((field("id: ")?.parse().unwrap(), field("event: ")?, field("data: ")?))
+        })
+        .collect()
+}
+
+/// The job page's live refresh: `/ui/jobs/{id}/events` is the API's event stream behind the
+/// session (same events, same ids, same resume), for the job's client and an operator only, and
+/// not once the job is erased.
+async fn job_events_stream(backend: Backend) {
+    let t = TestApp::spawn(backend, fast_sim(), |_| {}).await.unwrap();
+    let me = Session::sign_in(&t, CLIENT_KEY).await;
+    let other = Session::sign_in(&t, OTHER_KEY).await;
+    let admin = Session::sign_in(&t, ADMIN_KEY).await;
+    let people: Vec<Value> = (0..6).map(|i| json!({"email": format!("stream{i}@northwind-labs.com")})).collect();
+    let resp = t.submit(&json!({"people": people, "events": ["person.completed"]})).await;
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let path = format!("/ui/jobs/{id}/events");
+
+    // Read while the job runs: the stream follows it live and ends after job.completed.
+    let live = me.get(&path).await;
+    assert_eq!(live.status, 200, "{}", live.body);
+    assert_eq!(live.headers["content-type"], "text/event-stream");
+    assert_eq!(live.headers["cache-control"], "no-cache", "not the dashboard's no-store: a stream");
+    let events = sse_events(&live.body);
+    assert_eq!(events.last().map(|e| e.1.as_str()), Some("job.completed"), "{}", live.body);
+    let ids: Vec<i64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (1..=events.len() as i64).collect::<Vec<_>>(), "each event once, in order");
+    let announced: usize = events
+        .iter()
+        .filter(|e| e.1 == "person.completed")
+        .map(|e| serde_json::from_str::<Value>(&e.2).unwrap()["data"]["people"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(announced, 6, "{}", live.body);
+
+    // The same events as the API's stream, byte for byte.
+    let api = t.http.get(format!("{}/v1/jobs/{id}/events", t.url())).bearer_auth(CLIENT_KEY).send().await.unwrap();
+    assert_eq!(sse_events(&api.text().await.unwrap()), events);
+    // Resume after the first event, as EventSource does on reconnecting.
+    let resumed = me.page(me.http.get(format!("{}{path}", me.base)).header("last-event-id", "1")).await;
+    assert_eq!(resumed.status, 200);
+    assert_eq!(sse_events(&resumed.body), events[1..].to_vec());
+    let bad = me.page(me.http.get(format!("{}{path}", me.base)).header("last-event-id", "-3")).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("Last-Event-ID must be the id of an event"), "{}", bad.body);
+
+    // An operator sees every client's job; another client does not; no session: sign in.
+    assert_eq!(sse_events(&admin.get(&path).await.body), events);
+    assert_eq!(other.get(&path).await.status, 404);
+    let anon = Session::anonymous(&t).get(&path).await;
+    assert_eq!((anon.status, anon.location()), (303, "/ui/sign-in"));
+    assert_eq!(me.get("/ui/jobs/not-a-job/events").await.status, 404);
+
+    // The finished job's page neither polls nor names the stream.
+    let page = me.get(&format!("/ui/jobs/{id}")).await;
+    assert!(!page.body.contains("data-events") && !page.body.contains("hx-trigger"), "{}", page.body);
+    let script = me.get("/ui/assets/job-events.js").await;
+    assert_eq!(
+        (script.status, script.headers["content-type"].to_str().unwrap()),
+        (200, "text/javascript; charset=utf-8")
+    );
+    assert!(script.body.contains("new EventSource(url)"));
+    assert!(page.body.contains(r#"<script src="/ui/assets/job-events.js" defer>"#), "{}", page.body);
+
+    // Erased: the events carried the people's records, so they are gone too.
+    let erased = t.http.delete(format!("{}/v1/jobs/{id}", t.url())).bearer_auth(CLIENT_KEY).send().await.unwrap();
+    assert!(erased.status().is_success(), "{}", erased.status());
+    assert_eq!(me.get(&path).await.status, 410);
+    t.stop().await;
+}
+
 on_both_backends!(
     pages_auth_and_escaping,
     upload_submit_and_download,
     system_page_allowance_errors_and_replicas,
-    admin_list_and_filters_across_pages
+    admin_list_and_filters_across_pages,
+    job_events_stream
 );
