@@ -3,11 +3,15 @@ browser): sign in, upload a CSV, submit, watch progress reach 100 % while the si
 open a person and see the phone number, redeliver the callback, download the CSV and compare it
 with `enrichd export --with-input`; then, as an operator, the system page (Apollo's allowance, this
 replica live), and the usage page (credits per day and calls per minute as SVG charts, the
-waterfall vendors). Screenshots of each page go to $SHOTS."""
+waterfall vendors); then a job with person events, whose page follows the job's event stream
+and refreshes its summary on each event. Screenshots of each page go to $SHOTS."""
 
+import json
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 
 from playwright.sync_api import expect, sync_playwright
 
@@ -113,6 +117,48 @@ with sync_playwright() as p:
     expect(ops.locator("#allowance")).to_contain_text("minute")
     expect(ops.locator("#replicas")).to_contain_text("live")
     ops.screenshot(path=f"{SHOTS}/system.png", full_page=True)
+
+    # A job with person events: its page follows /ui/jobs/{id}/events (job-events.js) and htmx
+    # refreshes the summary on each event, long before the 30 s fallback poll.
+    live = browser.new_page(viewport={"width": 1280, "height": 900})
+    live.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    live.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    received = []  # (seconds since the page opened, event name) of each server-sent event
+    requests = []  # (seconds since the page opened, resource type, path) of each request
+    cdp = live.context.new_cdp_session(live)
+    cdp.send("Network.enable")
+    opened = time.monotonic()
+    cdp.on("Network.eventSourceMessageReceived",
+           lambda m: received.append((time.monotonic() - opened, m["eventName"])))
+    live.on("request", lambda r: requests.append(
+        (time.monotonic() - opened, r.resource_type, r.url.removeprefix(BASE))))
+    live.goto(f"{BASE}/ui/sign-in")
+    live.fill("#key", KEY)
+    live.click("button[type=submit]")
+    expect(live).to_have_url(f"{BASE}/ui/jobs")
+    submit = urllib.request.Request(f"{BASE}/v1/jobs", method="POST", headers={
+        "authorization": f"Bearer {KEY}", "content-type": "application/json"}, data=json.dumps({
+            "people": [{"email": f"live{i}@harbor-analytics.io"} for i in range(3)],
+            "reveal_phone_number": True, "events": ["person.completed"]}).encode())
+    live_id = json.load(urllib.request.urlopen(submit))["id"]
+    opened = time.monotonic()
+    live.goto(f"{BASE}/ui/jobs/{live_id}")
+    section = live.locator("#summary")
+    assert section.get_attribute("data-events") == f"/ui/jobs/{live_id}/events", live.inner_html("#summary")
+    assert section.get_attribute("hx-trigger") == "job-event, every 30s"
+    expect(live.locator("#percent")).to_have_text("100 %", timeout=120_000)
+    expect(live.locator("#summary .state-completed")).to_be_visible(timeout=29_000)
+    live.wait_for_timeout(4_000)  # longer than EventSource's reconnect delay (3 s)
+    streams = [r for r in requests if r[2] == f"/ui/jobs/{live_id}/events"]
+    refreshes = [r[0] for r in requests if r[2] == f"/ui/jobs/{live_id}/summary"]
+    names = [n for _, n in received]
+    assert [r[1] for r in streams] == ["eventsource"], f"one stream, closed after job.completed: {streams}"
+    assert "person.completed" in names and names[-1] == "job.completed", names
+    # The first refresh follows the first event (not the fallback, 30 s after the page opened).
+    assert refreshes and received[0][0] - 0.5 <= refreshes[0] < 29, (refreshes, received)
+    assert live.locator("#summary").get_attribute("hx-trigger") is None, "a finished summary stops refreshing"
+    live.screenshot(path=f"{SHOTS}/job-live.png", full_page=True)
     assert not errors, f"console errors (CSP?): {errors}"
     browser.close()
-    print(f"browser test passed: job {job_id}, screenshots in {SHOTS}")
+    print(f"browser test passed: job {job_id}; live job {live_id}: events {names}, summary refreshed at "
+          f"{[round(t, 1) for t in refreshes]} s (first event at {received[0][0]:.1f} s); screenshots in {SHOTS}")
