@@ -1,8 +1,8 @@
 //! The dashboard through the real app on both databases: signing in (CSRF, cookie flags, the key
 //! never in the cookie), each page as HTML (status, key elements, escaping), another client's job
 //! as 404, forms refused without their CSRF token, an erased job's page (its counters, no people)
-//! and its people and download answering 410, a CSV upload that becomes a job, and the CSV
-//! download equal to the command-line export.
+//! and its people and download answering 410, a CSV upload that becomes a job, the CSV download
+//! equal to the command-line export, and the job's event stream behind the session.
 
 use std::time::{Duration, Instant};
 
