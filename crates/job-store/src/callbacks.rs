@@ -457,16 +457,11 @@ impl Store {
     pub async fn redeliver_event(&self, job_id: Uuid, webhook_id: &str) -> StoreResult<()> {
         let _gate = self.write_gate().await;
         let now = now();
-        let res = callback_delivery::Entity::update_many()
+        let event = callback_delivery::Entity::update_many()
             .filter(callback_delivery::Column::JobId.eq(job_id))
             .filter(callback_delivery::Column::WebhookId.eq(webhook_id))
-            .filter(callback_delivery::Column::State.ne(CallbackState::Recorded))
-            .col_expr(callback_delivery::Column::State, Expr::value(CallbackState::Pending))
-            .col_expr(callback_delivery::Column::NextAttemptAt, Expr::value(now))
-            .col_expr(callback_delivery::Column::ManualRequested, Expr::value(true))
-            .col_expr(callback_delivery::Column::UpdatedAt, Expr::value(now))
-            .exec(&self.db)
-            .await?;
+            .filter(callback_delivery::Column::State.ne(CallbackState::Recorded));
+        let res = manual_try_now(event, now).exec(&self.db).await?;
         if res.rows_affected == 0 {
             return Err(StoreError::NotFound(format!("event {webhook_id} of job {job_id}")));
         }
@@ -491,19 +486,25 @@ impl Store {
         let Some(latest) = latest else {
             return Err(StoreError::NotFound(format!("callback of job {job_id}")));
         };
-        let res = callback_delivery::Entity::update_many()
-            .filter(callback_delivery::Column::Id.eq(latest.id))
-            .col_expr(callback_delivery::Column::State, Expr::value(CallbackState::Pending))
-            .col_expr(callback_delivery::Column::NextAttemptAt, Expr::value(now))
-            .col_expr(callback_delivery::Column::ManualRequested, Expr::value(true))
-            .col_expr(callback_delivery::Column::UpdatedAt, Expr::value(now))
-            .exec(&self.db)
-            .await?;
+        let event = callback_delivery::Entity::update_many().filter(callback_delivery::Column::Id.eq(latest.id));
+        let res = manual_try_now(event, now).exec(&self.db).await?;
         if res.rows_affected == 0 {
             return Err(StoreError::NotFound(format!("callback of job {job_id}")));
         }
         Ok(())
     }
+}
+
+/// The events `update` selects, due now as a manual try (redelivery): pending, whatever their state.
+fn manual_try_now(
+    update: sea_orm::UpdateMany<callback_delivery::Entity>,
+    now: DateTime<Utc>,
+) -> sea_orm::UpdateMany<callback_delivery::Entity> {
+    update
+        .col_expr(callback_delivery::Column::State, Expr::value(CallbackState::Pending))
+        .col_expr(callback_delivery::Column::NextAttemptAt, Expr::value(now))
+        .col_expr(callback_delivery::Column::ManualRequested, Expr::value(true))
+        .col_expr(callback_delivery::Column::UpdatedAt, Expr::value(now))
 }
 
 #[cfg(test)]
