@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Output;
 
 use apollo_client::PersonDetail;
-use e2e_tests::{Backend, CLIENT_KEY, TestApp, enrichd_binary, fast_sim, on_both_backends};
+use e2e_tests::{ADMIN_KEY, Backend, CLIENT_KEY, TestApp, enrichd_binary, fast_sim, on_both_backends};
 use enrichd::core::csv_map::ENRICHED_COLUMNS;
 use serde_json::Value;
 
@@ -216,3 +216,117 @@ async fn check_export(t: &TestApp, out: &Path) {
 }
 
 on_both_backends!(csv_round_trip);
+
+/// `enrichd suppress add|import|list|remove` against the real service: what each prints, what
+/// the service holds after it (through the API), and that a client key cannot touch the global list.
+async fn suppress_commands(backend: Backend) {
+    let bin = enrichd_binary();
+    let t = TestApp::spawn(backend, fast_sim(), |_| {}).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("enrichd-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cli = Cli { t: &t, bin };
+    let listed = async || t.get_json("/v1/suppressions").await["entries"].as_array().unwrap().clone();
+
+    let added = cli.run(&["suppress", "add", "--email", "Opt.Out@Example.com"]);
+    assert!(added.status.success(), "{}", text(&added.stderr));
+    let out = text(&added.stdout);
+    let fields: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!((fields[0], fields[2]), ("added", "email"), "{out}");
+    let email_id = fields[1].to_string();
+    assert_eq!(fields[3].len(), 12, "a 12-digit hash prefix: {out}");
+    let entries = listed().await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["id"], email_id.as_str());
+    assert_eq!(entries[0]["hash_prefix"], fields[3]);
+    // The same address, written differently, is the same entry.
+    let again = cli.run(&["suppress", "add", "--email", "opt.out@example.com"]);
+    assert!(text(&again.stdout).starts_with(&format!("already present {email_id}")), "{}", text(&again.stdout));
+    // Two identifiers at once, or none, are refused by the command line.
+    let two = cli.run(&["suppress", "add", "--email", "a@b.com", "--domain", "b.com"]);
+    assert_eq!(two.status.code(), Some(2), "{}", text(&two.stderr));
+    let bad = cli.run(&["suppress", "add", "--apollo-id", "nope"]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad.stderr).contains("422"), "{}", text(&bad.stderr));
+    assert!(text(&bad.stderr).contains("apollo_id: must be an Apollo person id"), "{}", text(&bad.stderr));
+
+    // CSV import: one new, one already listed, one invalid (named by its file line).
+    let csv_file = dir.join("optouts.csv");
+    std::fs::write(&csv_file, "email,domain\r\nnew.person@example.org,\r\nOPT.OUT@example.com,\r\nnot-an-email,\r\n")
+        .unwrap();
+    let imported = cli.run(&["suppress", "import", csv_file.to_str().unwrap()]);
+    assert_eq!(imported.status.code(), Some(2), "an invalid row exits 2: {}", text(&imported.stderr));
+    assert_eq!(text(&imported.stdout).trim(), "added 1, already present 1, invalid 1");
+    assert!(text(&imported.stderr).contains("line 4: email is not an email address"), "{}", text(&imported.stderr));
+    // JSON import.
+    let json_file = dir.join("optouts.json");
+    std::fs::write(
+        &json_file,
+        r#"[{"domain": "competitor.example"}, {"linkedin_url": "https://www.linkedin.com/in/no-thanks"}]"#,
+    )
+    .unwrap();
+    let imported = cli.run(&["suppress", "import", json_file.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    assert_eq!(text(&imported.stdout).trim(), "added 2, already present 0, invalid 0");
+    assert_eq!(listed().await.len(), 4);
+
+    // list prints every entry: id, kind, hash prefix, scope.
+    let table = cli.run(&["suppress", "list"]);
+    assert!(table.status.success(), "{}", text(&table.stderr));
+    let table = text(&table.stdout);
+    let rows: Vec<Vec<&str>> = table.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    let expected: Vec<(String, String, String)> = listed()
+        .await
+        .iter()
+        .map(|e| {
+            (
+                e["id"].as_str().unwrap().into(),
+                e["kind"].as_str().unwrap().into(),
+                e["hash_prefix"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let got: Vec<(String, String, String)> = rows.iter().map(|r| (r[0].into(), r[1].into(), r[2].into())).collect();
+    assert_eq!(got, expected, "{table}");
+    assert!(rows.iter().all(|r| r[3] == "client"), "{table}");
+    let kinds: Vec<&str> = rows.iter().map(|r| r[1]).collect();
+    assert_eq!(kinds, ["email", "email", "domain", "linkedin_url"]);
+    assert!(!table.contains("example"), "no plaintext in the list: {table}");
+
+    // remove by id, and by the identifier given again.
+    let removed = cli.run(&["suppress", "remove", &email_id]);
+    assert!(removed.status.success(), "{}", text(&removed.stderr));
+    let removed = cli.run(&["suppress", "remove", "--domain", "Competitor.Example"]);
+    assert!(removed.status.success(), "{}", text(&removed.stderr));
+    let left: Vec<String> = listed().await.iter().map(|e| e["kind"].as_str().unwrap().to_string()).collect();
+    assert_eq!(left, ["email", "linkedin_url"]);
+    let gone = cli.run(&["suppress", "remove", &email_id]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(text(&gone.stderr).contains("404"), "{}", text(&gone.stderr));
+
+    // --global: refused with a client key, the global list with an admin key.
+    let refused = cli.run(&["suppress", "add", "--global", "--domain", "everyone.example"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("403"), "{}", text(&refused.stderr));
+    let admin = |args: &[&str]| {
+        std::process::Command::new(&cli.bin)
+            .args(args)
+            .env("ENRICHD_URL", t.url())
+            .env("ENRICHD_KEY", ADMIN_KEY)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run enrichd")
+    };
+    let global = admin(&["suppress", "add", "--global", "--domain", "everyone.example"]);
+    assert!(global.status.success(), "{}", text(&global.stderr));
+    let global_list = text(&admin(&["suppress", "list", "--global"]).stdout);
+    assert_eq!(global_list.lines().count(), 2, "{global_list}");
+    assert!(
+        global_list.lines().nth(1).unwrap().contains(" domain ") && global_list.contains(" global "),
+        "{global_list}"
+    );
+    assert_eq!(listed().await.len(), 2, "the client's list is untouched");
+    let _ = std::fs::remove_dir_all(&dir);
+    t.stop().await;
+}
+
+on_both_backends!(suppress_commands);

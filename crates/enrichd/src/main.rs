@@ -1,5 +1,5 @@
 //! The `enrichd` binary: `serve`, `demo`, `migrate`, and the client commands (`submit`, `watch`,
-//! `export`, `jobs`, `show`, `cancel`).
+//! `export`, `jobs`, `show`, `cancel`, `retry`, `suppress`).
 
 use std::process::ExitCode;
 

@@ -5,7 +5,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 
 use crate::cli::Connection;
-use crate::models::{ErrorBody, Estimate, Job, JobPage, JobRequest, MAX_PAGE, PersonPage, RetryRequest};
+use crate::models::{
+    ErrorBody, Estimate, Job, JobPage, JobRequest, MAX_PAGE, PersonPage, RetryRequest, Suppression, SuppressionAdded,
+    SuppressionIdentifier, SuppressionImport, SuppressionPage, SuppressionRemoved, SuppressionScope,
+};
 
 /// What a call to the service can end with besides success.
 #[derive(Debug, thiserror::Error)]
@@ -123,5 +126,72 @@ impl ApiClient {
     /// `POST /v1/jobs/{id}/cancel`.
     pub async fn cancel(&self, id: &str) -> Result<Job, ClientError> {
         Self::read(self.request(Method::POST, &format!("/v1/jobs/{id}/cancel")).send().await?).await
+    }
+
+    fn scoped(req: RequestBuilder, scope: Option<SuppressionScope>) -> RequestBuilder {
+        match scope {
+            Some(SuppressionScope::Global) => req.query(&[("scope", "global")]),
+            Some(SuppressionScope::Client) => req.query(&[("scope", "client")]),
+            None => req,
+        }
+    }
+
+    /// `POST /v1/suppressions`.
+    pub async fn add_suppression(
+        &self,
+        id: &SuppressionIdentifier,
+        scope: Option<SuppressionScope>,
+    ) -> Result<SuppressionAdded, ClientError> {
+        let req = Self::scoped(self.request(Method::POST, "/v1/suppressions"), scope).json(id);
+        Self::read(req.send().await?).await
+    }
+
+    /// `POST /v1/suppressions/import` with a CSV (`text/csv`) or JSON body.
+    pub async fn import_suppressions(
+        &self,
+        body: Vec<u8>,
+        content_type: &str,
+        scope: Option<SuppressionScope>,
+    ) -> Result<SuppressionImport, ClientError> {
+        let req = Self::scoped(self.request(Method::POST, "/v1/suppressions/import"), scope)
+            .header("content-type", content_type)
+            .body(body);
+        Self::read(req.send().await?).await
+    }
+
+    /// Every entry of `GET /v1/suppressions`, page after page.
+    pub async fn suppressions(&self, scope: Option<SuppressionScope>) -> Result<Vec<Suppression>, ClientError> {
+        let mut all = Vec::new();
+        let mut after: Option<uuid::Uuid> = None;
+        loop {
+            let req = Self::scoped(self.request(Method::GET, "/v1/suppressions"), scope)
+                .query(&[("limit", MAX_PAGE.to_string()), ("after", after.map(|a| a.to_string()).unwrap_or_default())]);
+            let page: SuppressionPage = Self::read(req.send().await?).await?;
+            all.extend(page.entries);
+            match page.next_after {
+                Some(next) => after = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// `DELETE /v1/suppressions/{id}`.
+    pub async fn remove_suppression(
+        &self,
+        id: &str,
+        scope: Option<SuppressionScope>,
+    ) -> Result<SuppressionRemoved, ClientError> {
+        let req = Self::scoped(self.request(Method::DELETE, &format!("/v1/suppressions/{id}")), scope);
+        Self::read(req.send().await?).await
+    }
+
+    /// `POST /v1/suppressions/remove`: the entry of an identifier.
+    pub async fn remove_suppression_of(
+        &self,
+        id: &SuppressionIdentifier,
+        scope: Option<SuppressionScope>,
+    ) -> Result<SuppressionRemoved, ClientError> {
+        let req = Self::scoped(self.request(Method::POST, "/v1/suppressions/remove"), scope).json(id);
+        Self::read(req.send().await?).await
     }
 }

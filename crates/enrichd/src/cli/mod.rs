@@ -1,9 +1,10 @@
-//! The command-line client: `submit`, `watch`, `export`, `jobs`, `show`, `cancel`, `retry`, talking to a
+//! The command-line client: `submit`, `watch`, `export`, `jobs`, `show`, `cancel`, `retry`, `suppress`, talking to a
 //! running service over its HTTP API (`ENRICHD_URL`, `ENRICHD_KEY`) with the contract's types.
 
 mod api;
 mod export;
 mod submit;
+mod suppress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Subcommand, ValueEn
 use secrecy::SecretString;
 
 pub use api::{ApiClient, ClientError};
+pub use suppress::{IdentifierArgs, SuppressCommand};
 
 use crate::models::{Job, JobStatus, RetryRequest};
 
@@ -187,6 +189,16 @@ pub enum ClientCommand {
         #[arg(long)]
         idempotency_key: Option<String>,
     },
+    /// The do-not-enrich list: `add`, `import`, `list`, `remove` (client keys: the client's list;
+    /// `--global` with an admin key: the list for every client).
+    Suppress {
+        /// The service.
+        #[command(flatten)]
+        conn: Connection,
+        /// What to do.
+        #[command(subcommand)]
+        action: SuppressCommand,
+    },
 }
 
 /// Runs one client command; the exit code says how it went.
@@ -238,6 +250,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<ExitCode> {
             println!("{}", job.id);
             Ok(ExitCode::SUCCESS)
         }
+        ClientCommand::Suppress { conn, action } => suppress::run(&ApiClient::new(&conn)?, action).await,
     }
 }
 
