@@ -612,7 +612,126 @@ async fn job_events_stream(backend: Backend) {
     t.stop().await;
 }
 
+/// The entries of the list page as (id, kind, hash prefix, scope), in order.
+fn listed_entries(body: &str) -> Vec<(String, String, String, String)> {
+    body.split("<tr data-id=\"")
+        .skip(1)
+        .map(|row| {
+            let id = row.split('"').next().unwrap().to_string();
+            let cells: Vec<String> = row
+                .split("<td")
+                .skip(1)
+                .take(3)
+                .map(|c| c.split_once('>').unwrap().1.split('<').next().unwrap().to_string())
+                .collect();
+            (id, cells[0].clone(), cells[1].clone(), cells[2].clone())
+        })
+        .collect()
+}
+
+/// The do-not-enrich page: add an entry with the form and see it listed as the API lists it,
+/// import pasted CSV (counts and the bad row shown), remove with the entry's button; forms
+/// without the CSRF token are refused; an admin's page is the global list.
+async fn suppression_page(backend: Backend) {
+    let t = TestApp::spawn(backend, fast_sim(), |_| {}).await.unwrap();
+    assert_eq!(Session::anonymous(&t).get("/ui/suppressions").await.location(), "/ui/sign-in");
+    let me = Session::sign_in(&t, CLIENT_KEY).await;
+    let page = me.get("/ui/suppressions").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(r#"href="/ui/suppressions" aria-current="page""#), "the nav link is marked");
+    assert!(page.body.contains("id=\"no-entries\""));
+    let csrf = page.csrf();
+
+    let no_token = me.post("/ui/suppressions/add", &[("kind", "email"), ("value", "a@b.com")]).await;
+    assert_eq!(no_token.status, 403);
+    let added = me
+        .post("/ui/suppressions/add", &[("csrf", &csrf), ("kind", "email"), ("value", "Dana@Northwind-Labs.com")])
+        .await;
+    assert_eq!((added.status, added.location()), (303, "/ui/suppressions?done=added"), "{}", added.body);
+    let page = me.get(added.location()).await;
+    assert!(page.body.contains("Added."), "{}", page.body);
+    let api = t.get_json("/v1/suppressions").await;
+    let entry = &api["entries"][0];
+    let rows = listed_entries(&page.body);
+    assert_eq!(
+        rows,
+        [(
+            entry["id"].as_str().unwrap().to_string(),
+            "email".to_string(),
+            entry["hash_prefix"].as_str().unwrap().to_string(),
+            "client".to_string()
+        )]
+    );
+    assert!(!page.body.to_lowercase().contains("dana@northwind-labs.com"), "no plaintext on the page");
+    // Again: already present; a bad value is shown, not added.
+    let again = me
+        .post("/ui/suppressions/add", &[("csrf", &csrf), ("kind", "email"), ("value", "dana@northwind-labs.com")])
+        .await;
+    assert_eq!(again.location(), "/ui/suppressions?done=present");
+    let bad =
+        me.post("/ui/suppressions/add", &[("csrf", &csrf), ("kind", "apollo_id"), ("value", "<b>nope</b>")]).await;
+    assert_eq!(bad.status, 422);
+    assert!(bad.body.contains("must be an Apollo person id"), "{}", bad.body);
+    assert!(!bad.body.contains("<b>nope"), "escaped");
+
+    // Import pasted CSV: one new, one present, one invalid.
+    let imported = me
+        .post_multipart(
+            "/ui/suppressions/import",
+            &[
+                ("csrf", &csrf),
+                (
+                    "text",
+                    "email,domain\nli.wei@harbor-analytics.io,\n,acme-corp.com\nDANA@northwind-labs.com,\nnope,\n",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(imported.status, 200, "{}", imported.body);
+    assert!(imported.body.contains("Added 2, already present 1, invalid 1."), "{}", imported.body);
+    assert!(imported.body.contains("row 4: email is not an email address"), "{}", imported.body);
+    let kinds: Vec<String> = listed_entries(&imported.body).into_iter().map(|r| r.1).collect();
+    assert_eq!(kinds, ["email", "email", "domain"]);
+    let refused = me.post_multipart("/ui/suppressions/import", &[("text", "email\na@b.com\n")]).await;
+    assert_eq!(refused.status, 403);
+
+    // Remove the first entry with its button.
+    let first = listed_entries(&imported.body)[0].0.clone();
+    assert!(imported.body.contains(&format!(r#"action="/ui/suppressions/{first}/remove""#)));
+    let other = Session::sign_in(&t, OTHER_KEY).await;
+    let other_csrf = other.get("/ui/suppressions").await.csrf();
+    let theirs = other.post(&format!("/ui/suppressions/{first}/remove"), &[("csrf", &other_csrf)]).await;
+    assert_eq!(theirs.status, 404, "another client cannot remove my entry");
+    let removed = me.post(&format!("/ui/suppressions/{first}/remove"), &[("csrf", &csrf)]).await;
+    assert_eq!((removed.status, removed.location()), (303, "/ui/suppressions?done=removed"));
+    let page = me.get("/ui/suppressions").await;
+    let left: Vec<String> = listed_entries(&page.body).into_iter().map(|r| r.0).collect();
+    assert_eq!(left.len(), 2);
+    assert!(!left.contains(&first));
+    let api: Vec<String> = t.get_json("/v1/suppressions").await["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(left, api);
+
+    // An admin manages the global list.
+    let admin = Session::sign_in(&t, ADMIN_KEY).await;
+    let page = admin.get("/ui/suppressions").await;
+    assert!(page.body.contains("The global list"), "{}", page.body);
+    assert!(listed_entries(&page.body).is_empty(), "the clients' entries are not the global list");
+    let added = admin
+        .post("/ui/suppressions/add", &[("csrf", &page.csrf()), ("kind", "domain"), ("value", "everyone.example")])
+        .await;
+    assert_eq!(added.status, 303);
+    let rows = listed_entries(&admin.get("/ui/suppressions").await.body);
+    assert_eq!((rows.len(), rows[0].1.as_str(), rows[0].3.as_str()), (1, "domain", "global"));
+    t.stop().await;
+}
+
 on_both_backends!(
+    suppression_page,
     pages_auth_and_escaping,
     upload_submit_and_download,
     system_page_allowance_errors_and_replicas,

@@ -18,6 +18,8 @@ pub enum Nav {
     NewJob,
     /// The usage page.
     Usage,
+    /// The do-not-enrich list.
+    Suppressions,
     /// The system page.
     System,
 }
@@ -46,6 +48,7 @@ pub fn page(title: &str, viewer: Option<&Viewer>, nav: Nav, body: Markup) -> Mar
                         a href="/ui/jobs" aria-current=[(nav == Nav::Jobs).then_some("page")] { "Jobs" }
                         a href="/ui/new" aria-current=[(nav == Nav::NewJob).then_some("page")] { "New job" }
                         a href="/ui/usage" aria-current=[(nav == Nav::Usage).then_some("page")] { "Usage" }
+                        a href="/ui/suppressions" aria-current=[(nav == Nav::Suppressions).then_some("page")] { "Do not enrich" }
                         @if v.admin {
                             a href="/ui/system" aria-current=[(nav == Nav::System).then_some("page")] { "System" }
                         }

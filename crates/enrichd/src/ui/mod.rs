@@ -10,6 +10,7 @@ pub mod layout;
 pub mod new_job;
 pub mod session;
 pub mod sign_in;
+pub mod suppressions;
 pub mod system;
 pub mod usage;
 
@@ -129,6 +130,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .service(jobs::redeliver)
             .service(jobs::export_csv)
             .service(usage::show)
+            .service(suppressions::show)
+            .service(suppressions::add)
+            .service(suppressions::import)
+            .service(suppressions::remove)
             .service(system::show)
             .service(system::resume),
     );

@@ -56,8 +56,8 @@ fn key(state: &AppState) -> Result<&SuppressionKey, ApiError> {
         .ok_or_else(|| ApiError::Conflict("the do-not-enrich list is off: SUPPRESSION_KEY is not set".into()))
 }
 
-/// The one identifier of `id` as (kind, hash), or what is wrong with it.
-fn hashed(key: &SuppressionKey, id: &SuppressionIdentifier) -> Result<(SuppressionKind, String), Problem> {
+/// The one identifier of `id` as (kind, hash), or what is wrong with it (shared with the dashboard).
+pub(crate) fn hashed(key: &SuppressionKey, id: &SuppressionIdentifier) -> Result<(SuppressionKind, String), Problem> {
     let given: Vec<(SuppressionKind, &str, &str)> = [
         (SuppressionKind::Email, "email", &id.email),
         (SuppressionKind::LinkedinUrl, "linkedin_url", &id.linkedin_url),
@@ -164,7 +164,26 @@ pub async fn import(
         require_json(&req)?;
     }
     let body = read_limited(payload, state.config.max_body_bytes).await?;
-    let rows = if csv { csv_rows(&body)? } else { json_rows(&body)? };
+    let (entries, errors) = import_rows(key, &body, csv)?;
+    let done = state.store.add_suppressions(&scope, &entries).await?;
+    tracing::info!(added = done.added, invalid = errors.len(), "suppressions imported");
+    Ok(HttpResponse::Ok().json(SuppressionImport {
+        added: done.added,
+        already_present: done.already_present,
+        invalid: errors.len() as u64,
+        errors,
+    }))
+}
+
+type Row = Result<SuppressionIdentifier, Problem>;
+
+/// What an import adds (kind, keyed hash), and the problems of the rows it refuses.
+pub(crate) type ImportRows = (Vec<(SuppressionKind, String)>, Vec<Problem>);
+
+/// An import's body (CSV with a header row, or a JSON array) as the entries to add and the
+/// problems of the rows that are not one valid identifier (shared with the dashboard).
+pub(crate) fn import_rows(key: &SuppressionKey, body: &[u8], csv: bool) -> Result<ImportRows, ApiError> {
+    let rows = if csv { csv_rows(body)? } else { json_rows(body)? };
     if rows.len() > MAX_IMPORT_ROWS {
         return Err(ApiError::invalid_field("", format!("more than {MAX_IMPORT_ROWS} rows")));
     }
@@ -179,17 +198,8 @@ pub async fn import(
             }
         }
     }
-    let done = state.store.add_suppressions(&scope, &entries).await?;
-    tracing::info!(added = done.added, invalid = errors.len(), "suppressions imported");
-    Ok(HttpResponse::Ok().json(SuppressionImport {
-        added: done.added,
-        already_present: done.already_present,
-        invalid: errors.len() as u64,
-        errors,
-    }))
+    Ok((entries, errors))
 }
-
-type Row = Result<SuppressionIdentifier, Problem>;
 
 fn json_rows(body: &[u8]) -> Result<Vec<Row>, ApiError> {
     let value = decode_json(body)?;
