@@ -64,7 +64,19 @@ async fn scrape(t: &TestApp) -> (String, Series) {
 
 async fn one_job(backend: Backend, logs: &Captured) {
     let t = TestApp::spawn(backend, fast_sim(), |_| {}).await.unwrap();
-    let (_, before) = scrape(&t).await;
+    let (before_text, before) = scrape(&t).await;
+    // Every person state is listed, with no one in it yet.
+    assert!(before_text.contains("enrichd_people{state=\"suppressed\"} 0"), "{before_text}");
+    // One of the 25 is on the client's do-not-enrich list.
+    let listed = t
+        .http
+        .post(format!("{}/v1/suppressions", t.url()))
+        .bearer_auth(CLIENT_KEY)
+        .json(&json!({"email": "person24@northwind-labs.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 201);
     let people: Vec<Value> = (0..25).map(|i| json!({"email": format!("person{i}@northwind-labs.com")})).collect();
     let resp = t.submit(&json!({"people": people})).await;
     assert_eq!(resp.status(), 202);
@@ -83,11 +95,14 @@ async fn one_job(backend: Backend, logs: &Captured) {
     );
     let credits: apollo_client::Credits = serde_json::from_value(job["credits_consumed"].clone()).unwrap();
     assert_eq!(delta("enrichd_credits_consumed_micros_total", &[("kind", "sync")]), credits.micros() as f64, "{text}");
-    for state in ["complete", "not_found", "failed", "partial"] {
+    assert_eq!(job["counts"]["suppressed"], 1, "{job:#}");
+    for state in ["complete", "not_found", "failed", "partial", "suppressed"] {
         let n = job["counts"][state].as_f64().unwrap();
         assert_eq!(get(&after, "enrichd_people", &[("state", state)]), n, "people {state}: {text}");
     }
     assert_eq!(get(&after, "enrichd_jobs", &[("state", "completed")]), 1.0, "{text}");
+    assert_eq!(get(&after, "enrichd_suppressions", &[("scope", "client"), ("kind", "email")]), 1.0, "{text}");
+    assert!(text.contains("enrichd_suppressions{scope=\"global\",kind=\"domain\"} 0"), "{text}");
     assert_eq!(
         delta("enrichd_http_requests_total", &[("route", "/v1/jobs"), ("method", "POST"), ("status", "202")]),
         1.0

@@ -60,13 +60,21 @@ pub fn callback_result(status: Option<u16>) -> &'static str {
 async fn refresh_gauges(state: &AppState) {
     match state.store.state_counts().await {
         Ok(c) => {
-            for (name, rows) in [
-                ("enrichd_jobs", &c.jobs),
-                ("enrichd_people", &c.people),
-                ("enrichd_batches", &c.batches),
-                ("enrichd_deliveries", &c.deliveries),
-                ("enrichd_callbacks", &c.callbacks),
+            let jobs: Vec<&str> = rules::JobState::ALL.iter().map(|s| s.as_str()).collect();
+            let people: Vec<&str> = rules::PersonState::ALL.iter().map(|s| s.as_str()).collect();
+            let batches: Vec<&str> = rules::BatchState::ALL.iter().map(|s| s.as_str()).collect();
+            for (name, known, rows) in [
+                ("enrichd_jobs", jobs, &c.jobs),
+                ("enrichd_people", people, &c.people),
+                ("enrichd_batches", batches, &c.batches),
+                ("enrichd_deliveries", Vec::new(), &c.deliveries),
+                ("enrichd_callbacks", Vec::new(), &c.callbacks),
             ] {
+                // Every known state is listed (0 when no row is in it, e.g. `suppressed`), so a
+                // state that empties reads 0 rather than its last count.
+                for s in known.into_iter().filter(|k| !rows.iter().any(|(s, _)| s == k)) {
+                    metrics::gauge!(name, "state" => s).set(0.0);
+                }
                 for (s, n) in rows {
                     metrics::gauge!(name, "state" => s.clone()).set(*n as f64);
                 }
@@ -91,6 +99,15 @@ async fn refresh_gauges(state: &AppState) {
                 ("enrichd_vendor_credits_micros", v.totals.credits.micros()),
             ] {
                 metrics::gauge!(name, "vendor" => vendor.clone(), "kind" => kind).set(value as f64);
+            }
+        }
+    }
+    if let Ok(counts) = state.store.suppression_counts().await {
+        for global in [false, true] {
+            for kind in rules::SuppressionKind::ALL {
+                let n = counts.iter().find(|(g, k, _)| *g == global && k == kind).map_or(0, |c| c.2);
+                let scope = if global { "global" } else { "client" };
+                metrics::gauge!("enrichd_suppressions", "scope" => scope, "kind" => kind.as_str()).set(n as f64);
             }
         }
     }
@@ -136,7 +153,14 @@ pub fn describe() {
     );
     describe_counter!("enrichd_callback_attempts_total", "Final callback attempts, by result");
     describe_gauge!("enrichd_jobs", "Jobs by state (finished jobs by outcome included)");
-    describe_gauge!("enrichd_people", "People by state (finished people by outcome included)");
+    describe_gauge!(
+        "enrichd_people",
+        "People by state (finished people by outcome included, `suppressed`: on a do-not-enrich list, never sent)"
+    );
+    describe_gauge!(
+        "enrichd_suppressions",
+        "Do-not-enrich list entries by scope (`global`, or `client`: every client's list together) and identifier kind"
+    );
     describe_gauge!("enrichd_batches", "Batches by state (queue depth: queued, retry_wait)");
     describe_gauge!("enrichd_deliveries", "Stored Apollo deliveries by state (queue depth: pending)");
     describe_gauge!("enrichd_callbacks", "Final callbacks by state (queue depth: pending)");

@@ -9,10 +9,10 @@ use chrono::{DateTime, Utc};
 use rules::lifecycle::Event;
 use rules::suppression::{SuppressionKey, parse_tokens};
 use rules::{PersonState, SuppressionKind};
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, ExprTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -261,6 +261,27 @@ impl Store {
         let added = insert_entries(&txn, scope, entries, now).await?;
         txn.commit().await?;
         Ok(added)
+    }
+
+    /// How many entries each list kind holds, by identifier kind: `(global, kind, n)`, where
+    /// `global` is `false` for the clients' lists taken together (for `/metrics`; kinds with no
+    /// entries are absent).
+    pub async fn suppression_counts(&self) -> StoreResult<Vec<(bool, SuppressionKind, i64)>> {
+        let rows: Vec<(String, SuppressionKind, i64)> = suppression::Entity::find()
+            .select_only()
+            .column(suppression::Column::Scope)
+            .column(suppression::Column::Kind)
+            .column_as(Expr::col(suppression::Column::Id).count(), "n")
+            .group_by(suppression::Column::Scope)
+            .group_by(suppression::Column::Kind)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut totals: HashMap<(bool, SuppressionKind), i64> = HashMap::new();
+        for (scope, kind, n) in rows {
+            *totals.entry((scope == GLOBAL, kind)).or_default() += n;
+        }
+        Ok(totals.into_iter().map(|((g, k), n)| (g, k, n)).collect())
     }
 
     /// `scope`'s entries in id (creation) order, after `after`, at most `limit`.
