@@ -153,12 +153,26 @@ impl Store {
             opts.max_connections(options.max_connections.unwrap_or(8));
         }
         let process_lock = if options.single_process { single_process::lock(url)? } else { None };
+        // A file SQLite database migrates on a connection of its own, before the pool opens: a
+        // pooled connection that read the schema half-way through the migrations keeps that view
+        // for some statements (SQLite does not re-read it before refusing an upsert whose
+        // `ON CONFLICT` target names an index created later: "does not match any PRIMARY KEY or
+        // UNIQUE constraint").
+        let migrate_first = is_sqlite && !in_memory && options.run_migrations;
+        if migrate_first {
+            let mut once = opts.clone();
+            once.max_connections(1).min_connections(0);
+            let db = Database::connect(once).await?;
+            let done = Migrator::up(&db, None).await;
+            db.close().await?;
+            done?;
+        }
         let db = Database::connect(opts).await?;
         let mut store = Store::from_connection(db);
         store._process_lock = process_lock.map(Arc::new);
         // Measures this host's clock against the database's once at start (then at every read).
         store.clock_now().await?;
-        if options.run_migrations {
+        if options.run_migrations && !migrate_first {
             store.migrate().await?;
         }
         Ok(store)

@@ -124,6 +124,13 @@ async fn scopes_are_apart_and_global_applies_to_everyone(store: Store) {
     let store = keyed(store);
     store.add_suppressions(&Scope::Client("acme".into()), &[entry(K::Email, "p0@example.com")]).await.unwrap();
     store.add_suppressions(&Scope::Global, &[entry(K::Email, "p1@example.com")]).await.unwrap();
+    // beta's entries match none of its people (p0..p2@example.com).
+    let beta = [entry(K::Email, "p9@example.com"), entry(K::Domain, "example.org")];
+    store.add_suppressions(&Scope::Client("beta".into()), &beta).await.unwrap();
+    // /metrics' counts: the clients' lists together, the global one apart, by kind.
+    let mut counts = store.suppression_counts().await.unwrap();
+    counts.sort_by_key(|(global, kind, _)| (*global, kind.as_str()));
+    assert_eq!(counts, [(false, K::Domain, 1), (false, K::Email, 2), (true, K::Email, 1)]);
     let a = store.create_job(job("acme", 3, EnrichFlags::default())).await.unwrap().job;
     let b = store.create_job(job("beta", 3, EnrichFlags::default())).await.unwrap().job;
     assert_eq!(a.counts.suppressed, 2, "its own entry and the global one");
