@@ -133,6 +133,10 @@ async fn listed_people_are_never_sent(backend: Backend) {
     assert_eq!(status, 201, "{global}");
     assert_eq!(global["entry"]["scope"], "global");
     assert_eq!(add(&t, CLIENT_KEY, "", json!({"email": "a@b.io", "domain": "b.io"})).await.0, 422, "one identifier");
+    assert_eq!(add(&t, CLIENT_KEY, "", json!({"email": "a@b.io", "domain": ""})).await.0, 422, "an empty field counts");
+    for path in ["/v1/suppressions/import", "/v1/suppressions/remove"] {
+        assert_eq!(call(&t, Method::DELETE, CLIENT_KEY, path, None).await.0, 405, "{path} takes POST");
+    }
 
     let people = json!([
         {"email": "blocked.person@acme-corp.com", "external_id": "email"},

@@ -1115,22 +1115,23 @@ pub fn person_json(p: &PersonView) -> Value {
 /// One identifier for the do-not-enrich list: exactly one of the four fields.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1, max_properties = 1, example = json!({"email": "dana@northwind-labs.com"}))]
 pub struct SuppressionIdentifier {
     /// An email address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 1024)]
+    #[schema(min_length = 1, max_length = 1024)]
     pub email: Option<String>,
     /// A LinkedIn profile URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 1024)]
+    #[schema(min_length = 1, max_length = 1024)]
     pub linkedin_url: Option<String>,
     /// An Apollo person id (24 hexadecimal characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 1024)]
+    #[schema(min_length = 1, max_length = 1024)]
     pub apollo_id: Option<String>,
     /// A whole domain: everyone whose `domain`, or whose email's domain, it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 1024)]
+    #[schema(min_length = 1, max_length = 1024)]
     pub domain: Option<String>,
 }
 

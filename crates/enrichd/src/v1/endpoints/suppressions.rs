@@ -89,6 +89,10 @@ async fn one_identifier(req: &HttpRequest, payload: web::Payload) -> Result<Supp
     require_json(req)?;
     let body = read_limited(payload, MAX_ONE_BODY).await?;
     let value = decode_json(&body)?;
+    // Exactly one field, as the schema says (`{"email": …, "domain": ""}` is two).
+    if value.as_object().is_some_and(|o| o.len() != 1) {
+        return Err(ApiError::invalid_field("", "give exactly one of email, linkedin_url, apollo_id, domain"));
+    }
     serde_json::from_value(value).map_err(|e| ApiError::invalid_field("", e.to_string()))
 }
 
@@ -279,6 +283,8 @@ pub async fn list(
         (status = 401, description = "missing or unknown API key", body = ErrorBody),
         (status = 403, description = "a client key asking for the global list, or an admin key for a client's", body = ErrorBody),
         (status = 404, description = "no such entry on this list", body = ErrorBody),
+        (status = 405, description = "`import` or `remove` as the id: those paths take POST", body = ErrorBody),
+        (status = 422, description = "a bad `scope`", body = ErrorBody),
         (status = 500, description = "a bug of ours", body = ErrorBody),
         (status = 503, description = "the database is unreachable; retry", body = ErrorBody),
     ))]
@@ -289,6 +295,10 @@ pub async fn remove_by_id(
     query: web::Query<ScopeQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    // `DELETE /v1/suppressions/import` (or `/remove`) names a POST-only path, not an entry.
+    if matches!(path.as_str(), "import" | "remove") {
+        return Err(ApiError::MethodNotAllowed(vec!["POST".into()]));
+    }
     let scope = scope_of(&req, &state, query.scope)?;
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::NotFound("suppression"))?;
     if !state.store.remove_suppression(&scope, SuppressionId(id)).await? {
