@@ -101,6 +101,12 @@ async fn delete_erases_personal_data_and_keeps_counters(backend: Backend) {
     let before = t.wait_done(&id, Duration::from_secs(60)).await;
     assert_eq!(before["status"], "completed", "{before:#}");
     t.receiver.wait_for(1, Duration::from_secs(10)).await;
+    // The receiver answers before the sender records its attempt: wait for the record too.
+    let recorded = Instant::now();
+    while t.get_json(&format!("/v1/jobs/{id}")).await["callback"]["attempt_log"].as_array().is_none_or(Vec::is_empty) {
+        assert!(recorded.elapsed() < Duration::from_secs(10), "the callback's attempt was never recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let people_before = t.all_people(&id).await;
     assert!(people_before.iter().any(|p| p["record"].is_object()), "something was found to erase");
     let batches = batches_of(&t, job_id).await;
