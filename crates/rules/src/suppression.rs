@@ -17,8 +17,20 @@ use crate::person_key::{normalize_domain, normalize_linkedin};
 pub const MIN_KEY_BYTES: usize = 16;
 
 /// The server secret the hashes are keyed with. Its `Debug` never shows it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct SuppressionKey(Vec<u8>);
+#[derive(Clone)]
+pub struct SuppressionKey {
+    secret: Vec<u8>,
+    /// The HMAC state after the key: each hash starts from a copy (a job hashes every person).
+    keyed: Hmac<Sha256>,
+}
+
+impl PartialEq for SuppressionKey {
+    fn eq(&self, other: &SuppressionKey) -> bool {
+        self.secret == other.secret
+    }
+}
+
+impl Eq for SuppressionKey {}
 
 /// A key shorter than [`MIN_KEY_BYTES`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,13 +43,14 @@ impl SuppressionKey {
         if secret.len() < MIN_KEY_BYTES {
             return Err(ShortKey);
         }
-        Ok(SuppressionKey(secret.as_bytes().to_vec()))
+        // HMAC takes a key of any length.
+        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+        Ok(SuppressionKey { secret: secret.as_bytes().to_vec(), keyed })
     }
 
     /// The hex hash of the normalised `value` of `kind` (see the module's description).
     pub fn hash(&self, kind: SuppressionKind, value: &str) -> String {
-        // HMAC takes a key of any length.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC accepts any key length");
+        let mut mac = self.keyed.clone();
         mac.update(kind.as_str().as_bytes());
         mac.update(b":");
         mac.update(value.as_bytes());
@@ -62,7 +75,13 @@ impl fmt::Debug for SuppressionKey {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// The normalised form of `raw` as an identifier of `kind`, or `None` when it is not one:
