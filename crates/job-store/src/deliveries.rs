@@ -166,12 +166,16 @@ impl Store {
         // one inserted (a statement's rows are not written in a promised order), the others
         // are its duplicates.
         let mut seen: HashSet<&str> = HashSet::with_capacity(items.len());
-        let firsts: Vec<(&InboundDelivery<'_>, &str, Uuid)> = items
+        let mut firsts: Vec<(&InboundDelivery<'_>, &str, Uuid)> = items
             .iter()
             .zip(&ids)
             .filter(|((_, key), _)| seen.insert(key))
             .map(|((item, key), id)| (item, *key, *id))
             .collect();
+        // Each row's foreign key locks its batch (PostgreSQL: `FOR KEY SHARE`) as it is written:
+        // in batch id order, as every `FOR UPDATE` of batches takes them, or a group and a
+        // transaction locking the same batches in the other order deadlock.
+        firsts.sort_by_key(|(item, _, _)| item.batch_id);
         let mut stored: HashMap<String, Uuid> = HashMap::with_capacity(items.len());
         {
             let _gate = self.write_gate().await;

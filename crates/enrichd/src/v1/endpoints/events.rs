@@ -27,7 +27,7 @@ const PAGE: u64 = 100;
 /// Follow a job's events live (server-sent events).
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "job id"),
-        ("Last-Event-ID" = Option<i64>, Header, minimum = 0,
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0,
         description = "resume after this event (the `id:` of the last event received)")),
     responses(
         (status = 200, description = "`text/event-stream`: each event has `id:` (its place in the job's sequence), \
@@ -184,5 +184,18 @@ mod tests {
         assert_eq!(with(" 42 ").unwrap(), 42);
         assert!(with("-1").is_err());
         assert!(with("abc").is_err());
+    }
+
+    /// `Last-Event-ID` is documented as a non-negative integer, never `null` (a client sending the
+    /// text `null` is refused, so the document must not allow it).
+    #[test]
+    fn the_resume_header_is_a_plain_integer() {
+        use utoipa::Path;
+        let op = serde_json::to_value(__path_events::operation()).expect("JSON");
+        let params = op["parameters"].as_array().expect("parameters");
+        let header = params.iter().find(|p| p["name"] == "Last-Event-ID").expect("the header");
+        assert_eq!(header["schema"]["type"], "integer", "{header:#}");
+        assert_eq!(header["schema"]["minimum"], 0, "{header:#}");
+        assert_ne!(header["required"], true);
     }
 }
