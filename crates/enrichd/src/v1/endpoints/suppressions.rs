@@ -85,6 +85,21 @@ pub(crate) fn hashed(key: &SuppressionKey, id: &SuppressionIdentifier) -> Result
     }
 }
 
+/// The list a one-identifier request names and the hash of the identifier in its body: what add
+/// and remove both start from.
+async fn scoped_hash(
+    req: &HttpRequest,
+    state: &AppState,
+    asked: Option<SuppressionScope>,
+    payload: web::Payload,
+) -> Result<(Scope, SuppressionKind, String), ApiError> {
+    let scope = scope_of(req, state, asked)?;
+    let key = key(state)?;
+    let id = one_identifier(req, payload).await?;
+    let (kind, hash) = hashed(key, &id).map_err(|p| ApiError::invalid(vec![p]))?;
+    Ok((scope, kind, hash))
+}
+
 async fn one_identifier(req: &HttpRequest, payload: web::Payload) -> Result<SuppressionIdentifier, ApiError> {
     require_json(req)?;
     let body = read_limited(payload, MAX_ONE_BODY).await?;
@@ -120,10 +135,7 @@ pub async fn add(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let scope = scope_of(&req, &state, query.scope)?;
-    let key = key(&state)?;
-    let id = one_identifier(&req, payload).await?;
-    let (kind, hash) = hashed(key, &id).map_err(|p| ApiError::invalid(vec![p]))?;
+    let (scope, kind, hash) = scoped_hash(&req, &state, query.scope, payload).await?;
     let done = state.store.add_suppressions(&scope, &[(kind, hash.clone())]).await?;
     let entry = find(&state, &scope, &hash).await?;
     let body = SuppressionAdded { added: done.added == 1, entry: Suppression::from(&entry) };
@@ -331,10 +343,7 @@ pub async fn remove(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let scope = scope_of(&req, &state, query.scope)?;
-    let key = key(&state)?;
-    let id = one_identifier(&req, payload).await?;
-    let (_, hash) = hashed(key, &id).map_err(|p| ApiError::invalid(vec![p]))?;
+    let (scope, _, hash) = scoped_hash(&req, &state, query.scope, payload).await?;
     if !state.store.remove_suppression_hash(&scope, &hash).await? {
         return Err(ApiError::NotFound("suppression"));
     }
