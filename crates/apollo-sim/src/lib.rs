@@ -189,6 +189,22 @@ impl SimHandle {
         self.shared.lock().calls.clone()
     }
 
+    /// The HTTP requests received after the first `from` (in [`SimHandle::calls`] order): a
+    /// long run reads what is new without copying everything each time.
+    pub fn calls_from(&self, from: usize) -> Vec<CallRecord> {
+        self.shared.lock().calls.get(from..).map(<[CallRecord]>::to_vec).unwrap_or_default()
+    }
+
+    /// The payloads recorded after the first `from` (in [`SimHandle::payloads`] order).
+    pub fn payloads_from(&self, from: usize) -> Vec<PayloadRecord> {
+        self.shared.lock().payloads.get(from..).map(<[PayloadRecord]>::to_vec).unwrap_or_default()
+    }
+
+    /// The delivery attempts after the first `from` (in [`SimHandle::deliveries`] order).
+    pub fn deliveries_from(&self, from: usize) -> Vec<DeliveryRecord> {
+        self.shared.lock().deliveries.get(from..).map(<[DeliveryRecord]>::to_vec).unwrap_or_default()
+    }
+
     /// Every delivery attempt (and dropped delivery), in order.
     pub fn deliveries(&self) -> Vec<DeliveryRecord> {
         self.shared.lock().deliveries.clone()

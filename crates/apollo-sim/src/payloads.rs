@@ -129,6 +129,7 @@ pub fn phone_payload(people: &[&SimPerson], now: &str) -> Payload {
                 })
                 .collect(),
             emails: Vec::new(),
+            credits: Credits::whole(if p.mobile.is_some() { 8 } else { 0 }),
         })
         .collect();
     Payload { body, credits, facts }
@@ -153,9 +154,11 @@ pub fn waterfall_payload(
             let phone = want_phone.then_some(&p.waterfall_phone);
             let email_hit = email.and_then(|s| s.found.as_ref());
             let phone_hit = phone.and_then(|s| s.found.as_ref());
+            let mut own = Credits::ZERO;
             for search in [email, phone].into_iter().flatten().filter(|s| s.found.is_some()) {
-                credits += search.credits;
+                own += search.credits;
             }
+            credits += own;
             emails_found += usize::from(email_hit.is_some());
             phones_found += usize::from(phone_hit.is_some());
             any += usize::from(email_hit.is_some() || phone_hit.is_some());
@@ -179,6 +182,7 @@ pub fn waterfall_payload(
                     })
                     .into_iter()
                     .collect(),
+                credits: own,
             });
             let mut trail = serde_json::Map::new();
             if let Some(s) = email {
@@ -359,6 +363,7 @@ mod tests {
         assert!(mobiles > 0 && mobiles < ps.len());
         assert_eq!(credits, Credits::whole(8 * mobiles as i64));
         assert_eq!(facts.len(), ps.len());
+        assert_eq!(facts.iter().map(|f| f.credits).sum::<Credits>(), credits, "the shares add up to the charge");
         for ((parsed, p), recorded) in d.people.iter().zip(&ps).zip(&facts) {
             assert_eq!(parsed.apollo_id.as_deref(), Some(p.apollo_id.as_str()));
             assert_eq!(recorded.apollo_id, p.apollo_id);
@@ -385,6 +390,7 @@ mod tests {
             .sum();
         assert_eq!(credits, expected);
         assert_eq!(facts.len(), ps.len());
+        assert_eq!(facts.iter().map(|f| f.credits).sum::<Credits>(), credits, "the shares add up to the charge");
         for ((parsed, p), recorded) in d.people.iter().zip(&ps).zip(&facts) {
             let emails: Vec<(String, Option<String>)> =
                 parsed.emails.iter().map(|e| (e.address.clone(), e.vendor.clone())).collect();

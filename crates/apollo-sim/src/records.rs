@@ -120,6 +120,8 @@ pub struct DeliveredFacts {
     pub phones: Vec<DeliveredPhone>,
     /// Email addresses delivered.
     pub emails: Vec<DeliveredEmail>,
+    /// What this person's part of the payload charges (its share of the payload's credits).
+    pub credits: Credits,
 }
 
 /// A phone number as a payload delivers it.
