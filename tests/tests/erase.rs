@@ -256,7 +256,7 @@ async fn delete_a_running_job(backend: Backend) {
 
 async fn retention_purges_finished_jobs(backend: Backend) {
     let t = TestApp::spawn(backend, fast_sim(), |c| {
-        c.retention_days = Some(0);
+        c.retention_days = Some(0.0);
         c.retention_every = Duration::from_millis(200);
     })
     .await

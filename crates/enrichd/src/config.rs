@@ -195,9 +195,10 @@ pub struct Config {
     pub skip_migrations: bool,
 
     /// Days a finished job is kept before it is purged with all its data; unset: kept forever;
-    /// 0: purged at the first pass after it finishes.
-    #[arg(long, env = "RETENTION_DAYS")]
-    pub retention_days: Option<u32>,
+    /// 0: purged at the first pass after it finishes. Fractions count (`0.25`: six hours), so a
+    /// time-scaled run can purge.
+    #[arg(long, env = "RETENTION_DAYS", value_parser = parse_days)]
+    pub retention_days: Option<f64>,
 
     /// How often the retention pass runs (when `RETENTION_DAYS` is set).
     #[arg(long, env = "RETENTION_EVERY", default_value = "1h", value_parser = parse_duration)]
@@ -238,9 +239,14 @@ impl Config {
         new.reuse = self.reuse_policy(asked);
     }
 
+    /// How long a finished job is kept (`RETENTION_DAYS`), unset: forever.
+    pub fn retention(&self) -> Option<Duration> {
+        self.retention_days.map(|d| Duration::from_secs_f64(d * 86_400.0))
+    }
+
     /// The reuse policy of a job asking for `asked` (see [`Config::apply_reuse`]).
     pub fn reuse_policy(&self, asked: Option<Duration>) -> Option<rules::reuse::ReusePolicy> {
-        let retention = self.retention_days.map(|d| Duration::from_secs(u64::from(d) * 86_400));
+        let retention = self.retention();
         let within = asked.or(self.reuse_within).map(|w| retention.map_or(w, |r| w.min(r)));
         within.map(|w| w.as_secs() as i64).filter(|s| *s > 0).map(|within_secs| rules::reuse::ReusePolicy {
             within_secs,
@@ -258,6 +264,14 @@ impl Config {
     /// The callback URL policy.
     pub fn callback_policy(&self) -> CallbackPolicy {
         CallbackPolicy { allow_http: self.callback_allow_http, allow_hosts: self.callback_allow_hosts.clone() }
+    }
+}
+
+/// A number of days: finite and not negative.
+pub fn parse_days(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(d) if d.is_finite() && d >= 0.0 && d * 86_400.0 < 1e15 => Ok(d),
+        _ => Err(format!("{s:?} is not a number of days (0 or more, e.g. 30 or 0.5)")),
     }
 }
 
@@ -289,6 +303,15 @@ pub fn parse_schedule(s: &str) -> Result<Schedule, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_days_may_be_fractions_but_not_negative() {
+        assert_eq!(parse_days("30").unwrap(), 30.0);
+        assert_eq!(parse_days("0.25").unwrap(), 0.25);
+        for bad in ["-1", "NaN", "inf", "1e20", "week"] {
+            assert!(parse_days(bad).unwrap_err().contains("not a number of days"), "{bad}");
+        }
+    }
 
     #[test]
     fn durations_and_schedules() {
