@@ -109,14 +109,25 @@ impl TestDb {
     }
 }
 
+pub mod cluster;
 pub mod process;
 pub mod proxy;
 pub mod rate_matrix;
 pub mod stand;
 pub mod truth;
 
-/// Builds the service binary (a no-op when fresh) and returns its path beside this test's binary.
+/// Builds the service binary (a no-op when fresh) and returns its path beside this binary (a
+/// test's in `target/<profile>/deps`, or a harness binary's such as `enrichd-soak`), in the same
+/// profile. `ENRICHD_BIN` names another binary to run instead (a candidate build), unbuilt.
 pub fn enrichd_binary() -> std::path::PathBuf {
+    if let Some(bin) = std::env::var_os("ENRICHD_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("test binary path");
+    let mut dir = exe.parent().expect("target directory");
+    if dir.ends_with("deps") {
+        dir = dir.parent().expect("target profile directory");
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = std::process::Command::new(cargo);
     // The same command as scripts/test.sh runs first, so this is a no-op there; without the
@@ -130,10 +141,12 @@ pub fn enrichd_binary() -> std::path::PathBuf {
             build.env_remove(&name);
         }
     }
-    let status = build.args(["build", "--quiet", "--workspace", "--bins"]).status().expect("cargo build");
+    build.args(["build", "--quiet", "--workspace", "--bins"]);
+    if dir.ends_with("release") {
+        build.arg("--release");
+    }
+    let status = build.status().expect("cargo build");
     assert!(status.success(), "building enrichd failed");
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(std::path::Path::parent).expect("target profile directory");
     let bin = dir.join("enrichd");
     assert!(bin.exists(), "{} missing", bin.display());
     bin

@@ -107,16 +107,28 @@ impl Stand {
 
     /// Kills every replica and stops the rest; drops the database and the logs.
     pub async fn finish(mut self) {
+        self.shut(false).await;
+    }
+
+    /// Where the replicas' logs are.
+    pub fn log_dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// Kills every replica and stops the rest; drops the database, and the logs unless `keep_logs`.
+    pub async fn shut(&mut self, keep_logs: bool) {
         for s in &mut self.services {
             s.kill().await;
         }
-        if let Some(p) = self.proxy {
+        if let Some(p) = self.proxy.take() {
             p.stop().await;
         }
         self.receiver.stop().await;
         self.sim.stop().await;
         self.db.drop_db().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !keep_logs {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 

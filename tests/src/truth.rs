@@ -67,112 +67,193 @@ type Phone = (String, Option<String>, Option<String>, Option<String>, BTreeSet<S
 /// One email of the expected record: (address, status, vendors).
 type Email = (String, Option<String>, BTreeSet<String>);
 
-/// What the simulator's records say one input should have become.
-#[derive(Debug, Default)]
-struct Expected {
-    apollo_id: Option<String>,
+/// What the simulator's records say one input should have become: built from its synchronous
+/// answers ([`Expected::add_answer`]) and the facts its payloads delivered ([`Expected::add_facts`]).
+#[derive(Debug, Default, Clone)]
+pub struct Expected {
+    /// The Apollo id matched (`None`: no match).
+    pub apollo_id: Option<String>,
     answered: Option<Value>,
     phones: BTreeMap<String, Phone>,
     emails: BTreeMap<String, Email>,
-    mobiles: usize,
-    waterfall_emails: usize,
+    mobiles: BTreeSet<String>,
+    waterfall_emails: BTreeSet<String>,
     /// A call carrying the person answered `phone_enrichment.status` "skipped".
     phone_skipped: bool,
     /// A phone payload of those calls lists the person (with or without a number).
     phone_delivered: bool,
 }
 
-fn add_phone(phones: &mut BTreeMap<String, Phone>, phone: Phone) {
-    if let Some(old) = phones.get(&phone.0) {
-        assert_eq!(old, &phone, "the simulator gave one number two descriptions; the oracle cannot pick one");
+fn add_phone(phones: &mut BTreeMap<String, Phone>, phone: Phone) -> Result<(), String> {
+    if let Some(old) = phones.get(&phone.0).filter(|old| **old != phone) {
+        return Err(format!("the simulator gave one number two descriptions: {old:?} and {phone:?}"));
     }
     phones.insert(phone.0.clone(), phone);
+    Ok(())
 }
 
-fn add_email(emails: &mut BTreeMap<String, Email>, email: Email) {
-    if let Some(old) = emails.get(&email.0) {
-        assert_eq!(old, &email, "the simulator gave one address two descriptions; the oracle cannot pick one");
+fn add_email(emails: &mut BTreeMap<String, Email>, email: Email) -> Result<(), String> {
+    if let Some(old) = emails.get(&email.0).filter(|old| **old != email) {
+        return Err(format!("the simulator gave one address two descriptions: {old:?} and {email:?}"));
     }
     emails.insert(email.0.clone(), email);
+    Ok(())
+}
+
+impl Expected {
+    /// Adds the person object a 200 answer gave at the input's position (its id, fields, phones,
+    /// revealed and personal emails). An error when it contradicts what is already there.
+    pub fn add_answer(&mut self, apollo_id: &str, answered: &Value) -> Result<(), String> {
+        if self.apollo_id.as_deref().is_some_and(|id| id != apollo_id) {
+            return Err(format!("one input, two Apollo ids: {:?} and {apollo_id}", self.apollo_id));
+        }
+        self.apollo_id = Some(apollo_id.to_string());
+        for p in answered["phone_numbers"].as_array().into_iter().flatten() {
+            let s = |k: &str| p[k].as_str().map(str::to_string);
+            let e164 = s("sanitized_number").ok_or("an answered phone without sanitized_number")?;
+            add_phone(&mut self.phones, (e164, s("raw_number"), s("type"), s("status"), BTreeSet::new()))?;
+        }
+        if let Some(address) = text(answered.get("email")).filter(|a| a != PLACEHOLDER) {
+            add_email(&mut self.emails, (address, text(answered.get("email_status")), BTreeSet::new()))?;
+        }
+        for address in answered["personal_emails"].as_array().into_iter().flatten().filter_map(|e| text(Some(e))) {
+            add_email(&mut self.emails, (address, None, BTreeSet::new()))?;
+        }
+        self.answered = Some(answered.clone());
+        Ok(())
+    }
+
+    /// Notes that a call carrying the person answered its phone reveal `skipped`.
+    pub fn note_phone_skipped(&mut self) {
+        self.phone_skipped = true;
+    }
+
+    /// Adds what one payload delivered for the person.
+    pub fn add_facts(
+        &mut self,
+        kind: apollo_client::DeliveryKind,
+        facts: &apollo_sim::DeliveredFacts,
+    ) -> Result<(), String> {
+        self.phone_delivered |= kind == apollo_client::DeliveryKind::Phone;
+        for p in &facts.phones {
+            if p.vendor.is_none() {
+                self.mobiles.insert(p.e164.clone());
+            }
+            let vendors = p.vendor.iter().cloned().collect();
+            add_phone(
+                &mut self.phones,
+                (p.e164.clone(), Some(p.raw.clone()), Some(p.kind.clone()), Some(p.status.clone()), vendors),
+            )?;
+        }
+        for e in &facts.emails {
+            self.waterfall_emails.insert(e.address.to_lowercase());
+            let vendors = e.vendor.iter().cloned().collect();
+            add_email(&mut self.emails, (e.address.to_lowercase(), Some(e.status.to_lowercase()), vendors))?;
+        }
+        Ok(())
+    }
+
+    /// Whether Apollo said an earlier request would deliver the phone, and none did: the person
+    /// must be `partial`, missing `phone`.
+    pub fn phone_never_came(&self) -> bool {
+        self.phone_skipped && !self.phone_delivered
+    }
+
+    /// Compares a person's merged record (`record` of `GET /v1/jobs/{id}/people`) with this:
+    /// Apollo id, every person and organization field, every phone (type, status, raw form,
+    /// vendors) and every email (status, vendors). The first difference, named.
+    pub fn check_record(&self, p: &Value) -> Result<(), String> {
+        let Some(apollo_id) = &self.apollo_id else {
+            return if p["record"].is_null() {
+                Ok(())
+            } else {
+                Err("a record for a person Apollo did not match".into())
+            };
+        };
+        let record = &p["record"];
+        if record["apollo_id"] != apollo_id.as_str() {
+            return Err(format!("apollo_id {} instead of {apollo_id}", record["apollo_id"]));
+        }
+        let answered = self.answered.as_ref().ok_or("matched without an answer")?;
+        let fields = &record["fields"];
+        for k in PERSON_FIELDS {
+            if fields[*k] != answered[*k] {
+                return Err(format!("field {k}: {} instead of {}", fields[*k], answered[*k]));
+            }
+        }
+        for k in ORGANIZATION_FIELDS {
+            let (got, want) = (&fields["organization"][*k], &answered["organization"][*k]);
+            if got != want {
+                return Err(format!("organization.{k}: {got} instead of {want}"));
+            }
+        }
+        let phones: BTreeMap<String, Phone> = record["phones"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let e164 = opt(&e["e164"])?;
+                Some((e164.clone(), (e164, opt(&e["raw"]), opt(&e["kind"]), opt(&e["status"]), strings(&e["vendors"]))))
+            })
+            .collect();
+        if phones != self.phones {
+            return Err(format!("phones {phones:?} instead of {:?}", self.phones));
+        }
+        let emails: BTreeMap<String, Email> = record["emails"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| {
+                let address = opt(&e["address"])?;
+                Some((address.clone(), (address, opt(&e["status"]), strings(&e["vendors"]))))
+            })
+            .collect();
+        if emails != self.emails {
+            return Err(format!("emails {emails:?} instead of {:?}", self.emails));
+        }
+        Ok(())
+    }
 }
 
 /// The simulator's answer to every 200 call that carried `input`, merged.
-fn expected_for(sim: &SimHandle, input: &Value) -> Option<Expected> {
-    let mut ids: BTreeSet<Option<String>> = BTreeSet::new();
+fn expected_for(sim: &SimHandle, input: &Value) -> Result<Option<Expected>, String> {
+    let mut matched_or_not: BTreeSet<Option<String>> = BTreeSet::new();
     let mut out = Expected::default();
     let mut requests: HashSet<RequestId> = HashSet::new();
     for call in sim.calls().iter().filter(|c| c.route.ends_with("bulk_match") && c.status == 200) {
         for r in call.received.iter().filter(|r| same_identity(input, &r.detail)) {
-            ids.insert(r.apollo_id.clone());
+            matched_or_not.insert(r.apollo_id.clone());
             let Some(id) = &r.apollo_id else { continue };
-            out.apollo_id = Some(id.clone());
-            let answered = r.answered.clone().expect("a matched detail has its answer");
-            for p in answered["phone_numbers"].as_array().into_iter().flatten() {
-                let s = |k: &str| p[k].as_str().map(str::to_string);
-                add_phone(
-                    &mut out.phones,
-                    (s("sanitized_number").expect("e164"), s("raw_number"), s("type"), s("status"), BTreeSet::new()),
-                );
-            }
-            if let Some(address) = text(answered.get("email")).filter(|a| a != PLACEHOLDER) {
-                add_email(&mut out.emails, (address, text(answered.get("email_status")), BTreeSet::new()));
-            }
-            for address in answered["personal_emails"].as_array().into_iter().flatten().filter_map(|e| text(Some(e))) {
-                add_email(&mut out.emails, (address, None, BTreeSet::new()));
-            }
-            out.answered = Some(answered);
+            out.add_answer(id, r.answered.as_ref().ok_or("a matched detail without its answer")?)?;
             requests.extend(call.request_id);
-            let phone_status = call.answer.as_ref().and_then(|a| a["phone_enrichment"]["status"].as_str());
-            out.phone_skipped |= phone_status == Some("skipped");
+            if call.answer.as_ref().and_then(|a| a["phone_enrichment"]["status"].as_str()) == Some("skipped") {
+                out.note_phone_skipped();
+            }
         }
     }
-    if ids.is_empty() {
-        return None;
+    if matched_or_not.is_empty() {
+        return Ok(None);
     }
-    assert_eq!(ids.len(), 1, "one input, several answers (match and no match, or two Apollo ids): {input} {ids:?}");
-    let Some(id) = out.apollo_id.clone() else { return Some(out) };
+    if matched_or_not.len() != 1 {
+        return Err(format!("one input, several answers (match and no match, or two Apollo ids): {matched_or_not:?}"));
+    }
+    let Some(id) = out.apollo_id.clone() else { return Ok(Some(out)) };
     // Every payload of those calls, however it reached the service (POSTed, retried or polled).
-    let (mut mobiles, mut waterfall_emails) = (BTreeSet::new(), BTreeSet::new());
-    for payload in sim.payloads().iter().filter(|p| requests.contains(&p.request_id)) {
+    let payloads = sim.payloads();
+    for payload in payloads.iter().filter(|p| requests.contains(&p.request_id)) {
         for facts in payload.facts.iter().filter(|f| f.apollo_id == id) {
-            out.phone_delivered |= payload.kind == apollo_client::DeliveryKind::Phone;
-            for p in &facts.phones {
-                if p.vendor.is_none() {
-                    mobiles.insert(p.e164.clone());
-                }
-                let vendors = p.vendor.iter().cloned().collect();
-                add_phone(
-                    &mut out.phones,
-                    (p.e164.clone(), Some(p.raw.clone()), Some(p.kind.clone()), Some(p.status.clone()), vendors),
-                );
-            }
-            for e in &facts.emails {
-                waterfall_emails.insert(e.address.to_lowercase());
-                let vendors = e.vendor.iter().cloned().collect();
-                add_email(&mut out.emails, (e.address.to_lowercase(), Some(e.status.to_lowercase()), vendors));
-            }
+            out.add_facts(payload.kind, facts)?;
         }
     }
     // A reveal Apollo skipped for this call is delivered under the earlier request that asked for
     // the same person (another job's call, say); the person gets that phone payload.
-    if out.phone_skipped && !out.phone_delivered {
-        let elsewhere = sim.payloads();
-        let earlier = elsewhere.iter().filter(|p| p.kind == apollo_client::DeliveryKind::Phone);
+    if out.phone_never_came() {
+        let earlier = payloads.iter().filter(|p| p.kind == apollo_client::DeliveryKind::Phone);
         for facts in earlier.flat_map(|p| p.facts.iter()).filter(|f| f.apollo_id == id) {
-            out.phone_delivered = true;
-            for p in &facts.phones {
-                mobiles.insert(p.e164.clone());
-                let vendors = p.vendor.iter().cloned().collect();
-                add_phone(
-                    &mut out.phones,
-                    (p.e164.clone(), Some(p.raw.clone()), Some(p.kind.clone()), Some(p.status.clone()), vendors),
-                );
-            }
+            out.add_facts(apollo_client::DeliveryKind::Phone, facts)?;
         }
     }
-    out.mobiles = mobiles.len();
-    out.waterfall_emails = waterfall_emails.len();
-    Some(out)
+    Ok(Some(out))
 }
 
 fn strings(v: &Value) -> BTreeSet<String> {
@@ -190,55 +271,27 @@ fn opt(v: &Value) -> Option<String> {
 pub fn assert_records_match(sim: &SimHandle, people: &[Value]) -> Checked {
     let mut checked = Checked::default();
     for p in people {
-        let input = &p["input"];
-        let expected = expected_for(sim, input).unwrap_or_else(|| panic!("Apollo never answered this input: {p:#}"));
-        let Some(apollo_id) = &expected.apollo_id else {
+        let expected = expected_for(sim, &p["input"])
+            .unwrap_or_else(|e| panic!("{e}: {p:#}"))
+            .unwrap_or_else(|| panic!("Apollo never answered this input: {p:#}"));
+        if expected.apollo_id.is_none() {
             assert_eq!(p["status"], "not_found", "{p:#}");
             checked.not_found += 1;
             continue;
-        };
+        }
         checked.matched += 1;
-        checked.mobiles += expected.mobiles;
-        checked.waterfall_emails += expected.waterfall_emails;
-        if expected.phone_skipped && !expected.phone_delivered {
-            // Apollo said an earlier request would deliver the phone, and none did.
+        checked.mobiles += expected.mobiles.len();
+        checked.waterfall_emails += expected.waterfall_emails.len();
+        if expected.phone_never_came() {
             checked.phone_never_came += 1;
             assert_eq!(p["status"], "partial", "{p:#}");
             assert_eq!(p["missing_parts"], serde_json::json!(["phone"]), "{p:#}");
         } else {
             assert_eq!(p["status"], "complete", "{p:#}");
         }
-        let record = &p["record"];
-        assert_eq!(record["apollo_id"], apollo_id.as_str(), "{p:#}");
-        let answered = expected.answered.as_ref().expect("answered");
-        let fields = &record["fields"];
-        for k in PERSON_FIELDS {
-            assert_eq!(fields[*k], answered[*k], "field {k} of {p:#}");
+        if let Err(e) = expected.check_record(p) {
+            panic!("{e} in {p:#}");
         }
-        for k in ORGANIZATION_FIELDS {
-            assert_eq!(fields["organization"][*k], answered["organization"][*k], "organization.{k} of {p:#}");
-        }
-
-        let phones: BTreeMap<String, Phone> = record["phones"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                let e164 = opt(&e["e164"]).expect("e164");
-                (e164.clone(), (e164, opt(&e["raw"]), opt(&e["kind"]), opt(&e["status"]), strings(&e["vendors"])))
-            })
-            .collect();
-        assert_eq!(phones, expected.phones, "phones of {p:#}");
-        let emails: BTreeMap<String, Email> = record["emails"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|e| {
-                let address = opt(&e["address"]).expect("address");
-                (address.clone(), (address, opt(&e["status"]), strings(&e["vendors"])))
-            })
-            .collect();
-        assert_eq!(emails, expected.emails, "emails of {p:#}");
     }
     checked
 }

@@ -5,77 +5,20 @@
 //! Runs against a throwaway PostgreSQL cluster of its own (so stopping it disturbs no other test).
 //! `OUTAGE_SECS` sets the outage (default 10 in CI; `scripts/outage-test.sh` runs 30).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use apollo_sim::SimConfig;
+use e2e_tests::cluster::Cluster;
 use e2e_tests::truth::assert_records_match;
 use e2e_tests::{Backend, TestApp, fast_sim};
 use serde_json::{Value, json};
-
-struct Cluster {
-    bin: String,
-    data: String,
-    port: u16,
-}
-
-impl Cluster {
-    fn pg_ctl(&self, args: &str) -> bool {
-        let cmd = format!("{}/pg_ctl -D {} {args}", self.bin, self.data);
-        Command::new("su").args(["postgres", "-c", &cmd]).status().map(|s| s.success()).unwrap_or(false)
-    }
-
-    fn create() -> Cluster {
-        let bin = String::from_utf8(
-            Command::new("sh")
-                .args(["-c", "ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1"])
-                .output()
-                .expect("find PostgreSQL")
-                .stdout,
-        )
-        .unwrap()
-        .trim()
-        .to_string();
-        assert!(!bin.is_empty(), "no PostgreSQL server binaries under /usr/lib/postgresql");
-        let dir = format!("/tmp/enrichd-outage-{}", uuid::Uuid::new_v4().simple());
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        assert!(
-            Command::new("install").args(["-d", "-o", "postgres", "-g", "postgres", &dir]).status().unwrap().success()
-        );
-        let data = format!("{dir}/data");
-        let init = format!("{bin}/initdb -D {data} -U postgres --auth=trust -E UTF8 >{dir}/initdb.log 2>&1");
-        assert!(Command::new("su").args(["postgres", "-c", &init]).status().unwrap().success(), "initdb failed");
-        let c = Cluster { bin, data, port };
-        c.start();
-        c
-    }
-
-    fn start(&self) {
-        let args = format!(
-            "-o '-p {} -k /tmp -c listen_addresses=127.0.0.1 -c fsync=off' -l {}/../server.log -w start",
-            self.port, self.data
-        );
-        assert!(self.pg_ctl(&args), "PostgreSQL did not start");
-    }
-
-    fn stop(&self) {
-        assert!(self.pg_ctl("-m immediate -w stop"), "PostgreSQL did not stop");
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = self.pg_ctl("-m immediate -w stop");
-        let _ = std::fs::remove_dir_all(std::path::Path::new(&self.data).parent().unwrap());
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_rides_out_a_database_outage() {
     let outage = Duration::from_secs(std::env::var("OUTAGE_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10));
     let cluster = Cluster::create();
     // This test binary holds only this test: point the harness at the throwaway cluster.
-    e2e_tests::set_pg_admin_url(&format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.port));
+    e2e_tests::set_pg_admin_url(&cluster.url());
     let sim = SimConfig {
         minute_limit: Some(4),
         delivery_delay_ms: 500,
