@@ -1,0 +1,138 @@
+//! Resident memory of every replica and the database's size, sampled through the run, and the
+//! straight-line fit that says whether memory still grows after warm-up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e_tests::stand::Stand;
+use sea_orm::{ConnectionTrait, Database, Statement};
+use tokio::sync::Mutex;
+
+/// One memory sample.
+#[derive(Clone, Copy, Debug)]
+pub struct Rss {
+    /// Replica index.
+    pub replica: usize,
+    /// Its process (a restart is a new one).
+    pub pid: u32,
+    /// Seconds since the start.
+    pub at: f64,
+    /// Resident set, MiB.
+    pub mib: f64,
+}
+
+/// Everything sampled.
+#[derive(Default)]
+pub struct Samples {
+    /// Memory.
+    pub rss: Vec<Rss>,
+    /// (seconds since the start, database bytes).
+    pub db: Vec<(f64, u64)>,
+}
+
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// The database's size: PostgreSQL's `pg_database_size`, or the SQLite file with its WAL.
+async fn db_bytes(url: &str) -> Option<u64> {
+    if let Some(rest) = url.strip_prefix("sqlite://") {
+        let path = rest.split('?').next()?;
+        let size = |p: String| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        return Some(size(path.to_string()) + size(format!("{path}-wal")));
+    }
+    let db = Database::connect(url).await.ok()?;
+    let sql = "SELECT CAST(pg_database_size(current_database()) AS BIGINT)";
+    let row = db.query_one_raw(Statement::from_string(db.get_database_backend(), sql)).await.ok()??;
+    let _ = db.close().await;
+    row.try_get_by_index::<i64>(0).ok().map(|b| b as u64)
+}
+
+/// Samples memory every 5 s and the database every 30 s until `until`.
+pub async fn run(stand: Arc<Mutex<Stand>>, samples: Arc<std::sync::Mutex<Samples>>, start: Instant, until: Instant) {
+    let url = stand.lock().await.db.url.clone();
+    let mut tick = 0u64;
+    while Instant::now() < until {
+        let pids: Vec<Option<u32>> =
+            stand.lock().await.services.iter().map(|s| s.child.as_ref().and_then(|c| c.id())).collect();
+        let at = start.elapsed().as_secs_f64();
+        let mut got: Vec<Rss> = Vec::new();
+        for (replica, pid) in pids.into_iter().enumerate() {
+            if let Some(pid) = pid
+                && let Some(mib) = rss_mib(pid)
+            {
+                got.push(Rss { replica, pid, at, mib });
+            }
+        }
+        let db = if tick.is_multiple_of(6) { db_bytes(&url).await } else { None };
+        {
+            let mut s = samples.lock().unwrap_or_else(|p| p.into_inner());
+            s.rss.extend(got);
+            s.db.extend(db.map(|b| (at, b)));
+        }
+        tick += 1;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+/// Least-squares slope of `y` over `x`.
+pub fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return 0.0;
+    }
+    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let sxy: f64 = points.iter().map(|(x, y)| (x - mx) * (y - my)).sum();
+    let sxx: f64 = points.iter().map(|(x, _)| (x - mx) * (x - mx)).sum();
+    if sxx == 0.0 { 0.0 } else { sxy / sxx }
+}
+
+/// Memory of one replica's longest-lived process after its warm-up (the first quarter of its
+/// life, at least two minutes): (first MiB, last MiB, slope MiB per hour, span hours).
+pub fn memory_trend(samples: &[Rss], replica: usize) -> Option<(f64, f64, f64, f64)> {
+    let mine: Vec<&Rss> = samples.iter().filter(|s| s.replica == replica).collect();
+    let mut pids: Vec<u32> = mine.iter().map(|s| s.pid).collect();
+    pids.dedup();
+    let life = |pid: u32| {
+        let of: Vec<&&Rss> = mine.iter().filter(|s| s.pid == pid).collect();
+        of.last().map_or(0.0, |l| l.at) - of.first().map_or(0.0, |f| f.at)
+    };
+    let pid = pids.into_iter().max_by(|a, b| life(*a).total_cmp(&life(*b)))?;
+    let of: Vec<&&Rss> = mine.iter().filter(|s| s.pid == pid).collect();
+    let (born, span) = (of.first()?.at, life(pid));
+    let warm = born + (span / 4.0).max(120.0_f64.min(span / 2.0));
+    let points: Vec<(f64, f64)> = of.iter().filter(|s| s.at >= warm).map(|s| (s.at / 3600.0, s.mib)).collect();
+    let (first, last) = (points.first()?.1, points.last()?.1);
+    let hours = points.last()?.0 - points.first()?.0;
+    Some((first, last, slope(&points), hours))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slope_of_a_line_is_its_gradient() {
+        let line: Vec<(f64, f64)> = (0..10).map(|i| (f64::from(i), 3.0 + 2.0 * f64::from(i))).collect();
+        assert!((slope(&line) - 2.0).abs() < 1e-9);
+        assert_eq!(slope(&[(1.0, 5.0)]), 0.0);
+    }
+
+    #[test]
+    fn the_trend_skips_warm_up_and_uses_the_longest_process() {
+        let mut s = Vec::new();
+        // A short-lived process, growing fast; then a long one, flat after a fast warm-up.
+        for i in 0..10 {
+            s.push(Rss { replica: 1, pid: 7, at: f64::from(i) * 5.0, mib: 50.0 + f64::from(i) * 10.0 });
+        }
+        for i in 0..720 {
+            let mib = if i < 60 { 50.0 + f64::from(i) } else { 110.0 };
+            s.push(Rss { replica: 1, pid: 8, at: 100.0 + f64::from(i) * 5.0, mib });
+        }
+        let (first, last, per_hour, hours) = memory_trend(&s, 1).unwrap();
+        assert_eq!((first, last), (110.0, 110.0));
+        assert!(per_hour.abs() < 1e-9 && hours > 0.7, "{per_hour} {hours}");
+    }
+}
