@@ -114,19 +114,27 @@ pub fn all(
     rows.push(row(
         "each client's credits = ledger − reported possible double charges",
         format!("{}; not any client's: {}", credit_lines.join("; "), cr(unattributed)),
-        "0 ≤ ledger − service ≤ reported, reported only after SIGKILLs, nothing unattributed",
+        "0 ≤ ledger − service ≤ reported amount; reported ones only after SIGKILLs or ambiguous answers (502, timeouts); nothing unattributed",
         credits_ok && !sabotage_extra,
     ));
 
-    // Sent twice: a batch answered 200 more than once.
-    let mut answered: BTreeMap<&str, Vec<SystemTime>> = BTreeMap::new();
+    // Sent twice: a person in two answered calls of its batch (a batch split to find a refused
+    // detail makes several calls, each person in one of them).
+    let mut answered: BTreeMap<(&str, &str), Vec<SystemTime>> = BTreeMap::new();
     for c in oracle.calls.iter().filter(|c| c.status == 200) {
         if let Some(b) = &c.batch {
-            answered.entry(b.as_str()).or_default().push(c.at);
+            for e in &c.emails {
+                answered.entry((b.as_str(), e.as_str())).or_default().push(c.at);
+            }
         }
     }
-    let twice: Vec<(&&str, &Vec<SystemTime>)> = answered.iter().filter(|(_, at)| at.len() > 1).collect();
-    let unexplained = twice.iter().filter(|(_, at)| !near_kill(book, at[0])).count();
+    let twice: Vec<(&(&str, &str), &Vec<SystemTime>)> = answered.iter().filter(|(_, at)| at.len() > 1).collect();
+    let since = |t: SystemTime| t.duration_since(book.started_at).unwrap_or_default().as_secs_f64();
+    let unexplained: Vec<String> = twice
+        .iter()
+        .filter(|(_, at)| !near_kill(book, at[0]))
+        .map(|((batch, _), at)| format!("batch {batch} at {:.0} s and {:.0} s", since(at[0]), since(at[1])))
+        .collect();
     // People of the budget and heavy clients are each in one job: sent once.
     let mut resent = 0;
     for (email, sends) in &oracle.sent {
@@ -137,11 +145,13 @@ pub fn all(
     rows.push(row(
         "no person sent twice except after a SIGKILL",
         format!(
-            "{} batches answered twice ({unexplained} not after a SIGKILL); {resent} one-job people sent twice",
-            twice.len()
+            "{} people sent twice in their batch ({} not after a SIGKILL {}); {resent} one-job people sent twice",
+            twice.len(),
+            unexplained.len(),
+            unexplained.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
         ),
         "0 not after a SIGKILL",
-        unexplained == 0 && resent == 0,
+        unexplained.is_empty() && resent == 0,
     ));
 
     // Callbacks and events: one successful delivery per webhook id, every job and person covered.
@@ -231,9 +241,11 @@ pub fn all(
         budgeted += 1;
         let spent = by_tag.get(tag).copied().unwrap_or_default();
         let spent = Credits(spent.micros() - tolerance.min(spent.micros()));
-        let pdc = book.outcomes.get(id).map(|o| o.double_charge_credits).unwrap_or_default();
+        let outcome = book.outcomes.get(id);
+        let pdc = outcome.map(|o| o.double_charge_credits).unwrap_or_default();
         if spent.micros() as f64 / 1e6 > max + pdc.micros() as f64 / 1e6 + 1e-6 {
-            over.push(format!("{id}: {} > {max}", cr(spent)));
+            let booked = outcome.map(|o| cr(o.credits)).unwrap_or_default();
+            over.push(format!("{id}: {} > {max} (the service booked {booked})", cr(spent)));
         }
     }
     let skipped: usize = book.outcomes.values().map(|o| o.states.get("skipped_budget").copied().unwrap_or(0)).sum();
@@ -288,7 +300,7 @@ pub fn all(
     let capped: Vec<String> = book
         .refused
         .iter()
-        .filter(|(what, _)| what.ends_with("429 daily_credit_cap_reached"))
+        .filter(|(what, _)| what.ends_with("429 daily_credit_cap_reached") || what.ends_with("429 retry"))
         .map(|(what, n)| format!("{} {n}", what.split(' ').next().unwrap_or("")))
         .collect();
     rows.push(row(
@@ -408,10 +420,11 @@ pub fn all(
     rows
 }
 
-/// Whether an error logged at `at` falls in a fault the run caused: a database outage or a
-/// crash (from 5 s before to 60 s after the timeline says it began or ended).
+/// Whether an error logged at `at` falls in a fault the run caused: a database outage, a crash, a
+/// deploy, or Apollo's credits running out (from 5 s before to 60 s after the timeline says it
+/// began or ended).
 fn caused(book: &Book, at: SystemTime) -> bool {
-    let faults = ["PostgreSQL", "SIGKILL", "SIGTERM"];
+    let faults = ["PostgreSQL", "SIGKILL", "SIGTERM", "Apollo's credits exhausted"];
     book.timeline.iter().filter(|(_, what)| faults.iter().any(|f| what.starts_with(f))).any(|(since, _)| {
         let t = book.started_at + *since;
         t <= at + Duration::from_secs(5) && at <= t + Duration::from_secs(60)

@@ -36,6 +36,8 @@ pub struct Call {
     pub status: u16,
     /// The batch its webhook URL names.
     pub batch: Option<String>,
+    /// Its details' emails (answered calls only).
+    pub emails: Vec<String>,
 }
 
 /// The index.
@@ -74,7 +76,17 @@ impl Oracle {
             if !c.route.ends_with("bulk_match") {
                 continue;
             }
-            self.calls.push(Call { at: c.at, status: c.status, batch: c.webhook_url.as_deref().and_then(batch_of) });
+            let emails = if c.status == 200 {
+                c.received.iter().filter_map(|r| r.detail["email"].as_str().map(str::to_lowercase)).collect()
+            } else {
+                Vec::new()
+            };
+            self.calls.push(Call {
+                at: c.at,
+                status: c.status,
+                batch: c.webhook_url.as_deref().and_then(batch_of),
+                emails,
+            });
             if c.status != 200 {
                 continue;
             }

@@ -203,6 +203,10 @@ impl Verifier {
                     book.retries += 1;
                     book.jobs.insert(retry.id.clone(), retry);
                 }
+                // The day's cap may be reached meanwhile: refused like any new job.
+                _ if status == 429 && answer["error"]["code"] == "daily_credit_cap_reached" => {
+                    *self.shared.book().refused.entry(format!("{} {status} retry", note.who.name())).or_default() += 1;
+                }
                 _ => self.shared.problem(format!("retry of {} answered {status} {answer}", note.id)),
             }
         } else if !note.callback && rng.f64() < 0.05 {
