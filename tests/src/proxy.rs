@@ -47,11 +47,15 @@ impl Proxy {
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
-        let server = HttpServer::new(move || App::new().app_data(data.clone()).default_service(web::to(forward)))
-            .workers(1)
-            .disable_signals()
-            .listen(listener)?
-            .run();
+        // Bodies as big as the service takes (a 20,000-person job is over actix's 256 KiB default).
+        let payload = web::PayloadConfig::new(256 * 1024 * 1024);
+        let server = HttpServer::new(move || {
+            App::new().app_data(data.clone()).app_data(payload.clone()).default_service(web::to(forward))
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(listener)?
+        .run();
         let handle = server.handle();
         Ok(Proxy { url: format!("http://127.0.0.1:{port}"), server: handle, task: tokio::spawn(server), health })
     }
