@@ -122,7 +122,8 @@ pub fn all(
     // detail makes several calls, each person in one of them).
     let mut answered: BTreeMap<(&str, &str), Vec<SystemTime>> = BTreeMap::new();
     for c in oracle.calls.iter().filter(|c| c.status == 200) {
-        if let Some(b) = &c.batch {
+        // The pause's probe names no batch (the nil id) and no job's person.
+        if let Some(b) = c.batch.as_ref().filter(|b| !b.starts_with("00000000-0000-0000-0000-000000000000")) {
             for e in &c.emails {
                 answered.entry((b.as_str(), e.as_str())).or_default().push(c.at);
             }
@@ -362,16 +363,18 @@ pub fn all(
     let peak =
         |from: f64, to: f64| samples.db.iter().filter(|d| d.0 >= from && d.0 < to).map(|d| d.1).max().unwrap_or(0);
     let (middle, last) = (peak(end / 3.0, 2.0 * end / 3.0), peak(2.0 * end / 3.0, f64::INFINITY));
-    let purged = !book.outcomes.is_empty();
     rows.push(row(
         "database size bounded with retention on",
         format!(
-            "peak {:.1} MiB in the middle third, {:.1} MiB in the last",
+            "peak {:.1} MiB in the middle third, {:.1} MiB in the last; {} of {} checked jobs purged by the end (kept {} s)",
             middle as f64 / 1048576.0,
-            last as f64 / 1048576.0
+            last as f64 / 1048576.0,
+            book.purged,
+            book.outcomes.len(),
+            args.retention().as_secs()
         ),
-        "last ≤ 1.25 × middle + 8 MiB",
-        purged && (last as f64) <= 1.25 * middle as f64 + 8.0 * 1048576.0,
+        "last ≤ 1.25 × middle + 8 MiB; some jobs purged",
+        book.purged > 0 && (last as f64) <= 1.25 * middle as f64 + 8.0 * 1048576.0,
     ));
 
     // Logs: no panic; every error line inside a fault window the run caused.
@@ -424,7 +427,7 @@ pub fn all(
 /// deploy, or Apollo's credits running out (from 5 s before to 60 s after the timeline says it
 /// began or ended).
 fn caused(book: &Book, at: SystemTime) -> bool {
-    let faults = ["PostgreSQL", "SIGKILL", "SIGTERM", "Apollo's credits exhausted"];
+    let faults = ["PostgreSQL", "SIGKILL", "SIGTERM", "Apollo's credits exhausted", "Apollo's credits back"];
     book.timeline.iter().filter(|(_, what)| faults.iter().any(|f| what.starts_with(f))).any(|(since, _)| {
         let t = book.started_at + *since;
         t <= at + Duration::from_secs(5) && at <= t + Duration::from_secs(60)
