@@ -22,6 +22,21 @@ use actix_web::{HttpResponse, ResponseError, web};
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
      connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// One field of a multipart form: its name and bytes, at most `limit` of them.
+pub async fn form_field(
+    field: Result<actix_multipart::Field, actix_multipart::MultipartError>,
+    limit: usize,
+) -> Result<(String, web::Bytes), UiError> {
+    let mut field = field.map_err(|e| UiError::BadRequest(format!("reading the form: {e}")))?;
+    let name = field.name().unwrap_or_default().to_string();
+    let bytes = field
+        .bytes(limit)
+        .await
+        .map_err(|_| UiError::BadRequest(format!("the file is larger than {limit} bytes")))?
+        .map_err(|e| UiError::BadRequest(format!("reading the form: {e}")))?;
+    Ok((name, bytes))
+}
+
 /// Everything a dashboard handler can answer with besides a page.
 #[derive(Debug, thiserror::Error)]
 pub enum UiError {

@@ -122,13 +122,7 @@ fn preview_page(
 async fn read_upload(mut form: Multipart, limit: usize) -> Result<Upload, UiError> {
     let mut upload = Upload::default();
     while let Some(field) = form.next().await {
-        let mut field = field.map_err(|e| UiError::BadRequest(format!("reading the form: {e}")))?;
-        let name = field.name().unwrap_or_default().to_string();
-        let bytes = field
-            .bytes(limit)
-            .await
-            .map_err(|_| UiError::BadRequest(format!("the file is larger than {limit} bytes")))?
-            .map_err(|e| UiError::BadRequest(format!("reading the form: {e}")))?;
+        let (name, bytes) = crate::ui::form_field(field, limit).await?;
         let text =
             String::from_utf8(bytes.to_vec()).map_err(|_| UiError::BadRequest("the file is not UTF-8 text".into()))?;
         match name.as_str() {

@@ -226,13 +226,7 @@ pub async fn import(viewer: Viewer, mut form: Multipart, state: web::Data<AppSta
     let limit = state.config.max_body_bytes;
     let (mut csrf, mut file, mut text) = (String::new(), Vec::new(), Vec::new());
     while let Some(field) = form.next().await {
-        let mut field = field.map_err(|e| UiError::BadRequest(format!("reading the form: {e}")))?;
-        let name = field.name().unwrap_or_default().to_string();
-        let bytes = field
-            .bytes(limit)
-            .await
-            .map_err(|_| UiError::BadRequest(format!("the file is larger than {limit} bytes")))?
-            .map_err(|e| UiError::BadRequest(format!("reading the form: {e}")))?;
+        let (name, bytes) = crate::ui::form_field(field, limit).await?;
         match name.as_str() {
             "csrf" => csrf = String::from_utf8_lossy(&bytes).into_owned(),
             "file" => file = bytes.to_vec(),
