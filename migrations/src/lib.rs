@@ -23,6 +23,7 @@ mod m20261206_000014_measured_margin;
 mod m20261206_000015_vendor_stats;
 mod m20261206_000016_suppressions;
 mod m20261206_000017_person_events;
+mod m20261206_000018_client_day_credits;
 
 /// Applies the enrichd migrations in order.
 pub struct Migrator;
@@ -48,6 +49,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000015_vendor_stats::Migration),
             Box::new(m20261206_000016_suppressions::Migration),
             Box::new(m20261206_000017_person_events::Migration),
+            Box::new(m20261206_000018_client_day_credits::Migration),
         ]
     }
 }

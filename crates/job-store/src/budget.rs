@@ -2,7 +2,9 @@
 //! and the room a client's daily cap leaves a new job. The arithmetic is [`rules::budget`].
 
 use apollo_client::Credits;
-use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveDate, Utc};
 use rules::budget::{
     AnsweredCall, LostCalls, affordable, batch_double_charge, committed, double_charge_worst, worst_case,
 };
@@ -12,7 +14,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder
 use uuid::Uuid;
 
 use crate::counters::Tally;
-use crate::entities::{batch, job, person};
+use crate::entities::{batch, client_day_credits, job, person};
 use crate::error::StoreResult;
 use crate::people::move_primaries;
 
@@ -89,7 +91,8 @@ pub(crate) async fn room<C: ConnectionTrait>(
 }
 
 /// Room left today under a client's daily cap (`ENRICHD_CLIENT_DAILY_CREDITS`), in the create
-/// transaction: the cap less what the client's jobs created since `day_start` hold. On
+/// transaction: the cap less what the client's jobs created since `day_start` hold, and less what
+/// those of them that retention purged had spent ([`keep_day_credits`]). On
 /// PostgreSQL a transaction-scoped advisory lock on the client serializes its submissions, so two
 /// jobs never both take the same room. Every job created under a cap gets a budget, so the jobs
 /// of one day together never pass it (at [`worst_case`] charges).
@@ -120,5 +123,45 @@ pub(crate) async fn day_room<C: ConnectionTrait>(
     let held = rows.into_iter().fold(Credits::ZERO, |sum, (spent, max, done)| {
         sum + committed(Credits(spent), max.map(Credits), done.is_some())
     });
-    Ok(Credits(cap.micros() - held.micros()))
+    // Read after the jobs: a purge committing in between is then counted twice (too little room),
+    // never missed.
+    let purged: Option<i64> = client_day_credits::Entity::find()
+        .select_only()
+        .column(client_day_credits::Column::CreditsMicros)
+        .filter(client_day_credits::Column::Client.eq(client))
+        .filter(client_day_credits::Column::Day.eq(day_start.date_naive()))
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(Credits(cap.micros() - held.micros() - purged.unwrap_or(0)))
+}
+
+/// Adds what purged jobs spent to their client's day (`spent`: per client and day the jobs were
+/// created), in the purge transaction; rows of days before `oldest_needed` (before the retention
+/// cutoff, so before today) are dropped.
+pub(crate) async fn keep_day_credits<C: ConnectionTrait>(
+    db: &C,
+    spent: &BTreeMap<(String, NaiveDate), i64>,
+    oldest_needed: NaiveDate,
+) -> StoreResult<()> {
+    client_day_credits::Entity::delete_many()
+        .filter(client_day_credits::Column::Day.lt(oldest_needed))
+        .exec(db)
+        .await?;
+    let backend = db.get_database_backend();
+    let rows: Vec<_> = spent.iter().filter(|((_, day), credits)| **credits != 0 && *day >= oldest_needed).collect();
+    for chunk in rows.chunks(100) {
+        let mut text = String::from("INSERT INTO client_day_credits (client, day, credits_micros) VALUES ");
+        crate::sql::push_values(&mut text, backend, 1, chunk.len(), 3);
+        text.push_str(
+            " ON CONFLICT (client, day) DO UPDATE SET \
+             credits_micros = client_day_credits.credits_micros + excluded.credits_micros",
+        );
+        let values: Vec<sea_orm::Value> = chunk
+            .iter()
+            .flat_map(|((client, day), credits)| [client.clone().into(), (*day).into(), (**credits).into()])
+            .collect();
+        db.execute_raw(sea_orm::Statement::from_sql_and_values(backend, text, values)).await?;
+    }
+    Ok(())
 }

@@ -28,9 +28,9 @@
 //!
 //! **Purging** deletes finished jobs with all their rows, in bounded transactions.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rules::lifecycle::Event;
 use rules::{BatchState, CallbackState, DeliveryState, JobState, PersonState};
 use sea_orm::sea_query::{Expr, ExprTrait, LockType, Query};
@@ -374,10 +374,13 @@ impl Store {
                     .eq(CallbackState::Pending.as_str()),
             )
             .to_owned();
-        let candidates: Vec<(Uuid, i64)> = job::Entity::find()
+        let candidates: Vec<(Uuid, i64, String, DateTime<Utc>, i64)> = job::Entity::find()
             .select_only()
             .column(job::Column::Id)
             .column(job::Column::Total)
+            .column(job::Column::Client)
+            .column(job::Column::CreatedAt)
+            .column(job::Column::CreditsMicros)
             .filter(job::Column::CompletedAt.lt(older_than))
             .filter(job::Column::State.is_in([JobState::Completed, JobState::Failed, JobState::Cancelled]))
             .filter(Expr::exists(callback_pending).not())
@@ -389,12 +392,15 @@ impl Store {
             .await?;
         let mut jobs: Vec<Uuid> = Vec::new();
         let mut people = 0i64;
-        for (id, total) in candidates {
+        // What the purged jobs spent stays counted against their day's cap.
+        let mut spent: BTreeMap<(String, NaiveDate), i64> = BTreeMap::new();
+        for (id, total, client, created_at, credits) in candidates {
             if !jobs.is_empty() && people + total > PURGE_PEOPLE_PER_TXN {
                 break;
             }
             jobs.push(id);
             people += total;
+            *spent.entry((client, created_at.date_naive())).or_default() += credits;
         }
         if jobs.is_empty() {
             return Ok(0);
@@ -471,6 +477,7 @@ impl Store {
                 .await?
                 .rows_affected;
         }
+        crate::budget::keep_day_credits(&txn, &spent, older_than.date_naive()).await?;
         txn.commit().await?;
         Ok(deleted)
     }

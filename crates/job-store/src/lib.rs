@@ -12,7 +12,7 @@
 //! Lock order (PostgreSQL), followed by every write path so transactions cannot deadlock: the
 //! shared rate limiter's row ([`limiter`]), a delivery row, then a batch row, then people in id
 //! order (a duplicate only after its primary), then job rows in id order, then the statistics
-//! rows (`vendor_usage` in key order, `call_minutes`). Erasure and purging ([`erase`]) follow it too.
+//! rows (`vendor_usage` in key order, `call_minutes`, `client_day_credits`). Erasure and purging ([`erase`]) follow it too.
 
 mod apply;
 pub mod budget;

@@ -9,6 +9,7 @@ pub mod batch_person;
 pub mod call_minute;
 pub mod callback_attempt;
 pub mod callback_delivery;
+pub mod client_day_credits;
 pub mod dispatcher_state;
 pub mod inbound_delivery;
 pub mod job;

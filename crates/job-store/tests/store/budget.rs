@@ -16,6 +16,7 @@ store_tests!(
     claims_stop_at_the_budget_and_the_rest_are_skipped,
     a_job_without_budget_is_not_limited,
     the_daily_cap_bounds_every_budget_of_the_day,
+    a_purged_job_still_counts_against_its_days_cap,
 );
 
 async fn claims_stop_at_the_budget_and_the_rest_are_skipped(store: Store) {
@@ -113,4 +114,31 @@ async fn the_daily_cap_bounds_every_budget_of_the_day(store: Store) {
     let d = store.create_job(capped("acme", 1, None));
     assert!(matches!(d.await, Err(StoreError::DailyCapReached { .. })), "17 held by the running job");
     assert_eq!(store.create_job(capped("other", 1, None)).await.unwrap().job.max_credits, cap, "per client");
+}
+
+async fn a_purged_job_still_counts_against_its_days_cap(store: Store) {
+    // No callback: a job whose final callback is pending is not purged.
+    let capped = |n: usize| NewJob {
+        daily_cap: Some(Credits::whole(20)),
+        callback_url: None,
+        ..job("acme", n, EnrichFlags::default())
+    };
+    for n in [3, 4] {
+        let j = store.create_job(capped(n)).await.unwrap().job;
+        let b = claim(&store).await;
+        record(&store, all_matched(&b, false, false)).await;
+        assert_eq!(store.get_job(j.id).await.unwrap().unwrap().state, JobState::Completed);
+    }
+    // Retention purges both finished jobs (3 and 4 credits): their 7 credits stay spent today.
+    let future = Utc::now() + chrono::Duration::minutes(1);
+    assert_eq!(store.purge_finished_jobs(future).await.unwrap(), 2);
+    let c = store.create_job(capped(1)).await.unwrap().job;
+    assert_eq!(c.max_credits, Some(Credits::whole(13)), "20 less the 7 the purged jobs spent");
+    let b = claim(&store).await;
+    record(&store, all_matched(&b, false, false)).await;
+    // A second purge adds to the day: 8 spent, 12 left.
+    assert_eq!(store.purge_finished_jobs(future).await.unwrap(), 1);
+    assert_eq!(store.create_job(capped(1)).await.unwrap().job.max_credits, Some(Credits::whole(12)));
+    let other = NewJob { daily_cap: Some(Credits::whole(20)), ..job("other", 1, EnrichFlags::default()) };
+    assert_eq!(store.create_job(other).await.unwrap().job.max_credits, Some(Credits::whole(20)), "per client");
 }
