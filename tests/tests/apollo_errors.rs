@@ -1,5 +1,6 @@
 //! The dispatcher's error paths, driven through the simulator on SQLite and PostgreSQL: a wrong
-//! key (401) and a key without the endpoint (403) pause dispatch until an operator resumes; a call
+//! key (401) and a key without the endpoint (403) pause dispatch until an operator resumes;
+//! exhausted credits are probed with a refused call, not a free one; a call
 //! failing every attempt fails its people with the reason; an expired `webhook_result` (410)
 //! leaves the deadline to decide; a job over the inline limit gets its callback with a link.
 
@@ -12,6 +13,7 @@ use serde_json::{Value, json};
 on_both_backends!(
     unauthorized_and_forbidden_pause_dispatch,
     an_accepted_probe_lifts_the_pause,
+    exhausted_credits_are_probed_with_a_refused_call,
     attempts_exhausted_fail_the_people,
     expired_results_leave_the_deadline_to_decide,
     callbacks_over_the_inline_limit_link_the_people,
@@ -75,6 +77,47 @@ async fn an_accepted_probe_lifts_the_pause(backend: Backend) {
     assert_eq!(job["counts"]["failed"], 0, "{job:#}");
     let credits: apollo_client::Credits = serde_json::from_value(job["credits_consumed"].clone()).unwrap();
     assert_eq!(credits, t.sim.ledger().total, "the probes cost nothing");
+    t.stop().await;
+}
+
+/// Apollo's credits run out: dispatch pauses. A free call would be accepted (it costs nothing) and
+/// prove nothing, so the probe sends a refused call again: while the credits stay out, each probe
+/// is one refused call and nothing else is sent; once they are back, the probe's call is accepted,
+/// dispatch resumes without an operator and the job completes.
+async fn exhausted_credits_are_probed_with_a_refused_call(backend: Backend) {
+    let every = Duration::from_millis(300);
+    let t = TestApp::spawn(backend, fast_sim(), |c| c.pause_probe_every = every).await.expect("test app");
+    t.sim.update_config(|c| c.credit_balance = Some(apollo_client::Credits::ZERO));
+    let id = submit(&t, &json!({"people": people("broke", 40)})).await;
+    let paused = wait_until(&t, &id, |j| j["status"] == "paused").await;
+    assert!(paused["pause_reason"].as_str().unwrap_or_default().contains("credits exhausted"), "{paused:#}");
+    let bulk = |t: &TestApp, status: u16| {
+        t.sim.calls().iter().filter(|c| c.route.ends_with("bulk_match") && c.status == status).count()
+    };
+    let refused_at = |t: &TestApp| -> Vec<std::time::SystemTime> {
+        t.sim.calls().iter().filter(|c| c.route.ends_with("bulk_match") && c.status == 422).map(|c| c.at).collect()
+    };
+    // The calls sent with the refused one are in; the first probe comes an interval later.
+    tokio::time::sleep(every).await;
+    let at_pause = bulk(&t, 422);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let probes: Vec<_> = refused_at(&t).split_off(at_pause);
+    assert!(probes.len() >= 2, "{} probes in 6 s, probing every {every:?}", probes.len());
+    // Each probe is one call: no burst of calls resumed after a free probe.
+    for pair in probes.windows(2) {
+        let gap = pair[1].duration_since(pair[0]).unwrap_or_default();
+        assert!(gap >= every / 2, "two refused calls {gap:?} apart: {} in 6 s", probes.len());
+    }
+    assert_eq!(bulk(&t, 200), 0, "no call was accepted while the credits were out (no free probe)");
+    assert_eq!(t.get_json(&format!("/v1/jobs/{id}")).await["status"], "paused");
+
+    t.sim.update_config(|c| c.credit_balance = None);
+    let job = t.wait_done(&id, Duration::from_secs(60)).await;
+    assert_eq!(job["status"], "completed", "resumed by the probe: {job:#}");
+    assert_eq!(job["counts"]["failed"], 0, "{job:#}");
+    assert_eq!(job["counts"]["complete"].as_i64().unwrap() + job["counts"]["not_found"].as_i64().unwrap(), 40);
+    let credits: apollo_client::Credits = serde_json::from_value(job["credits_consumed"].clone()).unwrap();
+    assert_eq!(credits, t.sim.ledger().total, "every accepted call is the job's");
     t.stop().await;
 }
 

@@ -203,6 +203,26 @@ impl Store {
         Ok(claimed)
     }
 
+    /// While dispatch is paused: takes the longest-due `retry_wait` batch (a call the pause
+    /// refused) as [`Store::claim_batch`] would unpaused, so the pause's probe is a real call that
+    /// proves what a free one cannot (credits back) and spends nothing in vain. `None` when no
+    /// retried batch is due.
+    pub async fn claim_paused_retry(
+        &self,
+        owner: &str,
+        lease: Duration,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Option<ClaimedBatch>> {
+        let now = ts(now);
+        let expires = lease_end(now, lease)?;
+        let (txn, _gate) = self.write_txn().await?;
+        let mut tally = Tally::default();
+        let batch = reclaim_retry(&txn, &mut tally, owner, expires, now).await?;
+        tally.flush(&txn, now).await?;
+        txn.commit().await?;
+        Ok(batch)
+    }
+
     /// Puts a `submitting` batch back to wait until `at` (5xx, timeout, 429). With
     /// `count_attempt = false` (a 429) the next claim does not count as an attempt. Returns
     /// `false` if the batch was not `submitting` (already recorded, failed or released).

@@ -86,6 +86,11 @@ impl Dispatcher {
         self.last_accepted.lock().expect("last accepted").insert(flags.bits(), at);
     }
 
+    /// Whether Apollo accepted a call with `flags` at or after `since`.
+    fn accepted_since(&self, flags: EnrichFlags, since: Instant) -> bool {
+        self.last_accepted.lock().expect("last accepted").get(&flags.bits()).is_some_and(|t| *t >= since)
+    }
+
     /// Whether Apollo accepts calls like `batch`'s right now: a call with the same flags accepted
     /// within the last minute says so; else a probe decides — the same flags and webhook URL (as
     /// claim 0, which books no credits) with one plain detail that surely matches nobody, so it
@@ -123,12 +128,13 @@ impl Dispatcher {
 
 impl Dispatcher {
     /// While dispatch is paused, asks Apollo at most every `PAUSE_PROBE_EVERY` (one replica at a
-    /// time) whether it accepts calls again: a call costing nothing — one detail matching nobody,
-    /// with the phone flag and a webhook URL like a real batch's when webhooks are on, so a
-    /// refused key or webhook URL shows (exhausted credits a free call cannot prove back: the
-    /// next real call decides). Accepted: dispatch resumes, unless it was paused again meanwhile
-    /// for another reason.
-    async fn probe_pause(&self, state: &AppState) -> Result<(), job_store::StoreError> {
+    /// time) whether it accepts calls again. The probe is a call the pause refused, sent again
+    /// (`permit` counts it in flight): only a real call proves exhausted credits back, and if
+    /// Apollo accepts it, it was worth its credits. With no such call due, a call costing nothing
+    /// — one detail matching nobody, with the phone flag and a webhook URL like a real batch's
+    /// when webhooks are on, so a refused key or webhook URL shows. Accepted: dispatch resumes,
+    /// unless it was paused again meanwhile for another reason.
+    async fn probe_pause(&self, state: &AppState, permit: OwnedSemaphorePermit) -> Result<(), job_store::StoreError> {
         let every = state.config.pause_probe_every;
         {
             // The switch is read at most once a second while idle.
@@ -160,6 +166,20 @@ impl Dispatcher {
         if !state.store.hold_task("pause-probe", &state.owner, every).await? {
             return Ok(());
         }
+        // One rate slot, for the refused call or else the free one.
+        self.admission.take_slot(state).await;
+        let now = state.store.clock_now().await?;
+        if let Some(batch) = state.store.claim_paused_retry(&state.owner, state.config.lease, now).await? {
+            let flags = batch.flags;
+            let sent = Instant::now();
+            call(state, self, batch, permit).await;
+            if self.accepted_since(flags, sent) && state.store.lift_pause(&reason).await? {
+                tracing::info!(pause = %reason, "Apollo accepted a refused call again: dispatch resumed");
+                state.wake.dispatch.notify_one();
+            }
+            return Ok(());
+        }
+        drop(permit);
         let (flags, hook) = match state.config.public_base_url.as_deref() {
             Some(base) => {
                 // The phone flag carries the webhook URL and costs nothing without a match; a
@@ -174,7 +194,6 @@ impl Dispatcher {
             }
             None => (EnrichFlags::default(), None),
         };
-        self.admission.take_slot(state).await;
         self.bump(|s| s.calls += 1);
         let sent = Instant::now();
         match state.apollo.bulk_match(&[probe_detail()], &flags, hook.as_deref(), false).await {
@@ -230,8 +249,7 @@ pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
                 continue;
             }
             Ok(Next::Idle) => {
-                drop(permit);
-                if let Err(e) = dispatcher.probe_pause(&state).await {
+                if let Err(e) = dispatcher.probe_pause(&state, permit).await {
                     tracing::warn!(error = %e, "could not probe the pause; database unavailable?");
                 }
                 nap(&state.drain, &state.wake.dispatch, Duration::from_millis(500)).await;

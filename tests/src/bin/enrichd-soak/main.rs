@@ -9,7 +9,8 @@
 //!
 //! Run: `scripts/soak.sh --minutes 60 --seed 1` (`--sqlite` for one process on SQLite;
 //! `--break lost-webhook|double-send|key-shared` breaks a property from outside on purpose;
-//! `--out FILE` also writes the report there).
+//! `--out FILE` also writes the report there, and the memory and database samples to
+//! `FILE.samples.csv`).
 //!
 //! Layout: [`plan`] (settings and the chaos timetable), [`traffic`] (the clients), [`chaos`],
 //! [`verify`] (each finished job against the simulator), [`oracle`] (the simulator's record,
@@ -156,6 +157,9 @@ async fn run(args: Args) -> bool {
     println!("{report}");
     if let Some(path) = &args.out {
         std::fs::write(path, &report).expect("write the report");
+        // The samples too, so a trend can be looked at again after the run.
+        let s = samples.lock().unwrap_or_else(|p| p.into_inner());
+        std::fs::write(format!("{path}.samples.csv"), s.csv()).expect("write the samples");
     }
     let passed = rows.iter().all(|r| r.pass);
 

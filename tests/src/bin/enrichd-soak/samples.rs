@@ -30,6 +30,20 @@ pub struct Samples {
     pub db: Vec<(f64, u64)>,
 }
 
+impl Samples {
+    /// Every sample as CSV: `what,replica,pid,seconds,value` (`rss` in MiB, `db` in bytes).
+    pub fn csv(&self) -> String {
+        let mut out = String::from("what,replica,pid,seconds,value\n");
+        for r in &self.rss {
+            out.push_str(&format!("rss,{},{},{:.1},{:.2}\n", r.replica, r.pid, r.at, r.mib));
+        }
+        for (at, bytes) in &self.db {
+            out.push_str(&format!("db,,,{at:.1},{bytes}\n"));
+        }
+        out
+    }
+}
+
 fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: f64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
