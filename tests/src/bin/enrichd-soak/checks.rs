@@ -110,6 +110,36 @@ pub fn all(
             cr(pdc)
         ));
     }
+    if !credits_ok {
+        // Where it went wrong: the jobs (by the tag their people share) charged beyond what the
+        // service booked and reported.
+        let mut per_tag: HashMap<String, (Credits, Credits, Vec<String>)> = HashMap::new();
+        for (id, o) in &book.outcomes {
+            let Some(tag) = book.jobs.get(id).and_then(|j| j.emails.first()).and_then(|e| job_tag(e)) else { continue };
+            let e = per_tag.entry(tag.to_string()).or_default();
+            e.0 += o.credits;
+            e.1 += o.double_charge_credits;
+            e.2.push(format!("{id} {} {:?}", o.status, o.states));
+        }
+        let mut off: Vec<String> = per_tag
+            .iter()
+            .filter_map(|(tag, (s, pdc, jobs))| {
+                let l = by_tag.get(tag).copied().unwrap_or_default();
+                let extra = l.micros() - s.micros();
+                (extra < -tolerance || extra > pdc.micros() + tolerance).then(|| {
+                    format!("{tag}: ledger {} service {} reported {} [{}]", cr(l), cr(*s), cr(*pdc), jobs.join("; "))
+                })
+            })
+            .collect();
+        off.extend(
+            by_tag
+                .iter()
+                .filter(|(tag, c)| !per_tag.contains_key(*tag) && c.micros() > tolerance)
+                .map(|(tag, c)| format!("{tag}: ledger {} and no checked job", cr(*c))),
+        );
+        off.sort();
+        credit_lines.push(format!("jobs off: {}", off.join(" | ")));
+    }
     let sabotage_extra = unattributed.micros().abs() > tolerance;
     rows.push(row(
         "each client's credits = ledger − reported possible double charges",

@@ -168,7 +168,13 @@ async fn run(args: Args) -> bool {
     }
     let mut stand = stand.lock().await;
     if !passed {
-        eprintln!("the replicas' logs are kept in {}", stand.log_dir().display());
+        let dump = stand.log_dir().join("apollo.txt");
+        std::fs::write(&dump, apollo_record(&sim)).expect("write the simulator's record");
+        eprintln!(
+            "the replicas' logs and Apollo's record ({}) are kept in {}",
+            dump.display(),
+            stand.log_dir().display()
+        );
     }
     stand.shut(!passed).await;
     drop(stand);
@@ -328,6 +334,49 @@ fn render(args: &Args, shared: &Shared, rows: &[checks::Row], took: Duration) ->
             r.measured.replace('|', "/"),
             r.bound,
             if r.pass { "pass" } else { "**FAIL**" }
+        ));
+    }
+    out
+}
+
+/// The simulator's record as text, one line per call, charge and delivery attempt (seconds since
+/// its start), for tracing a failed check after the run.
+fn apollo_record(sim: &apollo_sim::SimHandle) -> String {
+    let mut out = String::new();
+    for c in sim.calls().iter().filter(|c| c.route.ends_with("bulk_match")) {
+        let phone = c.answer.as_ref().and_then(|a| a["phone_enrichment"]["status"].as_str()).unwrap_or("-");
+        let matched = c.received.iter().filter(|r| r.apollo_id.is_some()).count();
+        out.push_str(&format!(
+            "call {:.3} status={} fault={} request={} details={} matched={matched} phone={phone} url={}\n",
+            c.since_start.as_secs_f64(),
+            c.status,
+            c.fault.as_deref().unwrap_or("-"),
+            c.request_id.map(|r| r.0.to_string()).unwrap_or_default(),
+            c.details,
+            c.webhook_url.as_deref().unwrap_or("-"),
+        ));
+    }
+    for e in sim.ledger().entries {
+        out.push_str(&format!(
+            "charge request={} kind={:?} credits={} people={}\n",
+            e.request_id.0,
+            e.kind,
+            e.credits,
+            e.people.len()
+        ));
+    }
+    for d in sim.deliveries() {
+        out.push_str(&format!(
+            "delivery {:.3} request={} kind={:?} attempt={} status={} dropped={} duplicate={} early={} url={}\n",
+            d.since_start.as_secs_f64(),
+            d.request_id.0,
+            d.kind,
+            d.attempt,
+            d.status.map(|s| s.to_string()).unwrap_or_else(|| d.error.clone().unwrap_or_default()),
+            d.dropped,
+            d.duplicate,
+            d.early,
+            d.url
         ));
     }
     out
