@@ -143,6 +143,10 @@ pub fn simulator(args: &Args, api_key: &str) -> SimConfig {
     sim
 }
 
+/// The Dockerfile's `GLIBC_TUNABLES`, so the replicas' memory is measured as deployed.
+pub const GLIBC_TUNABLES: &str =
+    "glibc.malloc.arena_max=2:glibc.malloc.mmap_threshold=262144:glibc.malloc.trim_threshold=262144";
+
 /// The service's settings, every duration scaled by 24 (one wall hour is a day).
 pub fn service_env(args: &Args, keys: &str, admin_keys: &str) -> Vec<(String, String)> {
     let retention_days = args.retention().as_secs_f64() / 86_400.0;
@@ -163,6 +167,8 @@ pub fn service_env(args: &Args, keys: &str, admin_keys: &str) -> Vec<(String, St
         ("SUPPRESSION_KEY", "soak-suppression-key-5d1f0c9a7b"),
         ("LOG_FORMAT", "json"),
         ("RUST_LOG", "info,sqlx=warn,sea_orm=warn"),
+        // The allocator settings the Dockerfile deploys with.
+        ("GLIBC_TUNABLES", GLIBC_TUNABLES),
     ];
     let mut env: Vec<(String, String)> = fixed.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     env.push(("RETENTION_DAYS".into(), format!("{retention_days:.9}")));
@@ -258,4 +264,13 @@ pub fn timetable(args: &Args) -> Vec<(f64, Chaos)> {
     }
     t.sort_by(|a, b| a.0.total_cmp(&b.0));
     t
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_replicas_run_with_the_images_allocator_settings() {
+        let dockerfile = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Dockerfile")).unwrap();
+        assert!(dockerfile.contains(&format!("ENV GLIBC_TUNABLES={}\n", super::GLIBC_TUNABLES)), "{dockerfile}");
+    }
 }
