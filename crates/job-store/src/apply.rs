@@ -18,7 +18,7 @@ use rules::budget::split_credits;
 use rules::lifecycle::{self, Event, Part};
 use rules::merge::Record;
 use rules::vendors::{attribute_credits, person_attempts};
-use rules::{BatchState, DeliveryState};
+use rules::{BatchState, DeliveryState, PersonState};
 use sea_orm::sea_query::{Expr, LockType};
 use sea_orm::{ColumnTrait, Condition, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value};
 use serde::{Deserialize, Serialize};
@@ -391,15 +391,17 @@ impl Group {
             (0, parsed.people.iter().map(|f| f.apollo_id.clone().unwrap_or_default()).collect())
         };
         if credits != 0 {
-            // Split over the jobs of the people in the call (by their number in it).
-            let mut by_job: BTreeMap<Uuid, i64> = BTreeMap::new();
-            for id in &members {
-                *by_job.entry(self.people[id].old.job_id).or_default() += 1;
-            }
-            let by_job: Vec<(Uuid, i64)> = by_job.into_iter().collect();
+            let by_job = self.jobs_of(&members, |_| true);
+            // The charge goes to the jobs of the people Apollo matched (by their number in the
+            // call): a person it did not match is in no payload, and its job, final since the
+            // answer, takes no later charge. None matched: all of the call.
+            let charged = match self.jobs_of(&members, |p| self.people[p].new.state != PersonState::NotFound) {
+                none if none.is_empty() => by_job.clone(),
+                some => some,
+            };
             // Each kind split on its own, so the per-kind totals are exact too.
             for (kind, amount) in [(CreditKind::of(parsed.kind), part_credits), (CreditKind::Sync, sync_credits)] {
-                for (job_id, share) in split_credits(amount, &by_job) {
+                for (job_id, share) in split_credits(amount, &charged) {
                     tally.credits(job_id, kind, share);
                 }
             }
@@ -556,6 +558,15 @@ impl Group {
         for ((a, share), client) in attempts.iter().zip(shares).zip(owners) {
             self.vendors.entry((client, a.vendor.clone(), a.kind)).or_default().add_attempt(a, share);
         }
+    }
+
+    /// How many of `members` that pass `keep` each job has, in job id order.
+    fn jobs_of(&self, members: &[Uuid], keep: impl Fn(&Uuid) -> bool) -> Vec<(Uuid, i64)> {
+        let mut by_job: BTreeMap<Uuid, i64> = BTreeMap::new();
+        for id in members.iter().filter(|id| keep(id)) {
+            *by_job.entry(self.people[id].old.job_id).or_default() += 1;
+        }
+        by_job.into_iter().collect()
     }
 
     /// Books a delivery's charge on the people of the batch it names, evenly (exactly: the shares

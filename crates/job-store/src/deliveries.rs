@@ -266,7 +266,8 @@ impl Store {
     /// claim's part adds nothing while another claim's (a retried call Apollo ran as well) adds
     /// its own; the first delivery of a claim other than the answered one also proves that call
     /// was charged for its synchronous part, booked as the answered call's sync credits. Credits
-    /// go to the batch and its jobs, split by their number of people in the batch.
+    /// go to the batch and to the jobs of the people Apollo matched, split by their number of them
+    /// in the batch (a job whose people in it were not matched is final and takes no more).
     ///
     /// A delivery for a batch that failed (every attempt's outcome unknown) adds its credits and
     /// merges nothing: without an answer its people cannot be told apart. Nor does a probe's

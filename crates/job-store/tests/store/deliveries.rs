@@ -4,6 +4,7 @@ use apollo_client::EnrichFlags;
 use apollo_client::{Credits, parse_delivery};
 use chrono::Utc;
 use job_store::{ApplyOutcome, InboundDelivery, Store, StoredDelivery};
+use rules::records::SyncMatch;
 use rules::{DeliveryState, JobState, PersonState};
 use uuid::Uuid;
 
@@ -24,6 +25,7 @@ store_tests!(
     overdue_batches_and_failed_deliveries,
     a_group_of_merges_is_one_transaction_with_each_outcome,
     a_group_ends_as_its_deliveries_applied_in_turn,
+    a_payloads_charge_goes_to_the_jobs_of_the_matched_people,
 );
 
 fn apply_ok(outcome: ApplyOutcome) -> (usize, Vec<String>) {
@@ -419,4 +421,38 @@ async fn a_group_ends_as_its_deliveries_applied_in_turn(store: Store) {
     assert!(c_first.got_phone && c_first.record.unwrap()["phones"].as_array().is_some_and(|p| !p.is_empty()));
     let erased = store.list_people(jobs[1], None, 10).await.unwrap();
     assert!(erased.iter().all(|p| p.record.is_none() && p.got_phone), "{erased:#?}");
+}
+
+async fn a_payloads_charge_goes_to_the_jobs_of_the_matched_people(store: Store) {
+    // One call for two jobs: `done`'s only person is not matched, `waits`'s three are.
+    let flags = EnrichFlags { run_waterfall_email: true, ..Default::default() };
+    let done = store.create_job(job("acme", 1, flags)).await.unwrap().job.id;
+    let mut other = job("acme", 3, flags);
+    other.people = (10..13).map(|i| crate::harness::person(i).into()).collect();
+    let waits = store.create_job(other).await.unwrap().job.id;
+    let b = claim(&store).await;
+    assert_eq!(b.people.len(), 4, "both jobs in one call");
+    let mut outcome = all_matched(&b, false, true);
+    for p in
+        outcome.people.iter_mut().filter(|p| b.people.iter().any(|c| c.person_id == p.person_id && c.job_id == done))
+    {
+        p.outcome = SyncMatch::NotFound;
+        p.apollo_id = None;
+        p.facts = Default::default();
+        p.expect_waterfall = false;
+    }
+    outcome.credits = Credits::ZERO;
+    record(&store, outcome).await;
+    let finished = store.get_job(done).await.unwrap().unwrap();
+    assert_eq!(finished.state, JobState::Completed, "final at the answer");
+
+    let ids: Vec<String> = b.people.iter().filter(|p| p.job_id == waits).map(|p| apollo_id(p.person_id)).collect();
+    let body = waterfall_body(&ids, 6.0);
+    let d = store.store_delivery(b.batch_id, &body, Utc::now()).await.unwrap().id();
+    apply_ok(store.apply_delivery(d, &parse_delivery(&body).unwrap()).await.unwrap());
+    let after = store.get_job(done).await.unwrap().unwrap();
+    assert_eq!(after.credits, finished.credits, "a finished job takes no later charge");
+    assert_eq!(store.get_job(waits).await.unwrap().unwrap().credits, Credits::whole(6), "all of it");
+    assert_eq!(store.get_batch(b.batch_id).await.unwrap().unwrap().credits, Credits::whole(6));
+    assert_counters_match(&store, &[done, waits]).await;
 }

@@ -91,6 +91,8 @@ pub struct Outcome {
     pub reused: usize,
     /// Erased after checking.
     pub erased: bool,
+    /// When it was checked.
+    pub checked_at: Option<std::time::Instant>,
 }
 
 /// The whole book, shared by every task of the run.

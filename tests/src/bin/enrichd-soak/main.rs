@@ -39,9 +39,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use crate::book::{Shared, Who};
+use crate::book::{Outcome, Shared, Who};
 use crate::plan::{Args, REPLICAS, Sabotage};
 use crate::traffic::{Caller, Ctx};
+use std::collections::BTreeMap;
 
 const APOLLO_KEY: &str = "apollo-soak-key-3c9e51";
 const ADMIN_KEYS: &str = "ops=soak-admin-key-77aa0c1e";
@@ -123,6 +124,7 @@ async fn run(args: Args) -> bool {
         seed: args.seed,
     };
     let verifying = tokio::spawn(verifier.run(stop.clone(), give_up.clone()));
+    let rechecking = tokio::spawn(recheck_credits(api.clone(), shared.clone(), sampling_until));
 
     traffic.join_all().await;
     let _ = timetable.await;
@@ -138,6 +140,7 @@ async fn run(args: Args) -> bool {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let received = settle_callbacks(&world, &shared, Instant::now() + Duration::from_secs(900)).await;
+    rechecking.abort();
     refresh_credits(&api, &shared).await;
     sampler.abort();
     shared.note("settled; checking".into());
@@ -216,18 +219,38 @@ async fn settle_callbacks(
 
 /// Reads each job's credits again at the end (late parts of a cancelled job may add some); a job
 /// retention purged (404) keeps what it showed when it was checked, and is counted.
+/// How long after its check a job's credits are read again: a job is final before every charge
+/// of its calls is known (a cancelled person's part, a lost call's delivery), and retention may
+/// purge it before the run's end.
+const RECHECK_FOR: Duration = Duration::from_secs(90);
+
+/// Reads the credits of jobs checked in the last [`RECHECK_FOR`] again, every few seconds, until
+/// `until`.
+async fn recheck_credits(api: Caller, shared: Shared, until: Instant) {
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        update_credits(&api, &shared, false, |o| o.checked_at.is_some_and(|t| t.elapsed() < RECHECK_FOR)).await;
+    }
+}
+
+/// Reads every checked job's credits again at the end, counting those purged.
 async fn refresh_credits(api: &Caller, shared: &Shared) {
+    update_credits(api, shared, true, |_| true).await;
+}
+
+/// Reads the credits of the checked jobs `which` picks again; `count_purged`: count those gone.
+async fn update_credits(api: &Caller, shared: &Shared, count_purged: bool, which: impl Fn(&Outcome) -> bool) {
     let ids: Vec<(String, Who)> = {
         let book = shared.book();
         book.outcomes
             .iter()
-            .filter(|(_, o)| !o.erased)
+            .filter(|(_, o)| !o.erased && which(o))
             .filter_map(|(id, _)| book.jobs.get(id).map(|j| (id.clone(), j.who)))
             .collect()
     };
     for (id, who) in ids {
         let (status, job) = api.call(&who.key(), Method::GET, &format!("/v1/jobs/{id}"), None).await;
-        if status == 404 {
+        if status == 404 && count_purged {
             shared.book().purged += 1;
         }
         if status != 200 {
@@ -346,13 +369,20 @@ fn apollo_record(sim: &apollo_sim::SimHandle) -> String {
     for c in sim.calls().iter().filter(|c| c.route.ends_with("bulk_match")) {
         let phone = c.answer.as_ref().and_then(|a| a["phone_enrichment"]["status"].as_str()).unwrap_or("-");
         let matched = c.received.iter().filter(|r| r.apollo_id.is_some()).count();
+        let mut tags: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in &c.received {
+            let email = r.detail["email"].as_str().unwrap_or_default();
+            *tags.entry(traffic::job_tag(email).unwrap_or(&email[..email.len().min(1)])).or_default() += 1;
+        }
+        let tags: Vec<String> = tags.iter().map(|(t, n)| format!("{t}:{n}")).collect();
         out.push_str(&format!(
-            "call {:.3} status={} fault={} request={} details={} matched={matched} phone={phone} url={}\n",
+            "call {:.3} status={} fault={} request={} details={} matched={matched} phone={phone} tags={} url={}\n",
             c.since_start.as_secs_f64(),
             c.status,
             c.fault.as_deref().unwrap_or("-"),
             c.request_id.map(|r| r.0.to_string()).unwrap_or_default(),
             c.details,
+            tags.join(","),
             c.webhook_url.as_deref().unwrap_or("-"),
         ));
     }

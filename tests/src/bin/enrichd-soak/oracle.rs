@@ -53,7 +53,7 @@ pub struct Oracle {
     pub email_of: HashMap<String, String>,
     /// Every `bulk_match` call.
     pub calls: Vec<Call>,
-    /// The emails of each answered request's details.
+    /// The emails of each answered request's matched details (all of them if none matched).
     request_emails: HashMap<RequestId, Vec<String>>,
     /// `webhook_result` polls by status.
     pub polls: BTreeMap<u16, usize>,
@@ -91,8 +91,11 @@ impl Oracle {
                 continue;
             }
             if let Some(r) = c.request_id {
-                let emails =
-                    c.received.iter().filter_map(|r| r.detail["email"].as_str().map(str::to_lowercase)).collect();
+                // A payload's charge is the matched people's (all of the call's if none matched).
+                let email = |r: &apollo_sim::ReceivedDetail| r.detail["email"].as_str().map(str::to_lowercase);
+                let matched: Vec<String> =
+                    c.received.iter().filter(|r| r.apollo_id.is_some()).filter_map(email).collect();
+                let emails = if matched.is_empty() { c.received.iter().filter_map(email).collect() } else { matched };
                 self.request_emails.insert(r, emails);
             }
             let phone_skipped =
@@ -146,8 +149,8 @@ impl Oracle {
 
     /// Every charge of the simulator's ledger attributed to `key` of the people it was for, by
     /// the rule the service books by (and documents): a synchronous charge to each person matched,
-    /// a payload's evenly over the people of the call it belongs to (Apollo's payload gives only
-    /// its total). Returns the attribution, what no key took, and how many charges were split
+    /// a payload's evenly over the people its call matched (Apollo's payload gives only its
+    /// total). Returns the attribution, what no key took, and how many charges were split
     /// (each split may differ from the service's by a micro-credit of rounding).
     pub fn charges<K: std::hash::Hash + Eq>(
         &self,

@@ -126,6 +126,7 @@ impl Verifier {
             credits: credits(&job["credits_consumed"]),
             double_charges: job["possible_double_charges"].as_i64().unwrap_or(0),
             double_charge_credits: credits(&job["possible_double_charge_credits"]),
+            checked_at: Some(Instant::now()),
             ..Default::default()
         };
         if people.len() != note.emails.len() {
