@@ -8,7 +8,7 @@
 //! book, and printed as a table; the exit status is 0 only when every row passes.
 //!
 //! Run: `scripts/soak.sh --minutes 60 --seed 1` (`--sqlite` for one process on SQLite;
-//! `--break lost-webhook|double-send|key-shared` breaks a property from outside on purpose;
+//! `--break lost-webhook|double-send|key-shared|dry-run-sent|replayed-callback` breaks a property from outside on purpose;
 //! `--out FILE` also writes the report there, and the memory and database samples to
 //! `FILE.samples.csv`).
 //!
@@ -100,9 +100,6 @@ async fn run(args: Args) -> bool {
     traffic.spawn(traffic::reuse(ctx.clone()));
     traffic.spawn(traffic::budget(ctx.clone()));
     traffic.spawn(traffic::heavy(ctx.clone()));
-    if let Some(s) = args.sabotage {
-        traffic.spawn(sabotage(s, sim.clone(), until));
-    }
     let world = Arc::new(chaos::World {
         stand: stand.clone(),
         cluster: cluster.clone(),
@@ -110,6 +107,9 @@ async fn run(args: Args) -> bool {
         secret,
         shared: shared.clone(),
     });
+    if let Some(s) = args.sabotage {
+        traffic.spawn(sabotage(s, sim.clone(), world.clone(), until));
+    }
     let timetable = tokio::spawn(chaos::run(world.clone(), args.clone(), start));
     let samples = Arc::new(std::sync::Mutex::new(samples::Samples::default()));
     let sampling_until = Instant::now() + args.run() + Duration::from_secs(3600);
@@ -266,7 +266,7 @@ async fn update_credits(api: &Caller, shared: &Shared, count_purged: bool, which
 }
 
 /// Breaks a property from outside, on purpose, until `until`.
-async fn sabotage(what: Sabotage, sim: apollo_sim::SimHandle, until: Instant) {
+async fn sabotage(what: Sabotage, sim: apollo_sim::SimHandle, world: Arc<chaos::World>, until: Instant) {
     let http = reqwest::Client::new();
     let url = format!("{}/api/v1/people/bulk_match", sim.url());
     let mut read = 0;
@@ -294,6 +294,30 @@ async fn sabotage(what: Sabotage, sim: apollo_sim::SimHandle, until: Instant) {
                 let body = json!({"details": [{"email": format!("z{n}@elsewhere.io")}]});
                 let _ = http.post(&url).header("x-api-key", APOLLO_KEY).json(&body).send().await;
             }
+            Sabotage::DryRunSent => {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                let email = world.shared.book().dry_emails.last().cloned();
+                let Some(email) = email else { continue };
+                let body = json!({"details": [{"email": email}]});
+                let _ = http.post(&url).header("x-api-key", APOLLO_KEY).json(&body).send().await;
+            }
+            Sabotage::ReplayedCallback => {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                let (target, got) = {
+                    let stand = world.stand.lock().await;
+                    (stand.receiver.url().to_string(), stand.receiver.received())
+                };
+                let Some(r) = got.iter().rev().find(|r| (200..300).contains(&r.answered)) else { continue };
+                let _ = http
+                    .post(&target)
+                    .header("webhook-id", &r.id)
+                    .header("webhook-timestamp", r.timestamp.to_string())
+                    .header("webhook-signature", &r.signature)
+                    .header("content-type", "application/json")
+                    .body(r.body.clone())
+                    .send()
+                    .await;
+            }
         }
     }
 }
@@ -311,7 +335,7 @@ fn render(args: &Args, shared: &Shared, rows: &[checks::Row], took: Duration) ->
         args.minutes,
         args.seed,
         if args.sqlite { " --sqlite" } else { "" },
-        args.sabotage.map(|s| format!(" --break {s:?}")).unwrap_or_default()
+        args.sabotage.map(|s| format!(" --break {}", s.name())).unwrap_or_default()
     );
     line(format!("### Soak: `{cmd}`"));
     line(String::new());

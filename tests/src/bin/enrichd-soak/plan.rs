@@ -43,16 +43,37 @@ pub enum Sabotage {
     DoubleSend,
     /// Someone else spends the key's rate limit: 429s.
     KeyShared,
+    /// Someone else sends people of dry runs to Apollo with the key.
+    DryRunSent,
+    /// Someone replays a signed callback the receiver already accepted.
+    ReplayedCallback,
 }
 
 impl Sabotage {
-    fn parse(s: &str) -> Result<Sabotage, String> {
-        match s {
-            "lost-webhook" => Ok(Sabotage::LostWebhook),
-            "double-send" => Ok(Sabotage::DoubleSend),
-            "key-shared" => Ok(Sabotage::KeyShared),
-            _ => Err(format!("--break {s:?}: one of lost-webhook, double-send, key-shared")),
+    const ALL: [Sabotage; 5] = [
+        Sabotage::LostWebhook,
+        Sabotage::DoubleSend,
+        Sabotage::KeyShared,
+        Sabotage::DryRunSent,
+        Sabotage::ReplayedCallback,
+    ];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Sabotage::LostWebhook => "lost-webhook",
+            Sabotage::DoubleSend => "double-send",
+            Sabotage::KeyShared => "key-shared",
+            Sabotage::DryRunSent => "dry-run-sent",
+            Sabotage::ReplayedCallback => "replayed-callback",
         }
+    }
+
+    fn parse(s: &str) -> Result<Sabotage, String> {
+        Sabotage::ALL.into_iter().find(|b| b.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Sabotage::ALL.iter().map(|b| b.name()).collect();
+            format!("--break {s:?}: one of {}", names.join(", "))
+        })
     }
 }
 
