@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::book::{Book, Who};
 use crate::oracle::Oracle;
 use crate::plan::{Args, LEASE};
-use crate::samples::{Samples, memory_trend};
+use crate::samples::{Samples, memory_peak, memory_trend};
 use crate::traffic::job_tag;
 
 /// One row of the table.
@@ -318,15 +318,24 @@ pub fn all(
         inside.is_empty() && reused > 0,
     ));
 
-    // The daily cap, per client (the run stays inside one UTC day or says so).
+    // The daily cap, per client and UTC day of the jobs' creation (as the service counts it). A
+    // client within the cap over the whole run is within it every day; one over it is split by
+    // day, which the clients whose people carry their job's tag allow.
     let cap = Credits::whole(args.daily_cap() as i64);
     let mut cap_lines = Vec::new();
     let mut cap_ok = true;
     for w in Who::ALL {
         let l = ledger.get(&w).copied().unwrap_or_default();
         let pdc = service.get(&w).map(|s| s.1).unwrap_or_default();
-        cap_ok &= l.micros() <= cap.micros() + pdc.micros() + tolerance;
-        cap_lines.push(format!("{} {}", w.name(), cr(l)));
+        let within = |c: Credits| c.micros() <= cap.micros() + pdc.micros() + tolerance;
+        if within(l) {
+            cap_lines.push(format!("{} {}", w.name(), cr(l)));
+            continue;
+        }
+        let days = per_creation_day(book, &by_tag, w);
+        cap_ok &= !days.is_empty() && days.values().all(|c| within(*c));
+        let split: Vec<String> = days.iter().map(|(d, c)| format!("{d}: {}", cr(*c))).collect();
+        cap_lines.push(format!("{} {} ({})", w.name(), cr(l), split.join(", ")));
     }
     let capped: Vec<String> = book
         .refused
@@ -368,23 +377,39 @@ pub fn all(
         slow == 0,
     ));
 
-    // Memory after warm-up.
-    for (i, _) in logs.iter().enumerate() {
-        if let Some((first, last, per_hour, hours)) = memory_trend(&samples.rss, i) {
-            let growth = per_hour * hours;
-            let allowed = (16.0 * hours).max(8.0);
-            let judged = hours * 60.0 >= 10.0;
-            rows.push(row(
-                &format!("replica {i}: resident memory flat after warm-up (its longest-lived process)"),
-                format!(
-                    "{first:.0} → {last:.0} MiB over {:.0} min; fitted slope {per_hour:+.1} MiB/h ({growth:+.1} MiB){}",
-                    hours * 60.0,
-                    if judged { "" } else { "; under 10 min after warm-up: reported, not judged" }
-                ),
-                "fitted growth ≤ 16 MiB/h × span, at least 8 MiB (spans of 10 min or more)",
-                !judged || growth <= allowed,
-            ));
-        }
+    // Memory after warm-up. A process that lives half an hour or more is judged by its fitted
+    // slope. The restarted replicas' processes live about 15 minutes (a deploy every 15): still
+    // warming up, they are judged against the steady state the long-lived replica reached.
+    let trends: Vec<_> = (0..logs.len()).map(|i| memory_trend(&samples.rss, i)).collect();
+    let steady = (0..logs.len())
+        .filter(|i| trends[*i].is_some_and(|t| t.3 >= 0.5))
+        .filter_map(|i| memory_peak(&samples.rss, i))
+        .reduce(f64::max);
+    for (i, trend) in trends.iter().enumerate() {
+        let Some((first, last, per_hour, hours)) = *trend else { continue };
+        let growth = per_hour * hours;
+        let allowed = (16.0 * hours).max(8.0);
+        let judged = hours * 60.0 >= 10.0;
+        let short = hours < 0.5;
+        let pass = match (judged, short, steady) {
+            (false, _, _) => true,
+            (true, true, Some(level)) => growth <= allowed || last <= level + 8.0,
+            (true, _, _) => growth <= allowed,
+        };
+        rows.push(row(
+            &format!("replica {i}: resident memory flat after warm-up (its longest-lived process)"),
+            format!(
+                "{first:.0} → {last:.0} MiB over {:.0} min; fitted slope {per_hour:+.1} MiB/h ({growth:+.1} MiB){}",
+                hours * 60.0,
+                match (judged, short, steady) {
+                    (false, _, _) => "; under 10 min after warm-up: reported, not judged".to_string(),
+                    (true, true, Some(level)) => format!("; the long-lived replica's steady state: {level:.0} MiB"),
+                    _ => String::new(),
+                }
+            ),
+            "spans of 30 min or more: fitted growth ≤ 16 MiB/h × span, at least 8 MiB; shorter ones (10–30 min): that, or at most 8 MiB over the steady state of a replica that lived 30 min or more",
+            pass,
+        ));
     }
 
     // The database with retention on: the last third no bigger than the middle third's peak
@@ -462,4 +487,42 @@ fn caused(book: &Book, at: SystemTime) -> bool {
         let t = book.started_at + *since;
         t <= at + Duration::from_secs(5) && at <= t + Duration::from_secs(60)
     })
+}
+
+/// A client's charges by the UTC day its jobs were created (each job tag's charges on the day of
+/// the first job with that tag: a retry counts where its original does); empty for a client
+/// whose people carry no job tag.
+fn per_creation_day(book: &Book, by_tag: &HashMap<String, Credits>, who: Who) -> BTreeMap<chrono::NaiveDate, Credits> {
+    let mut created: HashMap<&str, chrono::NaiveDate> = HashMap::new();
+    for j in book.jobs.values().filter(|j| j.who == who) {
+        let (Some(tag), Some(day)) = (j.emails.first().and_then(|e| job_tag(e)), created_day(&j.id)) else {
+            continue;
+        };
+        created.entry(tag).and_modify(|d| *d = (*d).min(day)).or_insert(day);
+    }
+    let mut days: BTreeMap<chrono::NaiveDate, Credits> = BTreeMap::new();
+    for (tag, day) in created {
+        *days.entry(day).or_default() += by_tag.get(tag).copied().unwrap_or_default();
+    }
+    days
+}
+
+/// The UTC day of a job id (a UUIDv7: its first 48 bits are Unix milliseconds).
+fn created_day(id: &str) -> Option<chrono::NaiveDate> {
+    let hex: String = id.chars().filter(|c| *c != '-').take(12).collect();
+    let ms = i64::from_str_radix(&hex, 16).ok()?;
+    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.date_naive())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::created_day;
+
+    #[test]
+    fn a_job_ids_day_is_its_uuid_v7_time() {
+        // 0x01a24da2974f ms = 2026-12-06T23:13:50.927Z.
+        let day = created_day("01a24da2-974f-774f-a10e-7daec87d7903").unwrap();
+        assert_eq!(day, chrono::NaiveDate::from_ymd_opt(2026, 12, 6).unwrap());
+        assert_eq!(created_day("not a uuid"), None);
+    }
 }

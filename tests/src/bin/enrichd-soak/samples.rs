@@ -123,6 +123,24 @@ pub fn memory_trend(samples: &[Rss], replica: usize) -> Option<(f64, f64, f64, f
     Some((first, last, slope(&points), hours))
 }
 
+/// The highest resident memory of one replica's longest-lived process after its warm-up (as
+/// [`memory_trend`] picks them), MiB.
+pub fn memory_peak(samples: &[Rss], replica: usize) -> Option<f64> {
+    let mine: Vec<&Rss> = samples.iter().filter(|s| s.replica == replica).collect();
+    let life = |pid: u32| {
+        let of: Vec<&&Rss> = mine.iter().filter(|s| s.pid == pid).collect();
+        (of.first().map(|f| f.at), of.last().map(|l| l.at))
+    };
+    let span = |pid: u32| match life(pid) {
+        (Some(a), Some(b)) => b - a,
+        _ => 0.0,
+    };
+    let pid = mine.iter().map(|s| s.pid).max_by(|a, b| span(*a).total_cmp(&span(*b)))?;
+    let (born, length) = (life(pid).0?, span(pid));
+    let warm = born + (length / 4.0).max(120.0_f64.min(length / 2.0));
+    mine.iter().filter(|s| s.pid == pid && s.at >= warm).map(|s| s.mib).reduce(f64::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,5 +166,7 @@ mod tests {
         let (first, last, per_hour, hours) = memory_trend(&s, 1).unwrap();
         assert_eq!((first, last), (110.0, 110.0));
         assert!(per_hour.abs() < 1e-9 && hours > 0.7, "{per_hour} {hours}");
+        assert_eq!(memory_peak(&s, 1), Some(110.0));
+        assert_eq!(memory_peak(&s, 2), None);
     }
 }
