@@ -8,7 +8,8 @@
 //! book, and printed as a table; the exit status is 0 only when every row passes.
 //!
 //! Run: `scripts/soak.sh --minutes 60 --seed 1` (`--sqlite` for one process on SQLite;
-//! `--break lost-webhook|double-send|key-shared|dry-run-sent|replayed-callback` breaks a property from outside on purpose;
+//! `--break lost-webhook|double-send|key-shared|dry-run-sent|replayed-callback` breaks a property
+//! from outside on purpose;
 //! `--out FILE` also writes the report there, and the memory and database samples to
 //! `FILE.samples.csv`).
 //!
@@ -26,6 +27,7 @@ mod samples;
 mod traffic;
 mod verify;
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,7 +44,6 @@ use tokio::sync::Mutex;
 use crate::book::{Outcome, Shared, Who};
 use crate::plan::{Args, REPLICAS, Sabotage};
 use crate::traffic::{Caller, Ctx};
-use std::collections::BTreeMap;
 
 const APOLLO_KEY: &str = "apollo-soak-key-3c9e51";
 const ADMIN_KEYS: &str = "ops=soak-admin-key-77aa0c1e";

@@ -103,42 +103,38 @@ pub fn slope(points: &[(f64, f64)]) -> f64 {
     if sxx == 0.0 { 0.0 } else { sxy / sxx }
 }
 
-/// Memory of one replica's longest-lived process after its warm-up (the first quarter of its
-/// life, at least two minutes): (first MiB, last MiB, slope MiB per hour, span hours).
-pub fn memory_trend(samples: &[Rss], replica: usize) -> Option<(f64, f64, f64, f64)> {
+/// The samples of one replica's longest-lived process after its warm-up (the first quarter of
+/// its life, at least two minutes).
+fn settled(samples: &[Rss], replica: usize) -> Vec<&Rss> {
     let mine: Vec<&Rss> = samples.iter().filter(|s| s.replica == replica).collect();
-    let mut pids: Vec<u32> = mine.iter().map(|s| s.pid).collect();
-    pids.dedup();
-    let life = |pid: u32| {
-        let of: Vec<&&Rss> = mine.iter().filter(|s| s.pid == pid).collect();
-        of.last().map_or(0.0, |l| l.at) - of.first().map_or(0.0, |f| f.at)
+    // Each process's first and last sample, in the order processes appeared.
+    let mut lives: Vec<(u32, f64, f64)> = Vec::new();
+    for s in &mine {
+        match lives.iter_mut().find(|l| l.0 == s.pid) {
+            Some(l) => l.2 = s.at,
+            None => lives.push((s.pid, s.at, s.at)),
+        }
+    }
+    let Some(&(pid, born, end)) = lives.iter().max_by(|a, b| (a.2 - a.1).total_cmp(&(b.2 - b.1))) else {
+        return Vec::new();
     };
-    let pid = pids.into_iter().max_by(|a, b| life(*a).total_cmp(&life(*b)))?;
-    let of: Vec<&&Rss> = mine.iter().filter(|s| s.pid == pid).collect();
-    let (born, span) = (of.first()?.at, life(pid));
+    let span = end - born;
     let warm = born + (span / 4.0).max(120.0_f64.min(span / 2.0));
-    let points: Vec<(f64, f64)> = of.iter().filter(|s| s.at >= warm).map(|s| (s.at / 3600.0, s.mib)).collect();
+    mine.into_iter().filter(|s| s.pid == pid && s.at >= warm).collect()
+}
+
+/// Memory of one replica's longest-lived process after its warm-up: (first MiB, last MiB, slope
+/// MiB per hour, span hours).
+pub fn memory_trend(samples: &[Rss], replica: usize) -> Option<(f64, f64, f64, f64)> {
+    let points: Vec<(f64, f64)> = settled(samples, replica).iter().map(|s| (s.at / 3600.0, s.mib)).collect();
     let (first, last) = (points.first()?.1, points.last()?.1);
     let hours = points.last()?.0 - points.first()?.0;
     Some((first, last, slope(&points), hours))
 }
 
-/// The highest resident memory of one replica's longest-lived process after its warm-up (as
-/// [`memory_trend`] picks them), MiB.
+/// The highest resident memory of one replica's longest-lived process after its warm-up, MiB.
 pub fn memory_peak(samples: &[Rss], replica: usize) -> Option<f64> {
-    let mine: Vec<&Rss> = samples.iter().filter(|s| s.replica == replica).collect();
-    let life = |pid: u32| {
-        let of: Vec<&&Rss> = mine.iter().filter(|s| s.pid == pid).collect();
-        (of.first().map(|f| f.at), of.last().map(|l| l.at))
-    };
-    let span = |pid: u32| match life(pid) {
-        (Some(a), Some(b)) => b - a,
-        _ => 0.0,
-    };
-    let pid = mine.iter().map(|s| s.pid).max_by(|a, b| span(*a).total_cmp(&span(*b)))?;
-    let (born, length) = (life(pid).0?, span(pid));
-    let warm = born + (length / 4.0).max(120.0_f64.min(length / 2.0));
-    mine.iter().filter(|s| s.pid == pid && s.at >= warm).map(|s| s.mib).reduce(f64::max)
+    settled(samples, replica).iter().map(|s| s.mib).reduce(f64::max)
 }
 
 #[cfg(test)]
