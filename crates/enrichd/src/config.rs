@@ -93,11 +93,12 @@ pub struct Config {
     pub dispatch_concurrency: usize,
 
     /// Calls per batch that Apollo fails (5xx, timeouts) before its people fail; 429s and
-    /// restarts of this service do not count.
-    #[arg(long, env = "APOLLO_MAX_ATTEMPTS", default_value_t = 6)]
+    /// restarts of this service do not count. Ten, with the retry waits, ride out a burst of
+    /// Apollo errors lasting minutes.
+    #[arg(long, env = "APOLLO_MAX_ATTEMPTS", default_value_t = 10)]
     pub max_attempts: u32,
 
-    /// First retry delay after a 5xx or timeout; doubles per attempt, with jitter.
+    /// First retry delay after a 5xx or timeout; doubles per attempt up to 5 minutes, with jitter.
     #[arg(long, env = "APOLLO_RETRY_BASE", default_value = "2s", value_parser = parse_duration)]
     pub retry_base: Duration,
 

@@ -6,6 +6,8 @@
 //! `failed`, `cancelled`, `skipped_budget`, `suppressed` (`invalid` is decided at submission and never changes). An event that
 //! does not apply to the current state changes nothing, so events may repeat and arrive late.
 
+use std::time::Duration;
+
 use apollo_client::DeliveryKind;
 
 use crate::{Counts, JobState, PersonState};
@@ -220,6 +222,16 @@ pub fn retry_after_failure(failures: i32, max_attempts: u32) -> bool {
     u32::try_from(failures).is_ok_and(|f| f.saturating_add(1) < max_attempts)
 }
 
+/// The longest wait between two attempts of a failed call, whatever the doubling reaches.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(300);
+
+/// How long a batch waits after its `failures`-th failed call (counting from 0): `base`, doubled
+/// per failure before it, at most [`MAX_RETRY_BACKOFF`]. With the defaults (2 s, 10 attempts) a
+/// batch rides out about 13 minutes of Apollo failing before its people fail.
+pub fn retry_backoff(base: Duration, failures: i32) -> Duration {
+    base.saturating_mul(1 << failures.clamp(0, 15)).min(MAX_RETRY_BACKOFF)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +401,20 @@ mod tests {
         assert!(!retry_after_failure(5, 6));
         assert!(!retry_after_failure(0, 1), "one attempt allowed: no retry");
         assert!(!retry_after_failure(-1, 6), "a corrupt count does not retry forever");
+    }
+
+    #[test]
+    fn a_failed_calls_wait_doubles_up_to_five_minutes() {
+        let base = Duration::from_secs(2);
+        assert_eq!(retry_backoff(base, 0), Duration::from_secs(2));
+        assert_eq!(retry_backoff(base, 3), Duration::from_secs(16));
+        assert_eq!(retry_backoff(base, 7), Duration::from_secs(256));
+        assert_eq!(retry_backoff(base, 8), MAX_RETRY_BACKOFF);
+        assert_eq!(retry_backoff(base, 40), MAX_RETRY_BACKOFF);
+        assert_eq!(retry_backoff(base, -3), base, "a corrupt count waits the base");
+        // The default ten attempts: nine waits add up to about 13.5 minutes.
+        let total: Duration = (0..9).map(|f| retry_backoff(base, f)).sum();
+        assert_eq!(total, Duration::from_secs(810));
     }
     /// One batch's events, applied the way the store applies them: deliveries that come before
     /// the answer wait for it; a part is charged once per (request, part).

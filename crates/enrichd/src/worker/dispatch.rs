@@ -396,7 +396,7 @@ async fn on_error(state: &AppState, dispatcher: &Dispatcher, batch: &ClaimedBatc
             if lifecycle::retry_after_failure(batch.failures, state.config.max_attempts) =>
         {
             dispatcher.bump(|s| s.transient += 1);
-            let backoff = state.config.retry_base.saturating_mul(1 << batch.failures.clamp(0, 15));
+            let backoff = lifecycle::retry_backoff(state.config.retry_base, batch.failures);
             let at = db_after(state, jittered(backoff)).await;
             if e.outcome_unknown() {
                 metrics::counter!("enrichd_possible_double_charges_total").increment(1);
