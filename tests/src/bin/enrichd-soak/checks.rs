@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::book::{Book, Who};
 use crate::oracle::Oracle;
-use crate::plan::{Args, LEASE};
+use crate::plan::{Args, LEASE, Sabotage};
 use crate::samples::{Samples, memory_peak, memory_trend};
 use crate::traffic::job_tag;
 
@@ -421,12 +421,15 @@ pub fn all(
     rows.push(row(
         "database size bounded with retention on",
         format!(
-            "peak {:.1} MiB in the middle third, {:.1} MiB in the last; {} of {} checked jobs purged by the end (kept {} s)",
+            "peak {:.1} MiB in the middle third, {:.1} MiB in the last; {} of {} checked jobs purged by the end (kept {})",
             middle as f64 / 1048576.0,
             last as f64 / 1048576.0,
             book.purged,
             book.outcomes.len(),
-            args.retention().as_secs()
+            match args.sabotage {
+                Some(Sabotage::NoRetention) => "forever".to_string(),
+                _ => format!("{} s", args.retention().as_secs()),
+            }
         ),
         "last ≤ 1.25 × middle + 8 MiB; some jobs purged",
         book.purged > 0 && (last as f64) <= 1.25 * middle as f64 + 8.0 * 1048576.0,

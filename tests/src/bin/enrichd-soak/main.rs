@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use e2e_tests::Backend;
 use e2e_tests::cluster::Cluster;
@@ -42,7 +42,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::book::{Outcome, Shared, Who};
-use crate::plan::{Args, REPLICAS, Sabotage};
+use crate::plan::{Args, LEASE, REPLICAS, Sabotage};
 use crate::traffic::{Caller, Ctx};
 
 const APOLLO_KEY: &str = "apollo-soak-key-3c9e51";
@@ -274,8 +274,8 @@ async fn sabotage(what: Sabotage, sim: apollo_sim::SimHandle, world: Arc<chaos::
     let mut n = 0u64;
     while Instant::now() < until {
         match what {
-            // Apollo's side: configured in the simulator from the start.
-            Sabotage::LostWebhook => return,
+            // Configured from the start: Apollo's side in the simulator, retention in the replicas.
+            Sabotage::LostWebhook | Sabotage::NoRetention => return,
             Sabotage::DoubleSend => {
                 tokio::time::sleep(Duration::from_secs(20)).await;
                 let calls = sim.calls_from(read);
@@ -298,6 +298,23 @@ async fn sabotage(what: Sabotage, sim: apollo_sim::SimHandle, world: Arc<chaos::
             Sabotage::DryRunSent => {
                 tokio::time::sleep(Duration::from_secs(20)).await;
                 let email = world.shared.book().dry_emails.last().cloned();
+                let Some(email) = email else { continue };
+                let body = json!({"details": [{"email": email}]});
+                let _ = http.post(&url).header("x-api-key", APOLLO_KEY).json(&body).send().await;
+            }
+            Sabotage::SuppressedSent => {
+                tokio::time::sleep(Duration::from_secs(20)).await;
+                // The latest person whose suppression is older than a lease (a claim in flight
+                // may still send one inside it).
+                let settled = SystemTime::now() - LEASE * 2;
+                let email = {
+                    let book = world.shared.book();
+                    book.suppressed
+                        .iter()
+                        .filter(|(_, at)| **at < settled)
+                        .max_by_key(|(_, at)| **at)
+                        .map(|(e, _)| e.clone())
+                };
                 let Some(email) = email else { continue };
                 let body = json!({"details": [{"email": email}]});
                 let _ = http.post(&url).header("x-api-key", APOLLO_KEY).json(&body).send().await;

@@ -47,15 +47,21 @@ pub enum Sabotage {
     DryRunSent,
     /// Someone replays a signed callback the receiver already accepted.
     ReplayedCallback,
+    /// Someone else sends people after their suppression to Apollo with the key.
+    SuppressedSent,
+    /// The replicas run without `RETENTION_DAYS`: nothing is purged and the database grows.
+    NoRetention,
 }
 
 impl Sabotage {
-    const ALL: [Sabotage; 5] = [
+    const ALL: [Sabotage; 7] = [
         Sabotage::LostWebhook,
         Sabotage::DoubleSend,
         Sabotage::KeyShared,
         Sabotage::DryRunSent,
         Sabotage::ReplayedCallback,
+        Sabotage::SuppressedSent,
+        Sabotage::NoRetention,
     ];
 
     /// Its name on the command line.
@@ -66,6 +72,8 @@ impl Sabotage {
             Sabotage::KeyShared => "key-shared",
             Sabotage::DryRunSent => "dry-run-sent",
             Sabotage::ReplayedCallback => "replayed-callback",
+            Sabotage::SuppressedSent => "suppressed-sent",
+            Sabotage::NoRetention => "no-retention",
         }
     }
 
@@ -192,7 +200,9 @@ pub fn service_env(args: &Args, keys: &str, admin_keys: &str) -> Vec<(String, St
         ("GLIBC_TUNABLES", GLIBC_TUNABLES),
     ];
     let mut env: Vec<(String, String)> = fixed.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-    env.push(("RETENTION_DAYS".into(), format!("{retention_days:.9}")));
+    if args.sabotage != Some(Sabotage::NoRetention) {
+        env.push(("RETENTION_DAYS".into(), format!("{retention_days:.9}")));
+    }
     env.push(("CLIENT_DAILY_CREDITS".into(), args.daily_cap().to_string()));
     env.push(("ENRICHD_API_KEYS".into(), keys.into()));
     env.push(("ENRICHD_ADMIN_KEYS".into(), admin_keys.into()));
