@@ -222,6 +222,14 @@ pub fn retry_after_failure(failures: i32, max_attempts: u32) -> bool {
     u32::try_from(failures).is_ok_and(|f| f.saturating_add(1) < max_attempts)
 }
 
+/// Whether expired leases may be taken from their owners, the database last unreachable
+/// `unreachable_ago` ago (never: `None`). An outage stops every renewal, so afterwards every lease
+/// looks expired: live owners get one whole lease to renew theirs and record the answers they
+/// held through the outage before anyone's call is sent again.
+pub fn may_release_leases(unreachable_ago: Option<Duration>, lease: Duration) -> bool {
+    unreachable_ago.is_none_or(|ago| ago >= lease)
+}
+
 /// The longest wait between two attempts of a failed call, whatever the doubling reaches.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(300);
 
@@ -401,6 +409,15 @@ mod tests {
         assert!(!retry_after_failure(5, 6));
         assert!(!retry_after_failure(0, 1), "one attempt allowed: no retry");
         assert!(!retry_after_failure(-1, 6), "a corrupt count does not retry forever");
+    }
+
+    #[test]
+    fn leases_are_released_only_a_lease_after_the_database_came_back() {
+        let lease = Duration::from_secs(10);
+        assert!(may_release_leases(None, lease));
+        assert!(!may_release_leases(Some(Duration::ZERO), lease));
+        assert!(!may_release_leases(Some(Duration::from_millis(9_999)), lease));
+        assert!(may_release_leases(Some(lease), lease));
     }
 
     #[test]

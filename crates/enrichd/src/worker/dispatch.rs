@@ -215,10 +215,14 @@ impl Dispatcher {
 pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
     let permits = Arc::new(Semaphore::new(state.config.dispatch_concurrency.max(1)));
     let mut last_lease_sweep = Instant::now() - Duration::from_secs(3600);
+    let mut unreachable_at: Option<Instant> = None;
     while !state.drain.is_draining() {
         if last_lease_sweep.elapsed() >= (state.config.lease / 8).max(Duration::from_millis(200)) {
             last_lease_sweep = Instant::now();
             let released = match state.store.clock_now().await {
+                Ok(_) if !lifecycle::may_release_leases(unreachable_at.map(|t| t.elapsed()), state.config.lease) => {
+                    Ok(0)
+                }
                 Ok(now) => state.store.release_expired_leases(now).await,
                 Err(e) => Err(e),
             };
@@ -228,7 +232,10 @@ pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
                     metrics::counter!("enrichd_possible_double_charges_total").increment(n);
                     tracing::warn!(batches = n, "released expired leases: outcome unknown, retrying")
                 }
-                Err(e) => tracing::warn!(error = %e, "could not release expired leases"),
+                Err(e) => {
+                    unreachable_at = Some(Instant::now());
+                    tracing::warn!(error = %e, "could not release expired leases")
+                }
             }
         }
         // A permit first: a claimed batch is called at once, never left on its lease. Only this
@@ -289,22 +296,23 @@ pub fn webhook_url(public_base_url: &str, batch: &ClaimedBatch) -> String {
 /// Tries to record an answer a few times: it was paid for, so a passing database hiccup must not
 /// send the call again. Past that, the lease expires and the retry counts a possible double charge.
 async fn record_answer(state: &AppState, outcome: SyncOutcome) -> Result<SyncRecorded, WriteError> {
+    let started = Instant::now();
     let mut delay = Duration::from_millis(200);
-    for _ in 1..RECORD_TRIES {
+    loop {
         match state.answers.record(outcome.clone()).await {
-            Ok(r) => return Ok(r),
-            Err(e) => {
+            Err(e) if started.elapsed() < RECORD_FOR => {
                 tracing::warn!(batch_id = %outcome.batch_id, error = %e, "could not record a sync answer; trying again");
                 tokio::time::sleep(delay).await;
-                delay *= 4;
+                delay = (delay * 2).min(Duration::from_secs(2));
             }
+            recorded => return recorded,
         }
     }
-    state.answers.record(outcome).await
 }
 
-/// Attempts to record one answer.
-const RECORD_TRIES: u32 = 3;
+/// How long an answer is kept and offered to the database again: longer than a database restart
+/// or failover, so an answer Apollo charged for is not lost to an outage and the call sent again.
+const RECORD_FOR: Duration = Duration::from_secs(300);
 
 /// Calls Apollo with a batch and records the outcome. `permit` counts the call in flight: it is
 /// let go when Apollo has answered, so recording answers never holds back the next calls.
