@@ -433,6 +433,7 @@ mod tests {
         let total: Duration = (0..9).map(|f| retry_backoff(base, f)).sum();
         assert_eq!(total, Duration::from_secs(810));
     }
+
     /// One batch's events, applied the way the store applies them: deliveries that come before
     /// the answer wait for it; a part is charged once per (request, part).
     #[derive(Clone, Copy, Debug)]

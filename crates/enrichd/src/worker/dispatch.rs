@@ -293,8 +293,9 @@ pub fn webhook_url(public_base_url: &str, batch: &ClaimedBatch) -> String {
     )
 }
 
-/// Tries to record an answer a few times: it was paid for, so a passing database hiccup must not
-/// send the call again. Past that, the lease expires and the retry counts a possible double charge.
+/// Records an answer, offering it to the database again for up to [`RECORD_FOR`]: it was paid
+/// for, so an outage must not send the call again. Past that, the lease is released and the retry
+/// counts a possible double charge.
 async fn record_answer(state: &AppState, outcome: SyncOutcome) -> Result<SyncRecorded, WriteError> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(200);

@@ -512,9 +512,8 @@ fn per_creation_day(book: &Book, by_tag: &HashMap<String, Credits>, who: Who) ->
 
 /// The UTC day of a job id (a UUIDv7: its first 48 bits are Unix milliseconds).
 fn created_day(id: &str) -> Option<chrono::NaiveDate> {
-    let hex: String = id.chars().filter(|c| *c != '-').take(12).collect();
-    let ms = i64::from_str_radix(&hex, 16).ok()?;
-    chrono::DateTime::from_timestamp_millis(ms).map(|t| t.date_naive())
+    let (secs, _) = uuid::Uuid::parse_str(id).ok()?.get_timestamp()?.to_unix();
+    chrono::DateTime::from_timestamp(i64::try_from(secs).ok()?, 0).map(|t| t.date_naive())
 }
 
 #[cfg(test)]

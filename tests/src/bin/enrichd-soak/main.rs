@@ -8,8 +8,8 @@
 //! book, and printed as a table; the exit status is 0 only when every row passes.
 //!
 //! Run: `scripts/soak.sh --minutes 60 --seed 1` (`--sqlite` for one process on SQLite;
-//! `--break lost-webhook|double-send|key-shared|dry-run-sent|replayed-callback` breaks a property
-//! from outside on purpose;
+//! `--break lost-webhook|double-send|key-shared|dry-run-sent|replayed-callback|suppressed-sent|no-retention`
+//! breaks a property on purpose;
 //! `--out FILE` also writes the report there, and the memory and database samples to
 //! `FILE.samples.csv`).
 //!
