@@ -378,36 +378,41 @@ pub fn all(
     ));
 
     // Memory after warm-up. A process that lives half an hour or more is judged by its fitted
-    // slope. The restarted replicas' processes live about 15 minutes (a deploy every 15): still
-    // warming up, they are judged against the steady state the long-lived replica reached.
+    // slope, Theil–Sen so that one step up to a plateau is not read as a leak. The restarted
+    // replicas' processes live about 15 minutes (a deploy every 15): still warming up, they are
+    // judged against the steady state the long-lived replica reached.
     let trends: Vec<_> = (0..logs.len()).map(|i| memory_trend(&samples.rss, i)).collect();
     let steady = (0..logs.len())
-        .filter(|i| trends[*i].is_some_and(|t| t.3 >= 0.5))
+        .filter(|i| trends[*i].is_some_and(|t| t.hours >= 0.5))
         .filter_map(|i| memory_peak(&samples.rss, i))
         .reduce(f64::max);
     for (i, trend) in trends.iter().enumerate() {
-        let Some((first, last, per_hour, hours)) = *trend else { continue };
-        let growth = per_hour * hours;
-        let allowed = (16.0 * hours).max(8.0);
-        let judged = hours * 60.0 >= 10.0;
-        let short = hours < 0.5;
+        let Some(t) = *trend else { continue };
+        let growth = t.per_hour * t.hours;
+        let allowed = (16.0 * t.hours).max(8.0);
+        let judged = t.hours * 60.0 >= 10.0;
+        let short = t.hours < 0.5;
         let pass = match (judged, short, steady) {
             (false, _, _) => true,
-            (true, true, Some(level)) => growth <= allowed || last <= level + 8.0,
+            (true, true, Some(level)) => growth <= allowed || t.last <= level + 8.0,
             (true, _, _) => growth <= allowed,
         };
         rows.push(row(
             &format!("replica {i}: resident memory flat after warm-up (its longest-lived process)"),
             format!(
-                "{first:.0} → {last:.0} MiB over {:.0} min; fitted slope {per_hour:+.1} MiB/h ({growth:+.1} MiB){}",
-                hours * 60.0,
+                "{:.0} → {:.0} MiB over {:.0} min; Theil–Sen slope {:+.1} MiB/h ({growth:+.1} MiB), least squares {:+.1} MiB/h{}",
+                t.first,
+                t.last,
+                t.hours * 60.0,
+                t.per_hour,
+                t.least_squares,
                 match (judged, short, steady) {
                     (false, _, _) => "; under 10 min after warm-up: reported, not judged".to_string(),
                     (true, true, Some(level)) => format!("; the long-lived replica's steady state: {level:.0} MiB"),
                     _ => String::new(),
                 }
             ),
-            "spans of 30 min or more: fitted growth ≤ 16 MiB/h × span, at least 8 MiB; shorter ones (10–30 min): that, or at most 8 MiB over the steady state of a replica that lived 30 min or more",
+            "spans of 30 min or more: Theil–Sen growth ≤ 16 MiB/h × span, at least 8 MiB; shorter ones (10–30 min): that, or at most 8 MiB over the steady state of a replica that lived 30 min or more",
             pass,
         ));
     }

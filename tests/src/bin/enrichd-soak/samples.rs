@@ -1,5 +1,5 @@
 //! Resident memory of every replica and the database's size, sampled through the run, and the
-//! straight-line fit that says whether memory still grows after warm-up.
+//! straight-line fits that say whether memory still grows after warm-up.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,13 +123,52 @@ fn settled(samples: &[Rss], replica: usize) -> Vec<&Rss> {
     mine.into_iter().filter(|s| s.pid == pid && s.at >= warm).collect()
 }
 
-/// Memory of one replica's longest-lived process after its warm-up: (first MiB, last MiB, slope
-/// MiB per hour, span hours).
-pub fn memory_trend(samples: &[Rss], replica: usize) -> Option<(f64, f64, f64, f64)> {
+/// Memory of one replica's longest-lived process after its warm-up.
+#[derive(Clone, Copy, Debug)]
+pub struct Trend {
+    /// First sample, MiB.
+    pub first: f64,
+    /// Last sample, MiB.
+    pub last: f64,
+    /// Theil–Sen slope, MiB per hour: the one judged.
+    pub per_hour: f64,
+    /// Least-squares slope, MiB per hour: reported beside it.
+    pub least_squares: f64,
+    /// Span, hours.
+    pub hours: f64,
+}
+
+/// Theil–Sen slope of `y` over `x`: the median of the slopes between every two points. A steady
+/// climb gives its gradient; a single step followed by a plateau gives about zero, where least
+/// squares would spread the step over the whole span.
+pub fn median_slope(points: &[(f64, f64)]) -> f64 {
+    let mut slopes: Vec<f64> = Vec::with_capacity(points.len() * points.len() / 2);
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            if b.0 != a.0 {
+                slopes.push((b.1 - a.1) / (b.0 - a.0));
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return 0.0;
+    }
+    slopes.sort_by(f64::total_cmp);
+    let mid = slopes.len() / 2;
+    if slopes.len() % 2 == 1 { slopes[mid] } else { (slopes[mid - 1] + slopes[mid]) / 2.0 }
+}
+
+/// The memory trend of one replica's longest-lived process after its warm-up.
+pub fn memory_trend(samples: &[Rss], replica: usize) -> Option<Trend> {
     let points: Vec<(f64, f64)> = settled(samples, replica).iter().map(|s| (s.at / 3600.0, s.mib)).collect();
     let (first, last) = (points.first()?.1, points.last()?.1);
-    let hours = points.last()?.0 - points.first()?.0;
-    Some((first, last, slope(&points), hours))
+    Some(Trend {
+        first,
+        last,
+        per_hour: median_slope(&points),
+        least_squares: slope(&points),
+        hours: points.last()?.0 - points.first()?.0,
+    })
 }
 
 /// The highest resident memory of one replica's longest-lived process after its warm-up, MiB.
@@ -159,10 +198,30 @@ mod tests {
             let mib = if i < 60 { 50.0 + f64::from(i) } else { 110.0 };
             s.push(Rss { replica: 1, pid: 8, at: 100.0 + f64::from(i) * 5.0, mib });
         }
-        let (first, last, per_hour, hours) = memory_trend(&s, 1).unwrap();
-        assert_eq!((first, last), (110.0, 110.0));
-        assert!(per_hour.abs() < 1e-9 && hours > 0.7, "{per_hour} {hours}");
+        let t = memory_trend(&s, 1).unwrap();
+        assert_eq!((t.first, t.last), (110.0, 110.0));
+        assert!(t.per_hour.abs() < 1e-9 && t.least_squares.abs() < 1e-9 && t.hours > 0.7, "{t:?}");
         assert_eq!(memory_peak(&s, 1), Some(110.0));
         assert_eq!(memory_peak(&s, 2), None);
+    }
+
+    #[test]
+    fn a_step_then_a_plateau_is_not_growth_but_a_steady_climb_is() {
+        // 45 minutes sampled every 5 s: +17 MiB in the first 10 minutes, then flat with jitter.
+        let at = |i: u32| f64::from(i) * 5.0 / 3600.0;
+        let jitter = |i: u32| f64::from(i % 7) * 0.1 - 0.3;
+        let step: Vec<(f64, f64)> = (0..540)
+            .map(|i| (at(i), if i < 120 { 60.0 + f64::from(i) * 17.0 / 120.0 } else { 77.0 } + jitter(i)))
+            .collect();
+        assert!(slope(&step) > 12.0, "least squares counts the step as growth: {}", slope(&step));
+        assert!(median_slope(&step).abs() < 2.0, "{}", median_slope(&step));
+        // A leak of 20 MiB/h under the same jitter is measured as 20 either way.
+        let leak: Vec<(f64, f64)> = (0..540).map(|i| (at(i), 60.0 + 20.0 * at(i) + jitter(i))).collect();
+        assert!((median_slope(&leak) - 20.0).abs() < 1.0, "{}", median_slope(&leak));
+        assert!((slope(&leak) - 20.0).abs() < 1.0, "{}", slope(&leak));
+        // A climb that keeps on in steps (a buffer kept per burst) is growth too.
+        let stairs: Vec<(f64, f64)> = (0..540).map(|i| (at(i), 60.0 + f64::from(i / 60) * 2.0)).collect();
+        assert!(median_slope(&stairs) > 16.0, "{}", median_slope(&stairs));
+        assert_eq!(median_slope(&[(1.0, 5.0)]), 0.0);
     }
 }
