@@ -222,6 +222,7 @@ impl Application {
         let metrics_server = metrics_server.map(|m| (m.handle(), tokio::spawn(m)));
         let mut workers = vec![
             tokio::spawn(worker::dispatch::run(state.clone(), dispatcher.clone())),
+            tokio::spawn(worker::rescue::run(state.clone())),
             tokio::spawn(worker::ingest::run(state.clone())),
             tokio::spawn(worker::reconcile::run(state.clone())),
             tokio::spawn(worker::callbacks::run(state.clone())),

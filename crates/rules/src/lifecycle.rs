@@ -6,7 +6,7 @@
 //! `failed`, `cancelled`, `skipped_budget`, `suppressed` (`invalid` is decided at submission and never changes). An event that
 //! does not apply to the current state changes nothing, so events may repeat and arrive late.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apollo_client::DeliveryKind;
 
@@ -222,12 +222,35 @@ pub fn retry_after_failure(failures: i32, max_attempts: u32) -> bool {
     u32::try_from(failures).is_ok_and(|f| f.saturating_add(1) < max_attempts)
 }
 
-/// Whether expired leases may be taken from their owners, the database last unreachable
-/// `unreachable_ago` ago (never: `None`). An outage stops every renewal, so afterwards every lease
-/// looks expired: live owners get one whole lease to renew theirs and record the answers they
-/// held through the outage before anyone's call is sent again.
-pub fn may_release_leases(unreachable_ago: Option<Duration>, lease: Duration) -> bool {
-    unreachable_ago.is_none_or(|ago| ago >= lease)
+/// What the lease sweep knows of the database's reachability. An outage stops every renewal, so
+/// afterwards every lease looks expired: live owners get one whole lease, counted from the first
+/// probe that reached the database again, to renew theirs and record the answers they held
+/// through the outage before anyone's call is sent again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// No outage seen, or the last one ended a lease or more ago.
+    Steady,
+    /// The last probe failed.
+    Lost,
+    /// Reached again since this instant, after an outage.
+    Back(Instant),
+}
+
+impl Reach {
+    /// The state after a probe at `now` that did or did not reach the database.
+    pub fn after_probe(self, reached: bool, now: Instant, lease: Duration) -> Reach {
+        match (self, reached) {
+            (_, false) => Reach::Lost,
+            (Reach::Lost, true) => Reach::Back(now),
+            (Reach::Back(since), true) if now.saturating_duration_since(since) >= lease => Reach::Steady,
+            (reach, true) => reach,
+        }
+    }
+
+    /// Whether expired leases may be taken from their owners.
+    pub fn may_release_leases(self) -> bool {
+        self == Reach::Steady
+    }
 }
 
 /// The longest wait between two attempts of a failed call, whatever the doubling reaches.
@@ -413,11 +436,24 @@ mod tests {
 
     #[test]
     fn leases_are_released_only_a_lease_after_the_database_came_back() {
-        let lease = Duration::from_secs(10);
-        assert!(may_release_leases(None, lease));
-        assert!(!may_release_leases(Some(Duration::ZERO), lease));
-        assert!(!may_release_leases(Some(Duration::from_millis(9_999)), lease));
-        assert!(may_release_leases(Some(lease), lease));
+        let (lease, t0) = (Duration::from_secs(10), Instant::now());
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert!(Reach::Steady.may_release_leases());
+        assert!(Reach::Steady.after_probe(true, at(0), lease).may_release_leases());
+        let lost = Reach::Steady.after_probe(false, at(0), lease);
+        assert_eq!(lost, Reach::Lost);
+        assert!(!lost.may_release_leases());
+        // The probe after the last failure waited out the rest of the outage and reached the
+        // database 9 s later: the lease counts from then, not from the failure.
+        let back = lost.after_probe(true, at(9_000), lease);
+        assert_eq!(back, Reach::Back(at(9_000)));
+        assert!(!back.may_release_leases());
+        assert!(!back.after_probe(true, at(18_999), lease).may_release_leases());
+        assert!(back.after_probe(true, at(19_000), lease).may_release_leases());
+        // Lost again before the lease passed: the count starts over.
+        let again = back.after_probe(false, at(15_000), lease).after_probe(true, at(16_000), lease);
+        assert!(!again.after_probe(true, at(25_999), lease).may_release_leases());
+        assert!(again.after_probe(true, at(26_000), lease).may_release_leases());
     }
 
     #[test]

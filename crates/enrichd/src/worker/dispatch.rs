@@ -214,30 +214,7 @@ impl Dispatcher {
 /// ([`crate::shutdown::Drain`]): shutdown waits for them to be answered and recorded.
 pub async fn run(state: AppState, dispatcher: Arc<Dispatcher>) {
     let permits = Arc::new(Semaphore::new(state.config.dispatch_concurrency.max(1)));
-    let mut last_lease_sweep = Instant::now() - Duration::from_secs(3600);
-    let mut unreachable_at: Option<Instant> = None;
     while !state.drain.is_draining() {
-        if last_lease_sweep.elapsed() >= (state.config.lease / 8).max(Duration::from_millis(200)) {
-            last_lease_sweep = Instant::now();
-            let released = match state.store.clock_now().await {
-                Ok(_) if !lifecycle::may_release_leases(unreachable_at.map(|t| t.elapsed()), state.config.lease) => {
-                    Ok(0)
-                }
-                Ok(now) => state.store.release_expired_leases(now).await,
-                Err(e) => Err(e),
-            };
-            match released {
-                Ok(0) => {}
-                Ok(n) => {
-                    metrics::counter!("enrichd_possible_double_charges_total").increment(n);
-                    tracing::warn!(batches = n, "released expired leases: outcome unknown, retrying")
-                }
-                Err(e) => {
-                    unreachable_at = Some(Instant::now());
-                    tracing::warn!(error = %e, "could not release expired leases")
-                }
-            }
-        }
         // A permit first: a claimed batch is called at once, never left on its lease. Only this
         // loop takes permits, so those free now stay free for the batches claimed with them.
         let permit = tokio::select! {

@@ -1,6 +1,6 @@
 //! Background workers, one module per job: dispatch (and its admission), ingest, reconcile,
-//! callbacks, person events, retention, and the heartbeat that renews their leases. Each loop ends when the
-//! process starts draining ([`crate::shutdown`]).
+//! callbacks, person events, retention, the rescue of batches whose lease ran out, and the heartbeat
+//! that renews leases. Each loop ends when the process starts draining ([`crate::shutdown`]).
 
 pub mod admission;
 pub mod callbacks;
@@ -9,6 +9,7 @@ pub mod heartbeat;
 pub mod ingest;
 pub mod person_events;
 pub mod reconcile;
+pub mod rescue;
 pub mod retention;
 
 use std::time::Duration;
